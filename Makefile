@@ -1,0 +1,35 @@
+# One-command setup for a fresh machine; every target is idempotent.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+TORCH   ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(VENV)/.stamp-python node_modules/.stamp-npm
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+# torch first: the pinned CPU wheel, so nothing later pulls CUDA packages.
+$(VENV)/.stamp-python: $(VENV)/bin/python pyproject.toml
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@
+
+node_modules/.stamp-npm: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(VENV)/bin/bmfl demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) node_modules runs .pytest_cache

@@ -1,0 +1,25 @@
+"""The ``bmfl`` command line. Each command group lives beside the code it drives and is
+attached here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="bmfl",
+    help="BMFL: blockchain-anchored federated learning at the mobile edge.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the BMFL version."""
+    from bmfl import __version__
+
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

