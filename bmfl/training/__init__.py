@@ -1,0 +1,6 @@
+"""Local training (DP-SGD, BMFL Algorithm 1) and evaluation."""
+
+from bmfl.training.evaluate import Evaluation, evaluate
+from bmfl.training.local import LocalTrainingConfig, LocalTrainingResult, train_local
+
+__all__ = ["Evaluation", "evaluate", "LocalTrainingConfig", "LocalTrainingResult", "train_local"]

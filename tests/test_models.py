@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from bmfl.models import available_models, count_parameters, create_model, register_model
+
+
+def test_bmfl_cnn_has_exactly_21840_parameters():
+    model = create_model("bmfl_cnn")
+    per_layer = {name: p.numel() for name, p in model.named_parameters()}
+    assert per_layer == {
+        "conv1.weight": 250, "conv1.bias": 10,
+        "conv2.weight": 5000, "conv2.bias": 20,
+        "fc1.weight": 16000, "fc1.bias": 50,
+        "fc2.weight": 500, "fc2.bias": 10,
+    }
+    assert count_parameters(model) == 21_840
+
+
+@pytest.mark.parametrize(
+    "name, x, out_shape",
+    [
+        ("bmfl_cnn", torch.zeros(3, 1, 28, 28), (3, 10)),
+        ("mlp", torch.zeros(3, 1, 28, 28), (3, 10)),
+        ("lstm_forecaster", torch.zeros(3, 6), (3,)),
+    ],
+)
+def test_models_forward_shapes(name, x, out_shape):
+    assert create_model(name)(x).shape == out_shape
+
+
+def test_registry_rejects_unknown_and_duplicate_names():
+    assert {"bmfl_cnn", "mlp", "lstm_forecaster"} <= set(available_models())
+    with pytest.raises(KeyError, match="unknown model"):
+        create_model("resnet9000")
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("mlp")(lambda: None)
+
+
+def test_model_moves_to_requested_device():
+    model = create_model("bmfl_cnn", device="cpu")
+    assert next(model.parameters()).device.type == "cpu"
