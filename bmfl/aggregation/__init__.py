@@ -1,0 +1,42 @@
+"""Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
+Krum, Multi-Krum, trimmed mean, coordinate-wise median and repeated-median residual
+reweighting, plus filter wrappers.
+
+>>> rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=ev))
+>>> result = rule(updates, sizes, reference, round_index=r)
+"""
+
+from bmfl.aggregation.base import (
+    AggregationResult,
+    Aggregator,
+    available_aggregators,
+    get_aggregator,
+    register_aggregator,
+)
+from bmfl.aggregation.fedavg import FedAvg
+from bmfl.aggregation.filtered import FilteredAggregator, compose
+from bmfl.aggregation.krum import Krum, MultiKrum, krum_scores
+from bmfl.aggregation.median import CoordinateMedian
+from bmfl.aggregation.reweight import ResidualReweighting, confidences, repeated_median_line
+from bmfl.aggregation.stats import median
+from bmfl.aggregation.trimmed_mean import TrimmedMean
+
+__all__ = [
+    "AggregationResult",
+    "Aggregator",
+    "available_aggregators",
+    "get_aggregator",
+    "register_aggregator",
+    "FedAvg",
+    "FilteredAggregator",
+    "compose",
+    "Krum",
+    "MultiKrum",
+    "krum_scores",
+    "CoordinateMedian",
+    "ResidualReweighting",
+    "confidences",
+    "repeated_median_line",
+    "median",
+    "TrimmedMean",
+]

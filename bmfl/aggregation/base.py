@@ -1,0 +1,106 @@
+"""The aggregation interface shared by edges, cloud, simulator and benchmarks.
+
+An aggregator receives the K uploaded models as flat float32 vectors stacked into a
+``(K, d)`` tensor (``bmfl.params.flatten``), their data sizes ``(K,)`` and the
+reference vector ``w^{r-1}`` (the global model the round started from), and returns an
+:class:`AggregationResult`: the aggregate vector, one weight per upload (non-negative,
+summing to 1 over the uploads that were used, 0 for the rest) and diagnostics.
+
+Uploads are full model vectors w̃_m, as in the papers. Every shipped rule is
+translation-equivariant (aggregating w̃_m or w̃_m − w^{r-1} and adding w^{r-1} back
+gives the same result), so callers holding deltas may pass them with a zero reference.
+
+Rules are created by name from one registry: ``get_aggregator("reweight", lam=2.0)``.
+A user adds a rule with ``@register_aggregator("name")`` on an :class:`Aggregator`
+subclass; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass
+class AggregationResult:
+    """``weights[m]`` is update m's share of the aggregate (coordinate-wise rules: its
+    average share over coordinates); ``info`` holds rule-specific diagnostics."""
+
+    aggregate: torch.Tensor
+    weights: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def check_inputs(updates: torch.Tensor, sizes: torch.Tensor | None, reference: torch.Tensor) -> torch.Tensor:
+    """Validate shapes and values; returns the sizes as float64 (ones when ``None``)."""
+    if updates.dim() != 2 or updates.shape[0] == 0:
+        raise ValueError(f"updates must be a non-empty (K, d) tensor, got shape {tuple(updates.shape)}")
+    if reference.shape != updates.shape[1:]:
+        raise ValueError(f"reference has shape {tuple(reference.shape)}, expected ({updates.shape[1]},)")
+    if not bool(torch.isfinite(updates).all()) or not bool(torch.isfinite(reference).all()):
+        raise ValueError("updates and reference must be finite")
+    k = updates.shape[0]
+    sizes = torch.ones(k, dtype=torch.float64) if sizes is None else torch.as_tensor(sizes, dtype=torch.float64)
+    if sizes.shape != (k,) or bool((sizes < 0).any()):
+        raise ValueError(f"sizes must be {k} non-negative numbers")
+    return sizes
+
+
+class Aggregator:
+    """Base class: subclasses implement :meth:`aggregate` on validated inputs.
+
+    ``round_index`` (1-based) is accepted by every aggregator so callers never need to
+    know whether a filter is wrapped around the rule (the self-reliability filter,
+    BMFL Eq. 11, uses it); plain rules ignore it.
+    """
+
+    name = "aggregator"
+
+    def __call__(
+        self,
+        updates: torch.Tensor,
+        sizes: torch.Tensor | None,
+        reference: torch.Tensor,
+        *,
+        round_index: int = 1,
+    ) -> AggregationResult:
+        sizes = check_inputs(updates, sizes, reference)
+        return self.aggregate(updates.to(torch.float32), sizes, reference.to(torch.float32))
+
+    def aggregate(self, updates: torch.Tensor, sizes: torch.Tensor, reference: torch.Tensor) -> AggregationResult:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+_REGISTRY: dict[str, Callable[..., Aggregator]] = {}
+
+
+def register_aggregator(name: str) -> Callable[[type[Aggregator]], type[Aggregator]]:
+    """Class decorator adding an aggregation rule under ``name``."""
+
+    def add(cls: type[Aggregator]) -> type[Aggregator]:
+        if name in _REGISTRY:
+            raise ValueError(f"aggregator {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def get_aggregator(name: str, **params: Any) -> Aggregator:
+    """Build the registered rule ``name`` with its keyword parameters."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown aggregator {name!r}; known: {', '.join(available_aggregators())}") from None
+    return factory(**params)
+
+
+def available_aggregators() -> list[str]:
+    return sorted(_REGISTRY)

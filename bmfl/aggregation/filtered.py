@@ -1,0 +1,44 @@
+"""Filters composed with rules: the filter runs first, the rule aggregates the kept
+uploads (BMFL §IV-C: self-reliability filter, then attack-resistant aggregation).
+
+Rejected uploads get weight 0 (the chain records them as malicious). If no upload is
+kept, the aggregate is the reference w^{r-1} unchanged and every weight is 0.
+Wrappers nest, so several filters chain: ``compose(rule, f1, f2)`` runs f1, then f2 on
+what f1 kept, then the rule.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bmfl.aggregation.base import AggregationResult, Aggregator, check_inputs
+from bmfl.filters.base import UpdateFilter
+
+
+class FilteredAggregator(Aggregator):
+    def __init__(self, filter: UpdateFilter, inner: Aggregator) -> None:
+        self.filter = filter
+        self.inner = inner
+        self.name = f"{filter.name}+{inner.name}"
+
+    def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> AggregationResult:
+        sizes = check_inputs(updates, sizes, reference)
+        updates, reference = updates.to(torch.float32), reference.to(torch.float32)
+        verdict = self.filter(updates, sizes, reference, round_index=round_index)
+        keep = verdict.keep.to(torch.bool)
+        kept = torch.nonzero(keep).flatten()
+        weights = torch.zeros(updates.shape[0], dtype=torch.float64)
+        info = {"filter": verdict.info, "keep": keep}
+        if len(kept) == 0:
+            return AggregationResult(reference.clone(), weights, info)
+        inner = self.inner(updates[kept], sizes[kept], reference, round_index=round_index)
+        weights[kept] = inner.weights.to(torch.float64)
+        info["rule"] = inner.info
+        return AggregationResult(inner.aggregate, weights, info)
+
+
+def compose(rule: Aggregator, *filters: UpdateFilter) -> Aggregator:
+    """``rule`` behind ``filters``, applied in the order given."""
+    for f in reversed(filters):
+        rule = FilteredAggregator(f, rule)
+    return rule

@@ -1,0 +1,119 @@
+"""Attack-resistant aggregation: repeated-median regression with residual reweighting
+(BMFL §IV-C-3, Eq. 14–23, after Fu et al. 2019; ALGORITHMS.md §3).
+
+Independently for every coordinate n, over the K uploads:
+
+1. sort the K values y ascending; the regressor x is the rank 0 … K−1;
+2. repeated-median slope (Eq. 14) β1 = med_i med_{j≠i} (y_j − y_i)/(x_j − x_i);
+   intercept β0 = med(y) − β1·(K−1)/2, the line through (median rank, median value),
+   as in the authors' reference code. **Fix:** the paper's Eq. 15 (a repeated median of
+   (x_j y_j − x_i y_i)/(x_j − x_i)) is garbled and is not used;
+3. residuals r = y − β0 − β1·x (Eq. 16); scale (Eq. 18)
+   τ = 1.4826·(1 + 5/(K−1))·med(|r| without its smallest value) + 1e-7, the smallest
+   |r| dropped as in the reference code;
+4. leverage h of the design X = [1, rank]: h(x) = 1/K + (x − x̄)²/Σ_j(j − x̄)², which
+   depends only on K and the rank;
+5. confidence (Eq. 17, 19, Huber Ψ clipped at Z = λ·sqrt(2/K)):
+   ϖ = min(1, Z·sqrt(1 − h)/|e|), e = r/τ; 0/0 → 1;
+6. coordinates with ϖ < ς get the fitted value β0 + β1·x instead of y (Eq. 21,
+   **fix:** the paper prints β0 + β0·x);
+7. model weight θ_m, two variants (``theta=``):
+   - ``"paper"`` (Eq. 20, 22): θ_m = Σ_n ϖ_n^m·𝟙(ϖ_n^m ≥ ς);
+   - ``"reference"`` (the authors' code): θ_m = Σ_n ϖ_n^m·s_n with s_n the (unbiased)
+     standard deviation of ϖ_n over the K uploads, then θ ← (θ / max θ)²;
+8. aggregate (Eq. 23): w = Σ_m θ_m ŵ_m / Σ_m θ_m, ŵ the corrected uploads. If every
+   θ_m is 0 (e.g. identical uploads under ``"reference"``: zero spread) the weights
+   are equal.
+
+With K ≤ 2 the line passes through every point, all residuals vanish and ϖ = 1.
+Coordinates are processed in chunks (``chunk_size``), each fully vectorised.
+Known limit (ALGORITHMS.md §3): like the median it breaks down beyond 50 % attackers;
+the self-reliability filter (``bmfl.filters``) must run first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bmfl.aggregation.base import AggregationResult, Aggregator, register_aggregator
+from bmfl.aggregation.stats import median
+
+THETA_VARIANTS = ("paper", "reference")
+
+
+def repeated_median_line(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slope and intercept per row of ``y`` (n, K) against the ranks 0 … K−1 (steps 1–2)."""
+    k = y.shape[1]
+    ys = y.sort(dim=1).values
+    x = torch.arange(k, dtype=y.dtype)
+    dx = x[None, :] - x[:, None]
+    slopes = (ys[:, None, :] - ys[:, :, None]) / dx
+    slopes.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    inner = median(slopes.sort(dim=2).values[..., :-1], dim=2)
+    beta1 = median(inner, dim=1)
+    beta0 = median(ys, dim=1) - beta1 * (k - 1) / 2
+    return beta1, beta0
+
+
+def confidences(y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-value confidence ϖ and fitted line value for ``y`` (n, K) (steps 1–5)."""
+    n, k = y.shape
+    if k <= 2:
+        return torch.ones_like(y), y.clone()
+    beta1, beta0 = repeated_median_line(y)
+    order = y.argsort(dim=1, stable=True)
+    ranks = torch.empty_like(y)
+    ranks.scatter_(1, order, torch.arange(k, dtype=y.dtype).expand(n, k).contiguous())
+    line = beta0[:, None] + beta1[:, None] * ranks
+    residual = y - line
+    spread = median(residual.abs().sort(dim=1).values[:, 1:], dim=1)
+    tau = 1.4826 * (1 + 5 / (k - 1)) * spread + 1e-7
+    centre = (k - 1) / 2
+    sxx = k * (k * k - 1) / 12
+    leverage = 1 / k + (ranks - centre) ** 2 / sxx
+    z = lam * math.sqrt(2 / k)
+    e = residual / tau[:, None]
+    varpi = (z * torch.sqrt(1 - leverage) / e.abs()).clamp(max=1.0)
+    return torch.nan_to_num(varpi, nan=1.0), line
+
+
+@register_aggregator("reweight")
+class ResidualReweighting(Aggregator):
+    """``lam`` λ = 2, ``threshold`` ς = 0.1, ``theta`` ∈ {"paper", "reference"} (step 7),
+    ``chunk_size`` coordinates per vectorised block (memory ≈ chunk·K²·4 bytes)."""
+
+    def __init__(self, lam: float = 2.0, threshold: float = 0.1, theta: str = "paper", chunk_size: int = 4096) -> None:
+        if theta not in THETA_VARIANTS:
+            raise ValueError(f"theta must be one of {THETA_VARIANTS}")
+        if lam <= 0 or not 0 <= threshold <= 1 or chunk_size < 1:
+            raise ValueError("need lam > 0, threshold in [0, 1], chunk_size >= 1")
+        self.lam = lam
+        self.threshold = threshold
+        self.theta = theta
+        self.chunk_size = chunk_size
+
+    def aggregate(self, updates: torch.Tensor, sizes: torch.Tensor, reference: torch.Tensor) -> AggregationResult:
+        k, d = updates.shape
+        corrected = torch.empty_like(updates)
+        theta = torch.zeros(k, dtype=torch.float64)
+        replaced = torch.zeros(k, dtype=torch.float64)
+        for lo in range(0, d, self.chunk_size):
+            y = updates[:, lo : lo + self.chunk_size].T
+            varpi, line = confidences(y, self.lam)
+            low = varpi < self.threshold
+            corrected[:, lo : lo + self.chunk_size] = torch.where(low, line, y).T
+            replaced += low.sum(0, dtype=torch.float64)
+            if self.theta == "paper":
+                theta += torch.where(low, 0.0, varpi).sum(0, dtype=torch.float64)
+            elif k > 1:
+                theta += (varpi * varpi.std(dim=1, keepdim=True)).sum(0, dtype=torch.float64)
+        raw_theta = theta.clone()
+        if self.theta == "reference" and theta.max() > 0:
+            theta = (theta / theta.max()) ** 2
+        total = theta.sum()
+        weights = theta / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)
+        aggregate = (weights.to(updates.dtype)[:, None] * corrected).sum(0)
+        info = {"theta": raw_theta, "replaced_fraction": replaced / d, "variant": self.theta}
+        return AggregationResult(aggregate, weights, info)

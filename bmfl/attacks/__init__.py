@@ -1,0 +1,29 @@
+"""Attacks as pluggable vehicle behaviours (ALGORITHMS.md §8), one registry by name.
+Add your own with ``@register_attack`` (see ``bmfl.attacks.base``)."""
+
+from bmfl.attacks.backdoor import PixelBackdoor, add_trigger, attack_success_rate, trigger_mask
+from bmfl.attacks.base import Attack, AttackContext, available_attacks, get_attack, register_attack
+from bmfl.attacks.behaviour import local_upload
+from bmfl.attacks.gaussian import GaussianNoise
+from bmfl.attacks.label_flip import LabelFlip
+from bmfl.attacks.same_value import SameValue
+from bmfl.attacks.sign_flip import SignFlip
+from bmfl.attacks.tuning_scaling import TuningAndScaling
+
+__all__ = [
+    "Attack",
+    "AttackContext",
+    "available_attacks",
+    "get_attack",
+    "register_attack",
+    "local_upload",
+    "PixelBackdoor",
+    "add_trigger",
+    "attack_success_rate",
+    "trigger_mask",
+    "GaussianNoise",
+    "LabelFlip",
+    "SameValue",
+    "SignFlip",
+    "TuningAndScaling",
+]

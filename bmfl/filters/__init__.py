@@ -1,0 +1,33 @@
+"""Malicious-update filters and data sanitization: the self-reliability filter (BMFL
+Eq. 11–13), the L2-norm anomaly detector (`001` §V-D) and adjacent-distance sanitization
+for time series (`001` §V-A). Update filters share one registry (``get_filter``)."""
+
+from bmfl.filters.base import FilterResult, UpdateFilter, available_filters, get_filter, register_filter
+from bmfl.filters.l2_norm import L2NormDetector, norm_bounds
+from bmfl.filters.sanitization import adjacent_distance, sanitize
+from bmfl.filters.self_reliability import (
+    Evaluator,
+    SelfReliabilityFilter,
+    accuracy_evaluator,
+    directions,
+    distances,
+    reliability,
+)
+
+__all__ = [
+    "FilterResult",
+    "UpdateFilter",
+    "available_filters",
+    "get_filter",
+    "register_filter",
+    "L2NormDetector",
+    "norm_bounds",
+    "adjacent_distance",
+    "sanitize",
+    "Evaluator",
+    "SelfReliabilityFilter",
+    "accuracy_evaluator",
+    "directions",
+    "distances",
+    "reliability",
+]

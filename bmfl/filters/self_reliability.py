@@ -1,0 +1,125 @@
+"""The self-reliability filter (BMFL §IV-C-2, Eq. 11–13; ALGORITHMS.md §2).
+
+For upload w̃_m in round r (1-based), against the reference w^{r-1}:
+
+- α_m: accuracy of w̃_m on the publisher's test set (fraction correct);
+- dir_m = 1 if Σ_k sign(w̃_m[k]·w^{r-1}[k]) > 0 else −1 (Eq. 13);
+- D_m = ‖w̃_m − w^{r-1}‖₂² if dir_m = 1, else +∞ (Eq. 12);
+- Λ_m = (1 + χ/r)·α_m − D_m, χ = 0.5 (Eq. 11).
+
+m is unreliable when Λ_m < T_Λ: it is left out and its weight recorded as malicious.
+Every quantity depends on w̃_m, w^{r-1} and the test set only, never on the other
+uploads, which is what keeps the filter working with more than 50 % attackers.
+
+**Scale of D.** α ∈ [0, 1] while the paper's D is an unbounded squared distance that
+grows with d, the learning rate, the number of local steps and the DP noise (DP noise
+inflates D for honest vehicles too), so no fixed T_Λ fits every task. Two settings:
+
+- ``threshold=T`` (a float): the paper's rule, Λ_m < T with D as chosen by
+  ``normalize`` (``"none"`` = the paper's raw D).
+- ``threshold=None`` (default): T_Λ = (1 + χ/r)·α_ref − ``tolerance``, where α_ref is
+  the accuracy of w^{r-1} itself, i.e. the reference model's own Λ (its D is 0): an
+  upload must score at most ``tolerance`` below the model it started from. With the
+  default ``normalize="reference"``, D_m = ‖w̃_m − w^{r-1}‖² / ‖w^{r-1}‖² is the
+  relative squared change, a scale-free quantity comparable to accuracies.
+
+The default ``tolerance`` = 1.0 keeps honest DP-SGD uploads of the benchmark (relative
+change well below 1, see ``docs/robustness.md``) and rejects sign-flipped (γ = −10, so
+100 × the honest D) and same-value (c = 100) uploads; it is set empirically, like the
+paper's threshold, and exposed. Updates far smaller than the benchmark's (few steps,
+no DP noise) make a flipped update's D small too; lower the tolerance for such tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bmfl.data.base import TensorData
+from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
+from bmfl.params import load_vector
+
+Evaluator = Callable[[torch.Tensor], torch.Tensor]
+"""Maps stacked flat model vectors (n, d) to their test accuracies (n,) in [0, 1]."""
+
+NORMALIZATIONS = ("reference", "none")
+
+
+def accuracy_evaluator(model: nn.Module, data: TensorData, batch_size: int = 2048) -> Evaluator:
+    """An :data:`Evaluator` scoring each vector with ``bmfl.training.evaluate`` on
+    ``data`` (``model`` gives the architecture; a private copy is used)."""
+    from bmfl.training.evaluate import evaluate
+
+    work = copy.deepcopy(model)
+
+    def score(vectors: torch.Tensor) -> torch.Tensor:
+        out = [evaluate(load_vector(work, v), data, batch_size).accuracy for v in vectors]
+        return torch.tensor(out, dtype=torch.float64)
+
+    return score
+
+
+def directions(updates: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """dir_m of Eq. 13, as ±1 (int64)."""
+    agree = torch.sign(updates * reference[None, :]).sum(dim=1)
+    return torch.where(agree > 0, 1, -1)
+
+
+def distances(updates: torch.Tensor, reference: torch.Tensor, normalize: str) -> torch.Tensor:
+    """D_m of Eq. 12 before the direction rule, raw or relative to ‖w^{r-1}‖²."""
+    d = (updates.to(torch.float64) - reference.to(torch.float64)).pow(2).sum(dim=1)
+    if normalize == "reference":
+        d = d / reference.to(torch.float64).pow(2).sum().clamp_min(1e-12)
+    return d
+
+
+def reliability(alpha: torch.Tensor, dist: torch.Tensor, dirs: torch.Tensor, round_index: int, chi: float) -> torch.Tensor:
+    """Λ of Eq. 11 (−∞ where dir = −1)."""
+    d = torch.where(dirs > 0, dist, torch.full_like(dist, float("inf")))
+    return (1 + chi / round_index) * alpha.to(torch.float64) - d
+
+
+@register_filter("self_reliability")
+class SelfReliabilityFilter(UpdateFilter):
+    """``evaluate``: the test-set :data:`Evaluator` (the publisher's private set);
+    ``chi`` χ; ``threshold`` an absolute T_Λ or ``None`` for the reference-relative
+    default; ``tolerance`` its margin; ``normalize`` ∈ {"reference", "none"}."""
+
+    def __init__(
+        self,
+        evaluate: Evaluator,
+        chi: float = 0.5,
+        threshold: float | None = None,
+        tolerance: float = 1.0,
+        normalize: str = "reference",
+    ) -> None:
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}")
+        self.evaluate = evaluate
+        self.chi = chi
+        self.threshold = threshold
+        self.tolerance = tolerance
+        self.normalize = normalize
+
+    def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
+        if round_index < 1:
+            raise ValueError("round_index is 1-based")
+        need_ref = self.threshold is None
+        scored = torch.cat([reference[None, :], updates]) if need_ref else updates
+        acc = torch.as_tensor(self.evaluate(scored), dtype=torch.float64)
+        alpha = acc[1:] if need_ref else acc
+        dirs = directions(updates, reference)
+        dist = distances(updates, reference, self.normalize)
+        lam = reliability(alpha, dist, dirs, round_index, self.chi)
+        if need_ref:
+            alpha_ref = float(acc[0])
+            threshold = (1 + self.chi / round_index) * alpha_ref - self.tolerance
+        else:
+            alpha_ref, threshold = None, float(self.threshold)
+        keep = lam >= threshold
+        info = {"reliability": lam, "alpha": alpha, "distance": dist, "direction": dirs,
+                "threshold": threshold, "alpha_reference": alpha_ref}
+        return FilterResult(keep, info)
