@@ -1,0 +1,107 @@
+"""A :class:`BlobStore` over Kubo's HTTP RPC API (``/api/v0``), trusting nothing it says.
+
+``add`` is sent with the import options that reproduce :data:`DEFAULT_PROFILE`, and the
+CID Kubo answers must equal the one computed here; ``cat`` output is verified too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from bmfl.blobs.cid import DEFAULT_PROFILE, compute_cid, parse_cid, verify_cid
+from bmfl.blobs.errors import BlobIntegrityError, BlobNotFoundError, RemoteError
+from bmfl.blobs.retry import Reply, RetryPolicy, request
+from bmfl.blobs.store import BlobStat, BlobStore
+
+_ADD_OPTIONS = {
+    "cid-version": "1",
+    "raw-leaves": "true",
+    "chunker": f"size-{DEFAULT_PROFILE.chunk_size}",
+    "hash": "sha2-256",
+}
+
+
+class KuboCIDMismatchError(BlobIntegrityError):
+    """Kubo named the added bytes with a CID other than the locally computed one."""
+
+
+def _kubo_message(reply: Reply) -> str:
+    try:
+        return str(json.loads(reply.content)["Message"])
+    except (ValueError, KeyError, TypeError):
+        return reply.content[:200].decode("utf-8", "replace")
+
+
+class KuboBlobStore(BlobStore):
+    """Blobs in a Kubo node reached at ``api_url`` (for example ``http://127.0.0.1:5001``)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        max_bytes: int = 256 << 20,
+    ) -> None:
+        self._client = httpx.Client(base_url=api_url.rstrip("/") + "/api/v0", timeout=timeout_s)
+        self._retry = retry
+        self._max_bytes = max_bytes
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, endpoint: str, params: dict[str, str], **kwargs: Any) -> Reply:
+        return request(
+            self._client, "POST", endpoint, params=params, policy=self._retry, max_bytes=self._max_bytes, **kwargs
+        )
+
+    def _json(self, endpoint: str, params: dict[str, str], **kwargs: Any) -> dict[str, Any]:
+        reply = self._call(endpoint, params, **kwargs)
+        if reply.status_code != 200:
+            raise RemoteError(f"kubo {endpoint}: HTTP {reply.status_code}: {_kubo_message(reply)}")
+        lines = [line for line in reply.content.splitlines() if line.strip()]
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, ValueError) as exc:
+            raise RemoteError(f"kubo {endpoint}: unreadable reply") from exc
+
+    def put(self, data: bytes, *, pin: bool = False) -> str:
+        expected = str(compute_cid(data, DEFAULT_PROFILE))
+        params = {**_ADD_OPTIONS, "pin": "true" if pin else "false"}
+        answer = self._json("/add", params, files={"file": ("blob", data, "application/octet-stream")})
+        got = str(answer.get("Hash", ""))
+        if got != expected:
+            raise KuboCIDMismatchError(f"kubo returned CID {got!r}, computed {expected}")
+        return expected
+
+    def get(self, cid: str) -> bytes:
+        key = str(parse_cid(cid))
+        reply = self._call("/cat", {"arg": key})
+        if reply.status_code != 200:
+            raise RemoteError(f"kubo cat {key}: HTTP {reply.status_code}: {_kubo_message(reply)}")
+        verify_cid(reply.content, key, DEFAULT_PROFILE)
+        return reply.content
+
+    def has(self, cid: str) -> bool:
+        reply = self._call("/block/stat", {"arg": str(parse_cid(cid)), "offline": "true"})
+        if reply.status_code == 200:
+            return True
+        if "not found" in _kubo_message(reply).lower():
+            return False
+        raise RemoteError(f"kubo block/stat: HTTP {reply.status_code}: {_kubo_message(reply)}")
+
+    def pin(self, cid: str) -> None:
+        self._json("/pin/add", {"arg": str(parse_cid(cid))})
+
+    def stat(self, cid: str) -> BlobStat:
+        key = str(parse_cid(cid))
+        if not self.has(key):
+            raise BlobNotFoundError(f"kubo does not hold {key}")
+        size = self._json("/files/stat", {"arg": f"/ipfs/{key}", "offline": "true"})["Size"]
+        pins = self._call("/pin/ls", {"arg": key, "type": "recursive"})
+        if pins.status_code != 200 and "not pinned" not in _kubo_message(pins):
+            raise RemoteError(f"kubo pin/ls: HTTP {pins.status_code}: {_kubo_message(pins)}")
+        return BlobStat(cid=key, size=int(size), pinned=pins.status_code == 200)
