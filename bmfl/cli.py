@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import typer
 
+from bmfl.blobs.cli import blob_app
+from bmfl.simulation.cli import demo, simulate
+from chain.cli import chain_app
+
 app = typer.Typer(
     name="bmfl",
     help="BMFL: blockchain-anchored federated learning at the mobile edge.",
     no_args_is_help=True,
     add_completion=False,
 )
+app.command()(simulate)
+app.command()(demo)
+app.add_typer(blob_app, name="blob")
+app.add_typer(chain_app, name="chain")
 
 
 @app.command()

@@ -28,7 +28,7 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 def _to_tensor_data(pixels01: np.ndarray, labels: np.ndarray) -> TensorData:
     """``pixels01``: (N, 784) or (N, 28, 28) in [0, 1]."""
-    x = torch.as_tensor(pixels01, dtype=torch.float32).reshape(-1, 1, 28, 28)
+    x = torch.as_tensor(np.ascontiguousarray(pixels01), dtype=torch.float32).reshape(-1, 1, 28, 28)
     x = (x - MNIST_MEAN) / MNIST_STD
     return TensorData(x, torch.as_tensor(labels, dtype=torch.long), num_classes=10)
 
