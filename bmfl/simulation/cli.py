@@ -9,14 +9,14 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from bmfl.simulation.config import SimulationConfig, load_config
-from bmfl.simulation.output import round_line, summary_table, write_outputs
-from bmfl.simulation.runner import SimulationResult, run_simulation
-
 DEMO_CONFIG = files("bmfl") / "configs" / "demo.toml"
 
 
-def _run(config: SimulationConfig, console: Console) -> SimulationResult:
+def _run(config, console: Console) -> None:
+    """Run and report (torch and the simulator load here, so ``bmfl --help`` stays fast)."""
+    from bmfl.simulation.output import round_line, summary_table, write_outputs
+    from bmfl.simulation.runner import run_simulation
+
     console.print(
         f"[bold]{config.name}[/]: {config.vehicles} vehicles, {config.edges} edges, model {config.model}, "
         f"data {config.data.name} ({config.partition.kind}), DP {'on' if config.training.dp else 'off'}, "
@@ -29,7 +29,6 @@ def _run(config: SimulationConfig, console: Console) -> SimulationResult:
     score = f"accuracy {final.accuracy:.4f}" if final.accuracy is not None else f"MSE {final.loss:.4f}"
     eps = f", ε ≤ {max(result.epsilons.values()):.2f} at δ={config.training.delta}" if result.epsilons else ""
     console.print(f"[bold green]done[/]: {len(result.rounds)} rounds, final {score}{eps}; outputs in {paths['jsonl'].parent}")
-    return result
 
 
 def simulate(
@@ -38,12 +37,16 @@ def simulate(
     output_dir: Optional[Path] = typer.Option(None, help="override the output folder"),
 ) -> None:
     """Run a BMFL simulation in-process (edges + cloud + vehicles, no services)."""
+    from bmfl.simulation.config import load_config
+
     overrides = {k: v for k, v in {"rounds": rounds, "output_dir": str(output_dir) if output_dir else None}.items() if v is not None}
     _run(load_config(config, overrides), Console())
 
 
 def demo(rounds: Optional[int] = typer.Option(None, help="override the number of rounds")) -> None:
     """The BMFL setting on the shipped MNIST digits: prints accuracy per round."""
+    from bmfl.simulation.config import load_config
+
     overrides = {"rounds": rounds} if rounds else {}
     config = load_config(Path(str(DEMO_CONFIG)), overrides)
     _run(config, Console())
