@@ -18,9 +18,10 @@ subclass; nothing else changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from bmfl.registry import ParamsRepr, Registry
 
 
 @dataclass
@@ -48,7 +49,7 @@ def check_inputs(updates: torch.Tensor, sizes: torch.Tensor | None, reference: t
     return sizes
 
 
-class Aggregator:
+class Aggregator(ParamsRepr):
     """Base class: subclasses implement :meth:`aggregate` on validated inputs.
 
     ``round_index`` (1-based) is accepted by every aggregator so callers never need to
@@ -72,35 +73,9 @@ class Aggregator:
     def aggregate(self, updates: torch.Tensor, sizes: torch.Tensor, reference: torch.Tensor) -> AggregationResult:
         raise NotImplementedError
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({params})"
 
 
-_REGISTRY: dict[str, Callable[..., Aggregator]] = {}
-
-
-def register_aggregator(name: str) -> Callable[[type[Aggregator]], type[Aggregator]]:
-    """Class decorator adding an aggregation rule under ``name``."""
-
-    def add(cls: type[Aggregator]) -> type[Aggregator]:
-        if name in _REGISTRY:
-            raise ValueError(f"aggregator {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def get_aggregator(name: str, **params: Any) -> Aggregator:
-    """Build the registered rule ``name`` with its keyword parameters."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown aggregator {name!r}; known: {', '.join(available_aggregators())}") from None
-    return factory(**params)
-
-
-def available_aggregators() -> list[str]:
-    return sorted(_REGISTRY)
+AGGREGATORS: Registry[Aggregator] = Registry("aggregator")
+register_aggregator = AGGREGATORS.register
+get_aggregator = AGGREGATORS.create
+available_aggregators = AGGREGATORS.names

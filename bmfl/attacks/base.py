@@ -23,12 +23,12 @@ by name (simulator, fleet runner, benchmarks). Nothing in the core changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import torch
 
 from bmfl.data.base import TensorData
 from bmfl.training.local import LocalTrainingConfig
+from bmfl.registry import ParamsRepr, Registry
 
 
 @dataclass
@@ -42,7 +42,7 @@ class AttackContext:
     round_index: int = 1
 
 
-class Attack:
+class Attack(ParamsRepr):
     name = "attack"
 
     def poison_data(self, data: TensorData, generator: torch.Generator) -> TensorData:
@@ -57,34 +57,9 @@ class Attack:
     def poison_update(self, upload: torch.Tensor, context: AttackContext) -> torch.Tensor:
         return upload
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({params})"
 
 
-_REGISTRY: dict[str, Callable[..., Attack]] = {}
-
-
-def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
-    """Class decorator adding an attack under ``name``."""
-
-    def add(cls: type[Attack]) -> type[Attack]:
-        if name in _REGISTRY:
-            raise ValueError(f"attack {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def get_attack(name: str, **params: Any) -> Attack:
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown attack {name!r}; known: {', '.join(available_attacks())}") from None
-    return factory(**params)
-
-
-def available_attacks() -> list[str]:
-    return sorted(_REGISTRY)
+ATTACKS: Registry[Attack] = Registry("attack")
+register_attack = ATTACKS.register
+get_attack = ATTACKS.create
+available_attacks = ATTACKS.names

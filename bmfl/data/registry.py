@@ -4,36 +4,16 @@ out among themselves, and the task's held-out test set (the publisher's private 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from bmfl.data.base import TensorData, train_test_split
 from bmfl.data.mnist import FASHION_MNIST_DIR, load_idx_dataset, load_mnist
 from bmfl.data.traffic import load_telecom_italia, synthetic_traffic, traffic_task
+from bmfl.registry import Registry
 
-Loader = Callable[..., tuple[TensorData, TensorData]]
-_REGISTRY: dict[str, Loader] = {}
-
-
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    def add(loader: Loader) -> Loader:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _REGISTRY[name] = loader
-        return loader
-
-    return add
-
-
-def load_dataset(name: str, **options) -> tuple[TensorData, TensorData]:
-    try:
-        loader = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(available_datasets())}") from None
-    return loader(**options)
-
-
-def available_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+DATASETS: Registry[tuple[TensorData, TensorData]] = Registry("dataset")
+register_dataset = DATASETS.register
+load_dataset = DATASETS.create
+available_datasets = DATASETS.names
 
 
 @register_dataset("mnist")

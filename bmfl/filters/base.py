@@ -11,9 +11,10 @@ Filters are created by name (``get_filter("l2_norm", c1=40)``); register your ow
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from bmfl.registry import ParamsRepr, Registry
 
 
 @dataclass
@@ -22,7 +23,7 @@ class FilterResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class UpdateFilter:
+class UpdateFilter(ParamsRepr):
     name = "filter"
 
     def __call__(
@@ -30,32 +31,9 @@ class UpdateFilter:
     ) -> FilterResult:
         raise NotImplementedError
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({params})"
 
 
-_REGISTRY: dict[str, Callable[..., UpdateFilter]] = {}
-
-
-def register_filter(name: str) -> Callable[[type[UpdateFilter]], type[UpdateFilter]]:
-    def add(cls: type[UpdateFilter]) -> type[UpdateFilter]:
-        if name in _REGISTRY:
-            raise ValueError(f"filter {name!r} is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
-
-
-def get_filter(name: str, **params: Any) -> UpdateFilter:
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown filter {name!r}; known: {', '.join(available_filters())}") from None
-    return factory(**params)
-
-
-def available_filters() -> list[str]:
-    return sorted(_REGISTRY)
+FILTERS: Registry[UpdateFilter] = Registry("filter")
+register_filter = FILTERS.register
+get_filter = FILTERS.create
+available_filters = FILTERS.names

@@ -7,39 +7,20 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 
-ModelFactory = Callable[..., nn.Module]
-_REGISTRY: dict[str, ModelFactory] = {}
+from bmfl.registry import Registry
 
-
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator adding a model factory under ``name`` (users may register their own)."""
-
-    def add(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return add
+MODELS: Registry[nn.Module] = Registry("model")
+register_model = MODELS.register
+available_models = MODELS.names
 
 
 def create_model(name: str, device: torch.device | str | None = None, **kwargs) -> nn.Module:
     """Build the registered model ``name`` (keyword arguments go to its factory)."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(available_models())}") from None
-    model = factory(**kwargs)
+    model = MODELS.create(name, **kwargs)
     return model.to(device) if device is not None else model
-
-
-def available_models() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def count_parameters(model: nn.Module) -> int:
