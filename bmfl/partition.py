@@ -82,14 +82,10 @@ def complete_non_iid(
     if classes_per_device > len(classes):
         raise ValueError("classes_per_device exceeds the number of classes")
     rng = np.random.default_rng(seed)
+    # Deal a seeded permutation of the classes round-robin: each device takes the next
+    # ``classes_per_device`` slots of the repeated permutation, which are always distinct.
     slots = np.resize(rng.permutation(classes), num_devices * classes_per_device)
     assignment = slots.reshape(num_devices, classes_per_device)
-    for d in range(num_devices):  # make each device's classes distinct by swapping slots
-        while len(set(assignment[d])) < classes_per_device:
-            e = int(rng.integers(num_devices))
-            i, j = int(rng.integers(classes_per_device)), int(rng.integers(classes_per_device))
-            if assignment[e, j] not in assignment[d] and assignment[d, i] not in assignment[e]:
-                assignment[d, i], assignment[e, j] = assignment[e, j], assignment[d, i]
     weights = rng.pareto(power_law_exponent, size=num_devices) + 1.0
     groups: list[list[np.ndarray]] = [[] for _ in range(num_devices)]
     for c in classes:

@@ -21,7 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bmfl.aggregation import get_aggregator
+from bmfl.consensus import select_leader
 from bmfl.data import load_dataset
+from bmfl.incentives import to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
@@ -64,7 +66,7 @@ class SimulationResult:
 
 
 def _score(evaluation) -> float:
-    """Higher is better: accuracy for classification, −MSE for regression."""
+    """Consensus score, higher is better: accuracy for classification, −MSE for regression."""
     return evaluation.accuracy if evaluation.accuracy is not None else -evaluation.loss
 
 
@@ -113,8 +115,8 @@ def run_simulation(
             ]
             total = sum(len(s) for s in selected)
             progress.reset(task, total=total, round=r, description="local training")
-            edge_vecs, edge_sizes, edge_scores = [], [], []
-            for members in selected:
+            edge_vecs, edge_sizes, edge_scores = [], [], {}
+            for edge_id, members in enumerate(selected):
                 uploads, sizes = [], []
                 for v in members:
                     load_vector(model, global_vec)
@@ -127,7 +129,7 @@ def run_simulation(
                 agg = edge_rule(torch.stack(uploads), torch.tensor(sizes), global_vec, round_index=r)
                 edge_vecs.append(agg.aggregate)
                 edge_sizes.append(float(sum(s for s, w in zip(sizes, agg.weights.tolist()) if w > 0)))
-                edge_scores.append(evaluate(load_vector(model, agg.aggregate), test))
+                edge_scores[edge_id] = evaluate(load_vector(model, agg.aggregate), test)
             cloud = cloud_rule(torch.stack(edge_vecs), torch.tensor(edge_sizes), global_vec, round_index=r)
             global_vec = cloud.aggregate
             ev = evaluate(load_vector(model, global_vec), test)
@@ -137,8 +139,8 @@ def run_simulation(
                 accuracy=ev.accuracy,
                 loss=ev.loss,
                 mae=ev.mae,
-                edge_accuracies=[e.accuracy if e.accuracy is not None else e.loss for e in edge_scores],
-                leader=max(range(len(edge_scores)), key=lambda i: _score(edge_scores[i])),
+                edge_accuracies=[e.accuracy if e.accuracy is not None else e.loss for e in edge_scores.values()],
+                leader=select_leader({e: to_fixed(_score(ev)) for e, ev in edge_scores.items()}),
                 trainers=total,
                 epsilon_max=max(eps) if eps else None,
                 epsilon_mean=sum(eps) / len(eps) if eps else None,
