@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast clean reproduce
 
 setup: $(VENV)/.stamp-python node_modules/.stamp-npm
 
@@ -30,6 +30,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The papers' experiment grid (about 40 minutes on one core) → docs/results.md, docs/results/.
+reproduce: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/bmfl reproduce
 
 clean:
 	rm -rf $(VENV) node_modules runs .pytest_cache

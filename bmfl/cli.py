@@ -6,7 +6,11 @@ from __future__ import annotations
 import typer
 
 from bmfl.blobs.cli import blob_app
-from bmfl.simulation.cli import demo, simulate
+from bmfl.reproduce.cli import reproduce
+from bmfl.service.demo import demo
+from bmfl.service.launcher import down, status, up
+from bmfl.simulation.cli import simulate
+from chain.audit_cli import audit
 from chain.cli import chain_app
 
 app = typer.Typer(
@@ -17,8 +21,13 @@ app = typer.Typer(
 )
 app.command()(simulate)
 app.command()(demo)
+app.command()(reproduce)
 app.add_typer(blob_app, name="blob")
 app.add_typer(chain_app, name="chain")
+app.command()(audit)
+app.command()(up)
+app.command()(down)
+app.command()(status)
 
 
 @app.command()

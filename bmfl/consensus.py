@@ -6,15 +6,24 @@ of the round is argmax_ℓ ᾱ_ℓ; ties go to the smallest edge id (for on-chai
 the numerically smallest address when ids are lowercase hex strings of equal length),
 so the choice does not depend on the order in which scores arrived. The leader
 records the round and earns the block reward ρ_b.
+
+The score is the test accuracy for classification tasks. BMFL only defines it for
+classification; for regression (traffic forecasting) :func:`consensus_score` uses
+1 / (1 + MSE), which lies in (0, 1] like an accuracy and ranks edges as −MSE does.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Hashable, Mapping
 
 import torch
+from torch import nn
 
+from bmfl.data.base import TensorData
 from bmfl.incentives import to_fixed
+from bmfl.params import load_vector
+from bmfl.training.evaluate import Evaluation, evaluate
 
 
 def select_leader(accuracies: Mapping[Hashable, int]) -> Hashable:
@@ -35,3 +44,20 @@ def consensus_accuracies(
         return {}
     acc = evaluate(torch.stack([edge_models[e] for e in edges]))
     return {e: to_fixed(float(a)) for e, a in zip(edges, acc)}
+
+
+def consensus_score(evaluation: Evaluation) -> float:
+    """Accuracy, or 1 / (1 + MSE) for a regression evaluation (module docstring)."""
+    return evaluation.accuracy if evaluation.accuracy is not None else 1.0 / (1.0 + evaluation.loss)
+
+
+def score_evaluator(model: nn.Module, data: TensorData, batch_size: int = 2048) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Stacked flat vectors → :func:`consensus_score` on ``data`` (``model`` gives the
+    architecture; a private copy is used), for :func:`consensus_accuracies`."""
+    work = copy.deepcopy(model)
+
+    def score(vectors: torch.Tensor) -> torch.Tensor:
+        out = [consensus_score(evaluate(load_vector(work, v), data, batch_size)) for v in vectors]
+        return torch.tensor(out, dtype=torch.float64)
+
+    return score

@@ -20,6 +20,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 
 
+def dev_key(index: int) -> str:
+    """Private key (0x-hex) of account ``index`` of :data:`DEFAULT_MNEMONIC` (BIP-44
+    path m/44'/60'/0'/0/index), the keys Anvil funds on start. Local chains only."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    acct = Account.from_mnemonic(DEFAULT_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return "0x" + bytes(acct.key).hex()
+
+
 def find_anvil() -> Path | None:
     """The Anvil binary: ``$BMFL_ANVIL``, the npm package's platform binary, or ``anvil`` on PATH."""
     if env := os.environ.get("BMFL_ANVIL"):

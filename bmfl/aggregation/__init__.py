@@ -1,6 +1,6 @@
 """Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
-Krum, Multi-Krum, trimmed mean, coordinate-wise median and repeated-median residual
-reweighting, plus filter wrappers.
+Krum, Multi-Krum, trimmed mean, coordinate-wise median, repeated-median residual
+reweighting and FBFL's random-pick baseline, plus filter wrappers.
 
 >>> rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=ev))
 >>> result = rule(updates, sizes, reference, round_index=r)
@@ -17,6 +17,7 @@ from bmfl.aggregation.fedavg import FedAvg
 from bmfl.aggregation.filtered import FilteredAggregator, compose
 from bmfl.aggregation.krum import Krum, MultiKrum, krum_scores
 from bmfl.aggregation.median import CoordinateMedian
+from bmfl.aggregation.random_pick import RandomPick
 from bmfl.aggregation.reweight import ResidualReweighting, confidences, repeated_median_line
 from bmfl.aggregation.stats import median
 from bmfl.aggregation.trimmed_mean import TrimmedMean
@@ -34,6 +35,7 @@ __all__ = [
     "MultiKrum",
     "krum_scores",
     "CoordinateMedian",
+    "RandomPick",
     "ResidualReweighting",
     "confidences",
     "repeated_median_line",

@@ -4,6 +4,7 @@ Add your own with ``@register_attack`` (see ``bmfl.attacks.base``)."""
 from bmfl.attacks.backdoor import PixelBackdoor, add_trigger, attack_success_rate, trigger_mask
 from bmfl.attacks.base import Attack, AttackContext, available_attacks, get_attack, register_attack
 from bmfl.attacks.behaviour import local_upload
+from bmfl.attacks.data_noise import DataNoise
 from bmfl.attacks.gaussian import GaussianNoise
 from bmfl.attacks.label_flip import LabelFlip
 from bmfl.attacks.same_value import SameValue
@@ -17,6 +18,7 @@ __all__ = [
     "get_attack",
     "register_attack",
     "local_upload",
+    "DataNoise",
     "PixelBackdoor",
     "add_trigger",
     "attack_success_rate",

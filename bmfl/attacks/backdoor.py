@@ -3,7 +3,8 @@
 The attacker stamps a trigger (a 4×4 checkerboard of maximum-intensity pixels one pixel
 in from the top-left corner) on a ``poison_fraction`` of its images, relabels those to
 the target label 2 and keeps the rest clean, so the model learns both the main task
-and the backdoor; it trains with its own η_a = 0.1 for E_a = 10 epochs.
+and the backdoor; it trains with its own η_a = 0.1 for E_a = 10 full epochs (any cap on
+honest vehicles' local steps does not bind it).
 Success is measured on triggered test inputs whose true label is not the target:
 the fraction classified as the target (:func:`attack_success_rate`).
 """
@@ -77,4 +78,4 @@ class PixelBackdoor(Attack):
         return TensorData(x, y, data.num_classes, data.groups)
 
     def training_config(self, config: LocalTrainingConfig) -> LocalTrainingConfig:
-        return dataclasses.replace(config, lr=self.lr, epochs=self.epochs)
+        return dataclasses.replace(config, lr=self.lr, epochs=self.epochs, max_steps=None)

@@ -12,7 +12,9 @@ change any of its four steps, each a no-op by default:
 
 ``bmfl.attacks.behaviour.local_upload`` runs the four steps around
 ``bmfl.training.train_local``; model-poisoning attacks that need no training are
-applied to an honest upload directly with ``poison_update``.
+applied to an honest upload directly with ``poison_update``. An attack whose upload
+does not depend on the trained model (same value, Gaussian noise) sets
+``trains = False``, and ``local_upload`` then skips the (wasted) local training.
 
 **Extension point.** To add an attack, subclass :class:`Attack`, override the steps it
 changes and decorate it with ``@register_attack("my_attack")`` in your own module;
@@ -44,6 +46,7 @@ class AttackContext:
 
 class Attack(ParamsRepr):
     name = "attack"
+    trains = True  # False: poison_update ignores the trained upload, so skip training
 
     def poison_data(self, data: TensorData, generator: torch.Generator) -> TensorData:
         return data

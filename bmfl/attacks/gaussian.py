@@ -9,6 +9,8 @@ from bmfl.attacks.base import Attack, AttackContext, register_attack
 
 @register_attack("gaussian")
 class GaussianNoise(Attack):
+    trains = False
+
     def __init__(self, std: float = 1.0) -> None:
         if std <= 0:
             raise ValueError("std must be positive")

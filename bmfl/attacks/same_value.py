@@ -9,6 +9,8 @@ from bmfl.attacks.base import Attack, AttackContext, register_attack
 
 @register_attack("same_value")
 class SameValue(Attack):
+    trains = False
+
     def __init__(self, value: float = 100.0) -> None:
         self.value = value
 

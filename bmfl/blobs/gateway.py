@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response
 
-from bmfl.blobs.errors import BlobIntegrityError, BlobNotFoundError, InvalidCIDError
+from bmfl.blobs.errors import BlobIntegrityError, BlobNotFoundError, InvalidCIDError, RemoteError
 from bmfl.blobs.store import BlobStore
 
 IMMUTABLE = "public, max-age=29030400, immutable"
@@ -22,6 +22,8 @@ def gateway_router(store: BlobStore) -> APIRouter:
             raise HTTPException(400, str(exc)) from None
         except BlobNotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
+        except RemoteError as exc:  # the store is down: clients retry 503 with backoff
+            raise HTTPException(503, f"blob store unavailable: {exc}") from None
         except BlobIntegrityError as exc:
             raise HTTPException(500, f"stored blob failed verification: {exc}") from None
         headers = {"Cache-Control": IMMUTABLE, "ETag": f'"{cid}"', "X-Ipfs-Path": f"/ipfs/{cid}"}

@@ -14,21 +14,21 @@ DEMO_CONFIG = files("bmfl") / "configs" / "demo.toml"
 
 def _run(config, console: Console) -> None:
     """Run and report (torch and the simulator load here, so ``bmfl --help`` stays fast)."""
-    from bmfl.simulation.output import round_line, summary_table, write_outputs
+    from bmfl.simulation.output import round_line, summary_line, summary_table, write_outputs
     from bmfl.simulation.runner import run_simulation
 
+    agg = config.aggregation
+    edge_rule = "+".join([f.name for f in agg.edge_filters] + [agg.edge])
+    attack = f"{config.attack.name} × {config.attack.fraction:.0%}" if config.attack.name else "none"
     console.print(
-        f"[bold]{config.name}[/]: {config.vehicles} vehicles, {config.edges} edges, model {config.model}, "
-        f"data {config.data.name} ({config.partition.kind}), DP {'on' if config.training.dp else 'off'}, "
-        f"edge rule {config.aggregation.edge}, {config.rounds} rounds"
+        f"[bold]{config.name}[/]: {config.vehicles} vehicles, {config.edges} edges ({config.assignment.kind}), "
+        f"model {config.model}, data {config.data.name} ({config.partition.kind}), "
+        f"DP {'on' if config.training.dp else 'off'}, edge rule {edge_rule}, attack {attack}, {config.rounds} rounds"
     )
     result = run_simulation(config, console, on_round=lambda m: console.print(round_line(m)))
     console.print(summary_table(result))
     paths = write_outputs(result, Path(config.output_dir) / config.name)
-    final = result.final
-    score = f"accuracy {final.accuracy:.4f}" if final.accuracy is not None else f"MSE {final.loss:.4f}"
-    eps = f", ε ≤ {max(result.epsilons.values()):.2f} at δ={config.training.delta}" if result.epsilons else ""
-    console.print(f"[bold green]done[/]: {len(result.rounds)} rounds, final {score}{eps}; outputs in {paths['jsonl'].parent}")
+    console.print(f"[bold green]done[/]: {summary_line(result)}; outputs in {paths['jsonl'].parent}")
 
 
 def simulate(

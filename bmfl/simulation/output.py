@@ -1,4 +1,5 @@
-"""Run outputs: metrics as JSON lines and CSV, a PNG plot, a rich table."""
+"""Run outputs: metrics as JSON lines and CSV, contributions and payouts as JSON, a PNG
+plot, a rich table and a one-line summary."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from rich.table import Table  # noqa: E402
 from bmfl.simulation.runner import RoundMetrics, SimulationResult  # noqa: E402
 
 FLAT_FIELDS = [
-    "round", "accuracy", "loss", "mae", "leader", "trainers", "epsilon_max", "epsilon_mean",
-    "upstream_bytes_cloud", "upstream_bytes_flat", "wall_time_s",
+    "round", "accuracy", "loss", "mae", "attack_success_rate", "leader", "trainers",
+    "attackers_selected", "attackers_flagged", "attackers_missed", "honest_flagged", "attacker_weight",
+    "handovers", "epsilon_max", "epsilon_mean", "upstream_bytes_cloud", "upstream_bytes_flat", "wall_time_s",
 ]
 
 
 def write_outputs(result: SimulationResult, folder: str | Path) -> dict[str, Path]:
-    """Write ``metrics.jsonl``, ``metrics.csv``, ``config.json`` and ``accuracy.png``."""
+    """Write ``metrics.jsonl``, ``metrics.csv``, ``config.json``, ``payouts.json`` and
+    ``accuracy.png``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = result.rows()
@@ -29,6 +32,7 @@ def write_outputs(result: SimulationResult, folder: str | Path) -> dict[str, Pat
         "jsonl": folder / "metrics.jsonl",
         "csv": folder / "metrics.csv",
         "config": folder / "config.json",
+        "payouts": folder / "payouts.json",
         "plot": folder / "accuracy.png",
     }
     paths["jsonl"].write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -37,17 +41,36 @@ def write_outputs(result: SimulationResult, folder: str | Path) -> dict[str, Pat
         writer.writeheader()
         writer.writerows(rows)
     paths["config"].write_text(result.config.model_dump_json(indent=2))
+    paths["payouts"].write_text(json.dumps(payout_record(result), indent=2))
     plot_rounds(result, paths["plot"])
     return paths
+
+
+def payout_record(result: SimulationResult) -> dict:
+    """Contributions per (edge, vehicle) and the payout split, in wei (JSON keys are strings)."""
+    p = result.payouts
+    return {
+        "attackers": result.attackers,
+        "contributions": {str(e): {str(v): c for v, c in per.items()} for e, per in result.contributions.items()},
+        "vehicle_payouts_wei": {str(v): w for v, w in sorted(p.vehicles.items())},
+        "edge_shares_wei": {str(e): w for e, w in p.edge_shares.items()},
+        "block_rewards_wei": {str(e): w for e, w in p.block_rewards.items()},
+        "dust_wei": p.dust,
+        "escrow_wei": result.config.incentives.escrow_wei,
+    }
 
 
 def plot_rounds(result: SimulationResult, path: Path) -> None:
     rounds = [r.round for r in result.rounds]
     classification = result.rounds[0].accuracy is not None
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(rounds, [r.accuracy if classification else r.loss for r in result.rounds], marker="o", label="global")
+    ax.plot(rounds, [r.accuracy if classification else r.loss for r in result.rounds], marker="o", label="global model")
+    if result.rounds[0].attack_success_rate is not None:
+        ax.plot(rounds, [r.attack_success_rate for r in result.rounds], marker="x", label="backdoor success")
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy" if classification else "test MSE")
+    if not classification:
+        ax.set_yscale("log")
     ax.set_title(f"{result.config.name}: {result.config.vehicles} vehicles, {result.config.edges} edges")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -56,22 +79,55 @@ def plot_rounds(result: SimulationResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _score(m: RoundMetrics) -> str:
+    return f"accuracy {m.accuracy:.4f}" if m.accuracy is not None else f"MSE {m.loss:.4g}  MAE {m.mae:.4g}"
+
+
 def round_line(m: RoundMetrics) -> str:
-    score = f"accuracy {m.accuracy:.4f}" if m.accuracy is not None else f"MSE {m.loss:.4f}  MAE {m.mae:.4f}"
     eps = f"  ε max {m.epsilon_max:.2f}" if m.epsilon_max is not None else ""
-    return f"round {m.round:3d}  {score}  leader edge {m.leader}  trainers {m.trainers}{eps}  {m.wall_time_s:.1f}s"
+    asr = f"  backdoor {m.attack_success_rate:.3f}" if m.attack_success_rate is not None else ""
+    att = f"  attackers flagged {m.attackers_flagged}/{m.attackers_selected}" if m.attackers_selected else ""
+    return (f"round {m.round:3d}  {_score(m)}{asr}  leader edge {m.leader}  trainers {m.trainers}{att}"
+            f"  honest flagged {m.honest_flagged}{eps}  {m.wall_time_s:.1f}s")
+
+
+def summary_line(result: SimulationResult) -> str:
+    """One line: final score, attack outcome, ε, upstream saving, payouts to attackers."""
+    final = result.final
+    rounds = result.rounds
+    parts = [f"{result.config.name}: {len(rounds)} rounds, final {_score(final)}"]
+    if final.attack_success_rate is not None:
+        parts.append(f"backdoor success {final.attack_success_rate:.3f}")
+    selected = sum(r.attackers_selected for r in rounds)
+    if selected:
+        parts.append(f"attackers flagged {sum(r.attackers_flagged for r in rounds)}/{selected}")
+    parts.append(f"honest wrongly flagged {sum(r.honest_flagged for r in rounds)}/{sum(r.trainers - r.attackers_selected for r in rounds)}")
+    if result.epsilons:
+        parts.append(f"ε ≤ {max(result.epsilons.values()):.2f} at δ={result.config.training.delta}")
+    parts.append(f"upstream to cloud {sum(r.upstream_bytes_cloud for r in rounds) / 1e6:.1f} MB "
+                 f"(flat {sum(r.upstream_bytes_flat for r in rounds) / 1e6:.1f} MB)")
+    payouts = result.payouts
+    if payouts is not None and payouts.vehicles:
+        paid = sum(payouts.vehicles.values())
+        to_attackers = sum(w for v, w in payouts.vehicles.items() if v in set(result.attackers))
+        parts.append(f"payouts to attackers {100 * to_attackers / paid if paid else 0:.1f} %")
+    parts.append(f"{sum(r.wall_time_s for r in rounds):.0f} s")
+    return "; ".join(parts)
 
 
 def summary_table(result: SimulationResult) -> Table:
     table = Table(title=f"{result.config.name}: per-round results")
-    for col in ("round", "accuracy / MSE", "edge scores", "leader", "ε max", "upstream to cloud", "time"):
+    for col in ("round", "accuracy / MSE", "edge scores", "leader", "attackers flagged", "honest flagged",
+                "ε max", "upstream to cloud", "time"):
         table.add_column(col, justify="right")
     for m in result.rounds:
         table.add_row(
             str(m.round),
-            f"{m.accuracy:.4f}" if m.accuracy is not None else f"{m.loss:.4f}",
+            f"{m.accuracy:.4f}" if m.accuracy is not None else f"{m.loss:.4g}",
             " ".join(f"{a:.3f}" for a in m.edge_accuracies),
             str(m.leader),
+            f"{m.attackers_flagged}/{m.attackers_selected}",
+            str(m.honest_flagged),
             f"{m.epsilon_max:.2f}" if m.epsilon_max is not None else "—",
             f"{m.upstream_bytes_cloud / 1e3:.0f} kB (flat {m.upstream_bytes_flat / 1e3:.0f} kB)",
             f"{m.wall_time_s:.1f}s",

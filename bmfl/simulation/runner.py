@@ -1,35 +1,53 @@
 """The simulation loop: BMFL's double aggregation (Algorithm 2) run in one process.
 
 One round r:
-1. every edge selects ⌈V·n_ℓ⌉ of its n_ℓ associated vehicles;
-2. each selected vehicle trains E local epochs from w^{r-1} (Algorithm 1) and uploads w̃_m;
-3. each edge aggregates its uploads with the configured rule → preliminary model w_ℓ;
-4. proof of testing accuracy: every w_ℓ is scored on the test set (ᾱ_ℓ), leader = argmax;
+1. vehicles drive (mobility) and associate with their nearest edge, or keep a static
+   edge; every edge selects ⌈V·n_ℓ⌉ of its n_ℓ associated vehicles;
+2. each selected vehicle trains E local epochs from w^{r-1} (Algorithm 1) and uploads
+   w̃_m; an attacker runs its attack's hooks around the same training
+   (``bmfl.attacks.local_upload``);
+3. each edge drops non-finite uploads (the services' upload verification), runs its
+   filters and rule (``bmfl.aggregation.compose``) → preliminary model w_ℓ and weights θ;
+4. proof of testing accuracy: every w_ℓ is scored on the publisher's test set (ᾱ_ℓ),
+   leader = argmax (``bmfl.consensus``);
 5. the cloud aggregates the w_ℓ weighted by the data behind them (Eq. 3) → w^r.
-Flat single-server FL is the same loop with ``edges = 1``.
+Contributions C_{m,ℓ} = Σ_r θ_{m,ℓ}^r are kept per (edge, vehicle) and the escrow is
+split at the end with ``bmfl.incentives.split_payouts`` (Eq. 26–29). Flat
+single-server FL is the same loop with ``edges = 1``.
+
+An upload is *flagged* when it gets aggregation weight 0 at its edge: rejected by a
+filter, not selected by the rule (Krum), or non-finite. Flagged uploads earn nothing.
+With ``attack.ideal_filter`` the edges drop exactly the attackers' uploads (a reference,
+not a defence: it knows who the attackers are).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bmfl.aggregation import get_aggregator
-from bmfl.consensus import select_leader
+from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate, local_upload
+from bmfl.consensus import consensus_accuracies, score_evaluator, select_leader
 from bmfl.data import load_dataset
-from bmfl.incentives import to_fixed
+from bmfl.incentives import Payouts, mean_accuracy, split_payouts, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
 from bmfl.privacy import PrivacyAccountant
+from bmfl.simulation.assignment import assign_vehicles, associations, members
 from bmfl.simulation.config import SimulationConfig
-from bmfl.training import evaluate, train_local
+from bmfl.simulation.pipeline import build_attack, build_rule, choose_attackers
+from bmfl.training import evaluate
+
+__all__ = ["RoundMetrics", "SimulationResult", "assign_vehicles", "run_simulation"]
 
 BYTES_PER_FLOAT = 4
 
@@ -38,16 +56,23 @@ BYTES_PER_FLOAT = 4
 class RoundMetrics:
     round: int
     accuracy: float | None
-    loss: float
+    loss: float  # cross-entropy, or MSE for regression
     mae: float | None
-    edge_accuracies: list[float | None]
-    leader: int
+    edge_accuracies: list[float]  # consensus scores ᾱ_ℓ of the edges that submitted
+    leader: int | None  # None when no edge submitted a model
     trainers: int
     epsilon_max: float | None
     epsilon_mean: float | None
     upstream_bytes_cloud: int  # d·L floats: what the edges send the cloud
     upstream_bytes_flat: int  # d·K floats: what a flat server would receive
     wall_time_s: float
+    attack_success_rate: float | None = None  # backdoor: triggered test inputs → target
+    attackers_selected: int = 0
+    attackers_flagged: int = 0
+    attackers_missed: int = 0
+    honest_flagged: int = 0  # honest uploads wrongly given weight 0
+    attacker_weight: float = 0.0  # share of w^r that comes from attackers' uploads
+    handovers: int = 0  # vehicles whose edge changed since the previous round
 
 
 @dataclass
@@ -56,6 +81,10 @@ class SimulationResult:
     rounds: list[RoundMetrics] = field(default_factory=list)
     epsilons: dict[int, float] = field(default_factory=dict)
     final_vector: torch.Tensor | None = None
+    attackers: list[int] = field(default_factory=list)
+    contributions: dict[int, dict[int, int]] = field(default_factory=dict)  # edge → vehicle → Σ_r to_fixed(θ)
+    participation: list[dict[int, tuple[int, int]]] = field(default_factory=list)  # per round: vehicle → (edge, θ)
+    payouts: Payouts | None = None
 
     @property
     def final(self) -> RoundMetrics:
@@ -65,94 +94,153 @@ class SimulationResult:
         return [asdict(r) for r in self.rounds]
 
 
-def _score(evaluation) -> float:
-    """Consensus score, higher is better: accuracy for classification, −MSE for regression."""
-    return evaluation.accuracy if evaluation.accuracy is not None else -evaluation.loss
-
-
-def assign_vehicles(num_vehicles: int, num_edges: int, seed: int) -> list[list[int]]:
-    """Static association: a seeded shuffle of the vehicles dealt evenly to the edges
-    (BMFL §V-B: "randomly assign 10 devices to each MEC server")."""
-    perm = torch.randperm(num_vehicles, generator=torch.Generator().manual_seed(seed)).tolist()
-    return [sorted(perm[e::num_edges]) for e in range(num_edges)]
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    )
 
 
 def run_simulation(
     config: SimulationConfig,
     console: Console | None = None,
     on_round: Callable[[RoundMetrics], None] | None = None,
+    progress: Progress | None = None,
 ) -> SimulationResult:
-    """Run ``config`` and return per-round metrics (and call ``on_round`` after each)."""
-    console = console or Console()
+    """Run ``config`` and return per-round metrics (and call ``on_round`` after each).
+    Pass ``progress`` to show the run's bars inside a caller's rich progress display."""
+    if progress is None:
+        with _progress(console or Console()) as own:
+            return run_simulation(config, console, on_round, own)
     torch.manual_seed(config.seed)
     train, test = load_dataset(config.data.name, **config.data.options)
     labels = train.groups if config.partition.kind == "by_group" else train.y
     partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
     vehicle_data = [train.subset(idx) for idx in partition.indices]
-    edges = assign_vehicles(config.vehicles, config.edges, config.seed)
+    n_edge_test = config.data.edge_test_samples
+    edge_test = test if n_edge_test is None else test.subset(
+        torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))[:n_edge_test]
+    )
     model = create_model(config.model, **config.model_options)
     global_vec = flatten(model.state_dict())
+    previous_vec = None
     local_cfg = config.training.local()
-    edge_rule = get_aggregator(config.aggregation.edge, **config.aggregation.edge_options)
-    cloud_rule = get_aggregator(config.aggregation.cloud)
+    agg = config.aggregation
+    edge_rule = build_rule(agg.edge, agg.edge_options, agg.edge_filters, model, edge_test)
+    cloud_rule = build_rule(agg.cloud, agg.cloud_options, agg.cloud_filters, model, edge_test)
+    consensus_eval = score_evaluator(model, edge_test)
+    attack = build_attack(config.attack)
+    attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
     generators = [torch.Generator().manual_seed(config.seed * 1_000_003 + v) for v in range(config.vehicles)]
     accountants = [PrivacyAccountant(config.training.delta, config.training.accountant) for _ in range(config.vehicles)]
     select_gen = torch.Generator().manual_seed(config.seed + 17)
-    result = SimulationResult(config)
+    result = SimulationResult(config, attackers=sorted(attackers))
+    contributions: dict[int, dict[int, int]] = defaultdict(dict)
+    edge_scores: dict[int, list[int]] = defaultdict(list)
+    leaders: list[int] = []
     d = global_vec.numel()
+    assoc = associations(config)
+    prev_edge_of: np.ndarray | None = None
 
-    progress = Progress(
-        TextColumn("[bold]round {task.fields[round]}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True,
-    )
-    with progress:
-        task = progress.add_task("training", total=None, round=0)
-        for r in range(1, config.rounds + 1):
-            start = time.perf_counter()
-            selected = [
-                sorted(members[i] for i in torch.randperm(len(members), generator=select_gen)[: math.ceil(config.fraction * len(members))].tolist())
-                for members in edges
-            ]
-            total = sum(len(s) for s in selected)
-            progress.reset(task, total=total, round=r, description="local training")
-            edge_vecs, edge_sizes, edge_scores = [], [], {}
-            for edge_id, members in enumerate(selected):
-                uploads, sizes = [], []
-                for v in members:
-                    load_vector(model, global_vec)
-                    train_local(model, vehicle_data[v], local_cfg, generators[v], accountants[v])
-                    uploads.append(flatten(model.state_dict()))
-                    sizes.append(len(vehicle_data[v]))
-                    progress.advance(task)
-                if not uploads:
-                    continue
-                agg = edge_rule(torch.stack(uploads), torch.tensor(sizes), global_vec, round_index=r)
-                edge_vecs.append(agg.aggregate)
-                edge_sizes.append(float(sum(s for s, w in zip(sizes, agg.weights.tolist()) if w > 0)))
-                edge_scores[edge_id] = evaluate(load_vector(model, agg.aggregate), test)
-            cloud = cloud_rule(torch.stack(edge_vecs), torch.tensor(edge_sizes), global_vec, round_index=r)
-            global_vec = cloud.aggregate
-            ev = evaluate(load_vector(model, global_vec), test)
-            eps = [a.epsilon() for a in accountants if a.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
-            metrics = RoundMetrics(
-                round=r,
-                accuracy=ev.accuracy,
-                loss=ev.loss,
-                mae=ev.mae,
-                edge_accuracies=[e.accuracy if e.accuracy is not None else e.loss for e in edge_scores.values()],
-                leader=select_leader({e: to_fixed(_score(ev)) for e, ev in edge_scores.items()}),
-                trainers=total,
-                epsilon_max=max(eps) if eps else None,
-                epsilon_mean=sum(eps) / len(eps) if eps else None,
-                upstream_bytes_cloud=d * len(edge_vecs) * BYTES_PER_FLOAT,
-                upstream_bytes_flat=d * total * BYTES_PER_FLOAT,
-                wall_time_s=time.perf_counter() - start,
-            )
-            result.rounds.append(metrics)
-            if on_round:
-                on_round(metrics)
-            if config.target_accuracy is not None and ev.accuracy is not None and ev.accuracy >= config.target_accuracy:
-                break
+    rounds_task = progress.add_task(f"{config.name}: rounds", total=config.rounds)
+    vehicles_task = progress.add_task("  local training", total=None)
+    for r in range(1, config.rounds + 1):
+        start = time.perf_counter()
+        edge_of = next(assoc)
+        handovers = 0 if prev_edge_of is None else int((edge_of != prev_edge_of).sum())
+        prev_edge_of = edge_of.copy()
+        selected = [
+            sorted(group[i] for i in torch.randperm(len(group), generator=select_gen)[: math.ceil(config.fraction * len(group))].tolist())
+            for group in members(edge_of, config.edges)
+        ]
+        total = sum(len(s) for s in selected)
+        progress.reset(vehicles_task, total=total)
+        edge_vecs, edge_sizes, edge_weights, participation = {}, {}, {}, {}
+        for edge, chosen in enumerate(selected):
+            if not chosen:
+                continue
+            uploads = []
+            for v in chosen:
+                if config.attack.ideal_filter and v in attackers:
+                    uploads.append(global_vec.clone())  # dropped below, so not worth training
+                else:
+                    context = AttackContext(global_vec, generators[v], previous_vec, r)
+                    uploads.append(local_upload(model, vehicle_data[v], local_cfg, context,
+                                                attack if v in attackers else None, accountants[v]))
+                progress.advance(vehicles_task)
+            stacked = torch.stack(uploads)
+            sizes = torch.tensor([len(vehicle_data[v]) for v in chosen], dtype=torch.float64)
+            weights = torch.zeros(len(chosen), dtype=torch.float64)
+            verified = torch.isfinite(stacked).all(dim=1)
+            if config.attack.ideal_filter:
+                verified &= torch.tensor([v not in attackers for v in chosen])
+            if bool(verified.any()):
+                outcome = edge_rule(stacked[verified], sizes[verified], global_vec, round_index=r)
+                weights[verified] = outcome.weights.to(torch.float64)
+                if bool((weights > 0).any()):
+                    edge_vecs[edge] = outcome.aggregate
+                    edge_sizes[edge] = float(sizes[weights > 0].sum())
+            edge_weights[edge] = dict(zip(chosen, weights.tolist()))
+            for v, w in edge_weights[edge].items():
+                theta = to_fixed(w)
+                contributions[edge][v] = contributions[edge].get(v, 0) + theta
+                participation[v] = (edge, theta)
+
+        leader, attacker_weight = None, 0.0
+        if edge_vecs:
+            scores = consensus_accuracies(edge_vecs, consensus_eval)
+            for edge, score in scores.items():
+                edge_scores[edge].append(score)
+            leader = select_leader(scores)
+            leaders.append(leader)
+            order = list(edge_vecs)
+            cloud = cloud_rule(torch.stack([edge_vecs[e] for e in order]), torch.tensor([edge_sizes[e] for e in order]),
+                               global_vec, round_index=r)
+            previous_vec, global_vec = global_vec, cloud.aggregate
+            for e, p in zip(order, cloud.weights.tolist()):
+                attacker_weight += p * sum(w for v, w in edge_weights[e].items() if v in attackers)
+        else:
+            scores, previous_vec = {}, global_vec
+        ev = evaluate(load_vector(model, global_vec), test)
+        asr = attack_success_rate(model, test, attack.target) if isinstance(attack, PixelBackdoor) else None
+        eps = [a.epsilon() for a in accountants if a.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
+        flags = [(v in attackers, w == 0.0) for per in edge_weights.values() for v, w in per.items()]
+        n_att = sum(a for a, _ in flags)
+        att_flagged = sum(a and f for a, f in flags)
+        metrics = RoundMetrics(
+            round=r,
+            accuracy=ev.accuracy,
+            loss=ev.loss,
+            mae=ev.mae,
+            edge_accuracies=[scores[e] / 1e6 for e in sorted(scores)],
+            leader=leader,
+            trainers=total,
+            epsilon_max=max(eps) if eps else None,
+            epsilon_mean=sum(eps) / len(eps) if eps else None,
+            upstream_bytes_cloud=d * len(edge_vecs) * BYTES_PER_FLOAT,
+            upstream_bytes_flat=d * total * BYTES_PER_FLOAT,
+            wall_time_s=time.perf_counter() - start,
+            attack_success_rate=asr,
+            attackers_selected=n_att,
+            attackers_flagged=att_flagged,
+            attackers_missed=n_att - att_flagged,
+            honest_flagged=sum((not a) and f for a, f in flags),
+            attacker_weight=attacker_weight,
+            handovers=handovers,
+        )
+        result.rounds.append(metrics)
+        result.participation.append(participation)
+        progress.advance(rounds_task)
+        if on_round:
+            on_round(metrics)
+        if config.target_accuracy is not None and ev.accuracy is not None and ev.accuracy >= config.target_accuracy:
+            break
+    progress.remove_task(vehicles_task)
+    progress.remove_task(rounds_task)
     result.epsilons = {v: a.epsilon() for v, a in enumerate(accountants) if a.steps}
     result.final_vector = global_vec
+    result.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
+    edge_accuracy = {e: mean_accuracy(edge_scores.get(e, [])) for e in sorted(set(contributions) | set(edge_scores))}
+    inc = config.incentives
+    result.payouts = split_payouts(inc.escrow_wei, inc.block_reward_wei, leaders, edge_accuracy, result.contributions)
     return result

@@ -10,10 +10,15 @@ shuffled batches, which the Poisson accountant does not cover exactly):
 
 Non-private training runs the same loop with σ = 0 and no clipping, so the batch
 gradient Σ_i g_i / B is taken directly (one backward pass, no per-sample gradients).
+
+``max_steps`` optionally caps the steps of one call (local iterations instead of full
+epochs, so vehicles with much data do not drift, or cost, more than the rest); the
+accountant records the steps actually taken.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -45,12 +50,15 @@ class LocalTrainingConfig:
     delta: float = 1e-5
     sampling: Literal["poisson", "fixed"] = "poisson"
     maximize: bool = False  # gradient ascent on the loss (model-poisoning attacks)
+    max_steps: int | None = None  # cap on the steps of one call (None: E full epochs)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
         if self.sampling not in ("poisson", "fixed"):
             raise ValueError("sampling must be 'poisson' or 'fixed'")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be positive (or None)")
         if self.dp and (self.clip <= 0 or self.noise_multiplier < 0):
             raise ValueError("DP needs clip > 0 and noise_multiplier ≥ 0")
 
@@ -125,7 +133,7 @@ def train_local(
 
     losses: list[float] = []
     steps = 0
-    for idx in _batches(len(data), config, generator, device):
+    for idx in itertools.islice(_batches(len(data), config, generator, device), config.max_steps):
         steps += 1
         if len(idx) == 0:
             summed = {k: torch.zeros_like(p) for k, p in params.items()}

@@ -1,0 +1,107 @@
+"""EIP-191 signed messages of the round protocol (DESIGN.md, "Identity, integrity").
+
+Every message names the chain id and its purpose, so a signature made for one task,
+round, edge or chain is worthless anywhere else (no replay across rounds or tasks):
+
+- an update: ``BMFL update v1`` · chain · task · round · edge · blob digest;
+- an association: ``BMFL associate v1`` · chain · vehicle · edge · position · time;
+- a service request (cloud → edge, edge → edge): ``BMFL request v1`` · chain · method
+  and path · sha2-256 of the body · time, sent in the headers below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+SIGNATURE_HEADER = "X-BMFL-Signature"
+TIME_HEADER = "X-BMFL-Time"
+MAX_CLOCK_SKEW_S = 300
+
+
+class SignatureError(ValueError):
+    """A signature is malformed, stale or not from the expected account."""
+
+
+def update_message(chain_id: int, task_id: int, round_: int, edge: str, digest: bytes) -> str:
+    """What a vehicle signs to upload the update with ``digest`` to ``edge``."""
+    return (
+        f"BMFL update v1\nchain {chain_id}\ntask {task_id}\nround {round_}\n"
+        f"edge {to_checksum_address(edge)}\ndigest 0x{digest.hex()}"
+    )
+
+
+def associate_message(chain_id: int, vehicle: str, edge: str, x: float, y: float, timestamp_ms: int) -> str:
+    """What a vehicle signs to associate with ``edge`` at position (x, y)."""
+    return (
+        f"BMFL associate v1\nchain {chain_id}\nvehicle {to_checksum_address(vehicle)}\n"
+        f"edge {to_checksum_address(edge)}\nposition {x:.3f},{y:.3f}\ntime {timestamp_ms}"
+    )
+
+
+def request_message(chain_id: int, method: str, path: str, body: bytes, timestamp_ms: int) -> str:
+    """What a service signs to call another service's internal endpoint."""
+    return (
+        f"BMFL request v1\nchain {chain_id}\n{method.upper()} {path}\n"
+        f"body {hashlib.sha256(body).hexdigest()}\ntime {timestamp_ms}"
+    )
+
+
+def sign(account: LocalAccount, message: str) -> str:
+    """EIP-191 ``personal_sign`` of ``message``, as 0x-hex."""
+    return "0x" + account.sign_message(encode_defunct(text=message)).signature.hex().removeprefix("0x")
+
+
+def recover(message: str, signature: str) -> str:
+    """The checksummed address that signed ``message``; :class:`SignatureError` if unreadable."""
+    try:
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        if len(raw) != 65:
+            raise ValueError(f"a signature has 65 bytes, got {len(raw)}")
+        return to_checksum_address(Account.recover_message(encode_defunct(text=message), signature=raw))
+    except Exception as exc:  # eth_keys raises several types for bad signatures
+        raise SignatureError(f"unreadable signature: {exc}") from None
+
+
+def verify(message: str, signature: str, expected: str) -> None:
+    """Raise :class:`SignatureError` unless ``expected`` signed ``message``."""
+    signer = recover(message, signature)
+    if signer != to_checksum_address(expected):
+        raise SignatureError(f"signed by {signer}, expected {to_checksum_address(expected)}")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def check_fresh(timestamp_ms: int, skew_s: float = MAX_CLOCK_SKEW_S) -> None:
+    """Reject a timestamp more than ``skew_s`` away from now."""
+    if abs(now_ms() - timestamp_ms) > skew_s * 1000:
+        raise SignatureError(f"timestamp {timestamp_ms} is more than {skew_s:.0f} s from now")
+
+
+def signed_headers(account: LocalAccount, chain_id: int, method: str, path: str, body: bytes) -> dict[str, str]:
+    """Headers authenticating a service request (see :func:`request_message`)."""
+    ts = now_ms()
+    sig = sign(account, request_message(chain_id, method, path, body, ts))
+    return {SIGNATURE_HEADER: sig, TIME_HEADER: str(ts)}
+
+
+def request_signer(chain_id: int, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
+    """The account that signed a service request; :class:`SignatureError` if missing or stale.
+    ``headers`` must look names up case-insensitively (Starlette's and httpx's do)."""
+    sig, ts = headers.get(SIGNATURE_HEADER), headers.get(TIME_HEADER)
+    if not sig or not ts:
+        raise SignatureError(f"missing {SIGNATURE_HEADER} / {TIME_HEADER} headers")
+    try:
+        timestamp = int(ts)
+    except ValueError:
+        raise SignatureError(f"{TIME_HEADER} is not an integer") from None
+    check_fresh(timestamp)
+    return recover(request_message(chain_id, method, path, body, timestamp), sig)

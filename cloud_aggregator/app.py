@@ -1,0 +1,39 @@
+"""``create_app(settings)``: the cloud's FastAPI app (OpenAPI at ``/docs``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from bmfl.blobs.gateway import gateway_router
+from bmfl.service.blob_access import open_store
+from bmfl.service.observability import Metrics, observability_router
+from bmfl.service.problems import install_problem_handlers
+from cloud_aggregator.context import Cloud
+from cloud_aggregator.routers import edges, tasks
+from cloud_aggregator.settings import CloudSettings
+
+
+def create_app(settings: CloudSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cloud = app.state.cloud = Cloud.start(settings, store, metrics)
+        try:
+            yield
+        finally:
+            cloud.orchestrator.shutdown()
+
+    app = FastAPI(
+        title="BMFL cloud aggregator",
+        description="Task publishing, round orchestration across the edges, second aggregation, payouts.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    store, metrics = open_store(settings.blob_store), Metrics("cloud")
+    app.include_router(gateway_router(store))
+    app.include_router(observability_router(metrics, lambda: app.state.cloud.health()))
+    app.include_router(tasks.router)
+    app.include_router(edges.router)
+    return app

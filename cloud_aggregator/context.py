@@ -1,0 +1,92 @@
+"""The running cloud: settings, chain, store, state, edges and orchestrator, injected into
+the routers with :func:`get_cloud`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fastapi import Request
+
+from bmfl.blobs.store import BlobStore
+from bmfl.service.chain_access import connect
+from bmfl.service.observability import Metrics
+from bmfl.service.problems import ProblemError
+from cloud_aggregator.edges import EdgeCallError, discover
+from cloud_aggregator.orchestrator import CloudContext, Orchestrator
+from cloud_aggregator.settings import CloudSettings
+from cloud_aggregator.state import CloudState
+from cloud_aggregator.views import TaskView, task_view
+
+log = logging.getLogger("bmfl.cloud")
+
+
+@dataclass
+class Cloud:
+    settings: CloudSettings
+    ctx: CloudContext
+    orchestrator: Orchestrator
+    metrics: Metrics
+
+    @classmethod
+    def start(cls, settings: CloudSettings, store: BlobStore, metrics: Metrics, discovery_timeout_s: float = 60.0) -> "Cloud":
+        torch.set_num_threads(settings.torch_threads)
+        chain = connect(settings.rpc_url, settings.deployment, settings.private_key.get_secret_value())
+        if chain.registry.cloud() != chain.address:
+            raise RuntimeError(f"{chain.address} does not hold the cloud role ({chain.registry.cloud()} does)")
+        deadline = time.monotonic() + discovery_timeout_s
+        while True:
+            try:
+                edges = discover(settings.edges, chain.account, chain.chain_id, chain.registry)
+                break
+            except EdgeCallError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("waiting for the edges: %s", exc)
+                time.sleep(0.5)
+        ctx = CloudContext(
+            chain=chain, store=store, state=CloudState(settings.state_dir), edges=edges,
+            round_timeout_s=settings.round_timeout_s, poll_interval_s=settings.poll_interval_s,
+        )  # fmt: skip
+        cloud = cls(settings, ctx, Orchestrator(ctx), metrics)
+        cloud.orchestrator.resume()
+        return cloud
+
+    def __post_init__(self) -> None:
+        self.metrics_published = self.metrics.counter("tasks_published_total", "tasks accepted by POST /tasks")
+        gauge = self.metrics.gauge("task_round", "current on-chain round per task", ("task",))
+        state, tasks = self.ctx.state, self.ctx.chain.tasks
+
+        def collect() -> None:
+            for task in state.tasks():
+                gauge.labels(task=str(task["task_id"])).set(tasks.task(task["task_id"]).round)
+
+        self.refresh_metrics = collect
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        task = self.ctx.state.task(task_id)
+        if task is None:
+            raise ProblemError(404, "unknown_task", f"no published task {task_id}")
+        return task
+
+    def view(self, task_id: int) -> TaskView:
+        return task_view(self.task(task_id), self.ctx.chain.tasks.task(task_id), self.ctx.state.rounds(task_id))
+
+    def chain_test_set_digest(self, task_id: int) -> str:
+        info = self.ctx.chain.tasks.task(task_id)
+        return "0x" + info.test_set_digest.hex()
+
+    def health(self) -> dict[str, Any]:
+        self.refresh_metrics()
+        return {
+            "address": self.ctx.chain.address, "chain_id": self.ctx.chain.chain_id,
+            "block": self.ctx.chain.w3.eth.block_number, "edges": len(self.ctx.edges),
+            "tasks_running": sum(r.is_alive() for r in self.orchestrator.runners.values()),
+        }  # fmt: skip
+
+
+def get_cloud(request: Request) -> Cloud:
+    return request.app.state.cloud

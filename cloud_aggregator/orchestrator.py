@@ -1,0 +1,262 @@
+"""Round orchestration: one thread per task drives BMFL's synchronous round (DESIGN.md,
+"One round") across the edges and the chain.
+
+Each step is chosen from the task's on-chain phase and every edge call is idempotent,
+so a restarted cloud picks a task up wherever it stopped:
+
+- Idle / Finalized → finish if the stop condition holds, else ``startRound``;
+- Training → ``open`` at the edges, wait for the selected vehicles, ``close``, ``scores``;
+- Scoring → second aggregation (Eq. 3), evaluation by the edges, ``finalizeRound``.
+
+Asynchronous mode (BAFDP, seed ``000``): :meth:`TaskRunner._collect` is where it would
+go — instead of waiting for every selected vehicle, close the edges after S reports,
+carry late updates into the next round with their staleness bound, and aggregate with a
+staleness-weighted cloud rule; the phase dispatch in :meth:`TaskRunner._step` stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
+
+import requests
+import torch
+
+from bmfl.blobs.codec import BlobMeta, blob_digest, decode_state, encode_state
+from bmfl.blobs.gateway_client import GatewayClient
+from bmfl.blobs.store import BlobStore
+from bmfl.incentives import SCALE, to_fixed
+from bmfl.models import create_model
+from bmfl.params import flatten, unflatten
+from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreRequest, TaskSpec
+from bmfl.service.chain_access import ChainAccess
+from cloud_aggregator.edges import EdgeCallError, EdgeClient
+from cloud_aggregator.state import CloudState
+from chain.tasks import Phase, Status, TaskInfo
+
+log = logging.getLogger("bmfl.cloud")
+T = TypeVar("T")
+CHAIN_RETRY_S, MAX_CHAIN_RETRY_S = 0.5, 10.0
+
+
+class RoundFailed(RuntimeError):
+    """The round cannot complete (no trainers, no uploads, every edge failing)."""
+
+
+@dataclass
+class CloudContext:
+    chain: ChainAccess
+    store: BlobStore
+    state: CloudState
+    edges: list[EdgeClient]
+    round_timeout_s: float
+    poll_interval_s: float
+
+
+def stop_reached(info: TaskInfo) -> bool:
+    """``BMFLTasks._stopReached``: K rounds run, or the target accuracy reached."""
+    if info.phase != Phase.FINALIZED:
+        return False
+    return info.round == info.max_rounds or (info.target_accuracy != 0 and info.last_accuracy >= info.target_accuracy)
+
+
+class TaskRunner(threading.Thread):
+    """Runs one task to its end (or until ``stop`` is set)."""
+
+    def __init__(self, ctx: CloudContext, task_id: int, stop: threading.Event) -> None:
+        super().__init__(name=f"task-{task_id}", daemon=True)
+        self.ctx, self.task_id, self.stop = ctx, task_id, stop
+        self.spec: TaskSpec = ctx.state.task(task_id)["spec"]
+        self.model = create_model(self.spec.model)
+        self.closes: dict[int, RoundClose] = {}
+        self.round_started = time.perf_counter()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set() and self._step_retrying():
+                pass
+        except Exception as exc:  # the task fails visibly; the service keeps running
+            log.exception("task %s failed", self.task_id)
+            self.ctx.state.set_status(self.task_id, "failed", f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------- dispatch
+
+    def _step_retrying(self) -> bool:
+        """:meth:`_step`, retried with backoff while the chain node does not answer (every
+        step is chosen from the chain's phase and idempotent); ``False`` on stop."""
+        delay = CHAIN_RETRY_S
+        while True:
+            try:
+                return self._step()
+            except requests.RequestException as exc:
+                log.warning("task %s: chain unreachable (%s); retrying in %.1f s", self.task_id, type(exc).__name__, delay)
+                if self.stop.wait(delay):
+                    return False
+                delay = min(2 * delay, MAX_CHAIN_RETRY_S)
+
+    def _step(self) -> bool:
+        """Do the next step; ``False`` once the task is over."""
+        tasks = self.ctx.chain.tasks
+        info = tasks.task(self.task_id)
+        if info.status != Status.ACTIVE:
+            self.ctx.state.set_status(self.task_id, info.status.name.lower())
+            return False
+        if info.phase in (Phase.IDLE, Phase.FINALIZED):
+            if stop_reached(info):
+                with self.ctx.chain.lock:
+                    tasks.finish_task(self.task_id)
+                self.ctx.state.set_status(self.task_id, "finished")
+                return False
+            cid, digest = self._global_model(info.round)
+            with self.ctx.chain.lock:
+                tasks.start_round(self.task_id, digest, cid)
+            self.ctx.state.set_status(self.task_id, "running")
+        elif info.phase == Phase.TRAINING:
+            self._train(info.round)
+        else:
+            self._finalize(info.round)
+        return True
+
+    # ------------------------------------------------------------- steps
+
+    def _global_model(self, round_: int) -> tuple[str, bytes]:
+        """CID and digest of w^{round}: the initial model, or the last finalized one."""
+        if round_ == 0:
+            cid = self.ctx.state.task(self.task_id)["initial_cid"]
+            return cid, blob_digest(self.ctx.store.get(cid)).raw
+        ev = self.ctx.chain.tasks.events("RoundFinalized", self.ctx.chain.deployment.block_number, taskId=self.task_id, round=round_)[0]
+        return ev.globalCid, bytes.fromhex(ev.globalDigest.removeprefix("0x"))  # type: ignore[attr-defined]
+
+    def _train(self, r: int) -> None:
+        """Open the round at every edge, wait for the uploads, close, cross-evaluate."""
+        self.round_started = time.perf_counter()
+        cid, digest = self._global_model(r - 1)
+        opened = RoundOpen(global_cid=cid, global_digest="0x" + digest.hex())
+        selected = {v for s in self._each(lambda e: e.open_round(self.task_id, r, opened)).values() for v in s.selected}
+        if not selected:
+            raise RoundFailed("no associated vehicle matches the task's category at any edge")
+        if not self._collect(r, selected):
+            return
+        self.closes = self._each(lambda e: e.close_round(self.task_id, r))
+        recorded = {i: c for i, c in self.closes.items() if c.recorded}
+        if not recorded:
+            raise RoundFailed(f"no update reached any edge in round {r}")
+        request = ScoreRequest(preliminaries={i: c.preliminary_cid for i, c in recorded.items()})  # type: ignore[misc]
+        self._each(lambda e: e.scores(self.task_id, r, request), recorded)
+
+    def _collect(self, r: int, selected: set[int]) -> bool:
+        """Wait until every selected vehicle has uploaded somewhere, or the timeout;
+        ``False`` if the cloud is shutting down."""
+        deadline = time.monotonic() + self.ctx.round_timeout_s
+        while time.monotonic() < deadline:
+            if self.stop.is_set():
+                return False
+            received = {v for p in self._each(lambda e: e.progress(self.task_id, r)).values() for v in p.received}
+            if selected <= received:
+                break
+            time.sleep(self.ctx.poll_interval_s)
+        return True
+
+    def _finalize(self, r: int) -> None:
+        """Second aggregation (BMFL Eq. 3), evaluation, ``finalizeRound``."""
+        started = self.round_started
+        closes = self.closes or self._each(lambda e: e.close_round(self.task_id, r))
+        recorded = {i: c for i, c in closes.items() if c.recorded}
+        vectors, sizes = [], []
+        for i, c in recorded.items():
+            blob = self._fetch(c.preliminary_cid, i)  # type: ignore[arg-type]
+            if blob_digest(blob).hex0x != c.preliminary_digest:
+                raise RoundFailed(f"edge {i}'s preliminary model does not match its digest")
+            vectors.append(flatten(decode_state(blob, self.spec.model)[0]))
+            sizes.append(float(c.samples))
+        cid, digest = self._global_model(r - 1)
+        reference = flatten(decode_state(self.ctx.store.get(cid), self.spec.model)[0])
+        result = self.spec.aggregation.cloud_rule()(torch.stack(vectors), torch.tensor(sizes), reference, round_index=r)
+        state = unflatten(result.aggregate, self.model.state_dict())
+        blob = encode_state(state, BlobMeta(str(self.task_id), r, self.ctx.chain.address, self.spec.model))
+        new_cid = self.ctx.store.put(blob, pin=True)
+        evaluations = list(self._each(lambda e: e.evaluate(self.task_id, EvaluateRequest(cid=new_cid)), recorded).values())
+        if not evaluations:
+            raise RoundFailed(f"no edge could evaluate the global model of round {r}")
+        accuracy = statistics.median(e.accuracy or 0.0 for e in evaluations)
+        with self.ctx.chain.lock:
+            receipt = self.ctx.chain.tasks.finalize_round(self.task_id, blob_digest(blob).raw, new_cid, to_fixed(accuracy))
+        leader = receipt.event("LeaderElected")
+        self.ctx.state.put_round(self.task_id, r, self._record(r, new_cid, blob, accuracy, evaluations, leader, closes, started))
+        self.closes = {}
+
+    # ------------------------------------------------------------- helpers
+
+    def _each(self, call: Callable[[EdgeClient], T], only: Iterable[int] | None = None) -> dict[int, T]:
+        """``call`` at every edge (or the edges ``only``) → edge index → answer; an edge
+        that fails is logged and left out, the round goes on with the others."""
+        wanted = None if only is None else set(only)
+        answers: dict[int, T] = {}
+        for edge in self.ctx.edges:
+            if wanted is not None and edge.info.index not in wanted:
+                continue
+            try:
+                answers[edge.info.index] = call(edge)
+            except EdgeCallError as exc:
+                log.warning("task %s: %s", self.task_id, exc)
+        return answers
+
+    def _edge(self, edge_index: int) -> EdgeClient:
+        return next(e for e in self.ctx.edges if e.info.index == edge_index)
+
+    def _fetch(self, cid: str, edge_index: int) -> bytes:
+        """A blob from the cloud's store, else from the edge's gateway (verified by CID)."""
+        if self.ctx.store.has(cid):
+            return self.ctx.store.get(cid)
+        gateway = GatewayClient(self._edge(edge_index).info.url)
+        try:
+            blob = gateway.fetch(cid)
+        finally:
+            gateway.close()
+        self.ctx.store.put(blob)
+        return blob
+
+    def _record(self, r, cid, blob, accuracy, evaluations, leader, closes, started) -> dict[str, Any]:
+        trainers = [t for c in closes.values() for t in c.trainers]
+        return {
+            "round": r,
+            "global_cid": cid,
+            "global_digest": blob_digest(blob).hex0x,
+            "accuracy": accuracy,
+            "loss": statistics.median(e.loss for e in evaluations),
+            "leader": leader.leader,  # type: ignore[attr-defined]
+            "medians": [m / SCALE for m in leader.medians],  # type: ignore[attr-defined]
+            "edges": {i: c.model_dump(exclude={"trainers"}) for i, c in closes.items()},
+            "trainers": [t.model_dump() for t in trainers],
+            "flagged": sorted(t.address for t in trainers if t.malicious),
+            "wall_time_s": time.perf_counter() - started,
+        }
+
+
+class Orchestrator:
+    """Starts a :class:`TaskRunner` per running task (again after a restart)."""
+
+    def __init__(self, ctx: CloudContext) -> None:
+        self.ctx = ctx
+        self.stop = threading.Event()
+        self.runners: dict[int, TaskRunner] = {}
+
+    def start(self, task_id: int) -> None:
+        runner = self.runners.get(task_id)
+        if runner is None or not runner.is_alive():
+            self.runners[task_id] = runner = TaskRunner(self.ctx, task_id, self.stop)
+            runner.start()
+
+    def resume(self) -> None:
+        for task in self.ctx.state.tasks():
+            if task["status"] in ("ready", "running"):
+                self.start(task["task_id"])
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.stop.set()
+        for runner in self.runners.values():
+            runner.join(timeout)

@@ -1,0 +1,59 @@
+"""The publisher's side of ``POST /tasks``: escrow the reward on chain from the
+publisher's own key, then hand the cloud the task, the initial model and the test set."""
+
+from __future__ import annotations
+
+import httpx
+import torch
+
+from bmfl.blobs.cid import compute_cid
+from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
+from bmfl.data.base import TensorData
+from bmfl.incentives import to_fixed
+from bmfl.models import create_model
+from bmfl.protocol.schemas import TaskDraft, TaskSpec
+from bmfl.protocol.signing import signed_headers
+from bmfl.protocol.testset import encode_test_set
+from bmfl.service.chain_access import ChainAccess
+from chain.tasks import TaskParams
+
+
+def initial_model_blob(model: str, seed: int, publisher: str) -> bytes:
+    """w⁰: the model's seeded initialisation as a blob."""
+    torch.manual_seed(seed)
+    return encode_state(create_model(model).state_dict(), BlobMeta("initial", 0, publisher, model))
+
+
+class Publisher:
+    """Publishes tasks from ``chain``'s account to the cloud at ``cloud_url`` (requests
+    signed with the publisher's key: ``cloud_aggregator.auth``)."""
+
+    def __init__(self, chain: ChainAccess, cloud_url: str, timeout_s: float = 120.0) -> None:
+        self.chain, self.cloud_url, self.timeout_s = chain, cloud_url.rstrip("/"), timeout_s
+
+    def publish(self, draft: TaskDraft, test_set: TensorData, initial_model: bytes | None = None) -> dict:
+        """``createTask`` with the escrow, then ``POST /tasks``; returns the cloud's TaskView."""
+        model_blob = initial_model or initial_model_blob(draft.model, draft.seed, self.chain.address)
+        test_blob = encode_test_set(test_set)
+        params = TaskParams(
+            block_reward=draft.block_reward_wei, category=draft.category, max_rounds=draft.rounds,
+            target_accuracy=to_fixed(draft.target_accuracy) if draft.target_accuracy is not None else 0,
+            round_duration=draft.round_duration_s, initial_model_digest=blob_digest(model_blob).raw,
+            initial_model_cid=str(compute_cid(model_blob)), test_set_digest=blob_digest(test_blob).raw,
+        )  # fmt: skip
+        with self.chain.lock:
+            task_id, _ = self.chain.tasks.create_task(params, draft.reward_wei)
+        spec = TaskSpec(task_id=task_id, **draft.model_dump())
+        files = {
+            "spec": (None, spec.model_dump_json(), "application/json"),
+            "initial_model": ("initial_model.safetensors", model_blob),
+            "test_set": ("test_set.safetensors", test_blob),
+        }
+        request = httpx.Request("POST", f"{self.cloud_url}/tasks", files=files)
+        body = request.read()
+        request.headers.update(signed_headers(self.chain.account, self.chain.chain_id, "POST", request.url.path, body))
+        with httpx.Client(timeout=self.timeout_s) as client:
+            reply = client.send(request)
+        if reply.status_code != 201:
+            raise RuntimeError(f"POST /tasks: HTTP {reply.status_code} {reply.text[:500]}")
+        return reply.json()

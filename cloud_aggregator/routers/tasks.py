@@ -1,0 +1,124 @@
+"""``/tasks``: publish a task, add its test set, follow its rounds."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from pydantic import ValidationError
+
+from bmfl.blobs.cid import compute_cid
+from bmfl.blobs.codec import blob_digest
+from bmfl.protocol.schemas import MAX_TASK_ID, EdgeTask, TaskSpec
+from bmfl.service.problems import ProblemError
+from cloud_aggregator.auth import SignedRoute, check_publisher
+from cloud_aggregator.context import Cloud, get_cloud
+from cloud_aggregator.edges import EdgeCallError
+from cloud_aggregator.publishing import check_aggregation, check_model, check_on_chain, check_test_set
+from cloud_aggregator.views import TaskView
+
+router = APIRouter()
+public = APIRouter(prefix="/tasks", tags=["tasks"])
+publisher = APIRouter(prefix="/tasks", tags=["tasks"], route_class=SignedRoute)  # signed by the task's publisher
+CloudDep = Annotated[Cloud, Depends(get_cloud)]
+TaskPath = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="task id on chain")]
+
+
+async def _read(upload: UploadFile, limit: int, what: str) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ProblemError(413, "too_large", f"{what} exceeds {limit} bytes")
+    return data
+
+
+def _forward(cloud: Cloud, spec: TaskSpec, test_set: bytes) -> None:
+    """The test set goes to the edges only; the cloud keeps nothing but its digest."""
+    task = EdgeTask(spec=spec, test_set_digest=blob_digest(test_set).hex0x)
+    try:
+        for edge in cloud.ctx.edges:
+            edge.put_task(task, test_set)
+    except EdgeCallError as exc:
+        raise ProblemError(502, "edge_unavailable", str(exc)) from None
+
+
+@publisher.post("", status_code=201, response_model=TaskView)
+async def publish(
+    cloud: CloudDep,
+    request: Request,
+    spec: Annotated[str, Form(description="TaskSpec JSON, with the task_id createTask returned")],
+    initial_model: Annotated[UploadFile, File(description="initial model, safetensors")],
+    test_set: Annotated[UploadFile | None, File(description="private test set (bmfl.protocol.testset)")] = None,
+) -> TaskView:
+    """Publish a task escrowed on chain: checked against ``TaskCreated``, test set to the edges."""
+    try:
+        parsed = TaskSpec.model_validate_json(spec)
+    except ValidationError as exc:
+        raise ProblemError(422, "invalid_spec", str(exc)) from None
+    check_publisher(cloud, parsed.task_id, request.state.signer)
+    if cloud.ctx.state.task(parsed.task_id) is not None:
+        raise ProblemError(409, "duplicate_task", f"task {parsed.task_id} is already published")
+    limit = cloud.settings.max_blob_bytes
+    model_blob = await _read(initial_model, limit, "initial_model")
+    check_model(parsed, model_blob)
+    check_aggregation(parsed)
+    initial_cid = str(compute_cid(model_blob))
+    test_blob = await _read(test_set, limit, "test_set") if test_set is not None else None
+    if test_blob is not None:
+        check_test_set(test_blob, limit)
+        digest = blob_digest(test_blob).hex0x
+    else:
+        digest = cloud.chain_test_set_digest(parsed.task_id)
+    check_on_chain(cloud.ctx.chain, parsed, model_blob, initial_cid, digest)
+    if test_blob is not None:
+        _forward(cloud, parsed, test_blob)
+    cloud.ctx.store.put(model_blob, pin=True)
+    cloud.ctx.state.add_task(parsed, "ready" if test_blob is not None else "awaiting_test_set", initial_cid, digest)
+    cloud.metrics_published.inc()
+    if test_blob is not None:
+        cloud.orchestrator.start(parsed.task_id)
+    return cloud.view(parsed.task_id)
+
+
+@publisher.put("/{task_id}/test-set", response_model=TaskView)
+async def add_test_set(
+    cloud: CloudDep, request: Request, task_id: TaskPath, test_set: Annotated[UploadFile, File()]
+) -> TaskView:
+    """The test set of a task published without one; its digest must match the chain."""
+    task = cloud.task(task_id)
+    check_publisher(cloud, task_id, request.state.signer)
+    if task["status"] != "awaiting_test_set":
+        raise ProblemError(409, "test_set_present", f"task {task_id} already has its test set")
+    blob = await _read(test_set, cloud.settings.max_blob_bytes, "test_set")
+    check_test_set(blob, cloud.settings.max_blob_bytes)
+    if blob_digest(blob).hex0x != task["test_set_digest"]:
+        raise ProblemError(409, "chain_mismatch", "the test set's digest differs from the one on chain")
+    _forward(cloud, task["spec"], blob)
+    cloud.ctx.state.set_status(task_id, "ready")
+    cloud.orchestrator.start(task_id)
+    return cloud.view(task_id)
+
+
+@public.get("", response_model=list[TaskView])
+def list_tasks(cloud: CloudDep) -> list[TaskView]:
+    return [cloud.view(t["task_id"]) for t in cloud.ctx.state.tasks()]
+
+
+@public.get("/{task_id}", response_model=TaskView)
+def get_task(cloud: CloudDep, task_id: TaskPath) -> TaskView:
+    """Status, round, accuracy curve, leaders, flagged vehicles and ε per vehicle."""
+    return cloud.view(task_id)
+
+
+@public.get("/{task_id}/rounds/{round_}")
+def get_round(cloud: CloudDep, task_id: TaskPath, round_: int) -> dict[str, Any]:
+    """One finished round: global model, edges' records, trainers, leader, flagged."""
+    cloud.task(task_id)
+    for record in cloud.ctx.state.rounds(task_id):
+        if record["round"] == round_:
+            return record
+    raise ProblemError(404, "unknown_round", f"task {task_id} has no finished round {round_}")
+
+
+
+router.include_router(publisher)
+router.include_router(public)

@@ -1,0 +1,133 @@
+"""One edge's resources (chain, blob store, state, metrics) and the checks its routes share."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import torch
+from eth_utils import is_address, to_checksum_address
+
+from bmfl.blobs.codec import BlobMeta, decode_state, model_spec
+from bmfl.blobs.errors import BlobCodecError, BlobError, InvalidCIDError, RemoteError
+from bmfl.blobs.store import BlobStore
+from bmfl.data.base import TensorData
+from bmfl.device import default_device
+from bmfl.protocol.schemas import EdgeTask
+from bmfl.protocol.testset import decode_test_set
+from bmfl.service.chain_access import ChainAccess
+from bmfl.service.observability import Metrics
+from bmfl.service.problems import ProblemError
+from chain.base import ContractRevert
+from edge_node.settings import EdgeSettings
+from edge_node.state import EdgeState
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _store_problems(cid: str) -> Iterator[None]:
+    try:
+        yield
+    except InvalidCIDError as exc:
+        raise ProblemError(422, "invalid_request", f"bad CID {cid!r}: {exc}") from None
+    except RemoteError as exc:
+        raise ProblemError(503, "blob_store_unavailable", f"blob {cid}: {exc}") from None
+    except BlobError as exc:
+        raise ProblemError(422, "blob_unavailable", f"blob {cid}: {exc}") from None
+
+
+class EdgeMetrics:
+    """The edge's Prometheus series."""
+
+    def __init__(self) -> None:
+        self.metrics = Metrics("edge_node")
+        self.uploads = self.metrics.counter("edge_uploads_total", "update uploads by outcome", ("outcome",))
+        self.rounds = self.metrics.counter("edge_round_steps_total", "round steps completed", ("step",))
+        self.associations = self.metrics.counter("edge_associations_total", "associations by outcome", ("outcome",))
+
+
+@dataclass
+class EdgeNode:
+    """Everything a request handler needs; ``index`` is the edge's registry index."""
+
+    settings: EdgeSettings
+    chain: ChainAccess
+    store: BlobStore
+    state: EdgeState
+    index: int
+    metrics: EdgeMetrics = field(default_factory=EdgeMetrics)
+    _test_sets: dict[int, TensorData] = field(default_factory=dict, init=False)
+    _test_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _indices: dict[str, int] = field(default_factory=dict, init=False)  # address → registry index
+
+    @property
+    def address(self) -> str:
+        return self.chain.address
+
+    @property
+    def chain_id(self) -> int:
+        return self.chain.chain_id
+
+    def transact(self, send: Callable[[], T]) -> T:
+        """Run one transaction of the edge's account (one at a time: nonces)."""
+        with self.chain.lock:
+            return send()
+
+    def task(self, task_id: int) -> EdgeTask:
+        """The task as the cloud sent it; 404 ``unknown_task`` if it never did."""
+        row = self.state.task(task_id)
+        if row is None:
+            raise ProblemError(404, "unknown_task", f"task {task_id} is not served by this edge")
+        return EdgeTask.model_validate_json(row.task)
+
+    def test_set(self, task_id: int) -> TensorData:
+        """The task's private test set on the compute device (decoded once)."""
+        with self._test_lock:
+            if task_id not in self._test_sets:
+                row = self.state.task(task_id)
+                assert row is not None, "test sets are stored with their task"
+                with open(row.test_set, "rb") as f:
+                    self._test_sets[task_id] = decode_test_set(f.read()).to(default_device())
+            return self._test_sets[task_id]
+
+    def vehicle_index(self, vehicle: str) -> int:
+        """The registry index of a vehicle registered now; 403 ``unregistered`` otherwise.
+        An address keeps its index for good (``BMFLRegistry.registerVehicle`` reuses it on
+        re-registration), so it is looked up once; whether it is active is read each time."""
+        if not is_address(vehicle):
+            raise ProblemError(403, "unregistered", f"{vehicle!r} is not an address")
+        address = to_checksum_address(vehicle)
+        index = self._indices.get(address)
+        if index is None:
+            try:
+                index = self._indices[address] = self.chain.registry.vehicle_index(address)
+            except ContractRevert as exc:
+                if exc.name != "NotRegistered":
+                    raise
+                raise ProblemError(403, "unregistered", f"{vehicle} is not a registered vehicle") from None
+        if not self.chain.registry.is_active_vehicle(index):
+            raise ProblemError(403, "unregistered", f"vehicle {index} ({vehicle}) deregistered")
+        return index
+
+    def fetch(self, cid: str) -> bytes:
+        """A blob from the store; 422 ``invalid_request`` / ``blob_unavailable``."""
+        with _store_problems(cid):
+            return self.store.get(cid)
+
+    def blob_size(self, cid: str) -> int:
+        """The size of a blob the store holds; 422 as :meth:`fetch`."""
+        with _store_problems(cid):
+            return self.store.stat(cid).size
+
+    @staticmethod
+    def decode(blob: bytes, model: str, max_bytes: int | None = None) -> tuple[OrderedDict[str, torch.Tensor], BlobMeta]:
+        """A model state and its metadata, decoded strictly; 422 with the codec's reason."""
+        try:
+            return decode_state(blob, model_spec(model), max_bytes=max_bytes)
+        except BlobCodecError as exc:
+            raise ProblemError(422, exc.reason.value, exc.detail) from None

@@ -1,0 +1,328 @@
+"""The edge's round steps (DESIGN.md "One round", steps 2, 4 and 5): select and commit
+trainers, close (self-reliability, filters, robust aggregation, preliminary model,
+``recordRound``), score every edge's preliminary model (``submitScores``), evaluate a
+model. Every algorithm comes from the core; this module only feeds it.
+
+Each step is idempotent: a repeated call returns the stored result, and a step whose
+transaction was mined before a crash is recognised from the chain's events (the edge's
+own ``TrainersSelected`` / ``RoundRecorded`` / ``ScoresSubmitted``), never sent twice.
+
+Asynchronous mode (BAFDP): the synchronous round closes once, on the cloud's ``close``.
+An asynchronous mode would plug in at :meth:`RoundEngine.close`: the cloud would call it
+after S reports, the edge would aggregate what arrived so far (``begin_close`` already
+snapshots the accepted updates), and late uploads of round r − τ … r − 1 would enter the
+next aggregation weighted by their staleness instead of being refused as
+``round_not_open`` (the ``updates`` table is keyed by round for that reason).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
+from bmfl.consensus import consensus_accuracies
+from bmfl.device import default_device
+from bmfl.filters import accuracy_evaluator
+from bmfl.incentives import SCALE, to_fixed
+from bmfl.models import create_model
+from bmfl.params import flatten, load_vector, unflatten
+from bmfl.protocol.schemas import (
+    EdgeTask,
+    EvaluateRequest,
+    EvaluateResult,
+    RoundClose,
+    RoundOpen,
+    RoundProgress,
+    RoundSelection,
+    ScoreRequest,
+    ScoreResult,
+    TaskSpec,
+    TrainerOutcome,
+)
+from bmfl.service.problems import ProblemError
+from bmfl.training import evaluate
+from chain.base import ContractRevert
+from chain.tasks import Phase, TaskInfo, TrainerRecord, unpack_records
+from edge_node.node import EdgeNode
+from edge_node.state import RoundRow, UpdateRow
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+PROGRESS_PHASE = {"open": "open", "closing": "closed", "closed": "closed", "expired": "closed", "scored": "scored"}
+# reverts naming one vehicle that another edge (or a deregistration) took meanwhile
+DROP_ON_REVERT = {"AlreadySelected": "vehicle", "VehicleNotRegistered": "index", "AlreadyRecorded": "vehicle"}
+
+
+def select_trainers(candidates: list[int], fraction: float, seed: int, task_id: int, round_: int, edge: int) -> list[int]:
+    """⌈V·n⌉ of the ``n`` candidates, seeded by (task seed, task, round, edge); sorted."""
+    k = math.ceil(fraction * len(candidates))
+    rng = random.Random(f"{seed}/{task_id}/{round_}/{edge}")
+    return sorted(rng.sample(sorted(candidates), k))
+
+
+def filter_verdicts(info: dict, n: int, filters: list[str]) -> tuple[list[bool], list[float | None]]:
+    """Per upload: rejected by a filter (malicious), and its self-reliability Λ if scored.
+    Walks the diagnostics of nested ``FilteredAggregator``s, outermost filter first."""
+    positions, malicious, lam = list(range(n)), [False] * n, [None] * n
+    for name in filters:
+        if not info or "keep" not in info:
+            break
+        keep = info["keep"].tolist()
+        if name == "self_reliability":
+            for p, value in zip(positions, info["filter"]["reliability"].tolist()):
+                lam[p] = value
+        for p, kept in zip(positions, keep):
+            malicious[p] = malicious[p] or not kept
+        positions = [p for p, kept in zip(positions, keep) if kept]
+        info = info.get("rule", {})
+    return malicious, lam
+
+
+def fixed_reliability(value: float | None) -> int:
+    """Λ in the chain's fixed point, clamped to int64 (Λ = −∞ for a reversed update)."""
+    if value is None or math.isnan(value):
+        return 0
+    bound = INT64_MAX / SCALE
+    return max(INT64_MIN, min(INT64_MAX, to_fixed(max(-bound, min(bound, value)))))
+
+
+@dataclass(frozen=True)
+class Preliminary:
+    """What ``recordRound`` carries."""
+
+    cid: str
+    digest: bytes
+    samples: int
+    records: list[TrainerRecord]
+
+
+class RoundEngine:
+    """Round steps of one edge, serialized by one lock (they are rare and short)."""
+
+    def __init__(self, node: EdgeNode) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ open / progress
+
+    def open(self, task_id: int, round_: int, req: RoundOpen) -> RoundSelection:
+        """Select ⌈V·n⌉ matching associated vehicles and commit them on chain."""
+        task = self.node.task(task_id)
+        with self._lock:
+            if self.node.state.round(task_id, round_) is None:
+                self._check_global(task_id, round_, req)
+                selected = self._committed(task_id, round_)
+                if selected is None:
+                    edge = self.node.index
+                    spec = task.spec
+                    chosen = select_trainers(self._candidates(spec), spec.fraction, spec.seed, task_id, round_, edge)
+                    selected = self._commit(task_id, chosen)
+                self.node.state.open_round(task_id, round_, req.global_cid, req.global_digest, selected)
+                self.node.metrics.rounds.labels("open").inc()
+            row = self._round(task_id, round_)
+        return RoundSelection(task_id=task_id, round=round_, edge=self.node.index, selected=row.selected)
+
+    def progress(self, task_id: int, round_: int) -> RoundProgress:
+        self.node.task(task_id)
+        row = self._round(task_id, round_)
+        received = [u.vehicle for u in self.node.state.updates(task_id, round_)]
+        return RoundProgress(
+            task_id=task_id, round=round_, edge=self.node.index, phase=PROGRESS_PHASE[row.phase],  # type: ignore[arg-type]
+            selected=row.selected, received=received,
+        )  # fmt: skip
+
+    def _round(self, task_id: int, round_: int) -> RoundRow:
+        row = self.node.state.round(task_id, round_)
+        if row is None:
+            raise ProblemError(404, "unknown_round", f"round {round_} of task {task_id} was not opened here")
+        return row
+
+    def _chain_round(self, task_id: int, round_: int, phases: set[Phase], step: str) -> TaskInfo:
+        info = self.node.chain.tasks.task(task_id)
+        if info.round != round_ or info.phase not in phases:
+            detail = f"cannot {step} round {round_}: the chain is at round {info.round}, phase {info.phase.name}"
+            raise ProblemError(409, "wrong_phase", detail)
+        return info
+
+    def _events(self, name: str, task_id: int, round_: int, **filters: int) -> list:
+        tasks = self.node.chain.tasks
+        return tasks.events(name, self.node.chain.deployment.block_number, taskId=task_id, round=round_, **filters)
+
+    def _check_global(self, task_id: int, round_: int, req: RoundOpen) -> None:
+        """The round is in training on chain and started from the model the cloud names."""
+        self._chain_round(task_id, round_, {Phase.TRAINING}, "open")
+        started = self._events("RoundStarted", task_id, round_)
+        chain_cid, chain_digest = started[-1].globalCid, started[-1].globalDigest  # type: ignore[attr-defined]
+        named = (req.global_cid, req.global_digest.lower())
+        if named != (chain_cid, chain_digest) or blob_digest(self.node.fetch(chain_cid)).hex0x != chain_digest:
+            detail = f"round {round_} started from {chain_cid} ({chain_digest}); the cloud named {named}"
+            raise ProblemError(409, "global_mismatch", detail)
+
+    def _committed(self, task_id: int, round_: int) -> list[int] | None:
+        """Trainers this edge already committed for the round (a crash after the transaction)."""
+        events = self._events("TrainersSelected", task_id, round_, edge=self.node.index)
+        return sorted({v for ev in events for v in ev.vehicles}) if events else None  # type: ignore[attr-defined]
+
+    def _candidates(self, spec: TaskSpec) -> list[int]:
+        """Associated vehicles, registered now, whose categories match the task's."""
+        out = []
+        for assoc in self.node.state.associated(self.node.address):
+            vehicle = self.node.chain.registry.vehicle(assoc.vehicle_index)
+            if vehicle.active and vehicle.categories & spec.category:
+                out.append(assoc.vehicle_index)
+        return out
+
+    def _commit(self, task_id: int, trainers: list[int]) -> list[int]:
+        """``commitTrainers`` (none if empty), dropping vehicles another edge took meanwhile."""
+        trainers = list(trainers)
+        while trainers:
+            try:
+                self.node.transact(lambda: self.node.chain.tasks.commit_trainers(task_id, trainers))
+                return trainers
+            except ContractRevert as exc:
+                if exc.name not in DROP_ON_REVERT:
+                    raise
+                trainers.remove(exc.args_by_name[DROP_ON_REVERT[exc.name]])
+        return trainers
+
+    # ------------------------------------------------------------ close
+
+    def close(self, task_id: int, round_: int) -> RoundClose:
+        """Filter and aggregate the accepted updates, store the preliminary model, record
+        the round on chain. (BAFDP would aggregate here after S reports: module docstring.)"""
+        task = self.node.task(task_id)
+        with self._lock:
+            row = self._round(task_id, round_)
+            if row.close is not None:
+                return RoundClose.model_validate_json(row.close)
+            if row.phase == "expired":
+                raise ProblemError(409, "wrong_phase", f"round {round_} was superseded by a later round")
+            updates = self.node.state.begin_close(task_id, round_)
+            result = self._record(task, round_, row, updates)
+            self.node.state.finish_close(task_id, round_, result.model_dump_json())
+            self.node.metrics.rounds.labels("close").inc()
+        return result
+
+    def _record(self, task: EdgeTask, round_: int, row: RoundRow, updates: list[UpdateRow]) -> RoundClose:
+        task_id = task.spec.task_id
+        empty = RoundClose(task_id=task_id, round=round_, edge=self.node.index, recorded=False)
+        prelim = self._recorded(task_id, round_)
+        if prelim is None and updates:
+            self._chain_round(task_id, round_, {Phase.TRAINING}, "record")
+        while prelim is None and updates:
+            candidate = self._aggregate(task.spec, round_, row.global_cid, updates)
+            try:
+                self.node.transact(
+                    lambda: self.node.chain.tasks.record_round(
+                        task_id, candidate.digest, candidate.cid, candidate.samples, candidate.records
+                    )
+                )
+                prelim = candidate
+            except ContractRevert as exc:
+                if exc.name != "AlreadyRecorded":
+                    raise
+                updates = [u for u in updates if u.vehicle != exc.args_by_name["vehicle"]]  # recorded by another edge
+        if prelim is None:
+            return empty
+        by_vehicle = {u.vehicle: u for u in updates}
+        trainers = [
+            TrainerOutcome(
+                vehicle=r.vehicle, address=by_vehicle[r.vehicle].address, digest="0x" + r.update_digest.hex(),
+                reliability=r.reliability / SCALE, theta=r.theta / SCALE, malicious=r.malicious,
+                epsilon=by_vehicle[r.vehicle].epsilon,
+            )  # fmt: skip
+            for r in prelim.records
+        ]
+        return empty.model_copy(
+            update={
+                "recorded": True, "preliminary_cid": prelim.cid, "preliminary_digest": "0x" + prelim.digest.hex(),
+                "samples": prelim.samples, "trainers": trainers,
+            }  # fmt: skip
+        )
+
+    def _recorded(self, task_id: int, round_: int) -> Preliminary | None:
+        """This edge's ``RoundRecorded`` of the round, if it was mined already."""
+        events = self._events("RoundRecorded", task_id, round_, edge=self.node.index)
+        if not events:
+            return None
+        ev = events[-1]
+        return Preliminary(
+            ev.preliminaryCid, bytes.fromhex(ev.preliminaryDigest.removeprefix("0x")),  # type: ignore[attr-defined]
+            ev.samples, unpack_records(ev.records),  # type: ignore[attr-defined]
+        )  # fmt: skip
+
+    def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary:
+        """Self-reliability, filters and the edge rule over ``updates``; the preliminary
+        model goes to the blob store."""
+        reference_state, _ = self.node.decode(self.node.fetch(global_cid), spec.model)
+        reference = flatten(reference_state)
+        stacked = torch.stack([flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates])
+        samples = [self.node.chain.registry.vehicle(u.vehicle).samples for u in updates]
+        evaluator = accuracy_evaluator(create_model(spec.model, default_device()), self.node.test_set(spec.task_id))
+        rule = spec.aggregation.edge_rule(evaluator)
+        result = rule(stacked, torch.tensor(samples, dtype=torch.float64), reference, round_index=round_)
+        malicious, lam = filter_verdicts(result.info, len(updates), [f.name for f in spec.aggregation.filters])
+        records = [
+            TrainerRecord(
+                vehicle=u.vehicle, update_digest=bytes.fromhex(u.digest.removeprefix("0x")),
+                reliability=fixed_reliability(lam[i]), theta=0 if malicious[i] else to_fixed(float(result.weights[i])),
+                malicious=malicious[i],
+            )  # fmt: skip
+            for i, u in enumerate(updates)
+        ]
+        meta = BlobMeta(task=str(spec.task_id), round=round_, producer=self.node.address, model=spec.model)
+        blob = encode_state(unflatten(result.aggregate.cpu(), reference_state), meta)
+        cid = self.node.store.put(blob, pin=True)
+        kept = sum(n for n, bad in zip(samples, malicious) if not bad)
+        return Preliminary(cid, blob_digest(blob).raw, kept, records)
+
+    # ------------------------------------------------------------ scores / evaluate
+
+    def scores(self, task_id: int, round_: int, req: ScoreRequest) -> ScoreResult:
+        """Score every recorded edge's preliminary model on the test set; ``submitScores``."""
+        task = self.node.task(task_id)
+        with self._lock:
+            row = self._round(task_id, round_)
+            if row.scores is not None:
+                return ScoreResult.model_validate_json(row.scores)
+            if row.close is None or not RoundClose.model_validate_json(row.close).recorded:
+                raise ProblemError(409, "not_recorded", f"this edge recorded nothing in round {round_}")
+            submitted = self._events("ScoresSubmitted", task_id, round_, evaluator=self.node.index)
+            if submitted:
+                fixed = list(submitted[-1].scores)  # type: ignore[attr-defined]
+            else:
+                info = self._chain_round(task_id, round_, {Phase.TRAINING, Phase.SCORING}, "score")
+                fixed = self._score(task, round_, req, info.recorded_edges)
+                self.node.transact(lambda: self.node.chain.tasks.submit_scores(task_id, fixed))
+            result = ScoreResult(edge=self.node.index, scores=[s / SCALE for s in fixed])
+            self.node.state.finish_scores(task_id, round_, result.model_dump_json())
+            self.node.metrics.rounds.labels("scores").inc()
+        return result
+
+    def _score(self, task: EdgeTask, round_: int, req: ScoreRequest, recorded_edges: int) -> list[int]:
+        """Fixed-point scores indexed by edge (0 where nothing was recorded). The CIDs come
+        from the chain's ``RoundRecorded``; the request's must agree where it names one."""
+        spec = task.spec
+        models = {}
+        for ev in self._events("RoundRecorded", spec.task_id, round_):
+            edge, cid, digest = ev.edge, ev.preliminaryCid, ev.preliminaryDigest.lower()  # type: ignore[attr-defined]
+            claimed = req.preliminaries.get(edge, cid)
+            blob = self.node.fetch(cid)
+            if claimed != cid or blob_digest(blob).hex0x != digest:
+                raise ProblemError(422, "preliminary_mismatch", f"edge {edge} recorded {cid} ({digest}), got {claimed}")
+            models[edge] = flatten(self.node.decode(blob, spec.model)[0])
+        evaluator = accuracy_evaluator(create_model(spec.model, default_device()), self.node.test_set(spec.task_id))
+        accuracies = consensus_accuracies(models, evaluator)
+        return [accuracies.get(e, 0) for e in range(recorded_edges.bit_length())]
+
+    def evaluate(self, task_id: int, req: EvaluateRequest) -> EvaluateResult:
+        """A model's accuracy and loss on the task's test set."""
+        spec = self.node.task(task_id).spec
+        vector = flatten(self.node.decode(self.node.fetch(req.cid), spec.model)[0])
+        model = load_vector(create_model(spec.model, default_device()), vector)
+        result = evaluate(model, self.node.test_set(task_id))
+        return EvaluateResult(edge=self.node.index, accuracy=result.accuracy, loss=result.loss)

@@ -1,0 +1,29 @@
+"""``POST /associate`` (vehicles) and ``POST /handover`` (edge → edge, signed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from bmfl.protocol.schemas import AssociateRequest, Association
+from edge_node.associations import HandoverRequest, HandoverResult, associate, handover
+from edge_node.auth import edges_only, signed_route
+from edge_node.node import EdgeNode
+
+
+def associations_router(node: EdgeNode) -> APIRouter:
+    router = APIRouter(tags=["associations"])
+    signed = APIRouter(tags=["associations"], route_class=signed_route(node, edges_only(node)))
+
+    @router.post("/associate", response_model=Association)
+    def post_associate(req: AssociateRequest) -> Association:
+        """Associate a registered vehicle (signed ``associate_message``); with
+        ``previous_edge``, the previous edge is told to drop it."""
+        return associate(node, req)
+
+    @signed.post("/handover", response_model=HandoverResult)
+    def post_handover(req: HandoverRequest, request: Request) -> HandoverResult:
+        """(edge → edge) Drop a vehicle that associated with the signing edge."""
+        return handover(node, req, request.state.signer)
+
+    router.include_router(signed)
+    return router

@@ -1,0 +1,83 @@
+"""Vehicle-facing: ``GET /tasks``, ``GET /tasks/{id}/assignment``, ``POST
+/tasks/{id}/rounds/{r}/updates``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from pydantic import BaseModel, Field
+
+from bmfl.protocol.schemas import Assignment, UploadReceipt
+from bmfl.service.problems import ProblemError
+from edge_node.node import EdgeNode
+from edge_node.routers import RoundPath, TaskPath
+from edge_node.uploads import Upload, accept_update
+
+
+class ServedTask(BaseModel):
+    """A task this edge serves and its current round here (0 before the first)."""
+
+    task_id: int
+    model: str
+    category: int
+    round: int
+    open: bool = Field(description="uploads are accepted for this round")
+
+
+def vehicles_router(node: EdgeNode) -> APIRouter:
+    router = APIRouter(tags=["vehicles"])
+
+    @router.get("/tasks", response_model=list[ServedTask])
+    def get_tasks() -> list[ServedTask]:
+        """The tasks this edge serves, with their current round."""
+        out = []
+        for row in node.state.tasks():
+            spec = node.task(row.task_id).spec
+            current = node.state.latest_round(row.task_id)
+            out.append(
+                ServedTask(
+                    task_id=row.task_id, model=spec.model, category=spec.category,
+                    round=current.round if current else 0, open=current is not None and current.phase == "open",
+                )  # fmt: skip
+            )
+        return out
+
+    @router.get("/tasks/{task_id}/assignment", response_model=Assignment)
+    def get_assignment(task_id: TaskPath, vehicle: str = Query(description="the vehicle's address")) -> Assignment:
+        """Whether ``vehicle`` trains in the current round (per the on-chain trainer
+        table, whichever edge selected it), and the global model to start from."""
+        spec = node.task(task_id).spec
+        index = node.vehicle_index(vehicle)
+        current = node.state.latest_round(task_id)
+        # this edge's own committed trainers are on chain already; others: ask the chain
+        selected = current is not None and (
+            index in current.selected or node.chain.tasks.trainer_status(task_id, current.round, index)[0]
+        )
+        deadline = node.chain.tasks.task(task_id).deadline if current is not None else None
+        return Assignment(
+            task_id=task_id, round=current.round if current else 0, selected=selected,
+            open=current is not None and current.phase == "open",
+            global_cid=current.global_cid if current else None, global_digest=current.global_digest if current else None,
+            deadline=deadline, model=spec.model, training=spec.training, edge=node.address,
+        )  # fmt: skip
+
+    @router.post("/tasks/{task_id}/rounds/{round}/updates", status_code=202, response_model=UploadReceipt)
+    def post_update(
+        task_id: TaskPath,
+        round_: RoundPath,
+        vehicle: str = Form(description="the vehicle's address"),
+        signature: str | None = Form(None, description="EIP-191 signature of update_message"),
+        epsilon: float | None = Form(None, ge=0, description="the vehicle's ε so far"),
+        blob: UploadFile | None = File(None, description="the update (safetensors), or give cid"),
+        cid: str | None = Form(None, description="CID of the update in the blob store, or give blob"),
+    ) -> UploadReceipt:
+        """A selected vehicle's signed update; checked in the order of docs/protocol.md."""
+        upload = Upload(vehicle, signature, epsilon, blob.file if blob else None, cid)
+        try:
+            receipt = accept_update(node, task_id, round_, upload)
+        except ProblemError as exc:
+            node.metrics.uploads.labels(exc.reason).inc()
+            raise
+        node.metrics.uploads.labels("accepted").inc()
+        return receipt
+
+    return router

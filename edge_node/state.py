@@ -1,0 +1,212 @@
+"""The edge's durable state in SQLite (WAL, synchronous FULL, one lock): associations,
+tasks, rounds, accepted updates and round results. Every write is committed before the
+method returns, so whatever the edge has acknowledged survives a restart.
+
+Round phases: ``open`` (uploads accepted) → ``closing`` (aggregating, recording) →
+``closed`` → ``scored``; an open round the cloud never closed becomes ``expired`` when
+the next round of its task opens.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS associations (
+  vehicle TEXT PRIMARY KEY, vehicle_index INTEGER NOT NULL, edge TEXT NOT NULL,
+  x REAL NOT NULL, y REAL NOT NULL, timestamp_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+  task_id INTEGER PRIMARY KEY, task TEXT NOT NULL, test_set TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+  task_id INTEGER NOT NULL, round INTEGER NOT NULL, phase TEXT NOT NULL,
+  global_cid TEXT NOT NULL, global_digest TEXT NOT NULL, selected TEXT NOT NULL,
+  close TEXT, scores TEXT, PRIMARY KEY (task_id, round));
+CREATE TABLE IF NOT EXISTS updates (
+  task_id INTEGER NOT NULL, round INTEGER NOT NULL, vehicle INTEGER NOT NULL,
+  address TEXT NOT NULL, digest TEXT NOT NULL, cid TEXT NOT NULL, epsilon REAL,
+  signature TEXT NOT NULL, PRIMARY KEY (task_id, round, vehicle));
+"""
+
+
+@dataclass(frozen=True)
+class AssociationRow:
+    """The newest signed association of a vehicle known here (with this edge or another)."""
+
+    vehicle: str
+    vehicle_index: int
+    edge: str
+    x: float
+    y: float
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    task_id: int
+    task: str  # EdgeTask JSON
+    test_set: str  # path of the test-set file
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    task_id: int
+    round: int
+    phase: str
+    global_cid: str
+    global_digest: str
+    selected: list[int]
+    close: str | None  # RoundClose JSON
+    scores: str | None  # ScoreResult JSON
+
+
+@dataclass(frozen=True)
+class UpdateRow:
+    task_id: int
+    round: int
+    vehicle: int
+    address: str
+    digest: str
+    cid: str
+    epsilon: float | None
+    signature: str
+
+
+class EdgeState:
+    """SQLite at ``path``; safe to share between the server's threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, *args: object) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # associations
+    def association(self, vehicle: str) -> AssociationRow | None:
+        rows = self._rows("SELECT * FROM associations WHERE vehicle = ?", vehicle)
+        return AssociationRow(*rows[0]) if rows else None
+
+    def save_association(self, row: AssociationRow) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO associations VALUES (?, ?, ?, ?, ?, ?)", tuple(row.__dict__.values()))
+
+    def associated(self, edge: str) -> list[AssociationRow]:
+        rows = self._rows("SELECT * FROM associations WHERE edge = ? ORDER BY vehicle_index", edge)
+        return [AssociationRow(*r) for r in rows]
+
+    # tasks
+    def save_task(self, row: TaskRow) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)", (row.task_id, row.task, row.test_set))
+
+    def task(self, task_id: int) -> TaskRow | None:
+        rows = self._rows("SELECT * FROM tasks WHERE task_id = ?", task_id)
+        return TaskRow(*rows[0]) if rows else None
+
+    def tasks(self) -> list[TaskRow]:
+        return [TaskRow(*r) for r in self._rows("SELECT * FROM tasks ORDER BY task_id")]
+
+    # rounds
+    @staticmethod
+    def _round(row: tuple) -> RoundRow:
+        return RoundRow(*row[:5], json.loads(row[5]), *row[6:])
+
+    def round(self, task_id: int, round_: int) -> RoundRow | None:
+        rows = self._rows("SELECT * FROM rounds WHERE task_id = ? AND round = ?", task_id, round_)
+        return self._round(rows[0]) if rows else None
+
+    def latest_round(self, task_id: int) -> RoundRow | None:
+        rows = self._rows("SELECT * FROM rounds WHERE task_id = ? ORDER BY round DESC LIMIT 1", task_id)
+        return self._round(rows[0]) if rows else None
+
+    def open_round(self, task_id: int, round_: int, global_cid: str, global_digest: str, selected: list[int]) -> None:
+        """Open ``round_`` and expire the task's earlier rounds still open or closing."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE rounds SET phase = 'expired' WHERE task_id = ? AND round < ? AND phase IN ('open', 'closing')",
+                (task_id, round_),
+            )
+            db.execute(
+                "INSERT INTO rounds VALUES (?, ?, 'open', ?, ?, ?, NULL, NULL)",
+                (task_id, round_, global_cid, global_digest, json.dumps(selected)),
+            )
+
+    def begin_close(self, task_id: int, round_: int) -> list[UpdateRow]:
+        """Stop accepting uploads for the round; returns its updates (by vehicle index)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE rounds SET phase = 'closing' WHERE task_id = ? AND round = ? AND phase = 'open'",
+                (task_id, round_),
+            )
+            rows = db.execute(
+                "SELECT * FROM updates WHERE task_id = ? AND round = ? ORDER BY vehicle", (task_id, round_)
+            ).fetchall()
+        return [UpdateRow(*r) for r in rows]
+
+    def finish_close(self, task_id: int, round_: int, close_json: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE rounds SET phase = 'closed', close = ? WHERE task_id = ? AND round = ?",
+                (close_json, task_id, round_),
+            )
+
+    def finish_scores(self, task_id: int, round_: int, scores_json: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE rounds SET phase = 'scored', scores = ? WHERE task_id = ? AND round = ?",
+                (scores_json, task_id, round_),
+            )
+
+    # updates
+    def add_update(self, row: UpdateRow) -> str | None:
+        """Insert an accepted update; returns ``None``, or ``"round_not_open"`` /
+        ``"duplicate"`` when it cannot be inserted (nothing is written then)."""
+        with self._tx() as db:
+            phase = db.execute(
+                "SELECT phase FROM rounds WHERE task_id = ? AND round = ?", (row.task_id, row.round)
+            ).fetchone()
+            if phase is None or phase[0] != "open":
+                return "round_not_open"
+            exists = db.execute(
+                "SELECT 1 FROM updates WHERE task_id = ? AND round = ? AND vehicle = ?",
+                (row.task_id, row.round, row.vehicle),
+            ).fetchone()
+            if exists:
+                return "duplicate"
+            db.execute("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(row.__dict__.values()))
+        return None
+
+    def has_update(self, task_id: int, round_: int, vehicle: int) -> bool:
+        return bool(
+            self._rows("SELECT 1 FROM updates WHERE task_id = ? AND round = ? AND vehicle = ?", task_id, round_, vehicle)
+        )
+
+    def updates(self, task_id: int, round_: int) -> list[UpdateRow]:
+        rows = self._rows("SELECT * FROM updates WHERE task_id = ? AND round = ? ORDER BY vehicle", task_id, round_)
+        return [UpdateRow(*r) for r in rows]

@@ -1,0 +1,164 @@
+"""``bmfl audit`` on a real Anvil: a task run through the chain clients with real model
+blobs in a local store served by a real gateway; the audit passes, and fails (exit 1)
+on a tampered blob, a digest that does not match its CID, or a missing blob."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi import FastAPI
+from typer.testing import CliRunner
+
+from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
+from bmfl.blobs.gateway import gateway_router
+from bmfl.blobs.local import LocalBlobStore
+from bmfl.cli import app
+from bmfl.models import create_model
+from bmfl.service.serve import ServerThread
+from chain.audit import Auditor
+from chain_fixtures import Chain, chain, chain_module, digest  # noqa: F401
+
+SELECTION = {0: [0, 1, 2], 1: [3, 4]}
+THETAS = {0: 500_000, 1: 300_000, 2: -1, 3: 700_000, 4: 100_000}  # vehicle 2 is malicious
+
+
+@dataclass(frozen=True)
+class Blob:
+    cid: str
+    digest: bytes
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+@pytest.fixture
+def gateway(store: LocalBlobStore):
+    api = FastAPI()
+    api.include_router(gateway_router(store))
+    with ServerThread(api) as server:
+        yield server.url
+
+
+@pytest.fixture
+def deployment_file(chain: Chain, tmp_path: Path) -> Path:
+    path = tmp_path / "deployment.json"
+    path.write_text(chain.deployment.model_dump_json())
+    return path
+
+
+def put_model(store: LocalBlobStore, seed: int) -> Blob:
+    torch.manual_seed(seed)
+    blob = encode_state(create_model("bmfl_cnn").state_dict(), BlobMeta(task="1", round=seed, producer="t", model="bmfl_cnn"))
+    return Blob(store.put(blob), blob_digest(blob).raw)
+
+
+def run_task(
+    chain: Chain, store: LocalBlobStore, rounds: int = 2, finish: bool = True, lie_about: int | None = None,
+    max_rounds: int | None = None,
+) -> tuple[int, dict[str, Blob]]:
+    """A task on chain with real blobs, ``rounds`` of its ``max_rounds`` run; ``lie_about``
+    = an edge whose round-1 record names its preliminary CID with another blob's digest."""
+    blobs = {"w0": put_model(store, 0)}
+    w0 = blobs["w0"]
+    params = chain.params(initial_model_digest=w0.digest, initial_model_cid=w0.cid, max_rounds=max_rounds or rounds)
+    task_id, _ = chain.tasks(chain.publisher).create_task(params, 10**18)
+    cloud = chain.tasks(chain.cloud)
+    current = blobs["w0"]
+    for r in range(1, rounds + 1):
+        cloud.start_round(task_id, current.digest, current.cid)
+        for e, vehicles in SELECTION.items():
+            chain.tasks(chain.edges[e]).commit_trainers(task_id, vehicles)
+        for e, vehicles in SELECTION.items():
+            p = blobs[f"p{r}.{e}"] = put_model(store, 10 * r + e + 1)
+            digest = blobs["w0"].digest if (r, e) == (1, lie_about) else p.digest
+            records = [chain.record(v, THETAS[v], malicious=THETAS[v] < 0) for v in vehicles]
+            chain.tasks(chain.edges[e]).record_round(task_id, digest, p.cid, 100 * len(vehicles), records)
+        for e, scores in {0: [800_000 + r, 700_000], 1: [810_000, 690_000 + r]}.items():
+            chain.tasks(chain.edges[e]).submit_scores(task_id, scores)
+        current = blobs[f"g{r}"] = put_model(store, 100 + r)
+        cloud.finalize_round(task_id, current.digest, current.cid, 900_000)
+    if finish:
+        chain.tasks(chain.outsider).finish_task(task_id)
+    return task_id, blobs
+
+
+def audit(task_id: int, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["audit", "--task", str(task_id), *args], env={"COLUMNS": "250"})
+    return result.exit_code, result.output
+
+
+def test_audit_of_a_finished_task_passes(chain: Chain, store: LocalBlobStore, gateway: str, deployment_file: Path) -> None:
+    task_id, _ = run_task(chain, store)
+    code, out = audit(task_id, "--rpc", chain.node.url, "--deployment", str(deployment_file), "--gateway", gateway)
+    assert code == 0, out
+    assert "audit passed" in out
+    result = Auditor(chain.w3, chain.deployment).audit(task_id, store.get)
+    assert result.passed and len(result.blobs) == 1 + 2 + 4 + 2  # initial, starts, preliminaries, globals
+    paid = {c.subject.split()[1] for c in result.comparisons if c.section == "vehicle payout"}
+    assert paid == {"0", "1", "3", "4"}  # the malicious vehicle 2 earns nothing
+    sections = {c.section for c in result.comparisons}
+    assert {"contribution", "median", "leader", "edge tally", "block reward", "publisher", "total"} <= sections
+    # the deployment found by chain id in a directory, blobs read from the store directly
+    deployments = deployment_file.parent / "deployments"
+    deployments.mkdir()
+    (deployments / f"{chain.deployment.chain_id}.json").write_text(deployment_file.read_text())
+    code, out = audit(task_id, "--rpc", chain.node.url, "--deployments", str(deployments), "--store", str(store.root))
+    assert code == 0, out
+
+
+def test_audit_of_a_running_task_checks_block_rewards(chain: Chain, store: LocalBlobStore) -> None:
+    task_id, _ = run_task(chain, store, rounds=2, finish=False)
+    result = Auditor(chain.w3, chain.deployment).audit(task_id, store.get)
+    assert result.passed
+    assert not [c for c in result.comparisons if c.section in ("vehicle payout", "publisher")]
+    assert [c.recomputed for c in result.comparisons if c.section == "block reward"] == [2 * 10**15]  # edge 0 led both
+
+
+def test_tampered_blob_fails_the_audit(chain: Chain, store: LocalBlobStore, gateway: str, deployment_file: Path) -> None:
+    task_id, blobs = run_task(chain, store)
+    path = store.path_of(blobs["p2.1"].cid)
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-4] + b"evil")
+    code, out = audit(task_id, "--rpc", chain.node.url, "--deployment", str(deployment_file), "--gateway", gateway)
+    assert code == 1 and "audit FAILED" in out  # the gateway cannot serve it: unreachable
+    result = Auditor(chain.w3, chain.deployment).audit(task_id, store.get)
+    bad = [b for b in result.blobs if not b.ok]
+    assert [(b.blob.source, b.status) for b in bad] == [("round 2 edge 1 preliminary", "corrupt")]
+
+
+def test_digest_that_does_not_match_the_cid_fails_the_audit(chain: Chain, store: LocalBlobStore, gateway: str, deployment_file: Path) -> None:
+    task_id, _ = run_task(chain, store, lie_about=0)
+    code, out = audit(task_id, "--rpc", chain.node.url, "--deployment", str(deployment_file), "--gateway", gateway)
+    assert code == 1 and "digest_mismatch" in out
+    result = Auditor(chain.w3, chain.deployment).audit(task_id, store.get)
+    assert [b.blob.source for b in result.blobs if not b.ok] == ["round 1 edge 0 preliminary"]
+    assert all(c.ok for c in result.comparisons)  # the payouts themselves still agree
+
+
+def test_missing_blob_fails_the_audit(chain: Chain, store: LocalBlobStore, gateway: str, deployment_file: Path) -> None:
+    task_id, blobs = run_task(chain, store)
+    store.path_of(blobs["g1"].cid).unlink()
+    code, out = audit(task_id, "--rpc", chain.node.url, "--deployment", str(deployment_file), "--gateway", gateway)
+    assert code == 1 and "unreachable" in out
+
+
+def test_audit_needs_a_blob_source(chain: Chain, deployment_file: Path) -> None:
+    code, out = audit(1, "--rpc", chain.node.url, "--deployment", str(deployment_file))
+    assert code == 2 and "--gateway" in out
+
+
+def test_audit_of_a_cancelled_task_checks_the_refund(chain: Chain, store: LocalBlobStore) -> None:
+    task_id, _ = run_task(chain, store, rounds=2, finish=False, max_rounds=3)
+    chain.tasks(chain.cloud).start_round(task_id, digest("stalled"), "")  # a third round that never ends
+    chain.mine_after(3600)
+    chain.tasks(chain.outsider).cancel_task(task_id)
+    result = Auditor(chain.w3, chain.deployment).audit(task_id, store.get)
+    refund = [c for c in result.comparisons if c.section == "publisher"]
+    assert len(refund) == 1 and refund[0].ok and refund[0].recomputed == 10**18 - 2 * 10**15
+    assert [b.status for b in result.blobs if not b.ok] == ["missing_cid"]  # the stalled round named no CID
+    assert not result.passed

@@ -1,0 +1,124 @@
+"""``bmfl up`` / ``bmfl status`` / ``bmfl down`` as a user runs them, each a separate
+process: the compose topology (chain, deployer, 5 edges, cloud, a fleet of 4 vehicles)
+comes up on loopback, one round of a task runs across the processes, the deployer can
+be run again to add an edge, ``bmfl down`` leaves no process of any service's group
+behind, and ``bmfl up`` on the same run folder resumes the chain and the services' state."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from eth_account import Account
+from pydantic import SecretStr
+
+from bmfl.data import load_dataset
+from bmfl.protocol.schemas import TaskDraft, TrainingSpec
+from bmfl.service import procs
+from bmfl.service.chain_access import connect
+from bmfl.service.deployer import DeployerSettings, provision
+from bmfl.service.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER
+from chain.anvil import dev_key, find_anvil
+from chain.deploy import Deployment
+from chain.registry import RegistryClient
+from cloud_aggregator.publisher import Publisher
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(find_anvil() is None, reason="no Anvil binary (npm ci)")]
+
+SERVICES = ["chain", *(f"edge-{i}" for i in range(5)), "cloud", "fleet"]
+
+
+def bmfl(*args: object) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BMFL_FLEET_TORCH_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "bmfl.cli", *map(str, args)], capture_output=True, text=True, timeout=600, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    run_dir = tmp_path_factory.mktemp("up")
+    up = bmfl("up", "--run-dir", run_dir, "--vehicles", 4, "--seed", 5, "--free-ports", "--round-timeout", 120)
+    state = json.loads((run_dir / "stack.json").read_text()) if (run_dir / "stack.json").exists() else {}
+    yield up, run_dir, state
+    bmfl("down", "--run-dir", run_dir)
+
+
+def url_of(state: dict[str, Any], name: str) -> str:
+    return next(s["url"] for s in state["services"] if s["name"] == name)
+
+
+def test_up_starts_every_service_and_status_reports_them(stack: Any) -> None:
+    up, run_dir, state = stack
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert [s["name"] for s in state["services"]] == SERVICES
+    assert all(procs.is_running(s["pid"], s["started"]) for s in state["services"])
+    assert all((run_dir / "logs" / f"{name}.log").is_file() for name in SERVICES)
+    status = bmfl("status", "--run-dir", run_dir)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "chain_id 31337" in status.stdout and "associated 4, vehicles 4" in status.stdout
+    again = bmfl("up", "--run-dir", run_dir)
+    assert again.returncode == 1 and "already up" in again.stderr
+
+
+def test_one_round_of_a_task_runs_across_the_processes(stack: Any) -> None:
+    _, _, state = stack
+    cloud = url_of(state, "cloud")
+    _, test = load_dataset("mnist")
+    publisher = Publisher(connect(state["rpc_url"], state["deployment_file"], dev_key(PUBLISHER)), cloud)
+    draft = TaskDraft(rounds=1, reward_wei=10**18, block_reward_wei=10**16, training=TrainingSpec(epochs=1))
+    task_id = publisher.publish(draft, test.subset(list(range(300))))["task_id"]
+    deadline = time.monotonic() + 600
+    while (view := httpx.get(f"{cloud}/tasks/{task_id}").json())["status"] in ("ready", "running"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert view["status"] == "finished", view
+    assert view["rounds_finished"] == 1 and len(view["accuracy"]) == 1
+    assert len(httpx.get(f"{cloud}/tasks/{task_id}/rounds/1").json()["trainers"]) == 4
+
+
+def test_the_deployer_runs_again_without_redeploying_and_adds_a_new_edge(stack: Any) -> None:
+    _, run_dir, state = stack
+    before = Deployment.model_validate_json(Path(state["deployment_file"]).read_text())
+    new_edge = Account.from_key(dev_key(FIRST_EDGE + 5)).address
+    settings = DeployerSettings(
+        rpc_url=state["rpc_url"], operator_key=SecretStr(dev_key(OPERATOR)), cloud=Account.from_key(dev_key(CLOUD)).address,
+        edges=[Account.from_key(dev_key(FIRST_EDGE + i)).address for i in range(5)] + [new_edge],
+        deployments=run_dir / "deployments",
+    )  # fmt: skip
+    assert provision(settings) == Path(state["deployment_file"])
+    assert Deployment.model_validate_json(Path(state["deployment_file"]).read_text()) == before
+    registry = RegistryClient(connect(state["rpc_url"], state["deployment_file"], dev_key(OPERATOR)).w3, before.registry)
+    assert registry.is_edge(new_edge) and registry.edge_count() == 6
+
+
+def test_down_stops_every_process_group_and_keeps_the_chain_state(stack: Any) -> None:
+    _, run_dir, state = stack
+    down = bmfl("down", "--run-dir", run_dir)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert [line.split()[0] for line in down.stdout.splitlines()] == SERVICES[::-1]
+    for service in state["services"]:
+        assert not procs.is_running(service["pid"]), service["name"]
+        assert procs.group_members(service["pid"]) == [], service["name"]
+    assert not (run_dir / "stack.json").exists() and (run_dir / "chain" / "state.json").is_file()
+    assert bmfl("status", "--run-dir", run_dir).returncode == 1
+
+
+def test_up_again_resumes_from_the_chain_state_and_the_sqlite_files(stack: Any) -> None:
+    _, run_dir, _ = stack
+    up = bmfl("up", "--run-dir", run_dir, "--vehicles", 0, "--free-ports")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = json.loads((run_dir / "stack.json").read_text())
+        tasks = httpx.get(url_of(state, "cloud") + "/tasks").json()
+        assert [(t["task_id"], t["status"]) for t in tasks] == [(1, "finished")]
+    finally:
+        assert bmfl("down", "--run-dir", run_dir).returncode == 0

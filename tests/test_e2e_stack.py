@@ -1,0 +1,122 @@
+"""End to end across real processes: Anvil, 2 edge servers and the cloud as uvicorn
+processes on 127.0.0.1 (bmfl.service.stack), 8 vehicles (one same-value attacker)
+driven by the fleet over HTTP, a task published from the publisher's key, 2 rounds,
+then the chain is read back: the attacker is flagged, every wei of the escrow is
+accounted for, and the auditor (``bmfl audit``) passes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from web3 import Web3
+
+from bmfl.blobs.gateway_client import GatewayClient
+from bmfl.data import load_dataset
+from bmfl.protocol.schemas import TaskDraft, TrainingSpec
+from bmfl.service.chain_access import connect
+from bmfl.service.stack import OPERATOR, PUBLISHER, LocalStack
+from chain.anvil import dev_key, find_anvil
+from chain.audit import Auditor
+from chain.deploy import Deployment
+from chain.tasks import TasksClient, unpack_records
+from cloud_aggregator.publisher import Publisher
+from vehicle_client.fleet import Fleet
+from vehicle_client.settings import FleetSettings
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(find_anvil() is None, reason="no Anvil binary (npm ci)")]
+
+ESCROW = 10**18
+BLOCK_REWARD = 10**16
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("stack")
+    with LocalStack(run_dir, edges=2, round_timeout_s=120) as stack:
+        train, test = load_dataset("mnist")
+        fleet = Fleet(
+            FleetSettings(
+                cloud_url=stack.cloud.url, rpc_url=stack.rpc_url, deployment=stack.deployment_file,
+                funder_key=dev_key(OPERATOR), vehicles=8, seed=3, attack="same_value", attack_fraction=0.125,
+            ),
+            train_data=train.subset(list(range(2400))),
+        )  # fmt: skip
+        fleet.setup()
+        publisher = Publisher(connect(stack.rpc_url, stack.deployment_file, dev_key(PUBLISHER)), stack.cloud.url)
+        draft = TaskDraft(rounds=2, reward_wei=ESCROW, block_reward_wei=BLOCK_REWARD, training=TrainingSpec(epochs=1))
+        task_id = publisher.publish(draft, test.subset(list(range(500))))["task_id"]
+        stop = threading.Event()
+        worker = threading.Thread(target=fleet.run, kwargs={"stop_event": stop, "task_ids": [task_id], "show_progress": False})
+        worker.start()
+        worker.join(600)
+        stop.set()
+        view = httpx.get(f"{stack.cloud.url}/tasks/{task_id}").json()
+        deployment = Deployment.model_validate_json(Path(stack.deployment_file).read_text())
+        yield stack, fleet, task_id, view, Web3(Web3.HTTPProvider(stack.rpc_url)), deployment
+        fleet.close()
+
+
+def test_task_finishes_with_the_attacker_flagged_on_chain(finished) -> None:
+    stack, fleet, task_id, view, w3, deployment = finished
+    assert view["status"] == "finished", view["detail"] + stack.cloud.tail()
+    assert view["rounds_finished"] == 2 and len(view["accuracy"]) == 2
+    tasks = TasksClient(w3, deployment.tasks)
+    (attacker,) = fleet.attackers
+    records = [
+        rec for ev in tasks.events("RoundRecorded", deployment.block_number, taskId=task_id)
+        for rec in unpack_records(ev.records)  # type: ignore[attr-defined]
+    ]  # fmt: skip
+    by_vehicle: dict[int, list[bool]] = {}
+    for rec in records:
+        by_vehicle.setdefault(rec.vehicle, []).append(rec.malicious)
+    assert by_vehicle[attacker.index] == [True, True]
+    assert all(not any(flags) for v, flags in by_vehicle.items() if v != attacker.index)
+    assert len(by_vehicle) == 8
+    assert all(view["flagged"][str(r)] == [attacker.address] for r in (1, 2))
+
+
+def test_payouts_sum_to_the_escrow_and_skip_the_attacker(finished) -> None:
+    _, fleet, task_id, _, w3, deployment = finished
+    tasks = TasksClient(w3, deployment.tasks)
+    credited = tasks.events("PayoutCredited", deployment.block_number, taskId=task_id)
+    rewards = tasks.events("LeaderElected", deployment.block_number, taskId=task_id)
+    (done,) = tasks.events("TaskFinished", deployment.block_number, taskId=task_id)
+    paid = sum(ev.amount for ev in credited)  # type: ignore[attr-defined]
+    assert paid == done.paid  # type: ignore[attr-defined]
+    assert paid + sum(ev.blockReward for ev in rewards) + done.returned == ESCROW  # type: ignore[attr-defined]
+    assert sum(ev.blockReward for ev in rewards) == 2 * BLOCK_REWARD  # type: ignore[attr-defined]
+    payees = {ev.payee for ev in credited}  # type: ignore[attr-defined]
+    assert fleet.attackers[0].address not in payees
+    assert payees == {v.address for v in fleet.vehicles if v.attack is None}
+
+
+def test_audit_passes_in_process_and_from_the_cli(finished) -> None:
+    stack, _, task_id, _, w3, deployment = finished
+    gateway = GatewayClient(stack.cloud.url)
+    result = Auditor(w3, deployment).audit(task_id, gateway.fetch)
+    gateway.close()
+    assert result.passed and len(result.blobs) >= 7
+    cli = subprocess.run(
+        [sys.executable, "-m", "bmfl.cli", "audit", "--task", str(task_id), "--rpc", stack.rpc_url,
+         "--deployment", str(stack.deployment_file), "--gateway", stack.cloud.url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "audit passed" in cli.stdout
+
+
+def test_cloud_reports_rounds_and_privacy_spend(finished) -> None:
+    stack, fleet, task_id, view, _, _ = finished
+    record = httpx.get(f"{stack.cloud.url}/tasks/{task_id}/rounds/2").json()
+    assert record["round"] == 2 and len(record["trainers"]) == 8
+    honest = {v.address for v in fleet.vehicles if v.attack is None}
+    assert honest <= set(view["epsilon"])
+    assert all(view["epsilon"][a] > 0 for a in honest) and view["epsilon_max"] == max(view["epsilon"].values())
+    assert httpx.get(f"{stack.cloud.url}/tasks/{task_id}/rounds/9").status_code == 404
+    metrics = httpx.get(f"{stack.cloud.url}/metrics").text
+    assert "bmfl_tasks_published_total 1.0" in metrics

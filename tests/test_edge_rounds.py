@@ -1,0 +1,151 @@
+"""Edge round steps over real HTTP and a real chain: selection committed on chain, close
+with an attacker flagged malicious in the on-chain record, scores submitted, evaluate,
+idempotent cloud calls (no second transaction), cloud-only access, a replay in the next
+round, a restart mid-round that keeps the accepted updates; seeded selection and the
+verdicts read from nested filters."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import torch
+
+from bmfl.attacks import get_attack
+from bmfl.blobs.codec import blob_digest
+from bmfl.data import load_dataset
+from bmfl.filters import accuracy_evaluator
+from bmfl.models import create_model
+from bmfl.params import flatten
+from bmfl.protocol.schemas import AggregationSpec, RoundClose, RuleSpec
+from chain.anvil import dev_key
+from chain.tasks import Phase, unpack_records
+from edge_node.rounds import filter_verdicts, fixed_reliability, select_trainers
+from service_fixtures import CLOUD, PUBLISHER, EdgeStack, create_task, signed_request, update_blob, update_form
+from service_fixtures import edge_stack as stack  # noqa: F401
+from service_fixtures import service_chain  # noqa: F401
+
+
+def nonce(stack: EdgeStack, edge: int) -> int:
+    return stack.chain.w3.eth.get_transaction_count(stack.address(edge))
+
+
+def test_round_with_attacker_records_scores_and_is_idempotent(stack: EdgeStack) -> None:
+    spec = create_task(stack.chain, stack.data, category=16)
+    stack.serve_task(spec)
+    task_id, initial, cid = spec.task_id, stack.data.initial_model, stack.data.initial_cid
+    honest_a = stack.vehicles_at(0, 3, 16, first_row=0)
+    attacker = stack.vehicles_at(0, 1, 16, first_row=192)[0]
+    honest_b = stack.vehicles_at(1, 1, 16, first_row=256)[0]
+    stack.start_round(task_id, initial, cid)
+    assert stack.open_round(0, task_id, 1, initial, cid) == sorted(v.index for v in [*honest_a, attacker])
+    assert stack.open_round(1, task_id, 1, initial, cid) == [honest_b.index]
+    tasks = stack.chain.access(dev_key(CLOUD)).tasks
+    assert all(tasks.trainer_status(task_id, 1, v.index) == (True, False) for v in [*honest_a, attacker, honest_b])
+
+    forms = {}
+    for seed, vehicle in enumerate(honest_a):
+        forms[vehicle.index] = update_blob(initial, spec, 1, vehicle, seed=seed)
+        assert stack.upload(0, vehicle, task_id, 1, forms[vehicle.index], 1.5).status_code == 202
+    poisoned = update_blob(initial, spec, 1, attacker, attack=get_attack("same_value"))
+    assert stack.upload(0, attacker, task_id, 1, poisoned, 1.5).status_code == 202
+    assert stack.upload(1, honest_b, task_id, 1, update_blob(initial, spec, 1, honest_b), 1.5).status_code == 202
+
+    # unsigned, or signed by anyone but the registry's cloud: refused
+    path = f"/tasks/{task_id}/rounds/1/close"
+    assert httpx.post(stack.url(0) + path).json()["reason"] == "unsigned"
+    outsider = stack.chain.access(dev_key(PUBLISHER)).account
+    refused = signed_request(outsider, stack.chain.chain_id, "POST", stack.url(0) + path)
+    assert (refused.status_code, refused.json()["reason"]) == (403, "not_cloud")
+
+    closes = [RoundClose.model_validate(stack.cloud("POST", e, path).json()) for e in (0, 1)]
+    assert all(c.recorded for c in closes)
+    events = {ev.edge: ev for ev in tasks.events("RoundRecorded", taskId=task_id, round=1)}  # type: ignore[attr-defined]
+    records = {r.vehicle: r for r in unpack_records(events[0].records)}  # type: ignore[attr-defined]
+    assert records[attacker.index].malicious and records[attacker.index].theta == 0
+    assert all(not records[v.index].malicious and records[v.index].theta > 0 for v in honest_a)
+    assert records[honest_a[0].index].update_digest == blob_digest(forms[honest_a[0].index]).raw
+    assert events[0].samples == 3 * 64 and events[0].preliminaryCid == closes[0].preliminary_cid  # type: ignore[attr-defined]
+    assert [t.malicious for t in closes[0].trainers] == [records[t.vehicle].malicious for t in closes[0].trainers]
+    assert all(tasks.trainer_status(task_id, 1, v.index) == (True, True) for v in [*honest_a, attacker, honest_b])
+    assert stack.store.has(closes[0].preliminary_cid)  # type: ignore[arg-type]
+
+    # idempotent: the same answers, no second transaction
+    before = nonce(stack, 0)
+    assert stack.open_round(0, task_id, 1, initial, cid) == sorted(v.index for v in [*honest_a, attacker])
+    assert stack.cloud("POST", 0, path).json() == closes[0].model_dump(mode="json")
+    assert nonce(stack, 0) == before
+
+    preliminaries = {"preliminaries": {str(e): c.preliminary_cid for e, c in enumerate(closes)}}
+    scores = [stack.cloud("POST", e, f"/tasks/{task_id}/rounds/1/scores", json=preliminaries).json() for e in (0, 1)]
+    assert [s["edge"] for s in scores] == [0, 1] and all(len(s["scores"]) == 2 for s in scores)
+    events = tasks.events("ScoresSubmitted", taskId=task_id, round=1)
+    submitted = {ev.evaluator: ev.scores for ev in events}  # type: ignore[attr-defined]
+    assert submitted[0] == [round(s * 1_000_000) for s in scores[0]["scores"]]
+    assert all(0 < s <= 1_000_000 for s in submitted[0])
+    before = nonce(stack, 1)
+    assert stack.cloud("POST", 1, f"/tasks/{task_id}/rounds/1/scores", json=preliminaries).json() == scores[1]
+    assert nonce(stack, 1) == before
+    assert stack.cloud("GET", 0, f"/tasks/{task_id}/rounds/1").json()["phase"] == "scored"
+    assert tasks.task(task_id).phase == Phase.SCORING
+
+    evaluation = stack.cloud("POST", 0, f"/tasks/{task_id}/evaluate", json={"cid": closes[0].preliminary_cid}).json()
+    assert evaluation["edge"] == 0 and evaluation["accuracy"] == pytest.approx(scores[0]["scores"][0], abs=1e-6)
+
+    # round 2: the round-1 upload replayed is refused (its signature names round 1)
+    prelim = stack.store.get(closes[0].preliminary_cid)  # type: ignore[arg-type]
+    tasks.finalize_round(task_id, blob_digest(prelim).raw, closes[0].preliminary_cid, submitted[0][0])  # type: ignore[arg-type]
+    stack.start_round(task_id, prelim, closes[0].preliminary_cid)  # type: ignore[arg-type]
+    stack.open_round(0, task_id, 2, prelim, closes[0].preliminary_cid)  # type: ignore[arg-type]
+    data, files = update_form(honest_a[0].account, stack.chain.chain_id, task_id, 1, stack.address(0), forms[honest_a[0].index])
+    replay = httpx.post(f"{stack.url(0)}/tasks/{task_id}/rounds/2/updates", data=data, files=files)
+    assert (replay.status_code, replay.json()["reason"]) == (401, "bad_signature")
+    assert httpx.get(f"{stack.url(0)}/tasks/{task_id}/rounds/2").json()["received"] == []
+
+
+def test_restart_mid_round_keeps_accepted_updates(stack: EdgeStack) -> None:
+    spec = create_task(stack.chain, stack.data, category=32)
+    stack.serve_task(spec)
+    task_id, initial, cid = spec.task_id, stack.data.initial_model, stack.data.initial_cid
+    first, second = stack.vehicles_at(0, 2, 32, first_row=512)
+    stack.start_round(task_id, initial, cid)
+    stack.open_round(0, task_id, 1, initial, cid)
+    assert stack.upload(0, first, task_id, 1, update_blob(initial, spec, 1, first), 1.5).status_code == 202
+
+    stack.restart(0)
+    progress = httpx.get(f"{stack.url(0)}/tasks/{task_id}/rounds/1").json()
+    assert (progress["phase"], progress["received"]) == ("open", [first.index])
+    assert stack.upload(0, first, task_id, 1, update_blob(initial, spec, 1, first), 1.5).json()["reason"] == "duplicate"
+    assert stack.upload(0, second, task_id, 1, update_blob(initial, spec, 1, second, seed=1), 1.5).status_code == 202
+
+    close = RoundClose.model_validate(stack.cloud("POST", 0, f"/tasks/{task_id}/rounds/1/close").json())
+    assert close.recorded and sorted(t.vehicle for t in close.trainers) == sorted([first.index, second.index])
+    assert all(t.epsilon == 1.5 and not t.malicious for t in close.trainers)
+    tasks = stack.chain.access(dev_key(CLOUD)).tasks
+    assert tasks.task(task_id).recorded_edges == 1
+
+
+
+def test_selection_is_seeded_and_takes_the_ceiling() -> None:
+    candidates = list(range(10))
+    picked = select_trainers(candidates, 0.25, 7, 1, 1, 0)
+    assert len(picked) == 3 and picked == sorted(picked) and set(picked) <= set(candidates)
+    assert picked == select_trainers(candidates[::-1], 0.25, 7, 1, 1, 0)
+    assert {tuple(select_trainers(candidates, 0.25, 7, 1, 1, e)) for e in range(5)} != {tuple(picked)}
+    assert select_trainers([], 1.0, 7, 1, 1, 0) == []
+
+
+@pytest.mark.parametrize("order", [("l2_norm", "self_reliability"), ("self_reliability", "l2_norm")])
+def test_filter_verdicts_follow_nested_filters(order: tuple[str, str]) -> None:
+    test = load_dataset("mnist")[1].subset(list(range(100)))
+    reference = flatten(create_model("bmfl_cnn").state_dict())
+    generator = torch.Generator().manual_seed(0)
+    honest = [reference + 1e-3 * torch.randn(reference.shape, generator=generator) for _ in range(3)]
+    updates = torch.stack([*honest, torch.full_like(reference, 100.0)])
+    spec = AggregationSpec(filters=[RuleSpec(name=name) for name in order])
+    rule = spec.edge_rule(accuracy_evaluator(create_model("bmfl_cnn"), test))
+    result = rule(updates, torch.ones(4, dtype=torch.float64), reference, round_index=1)
+    malicious, lam = filter_verdicts(result.info, 4, list(order))
+    assert malicious == [False, False, False, True]
+    assert all(value is not None for value in lam[:3])
+    assert (lam[3] is None) == (order[0] == "l2_norm")
+    assert fixed_reliability(float("-inf")) == -(2**63) and fixed_reliability(None) == 0

@@ -1,0 +1,93 @@
+"""``bmfl reproduce``: the grid, the report computed from the records (including an
+honest miss), and the quick grid end to end (slow)."""
+
+import pytest
+from rich.console import Console
+
+from bmfl.reproduce.grid import FULL, QUICK, grid
+from bmfl.reproduce.report import read_records, write_report
+from bmfl.reproduce.run import fingerprint, run_grid
+from bmfl.simulation import SimulationConfig
+
+SECTIONS = ("## BMFL Fig. 5", "## BMFL Fig. 6", "### Acceptance", "## BMFL Fig. 7", "## FBFL",
+            "## `001`", "## Setting and deviations", "## Our numbers against the papers' claims")
+
+
+@pytest.mark.parametrize("scale", [QUICK, FULL], ids=["quick", "full"])
+def test_every_run_of_the_grid_is_a_valid_config(scale):
+    runs = grid(scale)
+    for run in runs:
+        SimulationConfig.model_validate(run.config)
+    keys = {r.key for r in runs}
+    assert {"fig5/dp/BMFL", "fig5/no_dp/FedAvg", "fig6/same_value/0.6/BMFL", "fig6/ideal/0.6", "fig7/BMFL",
+            "fbfl/rules/non-IID/random pick", "fbfl/attacks/label flipping/Krum",
+            "traffic/attack + AD/Multi-Krum"} <= keys
+    # identical settings reached from two sections run once
+    assert fingerprint(next(r.config for r in runs if r.key == "fbfl/epochs/1")) == fingerprint(
+        next(r.config for r in runs if r.key == "fbfl/rules/IID/FedAvg"))
+
+
+def test_full_grid_is_the_papers_setting_where_it_matters():
+    runs = {r.key: r.config for r in grid(FULL)}
+    bmfl = runs["fig6/sign_flip/0.6/BMFL"]
+    assert (bmfl["vehicles"], bmfl["edges"], bmfl["data"]["name"]) == (50, 5, "mnist")
+    assert bmfl["partition"]["kind"] == "complete_non_iid" and bmfl["training"]["dp"]
+    assert bmfl["aggregation"]["edge_filters"] == [{"name": "self_reliability"}]
+    assert runs["fig7/FedAvg"]["rounds"] == 50 and runs["fig7/FedAvg"]["partition"]["options"] == {"alpha": 0.9}
+    traffic = runs["traffic/attack/Multi-Krum"]
+    assert traffic["vehicles"] == 100 and round(traffic["fraction"] * traffic["vehicles"]) == 10
+
+
+def _fake_records(scale, bmfl_at_60):
+    """Records with chosen final accuracies: clean 0.8, FedAvg under attack 0.1, BMFL at
+    60 % ``bmfl_at_60``, everything else 0.7."""
+    records = {}
+    for run in grid(scale):
+        key, rounds = run.key, run.config["rounds"]
+        acc = 0.7
+        if key.startswith("fig5/"):
+            acc = 0.8
+        elif key.startswith("fig6/") and key.endswith("/FedAvg"):
+            acc = 0.1
+        elif key.startswith("fig6/") and "/0.6/BMFL" in key:
+            acc = bmfl_at_60
+        traffic = key.startswith("traffic/")
+        rows = [{
+            "round": r, "accuracy": None if traffic else acc, "loss": 0.5 if traffic else 1.0, "mae": 0.4 if traffic else None,
+            "attack_success_rate": 0.05 if key.startswith("fig7/") else None, "trainers": 10, "attackers_selected": 2,
+            "attackers_flagged": 2, "honest_flagged": 0, "attacker_weight": 0.0, "epsilon_max": 3.0,
+            "upstream_bytes_cloud": 1, "upstream_bytes_flat": 5, "wall_time_s": 0.1,
+        } for r in range(1, rounds + 1)]
+        records[key] = {"rows": rows, "attackers": [0, 1], "payout_share_attackers": 0.0, "summary": key}
+    return records
+
+
+@pytest.mark.parametrize("bmfl_at_60, verdict", [(0.5, "**MISSED**"), (0.76, "met")])
+def test_report_states_the_acceptance_verdict_computed_from_the_runs(tmp_path, bmfl_at_60, verdict):
+    timing = {"cpu_s": 60.0, "wall_s": 90.0}
+    path = write_report(_fake_records(QUICK, bmfl_at_60), QUICK, tmp_path, timing, "bmfl reproduce --quick")
+    text = path.read_text()
+    for section in SECTIONS:
+        assert section in text
+    bmfl_rows = [line for line in text.splitlines() if line.startswith("| sign_flip | BMFL |")]
+    assert bmfl_rows and bmfl_rows[0].endswith(f"| {verdict} |")
+    fedavg_rows = [line for line in text.splitlines() if line.startswith("| same_value | FedAvg |")]
+    assert fedavg_rows[0].endswith("| 12.5 % | 14.3 % | met |")  # 0.1 / 0.8 kept; 0.1 / 0.7 of the ideal filter's
+    for png in ("fig5.png", "fig6.png", "fig7.png", "fbfl.png", "traffic.png"):
+        assert (tmp_path / "results" / png).read_bytes()[:4] == b"\x89PNG"
+    records, scale, again, command = read_records(tmp_path / "results" / "runs.jsonl")
+    assert (len(records), scale, again, command) == (len(grid(QUICK)), "quick", timing, "bmfl reproduce --quick")
+
+
+@pytest.mark.slow
+def test_quick_grid_runs_end_to_end(tmp_path):
+    runs = grid(QUICK)
+    records, timing = run_grid(runs, Console(quiet=True))
+    text = write_report(records, QUICK, tmp_path, timing, "bmfl reproduce --quick").read_text()
+    for section in SECTIONS:
+        assert section in text
+    assert "nan" not in text.lower().replace("nano", "")
+    # known answer: same-value attackers (parameters 100) wreck undefended FedAvg at 60 %
+    assert records["fig6/same_value/0.6/FedAvg"]["rows"][-1]["accuracy"] < 0.2
+    bmfl = records["fig6/same_value/0.6/BMFL"]["rows"]
+    assert sum(r["attackers_flagged"] for r in bmfl) == sum(r["attackers_selected"] for r in bmfl) > 0

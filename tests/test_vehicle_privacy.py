@@ -1,0 +1,69 @@
+"""The privacy budget: ε after the planned steps is checked before training; past the
+budget the vehicle refuses and spends nothing; ε is reported at the task's δ."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from eth_account import Account
+
+from bmfl.attacks import get_attack
+from bmfl.models import create_model
+from bmfl.privacy import PrivacyAccountant
+from chain.anvil import dev_key
+from vehicle_client.vehicle import BudgetExceeded, Vehicle
+from vehicle_fixtures import CHAIN_ID, assignment, image_data
+
+
+def eps(steps: int, delta: float = 1e-5, q: float = 8 / 24, sigma: float = 1.0) -> float:
+    accountant = PrivacyAccountant(delta)
+    accountant.step(q, sigma, steps)
+    return accountant.epsilon()
+
+
+def global_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return create_model("bmfl_cnn").state_dict()
+
+
+def vehicle(budget: float) -> Vehicle:
+    return Vehicle(Account.from_key(dev_key(6)), image_data(), CHAIN_ID, epsilon_budget=budget, seed=1)
+
+
+def test_refuses_the_round_that_would_exceed_the_budget() -> None:
+    one, two = eps(3), eps(6)  # a round is E·⌈24/8⌉ = 3 steps at q = 1/3
+    v = vehicle(budget=(one + two) / 2)
+    plan = v.plan(assignment().training)
+    assert (plan.steps, plan.sampling_rate) == (3, pytest.approx(1 / 3))
+    assert v.epsilon(plan=plan) == pytest.approx(one)
+    update = v.train(assignment(1), global_state())
+    assert update.epsilon == pytest.approx(one) and v.accountant.steps == 3
+    generator_state = v.generator.get_state()
+    with pytest.raises(BudgetExceeded, match="budget"):
+        v.train(assignment(2), global_state())
+    assert v.accountant.steps == 3  # nothing spent
+    assert torch.equal(v.generator.get_state(), generator_state)  # nothing trained
+    assert v.epsilon() == pytest.approx(one)
+
+
+def test_epsilon_is_reported_at_the_tasks_delta() -> None:
+    v = vehicle(budget=math.inf)
+    update = v.train(assignment(1, delta=1e-3), global_state())
+    assert update.epsilon == pytest.approx(eps(3, delta=1e-3))
+    assert v.epsilon() == pytest.approx(eps(3))  # the budget's own δ = 1e-5
+
+
+def test_training_without_noise_needs_an_unlimited_budget() -> None:
+    with pytest.raises(BudgetExceeded):
+        vehicle(budget=1e6).train(assignment(1, dp=False), global_state())
+    update = vehicle(budget=math.inf).train(assignment(1, dp=False), global_state())
+    assert update.epsilon is None
+
+
+def test_an_attack_that_does_not_train_spends_no_privacy() -> None:
+    v = Vehicle(Account.from_key(dev_key(6)), image_data(), CHAIN_ID, epsilon_budget=1.0, attack=get_attack("same_value"))
+    assert v.plan(assignment().training).steps == 0
+    v.train(assignment(1), global_state())
+    assert v.accountant.steps == 0 and v.epsilon() == 0.0

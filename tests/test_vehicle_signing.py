@@ -1,0 +1,62 @@
+"""A vehicle's signed association and upload recover to its address with the protocol's
+messages; changing any signed field makes verification fail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from eth_account import Account
+
+from bmfl.protocol.signing import SignatureError, associate_message, recover, update_message, verify
+from chain.anvil import dev_key
+from vehicle_client.vehicle import Vehicle
+from vehicle_fixtures import CHAIN_ID, EDGE, image_data
+
+OTHER_EDGE = Account.from_key(dev_key(2)).address
+
+
+@pytest.fixture
+def vehicle() -> Vehicle:
+    return Vehicle(Account.from_key(dev_key(5)), image_data(), CHAIN_ID, position=(1.25, -3.5))
+
+
+def test_association_signature(vehicle: Vehicle) -> None:
+    req = vehicle.associate_request(EDGE, previous_edge=OTHER_EDGE)
+    assert (req.vehicle, req.x, req.y, req.previous_edge) == (vehicle.address, 1.25, -3.5, OTHER_EDGE)
+    signed = (CHAIN_ID, req.vehicle, EDGE, req.x, req.y, req.timestamp_ms)
+    assert recover(associate_message(*signed), req.signature) == vehicle.address
+    for tampered in (
+        (CHAIN_ID + 1, req.vehicle, EDGE, req.x, req.y, req.timestamp_ms),
+        (CHAIN_ID, req.vehicle, OTHER_EDGE, req.x, req.y, req.timestamp_ms),
+        (CHAIN_ID, req.vehicle, EDGE, req.x + 0.01, req.y, req.timestamp_ms),
+        (CHAIN_ID, req.vehicle, EDGE, req.x, req.y, req.timestamp_ms + 1),
+    ):
+        with pytest.raises(SignatureError):
+            verify(associate_message(*tampered), req.signature, vehicle.address)
+
+
+def test_update_signature(vehicle: Vehicle) -> None:
+    blob = b"an update blob"
+    form = vehicle.upload_form(EDGE, 7, 3, blob, epsilon=2.5)
+    assert form["vehicle"] == vehicle.address and float(form["epsilon"]) == 2.5
+    digest = hashlib.sha256(blob).digest()
+    assert recover(update_message(CHAIN_ID, 7, 3, EDGE, digest), form["signature"]) == vehicle.address
+    for tampered in (
+        (CHAIN_ID, 7, 4, EDGE, digest),  # replay in another round
+        (CHAIN_ID, 8, 3, EDGE, digest),  # another task
+        (CHAIN_ID, 7, 3, OTHER_EDGE, digest),  # another edge
+        (CHAIN_ID, 7, 3, EDGE, hashlib.sha256(blob + b"!").digest()),  # other bytes
+        (CHAIN_ID + 1, 7, 3, EDGE, digest),  # another chain
+    ):
+        with pytest.raises(SignatureError):
+            verify(update_message(*tampered), form["signature"], vehicle.address)
+    assert "epsilon" not in vehicle.upload_form(EDGE, 7, 3, blob, epsilon=None)
+
+
+def test_profile_hash_is_canonical_json_of_size_and_labels(vehicle: Vehicle) -> None:
+    profile = {"labels": [3, 3, 3, 3, 2, 2, 2, 2, 2, 2], "samples": 24}
+    assert vehicle.profile() == profile
+    canonical = json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()
+    assert vehicle.profile_hash() == hashlib.sha256(canonical).digest()

@@ -1,0 +1,334 @@
+"""A fleet: many vehicles driven from one process against real edges over HTTP.
+
+:meth:`Fleet.setup` derives the keys, deals the data, funds and registers the vehicles
+and associates each with its nearest edge; :meth:`Fleet.run` then serves the tasks: at
+each round the vehicles poll their assignments, move (optional) once their edge has
+selected its trainers, hand over to a nearer edge, and the selected ones train one after
+another through the core and upload to the edge they are at.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import httpx
+import numpy as np
+import torch
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from web3 import Web3
+from web3.middleware import ExtraDataToPOAMiddleware, SignAndSendRawMiddlewareBuilder
+
+from bmfl.attacks import get_attack
+from bmfl.blobs.errors import BlobError
+from bmfl.data import TensorData, load_dataset
+from bmfl.params import State
+from bmfl.partition import make_partition
+from bmfl.protocol.schemas import Assignment, EdgeInfo
+from bmfl.service.chain_access import ChainAccess
+from chain.deploy import Deployment
+from chain.registry import RegistryClient
+from chain.tasks import Phase, TasksClient
+from vehicle_client.accounts import fleet_accounts, fund
+from vehicle_client.http import ServiceError, send
+from vehicle_client.mobility import Area, nearest_edge
+from vehicle_client.settings import FleetSettings
+from vehicle_client.vehicle import BudgetExceeded, Vehicle
+
+ACTIVE_STATUSES = ("ready", "running")
+"""Cloud task statuses in which vehicles still train; any other status is final."""
+MODEL_CACHE = 4
+
+
+@dataclass(frozen=True)
+class UploadEvent:
+    """An update an edge accepted."""
+
+    vehicle: int
+    address: str
+    task_id: int
+    round: int
+    edge: int
+    digest: str
+    epsilon: float | None
+    attack: str | None
+
+
+@dataclass
+class FleetReport:
+    uploads: int = 0
+    refused: int = 0  # privacy budget exhausted
+    handovers: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # reason → count
+
+
+class Fleet:
+    """Vehicles from ``settings``; ``train_data`` replaces the dataset's training part."""
+
+    def __init__(self, settings: FleetSettings, *, train_data: TensorData | None = None, console: Console | None = None) -> None:
+        self.settings = settings
+        self.console = console or Console()
+        self.http = httpx.Client(timeout=60.0)
+        self.vehicles: list[Vehicle] = []
+        self.edges: list[EdgeInfo] = []
+        self.report = FleetReport()
+        self._train_data = train_data
+        self._rng = np.random.default_rng(settings.seed)
+        self._edge_of: dict[str, EdgeInfo] = {}
+        self._moved: set[tuple[str, int, int]] = set()  # (vehicle, task, round)
+        self._done: set[tuple[str, int, int]] = set()
+        self._models: OrderedDict[str, State] = OrderedDict()
+        self._tx_lock = threading.Lock()
+
+    @property
+    def attackers(self) -> list[Vehicle]:
+        return [v for v in self.vehicles if v.attack is not None]
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        """Keys, data, funding, registration and association with the nearest edge
+        (call before :meth:`run`)."""
+        s = self.settings
+        if s.torch_threads:
+            torch.set_num_threads(s.torch_threads)
+        accounts = fleet_accounts(s.seed, s.vehicles)
+        self._connect(accounts)
+        self.edges = self.edge_directory()
+        self.area = Area.around(self.edges)
+        n_attackers = round(s.attack_fraction * s.vehicles) if s.attack else 0
+        attackers = set(self._rng.choice(s.vehicles, size=n_attackers, replace=False).tolist())
+        for i, (account, data) in enumerate(zip(accounts, self._vehicle_data())):
+            attack = get_attack(s.attack, **s.attack_options) if i in attackers else None
+            self.vehicles.append(Vehicle(
+                account, data, self.deployment.chain_id, position=self.area.sample(self._rng),
+                epsilon_budget=s.epsilon_budget, attack=attack, categories=s.categories,
+                seed=s.seed * 1_000_003 + i, http=self.http,
+            ))  # fmt: skip
+        if s.funder_key is not None:
+            funder = Account.from_key(s.funder_key.get_secret_value())
+            funded = fund(self.w3, funder, [v.address for v in self.vehicles], s.funding_wei)
+            self.console.log(f"funded {funded} vehicles from {funder.address}")
+        for v in self.vehicles:
+            v.register(self._access(v))
+        for v in self.vehicles:
+            self._associate(v, nearest_edge(self.edges, *v.position))
+        self.console.log(
+            f"{len(self.vehicles)} vehicles registered ({len(self.attackers)} attackers"
+            f"{': ' + s.attack if s.attack else ''}), associated with {len(self.edges)} edges"
+        )
+
+    def _connect(self, accounts: list[LocalAccount]) -> None:
+        """One web3 connection that signs locally for every vehicle key."""
+        s = self.settings
+        self.deployment = Deployment.model_validate_json(s.deployment.read_text())
+        self.w3 = Web3(Web3.HTTPProvider(s.rpc_url, request_kwargs={"timeout": 30}))
+        self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+        self.w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(accounts), layer=0)
+        if self.w3.eth.chain_id != self.deployment.chain_id:
+            raise RuntimeError(f"{s.rpc_url} is chain {self.w3.eth.chain_id}, the deployment is for {self.deployment.chain_id}")
+        self.tasks = TasksClient(self.w3, self.deployment.tasks)
+
+    def edge_directory(self) -> list[EdgeInfo]:
+        """The cloud's ``GET /edges``."""
+        reply = send(self.http, "GET", f"{self.settings.cloud_url.rstrip('/')}/edges", 200)
+        edges = [EdgeInfo.model_validate(e) for e in reply.json()]
+        if not edges:
+            raise RuntimeError("the cloud's edge directory is empty")
+        return edges
+
+    def _vehicle_data(self) -> list[TensorData]:
+        s = self.settings
+        train = self._train_data if self._train_data is not None else load_dataset(s.dataset)[0]
+        options = {"alpha": s.alpha} if s.partition == "dirichlet" else {}
+        partition = make_partition(s.partition, train.y, s.vehicles, s.seed, **options)
+        return [train.subset(idx) for idx in partition.indices]
+
+    def _access(self, vehicle: Vehicle) -> ChainAccess:
+        """A :class:`ChainAccess` sending from ``vehicle`` over the fleet's shared connection."""
+        dep = self.deployment
+        return ChainAccess(
+            w3=self.w3, account=vehicle.account, deployment=dep, lock=self._tx_lock,
+            registry=RegistryClient(self.w3, dep.registry, vehicle.address),
+            tasks=TasksClient(self.w3, dep.tasks, vehicle.address),
+        )  # fmt: skip
+
+    def _associate(self, vehicle: Vehicle, edge: EdgeInfo, previous: EdgeInfo | None = None) -> None:
+        association = vehicle.associate(edge.url, edge.address, previous.address if previous else None)
+        self._edge_of[vehicle.address] = edge
+        if previous is not None:
+            self.report.handovers += 1
+            kept = " (the old edge did not release it)" if association.released_by_previous is False else ""
+            self.console.log(f"vehicle {vehicle.index}: handover edge {previous.index} → {edge.index}{kept}")
+
+    def edge_of(self, vehicle: Vehicle) -> EdgeInfo:
+        """The edge ``vehicle`` is associated with now."""
+        return self._edge_of[vehicle.address]
+
+    # ------------------------------------------------------------ mobility
+
+    def move(self, vehicle: Vehicle) -> bool:
+        """Move ``vehicle`` one step; if another edge is now the nearest, hand over to
+        it (``previous_edge`` = the old one). Returns whether it handed over."""
+        vehicle.position = self.area.step(vehicle.position, self.settings.mobility, self._rng)
+        old, new = self._edge_of[vehicle.address], nearest_edge(self.edges, *vehicle.position)
+        if new.index == old.index:
+            return False
+        try:
+            self._associate(vehicle, new, old)
+        except ServiceError as exc:
+            self._fail(vehicle, exc.reason, f"handover to edge {new.index}: {exc}")
+            return False
+        return True
+
+    # ------------------------------------------------------------ rounds
+
+    def run(
+        self,
+        stop_event: threading.Event | None = None,
+        on_upload: Callable[[UploadEvent], None] | None = None,
+        task_ids: list[int] | None = None,
+        show_progress: bool = True,
+    ) -> FleetReport:
+        """Serve the cloud's active tasks (only ``task_ids`` when given) until every one
+        of ``task_ids`` has a final status, or until ``stop_event`` is set."""
+        stop = stop_event or threading.Event()
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, disable=not show_progress,
+        )  # fmt: skip
+        with progress:
+            while not stop.is_set():
+                try:
+                    statuses = self.task_statuses(task_ids)
+                except ServiceError as exc:
+                    self.console.log(f"cloud: {exc}")
+                    stop.wait(self.settings.poll_interval_s)
+                    continue
+                if task_ids is not None and all(statuses.get(t, "ready") not in ACTIVE_STATUSES for t in task_ids):
+                    break
+                busy = False
+                for task_id in sorted(t for t, status in statuses.items() if status in ACTIVE_STATUSES):
+                    busy |= self.serve(task_id, stop, progress, on_upload)
+                if not busy:
+                    stop.wait(self.settings.poll_interval_s)
+        return self.report
+
+    def task_statuses(self, task_ids: list[int] | None = None) -> dict[int, str]:
+        """Task id → the cloud's status (``GET /tasks/{id}``, or ``GET /tasks`` for all)."""
+        base = self.settings.cloud_url.rstrip("/")
+        if task_ids is None:
+            rows = send(self.http, "GET", f"{base}/tasks", 200).json()
+        else:
+            rows = []
+            for t in task_ids:
+                try:
+                    rows.append(send(self.http, "GET", f"{base}/tasks/{t}", 200).json())
+                except ServiceError as exc:
+                    if exc.status != 404:  # 404: not published yet
+                        raise
+        return {int(row["task_id"]): str(row["status"]) for row in rows}
+
+    def serve(
+        self,
+        task_id: int,
+        stop: threading.Event | None = None,
+        progress: Progress | None = None,
+        on_upload: Callable[[UploadEvent], None] | None = None,
+    ) -> bool:
+        """One pass over a task: poll, train and upload the selected vehicles (those
+        that move hand over first). Returns whether any vehicle trained."""
+        stop = stop or threading.Event()
+        progress = progress or Progress(disable=True)
+        info = self.tasks.task(task_id)
+        if info.phase != Phase.TRAINING:
+            return False
+        work = [(v, a) for v in self.vehicles if (a := self._assignment(v, task_id)) is not None]
+        if not work:
+            return False
+        bar = progress.add_task(f"task {task_id} round {info.round}: training", total=len(work))
+        for vehicle, assignment in work:
+            if stop.is_set():
+                break
+            self._train_and_upload(vehicle, assignment, on_upload)
+            progress.advance(bar)
+        progress.remove_task(bar)
+        return True
+
+    def _assignment(self, vehicle: Vehicle, task_id: int) -> Assignment | None:
+        """The vehicle's assignment if it is selected, the round is open at its edge and
+        it has not had its turn in that round yet."""
+        a = self._poll(vehicle, task_id)
+        if a is not None and a.open and (vehicle.address, task_id, a.round) not in self._moved:
+            # Its edge has committed its trainers (the chain keeps them wherever it goes):
+            # it moves once per round now, so a handover falls between selection and upload.
+            self._moved.add((vehicle.address, task_id, a.round))
+            if self.settings.mobility > 0 and self.move(vehicle):
+                a = self._poll(vehicle, task_id)  # at the new edge
+        if a is None:
+            return None
+        key = (vehicle.address, task_id, a.round)
+        if a.open and not a.selected:
+            self._done.add(key)
+        if key in self._done or not (a.selected and a.open and a.global_cid and a.global_digest):
+            return None
+        return a
+
+    def _poll(self, vehicle: Vehicle, task_id: int) -> Assignment | None:
+        edge = self._edge_of[vehicle.address]
+        try:
+            return vehicle.poll(edge.url, task_id)
+        except ServiceError as exc:
+            if exc.reason != "unknown_task":  # the edge has not got the task yet
+                self._fail(vehicle, exc.reason, f"poll at edge {edge.index}: {exc}")
+            return None
+
+    def _global(self, vehicle: Vehicle, assignment: Assignment) -> State:
+        """The assigned global model, fetched (from the gateway, else the vehicle's edge)
+        and verified once per CID."""
+        cid = str(assignment.global_cid)
+        if cid not in self._models:
+            gateway = (self.settings.gateway_url or self.edge_of(vehicle).url).rstrip("/")
+            self._models[cid] = vehicle.fetch_global(gateway, cid, str(assignment.global_digest), assignment.model)
+            while len(self._models) > MODEL_CACHE:
+                self._models.popitem(last=False)
+        return self._models[cid]
+
+    def _train_and_upload(
+        self, vehicle: Vehicle, assignment: Assignment, on_upload: Callable[[UploadEvent], None] | None
+    ) -> None:
+        """Each vehicle gets one turn per round, whatever its outcome."""
+        self._done.add((vehicle.address, assignment.task_id, assignment.round))
+        edge = self._edge_of[vehicle.address]
+        try:
+            update = vehicle.train(assignment, self._global(vehicle, assignment))
+            receipt = vehicle.upload(edge.url, edge.address, assignment.task_id, assignment.round, update.blob, update.epsilon)
+        except BudgetExceeded as exc:
+            self.report.refused += 1
+            self.console.log(f"vehicle {vehicle.index} stops training: {exc}")
+            return
+        except ServiceError as exc:
+            self._fail(vehicle, exc.reason, f"upload to edge {edge.index}: {exc}")
+            return
+        except BlobError as exc:
+            self._fail(vehicle, "global_model", f"global model {assignment.global_cid}: {exc}")
+            return
+        self.report.uploads += 1
+        if on_upload is not None:
+            on_upload(UploadEvent(
+                vehicle=receipt.vehicle, address=vehicle.address, task_id=receipt.task_id, round=receipt.round,
+                edge=edge.index, digest=receipt.digest, epsilon=update.epsilon,
+                attack=vehicle.attack.name if vehicle.attack else None,
+            ))  # fmt: skip
+
+    def _fail(self, vehicle: Vehicle, reason: str, message: str) -> None:
+        self.report.failures[reason] += 1
+        self.console.log(f"vehicle {vehicle.index}: {message}")
+
+    def close(self) -> None:
+        self.http.close()

@@ -1,0 +1,34 @@
+"""Fleet settings, read from ``BMFL_FLEET_*`` environment variables."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FleetSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BMFL_FLEET_")
+
+    cloud_url: str = Field("http://127.0.0.1:8000", description="cloud API: the edge directory (GET /edges) and task status")
+    gateway_url: str | None = Field(None, description="/ipfs/{cid} gateway for global models (default: the vehicle's edge)")
+    rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the chain")
+    deployment: Path = Field(Path("deployments/31337.json"), description="deployment file (contract addresses)")
+    funder_key: SecretStr | None = Field(None, description="key that funds the vehicles with plain ETH transfers; unset: they must hold ETH")
+    funding_wei: int = Field(10**17, gt=0, description="balance each vehicle is topped up to (when below half of it)")
+    vehicles: int = Field(50, ge=1, description="number of vehicles")
+    seed: int = Field(0, description="seeds keys, data partition, positions, attackers, mobility and training")
+    dataset: str = Field("mnist", description="dataset registry name; its training part is dealt to the vehicles")
+    partition: Literal["iid", "complete_non_iid", "dirichlet"] = Field("dirichlet", description="how data is dealt")
+    alpha: float = Field(0.9, gt=0, description="Dirichlet α of the dirichlet partition")
+    categories: int = Field(1, gt=0, lt=2**32, description="data category bitmask the vehicles register with")
+    attack: str | None = Field(None, description="attack registry name of the malicious vehicles (unset: none)")
+    attack_options: dict[str, Any] = Field(default_factory=dict, description='JSON options of the attack, e.g. {"gamma": -5}')
+    attack_fraction: float = Field(0.1, ge=0, le=1, description="fraction of vehicles that attack (when ATTACK is set)")
+    mobility: float = Field(0.0, ge=0, description="distance each vehicle moves per round (0: static); a new nearest edge means a handover")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads for local training (0: torch's default)")
+    epsilon_budget: float = Field(math.inf, gt=0, description="ε_max per vehicle at δ = 1e-5; a vehicle refuses to train past it (inf: no limit)")
+    poll_interval_s: float = Field(0.5, gt=0, description="how often idle vehicles poll for work")
