@@ -1,16 +1,13 @@
-"""``bmfl simulate`` and ``bmfl demo``."""
+"""``bmfl simulate`` (the in-process simulator; ``bmfl simulate bmfl/configs/demo.toml``
+runs the demo setting without services)."""
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
-
-DEMO_CONFIG = files("bmfl") / "configs" / "demo.toml"
-
 
 def _run(config, console: Console) -> None:
     """Run and report (torch and the simulator load here, so ``bmfl --help`` stays fast)."""
@@ -42,11 +39,3 @@ def simulate(
     overrides = {k: v for k, v in {"rounds": rounds, "output_dir": str(output_dir) if output_dir else None}.items() if v is not None}
     _run(load_config(config, overrides), Console())
 
-
-def demo(rounds: Optional[int] = typer.Option(None, help="override the number of rounds")) -> None:
-    """The BMFL setting on the shipped MNIST digits: prints accuracy per round."""
-    from bmfl.simulation.config import load_config
-
-    overrides = {"rounds": rounds} if rounds else {}
-    config = load_config(Path(str(DEMO_CONFIG)), overrides)
-    _run(config, Console())
