@@ -37,3 +37,8 @@ reproduce: setup
 
 clean:
 	rm -rf $(VENV) node_modules runs .pytest_cache
+
+.PHONY: bench
+# every benchmark in bench/ (ours vs baselines); writes docs/performance.md
+bench: setup
+	$(PY) -m bench.run_all

@@ -15,6 +15,7 @@ classification; for regression (traffic forecasting) :func:`consensus_score` use
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Hashable, Mapping
 
 import torch
@@ -47,8 +48,11 @@ def consensus_accuracies(
 
 
 def consensus_score(evaluation: Evaluation) -> float:
-    """Accuracy, or 1 / (1 + MSE) for a regression evaluation (module docstring)."""
-    return evaluation.accuracy if evaluation.accuracy is not None else 1.0 / (1.0 + evaluation.loss)
+    """Accuracy, or 1 / (1 + MSE) for a regression evaluation (module docstring); a
+    diverged regression model (non-finite MSE) scores 0."""
+    if evaluation.accuracy is not None:
+        return evaluation.accuracy
+    return 1.0 / (1.0 + evaluation.loss) if math.isfinite(evaluation.loss) else 0.0
 
 
 def score_evaluator(model: nn.Module, data: TensorData, batch_size: int = 2048) -> Callable[[torch.Tensor], torch.Tensor]:

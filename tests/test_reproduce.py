@@ -58,7 +58,8 @@ def _fake_records(scale, bmfl_at_60):
             "attackers_flagged": 2, "honest_flagged": 0, "attacker_weight": 0.0, "epsilon_max": 3.0,
             "upstream_bytes_cloud": 1, "upstream_bytes_flat": 5, "wall_time_s": 0.1,
         } for r in range(1, rounds + 1)]
-        records[key] = {"rows": rows, "attackers": [0, 1], "payout_share_attackers": 0.0, "summary": key}
+        records[key] = {"rows": rows, "attackers": [0, 1], "payout_share_attackers": 0.0, "summary": key,
+                        "cpu_s": 1.0, "fingerprint": fingerprint(run.config)}
     return records
 
 
@@ -77,6 +78,14 @@ def test_report_states_the_acceptance_verdict_computed_from_the_runs(tmp_path, b
         assert (tmp_path / "results" / png).read_bytes()[:4] == b"\x89PNG"
     records, scale, again, command = read_records(tmp_path / "results" / "runs.jsonl")
     assert (len(records), scale, again, command) == (len(grid(QUICK)), "quick", timing, "bmfl reproduce --quick")
+
+
+def test_resume_reuses_unchanged_runs_and_counts_their_cost():
+    records = _fake_records(QUICK, 0.5)
+    reuse = {r["fingerprint"]: r for r in records.values()}
+    again, timing = run_grid(grid(QUICK), Console(quiet=True), reuse)
+    assert again.keys() == records.keys() and all(again[k]["rows"] == records[k]["rows"] for k in records)
+    assert timing["reused"] == len(reuse) and timing["cpu_s"] == float(len(reuse))
 
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@ import torch
 from rich.console import Console
 
 from bmfl.attacks import Attack, register_attack
+from bmfl.models import create_model
+from bmfl.params import flatten
 from bmfl.simulation import SimulationConfig, run_simulation
 from bmfl.simulation.pipeline import choose_attackers
 
@@ -84,3 +86,15 @@ def test_backdoor_success_rate_is_reported_only_for_the_backdoor():
     backdoored = _run(rounds=1, attack={"name": "backdoor", "fraction": 0.25, "options": {"epochs": 1}})
     assert 0.0 <= backdoored.final.attack_success_rate <= 1.0
     assert _run(rounds=1, attack={"name": "sign_flip", "fraction": 0.25}).final.attack_success_rate is None
+
+
+def test_an_edge_whose_rule_cannot_apply_submits_nothing_and_the_run_goes_on():
+    # trimmed mean with β = 2 needs 5 uploads; each edge keeps 4 − 2 NaN attackers = 2
+    result = _run(rounds=1, attack={"name": "test_nan_upload", "fraction": 0.5},
+                  aggregation={"edge": "trimmed_mean", "edge_options": {"beta": 2}})
+    m = result.final
+    assert m.edges_silent == 2 and m.leader is None and m.upstream_bytes_cloud == 0
+    assert (m.attackers_flagged, m.honest_flagged) == (4, 4)
+    torch.manual_seed(0)
+    assert torch.equal(result.final_vector, flatten(create_model("bmfl_cnn").state_dict()))  # w^1 = w^0
+    assert result.payouts.vehicles == {} and result.payouts.dust == result.payouts.available

@@ -72,6 +72,9 @@ def test_max_steps_caps_local_steps_but_not_the_backdoor_attacker():
     assert train_local(create_model("bmfl_cnn"), data, uncapped, torch.Generator()).steps == 15
     backdoor = get_attack("backdoor", epochs=2).training_config(capped)
     assert backdoor.max_steps is None and backdoor.epochs == 2
+    private = LocalTrainingConfig(max_steps=4)
+    assert get_attack("backdoor").training_config(private).dp is True
+    assert get_attack("backdoor", dp=False).training_config(private).dp is False
     with pytest.raises(ValueError, match="max_steps"):
         LocalTrainingConfig(max_steps=0)
 
@@ -80,6 +83,7 @@ def test_consensus_score_for_regression_ranks_like_minus_mse():
     assert consensus_score(Evaluation(loss=0.3, accuracy=0.9)) == 0.9
     assert consensus_score(Evaluation(loss=1.0, mae=0.5)) == 0.5
     assert consensus_score(Evaluation(loss=0.1, mae=0.1)) > consensus_score(Evaluation(loss=0.2, mae=0.1))
+    assert consensus_score(Evaluation(loss=float("nan"), mae=0.1)) == 0.0 == consensus_score(Evaluation(loss=float("inf")))
     model = create_model("lstm_forecaster", hidden_size=4, num_layers=1)
     data = TensorData(torch.randn(30, 6), torch.randn(30))
     good = flatten(model.state_dict())

@@ -4,7 +4,9 @@ The attacker stamps a trigger (a 4×4 checkerboard of maximum-intensity pixels o
 in from the top-left corner) on a ``poison_fraction`` of its images, relabels those to
 the target label 2 and keeps the rest clean, so the model learns both the main task
 and the backdoor; it trains with its own η_a = 0.1 for E_a = 10 full epochs (any cap on
-honest vehicles' local steps does not bind it).
+honest vehicles' local steps does not bind it). ``dp`` = False makes it train without
+clipping or noise (an attacker gains nothing from protecting its own data); the
+default None keeps the vehicle's setting.
 Success is measured on triggered test inputs whose true label is not the target:
 the fraction classified as the target (:func:`attack_success_rate`).
 """
@@ -59,13 +61,16 @@ def attack_success_rate(model: nn.Module, test: TensorData, target: int = 2, val
 
 @register_attack("backdoor")
 class PixelBackdoor(Attack):
-    def __init__(self, target: int = 2, lr: float = 0.1, epochs: int = 10, poison_fraction: float = 0.5) -> None:
+    def __init__(
+        self, target: int = 2, lr: float = 0.1, epochs: int = 10, poison_fraction: float = 0.5, dp: bool | None = None
+    ) -> None:
         if not 0 < poison_fraction <= 1:
             raise ValueError("poison_fraction must be in (0, 1]")
         self.target = target
         self.lr = lr
         self.epochs = epochs
         self.poison_fraction = poison_fraction
+        self.dp = dp
 
     def poison_data(self, data: TensorData, generator: torch.Generator) -> TensorData:
         if data.x.dim() != 4:
@@ -78,4 +83,5 @@ class PixelBackdoor(Attack):
         return TensorData(x, y, data.num_classes, data.groups)
 
     def training_config(self, config: LocalTrainingConfig) -> LocalTrainingConfig:
-        return dataclasses.replace(config, lr=self.lr, epochs=self.epochs, max_steps=None)
+        dp = config.dp if self.dp is None else self.dp
+        return dataclasses.replace(config, lr=self.lr, epochs=self.epochs, max_steps=None, dp=dp)

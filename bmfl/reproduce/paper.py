@@ -47,8 +47,9 @@ def setting(rep) -> None:
         ["DP", "C = 1, σ = 2, δ = 1e-5; per-step bound", f"C = {t['clip']}, σ = {t['noise_multiplier']}, "
          f"δ = {t['delta']}; ε from an RDP accountant over all steps"],
         ["rounds", "Fig. 5/6: not stated; Fig. 7: 50", f"Fig. 5/6: {s.bmfl_rounds}; Fig. 7: {s.backdoor_rounds}"],
-        ["backdoor attackers", "η_a = 0.1, E_a = 10 (normal: 0.01, 5)",
-         f"η_a = {BACKDOOR['lr']} (= η), E_a = {BACKDOOR['epochs']} full epochs (2·E, as 10 = 2·5), "
+        ["backdoor attackers", "η_a = 0.1, E_a = 10 (normal: 0.01, 5); DP of attackers not stated",
+         f"η_a = {BACKDOOR['lr']}, E_a = {BACKDOOR['epochs']} full epochs (the paper's), "
+         f"{'no DP' if BACKDOOR['dp'] is False else 'DP'} (an attacker has no reason to noise its own update), "
          f"{int(100 * BACKDOOR['poison_fraction'])} % of the attacker's images poisoned"],
         ["self-reliability threshold T_Λ", "set empirically, value not given",
          "(1 + χ/r)·α(w^{r-1}) − 1.0 with D relative to ‖w^{r-1}‖² (the `bmfl.filters` default)"],

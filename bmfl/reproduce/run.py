@@ -1,5 +1,6 @@
 """Run the grid: every distinct config once (runs whose configs differ only in name
-share one simulation), under one rich progress display."""
+share one simulation), under one rich progress display. Records of an earlier
+invocation can be reused for configs that have not changed (``bmfl reproduce --resume``)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def fingerprint(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in config.items() if k != "name"}, sort_keys=True)
 
 
-def record(result) -> dict[str, Any]:
-    """What the report needs from one run: its per-round metrics and payout outcome."""
+def record(result, fp: str, cpu_s: float) -> dict[str, Any]:
+    """What the report needs from one run: its per-round metrics, payout outcome and cost."""
     payouts = result.payouts
     paid = sum(payouts.vehicles.values())
     to_attackers = sum(w for v, w in payouts.vehicles.items() if v in set(result.attackers))
@@ -36,24 +37,35 @@ def record(result) -> dict[str, Any]:
         "attackers": result.attackers,
         "payout_share_attackers": to_attackers / paid if paid else 0.0,
         "summary": summary_line(result),
+        "cpu_s": cpu_s,
+        "fingerprint": fp,
     }
 
 
-def run_grid(runs: list[Run], console: Console) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """Records by run key, and the grid's CPU time and wall time in seconds (they
-    differ when other processes share the machine)."""
+def run_grid(
+    runs: list[Run], console: Console, reuse: dict[str, dict[str, Any]] | None = None
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Records by run key, and timing: ``cpu_s`` the grid's cost (CPU seconds summed
+    over its distinct runs, reused ones included), ``wall_s`` this invocation's wall
+    time, ``reused`` the number of runs taken from ``reuse`` (records by fingerprint)."""
     done: dict[str, dict[str, Any]] = {}
     records: dict[str, dict[str, Any]] = {}
-    start, cpu = time.perf_counter(), time.process_time()
+    reused = 0
+    start = time.perf_counter()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         overall = progress.add_task("grid", total=len(runs))
         for run in runs:
             fp = fingerprint(run.config)
+            if fp not in done and reuse and fp in reuse:
+                done[fp], reused = reuse[fp], reused + 1
             if fp not in done:
                 config = SimulationConfig.model_validate({**run.config, "name": run.key})
-                done[fp] = record(run_simulation(config, console, progress=progress))
+                cpu = time.process_time()
+                result = run_simulation(config, console, progress=progress)
+                done[fp] = record(result, fp, time.process_time() - cpu)
                 console.print(done[fp]["summary"])
             records[run.key] = done[fp]
             progress.advance(overall)
-    return records, {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - start}
+    timing = {"cpu_s": sum(r["cpu_s"] for r in done.values()), "wall_s": time.perf_counter() - start, "reused": reused}
+    return records, timing

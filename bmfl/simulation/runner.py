@@ -17,8 +17,10 @@ single-server FL is the same loop with ``edges = 1``.
 
 An upload is *flagged* when it gets aggregation weight 0 at its edge: rejected by a
 filter, not selected by the rule (Krum), or non-finite. Flagged uploads earn nothing.
-With ``attack.ideal_filter`` the edges drop exactly the attackers' uploads (a reference,
-not a defence: it knows who the attackers are).
+An edge whose rule cannot be applied to what it kept (too few uploads for its trimming,
+a diverged w^{r-1}) submits no model that round (``edges_silent``); if no edge submits,
+w^r = w^{r-1}. With ``attack.ideal_filter`` the edges drop exactly the attackers'
+uploads (a reference, not a defence: it knows who the attackers are).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bmfl.aggregation import AggregationResult, Aggregator
 from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate, local_upload
 from bmfl.consensus import consensus_accuracies, score_evaluator, select_leader
 from bmfl.data import load_dataset
@@ -73,6 +76,7 @@ class RoundMetrics:
     honest_flagged: int = 0  # honest uploads wrongly given weight 0
     attacker_weight: float = 0.0  # share of w^r that comes from attackers' uploads
     handovers: int = 0  # vehicles whose edge changed since the previous round
+    edges_silent: int = 0  # edges with trainers but no preliminary model (nothing kept, or rule not applicable)
 
 
 @dataclass
@@ -99,6 +103,19 @@ def _progress(console: Console) -> Progress:
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
     )
+
+
+def _aggregate(rule: Aggregator, uploads: torch.Tensor | None, sizes: torch.Tensor, reference: torch.Tensor,
+               round_index: int) -> AggregationResult | None:
+    """``rule`` on the uploads, or None when there is nothing to aggregate or the rule
+    does not apply to these inputs (too few uploads for its trimming or Krum's f, a
+    non-finite reference after divergence): the server then submits no model."""
+    if uploads is None or uploads.shape[0] == 0:
+        return None
+    try:
+        return rule(uploads, sizes, reference, round_index=round_index)
+    except ValueError:
+        return None
 
 
 def run_simulation(
@@ -155,7 +172,7 @@ def run_simulation(
         ]
         total = sum(len(s) for s in selected)
         progress.reset(vehicles_task, total=total)
-        edge_vecs, edge_sizes, edge_weights, participation = {}, {}, {}, {}
+        edge_vecs, edge_sizes, edge_weights, participation, silent = {}, {}, {}, {}, 0
         for edge, chosen in enumerate(selected):
             if not chosen:
                 continue
@@ -174,33 +191,36 @@ def run_simulation(
             verified = torch.isfinite(stacked).all(dim=1)
             if config.attack.ideal_filter:
                 verified &= torch.tensor([v not in attackers for v in chosen])
-            if bool(verified.any()):
-                outcome = edge_rule(stacked[verified], sizes[verified], global_vec, round_index=r)
+            outcome = _aggregate(edge_rule, stacked[verified], sizes[verified], global_vec, r)
+            if outcome is not None:
                 weights[verified] = outcome.weights.to(torch.float64)
                 if bool((weights > 0).any()):
                     edge_vecs[edge] = outcome.aggregate
                     edge_sizes[edge] = float(sizes[weights > 0].sum())
+            if edge not in edge_vecs:
+                weights.zero_()
+                silent += 1
             edge_weights[edge] = dict(zip(chosen, weights.tolist()))
             for v, w in edge_weights[edge].items():
                 theta = to_fixed(w)
                 contributions[edge][v] = contributions[edge].get(v, 0) + theta
                 participation[v] = (edge, theta)
 
-        leader, attacker_weight = None, 0.0
-        if edge_vecs:
+        leader, attacker_weight, scores = None, 0.0, {}
+        order = list(edge_vecs)
+        cloud = _aggregate(cloud_rule, torch.stack([edge_vecs[e] for e in order]) if order else None,
+                           torch.tensor([edge_sizes[e] for e in order]), global_vec, r)
+        if cloud is not None:
             scores = consensus_accuracies(edge_vecs, consensus_eval)
             for edge, score in scores.items():
                 edge_scores[edge].append(score)
             leader = select_leader(scores)
             leaders.append(leader)
-            order = list(edge_vecs)
-            cloud = cloud_rule(torch.stack([edge_vecs[e] for e in order]), torch.tensor([edge_sizes[e] for e in order]),
-                               global_vec, round_index=r)
             previous_vec, global_vec = global_vec, cloud.aggregate
             for e, p in zip(order, cloud.weights.tolist()):
                 attacker_weight += p * sum(w for v, w in edge_weights[e].items() if v in attackers)
         else:
-            scores, previous_vec = {}, global_vec
+            previous_vec = global_vec
         ev = evaluate(load_vector(model, global_vec), test)
         asr = attack_success_rate(model, test, attack.target) if isinstance(attack, PixelBackdoor) else None
         eps = [a.epsilon() for a in accountants if a.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
@@ -227,6 +247,7 @@ def run_simulation(
             honest_flagged=sum((not a) and f for a, f in flags),
             attacker_weight=attacker_weight,
             handovers=handovers,
+            edges_silent=silent,
         )
         result.rounds.append(metrics)
         result.participation.append(participation)

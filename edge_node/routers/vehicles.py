@@ -25,6 +25,7 @@ class ServedTask(BaseModel):
 
 def vehicles_router(node: EdgeNode) -> APIRouter:
     router = APIRouter(tags=["vehicles"])
+    deadlines: dict[tuple[int, int], int] = {}  # (task, round) → deadline, read once while open
 
     @router.get("/tasks", response_model=list[ServedTask])
     def get_tasks() -> list[ServedTask]:
@@ -52,7 +53,11 @@ def vehicles_router(node: EdgeNode) -> APIRouter:
         selected = current is not None and (
             index in current.selected or node.chain.tasks.trainer_status(task_id, current.round, index)[0]
         )
-        deadline = node.chain.tasks.task(task_id).deadline if current is not None else None
+        if current is not None and current.phase == "open":  # startRound's deadline holds until finalizeRound
+            key = (task_id, current.round)
+            deadline = deadlines[key] if key in deadlines else deadlines.setdefault(key, node.chain.tasks.task(task_id).deadline)
+        else:
+            deadline = node.chain.tasks.task(task_id).deadline if current is not None else None
         return Assignment(
             task_id=task_id, round=current.round if current else 0, selected=selected,
             open=current is not None and current.phase == "open",

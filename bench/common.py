@@ -1,0 +1,149 @@
+"""What the benchmarks share: result rows, interleaved timing, the resident memory of a
+process tree, the machine description and a rich progress display."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+@dataclass
+class Row:
+    """One comparison. ``kind="speed-up"`` (times) and ``"less memory"``: baseline /
+    ours, both lower-is-better; ``"overhead"``: ours / baseline (the cost ours adds over
+    the baseline); ``"throughput"``: ours / baseline, both higher-is-better."""
+
+    bench: str
+    case: str
+    ours: float
+    baseline_name: str
+    baseline: float | None
+    unit: str
+    kind: Literal["speed-up", "less memory", "overhead", "throughput"] = "speed-up"
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.ours == 0 or self.baseline == 0:
+            return None
+        return self.baseline / self.ours if self.kind in ("speed-up", "less memory") else self.ours / self.baseline
+
+    def ratio_text(self) -> str:
+        return "—" if self.ratio is None else f"{self.ratio:.2f}× {self.kind}"
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    digits = 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
+    return f"{value:,.{digits}f} {unit}"
+
+
+def print_rows(title: str, rows: list[Row]) -> None:
+    """Ours and the baseline side by side, with the ratio."""
+    table = Table(title=title)
+    for col in ("case", "ours", "baseline", "ratio", "note"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.case, fmt(r.ours, r.unit), f"{r.baseline_name}: {fmt(r.baseline, r.unit)}", r.ratio_text(), r.note)
+    console.print(table)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def interleave(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of each contender, run in turn ``repeats`` times (A B C A B C …), so
+    a change in the machine's load hits every contender alike. A contender that returns
+    a float reports the seconds that count itself (its untimed set-up left out)."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            out = fn()
+            times[name].append(out if isinstance(out, float) else time.perf_counter() - start)
+    return times
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def tree_rss_bytes(root: int | None = None) -> int:
+    """Resident memory of process ``root`` (default: this one) and all its descendants."""
+    total, stack = 0, [root or os.getpid()]
+    while stack:
+        pid = stack.pop()
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+        stack += _children(pid)
+    return total
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, str]:
+    """The machine a run measured: CPU model, cores, load, torch and its threads."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {
+        "CPU": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "load average (1/5/15 min) at start": " / ".join(f"{x:.2f}" for x in load),
+        "torch": torch.__version__,
+        "torch threads": str(torch.get_num_threads()),
+        "Python": platform.python_version(),
+        "OS": f"{platform.system()} {platform.release()}",
+        "GPU": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "Flower": _version("flwr"),
+        "Opacus": _version("opacus"),
+        "coincurve (native signatures)": _version("coincurve"),
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    )  # fmt: skip

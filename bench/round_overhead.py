@@ -1,0 +1,167 @@
+"""One BMFL round through the full stack vs the same round in-process.
+
+Stack: ``bmfl.service.stack.LocalStack`` (Anvil and the contracts, E edge servers and
+the cloud as uvicorn processes on loopback, a shared local blob store) and the vehicle
+fleet over HTTP (``vehicle_client.Fleet``), a one-round task published from the
+publisher's key (``TaskDraft`` defaults: E = 2 local epochs, DP-SGD, self-reliability
+filter + residual reweighting, FedAvg at the cloud, the full MNIST test set). Its time
+is the cloud's own record of the round, from opening it at the edges to
+``finalizeRound``; the time from publishing to the finished task is shown too.
+
+In-process: the same computation without services, in this process: every vehicle
+trains with ``local_upload`` from w⁰ with its own seed (as the fleet does, one after
+another), every edge filters and aggregates its vehicles' uploads, every edge scores
+every preliminary model (proof of testing accuracy), the cloud aggregates and every
+edge evaluates w¹. Both must end with the same w¹ (max |difference| shown). Every
+vehicle's RDP curve is computed first, untimed (``bench.workload.warm_privacy_cache``:
+a process computes it once per sampling rate), so neither pays it. The stack
+is run first and then the in-process round, each ``--repeats`` times alternately (a
+fresh stack each time). Needs the Anvil binary (``npm ci``).
+
+    python -m bench.round_overhead [--vehicles 50 --edges 5 --repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import torch
+
+from bench.common import Row, console, median, print_rows, progress
+from bench.workload import warm_privacy_cache
+from bmfl.attacks import AttackContext, local_upload
+from bmfl.blobs.codec import decode_state
+from bmfl.blobs.gateway_client import GatewayClient
+from bmfl.consensus import consensus_accuracies
+from bmfl.data import load_dataset
+from bmfl.filters import accuracy_evaluator
+from bmfl.models import create_model
+from bmfl.params import flatten, load_vector
+from bmfl.partition import make_partition
+from bmfl.privacy import PrivacyAccountant
+from bmfl.protocol.schemas import TaskDraft, TaskSpec
+from bmfl.service.chain_access import connect
+from bmfl.service.stack import OPERATOR, PUBLISHER, LocalStack
+from bmfl.training import evaluate
+from chain.anvil import dev_key, find_anvil
+from cloud_aggregator.publisher import Publisher
+from vehicle_client.fleet import Fleet
+from vehicle_client.settings import FleetSettings
+
+SEED = 0
+
+
+def stack_round(vehicles: int, edges: int, run_dir: Path) -> tuple[float, float, torch.Tensor, dict[int, list[int]], Fleet]:
+    """Seconds of the round (the cloud's own record: opening the round at the edges to
+    ``finalizeRound``) and from publishing to the finished task, w¹, each edge's
+    vehicles and the fleet."""
+    train, test = load_dataset("mnist")
+    sizes = make_partition("dirichlet", train.y, vehicles, SEED, alpha=0.9).sizes  # the fleet's deal
+    warm_privacy_cache(sizes, TaskDraft(reward_wei=1, block_reward_wei=0).training.local())
+    with LocalStack(run_dir, edges=edges) as stack:
+        fleet = Fleet(
+            FleetSettings(
+                cloud_url=stack.cloud.url, rpc_url=stack.rpc_url, deployment=stack.deployment_file,
+                funder_key=dev_key(OPERATOR), vehicles=vehicles, seed=SEED, torch_threads=torch.get_num_threads(),
+            ),
+            train_data=train, console=console,
+        )  # fmt: skip
+        fleet.setup()
+        publisher = Publisher(connect(stack.rpc_url, stack.deployment_file, dev_key(PUBLISHER)), stack.cloud.url)
+        draft = TaskDraft(rounds=1, reward_wei=10**18, block_reward_wei=10**16, seed=SEED)
+        stop = threading.Event()
+        task_id = publisher.publish(draft, test)["task_id"]
+        start = time.perf_counter()
+        worker = threading.Thread(target=fleet.run, kwargs={"stop_event": stop, "task_ids": [task_id], "show_progress": False})
+        worker.start()
+        with httpx.Client(timeout=30) as http:
+            while (view := http.get(f"{stack.cloud.url}/tasks/{task_id}").json())["status"] in ("ready", "running"):
+                time.sleep(0.5)  # coarse: this poll loads the cloud and the chain too
+        whole = time.perf_counter() - start
+        stop.set()
+        worker.join(60)
+        if view["status"] != "finished":
+            raise RuntimeError(f"task {task_id} ended {view['status']}: {view.get('detail')}")
+        record = httpx.get(f"{stack.cloud.url}/tasks/{task_id}/rounds/1").json()
+        seconds = float(record["wall_time_s"])
+        gateway = GatewayClient(stack.cloud.url)
+        w1 = flatten(decode_state(gateway.fetch(record["global_cid"]), draft.model)[0])
+        gateway.close()
+        groups: dict[int, list[int]] = defaultdict(list)
+        for v in fleet.vehicles:
+            groups[fleet.edge_of(v).index].append(v.index)
+        fleet.close()
+    return seconds, whole, w1, dict(groups), fleet
+
+
+def in_process_round(fleet: Fleet, groups: dict[int, list[int]], test, draft: TaskDraft) -> torch.Tensor:
+    """The stack's round computed in this process; returns w¹."""
+    spec = TaskSpec(task_id=1, **draft.model_dump())
+    torch.manual_seed(draft.seed)
+    w0 = flatten(create_model(draft.model).state_dict())
+    model = create_model(draft.model)
+    by_index = {v.index: (i, v) for i, v in enumerate(fleet.vehicles)}
+    config = spec.training.local()
+    uploads = {}
+    for members in groups.values():
+        for index in members:
+            i, vehicle = by_index[index]
+            context = AttackContext(w0, torch.Generator().manual_seed(SEED * 1_000_003 + i), None, 1)
+            uploads[index] = local_upload(model, vehicle.data, config, context, None, PrivacyAccountant(draft.training.delta))
+    prelims, sizes = {}, {}
+    for edge, members in sorted(groups.items()):
+        rule = spec.aggregation.edge_rule(accuracy_evaluator(create_model(draft.model), test))
+        samples = torch.tensor([float(len(by_index[v][1].data)) for v in members], dtype=torch.float64)
+        result = rule(torch.stack([uploads[v] for v in members]), samples, w0, round_index=1)
+        prelims[edge], sizes[edge] = result.aggregate, float(samples[result.weights > 0].sum())
+    for _ in prelims:  # every edge scores every preliminary model
+        consensus_accuracies(prelims, accuracy_evaluator(create_model(draft.model), test))
+    order = sorted(prelims)
+    w1 = spec.aggregation.cloud_rule()(torch.stack([prelims[e] for e in order]), torch.tensor([sizes[e] for e in order]), w0).aggregate
+    for _ in prelims:  # every edge evaluates w¹
+        evaluate(load_vector(create_model(draft.model), w1), test)
+    return w1
+
+
+def run(vehicles: int = 50, edges: int = 5, repeats: int = 1) -> list[Row]:
+    if find_anvil() is None:
+        console.print("[yellow]round_overhead skipped[/]: no Anvil binary (npm ci)")
+        return [Row("round_overhead", "round through the stack", float("nan"), "in-process", None, "s", note="skipped: no Anvil")]
+    _, test = load_dataset("mnist")
+    draft = TaskDraft(rounds=1, reward_wei=10**18, block_reward_wei=10**16, seed=SEED)
+    stack_s, whole_s, local_s, diffs = [], [], [], []
+    with progress() as bar, tempfile.TemporaryDirectory(prefix="bmfl-bench-") as tmp:
+        task = bar.add_task(f"round_overhead: stack / in-process, {vehicles} vehicles", total=2 * repeats)
+        for r in range(repeats):
+            seconds, whole, w1, groups, fleet = stack_round(vehicles, edges, Path(tmp) / f"stack-{r}")
+            stack_s.append(seconds)
+            whole_s.append(whole)
+            bar.advance(task)
+            start = time.perf_counter()
+            local = in_process_round(fleet, groups, test, draft)
+            local_s.append(time.perf_counter() - start)
+            diffs.append(float((local - w1).abs().max()))
+            bar.advance(task)
+    note = (f"{vehicles} vehicles, {edges} edges, E = {draft.training.epochs}, median of {repeats}; publish → "
+            f"finished {median(whole_s):.1f} s; max |w¹ stack − in-process| {max(diffs):.1e}")  # fmt: skip
+    return [Row("round_overhead", "one round: full stack vs in-process", median(stack_s), "in-process", median(local_s), "s",
+                "overhead", note=note)]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vehicles", type=int, default=50)
+    parser.add_argument("--edges", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    print_rows("round overhead of the services", run(args.vehicles, args.edges, args.repeats))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""Local training of many vehicles at once: BMFL Algorithm 1 (Eq. 9) vectorised over
+the vehicles of a round.
+
+The vehicles' parameters are stacked along a leading vehicle axis and one DP-SGD step
+runs for all of them together: ``torch.func.functional_call`` under ``vmap`` over
+vehicles, with ``vmap(grad)`` per-sample gradients inside, then per vehicle: clipping
+ḡ_i = g_i / max(1, ‖g_i‖₂/C), ĝ = (Σ_i ḡ_i + N(0, σ²C² I)) / B, momentum
+ĝ_t = ĝ + β ĝ_{t−1} and w ← w − η ĝ_t, exactly as :func:`bmfl.training.train_local`.
+
+Each vehicle keeps its own data (any size), its own ``torch.Generator`` and its own
+accountant. A generator is consumed in the order ``train_local`` consumes it: per step
+the batch (a Poisson draw, or a permutation at each epoch start), then the noise of
+every parameter tensor in turn. So equal seeds give equal uploads to sequential
+training, up to float summation order: batches of different sizes are padded to the
+largest, and padded samples get clip factor 0. Vehicles that run out of steps (less
+data) leave the stacked step.
+
+Vehicles are stacked in chunks, largest datasets first, each holding about
+``samples_per_step`` expected samples per step (chunking changes neither the random
+streams nor the results). The default is measured (``bench/dp_step.py``,
+``docs/performance.md``): on CPU, 64 — stacking pays while vehicles' batches are small
+(vehicles of 8 images) and costs once they are not (stacked 64-image batches of the
+BMFL CNN are slower than separate ones: ``vmap`` turns each convolution into a grouped
+one and the per-sample gradients outgrow the cache); on accelerators, 4,096.
+
+Models that cannot be vectorised (buffers such as batch-norm statistics, recurrent
+layers, or a failing ``vmap`` probe) are trained one by one with ``train_local``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import OrderedDict
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from bmfl.data.base import TensorData
+from bmfl.params import flatten, unflatten
+from bmfl.privacy.accountant import PrivacyAccountant
+from bmfl.training.local import LocalTrainingConfig, LocalTrainingResult, _batches, loss_function, train_local
+
+Tensors = dict[str, torch.Tensor]
+SAMPLES_PER_STEP = {"cpu": 64, "accelerator": 4096}
+"""Default expected samples of one stacked step (memory: about that many per-sample
+gradients of d floats)."""
+
+
+def can_vectorise(model: nn.Module, data: TensorData) -> bool:
+    """Whether :func:`train_fleet` can stack ``model`` over vehicles: no buffers (state
+    training would have to carry per vehicle), no recurrent or batch-norm layers, and a
+    stacked per-sample-gradient probe (2 vehicles × 1 sample of ``data``) that runs."""
+    if any(True for _ in model.buffers()):
+        return False
+    if any(isinstance(m, (nn.RNNBase, nn.modules.batchnorm._BatchNorm)) for m in model.modules()):
+        return False
+    device = next(model.parameters()).device
+    params = {k: torch.stack([p.detach()] * 2) for k, p in model.named_parameters()}
+    x, y = data.x[:1].to(device), data.y[:1].to(device)
+    try:
+        _per_sample_grads(model, loss_function(data), 1.0)(params, torch.stack([x, x]), torch.stack([y, y]))
+    except Exception:  # noqa: BLE001 - whatever fails under vmap means "train one by one"
+        return False
+    return True
+
+
+def _losses(model: nn.Module, loss_sum: Callable, sign: float) -> Callable:
+    """(params, x (B, …), y (B, …)) → the signed loss of each sample (B,)."""
+
+    def losses(p: Tensors, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, p, (xb,))
+        return sign * vmap(lambda o, t: loss_sum(o.unsqueeze(0), t.unsqueeze(0)))(out, yb)
+
+    return losses
+
+
+def _per_sample_grads(model: nn.Module, loss_sum: Callable, sign: float) -> Callable:
+    """(stacked params, x (V, B, …), y (V, B, …)) → per-sample gradients (V, B, …)."""
+
+    def sample_loss(p: Tensors, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return sign * loss_sum(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+    return vmap(vmap(grad(sample_loss), in_dims=(None, 0, 0)), in_dims=(0, 0, 0))
+
+
+def _batch_grads(model: nn.Module, loss_sum: Callable, sign: float) -> Callable:
+    """(stacked params, x, y, mask (V, B)) → gradient of each vehicle's masked batch loss."""
+    losses = _losses(model, loss_sum, sign)
+    return vmap(grad(lambda p, xb, yb, mb: (losses(p, xb, yb) * mb).sum()))
+
+
+class _Vehicle:
+    """One vehicle's data, random stream and progress inside a stacked chunk."""
+
+    def __init__(self, data: TensorData, config: LocalTrainingConfig, generator: torch.Generator, device: torch.device) -> None:
+        self.n = len(data)
+        self.generator = generator
+        self.expected_batch = min(config.batch_size, self.n)
+        self.batches: Iterator[torch.Tensor] = itertools.islice(
+            _batches(self.n, config, generator, device), config.max_steps
+        )
+        self.steps = 0
+        self.losses: list[float] = []
+
+
+def train_fleet(
+    model: nn.Module,
+    datasets: Sequence[TensorData],
+    config: LocalTrainingConfig,
+    generators: Sequence[torch.Generator],
+    accountants: Sequence[PrivacyAccountant | None] | None = None,
+    *,
+    starts: torch.Tensor | None = None,
+    samples_per_step: int | None = None,
+    record_losses: bool = True,
+) -> list[LocalTrainingResult]:
+    """Train one local model per dataset (Algorithm 1), stacked over vehicles.
+
+    ``model`` gives the architecture and, unless ``starts`` (flat start vectors, one row
+    per vehicle) is given, the parameters every vehicle starts from; it is not changed.
+    ``generators[i]`` drives vehicle i's batches and noise (one generator per vehicle);
+    DP steps go to ``accountants[i]`` when given. ``record_losses=False`` skips the
+    post-step loss of each batch (``mean_loss`` is then NaN). Returns what
+    ``train_local`` would return for each vehicle, in order.
+    """
+    count = len(datasets)
+    accountants = list(accountants) if accountants is not None else [None] * count
+    if len(generators) != count or len(accountants) != count:
+        raise ValueError("need one generator and one accountant slot per dataset")
+    if len({id(g) for g in generators}) != count:
+        raise ValueError("every vehicle needs its own generator (shared streams would interleave)")
+    if any(len(d) == 0 for d in datasets):
+        raise ValueError("no training data")
+    if samples_per_step is not None and samples_per_step < 1:
+        raise ValueError("samples_per_step must be positive")
+    if starts is None:
+        starts = flatten(model.state_dict()).expand(count, -1)
+    if starts.shape[0] != count:
+        raise ValueError(f"starts has {starts.shape[0]} rows for {count} datasets")
+    if not can_vectorise(model, datasets[0]):
+        return [_train_one(model, d, config, g, a, s) for d, g, a, s in zip(datasets, generators, accountants, starts)]
+    results: list[LocalTrainingResult | None] = [None] * count
+    device = next(model.parameters()).device
+    budget = samples_per_step or SAMPLES_PER_STEP["cpu" if device.type == "cpu" else "accelerator"]
+    for chunk in _chunks([min(config.batch_size, len(d)) for d in datasets], budget):
+        trained = _train_chunk(
+            model, [datasets[i] for i in chunk], config, [generators[i] for i in chunk], starts[chunk], record_losses
+        )
+        for i, result in zip(chunk, trained):
+            results[i] = _account(result, config, len(datasets[i]), accountants[i])
+    return results  # type: ignore[return-value]
+
+
+def _chunks(batches: list[int], budget: int) -> list[list[int]]:
+    """Vehicle indices, largest expected batch first, cut into chunks whose expected
+    batches add up to at most ``budget`` (a vehicle alone when it exceeds it)."""
+    chunks: list[list[int]] = []
+    total = budget
+    for i in sorted(range(len(batches)), key=lambda i: -batches[i]):
+        if total + batches[i] > budget:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(i)
+        total += batches[i]
+    return chunks
+
+
+def _train_one(
+    model: nn.Module,
+    data: TensorData,
+    config: LocalTrainingConfig,
+    generator: torch.Generator,
+    accountant: PrivacyAccountant | None,
+    start: torch.Tensor,
+) -> LocalTrainingResult:
+    """The sequential fallback: ``train_local`` on a private copy of ``model``."""
+    work = copy.deepcopy(model)
+    work.load_state_dict(unflatten(start.to(next(work.parameters()).device), work.state_dict()))
+    return train_local(work, data, config, generator, accountant)
+
+
+def _account(
+    result: LocalTrainingResult, config: LocalTrainingConfig, n: int, accountant: PrivacyAccountant | None
+) -> LocalTrainingResult:
+    """Record the vehicle's DP steps and attach ε, as ``train_local`` does."""
+    if config.dp and config.noise_multiplier > 0 and accountant is not None:
+        accountant.step(min(1.0, config.batch_size / n), config.noise_multiplier, result.steps)
+        result.epsilon = accountant.epsilon()
+    return result
+
+
+def _train_chunk(
+    model: nn.Module,
+    datasets: Sequence[TensorData],
+    config: LocalTrainingConfig,
+    generators: Sequence[torch.Generator],
+    starts: torch.Tensor,
+    record_losses: bool,
+) -> list[LocalTrainingResult]:
+    """Algorithm 1 for a chunk of vehicles, one stacked step at a time."""
+    device = next(model.parameters()).device
+    shapes = OrderedDict((k, p.shape) for k, p in model.named_parameters())
+    params = _stack(starts.to(device), shapes)
+    velocity = {k: torch.zeros_like(p) for k, p in params.items()}
+    loss_sum = loss_function(datasets[0])
+    sign = -1.0 if config.maximize else 1.0
+    per_sample = _per_sample_grads(model, loss_sum, sign)
+    batch_grads = _batch_grads(model, loss_sum, sign)
+    sample_losses = vmap(_losses(model, loss_sum, sign))
+    x = torch.cat([d.x for d in datasets]).to(device)
+    y = torch.cat([d.y for d in datasets]).to(device)
+    offsets = torch.tensor([0, *itertools.accumulate(len(d) for d in datasets)][:-1], device=device)
+    vehicles = [_Vehicle(d, config, g, device) for d, g in zip(datasets, generators)]
+    live = list(range(len(vehicles)))
+    noisy = config.dp and config.noise_multiplier > 0
+    std = config.noise_multiplier * config.clip
+    while True:
+        batches = {i: next(vehicles[i].batches, None) for i in live}
+        live = [i for i in live if batches[i] is not None]
+        if not live:
+            break
+        noise = [[torch.normal(0.0, std, size=s, generator=vehicles[i].generator) for s in shapes.values()]
+                 for i in live] if noisy else []  # fmt: skip
+        index, mask = _padded(live, batches, offsets)
+        rows = torch.tensor(live, device=device)
+        everyone = len(live) == len(vehicles)
+        p = params if everyone else {k: v[rows] for k, v in params.items()}
+        v = velocity if everyone else {k: t[rows] for k, t in velocity.items()}
+        xb, yb = x[index], y[index]
+        if config.dp:
+            summed = _clipped_sums(per_sample(p, xb, yb), mask, config.clip)
+        else:
+            summed = batch_grads(p, xb, yb, mask)
+        expected = torch.tensor([float(vehicles[i].expected_batch) for i in live], device=device)
+        for j, (k, g) in enumerate(summed.items()):
+            if noisy:
+                g = g + torch.stack([n[j] for n in noise]).to(device)
+            v[k] = g / expected.view(-1, *[1] * (g.dim() - 1)) + config.momentum * v[k]
+            p[k] = p[k] - config.lr * v[k]
+        if not everyone:
+            for k in params:
+                params[k][rows], velocity[k][rows] = p[k], v[k]
+        for i in live:
+            vehicles[i].steps += 1
+        if record_losses:
+            with torch.no_grad():
+                _record_losses(vehicles, live, sample_losses(p, xb, yb), mask, sign)
+    return [_result(vehicles[j], {k: t[j] for k, t in params.items()}, len(datasets[j]), config) for j in range(len(vehicles))]
+
+
+def _stack(starts: torch.Tensor, shapes: "OrderedDict[str, torch.Size]") -> Tensors:
+    """Flat start vectors (V, d) → stacked parameter tensors (V, *shape)."""
+    out, offset = {}, 0
+    for k, shape in shapes.items():
+        n = shape.numel()
+        out[k] = starts[:, offset : offset + n].reshape(-1, *shape).to(torch.float32).clone()
+        offset += n
+    if offset != starts.shape[1]:
+        raise ValueError(f"start vectors have {starts.shape[1]} entries, the model has {offset} parameters")
+    return out
+
+
+def _padded(live: list[int], batches: dict[int, torch.Tensor], offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of the chunk's concatenated data for each live vehicle's batch, padded to
+    the largest batch with the vehicle's first row, and the mask of real samples."""
+    width = max(1, max(len(batches[i]) for i in live))
+    index = torch.zeros(len(live), width, dtype=torch.long, device=offsets.device)
+    mask = torch.zeros(len(live), width, device=offsets.device)
+    for j, i in enumerate(live):
+        b = batches[i]
+        index[j] = offsets[i]
+        index[j, : len(b)] += b
+        mask[j, : len(b)] = 1.0
+    return index, mask
+
+
+def _clipped_sums(per_sample: Tensors, mask: torch.Tensor, clip: float) -> Tensors:
+    """Σ_i m_i g_i / max(1, ‖g_i‖₂ / C) per vehicle (m: 0 for padding), the norm over all
+    parameters of sample i (as ``bmfl.training.local._clipped_sum``)."""
+    norms = torch.sqrt(sum(torch.einsum("vbi,vbi->vb", g.flatten(2), g.flatten(2)) for g in per_sample.values()))
+    factor = (clip / (norms + 1e-12)).clamp(max=1.0) * mask
+    return {k: torch.einsum("vi,vi...->v...", factor, g) for k, g in per_sample.items()}
+
+
+def _record_losses(vehicles: list[_Vehicle], live: list[int], losses: torch.Tensor, mask: torch.Tensor, sign: float) -> None:
+    """Mean loss of each live vehicle's batch after its step (``train_local``'s record)."""
+    counts = mask.sum(1)
+    means = (losses * mask).sum(1) * sign / counts.clamp(min=1)
+    for j, i in enumerate(live):
+        if counts[j] > 0:
+            vehicles[i].losses.append(float(means[j]))
+
+
+def _result(vehicle: _Vehicle, params: Tensors, n: int, config: LocalTrainingConfig) -> LocalTrainingResult:
+    losses = vehicle.losses
+    return LocalTrainingResult(
+        state=OrderedDict((k, t.detach().clone()) for k, t in params.items()),
+        steps=vehicle.steps,
+        sampling_rate=min(1.0, config.batch_size / n),
+        mean_loss=sum(losses) / len(losses) if losses else float("nan"),
+        accounting_exact=config.sampling == "poisson",
+        losses=losses,
+    )
+
+
+def fleet_uploads(
+    model: nn.Module,
+    datasets: Sequence[TensorData],
+    config: LocalTrainingConfig,
+    contexts: Sequence,
+    attacks: Sequence | None = None,
+    accountants: Sequence[PrivacyAccountant | None] | None = None,
+    *,
+    samples_per_step: int | None = None,
+) -> list[torch.Tensor]:
+    """``bmfl.attacks.local_upload`` for many vehicles at once; returns the flat uploads
+    in order. Vehicle i (``contexts[i]``: an ``AttackContext``) runs its attack's hooks
+    (``attacks[i]``, None for an honest vehicle) in ``local_upload``'s order — data,
+    config, start vector, training, upload — with one stacked :func:`train_fleet` per
+    distinct training config. ``model`` gives the architecture and is not changed."""
+    count = len(datasets)
+    attacks = list(attacks) if attacks is not None else [None] * count
+    accountants = list(accountants) if accountants is not None else [None] * count
+    if not len(contexts) == len(attacks) == len(accountants) == count:
+        raise ValueError("need one context, attack slot and accountant slot per dataset")
+    uploads: list[torch.Tensor | None] = [None] * count
+    groups: dict[LocalTrainingConfig, list[int]] = {}
+    inputs: dict[int, tuple[TensorData, torch.Tensor]] = {}
+    for i, (data, context, attack) in enumerate(zip(datasets, contexts, attacks)):
+        if attack is None:
+            inputs[i] = (data, context.reference)
+            groups.setdefault(config, []).append(i)
+        elif not attack.trains:
+            uploads[i] = attack.poison_update(context.reference.clone(), context)
+        else:
+            poisoned = attack.poison_data(data, context.generator)
+            local_config = attack.training_config(config)
+            inputs[i] = (poisoned, attack.start_vector(context))
+            groups.setdefault(local_config, []).append(i)
+    for local_config, members in groups.items():
+        results = train_fleet(
+            model, [inputs[i][0] for i in members], local_config, [contexts[i].generator for i in members],
+            [accountants[i] for i in members], starts=torch.stack([inputs[i][1] for i in members]),
+            samples_per_step=samples_per_step, record_losses=False,
+        )  # fmt: skip
+        for i, result in zip(members, results):
+            upload = flatten(result.state)
+            uploads[i] = upload if attacks[i] is None else attacks[i].poison_update(upload, contexts[i])
+    return uploads  # type: ignore[return-value]

@@ -1,0 +1,91 @@
+"""The benchmarks' own correctness: baselines compute what ours computes, the report
+checks the targets against the measured rows, memory sampling sees allocations. No
+timing is asserted."""
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
+
+from bench.aggregate import measure, reference_reweight, synthetic  # noqa: E402
+from bench.common import Row  # noqa: E402
+from bench.isolate import run_isolated  # noqa: E402
+from bench.run_all import acceptance, render  # noqa: E402
+from bench.workload import plain_dp_sgd  # noqa: E402
+from bmfl.aggregation import get_aggregator  # noqa: E402
+from bmfl.data import TensorData  # noqa: E402
+from bmfl.models import create_model  # noqa: E402
+from bmfl.params import flatten  # noqa: E402
+from bmfl.privacy import PrivacyAccountant  # noqa: E402
+from bmfl.training import LocalTrainingConfig, train_local  # noqa: E402
+
+
+def test_per_coordinate_port_equals_the_vectorised_rule():
+    for k, d in ((10, 80), (7, 50)):
+        updates, ref = synthetic(k, d, seed=k)
+        ours = get_aggregator("reweight")(updates, None, ref).aggregate.numpy()
+        assert np.allclose(ours, reference_reweight(updates.numpy()), atol=1e-6)
+
+
+def test_an_aggregate_cell_checks_both_on_the_same_coordinates():
+    row = measure(5, 300, budget=1e9, sample=0.05)
+    assert row.extra["max_abs_difference"] < 1e-6 and row.ours > 0 and row.baseline > 0
+
+
+def test_plain_loop_trains_the_same_model_as_train_local():
+    g = torch.Generator().manual_seed(0)
+    data = TensorData(torch.randn(50, 1, 28, 28, generator=g), torch.randint(0, 10, (50,), generator=g), 10)
+    config = LocalTrainingConfig(epochs=2, batch_size=16)
+    model = create_model("bmfl_cnn")
+    accountant = PrivacyAccountant(1e-5)
+    plain = plain_dp_sgd(model, data, config, torch.Generator().manual_seed(3), accountant)
+    result = train_local(copy.deepcopy(model), data, config, torch.Generator().manual_seed(3))
+    assert torch.allclose(plain, flatten(result.state), atol=1e-5)
+    assert accountant.steps == result.steps == 8
+
+
+def test_ratios_and_acceptance_come_from_the_measured_rows():
+    rows = [
+        Row("fleet_round", "round wall time vs Flower", 2.0, "Flower", 12.0, "s"),
+        Row("round_overhead", "one round: full stack vs in-process", 13.0, "in-process", 10.0, "s", "overhead"),
+        Row("dp_step", "DP-SGD step vs Opacus", 9.0, "Opacus", 8.0, "ms"),
+    ]
+    assert rows[0].ratio == 6.0 and rows[1].ratio == 1.3
+    lines = acceptance(rows)
+    assert "**6.00×** faster (target ≥ 5×: met)" in lines[0]
+    assert "**1.30×** (target ≤ 1.15×: not met)" in lines[1]
+    assert "target ours ≤ Opacus: not met" in lines[2]
+    text = render({"CPU": "test CPU"}, [("dp_step", "doc", rows[2:], 1.0, None)], "now")
+    assert "| test CPU |" in text and "| DP-SGD step vs Opacus | 9.000 ms | Opacus: 8.000 ms | 0.89× speed-up |" in text
+
+
+def allocating(mib: int):
+    """An isolate target: nothing to prepare, then touch ``mib`` MiB."""
+
+    def measured() -> dict:
+        block = torch.ones(mib * 2**20 // 4)
+        return {"sum": float(block.add_(1).sum())}
+
+    return (lambda: None), measured
+
+
+def test_an_isolated_run_reports_its_own_memory_and_result():
+    small, large = (run_isolated("tests.test_bench:allocating", mib=m) for m in (1, 200))
+    assert large.result == {"sum": 2.0 * 200 * 2**20 // 4}
+    assert large.peak_bytes - small.peak_bytes > 150 * 2**20
+    assert large.before_bytes > 0 and large.seconds > 0
+
+
+def test_every_benchmark_runs_with_its_defaults():
+    import importlib
+    import inspect
+
+    from bench.run_all import BENCHES
+
+    for name in BENCHES:
+        params = inspect.signature(importlib.import_module(f"bench.{name}").run).parameters.values()
+        assert all(p.default is not inspect.Parameter.empty for p in params), name
