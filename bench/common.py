@@ -118,12 +118,10 @@ def cpu_model() -> str:
 
 
 def machine() -> dict[str, str]:
-    """The machine a run measured: CPU model, cores, load, torch and its threads."""
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    """The machine a run measured: CPU model, cores, torch and its threads, versions."""
     return {
         "CPU": cpu_model(),
         "cores": str(os.cpu_count()),
-        "load average (1/5/15 min) at start": " / ".join(f"{x:.2f}" for x in load),
         "torch": torch.__version__,
         "torch threads": str(torch.get_num_threads()),
         "Python": platform.python_version(),

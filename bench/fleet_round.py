@@ -12,7 +12,7 @@ Memory is the peak resident memory of the contender's process tree (Ray's proces
 included). All three must compute the same w^1 (max |difference| shown). Flower is
 skipped with a message when ``flwr[simulation]`` is not installed.
 
-    python -m bench.fleet_round [--vehicles 50 --epochs 5 --repeats 2]
+    python -m bench.fleet_round [--vehicles 50 --epochs 5 --repeats 3]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ ROUNDS = {"ours": ours_round, "plain": plain_round}
 
 
 def run(
-    vehicles: int = 50, epochs: int = 5, repeats: int = 2, partition: str = "dirichlet", test_samples: int | None = None,
+    vehicles: int = 50, epochs: int = 5, repeats: int = 3, partition: str = "dirichlet", test_samples: int | None = None,
     flower_rounds: int = 2, bench: str = "fleet_round",
 ) -> list[Row]:
     """Rows: wall time and peak memory, ours vs the plain loop and vs Flower (its last
@@ -75,7 +75,8 @@ def run(
     ours_mem, plain_mem = (max(i.peak_bytes for i in runs[n]) / MIB for n in ("ours", "plain"))
     w1 = {n: torch.tensor(runs[n][0].result["w1"]) for n in runs if runs[n]}
     before = f"RSS before the round: ours {runs['ours'][0].before_bytes / MIB:.0f} MiB, plain {runs['plain'][0].before_bytes / MIB:.0f} MiB"
-    setting_note = f"{vehicles} vehicles, E = {epochs}, median of {repeats}, each in its own process"
+    each = "; ".join(f"{n} " + ", ".join(f"{i.seconds:.1f}" for i in runs[n]) + " s" for n in ("ours", "plain"))
+    setting_note = f"{vehicles} vehicles, E = {epochs}, median of {repeats} ({each}), each in its own process"
     rows = [
         Row(bench, "round wall time vs plain loop", ours, "plain sequential PyTorch loop", plain, "s",
             note=f"{setting_note}; max |w¹ ours − plain| {float((w1['ours'] - w1['plain']).abs().max()):.1e}"),
@@ -102,7 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vehicles", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print_rows(f"one BMFL round, {torch.get_num_threads()} torch thread(s)", run(args.vehicles, args.epochs, args.repeats))
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not
 from bench.aggregate import measure, reference_reweight, synthetic  # noqa: E402
 from bench.common import Row  # noqa: E402
 from bench.isolate import run_isolated  # noqa: E402
-from bench.run_all import acceptance, render  # noqa: E402
+from bench.run_all import Section, acceptance, render  # noqa: E402
 from bench.workload import plain_dp_sgd  # noqa: E402
 from bmfl.aggregation import get_aggregator  # noqa: E402
 from bmfl.data import TensorData  # noqa: E402
@@ -59,7 +59,7 @@ def test_ratios_and_acceptance_come_from_the_measured_rows():
     assert "**6.00×** faster (target ≥ 5×: met)" in lines[0]
     assert "**1.30×** (target ≤ 1.15×: not met)" in lines[1]
     assert "target ours ≤ Opacus: not met" in lines[2]
-    text = render({"CPU": "test CPU"}, [("dp_step", "doc", rows[2:], 1.0, None)], "now")
+    text = render({"CPU": "test CPU"}, [Section("dp_step", "doc", rows[2:], 1.0, "now", "0 / 0 / 0")])
     assert "| test CPU |" in text and "| DP-SGD step vs Opacus | 9.000 ms | Opacus: 8.000 ms | 0.89× speed-up |" in text
 
 

@@ -195,6 +195,12 @@ def fig7(rep: Report) -> None:
         _curve(ax, rep, key, "attack_success_rate", f"{m}: backdoor success", marker=".")
         _curve(ax, rep, key, "accuracy", f"{m}: test accuracy", linestyle="--")
     rep.table(["method", *(f"round {t}" for t in marks), "final accuracy", "attackers flagged"], rows)
+    key = "fig7/BMFL"
+    rep.add(f"BMFL's self-reliability filter flagged {rep.total(key, 'attackers_flagged')} of "
+            f"{rep.total(key, 'attackers_selected')} backdoor uploads. Eq. 11 rewards a high test accuracy and a "
+            "small distance D to w^{r-1}; a backdoor model trained on half clean data is accurate, and an attacker "
+            "that skips DP lacks the noise that moves every honest upload away from w^{r-1}, so the filter ranks "
+            "it as at least as reliable as the honest vehicles.", "")
     ax.set_xlabel("round")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
