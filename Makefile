@@ -31,14 +31,20 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-# The papers' experiment grid (about 40 minutes on one core) → docs/results.md, docs/results/.
+# The papers' experiment grid → docs/results.md, docs/results/: about 100 CPU-minutes,
+# JOBS simulations at once (default: one per core).
+JOBS    ?= $(shell nproc)
 reproduce: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/bmfl reproduce
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/bmfl reproduce --jobs $(JOBS)
 
 clean:
 	rm -rf $(VENV) node_modules runs .pytest_cache
 
 .PHONY: bench
 # every benchmark in bench/ (ours vs baselines); writes docs/performance.md
-bench: setup
+bench: setup $(VENV)/.stamp-bench
 	$(PY) -m bench.run_all
+
+$(VENV)/.stamp-bench: $(VENV)/.stamp-python
+	$(PIP) install --quiet -e ".[dev,bench]"
+	touch $@

@@ -4,7 +4,7 @@ honest miss), and the quick grid end to end (slow)."""
 import pytest
 from rich.console import Console
 
-from bmfl.reproduce.grid import FULL, QUICK, grid
+from bmfl.reproduce.grid import FULL, QUICK, Run, grid
 from bmfl.reproduce.report import read_records, write_report
 from bmfl.reproduce.run import fingerprint, run_grid
 from bmfl.simulation import SimulationConfig
@@ -88,10 +88,23 @@ def test_resume_reuses_unchanged_runs_and_counts_their_cost():
     assert timing["reused"] == len(reuse) and timing["cpu_s"] == float(len(reuse))
 
 
+def test_parallel_jobs_give_the_records_of_a_sequential_run():
+    runs = [run for run in grid(QUICK) if run.key in ("fig6/sign_flip/0.2/BMFL", "fbfl/clients/5")]
+    runs = [Run(run.key, {**run.config, "rounds": 1}) for run in runs]
+    sequential, _ = run_grid(runs, Console(quiet=True))
+    parallel, timing = run_grid(runs, Console(quiet=True), jobs=2)
+    without_time = lambda rec: [{k: v for k, v in row.items() if k != "wall_time_s"} for row in rec["rows"]]  # noqa: E731
+    assert parallel.keys() == sequential.keys()
+    for key in sequential:
+        assert without_time(parallel[key]) == without_time(sequential[key])
+        assert parallel[key]["attackers"] == sequential[key]["attackers"]
+    assert timing["cpu_s"] > 0 and timing["reused"] == 0
+
+
 @pytest.mark.slow
 def test_quick_grid_runs_end_to_end(tmp_path):
     runs = grid(QUICK)
-    records, timing = run_grid(runs, Console(quiet=True))
+    records, timing = run_grid(runs, Console(quiet=True), jobs=2)
     text = write_report(records, QUICK, tmp_path, timing, "bmfl reproduce --quick").read_text()
     for section in SECTIONS:
         assert section in text

@@ -14,6 +14,7 @@ import bmfl.filters
 import bmfl.incentives
 import bmfl.simulation.pipeline as pipeline
 import bmfl.simulation.runner as runner
+import bmfl.training.fleet
 from bmfl.aggregation import AggregationResult, Aggregator, register_aggregator
 from bmfl.filters import FilterResult, UpdateFilter, register_filter
 from bmfl.simulation import SimulationConfig, run_simulation
@@ -42,7 +43,7 @@ def test_simulation_and_reproduce_code_contains_no_aggregation_filter_or_dp_math
 
 
 def test_the_runner_uses_the_core_objects_themselves():
-    assert runner.local_upload is bmfl.attacks.local_upload
+    assert runner.fleet_uploads is bmfl.training.fleet.fleet_uploads
     assert runner.consensus_accuracies is bmfl.consensus.consensus_accuracies
     assert runner.select_leader is bmfl.consensus.select_leader
     assert runner.split_payouts is bmfl.incentives.split_payouts

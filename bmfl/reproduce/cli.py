@@ -13,6 +13,7 @@ def reproduce(
     out: Path = typer.Option(Path("docs"), help="folder for results.md and results/ (PNGs, raw metrics)"),
     report_only: bool = typer.Option(False, "--report-only", help="re-render OUT/results.md from OUT/results/runs.jsonl"),
     resume: bool = typer.Option(False, "--resume", help="reuse runs of OUT/results/runs.jsonl whose config is unchanged"),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="simulations run at once, each in its own process on one thread"),
 ) -> None:
     """Run the papers' experiment grid and write OUT/results.md with tables and plots."""
     import torch
@@ -32,7 +33,7 @@ def reproduce(
     console = Console()
     runs = grid(scale)
     console.print(f"[bold]bmfl reproduce[/]: {scale.name} grid, {len(runs)} runs")
-    records, timing = run_grid(runs, console, reuse)
+    records, timing = run_grid(runs, console, reuse, jobs)
     command = "bmfl reproduce" + (" --quick" if quick else "")
     path = write_report(records, scale, out, timing, command)
     console.print(f"[bold green]done[/] in {timing['cpu_s'] / 60:.1f} min CPU, {timing['wall_s'] / 60:.1f} min wall: {path}")

@@ -5,7 +5,9 @@ invocation can be reused for configs that have not changed (``bmfl reproduce --r
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from rich.console import Console
@@ -42,30 +44,55 @@ def record(result, fp: str, cpu_s: float) -> dict[str, Any]:
     }
 
 
+def simulate(key: str, config: dict[str, Any], fp: str) -> dict[str, Any]:
+    """One run in a worker process (one torch thread, no display): its record."""
+    import torch
+
+    torch.set_num_threads(1)
+    cpu = time.process_time()
+    result = run_simulation(SimulationConfig.model_validate({**config, "name": key}), Console(quiet=True))
+    return record(result, fp, time.process_time() - cpu)
+
+
 def run_grid(
-    runs: list[Run], console: Console, reuse: dict[str, dict[str, Any]] | None = None
+    runs: list[Run], console: Console, reuse: dict[str, dict[str, Any]] | None = None, jobs: int = 1
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Records by run key, and timing: ``cpu_s`` the grid's cost (CPU seconds summed
     over its distinct runs, reused ones included), ``wall_s`` this invocation's wall
-    time, ``reused`` the number of runs taken from ``reuse`` (records by fingerprint)."""
+    time, ``reused`` the number of runs taken from ``reuse`` (records by fingerprint).
+    ``jobs`` > 1 runs that many simulations at once, each in its own process with one
+    torch thread (the records do not depend on it: every run is seeded)."""
     done: dict[str, dict[str, Any]] = {}
-    records: dict[str, dict[str, Any]] = {}
-    reused = 0
+    todo: dict[str, Run] = {}  # by fingerprint: the first run of each distinct config
+    for run in runs:
+        fp = fingerprint(run.config)
+        if reuse and fp in reuse:
+            done[fp] = reuse[fp]
+        else:
+            todo.setdefault(fp, run)
+    reused = len(done)
     start = time.perf_counter()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        overall = progress.add_task("grid", total=len(runs))
-        for run in runs:
-            fp = fingerprint(run.config)
-            if fp not in done and reuse and fp in reuse:
-                done[fp], reused = reuse[fp], reused + 1
-            if fp not in done:
+        overall = progress.add_task("grid", total=len(runs), completed=sum(fingerprint(r.config) in done for r in runs))
+
+        def finished(fp: str, rec: dict[str, Any]) -> None:
+            done[fp] = rec
+            console.print(rec["summary"])
+            progress.advance(overall, sum(1 for run in runs if fingerprint(run.config) == fp))
+
+        if jobs <= 1:
+            for fp, run in todo.items():
                 config = SimulationConfig.model_validate({**run.config, "name": run.key})
                 cpu = time.process_time()
                 result = run_simulation(config, console, progress=progress)
-                done[fp] = record(result, fp, time.process_time() - cpu)
-                console.print(done[fp]["summary"])
-            records[run.key] = done[fp]
-            progress.advance(overall)
+                finished(fp, record(result, fp, time.process_time() - cpu))
+        else:
+            context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                futures = {pool.submit(simulate, run.key, run.config, fp): fp for fp, run in todo.items()}
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+    records = {run.key: done[fingerprint(run.config)] for run in runs}
     timing = {"cpu_s": sum(r["cpu_s"] for r in done.values()), "wall_s": time.perf_counter() - start, "reused": reused}
     return records, timing

@@ -10,7 +10,7 @@ from torch import nn
 from bmfl.aggregation import Aggregator, compose, get_aggregator
 from bmfl.attacks import Attack, get_attack
 from bmfl.data import TensorData
-from bmfl.filters import accuracy_evaluator, get_filter
+from bmfl.filters import batched_accuracy_evaluator, get_filter
 from bmfl.simulation.config import AttackConfig, FilterConfig
 
 
@@ -25,7 +25,7 @@ def build_rule(
         if f.name == "self_reliability":
             if not edge_test.is_classification:
                 raise ValueError("the self_reliability filter needs a classification task (it scores accuracy)")
-            opts["evaluate"] = accuracy_evaluator(model, edge_test)
+            opts["evaluate"] = batched_accuracy_evaluator(model, edge_test)
         built.append(get_filter(f.name, **opts))
     return compose(get_aggregator(name, **options), *built)
 

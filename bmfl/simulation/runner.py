@@ -5,7 +5,8 @@ One round r:
    edge; every edge selects ⌈V·n_ℓ⌉ of its n_ℓ associated vehicles;
 2. each selected vehicle trains E local epochs from w^{r-1} (Algorithm 1) and uploads
    w̃_m; an attacker runs its attack's hooks around the same training
-   (``bmfl.attacks.local_upload``);
+   (``bmfl.attacks.local_upload``), all vehicles of the round trained together
+   (``bmfl.training.fleet.fleet_uploads``: the same uploads as one by one);
 3. each edge drops non-finite uploads (the services' upload verification), runs its
    filters and rule (``bmfl.aggregation.compose``) → preliminary model w_ℓ and weights θ;
 4. proof of testing accuracy: every w_ℓ is scored on the publisher's test set (ᾱ_ℓ),
@@ -37,7 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bmfl.aggregation import AggregationResult, Aggregator
-from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate, local_upload
+from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate
 from bmfl.consensus import consensus_accuracies, score_evaluator, select_leader
 from bmfl.data import load_dataset
 from bmfl.incentives import Payouts, mean_accuracy, split_payouts, to_fixed
@@ -49,6 +50,7 @@ from bmfl.simulation.assignment import assign_vehicles, associations, members
 from bmfl.simulation.config import SimulationConfig
 from bmfl.simulation.pipeline import build_attack, build_rule, choose_attackers
 from bmfl.training import evaluate
+from bmfl.training.fleet import fleet_uploads
 
 __all__ = ["RoundMetrics", "SimulationResult", "assign_vehicles", "run_simulation"]
 
@@ -96,6 +98,11 @@ class SimulationResult:
 
     def rows(self) -> list[dict]:
         return [asdict(r) for r in self.rounds]
+
+
+TRAIN_CHUNK = 64
+"""Vehicles per ``fleet_uploads`` call (the progress bar moves per call; the uploads do
+not depend on it: every vehicle has its own generator)."""
 
 
 def _progress(console: Console) -> Progress:
@@ -171,21 +178,23 @@ def run_simulation(
             for group in members(edge_of, config.edges)
         ]
         total = sum(len(s) for s in selected)
-        progress.reset(vehicles_task, total=total)
+        to_train = [v for chosen in selected for v in chosen if not (config.attack.ideal_filter and v in attackers)]
+        progress.reset(vehicles_task, total=len(to_train))
+        trained: dict[int, torch.Tensor] = {}
+        for lo in range(0, len(to_train), TRAIN_CHUNK):
+            vs = to_train[lo : lo + TRAIN_CHUNK]
+            trained.update(zip(vs, fleet_uploads(
+                model, [vehicle_data[v] for v in vs], local_cfg,
+                [AttackContext(global_vec, generators[v], previous_vec, r) for v in vs],
+                [attack if v in attackers else None for v in vs], [accountants[v] for v in vs],
+            )))  # fmt: skip
+            progress.advance(vehicles_task, len(vs))
         edge_vecs, edge_sizes, edge_weights, participation, silent = {}, {}, {}, {}, 0
         for edge, chosen in enumerate(selected):
             if not chosen:
                 continue
-            uploads = []
-            for v in chosen:
-                if config.attack.ideal_filter and v in attackers:
-                    uploads.append(global_vec.clone())  # dropped below, so not worth training
-                else:
-                    context = AttackContext(global_vec, generators[v], previous_vec, r)
-                    uploads.append(local_upload(model, vehicle_data[v], local_cfg, context,
-                                                attack if v in attackers else None, accountants[v]))
-                progress.advance(vehicles_task)
-            stacked = torch.stack(uploads)
+            # an ideal filter's attackers are dropped below, so not worth training
+            stacked = torch.stack([trained[v] if v in trained else global_vec.clone() for v in chosen])
             sizes = torch.tensor([len(vehicle_data[v]) for v in chosen], dtype=torch.float64)
             weights = torch.zeros(len(chosen), dtype=torch.float64)
             verified = torch.isfinite(stacked).all(dim=1)
