@@ -107,6 +107,21 @@ def tree_rss_bytes(root: int | None = None) -> int:
     return total
 
 
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process ``root`` (default: this one)
+    and its living descendants."""
+    total, stack, tick = 0.0, [root or os.getpid()], os.sysconf("SC_CLK_TCK")
+    while stack:
+        pid = stack.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
+        stack += _children(pid)
+    return total
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

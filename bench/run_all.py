@@ -48,6 +48,16 @@ READING = """## Reading the numbers
   index once, answers "selected" from its own committed trainers and reads a round's
   deadline once while it is open; `coincurve` makes EIP-191 signing and recovery native
   (5–8 ms → 0.2–0.3 ms per signature) when installed.
+- **Round overhead, second pass** (1.54–1.69× before it, 50 vehicles): the fleet no
+  longer polls vehicles that had their turn in the round (600 → ~60 polls), trains a
+  vehicle as soon as its poll selects it and uploads while the next one trains; the
+  cloud calls the edges all at once instead of one after another (open, close, scores,
+  evaluate); an edge scores each accepted update, w^{r-1} and its own preliminary model
+  on its test set in a low-priority background thread as they arrive, so closing mostly
+  reads the filter's accuracies back (memoized by content: the same accuracies, the same
+  w¹). The stack thus uses the second core while the vehicles train, which is why it can
+  beat the single-threaded in-process round in wall time; the CPU-time row shows what
+  the services still cost on top (HTTP, signatures, chain calls, polling).
 """
 
 
@@ -67,12 +77,22 @@ def acceptance(rows: list[Row]) -> list[str]:
             f"- fleet_round: ours {fmt(flower.ours, 's')} vs Flower {fmt(flower.baseline, 's')} per round: "
             f"**{flower.ratio:.2f}×** faster (target ≥ 5×: {'met' if met else f'not met, short by {5.0 / flower.ratio:.1f}×'})."
         )
+        floor = _find(rows, "fleet_round", "non-private training alone vs Flower")
+        if floor is not None and not met:
+            lines.append(
+                f"  The vehicles' training alone, without DP and nothing else, takes {fmt(floor.ours, 's')} here: even "
+                f"with DP, filtering and evaluation free, a round on PyTorch's kernels could be at most {floor.ratio:.2f}× "
+                "faster than Flower on this machine."
+            )
     overhead = _find(rows, "round_overhead", "one round: full stack vs in-process")
     if overhead is None:
         lines.append("- round_overhead: not measured (see its table).")
     else:
+        cpu = _find(rows, "round_overhead", "CPU time: full stack vs in-process")
         lines.append(
-            f"- round_overhead: **{overhead.ratio:.2f}×** (target ≤ 1.15×: {'met' if overhead.ratio <= 1.15 else 'not met'})."  # type: ignore[operator]
+            f"- round_overhead: **{overhead.ratio:.2f}×** in wall time (target ≤ 1.15×: "
+            f"{'met' if overhead.ratio <= 1.15 else 'not met'})"  # type: ignore[operator]
+            + (f"; in CPU time {cpu.ratio:.2f}× (the stack overlaps work on the second core)." if cpu else ".")
         )
     opacus = _find(rows, "dp_step", "DP-SGD step vs Opacus")
     if opacus is None:

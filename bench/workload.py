@@ -12,10 +12,13 @@ implementations of that round share everything but the engine:
 :func:`ours_round` (``bmfl.training.fleet`` and the batched evaluator),
 :func:`plain_round` (one vehicle after another with :func:`plain_dp_sgd`, and the
 per-model evaluator) and ``bench.flower_round`` (Flower's simulation of the latter).
+:func:`training_floor` is the bound below all three: the same training without DP and
+nothing else.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -147,6 +150,25 @@ def ours_round(w: Workload) -> torch.Tensor:
     )  # fmt: skip
     uploads = torch.stack([flatten(r.state) for r in results])
     return aggregate(w, uploads, w.reference, batched_accuracy_evaluator(w.model, w.test))[0]
+
+
+def training_floor(w: Workload) -> torch.Tensor:
+    """A lower bound on any round of this workload on this machine: only the vehicles'
+    training, without DP (momentum SGD on the same number of Poisson batches of the
+    mean loss), without filter, evaluation or aggregation, one vehicle after another
+    with plain ``torch.optim``. Returns the mean of the trained vectors."""
+    trained = []
+    for v, data in enumerate(w.datasets):
+        net = copy.deepcopy(w.model)
+        optimizer = torch.optim.SGD(net.parameters(), lr=w.config.lr, momentum=w.config.momentum)
+        generator, n, b = w.generator(v), len(data), w.config.batch_size
+        for _ in range(w.config.epochs * math.ceil(n / b)):
+            idx = torch.nonzero(torch.rand(n, generator=generator) < min(1.0, b / n)).flatten()
+            optimizer.zero_grad()
+            (F.cross_entropy(net(data.x[idx]), data.y[idx], reduction="sum") / b).backward()
+            optimizer.step()
+        trained.append(flatten(net.state_dict()))
+    return torch.stack(trained).mean(0)
 
 
 def plain_round(w: Workload) -> torch.Tensor:

@@ -20,6 +20,7 @@ import logging
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -74,6 +75,7 @@ class TaskRunner(threading.Thread):
         self.model = create_model(self.spec.model)
         self.closes: dict[int, RoundClose] = {}
         self.round_started = time.perf_counter()
+        self.pool = ThreadPoolExecutor(max(1, len(ctx.edges)), thread_name_prefix=f"task-{task_id}-edge")
 
     def run(self) -> None:
         try:
@@ -82,6 +84,8 @@ class TaskRunner(threading.Thread):
         except Exception as exc:  # the task fails visibly; the service keeps running
             log.exception("task %s failed", self.task_id)
             self.ctx.state.set_status(self.task_id, "failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------- dispatch
 
@@ -192,15 +196,17 @@ class TaskRunner(threading.Thread):
     # ------------------------------------------------------------- helpers
 
     def _each(self, call: Callable[[EdgeClient], T], only: Iterable[int] | None = None) -> dict[int, T]:
-        """``call`` at every edge (or the edges ``only``) → edge index → answer; an edge
-        that fails is logged and left out, the round goes on with the others."""
+        """``call`` at every edge (or the edges ``only``), all at once → edge index →
+        answer; an edge that fails is logged and left out, the round goes on with the
+        others."""
         wanted = None if only is None else set(only)
+        edges = [e for e in self.ctx.edges if wanted is None or e.info.index in wanted]
+        futures = {e.info.index: self.pool.submit(call, e) for e in edges}
+        wait(futures.values())
         answers: dict[int, T] = {}
-        for edge in self.ctx.edges:
-            if wanted is not None and edge.info.index not in wanted:
-                continue
+        for index, future in futures.items():
             try:
-                answers[edge.info.index] = call(edge)
+                answers[index] = future.result()
             except EdgeCallError as exc:
                 log.warning("task %s: %s", self.task_id, exc)
         return answers

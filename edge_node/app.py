@@ -37,6 +37,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        node.close()
         state.close()
 
     app = FastAPI(title="BMFL edge node", version="1", lifespan=lifespan)

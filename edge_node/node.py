@@ -17,12 +17,15 @@ from bmfl.blobs.errors import BlobCodecError, BlobError, InvalidCIDError, Remote
 from bmfl.blobs.store import BlobStore
 from bmfl.data.base import TensorData
 from bmfl.device import default_device
+from bmfl.filters import batched_accuracy_evaluator
+from bmfl.models import create_model
 from bmfl.protocol.schemas import EdgeTask
 from bmfl.protocol.testset import decode_test_set
 from bmfl.service.chain_access import ChainAccess
 from bmfl.service.observability import Metrics
 from bmfl.service.problems import ProblemError
 from chain.base import ContractRevert
+from edge_node.scoring import Prescorer, Scorer
 from edge_node.settings import EdgeSettings
 from edge_node.state import EdgeState
 
@@ -64,6 +67,8 @@ class EdgeNode:
     _test_sets: dict[int, TensorData] = field(default_factory=dict, init=False)
     _test_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _indices: dict[str, int] = field(default_factory=dict, init=False)  # address → registry index
+    _scorers: dict[int, Scorer] = field(default_factory=dict, init=False)
+    _prescorer: Prescorer = field(default_factory=Prescorer, init=False)
 
     @property
     def address(self) -> str:
@@ -94,6 +99,26 @@ class EdgeNode:
                 with open(row.test_set, "rb") as f:
                     self._test_sets[task_id] = decode_test_set(f.read()).to(default_device())
             return self._test_sets[task_id]
+
+    def scorer(self, task_id: int) -> Scorer:
+        """The task's memoized test-set :data:`~bmfl.filters.Evaluator` (accuracies)."""
+        with self._test_lock:
+            scorer = self._scorers.get(task_id)
+        if scorer is None:
+            model = create_model(self.task(task_id).spec.model, default_device())
+            scorer = Scorer(batched_accuracy_evaluator(model, self.test_set(task_id)))
+            with self._test_lock:
+                scorer = self._scorers.setdefault(task_id, scorer)
+        return scorer
+
+    def prescore(self, task_id: int, vector: Callable[[], torch.Tensor]) -> None:
+        """Score the model ``vector()`` gives in the background, ahead of the step that
+        needs its accuracy (:mod:`edge_node.scoring`)."""
+        self._prescorer.submit(lambda: self.scorer(task_id), vector)
+
+    def close(self) -> None:
+        """Stop scoring ahead (before the state closes: scoring reads test sets)."""
+        self._prescorer.close()
 
     def vehicle_index(self, vehicle: str) -> int:
         """The registry index of a vehicle registered now; 403 ``unregistered`` otherwise.

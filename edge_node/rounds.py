@@ -27,7 +27,6 @@ import torch
 from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
 from bmfl.consensus import consensus_accuracies
 from bmfl.device import default_device
-from bmfl.filters import accuracy_evaluator
 from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
@@ -123,6 +122,7 @@ class RoundEngine:
                     selected = self._commit(task_id, chosen)
                 self.node.state.open_round(task_id, round_, req.global_cid, req.global_digest, selected)
                 self.node.metrics.rounds.labels("open").inc()
+                self._prescore(task, req.global_cid)  # α of w^{r-1}, the filter's reference
             row = self._round(task_id, round_)
         return RoundSelection(task_id=task_id, round=round_, edge=self.node.index, selected=row.selected)
 
@@ -204,6 +204,8 @@ class RoundEngine:
             updates = self.node.state.begin_close(task_id, round_)
             result = self._record(task, round_, row, updates)
             self.node.state.finish_close(task_id, round_, result.model_dump_json())
+            if result.preliminary_cid is not None:
+                self._prescore(task, result.preliminary_cid)  # every edge scores it next
             self.node.metrics.rounds.labels("close").inc()
         return result
 
@@ -262,8 +264,7 @@ class RoundEngine:
         reference = flatten(reference_state)
         stacked = torch.stack([flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates])
         samples = [self.node.chain.registry.vehicle(u.vehicle).samples for u in updates]
-        evaluator = accuracy_evaluator(create_model(spec.model, default_device()), self.node.test_set(spec.task_id))
-        rule = spec.aggregation.edge_rule(evaluator)
+        rule = spec.aggregation.edge_rule(self.node.scorer(spec.task_id))
         result = rule(stacked, torch.tensor(samples, dtype=torch.float64), reference, round_index=round_)
         malicious, lam = filter_verdicts(result.info, len(updates), [f.name for f in spec.aggregation.filters])
         records = [
@@ -279,6 +280,11 @@ class RoundEngine:
         cid = self.node.store.put(blob, pin=True)
         kept = sum(n for n, bad in zip(samples, malicious) if not bad)
         return Preliminary(cid, blob_digest(blob).raw, kept, records)
+
+    def _prescore(self, task: EdgeTask, cid: str) -> None:
+        """Score the stored model ``cid`` on the test set in the background."""
+        model = task.spec.model
+        self.node.prescore(task.spec.task_id, lambda: flatten(self.node.decode(self.node.fetch(cid), model)[0]))
 
     # ------------------------------------------------------------ scores / evaluate
 
@@ -315,8 +321,7 @@ class RoundEngine:
             if claimed != cid or blob_digest(blob).hex0x != digest:
                 raise ProblemError(422, "preliminary_mismatch", f"edge {edge} recorded {cid} ({digest}), got {claimed}")
             models[edge] = flatten(self.node.decode(blob, spec.model)[0])
-        evaluator = accuracy_evaluator(create_model(spec.model, default_device()), self.node.test_set(spec.task_id))
-        accuracies = consensus_accuracies(models, evaluator)
+        accuracies = consensus_accuracies(models, self.node.scorer(spec.task_id))
         return [accuracies.get(e, 0) for e in range(recorded_edges.bit_length())]
 
     def evaluate(self, task_id: int, req: EvaluateRequest) -> EvaluateResult:

@@ -9,6 +9,7 @@ from typing import BinaryIO
 from eth_utils import to_checksum_address
 
 from bmfl.blobs.codec import blob_digest
+from bmfl.params import flatten
 from bmfl.protocol.schemas import UploadReceipt
 from bmfl.protocol.signing import SignatureError, update_message, verify
 from bmfl.service.problems import ProblemError
@@ -76,7 +77,7 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
         raise ProblemError(401, "bad_signature", str(exc)) from None
     if node.state.has_update(task_id, round_, vehicle):
         raise ProblemError(409, "duplicate", f"vehicle {vehicle} already uploaded in round {round_}")
-    _, meta = node.decode(data, spec.model, node.settings.max_update_bytes)
+    decoded, meta = node.decode(data, spec.model, node.settings.max_update_bytes)
     if (meta.task, meta.round) != (str(task_id), round_):
         detail = f"blob is for task {meta.task!r} round {meta.round}, not task {task_id} round {round_}"
         raise ProblemError(422, "wrong_round", detail)
@@ -89,5 +90,6 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
     refused = node.state.add_update(update)
     if refused is not None:  # the round closed, or a twin upload won, while this one was checked
         raise ProblemError(409, refused, f"vehicle {vehicle}, round {round_}: {refused}")
+    node.prescore(task_id, lambda: flatten(decoded))  # α for the filter at close
     return UploadReceipt(task_id=task_id, round=round_, vehicle=vehicle, digest=digest.hex0x, cid=cid)
 

@@ -3,14 +3,16 @@
 :meth:`Fleet.setup` derives the keys, deals the data, funds and registers the vehicles
 and associates each with its nearest edge; :meth:`Fleet.run` then serves the tasks: at
 each round the vehicles poll their assignments, move (optional) once their edge has
-selected its trainers, hand over to a nearer edge, and the selected ones train one after
-another through the core and upload to the edge they are at.
+selected its trainers, hand over to a nearer edge, and the selected ones train through
+the core, ``train_batch`` at a time (``bmfl.training.fleet``), and upload to the edge
+they are at (each batch's uploads go out while the next batch trains).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,12 +26,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from web3 import Web3
 from web3.middleware import ExtraDataToPOAMiddleware, SignAndSendRawMiddlewareBuilder
 
-from bmfl.attacks import get_attack
+from bmfl.attacks import AttackContext, get_attack
 from bmfl.blobs.errors import BlobError
 from bmfl.data import TensorData, load_dataset
+from bmfl.models import create_model
 from bmfl.params import State
 from bmfl.partition import make_partition
 from bmfl.protocol.schemas import Assignment, EdgeInfo
+from bmfl.training.fleet import fleet_uploads
 from bmfl.service.chain_access import ChainAccess
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
@@ -38,7 +42,7 @@ from vehicle_client.accounts import fleet_accounts, fund
 from vehicle_client.http import ServiceError, send
 from vehicle_client.mobility import Area, nearest_edge
 from vehicle_client.settings import FleetSettings
-from vehicle_client.vehicle import BudgetExceeded, Vehicle
+from vehicle_client.vehicle import BudgetExceeded, TrainedUpdate, Vehicle
 
 ACTIVE_STATUSES = ("ready", "running")
 """Cloud task statuses in which vehicles still train; any other status is final."""
@@ -84,6 +88,8 @@ class Fleet:
         self._done: set[tuple[str, int, int]] = set()
         self._models: OrderedDict[str, State] = OrderedDict()
         self._tx_lock = threading.Lock()
+        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
+        self._report_lock = threading.Lock()  # the uploader reports too
 
     @property
     def attackers(self) -> list[Vehicle]:
@@ -241,24 +247,33 @@ class Fleet:
         progress: Progress | None = None,
         on_upload: Callable[[UploadEvent], None] | None = None,
     ) -> bool:
-        """One pass over a task: poll, train and upload the selected vehicles (those
-        that move hand over first). Returns whether any vehicle trained."""
+        """One pass over a task: poll each vehicle that has not had its turn in the round
+        yet; the selected ones (one that moves hands over first) train in batches of
+        ``train_batch`` as they are found, and each batch uploads while the next one
+        trains. Returns whether any vehicle trained."""
         stop = stop or threading.Event()
         progress = progress or Progress(disable=True)
         info = self.tasks.task(task_id)
         if info.phase != Phase.TRAINING:
             return False
-        work = [(v, a) for v in self.vehicles if (a := self._assignment(v, task_id)) is not None]
-        if not work:
-            return False
-        bar = progress.add_task(f"task {task_id} round {info.round}: training", total=len(work))
-        for vehicle, assignment in work:
+        waiting = [v for v in self.vehicles if (v.address, task_id, info.round) not in self._done]
+        bar, batch, uploads = None, [], []
+        for i, vehicle in enumerate(waiting):
             if stop.is_set():
                 break
-            self._train_and_upload(vehicle, assignment, on_upload)
-            progress.advance(bar)
-        progress.remove_task(bar)
-        return True
+            if (assignment := self._assignment(vehicle, task_id)) is not None:
+                batch.append((vehicle, assignment))
+            if batch and (len(batch) == self.settings.train_batch or i == len(waiting) - 1):
+                if bar is None:
+                    bar = progress.add_task(f"task {task_id} round {info.round}: training", total=None)
+                uploads += self._train_and_upload(batch, on_upload)
+                progress.advance(bar, len(batch))
+                batch = []
+        for upload in uploads:
+            upload.result()
+        if bar is not None:
+            progress.remove_task(bar)
+        return bar is not None
 
     def _assignment(self, vehicle: Vehicle, task_id: int) -> Assignment | None:
         """The vehicle's assignment if it is selected, the round is open at its edge and
@@ -300,25 +315,47 @@ class Fleet:
         return self._models[cid]
 
     def _train_and_upload(
-        self, vehicle: Vehicle, assignment: Assignment, on_upload: Callable[[UploadEvent], None] | None
-    ) -> None:
-        """Each vehicle gets one turn per round, whatever its outcome."""
-        self._done.add((vehicle.address, assignment.task_id, assignment.round))
-        edge = self._edge_of[vehicle.address]
+        self, batch: list[tuple[Vehicle, Assignment]], on_upload: Callable[[UploadEvent], None] | None
+    ) -> list[Future[None]]:
+        """Train the batch's vehicles together now (``fleet_uploads``: one task and
+        round, so one training config), upload in the background (the returned
+        futures); each vehicle gets one turn per round, whatever its outcome."""
+        ready: list[tuple[Vehicle, Assignment, AttackContext]] = []
+        for vehicle, assignment in batch:
+            self._done.add((vehicle.address, assignment.task_id, assignment.round))
+            try:
+                ready.append((vehicle, assignment, vehicle.prepare(assignment, self._global(vehicle, assignment))))
+            except BudgetExceeded as exc:
+                with self._report_lock:
+                    self.report.refused += 1
+                self.console.log(f"vehicle {vehicle.index} stops training: {exc}")
+            except BlobError as exc:
+                self._fail(vehicle, "global_model", f"global model {assignment.global_cid}: {exc}")
+        if not ready:
+            return []
+        spec = ready[0][1]
+        trained = fleet_uploads(
+            create_model(spec.model), [v.data for v, _, _ in ready], spec.training.local(), [c for _, _, c in ready],
+            [v.attack for v, _, _ in ready], [v.accountant for v, _, _ in ready],
+        )  # fmt: skip
+        futures = []
+        for (vehicle, assignment, context), upload in zip(ready, trained):
+            update = vehicle.finish(assignment, context, upload)
+            edge = self._edge_of[vehicle.address]
+            futures.append(self._uploader.submit(self._upload, vehicle, edge, assignment, update, on_upload))
+        return futures
+
+    def _upload(
+        self, vehicle: Vehicle, edge: EdgeInfo, assignment: Assignment, update: TrainedUpdate,
+        on_upload: Callable[[UploadEvent], None] | None,
+    ) -> None:  # fmt: skip
         try:
-            update = vehicle.train(assignment, self._global(vehicle, assignment))
             receipt = vehicle.upload(edge.url, edge.address, assignment.task_id, assignment.round, update.blob, update.epsilon)
-        except BudgetExceeded as exc:
-            self.report.refused += 1
-            self.console.log(f"vehicle {vehicle.index} stops training: {exc}")
-            return
         except ServiceError as exc:
             self._fail(vehicle, exc.reason, f"upload to edge {edge.index}: {exc}")
             return
-        except BlobError as exc:
-            self._fail(vehicle, "global_model", f"global model {assignment.global_cid}: {exc}")
-            return
-        self.report.uploads += 1
+        with self._report_lock:
+            self.report.uploads += 1
         if on_upload is not None:
             on_upload(UploadEvent(
                 vehicle=receipt.vehicle, address=vehicle.address, task_id=receipt.task_id, round=receipt.round,
@@ -327,8 +364,10 @@ class Fleet:
             ))  # fmt: skip
 
     def _fail(self, vehicle: Vehicle, reason: str, message: str) -> None:
-        self.report.failures[reason] += 1
+        with self._report_lock:
+            self.report.failures[reason] += 1
         self.console.log(f"vehicle {vehicle.index}: {message}")
 
     def close(self) -> None:
+        self._uploader.shutdown(wait=True)
         self.http.close()

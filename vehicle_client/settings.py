@@ -30,5 +30,6 @@ class FleetSettings(BaseSettings):
     attack_fraction: float = Field(0.1, ge=0, le=1, description="fraction of vehicles that attack (when ATTACK is set)")
     mobility: float = Field(0.0, ge=0, description="distance each vehicle moves per round (0: static); a new nearest edge means a handover")
     torch_threads: int = Field(0, ge=0, description="torch CPU threads for local training (0: torch's default)")
+    train_batch: int = Field(8, ge=1, description="selected vehicles trained together (bmfl.training.fleet, the same uploads as one by one); their uploads go out while the next batch trains")
     epsilon_budget: float = Field(math.inf, gt=0, description="ε_max per vehicle at δ = 1e-5; a vehicle refuses to train past it (inf: no limit)")
     poll_interval_s: float = Field(0.5, gt=0, description="how often idle vehicles poll for work")

@@ -210,21 +210,32 @@ class Vehicle:
         then exceed the budget, :class:`BudgetExceeded` is raised and nothing is trained
         or spent. Otherwise the core records the steps in the vehicle's accountant.
         """
+        context = self.prepare(assignment, global_state)
+        upload = local_upload(create_model(assignment.model), self.data, assignment.training.local(), context,
+                              self.attack, self.accountant)  # fmt: skip
+        return self.finish(assignment, context, upload)
+
+    def prepare(self, assignment: Assignment, global_state: State) -> AttackContext:
+        """Check the privacy budget (:class:`BudgetExceeded` if the round would exceed
+        it) and return the round's context for ``local_upload`` (or the fleet's
+        ``bmfl.training.fleet.fleet_uploads``, which trains many vehicles at once)."""
         plan = self.plan(assignment.training)
         planned = self.epsilon(plan=plan)
         if planned > self.epsilon_budget:
             raise BudgetExceeded(f"ε would reach {planned:.3g} > budget {self.epsilon_budget:.3g}")
-        model = create_model(assignment.model)
         reference = flatten(global_state)
         kept = self._references.get(assignment.task_id)
         previous = kept[1] if kept and kept[0] == assignment.round - 1 else None
-        context = AttackContext(reference, self.generator, previous, assignment.round)
-        upload = local_upload(model, self.data, assignment.training.local(), context, self.attack, self.accountant)
-        self._references[assignment.task_id] = (assignment.round, reference)
+        return AttackContext(reference, self.generator, previous, assignment.round)
+
+    def finish(self, assignment: Assignment, context: AttackContext, upload: torch.Tensor) -> TrainedUpdate:
+        """The trained flat ``upload`` encoded for the edge, with the ε spent so far."""
+        self._references[assignment.task_id] = (assignment.round, context.reference)
         meta = BlobMeta(task=str(assignment.task_id), round=assignment.round, producer=self.address, model=assignment.model)
-        blob = encode_state(unflatten(upload.cpu(), model.state_dict()), meta)
+        blob = encode_state(unflatten(upload.cpu(), create_model(assignment.model).state_dict()), meta)
         private = assignment.training.dp and assignment.training.noise_multiplier > 0
-        return TrainedUpdate(blob, self.epsilon(assignment.training.delta) if private else None, plan.steps)
+        steps = self.plan(assignment.training).steps
+        return TrainedUpdate(blob, self.epsilon(assignment.training.delta) if private else None, steps)
 
     def close(self) -> None:
         """Close the HTTP client if this vehicle made it."""

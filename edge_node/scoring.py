@@ -1,0 +1,75 @@
+"""Test-set accuracies of a task's models, memoized by content and computed ahead.
+
+The edge scores every accepted update (and the round's global model) in a background
+thread while the other vehicles still train, so the self-reliability filter at
+``close`` mostly reads its α back. A memoized accuracy is the one the wrapped evaluator
+(``bmfl.filters.batched_accuracy_evaluator``) gives for the same vector, so the round's
+result does not depend on what was scored ahead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import torch
+
+from bmfl.filters import Evaluator
+
+log = logging.getLogger("bmfl.edge")
+MEMO = 4096
+NICE = 10
+
+
+class Scorer:
+    """An :data:`Evaluator` that remembers the last ``memo`` vectors' accuracies."""
+
+    def __init__(self, evaluate: Evaluator, memo: int = MEMO) -> None:
+        self._evaluate, self._memo = evaluate, memo
+        self._known: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()  # one evaluation at a time: the evaluator's model is shared
+
+    def __call__(self, vectors: torch.Tensor) -> torch.Tensor:
+        keys = [hashlib.sha256(v.detach().cpu().numpy().tobytes()).digest() for v in vectors]
+        with self._lock:
+            new = [i for i, key in enumerate(keys) if key not in self._known]
+            if new:
+                self._known.update(zip((keys[i] for i in new), self._evaluate(vectors[new]).tolist()))
+            out = torch.tensor([self._known[key] for key in keys], dtype=torch.float64)
+            while len(self._known) > self._memo:
+                self._known.popitem(last=False)
+        return out
+
+
+def _lower_priority() -> None:
+    """Nice the calling thread (Linux: per thread), so requests and training come first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except (AttributeError, OSError):  # not Linux: scoring ahead keeps the normal priority
+        pass
+
+
+class Prescorer:
+    """Scores models in one low-priority background thread; a failure is logged (the
+    step that needs the accuracy computes it again)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="prescore", initializer=_lower_priority)
+
+    def submit(self, scorer: Callable[[], Scorer], vector: Callable[[], torch.Tensor]) -> None:
+        self._pool.submit(self._score, scorer, vector)
+
+    @staticmethod
+    def _score(scorer: Callable[[], Scorer], vector: Callable[[], torch.Tensor]) -> None:
+        try:
+            scorer()(vector()[None, :])
+        except Exception:
+            log.exception("scoring a model ahead failed")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
