@@ -31,7 +31,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-# The papers' experiment grid → docs/results.md, docs/results/: about 100 CPU-minutes,
+# The papers' experiment grid → docs/results.md, docs/results/: about 75 CPU-minutes,
 # JOBS simulations at once (default: one per core).
 JOBS    ?= $(shell nproc)
 reproduce: setup

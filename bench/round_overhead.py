@@ -9,8 +9,8 @@ is the cloud's own record of the round, from opening it at the edges to
 ``finalizeRound``; the time from publishing to the finished task is shown too.
 
 In-process: the same computation without services, in this process: every vehicle
-trains with ``local_upload`` from w⁰ with its own seed (as the fleet does, one after
-another), every edge filters and aggregates its vehicles' uploads, every edge scores
+trains from w⁰ with its own seed through ``fleet_uploads`` (the fleet's engine, as the
+simulator runs it), every edge filters and aggregates its vehicles' uploads, every edge scores
 every preliminary model (proof of testing accuracy), the cloud aggregates and every
 edge evaluates w¹. Both must end with the same w¹ (max |difference| shown). Every
 vehicle's RDP curve is computed first, untimed (``bench.workload.warm_privacy_cache``:
@@ -35,7 +35,7 @@ import torch
 
 from bench.common import Row, console, median, print_rows, progress, tree_cpu_seconds
 from bench.workload import warm_privacy_cache
-from bmfl.attacks import AttackContext, local_upload
+from bmfl.attacks import AttackContext
 from bmfl.blobs.codec import decode_state
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.consensus import consensus_accuracies
@@ -49,6 +49,7 @@ from bmfl.protocol.schemas import TaskDraft, TaskSpec
 from bmfl.service.chain_access import connect
 from bmfl.service.stack import OPERATOR, PUBLISHER, LocalStack
 from bmfl.training import evaluate
+from bmfl.training.fleet import fleet_uploads
 from chain.anvil import dev_key, find_anvil
 from cloud_aggregator.publisher import Publisher
 from vehicle_client.fleet import Fleet
@@ -113,12 +114,13 @@ def in_process_round(fleet: Fleet, groups: dict[int, list[int]], test, draft: Ta
     model = create_model(draft.model)
     by_index = {v.index: (i, v) for i, v in enumerate(fleet.vehicles)}
     config = spec.training.local()
-    uploads = {}
-    for members in groups.values():
-        for index in members:
-            i, vehicle = by_index[index]
-            context = AttackContext(w0, torch.Generator().manual_seed(SEED * 1_000_003 + i), None, 1)
-            uploads[index] = local_upload(model, vehicle.data, config, context, None, PrivacyAccountant(draft.training.delta))
+    order = [index for members in groups.values() for index in members]
+    trained = fleet_uploads(
+        model, [by_index[v][1].data for v in order], config,
+        [AttackContext(w0, torch.Generator().manual_seed(SEED * 1_000_003 + by_index[v][0]), None, 1) for v in order],
+        None, [PrivacyAccountant(draft.training.delta) for _ in order],
+    )  # fmt: skip
+    uploads = dict(zip(order, trained))
     prelims, sizes, evaluators = {}, {}, {}
     for edge, members in sorted(groups.items()):  # each edge has its own evaluator (and memo), as in the stack
         evaluators[edge] = batched_accuracy_evaluator(create_model(draft.model), test)

@@ -1,6 +1,6 @@
 """The experiment grid of ``bmfl reproduce``: every run as a simulation config (a dict
 for ``SimulationConfig``), at two scales: ``quick`` (CI, minutes) and ``full``
-(``docs/results.md``, sized for about 40 minutes on one CPU core).
+(``docs/results.md``, about 75 CPU-minutes).
 
 Sections: BMFL Fig. 5 (accuracy vs rounds with and without DP), Fig. 6 (sign-flip and
 same-value attackers at 20/40/60 %), Fig. 7 (backdoor over 50 rounds); FBFL (clients,

@@ -30,7 +30,7 @@ def setting(rep) -> None:
     data = f"MNIST, {len(train) + len(test):,} digits from the {source}: {len(train):,} train, {len(test):,} test"
     t = BMFL_TRAINING
     rep.add("## Setting and deviations from the papers", "",
-            "The budget is about 40 minutes on one CPU core for the whole grid, so every run is much shorter "
+            "The budget is about 75 CPU-minutes for the whole grid (`--jobs N` spreads it over N cores), so every run is much shorter "
             "than the papers'. Each deviation below applies to all methods alike.", "")
     rep.table(["", "paper", "here"], [
         ["data (BMFL, FBFL)", "MNIST, 70,000 images (FBFL: size not stated)", data],
