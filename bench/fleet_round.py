@@ -3,7 +3,7 @@ B = 64, DP-SGD, self-reliability filter + residual reweighting at 5 edges, conse
 accuracy, cloud FedAvg): ours (``bmfl.training.fleet`` + the batched evaluator) vs a
 plain sequential PyTorch loop vs Flower's simulation of the same round, in one run; and
 the floor under all of them (``bench.workload.training_floor``: the training alone,
-without DP), which bounds the speed-up over Flower any implementation can reach here.
+without DP), which bounds the speed-up over Flower reachable on PyTorch's CPU kernels here.
 
 Each contender runs in its own fresh process (``bench.isolate``: its time and memory
 are its own), ours, the plain loop and the floor ``--repeats`` times alternately, Flower once

@@ -38,9 +38,12 @@ READING = """## Reading the numbers
   and Flower runs the same per-vehicle work plus its own overhead, so on a 2-core CPU
   ours gains through the batched test-set evaluation of the self-reliability filter
   and the consensus (one pass per batch over all candidates, cache-sized batches, w^{r-1}
-  scored once for all edges), not through training; the ≥ 5× target over Flower is out of reach here (acceptance line
-  above). On an accelerator the stacked step is where the gain is; run `make bench`
-  there to add that column.
+  scored once for all edges), not through training. The ≥ 5× target over Flower is out
+  of reach here: the same vehicles' training without DP, and nothing else, already
+  takes more than a fifth of Flower's round (fleet_round, "non-private training alone").
+  The rest of ours is the DP step's per-sample gradients (dp_step: 1.65× a non-private
+  step) and scoring every upload on the 2,000-image test set. On an accelerator the
+  stacked step is where the gain is; run `make bench` there to add that column.
 - **Profile-driven fixes** (round_overhead measured 2.1× at 20 vehicles before them):
   residual reweighting selects its medians instead of sorting twice (4–16× at K = 50–100,
   bit-identical); the cloud keeps one HTTP connection pool per edge instead of a new
