@@ -153,8 +153,8 @@ def ours_round(w: Workload) -> torch.Tensor:
 
 
 def training_floor(w: Workload) -> torch.Tensor:
-    """A lower bound on any round of this workload on this machine: only the vehicles'
-    training, without DP (momentum SGD on the same number of Poisson batches of the
+    """A lower bound on a round of this workload on PyTorch's kernels here: only the
+    vehicles' training, without DP (momentum SGD on the same number of Poisson batches of the
     mean loss), without filter, evaluation or aggregation, one vehicle after another
     with plain ``torch.optim``. Returns the mean of the trained vectors."""
     trained = []

@@ -33,8 +33,8 @@ from bmfl.models import create_model
 from bmfl.params import State
 from bmfl.partition import make_partition
 from bmfl.protocol.schemas import Assignment, EdgeInfo
-from bmfl.training.fleet import fleet_uploads
 from bmfl.service.chain_access import ChainAccess
+from bmfl.training.fleet import fleet_uploads
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
 from chain.tasks import Phase, TasksClient

@@ -5,8 +5,9 @@ One round r:
    edge; every edge selects ⌈V·n_ℓ⌉ of its n_ℓ associated vehicles;
 2. each selected vehicle trains E local epochs from w^{r-1} (Algorithm 1) and uploads
    w̃_m; an attacker runs its attack's hooks around the same training
-   (``bmfl.attacks.local_upload``), all vehicles of the round trained together
-   (``bmfl.training.fleet.fleet_uploads``: the same uploads as one by one);
+   (``bmfl.attacks.local_upload``); the round's vehicles train together, up to
+   ``TRAIN_CHUNK`` per call (``bmfl.training.fleet.fleet_uploads``: the same uploads as
+   one by one);
 3. each edge drops non-finite uploads (the services' upload verification), runs its
    filters and rule (``bmfl.aggregation.compose``) → preliminary model w_ℓ and weights θ;
 4. proof of testing accuracy: every w_ℓ is scored on the publisher's test set (ᾱ_ℓ),
