@@ -1,7 +1,7 @@
 """Helpers of the security, fuzz, fault and load tests: what "no state changed" means for
 a service (its SQLite tables and the blob store's files), bad variants of an honest
-update blob (named defects, and hypothesis strategies of mutations), and the multipart
-form of a signed upload."""
+update blob (named defects, and hypothesis strategies of mutations), the multipart form
+of a signed upload, and the check that refused requests change nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import sqlite3
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from eth_account.signers.local import LocalAccount
@@ -20,6 +20,16 @@ from bmfl.protocol.signing import sign, update_message
 
 EDGE_TABLES = ("associations", "tasks", "rounds", "updates")
 CLOUD_TABLES = ("tasks", "rounds")
+
+
+def assert_refused(cases: list[tuple[str, Any, int, str]], state: Callable[[], Any]) -> None:
+    """Each case is (name, a call returning the response, status, reason): every call
+    gets its status and reason, and ``state()`` (the service's state) never changes."""
+    before = state()
+    for name, call, status, reason in cases:
+        reply = call()
+        assert (reply.status_code, reply.json().get("reason")) == (status, reason), f"{name}: {reply.text[:300]}"
+        assert state() == before, name
 
 
 def tables(db_file: Path, names: tuple[str, ...]) -> list[list[tuple]]:

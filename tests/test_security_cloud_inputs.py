@@ -26,7 +26,7 @@ from bmfl.service.serve import ServerThread
 from chain.anvil import dev_key
 from cloud_aggregator.app import create_app
 from cloud_aggregator.settings import CloudSettings
-from security_fixtures import cloud_state, edge_state, variant
+from security_fixtures import assert_refused, cloud_state, edge_state, variant
 from service_fixtures import CLOUD, OPERATOR, PUBLISHER, EdgeStack, ServiceChain, create_task, start_edge_stack
 from service_fixtures import service_chain  # noqa: F401
 
@@ -144,11 +144,7 @@ def test_publication_refusals_change_nothing(cloud: Cloud) -> None:
         ("task never published", lambda: httpx.get(f"{cloud.server.url}/tasks/{spec.task_id}"), 404, "unknown_task"),
         ("blob path not a CID", lambda: httpx.get(f"{cloud.server.url}/ipfs/zz"), 400, "invalid_request"),
     ]  # fmt: skip
-    before = cloud.state()
-    for name, call, status, reason in cases:
-        reply = call()
-        assert (reply.status_code, reply.json().get("reason")) == (status, reason), f"{name}: {reply.text[:300]}"
-        assert cloud.state() == before, name
+    assert_refused(cases, cloud.state)
     assert httpx.get(f"{cloud.server.url}/tasks").json() == []
 
 
@@ -169,9 +165,5 @@ def test_test_set_refusals_change_nothing(cloud: Cloud) -> None:
         ("task id 2^70", lambda: cloud.send("PUT", f"/tasks/{HUGE}/test-set", publisher, files=good), 422, "invalid_request"),
         ("task never published", lambda: cloud.send("PUT", "/tasks/9999/test-set", publisher, files=good), 404, "unknown_task"),
     ]  # fmt: skip
-    before = cloud.state()
-    for name, call, status, reason in cases:
-        reply = call()
-        assert (reply.status_code, reply.json().get("reason")) == (status, reason), f"{name}: {reply.text[:300]}"
-        assert cloud.state() == before, name
+    assert_refused(cases, cloud.state)
     assert [t["status"] for t in httpx.get(f"{cloud.server.url}/tasks").json()] == ["awaiting_test_set"]
