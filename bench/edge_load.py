@@ -45,8 +45,8 @@ from bmfl.models import create_model  # noqa: E402
 from bmfl.protocol.schemas import AggregationSpec, EdgeTask, RuleSpec, TaskSpec, TrainingSpec  # noqa: E402
 from bmfl.protocol.signing import associate_message, now_ms, sign, signed_headers, update_message  # noqa: E402
 from bmfl.protocol.testset import encode_test_set  # noqa: E402
-from bmfl.service.stack import ServiceProcess  # noqa: E402
-from bmfl.service.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER, settings_env  # noqa: E402
+from launcher.stack import ServiceProcess  # noqa: E402
+from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER, settings_env  # noqa: E402
 from chain.anvil import AnvilNode, dev_key, free_port  # noqa: E402
 from chain.deploy import Deployment, deploy, save_deployment  # noqa: E402
 from chain.registry import RegistryClient  # noqa: E402

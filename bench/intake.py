@@ -29,10 +29,10 @@ from bmfl.blobs.codec import BlobMeta, encode_state
 from bmfl.data import load_dataset
 from bmfl.models import create_model
 from bmfl.protocol.schemas import TaskDraft
-from bmfl.service.chain_access import connect
-from bmfl.service.stack import OPERATOR, PUBLISHER, LocalStack
+from service_kit.chain_access import connect
+from launcher.stack import OPERATOR, PUBLISHER, LocalStack
 from chain.anvil import dev_key, find_anvil, free_port
-from cloud_aggregator.publisher import Publisher
+from launcher.publisher import Publisher
 from vehicle_client.fleet import Fleet
 from vehicle_client.settings import FleetSettings
 

@@ -1,6 +1,6 @@
 """One BMFL round through the full stack vs the same round in-process.
 
-Stack: ``bmfl.service.stack.LocalStack`` (Anvil and the contracts, E edge servers and
+Stack: ``launcher.stack.LocalStack`` (Anvil and the contracts, E edge servers and
 the cloud as uvicorn processes on loopback, a shared local blob store) and the vehicle
 fleet over HTTP (``vehicle_client.Fleet``), a one-round task published from the
 publisher's key (``TaskDraft`` defaults: E = 2 local epochs, DP-SGD, self-reliability
@@ -46,12 +46,12 @@ from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
 from bmfl.privacy import PrivacyAccountant
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
-from bmfl.service.chain_access import connect
-from bmfl.service.stack import OPERATOR, PUBLISHER, LocalStack
+from service_kit.chain_access import connect
+from launcher.stack import OPERATOR, PUBLISHER, LocalStack
 from bmfl.training import evaluate
 from bmfl.training.fleet import fleet_uploads
 from chain.anvil import dev_key, find_anvil
-from cloud_aggregator.publisher import Publisher
+from launcher.publisher import Publisher
 from vehicle_client.fleet import Fleet
 from vehicle_client.settings import FleetSettings
 

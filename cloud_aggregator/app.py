@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from bmfl.blobs.gateway import gateway_router
-from bmfl.service.blob_access import open_store
-from bmfl.service.observability import Metrics, observability_router
-from bmfl.service.problems import install_problem_handlers
+from service_kit.blob_access import open_store
+from service_kit.observability import Metrics, observability_router
+from service_kit.problems import install_problem_handlers
 from cloud_aggregator.context import Cloud
 from cloud_aggregator.routers import edges, tasks
 from cloud_aggregator.settings import CloudSettings

@@ -13,7 +13,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from bmfl.protocol.signing import SIGNATURE_HEADER, SignatureError, request_signer
-from bmfl.service.problems import ProblemError
+from service_kit.problems import ProblemError
 from chain.tasks import Status
 from cloud_aggregator.context import Cloud
 

@@ -12,9 +12,9 @@ import torch
 from fastapi import Request
 
 from bmfl.blobs.store import BlobStore
-from bmfl.service.chain_access import connect
-from bmfl.service.observability import Metrics
-from bmfl.service.problems import ProblemError
+from service_kit.chain_access import connect
+from service_kit.observability import Metrics
+from service_kit.problems import ProblemError
 from cloud_aggregator.edges import EdgeCallError, discover
 from cloud_aggregator.orchestrator import CloudContext, Orchestrator
 from cloud_aggregator.settings import CloudSettings

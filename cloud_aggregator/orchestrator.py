@@ -34,7 +34,7 @@ from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, unflatten
 from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreRequest, TaskSpec
-from bmfl.service.chain_access import ChainAccess
+from service_kit.chain_access import ChainAccess
 from cloud_aggregator.edges import EdgeCallError, EdgeClient
 from cloud_aggregator.state import CloudState
 from chain.tasks import Phase, Status, TaskInfo

@@ -9,8 +9,8 @@ from bmfl.incentives import to_fixed
 from bmfl.models import MODELS
 from bmfl.protocol.schemas import TaskSpec
 from bmfl.protocol.testset import TestSetError, decode_test_set
-from bmfl.service.chain_access import ChainAccess
-from bmfl.service.problems import ProblemError
+from service_kit.chain_access import ChainAccess
+from service_kit.problems import ProblemError
 from chain.tasks import Status
 
 

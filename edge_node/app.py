@@ -10,10 +10,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bmfl.blobs.gateway import gateway_router
-from bmfl.service.blob_access import open_store
-from bmfl.service.chain_access import connect
-from bmfl.service.observability import observability_router
-from bmfl.service.problems import install_problem_handlers
+from service_kit.blob_access import open_store
+from service_kit.chain_access import connect
+from service_kit.observability import observability_router
+from service_kit.problems import install_problem_handlers
 from chain.base import ContractRevert
 from edge_node.node import EdgeNode
 from edge_node.rounds import RoundEngine

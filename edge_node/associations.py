@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from bmfl.protocol.schemas import AssociateRequest, Association, EdgeInfo
 from bmfl.protocol.signing import SignatureError, associate_message, check_fresh, signed_headers, verify
-from bmfl.service.problems import ProblemError
+from service_kit.problems import ProblemError
 from edge_node.node import EdgeNode
 from edge_node.state import AssociationRow
 

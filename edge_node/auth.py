@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from bmfl.protocol.signing import SIGNATURE_HEADER, SignatureError, request_signer
-from bmfl.service.problems import ProblemError
+from service_kit.problems import ProblemError
 from edge_node.node import EdgeNode
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]

@@ -21,9 +21,9 @@ from bmfl.filters import batched_accuracy_evaluator
 from bmfl.models import create_model
 from bmfl.protocol.schemas import EdgeTask
 from bmfl.protocol.testset import decode_test_set
-from bmfl.service.chain_access import ChainAccess
-from bmfl.service.observability import Metrics
-from bmfl.service.problems import ProblemError
+from service_kit.chain_access import ChainAccess
+from service_kit.observability import Metrics
+from service_kit.problems import ProblemError
 from chain.base import ContractRevert
 from edge_node.scoring import Prescorer, Scorer
 from edge_node.settings import EdgeSettings

@@ -43,7 +43,7 @@ from bmfl.protocol.schemas import (
     TaskSpec,
     TrainerOutcome,
 )
-from bmfl.service.problems import ProblemError
+from service_kit.problems import ProblemError
 from bmfl.training import evaluate
 from chain.base import ContractRevert
 from chain.tasks import Phase, TaskInfo, TrainerRecord, unpack_records

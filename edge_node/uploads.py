@@ -12,7 +12,7 @@ from bmfl.blobs.codec import blob_digest
 from bmfl.params import flatten
 from bmfl.protocol.schemas import UploadReceipt
 from bmfl.protocol.signing import SignatureError, update_message, verify
-from bmfl.service.problems import ProblemError
+from service_kit.problems import ProblemError
 from chain.tasks import Phase, Status
 from edge_node.node import EdgeNode
 from edge_node.state import UpdateRow

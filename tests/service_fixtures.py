@@ -35,8 +35,8 @@ from bmfl.params import flatten, unflatten
 from bmfl.protocol.schemas import EdgeInfo, TaskSpec, TrainingSpec
 from bmfl.protocol.signing import associate_message, now_ms, sign, signed_headers, update_message
 from bmfl.protocol.testset import encode_test_set
-from bmfl.service.chain_access import ChainAccess, connect
-from bmfl.service.serve import ServerThread
+from service_kit.chain_access import ChainAccess, connect
+from service_kit.serve import ServerThread
 from chain.anvil import AnvilNode, dev_key, find_anvil, free_port
 from chain.deploy import Deployment, deploy, save_deployment
 from chain.registry import RegistryClient

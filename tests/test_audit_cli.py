@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
 from bmfl.blobs.gateway import gateway_router
 from bmfl.blobs.local import LocalBlobStore
-from bmfl.cli import app
+from launcher.cli import app
 from bmfl.models import create_model
-from bmfl.service.serve import ServerThread
+from service_kit.serve import ServerThread
 from chain.audit import Auditor
 from chain_fixtures import Chain, chain, chain_module, digest  # noqa: F401
 

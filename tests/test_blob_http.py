@@ -33,7 +33,7 @@ from bmfl.blobs.kubo import KuboBlobStore, KuboCIDMismatchError
 from bmfl.blobs.local import LocalBlobStore
 from bmfl.blobs.retry import RetryPolicy
 from bmfl.blobs.store import BlobStat
-from bmfl.cli import app
+from launcher.cli import app
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.01)
 DATA = bytes(range(256)) * 2000  # 512,000 bytes: two chunks, a dag-pb root

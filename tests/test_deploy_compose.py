@@ -6,7 +6,7 @@ validated against the Compose specification's JSON schema (vendored from
 compose-spec/compose-spec@170098ba, schema/compose-spec.json, Apache-2.0). Each BMFL
 container's environment — after deploy/entrypoint.sh has turned BMFL_*_FILE secrets into
 BMFL_* variables — must validate into its service's settings model and name the same
-variables that ``bmfl up`` builds from the same models (bmfl.service.topology).
+variables that ``bmfl up`` builds from the same models (launcher.topology).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from eth_account import Account
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-from bmfl.service.deployer import DeployerSettings
-from bmfl.service.stack import PORTS, anvil_args
-from bmfl.service.topology import CLOUD, FIRST_EDGE, OPERATOR, Topology, edge_positions, settings_env
+from launcher.deployer import DeployerSettings
+from launcher.stack import PORTS, anvil_args
+from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, Topology, edge_positions, settings_env
 from chain.anvil import dev_key, find_anvil, free_port, rpc
 from cloud_aggregator.settings import CloudSettings
 from edge_node.settings import EdgeSettings
@@ -42,7 +42,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 MODELS: dict[str, type[BaseSettings]] = {
     "edge_node": EdgeSettings, "cloud_aggregator": CloudSettings, "vehicle_client": FleetSettings,
-    "bmfl.service.deployer": DeployerSettings,
+    "launcher.deployer": DeployerSettings,
 }  # fmt: skip
 GLOBAL_VARIABLES = {"BMFL_DEVICE"}  # read by the core (README "Environment"), not by a settings model
 EDGES = [f"edge-{i}" for i in range(5)]
@@ -197,8 +197,8 @@ def test_every_service_command_exists() -> None:
             assert 'if __name__ == "__main__":' in Path(spec.origin).read_text()
     checks = [s["healthcheck"]["test"] for s in SERVICES.values() if "healthcheck" in s]
     health = [t for t in checks if t[1:2] == ["python"]]
-    assert health and all(t[2:4] == ["-m", "bmfl.service.health"] for t in health)
-    assert importlib.util.find_spec("bmfl.service.health") is not None
+    assert health and all(t[2:4] == ["-m", "launcher.health"] for t in health)
+    assert importlib.util.find_spec("launcher.health") is not None
     mounted = [v.split(":")[0] for v in SERVICES["kubo"]["volumes"] if v.startswith("./")]
     assert mounted and all((ROOT / m).is_file() for m in mounted)
 

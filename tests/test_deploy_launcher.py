@@ -21,14 +21,14 @@ from pydantic import SecretStr
 
 from bmfl.data import load_dataset
 from bmfl.protocol.schemas import TaskDraft, TrainingSpec
-from bmfl.service import procs
-from bmfl.service.chain_access import connect
-from bmfl.service.deployer import DeployerSettings, provision
-from bmfl.service.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER
+from launcher import procs
+from service_kit.chain_access import connect
+from launcher.deployer import DeployerSettings, provision
+from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER
 from chain.anvil import dev_key, find_anvil
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
-from cloud_aggregator.publisher import Publisher
+from launcher.publisher import Publisher
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(find_anvil() is None, reason="no Anvil binary (npm ci)")]
 
@@ -38,7 +38,7 @@ SERVICES = ["chain", *(f"edge-{i}" for i in range(5)), "cloud", "fleet"]
 def bmfl(*args: object) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BMFL_FLEET_TORCH_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "bmfl.cli", *map(str, args)], capture_output=True, text=True, timeout=600, env=env
+        [sys.executable, "-m", "launcher.cli", *map(str, args)], capture_output=True, text=True, timeout=600, env=env
     )
 
 

@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from bmfl.service import procs
-from bmfl.service.stack import ServiceProcess, ServiceRecord
+from launcher import procs
+from launcher.stack import ServiceProcess, ServiceRecord
 
 STUBBORN = "trap '' TERM; sleep 300 & sleep 300 & wait"
 """A shell and two children that all ignore SIGTERM."""

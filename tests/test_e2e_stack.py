@@ -1,5 +1,5 @@
 """End to end across real processes: Anvil, 2 edge servers and the cloud as uvicorn
-processes on 127.0.0.1 (bmfl.service.stack), 8 vehicles (one same-value attacker)
+processes on 127.0.0.1 (launcher.stack), 8 vehicles (one same-value attacker)
 driven by the fleet over HTTP, a task published from the publisher's key, 2 rounds,
 then the chain is read back: the attacker is flagged, every wei of the escrow is
 accounted for, and the auditor (``bmfl audit``) passes."""
@@ -18,13 +18,13 @@ from web3 import Web3
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.data import load_dataset
 from bmfl.protocol.schemas import TaskDraft, TrainingSpec
-from bmfl.service.chain_access import connect
-from bmfl.service.stack import OPERATOR, PUBLISHER, LocalStack
+from service_kit.chain_access import connect
+from launcher.stack import OPERATOR, PUBLISHER, LocalStack
 from chain.anvil import dev_key, find_anvil
 from chain.audit import Auditor
 from chain.deploy import Deployment
 from chain.tasks import TasksClient, unpack_records
-from cloud_aggregator.publisher import Publisher
+from launcher.publisher import Publisher
 from vehicle_client.fleet import Fleet
 from vehicle_client.settings import FleetSettings
 
@@ -102,7 +102,7 @@ def test_audit_passes_in_process_and_from_the_cli(finished) -> None:
     gateway.close()
     assert result.passed and len(result.blobs) >= 7
     cli = subprocess.run(
-        [sys.executable, "-m", "bmfl.cli", "audit", "--task", str(task_id), "--rpc", stack.rpc_url,
+        [sys.executable, "-m", "launcher.cli", "audit", "--task", str(task_id), "--rpc", stack.rpc_url,
          "--deployment", str(stack.deployment_file), "--gateway", stack.cloud.url],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

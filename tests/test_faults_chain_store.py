@@ -29,7 +29,7 @@ from bmfl.blobs.kubo import KuboBlobStore
 from bmfl.blobs.local import LocalBlobStore
 from bmfl.blobs.retry import RetryPolicy
 from bmfl.protocol.schemas import EdgeInfo
-from bmfl.service.serve import ServerThread
+from service_kit.serve import ServerThread
 from chain.anvil import AnvilNode, dev_key, find_anvil, free_port
 from chain.deploy import deploy, save_deployment
 from chain.registry import RegistryClient

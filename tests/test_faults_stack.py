@@ -1,4 +1,4 @@
-"""Faults in a whole stack of real processes (bmfl.service.stack: Anvil with its state
+"""Faults in a whole stack of real processes (launcher.stack: Anvil with its state
 file, 2 edges and the cloud as uvicorn processes), one 2-round task, vehicles driven
 over HTTP from here. In this order, sharing the task:
 
@@ -33,12 +33,12 @@ from bmfl.blobs.codec import blob_digest
 from bmfl.blobs.local import LocalBlobStore
 from bmfl.data import load_dataset
 from bmfl.protocol.schemas import TaskDraft, TaskSpec, TrainingSpec
-from bmfl.service.chain_access import connect
-from bmfl.service.stack import FIRST_EDGE, PUBLISHER, LocalStack
+from service_kit.chain_access import connect
+from launcher.stack import FIRST_EDGE, PUBLISHER, LocalStack
 from chain.anvil import AnvilNode, dev_key, find_anvil
 from chain.deploy import Deployment
 from chain.tasks import Phase, Status, TasksClient, unpack_records
-from cloud_aggregator.publisher import Publisher
+from launcher.publisher import Publisher
 from security_fixtures import edge_state
 from service_fixtures import ServiceChain, Vehicle, association_request, register_vehicle, update_blob, update_form
 

@@ -26,7 +26,7 @@ from hypothesis.errors import Unsatisfiable
 from hypothesis import strategies as st
 
 from bmfl.protocol.signing import signed_headers
-from bmfl.service.serve import ServerThread
+from service_kit.serve import ServerThread
 from chain.anvil import dev_key
 from cloud_aggregator.app import create_app
 from cloud_aggregator.settings import CloudSettings

@@ -22,7 +22,7 @@ from bmfl.data import TensorData
 from bmfl.protocol.schemas import TaskSpec
 from bmfl.protocol.signing import signed_headers
 from bmfl.protocol.testset import encode_test_set
-from bmfl.service.serve import ServerThread
+from service_kit.serve import ServerThread
 from chain.anvil import dev_key
 from cloud_aggregator.app import create_app
 from cloud_aggregator.settings import CloudSettings

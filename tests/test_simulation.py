@@ -86,6 +86,6 @@ def test_config_files_toml_yaml_and_strictness(tmp_path):
 
 
 def test_cli_help_lists_commands():
-    out = subprocess.run([sys.executable, "-m", "bmfl.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "launcher.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("simulate", "demo", "version"):
         assert command in out

@@ -33,7 +33,7 @@ from bmfl.models import create_model
 from bmfl.params import State
 from bmfl.partition import make_partition
 from bmfl.protocol.schemas import Assignment, EdgeInfo
-from bmfl.service.chain_access import ChainAccess
+from service_kit.chain_access import ChainAccess
 from bmfl.training.fleet import fleet_uploads
 from chain.deploy import Deployment
 from chain.registry import RegistryClient

@@ -25,7 +25,7 @@ from bmfl.params import State, flatten, unflatten
 from bmfl.privacy import PrivacyAccountant
 from bmfl.protocol.schemas import Assignment, AssociateRequest, Association, TrainingSpec, UploadReceipt
 from bmfl.protocol.signing import associate_message, now_ms, sign, update_message
-from bmfl.service.chain_access import ChainAccess
+from service_kit.chain_access import ChainAccess
 from bmfl.training.local import LocalTrainingConfig, steps_per_epoch
 from chain.base import ContractRevert
 from vehicle_client.http import send

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from bmfl.blobs.cid import compute_cid
 from bmfl.blobs.codec import blob_digest
 from bmfl.protocol.schemas import MAX_TASK_ID, EdgeTask, TaskSpec
-from bmfl.service.problems import ProblemError
+from service_kit.problems import ProblemError
 from cloud_aggregator.auth import SignedRoute, check_publisher
 from cloud_aggregator.context import Cloud, get_cloud
 from cloud_aggregator.edges import EdgeCallError

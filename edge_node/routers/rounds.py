@@ -20,7 +20,7 @@ from bmfl.protocol.schemas import (
     ScoreResult,
 )
 from bmfl.protocol.testset import MAX_TEST_SET_BYTES, TestSetError, decode_test_set
-from bmfl.service.problems import ProblemError
+from service_kit.problems import ProblemError
 from chain.tasks import Status
 from edge_node.auth import cloud_only, signed_route
 from edge_node.node import EdgeNode

@@ -7,7 +7,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
 from bmfl.protocol.schemas import Assignment, UploadReceipt
-from bmfl.service.problems import ProblemError
+from service_kit.problems import ProblemError
 from edge_node.node import EdgeNode
 from edge_node.routers import RoundPath, TaskPath
 from edge_node.uploads import Upload, accept_update

@@ -20,7 +20,7 @@ from eth_account import Account
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-from bmfl.service.deployer import DeployerSettings
+from launcher.deployer import DeployerSettings
 from chain.anvil import dev_key
 from cloud_aggregator.settings import CloudSettings, EdgeEndpoint
 from edge_node.settings import EdgeSettings

@@ -7,8 +7,8 @@ import typer
 
 from bmfl.blobs.cli import blob_app
 from bmfl.reproduce.cli import reproduce
-from bmfl.service.demo import demo
-from bmfl.service.launcher import down, status, up
+from launcher.demo import demo
+from launcher.local import down, status, up
 from bmfl.simulation.cli import simulate
 from chain.audit_cli import audit
 from chain.cli import chain_app

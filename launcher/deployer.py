@@ -1,4 +1,4 @@
-"""The one-shot deployer (``python -m bmfl.service.deployer``), configured by
+"""The one-shot deployer (``python -m launcher.deployer``), configured by
 ``BMFL_DEPLOY_*`` variables: deploys the contracts from the operator's key unless the
 deployment file already names contracts that exist on that chain, gives the cloud its
 role, adds every listed edge that is not an active edge yet, and writes the deployment

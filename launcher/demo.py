@@ -50,14 +50,14 @@ def demo(
     from bmfl.blobs.gateway_client import GatewayClient
     from bmfl.data import load_dataset
     from bmfl.protocol.schemas import TaskDraft, TrainingSpec
-    from bmfl.service.chain_access import connect
-    from bmfl.service.report import write_report
-    from bmfl.service.stack import OPERATOR, PUBLISHER, LocalStack
+    from service_kit.chain_access import connect
+    from launcher.report import write_report
+    from launcher.stack import OPERATOR, PUBLISHER, LocalStack
     from chain.anvil import dev_key
     from chain.audit import Auditor
     from chain.audit_cli import render
     from chain.deploy import Deployment
-    from cloud_aggregator.publisher import Publisher
+    from launcher.publisher import Publisher
     from vehicle_client.fleet import Fleet
     from vehicle_client.settings import FleetSettings
     from web3 import Web3

@@ -16,17 +16,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bmfl.service.health import NotReady, blob_store_health
+from launcher.health import NotReady, blob_store_health
 
 if TYPE_CHECKING:
-    from bmfl.service.stack import LocalStack
+    from launcher.stack import LocalStack
 
 STATE_FILE = "stack.json"
 RUN_DIR = typer.Option(Path("runs/stack"), "--run-dir", help="run folder: logs, state file, chain state, SQLite files, blobs")
 
 
 def _attach(state_file: Path) -> LocalStack:
-    from bmfl.service.stack import LocalStack  # imports torch: not for `bmfl --help`
+    from launcher.stack import LocalStack  # imports torch: not for `bmfl --help`
 
     return LocalStack.attach(state_file)
 
@@ -56,7 +56,7 @@ def up(
         raise typer.Exit(1)
     if blob_store and not blob_store.startswith("kubo:"):
         blob_store = str(Path(blob_store).resolve())
-    from bmfl.service.stack import LocalStack
+    from launcher.stack import LocalStack
 
     stack = LocalStack(
         run_dir, edges=edges, vehicles=vehicles, seed=seed, blob_store=blob_store, round_timeout_s=round_timeout,

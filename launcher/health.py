@@ -1,5 +1,5 @@
 """Readiness probes shared by the local launcher (``bmfl up`` / ``bmfl status``) and the
-compose health checks (``python -m bmfl.service.health http://127.0.0.1:8000``).
+compose health checks (``python -m launcher.health http://127.0.0.1:8000``).
 
 A probe returns what it learnt as a dict, or raises :class:`NotReady`.
 """
@@ -87,7 +87,7 @@ PROBES: dict[str, Callable[..., dict[str, Any]]] = {"service": service_health, "
 
 
 def main(argv: list[str]) -> int:
-    """``python -m bmfl.service.health URL``: exit 0 when the service at URL is healthy."""
+    """``python -m launcher.health URL``: exit 0 when the service at URL is healthy."""
     try:
         print(json.dumps(service_health(argv[0])))
     except NotReady as exc:

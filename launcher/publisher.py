@@ -14,7 +14,7 @@ from bmfl.models import create_model
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
 from bmfl.protocol.signing import signed_headers
 from bmfl.protocol.testset import encode_test_set
-from bmfl.service.chain_access import ChainAccess
+from service_kit.chain_access import ChainAccess
 from chain.tasks import TaskParams
 
 

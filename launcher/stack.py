@@ -1,7 +1,7 @@
 """A whole BMFL deployment on loopback as real processes: Anvil, the deployer, N edge
 servers, the cloud and optionally a vehicle fleet (``python -m edge_node`` /
 ``cloud_aggregator`` / ``vehicle_client``), each configured through the environment
-variables of its settings model (:mod:`bmfl.service.topology`), the same topology as
+variables of its settings model (:mod:`launcher.topology`), the same topology as
 ``docker-compose.yml``.
 
 Used by ``bmfl demo``, ``bmfl up`` and the end-to-end tests. Every process runs in its
@@ -25,10 +25,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bmfl.service import procs
-from bmfl.service.deployer import provision
-from bmfl.service.health import PROBES, NotReady
-from bmfl.service.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER, Topology, settings_env
+from launcher import procs
+from launcher.deployer import provision
+from launcher.health import PROBES, NotReady
+from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER, Topology, settings_env
 from chain.anvil import DEFAULT_MNEMONIC, find_anvil, free_port
 
 __all__ = ["CLOUD", "FIRST_EDGE", "OPERATOR", "PUBLISHER", "LocalStack", "ServiceProcess", "anvil_args"]
@@ -72,7 +72,7 @@ class StackState(BaseModel):
 @dataclass
 class ServiceProcess:
     """One service as a process group, logging to ``log_path``; ``probe`` names its
-    readiness check in :data:`bmfl.service.health.PROBES`, called with ``url``."""
+    readiness check in :data:`launcher.health.PROBES`, called with ``url``."""
 
     name: str
     command: list[str]

@@ -1,0 +1,42 @@
+"""Every seeded choice of a round, made one way for the simulator and the services
+(docs/algorithms.md, "Seeds and selection").
+
+- :func:`select_trainers`: ⌈V·n⌉ of an edge's n candidates, drawn by a generator keyed by
+  (task seed, task, round, edge): stateless, so an edge that restarts, the simulator and
+  an auditor all draw the same set without replaying earlier rounds;
+- :func:`choose_attackers`: round(fraction · M) vehicles, drawn once per run;
+- :func:`vehicle_seed`: the seed of vehicle i's training generator (batch sampling and,
+  today, DP noise: a research setting, see docs/security.md).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Iterable
+
+import numpy as np
+
+VEHICLE_SEED_STRIDE = 1_000_003
+"""A prime larger than any fleet, so (seed, vehicle) pairs give distinct seeds."""
+
+
+def select_trainers(candidates: Iterable[int], fraction: float, seed: int, task_id: int, round_: int, edge: int) -> list[int]:
+    """⌈V·n⌉ of the n ``candidates`` (V = ``fraction``), sorted; the draw depends on the
+    candidate set, not on its order."""
+    pool = sorted(set(candidates))
+    k = math.ceil(fraction * len(pool))
+    rng = random.Random(f"{seed}/{task_id}/{round_}/{edge}")
+    return sorted(rng.sample(pool, k))
+
+
+def choose_attackers(num_vehicles: int, fraction: float, seed: int) -> frozenset[int]:
+    """round(fraction · M) of the vehicles 0 … M−1, drawn once by ``seed``."""
+    count = round(fraction * num_vehicles)
+    order = np.random.default_rng([seed, 0xA77AC4]).permutation(num_vehicles)
+    return frozenset(int(v) for v in order[:count])
+
+
+def vehicle_seed(seed: int, vehicle: int) -> int:
+    """Seed of vehicle ``vehicle``'s training generator in a run seeded by ``seed``."""
+    return seed * VEHICLE_SEED_STRIDE + vehicle
