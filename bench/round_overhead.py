@@ -46,6 +46,7 @@ from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
 from bmfl.privacy import PrivacyAccountant
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
+from bmfl.rounds import cloud_rule, edge_rule
 from service_kit.chain_access import connect
 from launcher.stack import OPERATOR, PUBLISHER, LocalStack
 from bmfl.training import evaluate
@@ -124,14 +125,14 @@ def in_process_round(fleet: Fleet, groups: dict[int, list[int]], test, draft: Ta
     prelims, sizes, evaluators = {}, {}, {}
     for edge, members in sorted(groups.items()):  # each edge has its own evaluator (and memo), as in the stack
         evaluators[edge] = batched_accuracy_evaluator(create_model(draft.model), test)
-        rule = spec.aggregation.edge_rule(evaluators[edge])
+        rule = edge_rule(spec.aggregation, evaluators[edge])
         samples = torch.tensor([float(len(by_index[v][1].data)) for v in members], dtype=torch.float64)
         result = rule(torch.stack([uploads[v] for v in members]), samples, w0, round_index=1)
         prelims[edge], sizes[edge] = result.aggregate, float(samples[result.weights > 0].sum())
     for edge in prelims:  # every edge scores every preliminary model
         consensus_accuracies(prelims, evaluators[edge])
     order = sorted(prelims)
-    w1 = spec.aggregation.cloud_rule()(torch.stack([prelims[e] for e in order]), torch.tensor([sizes[e] for e in order]), w0).aggregate
+    w1 = cloud_rule(spec.aggregation)(torch.stack([prelims[e] for e in order]), torch.tensor([sizes[e] for e in order]), w0).aggregate
     for _ in prelims:  # every edge evaluates w¹
         evaluate(load_vector(create_model(draft.model), w1), test)
     return w1

@@ -128,7 +128,7 @@ def plain_dp_sgd(
 def aggregate(w: Workload, uploads: torch.Tensor, reference: torch.Tensor, evaluator: Evaluator) -> tuple[torch.Tensor, int]:
     """Edges: self-reliability filter + residual reweighting; consensus accuracy of each
     edge model and the leader; cloud: FedAvg by data size. Returns w^r and the leader."""
-    rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=evaluator))
+    rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=evaluator, tolerance=1.0))
     sizes = torch.tensor([float(len(d)) for d in w.datasets], dtype=torch.float64)
     models, behind = {}, {}
     for edge, members in enumerate(w.edges):

@@ -28,13 +28,16 @@ class Registry(Generic[T]):
 
         return add
 
-    def create(self, name: str, **params: Any) -> T:
-        """Build the registered ``name`` with its keyword parameters."""
+    def factory(self, name: str) -> Callable[..., T]:
+        """The factory (usually the class) registered as ``name``."""
         try:
-            factory = self._factories[name]
+            return self._factories[name]
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
-        return factory(**params)
+
+    def create(self, name: str, **params: Any) -> T:
+        """Build the registered ``name`` with its keyword parameters."""
+        return self.factory(name)(**params)
 
     def names(self) -> list[str]:
         return sorted(self._factories)

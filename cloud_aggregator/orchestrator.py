@@ -33,6 +33,7 @@ from bmfl.blobs.store import BlobStore
 from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, unflatten
+from bmfl.rounds import aggregate_cloud, cloud_rule
 from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreRequest, TaskSpec
 from service_kit.chain_access import ChainAccess
 from cloud_aggregator.edges import EdgeCallError, EdgeClient
@@ -166,23 +167,28 @@ class TaskRunner(threading.Thread):
         return True
 
     def _finalize(self, r: int) -> None:
-        """Second aggregation (BMFL Eq. 3), evaluation, ``finalizeRound``."""
+        """Second aggregation (``bmfl.rounds.aggregate_cloud``, BMFL Eq. 3), evaluation,
+        ``finalizeRound``. With no edge carrying data, w^r = w^{r-1}."""
         started = self.round_started
         closes = self.closes or self._each(lambda e: e.close_round(self.task_id, r))
         recorded = {i: c for i, c in closes.items() if c.recorded}
-        vectors, sizes = [], []
+        preliminaries, samples = {}, {}
         for i, c in recorded.items():
             blob = self._fetch(c.preliminary_cid, i)  # type: ignore[arg-type]
             if blob_digest(blob).hex0x != c.preliminary_digest:
                 raise RoundFailed(f"edge {i}'s preliminary model does not match its digest")
-            vectors.append(flatten(decode_state(blob, self.spec.model)[0]))
-            sizes.append(float(c.samples))
+            preliminaries[i] = flatten(decode_state(blob, self.spec.model)[0])
+            samples[i] = c.samples
         cid, digest = self._global_model(r - 1)
-        reference = flatten(decode_state(self.ctx.store.get(cid), self.spec.model)[0])
-        result = self.spec.aggregation.cloud_rule()(torch.stack(vectors), torch.tensor(sizes), reference, round_index=r)
-        state = unflatten(result.aggregate, self.model.state_dict())
-        blob = encode_state(state, BlobMeta(str(self.task_id), r, self.ctx.chain.address, self.spec.model))
-        new_cid = self.ctx.store.put(blob, pin=True)
+        previous = self.ctx.store.get(cid)
+        reference = flatten(decode_state(previous, self.spec.model)[0])
+        outcome = aggregate_cloud(cloud_rule(self.spec.aggregation), preliminaries, samples, reference, r)
+        if outcome is None:
+            blob, new_cid = previous, cid
+        else:
+            state = unflatten(outcome.model, self.model.state_dict())
+            blob = encode_state(state, BlobMeta(str(self.task_id), r, self.ctx.chain.address, self.spec.model))
+            new_cid = self.ctx.store.put(blob, pin=True)
         evaluations = list(self._each(lambda e: e.evaluate(self.task_id, EvaluateRequest(cid=new_cid)), recorded).values())
         if not evaluations:
             raise RoundFailed(f"no edge could evaluate the global model of round {r}")

@@ -8,6 +8,7 @@ from bmfl.blobs.errors import BlobCodecError
 from bmfl.incentives import to_fixed
 from bmfl.models import MODELS
 from bmfl.protocol.schemas import TaskSpec
+from bmfl.rounds import cloud_rule, edge_rule
 from bmfl.protocol.testset import TestSetError, decode_test_set
 from service_kit.chain_access import ChainAccess
 from service_kit.problems import ProblemError
@@ -28,8 +29,8 @@ def check_aggregation(spec: TaskSpec) -> None:
     """The edges' filters and rule and the cloud's rule can be built from the spec (else the
     task would fail at its first close, with the escrow locked until the deadline)."""
     try:
-        spec.aggregation.edge_rule(lambda vectors: vectors.new_zeros(len(vectors)))
-        spec.aggregation.cloud_rule()
+        edge_rule(spec.aggregation, lambda vectors: vectors.new_zeros(len(vectors)))
+        cloud_rule(spec.aggregation)
     except (KeyError, TypeError, ValueError) as exc:
         raise ProblemError(422, "invalid_spec", f"aggregation: {exc}") from None
 

@@ -17,7 +17,7 @@ from bmfl.blobs.errors import BlobCodecError, BlobError, InvalidCIDError, Remote
 from bmfl.blobs.store import BlobStore
 from bmfl.data.base import TensorData
 from bmfl.device import default_device
-from bmfl.filters import batched_accuracy_evaluator
+from bmfl.rounds import task_scorer
 from bmfl.models import create_model
 from bmfl.protocol.schemas import EdgeTask
 from bmfl.protocol.testset import decode_test_set
@@ -101,12 +101,13 @@ class EdgeNode:
             return self._test_sets[task_id]
 
     def scorer(self, task_id: int) -> Scorer:
-        """The task's memoized test-set :data:`~bmfl.filters.Evaluator` (accuracies)."""
+        """The task's memoized test-set scorer (``bmfl.rounds.task_scorer``: accuracies
+        for classification, the filter's α and the consensus score alike)."""
         with self._test_lock:
             scorer = self._scorers.get(task_id)
         if scorer is None:
             model = create_model(self.task(task_id).spec.model, default_device())
-            scorer = Scorer(batched_accuracy_evaluator(model, self.test_set(task_id)))
+            scorer = Scorer(task_scorer(model, self.test_set(task_id)))
             with self._test_lock:
                 scorer = self._scorers.setdefault(task_id, scorer)
         return scorer

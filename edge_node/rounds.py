@@ -18,18 +18,17 @@ next aggregation weighted by their staleness instead of being refused as
 from __future__ import annotations
 
 import math
-import random
 import threading
 from dataclasses import dataclass
 
 import torch
 
 from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
-from bmfl.consensus import consensus_accuracies
 from bmfl.device import default_device
 from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
+from bmfl.rounds import aggregate_edge, cross_scores, edge_rule, select_trainers
 from bmfl.protocol.schemas import (
     EdgeTask,
     EvaluateRequest,
@@ -54,31 +53,6 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PROGRESS_PHASE = {"open": "open", "closing": "closed", "closed": "closed", "expired": "closed", "scored": "scored"}
 # reverts naming one vehicle that another edge (or a deregistration) took meanwhile
 DROP_ON_REVERT = {"AlreadySelected": "vehicle", "VehicleNotRegistered": "index", "AlreadyRecorded": "vehicle"}
-
-
-def select_trainers(candidates: list[int], fraction: float, seed: int, task_id: int, round_: int, edge: int) -> list[int]:
-    """⌈V·n⌉ of the ``n`` candidates, seeded by (task seed, task, round, edge); sorted."""
-    k = math.ceil(fraction * len(candidates))
-    rng = random.Random(f"{seed}/{task_id}/{round_}/{edge}")
-    return sorted(rng.sample(sorted(candidates), k))
-
-
-def filter_verdicts(info: dict, n: int, filters: list[str]) -> tuple[list[bool], list[float | None]]:
-    """Per upload: rejected by a filter (malicious), and its self-reliability Λ if scored.
-    Walks the diagnostics of nested ``FilteredAggregator``s, outermost filter first."""
-    positions, malicious, lam = list(range(n)), [False] * n, [None] * n
-    for name in filters:
-        if not info or "keep" not in info:
-            break
-        keep = info["keep"].tolist()
-        if name == "self_reliability":
-            for p, value in zip(positions, info["filter"]["reliability"].tolist()):
-                lam[p] = value
-        for p, kept in zip(positions, keep):
-            malicious[p] = malicious[p] or not kept
-        positions = [p for p, kept in zip(positions, keep) if kept]
-        info = info.get("rule", {})
-    return malicious, lam
 
 
 def fixed_reliability(value: float | None) -> int:
@@ -217,6 +191,8 @@ class RoundEngine:
             self._chain_round(task_id, round_, {Phase.TRAINING}, "record")
         while prelim is None and updates:
             candidate = self._aggregate(task.spec, round_, row.global_cid, updates)
+            if candidate is None:
+                break
             try:
                 self.node.transact(
                     lambda: self.node.chain.tasks.record_round(
@@ -257,29 +233,30 @@ class RoundEngine:
             ev.samples, unpack_records(ev.records),  # type: ignore[attr-defined]
         )  # fmt: skip
 
-    def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary:
-        """Self-reliability, filters and the edge rule over ``updates``; the preliminary
-        model goes to the blob store."""
+    def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary | None:
+        """The round core's edge step (``bmfl.rounds.aggregate_edge``) over ``updates``;
+        the preliminary model goes to the blob store. None when the rule cannot run."""
         reference_state, _ = self.node.decode(self.node.fetch(global_cid), spec.model)
         reference = flatten(reference_state)
-        stacked = torch.stack([flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates])
-        samples = [self.node.chain.registry.vehicle(u.vehicle).samples for u in updates]
-        rule = spec.aggregation.edge_rule(self.node.scorer(spec.task_id))
-        result = rule(stacked, torch.tensor(samples, dtype=torch.float64), reference, round_index=round_)
-        malicious, lam = filter_verdicts(result.info, len(updates), [f.name for f in spec.aggregation.filters])
+        uploads = {u.vehicle: flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates}
+        sizes = {u.vehicle: self.node.chain.registry.vehicle(u.vehicle).samples for u in updates}
+        test_set = self.node.test_set(spec.task_id)
+        rule = edge_rule(spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None)
+        outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
+        if outcome.preliminary is None:
+            return None
+        digests = {u.vehicle: bytes.fromhex(u.digest.removeprefix("0x")) for u in updates}
         records = [
             TrainerRecord(
-                vehicle=u.vehicle, update_digest=bytes.fromhex(u.digest.removeprefix("0x")),
-                reliability=fixed_reliability(lam[i]), theta=0 if malicious[i] else to_fixed(float(result.weights[i])),
-                malicious=malicious[i],
+                vehicle=v, update_digest=digests[v], reliability=fixed_reliability(verdict.reliability),
+                theta=to_fixed(verdict.theta), malicious=verdict.flagged,
             )  # fmt: skip
-            for i, u in enumerate(updates)
+            for v, verdict in outcome.verdicts.items()
         ]
         meta = BlobMeta(task=str(spec.task_id), round=round_, producer=self.node.address, model=spec.model)
-        blob = encode_state(unflatten(result.aggregate.cpu(), reference_state), meta)
+        blob = encode_state(unflatten(outcome.preliminary.cpu(), reference_state), meta)
         cid = self.node.store.put(blob, pin=True)
-        kept = sum(n for n, bad in zip(samples, malicious) if not bad)
-        return Preliminary(cid, blob_digest(blob).raw, kept, records)
+        return Preliminary(cid, blob_digest(blob).raw, outcome.samples, records)
 
     def _prescore(self, task: EdgeTask, cid: str) -> None:
         """Score the stored model ``cid`` on the test set in the background."""
@@ -321,7 +298,7 @@ class RoundEngine:
             if claimed != cid or blob_digest(blob).hex0x != digest:
                 raise ProblemError(422, "preliminary_mismatch", f"edge {edge} recorded {cid} ({digest}), got {claimed}")
             models[edge] = flatten(self.node.decode(blob, spec.model)[0])
-        accuracies = consensus_accuracies(models, self.node.scorer(spec.task_id))
+        accuracies = cross_scores(models, self.node.scorer(spec.task_id))
         return [accuracies.get(e, 0) for e in range(recorded_edges.bit_length())]
 
     def evaluate(self, task_id: int, req: EvaluateRequest) -> EvaluateResult:

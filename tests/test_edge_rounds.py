@@ -1,25 +1,20 @@
 """Edge round steps over real HTTP and a real chain: selection committed on chain, close
 with an attacker flagged malicious in the on-chain record, scores submitted, evaluate,
 idempotent cloud calls (no second transaction), cloud-only access, a replay in the next
-round, a restart mid-round that keeps the accepted updates; seeded selection and the
-verdicts read from nested filters."""
+round, a restart mid-round that keeps the accepted updates; the chain's reliability
+encoding. The round core's own steps are tested in test_round_core.py."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
-import torch
 
 from bmfl.attacks import get_attack
 from bmfl.blobs.codec import blob_digest
-from bmfl.data import load_dataset
-from bmfl.filters import accuracy_evaluator
-from bmfl.models import create_model
-from bmfl.params import flatten
-from bmfl.protocol.schemas import AggregationSpec, RoundClose, RuleSpec
+from bmfl.protocol.schemas import RoundClose
 from chain.anvil import dev_key
 from chain.tasks import Phase, unpack_records
-from edge_node.rounds import filter_verdicts, fixed_reliability, select_trainers
+from edge_node.rounds import fixed_reliability
 from service_fixtures import CLOUD, PUBLISHER, EdgeStack, create_task, signed_request, update_blob, update_form
 from service_fixtures import edge_stack as stack  # noqa: F401
 from service_fixtures import service_chain  # noqa: F401
@@ -124,28 +119,6 @@ def test_restart_mid_round_keeps_accepted_updates(stack: EdgeStack) -> None:
     assert tasks.task(task_id).recorded_edges == 1
 
 
-
-def test_selection_is_seeded_and_takes_the_ceiling() -> None:
-    candidates = list(range(10))
-    picked = select_trainers(candidates, 0.25, 7, 1, 1, 0)
-    assert len(picked) == 3 and picked == sorted(picked) and set(picked) <= set(candidates)
-    assert picked == select_trainers(candidates[::-1], 0.25, 7, 1, 1, 0)
-    assert {tuple(select_trainers(candidates, 0.25, 7, 1, 1, e)) for e in range(5)} != {tuple(picked)}
-    assert select_trainers([], 1.0, 7, 1, 1, 0) == []
-
-
-@pytest.mark.parametrize("order", [("l2_norm", "self_reliability"), ("self_reliability", "l2_norm")])
-def test_filter_verdicts_follow_nested_filters(order: tuple[str, str]) -> None:
-    test = load_dataset("mnist")[1].subset(list(range(100)))
-    reference = flatten(create_model("bmfl_cnn").state_dict())
-    generator = torch.Generator().manual_seed(0)
-    honest = [reference + 1e-3 * torch.randn(reference.shape, generator=generator) for _ in range(3)]
-    updates = torch.stack([*honest, torch.full_like(reference, 100.0)])
-    spec = AggregationSpec(filters=[RuleSpec(name=name) for name in order])
-    rule = spec.edge_rule(accuracy_evaluator(create_model("bmfl_cnn"), test))
-    result = rule(updates, torch.ones(4, dtype=torch.float64), reference, round_index=1)
-    malicious, lam = filter_verdicts(result.info, 4, list(order))
-    assert malicious == [False, False, False, True]
-    assert all(value is not None for value in lam[:3])
-    assert (lam[3] is None) == (order[0] == "l2_norm")
+def test_reliability_is_clamped_to_the_chains_int64() -> None:
     assert fixed_reliability(float("-inf")) == -(2**63) and fixed_reliability(None) == 0
+    assert fixed_reliability(float("inf")) == 2**63 - 1 and fixed_reliability(-1.5) == -1_500_000

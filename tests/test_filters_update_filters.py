@@ -51,7 +51,7 @@ def test_paper_threshold_with_raw_distance():
 def test_default_threshold_is_relative_to_the_reference_model():
     ups = torch.tensor([[1.5, 1.0, -1.0, 2.0], [5.0, 1.0, -1.0, 2.0]])
     ev = fixed_accuracies({1.0: 0.5, 1.5: 0.3, 5.0: 0.9})
-    f = get_filter("self_reliability", evaluate=ev)
+    f = get_filter("self_reliability", evaluate=ev, tolerance=1.0)
     res = f(ups, None, REF, round_index=1)
     # ‖w‖² = 7; D = 0.25/7 and 16/7; T = 1.5·0.5 − 1.0 = −0.25
     assert res.info["threshold"] == pytest.approx(-0.25)
@@ -69,7 +69,7 @@ def test_self_reliability_rejects_majority_attackers_before_reweighting():
     flipped = ref - 10 * (0.5 * torch.randn(6, 50, generator=g))
     ups = torch.cat([honest, flipped])
     ev = lambda v: torch.full((len(v),), 0.5, dtype=torch.float64)
-    rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=ev))
+    rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=ev, tolerance=1.0))
     r = rule(ups, None, ref, round_index=2)
     assert r.weights[4:].sum() == 0 and r.weights[:4].sum().item() == pytest.approx(1.0)
     # the reweighting rule alone gives the 60 % majority weight

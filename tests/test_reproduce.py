@@ -32,7 +32,7 @@ def test_full_grid_is_the_papers_setting_where_it_matters():
     bmfl = runs["fig6/sign_flip/0.6/BMFL"]
     assert (bmfl["vehicles"], bmfl["edges"], bmfl["data"]["name"]) == (50, 5, "mnist")
     assert bmfl["partition"]["kind"] == "complete_non_iid" and bmfl["training"]["dp"]
-    assert bmfl["aggregation"]["edge_filters"] == [{"name": "self_reliability"}]
+    assert bmfl["aggregation"]["filters"] == [{"name": "self_reliability", "options": {"tolerance": 1.0}}]
     assert runs["fig7/FedAvg"]["rounds"] == 50 and runs["fig7/FedAvg"]["partition"]["options"] == {"alpha": 0.9}
     traffic = runs["traffic/attack/Multi-Krum"]
     assert traffic["vehicles"] == 100 and round(traffic["fraction"] * traffic["vehicles"]) == 10

@@ -19,6 +19,7 @@ SMALL = {
     "data": {"name": "mnist_5k"},
     "partition": {"kind": "iid", "options": {}},
     "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+    "aggregation": {"edge": {"name": "fedavg"}, "filters": []},
 }
 
 

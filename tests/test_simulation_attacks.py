@@ -17,8 +17,9 @@ BASE = {
     "data": {"name": "mnist_5k", "edge_test_samples": 200},
     "partition": {"kind": "iid", "options": {}},
     "training": {"epochs": 1, "batch_size": 64, "lr": 0.1, "momentum": 0.5, "dp": False},
+    "aggregation": {"edge": {"name": "fedavg"}, "filters": []},
 }
-SR = {"name": "self_reliability"}
+SR = {"name": "self_reliability", "options": {"tolerance": 1.0}}
 
 
 @register_attack("test_nan_upload")
@@ -43,7 +44,7 @@ def test_attackers_are_drawn_once_by_the_seed():
 
 def test_self_reliability_flags_every_same_value_attacker_and_fedavg_swallows_them():
     attack = {"name": "same_value", "fraction": 0.5}
-    defended = _run(attack=attack, aggregation={"edge": "fedavg", "edge_filters": [SR]})
+    defended = _run(attack=attack, aggregation={"edge": {"name": "fedavg"}, "filters": [SR]})
     for m in defended.rounds:
         assert m.attackers_selected == 4 and m.attackers_flagged == 4 and m.attackers_missed == 0
         assert m.attacker_weight == 0.0
@@ -61,7 +62,7 @@ def test_sign_flippers_are_caught_and_honest_vehicles_kept_beyond_half_attackers
     # DP-SGD as in the BMFL grid: a flipped update (γ = −10) has 100× the honest D
     dp = {"epochs": 1, "max_steps": 3, "lr": 0.3, "momentum": 0.5, "dp": True, "noise_multiplier": 2.0}
     result = _run(attack={"name": "sign_flip", "fraction": 0.75}, training=dp,
-                  aggregation={"edge": "reweight", "edge_filters": [SR]})
+                  aggregation={"edge": {"name": "reweight"}, "filters": [SR]})
     assert [(m.attackers_flagged, m.attackers_selected) for m in result.rounds] == [(6, 6), (6, 6)]
     assert all(m.honest_flagged == 0 for m in result.rounds)
 
@@ -78,7 +79,7 @@ def test_ideal_filter_drops_exactly_the_attackers():
 
 
 def test_krum_zero_weights_count_as_flags():
-    result = _run(rounds=1, aggregation={"edge": "krum"})
+    result = _run(rounds=1, aggregation={"edge": {"name": "krum"}, "filters": []})
     assert result.final.honest_flagged == 6  # Krum keeps one of the four uploads at each edge
 
 
@@ -91,7 +92,7 @@ def test_backdoor_success_rate_is_reported_only_for_the_backdoor():
 def test_an_edge_whose_rule_cannot_apply_submits_nothing_and_the_run_goes_on():
     # trimmed mean with β = 2 needs 5 uploads; each edge keeps 4 − 2 NaN attackers = 2
     result = _run(rounds=1, attack={"name": "test_nan_upload", "fraction": 0.5},
-                  aggregation={"edge": "trimmed_mean", "edge_options": {"beta": 2}})
+                  aggregation={"edge": {"name": "trimmed_mean", "options": {"beta": 2}}, "filters": []})
     m = result.final
     assert m.edges_silent == 2 and m.leader is None and m.upstream_bytes_cloud == 0
     assert (m.attackers_flagged, m.honest_flagged) == (4, 4)

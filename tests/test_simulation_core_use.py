@@ -1,5 +1,6 @@
-"""The simulator calls the core (aggregation, filters, attacks, DP training, consensus,
-payouts) and re-implements none of it (DESIGN.md: no algorithm is written twice)."""
+"""The simulator calls the round core (selection, edge and cloud steps, consensus, seeds),
+DP training and payouts, and re-implements none of it (docs/architecture.md: no
+algorithm is written twice)."""
 
 import ast
 from pathlib import Path
@@ -9,10 +10,8 @@ from rich.console import Console
 
 import bmfl.aggregation
 import bmfl.attacks
-import bmfl.consensus
-import bmfl.filters
+import bmfl.rounds
 import bmfl.incentives
-import bmfl.simulation.pipeline as pipeline
 import bmfl.simulation.runner as runner
 import bmfl.training.fleet
 from bmfl.aggregation import AggregationResult, Aggregator, register_aggregator
@@ -44,14 +43,11 @@ def test_simulation_and_reproduce_code_contains_no_aggregation_filter_or_dp_math
 
 def test_the_runner_uses_the_core_objects_themselves():
     assert runner.fleet_uploads is bmfl.training.fleet.fleet_uploads
-    assert runner.consensus_accuracies is bmfl.consensus.consensus_accuracies
-    assert runner.select_leader is bmfl.consensus.select_leader
+    for step in ("aggregate_edge", "aggregate_cloud", "edge_rule", "cloud_rule", "cross_scores", "medians_and_leader",
+                 "select_trainers", "choose_attackers", "vehicle_seed", "task_scorer"):
+        assert getattr(runner, step) is getattr(bmfl.rounds, step), step
     assert runner.split_payouts is bmfl.incentives.split_payouts
     assert runner.to_fixed is bmfl.incentives.to_fixed
-    assert pipeline.get_aggregator is bmfl.aggregation.get_aggregator
-    assert pipeline.compose is bmfl.aggregation.compose
-    assert pipeline.get_filter is bmfl.filters.get_filter
-    assert pipeline.get_attack is bmfl.attacks.get_attack
 
 
 @register_aggregator("test_spy_mean")
@@ -79,8 +75,8 @@ def test_edges_and_cloud_run_the_configured_registry_rules_and_filters():
         "rounds": 2, "vehicles": 6, "edges": 2, "data": {"name": "mnist_5k", "edge_test_samples": 100},
         "partition": {"kind": "iid", "options": {}},
         "training": {"epochs": 1, "dp": False, "lr": 0.05, "max_steps": 1},
-        "aggregation": {"edge": "test_spy_mean", "edge_filters": [{"name": "test_spy_drop_first"}],
-                        "cloud": "test_spy_mean"},
+        "aggregation": {"edge": {"name": "test_spy_mean"}, "filters": [{"name": "test_spy_drop_first"}],
+                        "cloud": {"name": "test_spy_mean"}},
     })
     result = run_simulation(config, Console(quiet=True))
     # per round: the filter and the rule at each edge (3 uploads, 2 kept), then the cloud rule (2 edges)

@@ -19,7 +19,9 @@ MOBILE = {
     "partition": {"kind": "iid", "options": {}},
     "training": {"epochs": 1, "batch_size": 64, "lr": 0.05, "dp": False, "max_steps": 2},
     "assignment": {"kind": "mobility", "road_length_m": 2000.0, "speed_mps": [20.0, 30.0], "round_seconds": 30.0},
-    "incentives": {"escrow_wei": 10**18 + 7, "block_reward_wei": 10**15},
+    "reward_wei": 10**18 + 7,
+    "block_reward_wei": 10**15,
+    "aggregation": {"edge": {"name": "fedavg"}, "filters": []},
 }
 
 
@@ -74,8 +76,8 @@ def test_handover_keeps_contributions_per_edge_and_vehicle_and_payouts_sum_to_th
     for v in moved:
         assert sum(result.payouts.per_edge[e].get(v, 0) for e in result.payouts.per_edge) == result.payouts.vehicles[v]
     p = result.payouts
-    assert p.total() == config.incentives.escrow_wei
-    assert sum(p.block_rewards.values()) == len(result.rounds) * config.incentives.block_reward_wei
+    assert p.total() == config.reward_wei
+    assert sum(p.block_rewards.values()) == len(result.rounds) * config.block_reward_wei
     assert all(w > 0 for w in p.vehicles.values()) and len(p.vehicles) == 8
 
 
@@ -88,6 +90,6 @@ def test_payouts_are_split_payouts_of_the_recorded_contributions_and_accuracies(
         submitted = sorted({e for per in result.participation[r.round - 1].values() for e in [per[0]]})
         for e, a in zip(submitted, r.edge_accuracies):
             scores.setdefault(e, []).append(round(a * 1e6))
-    again = split_payouts(config.incentives.escrow_wei, config.incentives.block_reward_wei, leaders,
+    again = split_payouts(config.reward_wei, config.block_reward_wei, leaders,
                           {e: mean_accuracy(s) for e, s in scores.items()}, result.contributions)
     assert again == result.payouts

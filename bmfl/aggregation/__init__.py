@@ -9,6 +9,7 @@ reweighting and FBFL's random-pick baseline, plus filter wrappers.
 from bmfl.aggregation.base import (
     AggregationResult,
     Aggregator,
+    Verdict,
     available_aggregators,
     get_aggregator,
     register_aggregator,
@@ -25,6 +26,7 @@ from bmfl.aggregation.trimmed_mean import TrimmedMean
 __all__ = [
     "AggregationResult",
     "Aggregator",
+    "Verdict",
     "available_aggregators",
     "get_aggregator",
     "register_aggregator",

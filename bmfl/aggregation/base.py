@@ -24,14 +24,41 @@ import torch
 from bmfl.registry import ParamsRepr, Registry
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the edge decided about one upload (docs/algorithms.md, "Verdicts").
+
+    ``theta`` is its share θ of the aggregate; ``flagged`` means it contributes nothing
+    (θ = 0), and ``reason`` says why: ``filter:<name>`` (rejected by that filter, the
+    chain records it as malicious), ``rule:<name>`` (left out by the rule itself, e.g.
+    Krum) or ``non_finite``. ``reliability`` is Λ (BMFL Eq. 11) when a reliability filter
+    scored the upload, else None."""
+
+    theta: float
+    flagged: bool = False
+    reason: str | None = None
+    reliability: float | None = None
+
+
 @dataclass
 class AggregationResult:
     """``weights[m]`` is update m's share of the aggregate (coordinate-wise rules: its
-    average share over coordinates); ``info`` holds rule-specific diagnostics."""
+    average share over coordinates); ``verdicts[m]`` the typed decision about upload m;
+    ``info`` holds rule-specific diagnostics."""
 
     aggregate: torch.Tensor
     weights: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def with_rule_verdicts(self, rule: str) -> "AggregationResult":
+        """Fill ``verdicts`` from the weights (an upload with weight 0 was left out by
+        ``rule``) unless a wrapper already set them."""
+        if not self.verdicts:
+            self.verdicts = [
+                Verdict(w, w == 0.0, f"rule:{rule}" if w == 0.0 else None) for w in self.weights.tolist()
+            ]
+        return self
 
 
 def check_inputs(updates: torch.Tensor, sizes: torch.Tensor | None, reference: torch.Tensor) -> torch.Tensor:
@@ -68,7 +95,8 @@ class Aggregator(ParamsRepr):
         round_index: int = 1,
     ) -> AggregationResult:
         sizes = check_inputs(updates, sizes, reference)
-        return self.aggregate(updates.to(torch.float32), sizes, reference.to(torch.float32))
+        result = self.aggregate(updates.to(torch.float32), sizes, reference.to(torch.float32))
+        return result.with_rule_verdicts(self.name)
 
     def aggregate(self, updates: torch.Tensor, sizes: torch.Tensor, reference: torch.Tensor) -> AggregationResult:
         raise NotImplementedError

@@ -1,17 +1,20 @@
 """Filters composed with rules: the filter runs first, the rule aggregates the kept
 uploads (BMFL §IV-C: self-reliability filter, then attack-resistant aggregation).
 
-Rejected uploads get weight 0 (the chain records them as malicious). If no upload is
-kept, the aggregate is the reference w^{r-1} unchanged and every weight is 0.
+Rejected uploads get weight 0 and a flagged :class:`Verdict` naming the filter (the
+chain records them as malicious). If no upload is kept, the aggregate is the reference
+w^{r-1} unchanged and every weight is 0.
 Wrappers nest, so several filters chain: ``compose(rule, f1, f2)`` runs f1, then f2 on
 what f1 kept, then the rule.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from bmfl.aggregation.base import AggregationResult, Aggregator, check_inputs
+from bmfl.aggregation.base import AggregationResult, Aggregator, Verdict, check_inputs
 from bmfl.filters.base import UpdateFilter
 
 
@@ -29,12 +32,16 @@ class FilteredAggregator(Aggregator):
         kept = torch.nonzero(keep).flatten()
         weights = torch.zeros(updates.shape[0], dtype=torch.float64)
         info = {"filter": verdict.info, "keep": keep}
+        scores = verdict.reliability.tolist() if verdict.reliability is not None else [None] * len(keep)
+        verdicts = [Verdict(0.0, True, f"filter:{self.filter.name}", s) for s in scores]
         if len(kept) == 0:
-            return AggregationResult(reference.clone(), weights, info)
+            return AggregationResult(reference.clone(), weights, info, verdicts)
         inner = self.inner(updates[kept], sizes[kept], reference, round_index=round_index)
         weights[kept] = inner.weights.to(torch.float64)
         info["rule"] = inner.info
-        return AggregationResult(inner.aggregate, weights, info)
+        for i, v in zip(kept.tolist(), inner.verdicts):
+            verdicts[i] = v if v.reliability is not None or scores[i] is None else replace(v, reliability=scores[i])
+        return AggregationResult(inner.aggregate, weights, info, verdicts)
 
 
 def compose(rule: Aggregator, *filters: UpdateFilter) -> Aggregator:

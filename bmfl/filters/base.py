@@ -19,12 +19,20 @@ from bmfl.registry import ParamsRepr, Registry
 
 @dataclass
 class FilterResult:
-    keep: torch.Tensor  # (K,) bool
+    """``keep``: (K,) bool; ``reliability``: (K,) Λ when the filter scores reliability
+    (BMFL Eq. 11), recorded on chain per upload; ``info``: diagnostics."""
+
+    keep: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    reliability: torch.Tensor | None = None
 
 
 class UpdateFilter(ParamsRepr):
+    """``needs`` names the constructor arguments the round core supplies from the task
+    (``"evaluate"``: the test-set accuracy :data:`Evaluator`; classification only)."""
+
     name = "filter"
+    needs: frozenset[str] = frozenset()
 
     def __call__(
         self, updates: torch.Tensor, sizes: torch.Tensor | None, reference: torch.Tensor, *, round_index: int = 1

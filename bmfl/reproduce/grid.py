@@ -20,11 +20,13 @@ FBFL_RULES = {"FedAvg": ("fedavg", {}), "Krum": ("krum", {}), "trimmed mean": ("
               "random pick": ("random_pick", {})}
 TRAFFIC_RULES = {"FedAvg": ("fedavg", {}), "Multi-Krum": ("multi_krum", {"f": 2, "m": 6}),
                  "trimmed mean": ("trimmed_mean", {"beta": 2}), "median": ("median", {})}
-SELF_RELIABILITY = {"name": "self_reliability"}
+# The grid trains a few steps per round, so honest relative distances D stay well below
+# 1: the tolerance tuned for it is 1.0 (the task default, 25, suits E = 2 full epochs).
+SELF_RELIABILITY = {"name": "self_reliability", "options": {"tolerance": 1.0}}
 BMFL_METHODS = {
-    "FedAvg": {"edge": "fedavg"},
-    "Reweighting": {"edge": "reweight"},
-    "BMFL": {"edge": "reweight", "edge_filters": [SELF_RELIABILITY]},
+    "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
+    "Reweighting": {"edge": {"name": "reweight"}, "filters": []},
+    "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
 }
 SEED = 0  # every run's seed: data split, partition, attackers, training noise
 IDEAL = "ideal filter"  # reference: the edges drop exactly the attackers (FedAvg on the honest vehicles)
@@ -83,7 +85,7 @@ def _mnist(scale: Scale, partition: dict, rounds: int, **extra: Any) -> dict[str
 
 
 def _aggregation(method: str) -> dict[str, Any]:
-    return {**BMFL_METHODS[method], "cloud": "fedavg"}
+    return {**BMFL_METHODS[method], "cloud": {"name": "fedavg"}}
 
 
 COMPLETE_NON_IID = {"kind": "complete_non_iid", "options": {}}
@@ -123,7 +125,7 @@ def _fbfl(scale: Scale, *, clients: int | None = None, epochs: int = 1, partitio
         "seed": SEED, "rounds": scale.fbfl_rounds, "vehicles": clients or scale.fbfl_clients, "edges": 1,
         "model": "bmfl_cnn", "data": {"name": scale.mnist, "edge_test_samples": scale.edge_test_samples},
         "partition": partition, "training": {**FBFL_TRAINING, "epochs": epochs},
-        "aggregation": {"edge": name, "edge_options": options, "cloud": "fedavg"},
+        "aggregation": {"edge": {"name": name, "options": options}, "filters": [], "cloud": {"name": "fedavg"}},
     }
     if attack:
         cfg["attack"] = {"name": FBFL_ATTACKS[attack], "fraction": 0.2}
@@ -148,8 +150,8 @@ def _traffic(scale: Scale, rule: str, attack: dict | None, anomaly_detection: bo
         "data": {"name": "traffic_synthetic", "options": {"num_cells": scale.traffic_cells, "days": 28},
                  "edge_test_samples": scale.traffic_test_samples},
         "partition": {"kind": "by_group", "options": {}}, "training": dict(TRAFFIC_TRAINING),
-        "aggregation": {"edge": name, "edge_options": options, "cloud": "fedavg",
-                        "edge_filters": [{"name": "l2_norm", "options": {"c1": 40.0, "c2": 400.0}}] if anomaly_detection else []},
+        "aggregation": {"edge": {"name": name, "options": options}, "cloud": {"name": "fedavg"},
+                        "filters": [{"name": "l2_norm", "options": {"c1": 40.0, "c2": 400.0}}] if anomaly_detection else []},
     }
     if attack:
         cfg["attack"] = attack

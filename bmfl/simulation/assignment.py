@@ -1,4 +1,5 @@
-"""Which edge each vehicle talks to in each round: a static deal (BMFL §V-B) or ring-road
+"""Which edge each vehicle talks to in each round: a static deal (BMFL §V-B), a given
+list (a deployment's associations, replayed) or ring-road
 mobility with nearest-edge association and handover (``bmfl.mobility``)."""
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ def assign_vehicles(num_vehicles: int, num_edges: int, seed: int) -> list[list[i
 
 def associations(config: SimulationConfig) -> Iterator[np.ndarray]:
     """Yield, once per round, each vehicle's edge (an (M,) array of edge ids)."""
-    if config.assignment.kind == "static":
-        edge_of = np.empty(config.vehicles, dtype=np.int64)
-        for edge, members in enumerate(assign_vehicles(config.vehicles, config.edges, config.seed)):
-            edge_of[members] = edge
+    if config.assignment.kind in ("static", "given"):
+        if config.assignment.edge_of is not None:
+            edge_of = np.array(config.assignment.edge_of, dtype=np.int64)
+        else:
+            edge_of = np.empty(config.vehicles, dtype=np.int64)
+            for edge, members in enumerate(assign_vehicles(config.vehicles, config.edges, config.seed)):
+                edge_of[members] = edge
         while True:
             yield edge_of
     a = config.assignment

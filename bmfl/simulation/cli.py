@@ -14,13 +14,11 @@ def _run(config, console: Console) -> None:
     from bmfl.simulation.output import round_line, summary_line, summary_table, write_outputs
     from bmfl.simulation.runner import run_simulation
 
-    agg = config.aggregation
-    edge_rule = "+".join([f.name for f in agg.edge_filters] + [agg.edge])
     attack = f"{config.attack.name} × {config.attack.fraction:.0%}" if config.attack.name else "none"
     console.print(
         f"[bold]{config.name}[/]: {config.vehicles} vehicles, {config.edges} edges ({config.assignment.kind}), "
         f"model {config.model}, data {config.data.name} ({config.partition.kind}), "
-        f"DP {'on' if config.training.dp else 'off'}, edge rule {edge_rule}, attack {attack}, {config.rounds} rounds"
+        f"DP {'on' if config.training.dp else 'off'}, aggregation {config.aggregation.describe()}, attack {attack}, {config.rounds} rounds"
     )
     result = run_simulation(config, console, on_round=lambda m: console.print(round_line(m)))
     console.print(summary_table(result))

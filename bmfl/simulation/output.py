@@ -56,7 +56,7 @@ def payout_record(result: SimulationResult) -> dict:
         "edge_shares_wei": {str(e): w for e, w in p.edge_shares.items()},
         "block_rewards_wei": {str(e): w for e, w in p.block_rewards.items()},
         "dust_wei": p.dust,
-        "escrow_wei": result.config.incentives.escrow_wei,
+        "escrow_wei": result.config.reward_wei,
     }
 
 

@@ -2,32 +2,33 @@
 
 One round r:
 1. vehicles drive (mobility) and associate with their nearest edge, or keep a static
-   edge; every edge selects ⌈V·n_ℓ⌉ of its n_ℓ associated vehicles;
-2. each selected vehicle trains E local epochs from w^{r-1} (Algorithm 1) and uploads
-   w̃_m; an attacker runs its attack's hooks around the same training
-   (``bmfl.attacks.local_upload``); the round's vehicles train together, up to
-   ``TRAIN_CHUNK`` per call (``bmfl.training.fleet.fleet_uploads``: the same uploads as
-   one by one);
-3. each edge drops non-finite uploads (the services' upload verification), runs its
-   filters and rule (``bmfl.aggregation.compose``) → preliminary model w_ℓ and weights θ;
-4. proof of testing accuracy: every w_ℓ is scored on the publisher's test set (ᾱ_ℓ),
-   leader = argmax (``bmfl.consensus``);
-5. the cloud aggregates the w_ℓ weighted by the data behind them (Eq. 3) → w^r.
+   or given edge; every edge selects ⌈V·n_ℓ⌉ of its n_ℓ associated vehicles
+   (``bmfl.rounds.select_trainers``, the edges' rule);
+2. each selected vehicle trains from w^{r-1} (Algorithm 1) and uploads w̃_m; an attacker
+   runs its attack's hooks around the same training; the round's vehicles train
+   together, up to ``TRAIN_CHUNK`` per call (``bmfl.training.fleet.fleet_uploads``: the
+   same uploads as one by one);
+3. each edge filters and aggregates (``bmfl.rounds.aggregate_edge``) → preliminary
+   model w_ℓ and a verdict (θ, flagged, reason, Λ) per upload;
+4. proof of testing accuracy: every recording edge scores every w_ℓ on the publisher's
+   test set; lower medians → leader (``bmfl.rounds.medians_and_leader``, as the chain);
+5. the cloud aggregates the w_ℓ weighted by the data behind them (Eq. 3,
+   ``bmfl.rounds.aggregate_cloud``) → w^r.
+These are the round core's functions, which the edge and cloud services call too.
 Contributions C_{m,ℓ} = Σ_r θ_{m,ℓ}^r are kept per (edge, vehicle) and the escrow is
 split at the end with ``bmfl.incentives.split_payouts`` (Eq. 26–29). Flat
 single-server FL is the same loop with ``edges = 1``.
 
 An upload is *flagged* when it gets aggregation weight 0 at its edge: rejected by a
 filter, not selected by the rule (Krum), or non-finite. Flagged uploads earn nothing.
-An edge whose rule cannot be applied to what it kept (too few uploads for its trimming,
-a diverged w^{r-1}) submits no model that round (``edges_silent``); if no edge submits,
-w^r = w^{r-1}. With ``attack.ideal_filter`` the edges drop exactly the attackers'
+An edge whose rule cannot be applied (too few uploads for its trimming, a diverged
+w^{r-1}) records no model; one that flagged every upload records w^{r-1} with no data
+behind it; both count in ``edges_silent``. If no edge has data, w^r = w^{r-1}. With ``attack.ideal_filter`` the edges drop exactly the attackers'
 uploads (a reference, not a defence: it knows who the attackers are).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -38,18 +39,29 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bmfl.aggregation import AggregationResult, Aggregator
+from bmfl.aggregation import Verdict
 from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate
-from bmfl.consensus import consensus_accuracies, score_evaluator, select_leader
-from bmfl.data import load_dataset
-from bmfl.incentives import Payouts, mean_accuracy, split_payouts, to_fixed
+from bmfl.data import TensorData, load_dataset
+from bmfl.incentives import SCALE, Payouts, mean_accuracy, split_payouts, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
 from bmfl.privacy import PrivacyAccountant
+from bmfl.rounds import (
+    aggregate_cloud,
+    aggregate_edge,
+    choose_attackers,
+    cloud_rule,
+    cross_scores,
+    edge_rule,
+    medians_and_leader,
+    select_trainers,
+    task_scorer,
+    vehicle_seed,
+)
 from bmfl.simulation.assignment import assign_vehicles, associations, members
 from bmfl.simulation.config import SimulationConfig
-from bmfl.simulation.pipeline import build_attack, build_rule, choose_attackers
+from bmfl.simulation.pipeline import build_attack
 from bmfl.training import evaluate
 from bmfl.training.fleet import fleet_uploads
 
@@ -92,6 +104,9 @@ class SimulationResult:
     contributions: dict[int, dict[int, int]] = field(default_factory=dict)  # edge → vehicle → Σ_r to_fixed(θ)
     participation: list[dict[int, tuple[int, int]]] = field(default_factory=list)  # per round: vehicle → (edge, θ)
     payouts: Payouts | None = None
+    verdicts: list[dict[int, dict[int, Verdict]]] = field(default_factory=list)  # per round: edge → vehicle → verdict
+    leaders: list[int | None] = field(default_factory=list)  # per round (None: no edge recorded a model)
+    models: list[torch.Tensor] = field(default_factory=list)  # per round w^r, with run_simulation(keep_models=True)
 
     @property
     def final(self) -> RoundMetrics:
@@ -105,6 +120,10 @@ TRAIN_CHUNK = 64
 """Vehicles per ``fleet_uploads`` call (the progress bar moves per call; the uploads do
 not depend on it: every vehicle has its own generator)."""
 
+SIMULATED_TASK_ID = 1
+"""The task id that seeds trainer selection (``bmfl.rounds.select_trainers``): the first
+task on a fresh chain, so a simulation replays a deployment's first task."""
+
 
 def _progress(console: Console) -> Progress:
     return Progress(
@@ -113,17 +132,20 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _aggregate(rule: Aggregator, uploads: torch.Tensor | None, sizes: torch.Tensor, reference: torch.Tensor,
-               round_index: int) -> AggregationResult | None:
-    """``rule`` on the uploads, or None when there is nothing to aggregate or the rule
-    does not apply to these inputs (too few uploads for its trimming or Krum's f, a
-    non-finite reference after divergence): the server then submits no model."""
-    if uploads is None or uploads.shape[0] == 0:
-        return None
-    try:
-        return rule(uploads, sizes, reference, round_index=round_index)
-    except ValueError:
-        return None
+def initial_model(config: SimulationConfig) -> torch.nn.Module:
+    """w^0: the model as created after seeding torch with the run's seed (a publisher
+    replaying this run publishes the same initial model)."""
+    torch.manual_seed(config.seed)
+    return create_model(config.model, **config.model_options)
+
+
+def edge_test_set(test: TensorData, config: SimulationConfig) -> TensorData:
+    """The publisher's private test set at the edges: ``data.edge_test_samples`` test
+    samples drawn by the seed, or the whole test set."""
+    n = config.data.edge_test_samples
+    if n is None:
+        return test
+    return test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))[:n])
 
 
 def run_simulation(
@@ -131,34 +153,32 @@ def run_simulation(
     console: Console | None = None,
     on_round: Callable[[RoundMetrics], None] | None = None,
     progress: Progress | None = None,
+    keep_models: bool = False,
 ) -> SimulationResult:
     """Run ``config`` and return per-round metrics (and call ``on_round`` after each).
-    Pass ``progress`` to show the run's bars inside a caller's rich progress display."""
+    Pass ``progress`` to show the run's bars inside a caller's rich progress display;
+    ``keep_models`` keeps every round's w^r in ``SimulationResult.models``."""
     if progress is None:
         with _progress(console or Console()) as own:
-            return run_simulation(config, console, on_round, own)
-    torch.manual_seed(config.seed)
+            return run_simulation(config, console, on_round, own, keep_models)
     train, test = load_dataset(config.data.name, **config.data.options)
     labels = train.groups if config.partition.kind == "by_group" else train.y
     partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
     vehicle_data = [train.subset(idx) for idx in partition.indices]
-    n_edge_test = config.data.edge_test_samples
-    edge_test = test if n_edge_test is None else test.subset(
-        torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))[:n_edge_test]
-    )
-    model = create_model(config.model, **config.model_options)
+    sizes = {v: len(d) for v, d in enumerate(vehicle_data)}
+    model = initial_model(config)
+    edge_test = edge_test_set(test, config)
     global_vec = flatten(model.state_dict())
     previous_vec = None
     local_cfg = config.training.local()
-    agg = config.aggregation
-    edge_rule = build_rule(agg.edge, agg.edge_options, agg.edge_filters, model, edge_test)
-    cloud_rule = build_rule(agg.cloud, agg.cloud_options, agg.cloud_filters, model, edge_test)
-    consensus_eval = score_evaluator(model, edge_test)
+    scorer = task_scorer(model, edge_test)
+    edge_agg = edge_rule(config.aggregation, scorer if edge_test.is_classification else None)
+    cloud_agg = cloud_rule(config.aggregation)
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
-    generators = [torch.Generator().manual_seed(config.seed * 1_000_003 + v) for v in range(config.vehicles)]
+    excluded = {v: "ideal_filter" for v in attackers} if config.attack.ideal_filter else {}
+    generators = [torch.Generator().manual_seed(vehicle_seed(config.seed, v)) for v in range(config.vehicles)]
     accountants = [PrivacyAccountant(config.training.delta, config.training.accountant) for _ in range(config.vehicles)]
-    select_gen = torch.Generator().manual_seed(config.seed + 17)
     result = SimulationResult(config, attackers=sorted(attackers))
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
     edge_scores: dict[int, list[int]] = defaultdict(list)
@@ -175,11 +195,11 @@ def run_simulation(
         handovers = 0 if prev_edge_of is None else int((edge_of != prev_edge_of).sum())
         prev_edge_of = edge_of.copy()
         selected = [
-            sorted(group[i] for i in torch.randperm(len(group), generator=select_gen)[: math.ceil(config.fraction * len(group))].tolist())
-            for group in members(edge_of, config.edges)
+            select_trainers(group, config.fraction, config.seed, SIMULATED_TASK_ID, r, edge)
+            for edge, group in enumerate(members(edge_of, config.edges))
         ]
         total = sum(len(s) for s in selected)
-        to_train = [v for chosen in selected for v in chosen if not (config.attack.ideal_filter and v in attackers)]
+        to_train = [v for chosen in selected for v in chosen if v not in excluded]  # ideal filter: not worth training
         progress.reset(vehicles_task, total=len(to_train))
         trained: dict[int, torch.Tensor] = {}
         for lo in range(0, len(to_train), TRAIN_CHUNK):
@@ -190,51 +210,42 @@ def run_simulation(
                 [attack if v in attackers else None for v in vs], [accountants[v] for v in vs],
             )))  # fmt: skip
             progress.advance(vehicles_task, len(vs))
-        edge_vecs, edge_sizes, edge_weights, participation, silent = {}, {}, {}, {}, 0
-        for edge, chosen in enumerate(selected):
-            if not chosen:
-                continue
-            # an ideal filter's attackers are dropped below, so not worth training
-            stacked = torch.stack([trained[v] if v in trained else global_vec.clone() for v in chosen])
-            sizes = torch.tensor([len(vehicle_data[v]) for v in chosen], dtype=torch.float64)
-            weights = torch.zeros(len(chosen), dtype=torch.float64)
-            verified = torch.isfinite(stacked).all(dim=1)
-            if config.attack.ideal_filter:
-                verified &= torch.tensor([v not in attackers for v in chosen])
-            outcome = _aggregate(edge_rule, stacked[verified], sizes[verified], global_vec, r)
-            if outcome is not None:
-                weights[verified] = outcome.weights.to(torch.float64)
-                if bool((weights > 0).any()):
-                    edge_vecs[edge] = outcome.aggregate
-                    edge_sizes[edge] = float(sizes[weights > 0].sum())
-            if edge not in edge_vecs:
-                weights.zero_()
-                silent += 1
-            edge_weights[edge] = dict(zip(chosen, weights.tolist()))
-            for v, w in edge_weights[edge].items():
-                theta = to_fixed(w)
+        outcomes = {
+            edge: aggregate_edge(
+                edge_agg, {v: trained[v] for v in chosen if v in trained}, sizes, global_vec, r,
+                {v: excluded[v] for v in chosen if v in excluded},
+            )  # fmt: skip
+            for edge, chosen in enumerate(selected)
+            if chosen
+        }
+        participation = {}
+        for edge, outcome in outcomes.items():
+            for v, verdict in outcome.verdicts.items():
+                theta = to_fixed(verdict.theta)
                 contributions[edge][v] = contributions[edge].get(v, 0) + theta
                 participation[v] = (edge, theta)
+        preliminaries = {e: o.preliminary for e, o in outcomes.items() if o.preliminary is not None}
+        silent = sum(1 for o in outcomes.values() if o.samples == 0)
 
-        leader, attacker_weight, scores = None, 0.0, {}
-        order = list(edge_vecs)
-        cloud = _aggregate(cloud_rule, torch.stack([edge_vecs[e] for e in order]) if order else None,
-                           torch.tensor([edge_sizes[e] for e in order]), global_vec, r)
-        if cloud is not None:
-            scores = consensus_accuracies(edge_vecs, consensus_eval)
-            for edge, score in scores.items():
+        leader, attacker_weight, medians = None, 0.0, {}
+        if preliminaries:
+            # every recording edge scores every preliminary on the same test set
+            row = cross_scores(preliminaries, scorer)
+            medians, leader = medians_and_leader({e: row for e in preliminaries})
+            for edge, score in medians.items():
                 edge_scores[edge].append(score)
-            leader = select_leader(scores)
             leaders.append(leader)
-            previous_vec, global_vec = global_vec, cloud.aggregate
-            for e, p in zip(order, cloud.weights.tolist()):
-                attacker_weight += p * sum(w for v, w in edge_weights[e].items() if v in attackers)
+        cloud = aggregate_cloud(cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r)
+        if cloud is not None:
+            previous_vec, global_vec = global_vec, cloud.model
+            for e, p in cloud.weights.items():
+                attacker_weight += p * sum(v.theta for m, v in outcomes[e].verdicts.items() if m in attackers)
         else:
             previous_vec = global_vec
         ev = evaluate(load_vector(model, global_vec), test)
         asr = attack_success_rate(model, test, attack.target) if isinstance(attack, PixelBackdoor) else None
         eps = [a.epsilon() for a in accountants if a.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
-        flags = [(v in attackers, w == 0.0) for per in edge_weights.values() for v, w in per.items()]
+        flags = [(v in attackers, verdict.flagged) for o in outcomes.values() for v, verdict in o.verdicts.items()]
         n_att = sum(a for a, _ in flags)
         att_flagged = sum(a and f for a, f in flags)
         metrics = RoundMetrics(
@@ -242,12 +253,12 @@ def run_simulation(
             accuracy=ev.accuracy,
             loss=ev.loss,
             mae=ev.mae,
-            edge_accuracies=[scores[e] / 1e6 for e in sorted(scores)],
+            edge_accuracies=[medians[e] / SCALE for e in sorted(medians)],
             leader=leader,
             trainers=total,
             epsilon_max=max(eps) if eps else None,
             epsilon_mean=sum(eps) / len(eps) if eps else None,
-            upstream_bytes_cloud=d * len(edge_vecs) * BYTES_PER_FLOAT,
+            upstream_bytes_cloud=d * len(preliminaries) * BYTES_PER_FLOAT,
             upstream_bytes_flat=d * total * BYTES_PER_FLOAT,
             wall_time_s=time.perf_counter() - start,
             attack_success_rate=asr,
@@ -261,6 +272,10 @@ def run_simulation(
         )
         result.rounds.append(metrics)
         result.participation.append(participation)
+        result.verdicts.append({e: o.verdicts for e, o in outcomes.items()})
+        result.leaders.append(leader)
+        if keep_models:
+            result.models.append(global_vec)
         progress.advance(rounds_task)
         if on_round:
             on_round(metrics)
@@ -272,6 +287,5 @@ def run_simulation(
     result.final_vector = global_vec
     result.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
     edge_accuracy = {e: mean_accuracy(edge_scores.get(e, [])) for e in sorted(set(contributions) | set(edge_scores))}
-    inc = config.incentives
-    result.payouts = split_payouts(inc.escrow_wei, inc.block_reward_wei, leaders, edge_accuracy, result.contributions)
+    result.payouts = split_payouts(config.reward_wei, config.block_reward_wei, leaders, edge_accuracy, result.contributions)
     return result

@@ -1,0 +1,46 @@
+"""The cloud's part of a round (docs/architecture.md, "One round", step 6): the second
+aggregation over the edges' preliminary models, weighted by the data behind them
+(BMFL Eq. 3 with the default FedAvg rule).
+
+Asynchronous mode (BAFDP, seed ``000``) plugs in here: a staleness-aware cloud rule
+receives the preliminaries of whichever edges reported, with their staleness folded
+into ``samples``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from bmfl.aggregation import Aggregator
+from bmfl.rounds.edge import build_rule
+from bmfl.task import AggregationSpec
+
+
+def cloud_rule(spec: AggregationSpec) -> Aggregator:
+    """The cloud's rule (no filters: the cloud holds no test set)."""
+    return build_rule(spec.cloud, [], {})
+
+
+@dataclass(frozen=True)
+class CloudOutcome:
+    """w^r and each aggregated edge's share of it."""
+
+    model: torch.Tensor
+    weights: dict[int, float]
+
+
+def aggregate_cloud(
+    rule: Aggregator, preliminaries: Mapping[int, torch.Tensor], samples: Mapping[int, int], reference: torch.Tensor,
+    round_index: int,
+) -> CloudOutcome | None:  # fmt: skip
+    """``rule`` over the preliminaries of the edges whose model carries data
+    (``samples`` > 0), in edge order; None when there is none (w^r = w^{r-1})."""
+    edges = [e for e in sorted(preliminaries) if samples[e] > 0]
+    if not edges:
+        return None
+    n = torch.tensor([float(samples[e]) for e in edges], dtype=torch.float64)
+    result = rule(torch.stack([preliminaries[e] for e in edges]), n, reference, round_index=round_index)
+    return CloudOutcome(result.aggregate, dict(zip(edges, result.weights.tolist())))

@@ -1,0 +1,106 @@
+"""The one vocabulary of a BMFL task: what a publisher posts over REST, what the
+contracts' client escrows (``chain.tasks``), what edges and vehicles run, and what the
+simulator's config embeds (``bmfl.simulation.config.SimulationConfig`` adds only fleet
+size, data, partition, attacks and mobility).
+
+Every default is stated once, here (docs/algorithms.md gives the maths): the platform's
+defaults move a freshly initialised model in a few rounds on small local datasets.
+``PAPER_TRAINING`` is the BMFL paper's setting (§V-B), kept for reproduction.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from bmfl.training.local import LocalTrainingConfig
+
+MAX_TASK_ID = 2**63 - 1
+"""Largest task id the services accept (SQLite's INTEGER; the chain counts from 1)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainingSpec(_Strict):
+    """Local training every trainer runs (BMFL Algorithm 1, DP-SGD)."""
+
+    epochs: int = Field(2, ge=1, le=100, description="E, local epochs per round")
+    batch_size: int = Field(64, ge=1, le=4096, description="B, expected batch size")
+    lr: float = Field(0.3, gt=0, le=10, description="η, learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="β, momentum")
+    dp: bool = Field(True, description="differentially private training")
+    clip: float = Field(1.0, gt=0, description="C, per-sample clipping norm")
+    noise_multiplier: float = Field(1.0, ge=0, description="σ: the noise std is σ·C")
+    delta: float = Field(1e-5, gt=0, lt=1, description="δ at which vehicles report ε")
+    sampling: Literal["poisson", "fixed"] = Field("poisson", description="batch sampling; the accountant assumes poisson")
+    accountant: Literal["rdp", "pld"] = Field("rdp", description="privacy accountant")
+    max_steps: int | None = Field(
+        None, ge=1, description="cap on local steps per round (local iterations); None = E full epochs (the paper)"
+    )
+
+    def local(self) -> "LocalTrainingConfig":
+        """The core training call's parameters."""
+        from bmfl.training.local import LocalTrainingConfig
+
+        return LocalTrainingConfig(**self.model_dump(exclude={"accountant"}))
+
+
+PAPER_TRAINING = TrainingSpec(epochs=5, batch_size=64, lr=0.01, momentum=0.9, noise_multiplier=2.0)
+"""BMFL §V-B: E = 5, B = 64, η = 0.01, β = 0.9, C = 1, σ = 2, δ = 1e-5."""
+
+
+class RuleSpec(_Strict):
+    """An aggregation rule or an update filter by registry name, with its options."""
+
+    name: str = Field(description="registry name (bmfl.aggregation / bmfl.filters)")
+    options: dict[str, Any] = Field(default_factory=dict, description="constructor options")
+
+
+class AggregationSpec(_Strict):
+    """Filters then rule at each edge (BMFL §IV-C), then the cloud's rule over the
+    edges' preliminary models (FedAvg by data, Eq. 3)."""
+
+    edge: RuleSpec = Field(default_factory=lambda: RuleSpec(name="reweight"), description="edge (first) rule")
+    filters: list[RuleSpec] = Field(
+        default_factory=lambda: [RuleSpec(name="self_reliability")],
+        description="update filters every edge runs, in order, before its rule",
+    )
+    cloud: RuleSpec = Field(default_factory=lambda: RuleSpec(name="fedavg"), description="cloud (second) rule")
+
+    def describe(self) -> str:
+        """``filter+…+edge rule / cloud rule``, for logs and plot titles."""
+        return "+".join([f.name for f in self.filters] + [self.edge.name]) + f" / {self.cloud.name}"
+
+
+class TaskDraft(_Strict):
+    """A task before it is escrowed on chain. The escrow, block reward, rounds, target,
+    category and round duration go on chain too (``createTask``) and must match."""
+
+    model: str = Field("bmfl_cnn", description="model registry name")
+    category: int = Field(1, gt=0, lt=2**32, description="data category bitmask vehicles must match")
+    rounds: int = Field(10, ge=1, lt=2**16, description="K, maximum rounds")
+    target_accuracy: float | None = Field(None, gt=0, le=1, description="stop once the global model reaches it")
+    fraction: float = Field(1.0, gt=0, le=1, description="V, fraction of an edge's matching vehicles selected per round")
+    reward_wei: int = Field(10**18, gt=0, description="ρ_total, the escrowed reward")
+    block_reward_wei: int = Field(10**15, ge=0, description="ρ_b, the leader edge's reward per round")
+    round_duration_s: int = Field(600, gt=0, description="seconds each round step may take on chain")
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds trainer selection (bmfl.rounds.seeds)")
+
+    @model_validator(mode="after")
+    def _escrow_covers_block_rewards(self) -> "TaskDraft":
+        """``createTask`` reverts ``InsufficientEscrow`` otherwise."""
+        if self.reward_wei < self.rounds * self.block_reward_wei:
+            raise ValueError("reward_wei must cover rounds × block_reward_wei")
+        return self
+
+
+class TaskSpec(TaskDraft):
+    """A published task: the draft with the id ``createTask`` returned."""
+
+    task_id: int = Field(ge=1, le=MAX_TASK_ID, description="id returned by BMFLTasks.createTask")

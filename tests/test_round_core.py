@@ -1,0 +1,142 @@
+"""The round core (bmfl.rounds): known answers and invariants of each step that the
+simulator, the edges and the cloud share."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bmfl.aggregation import Verdict
+from bmfl.data import load_dataset
+from bmfl.filters import UpdateFilter, accuracy_evaluator
+from bmfl.filters.base import FilterResult
+from bmfl.models import create_model
+from bmfl.params import flatten
+from bmfl.rounds import (
+    NOT_APPLICABLE,
+    aggregate_cloud,
+    aggregate_edge,
+    build_rule,
+    cloud_rule,
+    edge_rule,
+    lower_median,
+    medians_and_leader,
+    select_trainers,
+)
+from bmfl.task import AggregationSpec, RuleSpec
+
+
+def test_selection_is_seeded_stateless_and_takes_the_ceiling() -> None:
+    candidates = list(range(10))
+    picked = select_trainers(candidates, 0.25, 7, 1, 1, 0)
+    assert len(picked) == 3 and picked == sorted(picked) and set(picked) <= set(candidates)
+    assert picked == select_trainers(candidates[::-1] + [3], 0.25, 7, 1, 1, 0)  # order and repeats do not matter
+    assert {tuple(select_trainers(candidates, 0.25, 7, 1, 1, e)) for e in range(5)} != {tuple(picked)}
+    assert {tuple(select_trainers(candidates, 0.25, 7, 1, r, 0)) for r in range(1, 6)} != {tuple(picked)}
+    assert select_trainers([], 1.0, 7, 1, 1, 0) == [] and select_trainers(candidates, 1.0, 7, 1, 1, 0) == candidates
+
+
+def _mnist_updates() -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    reference = flatten(create_model("bmfl_cnn").state_dict())
+    generator = torch.Generator().manual_seed(0)
+    honest = {v: reference + 1e-3 * torch.randn(reference.shape, generator=generator) for v in (2, 5, 9)}
+    return reference, {**honest, 7: torch.full_like(reference, 100.0)}
+
+
+@pytest.mark.parametrize("order", [("l2_norm", "self_reliability"), ("self_reliability", "l2_norm")])
+def test_verdicts_name_the_filter_and_carry_reliability(order: tuple[str, str]) -> None:
+    test = load_dataset("mnist")[1].subset(list(range(100)))
+    reference, uploads = _mnist_updates()
+    spec = AggregationSpec(filters=[RuleSpec(name=name) for name in order])
+    rule = edge_rule(spec, accuracy_evaluator(create_model("bmfl_cnn"), test))
+    outcome = aggregate_edge(rule, uploads, {2: 10, 5: 20, 7: 30, 9: 40}, reference, 1)
+    assert list(outcome.verdicts) == [2, 5, 7, 9]
+    bad = outcome.verdicts[7]
+    assert bad.flagged and bad.theta == 0.0 and bad.reason == f"filter:{order[0]}"
+    assert (bad.reliability is None) == (order[0] == "l2_norm")  # Λ only where the reliability filter scored it
+    kept = [outcome.verdicts[v] for v in (2, 5, 9)]
+    assert not any(v.flagged for v in kept) and all(v.reliability is not None for v in kept)
+    assert sum(v.theta for v in kept) == pytest.approx(1.0)
+    assert outcome.samples == 70  # the data behind the kept uploads only
+
+
+def test_the_edge_step_does_not_depend_on_arrival_order() -> None:
+    reference, uploads = _mnist_updates()
+    rule = edge_rule(AggregationSpec(filters=[RuleSpec(name="l2_norm")]), None)
+    sizes = {2: 10, 5: 20, 7: 30, 9: 40}
+    forward = aggregate_edge(rule, uploads, sizes, reference, 3)
+    backward = aggregate_edge(rule, dict(reversed(list(uploads.items()))), sizes, reference, 3)
+    assert torch.equal(forward.preliminary, backward.preliminary) and forward.verdicts == backward.verdicts
+
+
+def test_non_finite_excluded_and_inapplicable_uploads_are_flagged_with_their_reason() -> None:
+    reference = torch.zeros(4)
+    uploads = {1: torch.ones(4), 2: torch.full((4,), float("nan")), 3: 2 * torch.ones(4)}
+    rule = build_rule(RuleSpec(name="fedavg"), [], {})
+    outcome = aggregate_edge(rule, uploads, {1: 1, 2: 1, 3: 3, 4: 5}, reference, 1, excluded={4: "ideal_filter"})
+    assert outcome.verdicts[2] == Verdict(0.0, True, "non_finite")
+    assert outcome.verdicts[4] == Verdict(0.0, True, "ideal_filter")
+    assert torch.allclose(outcome.preliminary, torch.full((4,), 1.75)) and outcome.samples == 4
+    trimmed = build_rule(RuleSpec(name="trimmed_mean", options={"beta": 2}), [], {})
+    silent = aggregate_edge(trimmed, {1: torch.ones(4), 3: torch.ones(4)}, {1: 1, 3: 1}, reference, 1)
+    assert silent.preliminary is None and {v.reason for v in silent.verdicts.values()} == {NOT_APPLICABLE}
+    assert aggregate_edge(rule, {}, {}, reference, 1).preliminary is None
+
+
+def test_rule_exclusions_are_flagged_by_the_rule() -> None:
+    reference = torch.zeros(3)
+    uploads = {v: torch.full((3,), float(v)) for v in range(5)}
+    uploads[4] = torch.full((3,), 50.0)
+    krum = build_rule(RuleSpec(name="krum", options={"f": 1}), [], {})
+    outcome = aggregate_edge(krum, uploads, dict.fromkeys(uploads, 1), reference, 1)
+    chosen = [v for v, verdict in outcome.verdicts.items() if not verdict.flagged]
+    assert len(chosen) == 1 and outcome.verdicts[4] == Verdict(0.0, True, "rule:krum")
+
+
+class _Rejects(UpdateFilter):
+    needs = frozenset({"evaluate"})
+
+    def __init__(self, evaluate) -> None:
+        self.evaluate = evaluate
+
+    def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
+        return FilterResult(torch.zeros(len(updates), dtype=torch.bool))
+
+
+def test_filters_get_what_they_declare_and_are_refused_without_it() -> None:
+    with pytest.raises(ValueError, match="needs evaluate"):
+        edge_rule(AggregationSpec(), None)  # the default self-reliability filter needs an evaluator
+    with pytest.raises(ValueError, match="supplied by the round"):
+        edge_rule(AggregationSpec(filters=[RuleSpec(name="self_reliability", options={"evaluate": 1})]), lambda v: v)
+    with pytest.raises(KeyError, match="unknown filter"):
+        edge_rule(AggregationSpec(filters=[RuleSpec(name="no_such_filter")]), None)
+    from bmfl.filters.base import FILTERS, register_filter
+
+    register_filter("test_rejects")(_Rejects)
+    try:
+        rule = edge_rule(AggregationSpec(filters=[RuleSpec(name="test_rejects")]), lambda v: v)
+        outcome = aggregate_edge(rule, {1: torch.ones(2)}, {1: 4}, torch.zeros(2), 1)
+    finally:
+        del FILTERS._factories["test_rejects"]
+    # everything flagged: w_ℓ = w^{r-1} with no data behind it
+    assert torch.equal(outcome.preliminary, torch.zeros(2)) and outcome.samples == 0
+    assert outcome.verdicts[1].reason == "filter:test_rejects"
+
+
+def test_lower_median_and_leader_match_the_contracts_rule() -> None:
+    assert lower_median([5]) == 5 and lower_median([9, 1]) == 1 and lower_median([3, 9, 1, 7]) == 3
+    rows = {0: {0: 900, 1: 800, 2: 100}, 1: {0: 0, 1: 800, 2: 700}, 2: {0: 900, 1: 850, 2: 700}}
+    medians, leader = medians_and_leader(rows)
+    assert medians == {0: 900, 1: 800, 2: 700} and leader == 0
+    tied, leader = medians_and_leader({0: {1: 5, 3: 5}, 1: {1: 5, 3: 5}})
+    assert leader == 1  # ties to the smallest index
+    with pytest.raises(ValueError):
+        medians_and_leader({0: {0: 1}, 1: {1: 1}})
+
+
+def test_the_cloud_weights_edges_by_their_data_and_skips_edges_without_any() -> None:
+    rule = cloud_rule(AggregationSpec())
+    prelims = {0: torch.zeros(2), 1: torch.ones(2), 2: torch.full((2,), 9.0)}
+    outcome = aggregate_cloud(rule, prelims, {0: 1, 1: 3, 2: 0}, torch.zeros(2), 1)
+    assert torch.allclose(outcome.model, torch.full((2,), 0.75)) and outcome.weights == {0: 0.25, 1: 0.75}
+    assert aggregate_cloud(rule, prelims, {0: 0, 1: 0, 2: 0}, torch.zeros(2), 1) is None
