@@ -4,13 +4,13 @@ set of attackers. Nothing here aggregates, filters or trains."""
 
 from __future__ import annotations
 
-import numpy as np
 from torch import nn
 
 from bmfl.aggregation import Aggregator, compose, get_aggregator
 from bmfl.attacks import Attack, get_attack
 from bmfl.data import TensorData
 from bmfl.filters import batched_accuracy_evaluator, get_filter
+from bmfl.rounds.seeds import choose_attackers  # re-exported: drawn once per run, by the core
 from bmfl.simulation.config import AttackConfig, FilterConfig
 
 
@@ -35,10 +35,3 @@ def build_attack(config: AttackConfig) -> Attack | None:
     if config.name is None or config.fraction == 0:
         return None
     return get_attack(config.name, **config.options)
-
-
-def choose_attackers(num_vehicles: int, fraction: float, seed: int) -> frozenset[int]:
-    """round(fraction · M) vehicles drawn once by ``seed``; they attack in every round."""
-    count = round(fraction * num_vehicles)
-    order = np.random.default_rng([seed, 0xA77AC4]).permutation(num_vehicles)
-    return frozenset(int(v) for v in order[:count])

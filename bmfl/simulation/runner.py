@@ -46,7 +46,8 @@ from bmfl.incentives import Payouts, mean_accuracy, split_payouts, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
-from bmfl.privacy import PrivacyAccountant
+from bmfl.privacy import PrivacyEngine
+from bmfl.rounds.seeds import vehicle_seed
 from bmfl.simulation.assignment import assign_vehicles, associations, members
 from bmfl.simulation.config import SimulationConfig
 from bmfl.simulation.pipeline import build_attack, build_rule, choose_attackers
@@ -156,8 +157,8 @@ def run_simulation(
     consensus_eval = score_evaluator(model, edge_test)
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
-    generators = [torch.Generator().manual_seed(config.seed * 1_000_003 + v) for v in range(config.vehicles)]
-    accountants = [PrivacyAccountant(config.training.delta, config.training.accountant) for _ in range(config.vehicles)]
+    generators = [torch.Generator().manual_seed(vehicle_seed(config.seed, v)) for v in range(config.vehicles)]
+    engines = [PrivacyEngine(config.training.delta, method=config.training.accountant) for _ in range(config.vehicles)]
     select_gen = torch.Generator().manual_seed(config.seed + 17)
     result = SimulationResult(config, attackers=sorted(attackers))
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
@@ -187,7 +188,7 @@ def run_simulation(
             trained.update(zip(vs, fleet_uploads(
                 model, [vehicle_data[v] for v in vs], local_cfg,
                 [AttackContext(global_vec, generators[v], previous_vec, r) for v in vs],
-                [attack if v in attackers else None for v in vs], [accountants[v] for v in vs],
+                [attack if v in attackers else None for v in vs], [engines[v] for v in vs],
             )))  # fmt: skip
             progress.advance(vehicles_task, len(vs))
         edge_vecs, edge_sizes, edge_weights, participation, silent = {}, {}, {}, {}, 0
@@ -233,7 +234,7 @@ def run_simulation(
             previous_vec = global_vec
         ev = evaluate(load_vector(model, global_vec), test)
         asr = attack_success_rate(model, test, attack.target) if isinstance(attack, PixelBackdoor) else None
-        eps = [a.epsilon() for a in accountants if a.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
+        eps = [e.epsilon() for e in engines if e.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
         flags = [(v in attackers, w == 0.0) for per in edge_weights.values() for v, w in per.items()]
         n_att = sum(a for a, _ in flags)
         att_flagged = sum(a and f for a, f in flags)
@@ -268,7 +269,7 @@ def run_simulation(
             break
     progress.remove_task(vehicles_task)
     progress.remove_task(rounds_task)
-    result.epsilons = {v: a.epsilon() for v, a in enumerate(accountants) if a.steps}
+    result.epsilons = {v: e.epsilon() for v, e in enumerate(engines) if e.steps}
     result.final_vector = global_vec
     result.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
     edge_accuracy = {e: mean_accuracy(edge_scores.get(e, [])) for e in sorted(set(contributions) | set(edge_scores))}
