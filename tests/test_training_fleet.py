@@ -211,7 +211,8 @@ def test_a_fleet_of_one_is_the_same_vehicle_as_inside_a_larger_fleet(datasets):
             alone_ctx, alone_engine = _context(reference, 100 + v), PrivacyEngine()
             (alone,) = fleet_uploads(model, [fleet[v]], config, [alone_ctx], [attacks[v]], [alone_engine],
                                      samples_per_step=samples_per_step)  # fmt: skip
-            contexts, engines = [_context(reference, 100 + k) for k in range(len(fleet))], [PrivacyEngine() for _ in fleet]
+            contexts = [_context(reference, 100 + k) for k in range(len(fleet))]
+            engines = [PrivacyEngine() for _ in fleet]
             inside = fleet_uploads(model, fleet, config, contexts, attacks, engines, samples_per_step=samples_per_step)[v]
             assert torch.equal(alone_ctx.generator.get_state(), contexts[v].generator.get_state())
             assert alone_engine.steps == engines[v].steps > 0 and alone_engine.epsilon() == engines[v].epsilon()
@@ -220,10 +221,10 @@ def test_a_fleet_of_one_is_the_same_vehicle_as_inside_a_larger_fleet(datasets):
             else:
                 assert torch.allclose(alone, inside, atol=1e-6, rtol=0), v
     # and local_upload is that fleet of one, nothing else
-    ctx, engine = _context(reference, 100), PrivacyEngine()
-    one = local_upload(model, datasets[0], LocalTrainingConfig(epochs=1, batch_size=64), ctx, None, engine)
-    again = fleet_uploads(model, [datasets[0]], LocalTrainingConfig(epochs=1, batch_size=64), [_context(reference, 100)])
-    assert torch.equal(one, again[0]) and engine.steps == round_plan(LocalTrainingConfig(epochs=1, batch_size=64), 40).steps
+    config, engine = LocalTrainingConfig(epochs=1, batch_size=16), PrivacyEngine()
+    one = local_upload(model, datasets[0], config, _context(reference, 100), None, engine)
+    again = fleet_uploads(model, [datasets[0]], config, [_context(reference, 100)])
+    assert torch.equal(one, again[0]) and engine.steps == round_plan(config, len(datasets[0])).steps == 3
 
 
 def test_a_round_past_the_budget_is_refused_before_anything_is_trained_or_spent(datasets):
@@ -269,7 +270,8 @@ def test_a_round_without_noise_needs_an_unlimited_budget():
     engine.check(plan)
     engine.record(plan)
     assert engine.steps == 0 and engine.epsilon() == float("inf")  # ε = ∞ from now on
-    nothing = plan_upload(TensorData(torch.zeros(5, 3), torch.zeros(5, dtype=torch.long), 2), LocalTrainingConfig(), get_attack("same_value"))
+    data = TensorData(torch.zeros(5, 3), torch.zeros(5, dtype=torch.long), 2)
+    nothing = plan_upload(data, LocalTrainingConfig(), get_attack("same_value"))
     assert nothing.steps == 0 and PrivacyEngine(budget=1e-9).check(nothing) == 0.0
 
 

@@ -97,7 +97,7 @@ class PrivacyEngine:
         spent) when that exceeds the budget. Free with an unlimited budget (returns NaN)."""
         if math.isinf(self.budget):
             return math.nan
-        key = (tuple(sorted(self.accountant._steps.items())), self.unbounded, plan)
+        key = (tuple(sorted(self.accountant._steps.items())), self.delta, self.unbounded, plan)
         if self._checked is not None and self._checked[0] == key:
             planned = self._checked[1]
         else:

@@ -11,16 +11,19 @@ Each vehicle keeps its own data (any size), its own ``torch.Generator`` and its 
 ``bmfl.privacy.PrivacyEngine``: its round is planned (:func:`plan_upload`) and checked
 against its budget before any vehicle trains, and its steps are recorded in its engine
 once it has trained — here and nowhere else, so a vehicle's round is accounted once,
-whether it trains alone (a fleet of one) or stacked with others. A generator is consumed in the order ``train_local`` consumes it: per step
-the batch (a Poisson draw, or a permutation at each epoch start), then the noise of
+whether it trains alone (a fleet of one) or stacked with others.
+
+A generator is consumed in the order ``train_local`` consumes it: per step the batch (a Poisson draw, or a permutation at each epoch start), then the noise of
 every parameter tensor in turn. So equal seeds give equal uploads to sequential
 training, up to float summation order: batches of different sizes are padded to the
 largest, and padded samples get clip factor 0. Vehicles that run out of steps (less
 data) leave the stacked step.
 
 Vehicles are stacked in chunks, largest datasets first, each holding about
-``samples_per_step`` expected samples per step (chunking changes neither the random
-streams nor the results). The default is measured (``bench/dp_step.py``,
+``samples_per_step`` expected samples per step (chunking changes the random streams
+in no way and the results only in float summation order: ``vmap`` over more vehicles
+sums differently, by ~1e-8; a vehicle alone in its chunk — on CPU by default, any with
+B = 64 and n ≥ 64 — gets the same bits whatever else the fleet holds). The default is measured (``bench/dp_step.py``,
 ``docs/performance.md``): on CPU, 64 — stacking pays while vehicles' batches are small
 (vehicles of 8 images) and costs once they are not (stacked 64-image batches of the
 BMFL CNN are slower than separate ones: ``vmap`` turns each convolution into a grouped
@@ -188,7 +191,8 @@ def _train_fleet(
     if starts.shape[0] != count:
         raise ValueError(f"starts has {starts.shape[0]} rows for {count} datasets")
     if not can_vectorise(model, datasets[0]):
-        return [_account(_train_one(model, d, config, g, s), config, e) for d, g, e, s in zip(datasets, generators, engines, starts)]
+        one_by_one = zip(datasets, generators, engines, starts)
+        return [_account(_train_one(model, d, config, g, s), config, e) for d, g, e, s in one_by_one]
     results: list[LocalTrainingResult | None] = [None] * count
     device = next(model.parameters()).device
     budget = samples_per_step or SAMPLES_PER_STEP["cpu" if device.type == "cpu" else "accelerator"]
@@ -228,7 +232,9 @@ def _train_one(
     return train_local(work, data, config, generator)
 
 
-def _account(result: LocalTrainingResult, config: LocalTrainingConfig, engine: PrivacyEngine | None) -> LocalTrainingResult:
+def _account(
+    result: LocalTrainingResult, config: LocalTrainingConfig, engine: PrivacyEngine | None
+) -> LocalTrainingResult:
     """The one place a trained round is accounted: its steps go to the vehicle's
     engine and the result carries ε at the engine's δ (private rounds only)."""
     if engine is not None:
