@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from bench.common import Row, interleave, median, print_rows, progress
 from bmfl.data import TensorData, load_dataset
 from bmfl.models import create_model
-from bmfl.privacy import PrivacyAccountant
-from bmfl.training import LocalTrainingConfig, train_local
+from bmfl.privacy import PrivacyEngine
+from bmfl.training import LocalTrainingConfig, round_plan, train_local
 from bmfl.training.fleet import train_fleet
 
 CONFIG = LocalTrainingConfig(epochs=1)
@@ -93,8 +93,13 @@ def run(vehicles: int = 12, samples: int = 640, repeats: int = 3) -> list[Row]:
     def gens() -> list[torch.Generator]:
         return [torch.Generator().manual_seed(100 + v) for v in range(vehicles)]
 
-    def accs() -> list[PrivacyAccountant]:
-        return [PrivacyAccountant(CONFIG.delta) for _ in range(vehicles)]
+    def accs() -> list[PrivacyEngine]:
+        return [PrivacyEngine(CONFIG.delta) for _ in range(vehicles)]
+
+    def sequential(d, g, engine: PrivacyEngine) -> None:  # train_local, then its round accounted
+        train_local(copy.deepcopy(model), d, CONFIG, g)
+        engine.record(round_plan(CONFIG, len(d)))
+        engine.epsilon()
 
     tiny = [train.subset(list(range(8 * v, 8 * v + 8))) for v in range(TINY)]
 
@@ -108,7 +113,7 @@ def run(vehicles: int = 12, samples: int = 640, repeats: int = 3) -> list[Row]:
         "ours, all stacked": lambda: train_fleet(
             model, datasets, CONFIG, gens(), accs(), record_losses=False, samples_per_step=vehicles * CONFIG.batch_size
         ),
-        "train_local": lambda: [train_local(copy.deepcopy(model), d, CONFIG, g, a) for d, g, a in zip(datasets, gens(), accs())],
+        "train_local": lambda: [sequential(d, g, a) for d, g, a in zip(datasets, gens(), accs())],
         "Opacus": lambda: _opacus(model, datasets),
         "non-private": lambda: _non_private(model, datasets, 100),
     }

@@ -44,9 +44,9 @@ from bmfl.filters import batched_accuracy_evaluator
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
-from bmfl.privacy import PrivacyAccountant
+from bmfl.privacy import PrivacyEngine
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
-from bmfl.rounds import cloud_rule, edge_rule
+from bmfl.rounds import cloud_rule, edge_rule, vehicle_seed
 from service_kit.chain_access import connect
 from launcher.stack import OPERATOR, PUBLISHER, LocalStack
 from bmfl.training import evaluate
@@ -118,8 +118,8 @@ def in_process_round(fleet: Fleet, groups: dict[int, list[int]], test, draft: Ta
     order = [index for members in groups.values() for index in members]
     trained = fleet_uploads(
         model, [by_index[v][1].data for v in order], config,
-        [AttackContext(w0, torch.Generator().manual_seed(SEED * 1_000_003 + by_index[v][0]), None, 1) for v in order],
-        None, [PrivacyAccountant(draft.training.delta) for _ in order],
+        [AttackContext(w0, torch.Generator().manual_seed(vehicle_seed(SEED, by_index[v][0])), None, 1) for v in order],
+        None, [PrivacyEngine(draft.training.delta) for _ in order],
     )  # fmt: skip
     uploads = dict(zip(order, trained))
     prelims, sizes, evaluators = {}, {}, {}

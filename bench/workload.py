@@ -35,7 +35,8 @@ from bmfl.filters.self_reliability import Evaluator, batched_accuracy_evaluator
 from bmfl.models import create_model
 from bmfl.params import flatten
 from bmfl.partition import make_partition
-from bmfl.privacy import PrivacyAccountant
+from bmfl.privacy import PrivacyAccountant, PrivacyEngine
+from bmfl.rounds.seeds import vehicle_seed
 from bmfl.training import LocalTrainingConfig
 from bmfl.training.fleet import train_fleet
 
@@ -58,10 +59,15 @@ class Workload:
 
     def generator(self, vehicle: int) -> torch.Generator:
         """Vehicle ``vehicle``'s random stream (the simulator's seeding)."""
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + vehicle)
+        return torch.Generator().manual_seed(vehicle_seed(self.seed, vehicle))
 
     def accountant(self) -> PrivacyAccountant:
+        """A fresh accountant, for the plain loop (:func:`plain_dp_sgd`)."""
         return PrivacyAccountant(self.config.delta)
+
+    def engine(self) -> PrivacyEngine:
+        """A fresh vehicle privacy engine, for ours (the core's training path)."""
+        return PrivacyEngine(self.config.delta)
 
 
 def build(
@@ -146,7 +152,7 @@ def ours_round(w: Workload) -> torch.Tensor:
     """The round with ``train_fleet`` and the batched evaluator; returns w^r."""
     results = train_fleet(
         w.model, w.datasets, w.config, [w.generator(v) for v in range(len(w.datasets))],
-        [w.accountant() for _ in w.datasets], record_losses=False,
+        [w.engine() for _ in w.datasets], record_losses=False,
     )  # fmt: skip
     uploads = torch.stack([flatten(r.state) for r in results])
     return aggregate(w, uploads, w.reference, batched_accuracy_evaluator(w.model, w.test))[0]

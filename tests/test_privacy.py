@@ -1,6 +1,8 @@
+import math
+
 import pytest
 
-from bmfl.privacy import PrivacyAccountant
+from bmfl.privacy import BudgetExceeded, PrivacyAccountant, PrivacyEngine, RoundPlan
 
 Q, SIGMA, DELTA = 64 / 1200, 2.0, 1e-5
 
@@ -39,3 +41,17 @@ def test_rejects_bad_arguments():
         PrivacyAccountant(0.0)
     with pytest.raises(ValueError):
         PrivacyAccountant(DELTA).step(0.0, SIGMA)
+
+
+def test_the_engine_checks_a_plan_against_its_budget_and_records_it_once():
+    plan = RoundPlan(4_688, Q, SIGMA)
+    engine = PrivacyEngine(DELTA, budget=11.0)
+    assert engine.check(plan) == pytest.approx(10.50, rel=0.02) and engine.steps == 0  # checking spends nothing
+    engine.record(plan)
+    assert engine.steps == 4_688 and engine.epsilon() == pytest.approx(10.50, rel=0.02)
+    assert engine.epsilon(delta=1e-3) < engine.epsilon()  # at any δ
+    with pytest.raises(BudgetExceeded, match="budget"):
+        engine.check(RoundPlan(2_000, Q, SIGMA))  # ε ≈ 13.0 > 11
+    assert engine.steps == 4_688
+    wrapped = PrivacyEngine.of(engine.accountant)
+    assert wrapped.accountant is engine.accountant and math.isinf(wrapped.budget) and PrivacyEngine.of(engine) is engine

@@ -3,6 +3,7 @@
 import torch
 from rich.console import Console
 
+import bmfl.rounds.seeds
 from bmfl.attacks import Attack, register_attack
 from bmfl.models import create_model
 from bmfl.params import flatten
@@ -37,6 +38,7 @@ def _run(**overrides):
 
 
 def test_attackers_are_drawn_once_by_the_seed():
+    assert choose_attackers is bmfl.rounds.seeds.choose_attackers  # the core's, re-exported
     a = choose_attackers(50, 0.6, seed=0)
     assert len(a) == 30 and a == choose_attackers(50, 0.6, seed=0) and a != choose_attackers(50, 0.6, seed=1)
     assert choose_attackers(50, 0.0, seed=0) == frozenset() and len(choose_attackers(10, 0.25, 0)) == 2

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 
 from bmfl.data import TensorData, load_dataset
 from bmfl.models import create_model
-from bmfl.privacy import PrivacyAccountant
-from bmfl.training import LocalTrainingConfig, evaluate, train_local
+from bmfl.privacy import PrivacyAccountant, PrivacyEngine
+from bmfl.training import LocalTrainingConfig, evaluate, round_plan, train_fleet, train_local
 from bmfl.training.local import _clipped_sum
 from torch.func import functional_call, grad, vmap
 
@@ -114,16 +114,31 @@ def test_non_private_path_is_momentum_sgd_on_the_batch_gradient():
 
 def test_dp_training_reports_epsilon_and_counts_steps():
     data = _tiny_data(128)
-    acc = PrivacyAccountant(1e-5)
+    engine = PrivacyEngine(1e-5)
     cfg = LocalTrainingConfig(epochs=3, batch_size=32)
-    result = train_local(create_model("bmfl_cnn"), data, cfg, torch.Generator().manual_seed(0), acc)
-    assert result.steps == 12 and acc.steps == 12
+    (result,) = train_fleet(create_model("bmfl_cnn"), [data], cfg, [torch.Generator().manual_seed(0)], [engine])
+    assert result.steps == 12 and engine.steps == 12
+    plan = round_plan(cfg, len(data))
+    assert (plan.steps, plan.sampling_rate, plan.noise_multiplier) == (12, 0.25, 2.0)
     assert result.sampling_rate == 0.25 and result.accounting_exact
     ref = PrivacyAccountant(1e-5)
     ref.step(0.25, 2.0, 12)
     assert result.epsilon == pytest.approx(ref.epsilon())
+    alone = train_local(create_model("bmfl_cnn"), data, cfg, torch.Generator().manual_seed(0))
+    assert alone.steps == 12 and alone.epsilon is None  # train_local accounts nothing
     fixed = train_local(create_model("bmfl_cnn"), data, LocalTrainingConfig(epochs=1, sampling="fixed"), torch.Generator())
     assert not fixed.accounting_exact
+
+
+def test_the_plan_counts_the_steps_train_local_takes():
+    data = _tiny_data(50)
+    for cfg in (LocalTrainingConfig(epochs=2, batch_size=16), LocalTrainingConfig(epochs=3, batch_size=16, max_steps=5),
+                LocalTrainingConfig(epochs=1, batch_size=16, sampling="fixed", dp=False)):  # fmt: skip
+        plan = round_plan(cfg, len(data))
+        assert plan.steps == train_local(create_model("mlp", hidden=(8,)), data, cfg, torch.Generator()).steps
+        assert plan.private == cfg.dp and plan.sampling_rate == 16 / 50
+    assert [round_plan(c, 50).steps for c in (LocalTrainingConfig(epochs=2, batch_size=16),
+                                               LocalTrainingConfig(epochs=3, batch_size=16, max_steps=5))] == [8, 5]
 
 
 def test_short_training_learns_mnist_5k():

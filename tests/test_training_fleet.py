@@ -1,20 +1,23 @@
-"""Vectorised fleet training (bmfl.training.fleet) against sequential train_local /
-local_upload under the same seeds: same random streams consumed, same models to float
-tolerance, same accounting; fallback for models that cannot be stacked."""
+"""Vectorised fleet training (bmfl.training.fleet) against sequential train_local and
+the attack hooks around it under the same seeds: same random streams consumed, same
+models to float tolerance, the same steps accounted once in each vehicle's privacy
+engine; fallback for models that cannot be stacked; a fleet of one is the same vehicle
+as inside a larger fleet."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 from torch import nn
 
-from bmfl.attacks import AttackContext, get_attack, local_upload
+from bmfl.attacks import Attack, AttackContext, get_attack, local_upload
 from bmfl.data import TensorData
 from bmfl.models import create_model
-from bmfl.params import flatten
-from bmfl.privacy import PrivacyAccountant
-from bmfl.training import LocalTrainingConfig, train_local
-from bmfl.training.fleet import can_vectorise, fleet_uploads, train_fleet
+from bmfl.params import flatten, load_vector
+from bmfl.privacy import BudgetExceeded, PrivacyAccountant, PrivacyEngine
+from bmfl.training import LocalTrainingConfig, round_plan, train_local
+from bmfl.training.fleet import can_vectorise, fleet_uploads, plan_upload, train_fleet
 
 SIZES = [40, 5, 70, 23]
 TOL = 1e-5
@@ -35,8 +38,13 @@ def datasets() -> list[TensorData]:
 
 
 def _sequential(model, datasets, config, gens):
+    """train_local one by one, and the accountant each vehicle's round should leave."""
+    results = [train_local(copy.deepcopy(model), d, config, g) for d, g in zip(datasets, gens)]
     accs = [PrivacyAccountant(1e-5) for _ in datasets]
-    results = [train_local(copy.deepcopy(model), d, config, g, a) for d, g, a in zip(datasets, gens, accs)]
+    for a, r in zip(accs, results):
+        if config.dp and config.noise_multiplier > 0:
+            a.step(r.sampling_rate, config.noise_multiplier, r.steps)
+            r.epsilon = a.epsilon()
     return results, accs
 
 
@@ -55,13 +63,14 @@ def test_stacked_training_equals_sequential_train_local(datasets, name):
     model = create_model("bmfl_cnn")
     seq_gens, fleet_gens = _gens(), _gens()
     expected, seq_accs = _sequential(model, datasets, config, seq_gens)
-    accs = [PrivacyAccountant(1e-5) for _ in datasets]
+    engines = [PrivacyEngine(1e-5) for _ in datasets]
     before = flatten(model.state_dict())
-    got = train_fleet(model, datasets, config, fleet_gens, accs, samples_per_step=10_000)
+    got = train_fleet(model, datasets, config, fleet_gens, engines, samples_per_step=10_000)
     assert torch.equal(flatten(model.state_dict()), before)  # the template is not trained
-    for e, g, a, b, sg, fg in zip(expected, got, seq_accs, accs, seq_gens, fleet_gens):
+    for d, e, g, a, b, sg, fg in zip(datasets, expected, got, seq_accs, engines, seq_gens, fleet_gens):
         assert torch.equal(sg.get_state(), fg.get_state())  # the same random draws, in the same order
-        assert g.steps == e.steps and a.steps == b.steps
+        assert g.steps == e.steps == round_plan(config, len(d)).steps
+        assert a.steps == b.steps and b.unbounded == (not config.dp)
         assert g.epsilon == e.epsilon
         assert torch.allclose(flatten(g.state), flatten(e.state), atol=TOL, rtol=0)
         assert g.mean_loss == pytest.approx(e.mean_loss, rel=1e-4)
@@ -136,24 +145,158 @@ def test_a_generator_shared_between_vehicles_is_refused(datasets):
         train_fleet(create_model("bmfl_cnn"), datasets[:2], CONFIGS["dp_poisson"], [shared, shared])
 
 
-def test_fleet_uploads_equal_local_upload_with_attacks(datasets):
+def _hooks_around_train_local(model, data, config, context, attack, accountant):
+    """The reference: one vehicle's round as the attack's four hooks around sequential
+    ``train_local`` (what ``local_upload`` was), its steps stepped by hand."""
+    attack = attack or Attack()
+    if not attack.trains:
+        return attack.poison_update(context.reference.clone(), context)
+    local_data = attack.poison_data(data, context.generator)
+    local_config = attack.training_config(config)
+    load_vector(model, attack.start_vector(context))
+    result = train_local(model, local_data, local_config, context.generator)
+    accountant.step(result.sampling_rate, local_config.noise_multiplier, result.steps)
+    return attack.poison_update(flatten(result.state), context)
+
+
+ATTACKS = ["sign_flip", "label_flip", "same_value", "tuning_scaling"]
+
+
+def test_fleet_uploads_equal_the_hooks_around_train_local(datasets):
     config = LocalTrainingConfig(epochs=1, batch_size=16)
     model = create_model("bmfl_cnn")
     reference = flatten(model.state_dict())
-    attacks = [None, get_attack("sign_flip"), get_attack("label_flip"), get_attack("same_value")]
-    tuned = get_attack("tuning_scaling")
+    attacks = [None, *(get_attack(name) for name in ATTACKS)]
     data = [*datasets, datasets[0]]
-    attacks.append(tuned)
 
     def contexts():
         return [AttackContext(reference, torch.Generator().manual_seed(7 + i), None, 1) for i in range(len(data))]
 
     seq_accs = [PrivacyAccountant(1e-5) for _ in data]
     expected = [
-        local_upload(copy.deepcopy(model), d, config, c, a, acc) for d, c, a, acc in zip(data, contexts(), attacks, seq_accs)
+        _hooks_around_train_local(copy.deepcopy(model), d, config, c, a, acc)
+        for d, c, a, acc in zip(data, contexts(), attacks, seq_accs)
     ]
-    accs = [PrivacyAccountant(1e-5) for _ in data]
-    got = fleet_uploads(model, data, config, contexts(), attacks, accs)
+    engines = [PrivacyEngine(1e-5) for _ in data]
+    got = fleet_uploads(model, data, config, contexts(), attacks, engines)
     for e, g in zip(expected, got):
         assert torch.allclose(e, g, atol=1e-4 * max(1.0, float(e.abs().max())), rtol=0)
-    assert [a.steps for a in accs] == [a.steps for a in seq_accs]
+    assert [e.steps for e in engines] == [a.steps for a in seq_accs]
+    assert [e.steps for e in engines] == [plan_upload(d, config, a).steps for d, a in zip(data, attacks)]
+    assert engines[3].steps == 0  # same_value does not train
+
+
+# ------------------------------------------------------------------ one path for one vehicle and for many
+
+
+def _context(reference: torch.Tensor, seed: int) -> AttackContext:
+    return AttackContext(reference, torch.Generator().manual_seed(seed), None, 1)
+
+
+def test_a_fleet_of_one_is_the_same_vehicle_as_inside_a_larger_fleet(datasets):
+    """Bit for bit when the vehicle trains in its own stacked step — the default on CPU
+    for the paper's B = 64 (each vehicle fills the 64-sample budget) — and, stacked with
+    others, from the same random draws to float summation order (``vmap`` over more
+    vehicles changes the kernels' summation, by ~1e-8 here)."""
+    torch.manual_seed(0)
+    model = create_model("bmfl_cnn")
+    reference = flatten(model.state_dict())
+    attacks = [None, get_attack("sign_flip"), None, get_attack("label_flip")]
+    big = [_images(n, 10 + i) for i, n in enumerate([64, 100, 70, 130])]  # n ≥ B: expected batch 64
+    for config, fleet, samples_per_step, exact in (
+        (LocalTrainingConfig(epochs=1, batch_size=64), big, None, True),
+        (LocalTrainingConfig(epochs=2, batch_size=16), datasets, 10_000, False),
+    ):
+        for v in range(len(fleet)):
+            alone_ctx, alone_engine = _context(reference, 100 + v), PrivacyEngine()
+            (alone,) = fleet_uploads(model, [fleet[v]], config, [alone_ctx], [attacks[v]], [alone_engine],
+                                     samples_per_step=samples_per_step)  # fmt: skip
+            contexts = [_context(reference, 100 + k) for k in range(len(fleet))]
+            engines = [PrivacyEngine() for _ in fleet]
+            inside = fleet_uploads(model, fleet, config, contexts, attacks, engines, samples_per_step=samples_per_step)[v]
+            assert torch.equal(alone_ctx.generator.get_state(), contexts[v].generator.get_state())
+            assert alone_engine.steps == engines[v].steps > 0 and alone_engine.epsilon() == engines[v].epsilon()
+            if exact:
+                assert torch.equal(alone, inside), v
+            else:
+                assert torch.allclose(alone, inside, atol=1e-6, rtol=0), v
+    # and local_upload is that fleet of one, nothing else
+    config, engine = LocalTrainingConfig(epochs=1, batch_size=16), PrivacyEngine()
+    one = local_upload(model, datasets[0], config, _context(reference, 100), None, engine)
+    again = fleet_uploads(model, [datasets[0]], config, [_context(reference, 100)])
+    assert torch.equal(one, again[0]) and engine.steps == round_plan(config, len(datasets[0])).steps == 3
+
+
+def test_a_round_past_the_budget_is_refused_before_anything_is_trained_or_spent(datasets):
+    config = LocalTrainingConfig(epochs=1, batch_size=16)
+    model = create_model("bmfl_cnn")
+    reference = flatten(model.state_dict())
+    plan = plan_upload(datasets[1], config)
+    one_round = PrivacyEngine().epsilon(plan=plan)
+    two_rounds = PrivacyEngine().epsilon(plan=dataclasses.replace(plan, steps=2 * plan.steps))
+    generous, tight = PrivacyEngine(budget=10 * two_rounds), PrivacyEngine(budget=(one_round + two_rounds) / 2)
+    engines = [generous, tight]
+    pair = [datasets[0], datasets[1]]
+    attacks = [get_attack("data_noise"), None]  # data_noise draws from its generator before training
+
+    def round_(contexts):
+        return fleet_uploads(model, pair, config, contexts, attacks, engines)
+
+    contexts = [_context(reference, 1), _context(reference, 2)]
+    round_(contexts)  # round 1 fits both budgets
+    assert tight.steps == plan.steps and tight.epsilon() == pytest.approx(one_round)
+    spent = [e.steps for e in engines]
+    eps = [e.epsilon() for e in engines]
+    states = [c.generator.get_state() for c in contexts]
+    with pytest.raises(BudgetExceeded, match="budget"):
+        round_(contexts)  # round 2 would take ``tight`` past its budget
+    assert [e.steps for e in engines] == spent and [e.epsilon() for e in engines] == eps  # nothing spent, by anyone
+    assert all(torch.equal(c.generator.get_state(), s) for c, s in zip(contexts, states))  # nothing drawn or trained
+    with pytest.raises(BudgetExceeded):
+        tight.check(plan)
+    gen = torch.Generator().manual_seed(3)
+    state = gen.get_state()
+    with pytest.raises(BudgetExceeded):  # the lower-level path checks first too
+        train_fleet(model, [datasets[1]], config, [gen], [tight])
+    assert torch.equal(gen.get_state(), state) and tight.steps == plan.steps
+
+
+def test_a_round_without_noise_needs_an_unlimited_budget():
+    plan = round_plan(LocalTrainingConfig(dp=False), 100)
+    assert not plan.private and PrivacyEngine().epsilon(plan=plan) == float("inf")
+    with pytest.raises(BudgetExceeded):
+        PrivacyEngine(budget=1e9).check(plan)
+    engine = PrivacyEngine()
+    engine.check(plan)
+    engine.record(plan)
+    assert engine.steps == 0 and engine.epsilon() == float("inf")  # ε = ∞ from now on
+    data = TensorData(torch.zeros(5, 3), torch.zeros(5, dtype=torch.long), 2)
+    nothing = plan_upload(data, LocalTrainingConfig(), get_attack("same_value"))
+    assert nothing.steps == 0 and PrivacyEngine(budget=1e-9).check(nothing) == 0.0
+
+
+@pytest.mark.parametrize("model_name", ["bmfl_cnn", "batch_norm"])
+def test_each_trained_round_is_accounted_exactly_once(datasets, model_name):
+    """Alone, inside a fleet, stacked or in the one-by-one fallback: a round's steps are
+    recorded once, so ε after r rounds is the accountant's ε of r rounds' steps."""
+    config = LocalTrainingConfig(epochs=2, batch_size=16)
+    model = create_model("bmfl_cnn") if model_name == "bmfl_cnn" else _WithBatchNorm().eval()
+    reference = flatten(model.state_dict())
+    plan = plan_upload(datasets[0], config)
+    alone, inside = PrivacyEngine(), PrivacyEngine()
+    others = [PrivacyEngine() for _ in datasets[1:]]
+    for r in (1, 2):
+        fleet_uploads(model, [datasets[0]], config, [_context(reference, r)], None, [alone])
+        fleet_uploads(model, datasets, config, [_context(reference, 10 * r + k) for k in range(len(datasets))],
+                      None, [inside, *others])  # fmt: skip
+        expected = PrivacyAccountant(1e-5)
+        expected.step(plan.sampling_rate, plan.noise_multiplier, r * plan.steps)
+        assert alone.steps == inside.steps == r * plan.steps
+        assert alone.epsilon() == inside.epsilon() == pytest.approx(expected.epsilon(), rel=1e-12)
+    assert [e.steps for e in others] == [2 * plan_upload(d, config).steps for d in datasets[1:]]
+
+
+def test_an_engine_shared_between_vehicles_is_refused(datasets):
+    shared = PrivacyEngine()
+    with pytest.raises(ValueError, match="own privacy engine"):
+        train_fleet(create_model("bmfl_cnn"), datasets[:2], CONFIGS["dp_poisson"], _gens()[:2], [shared, shared])

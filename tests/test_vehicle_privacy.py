@@ -11,6 +11,7 @@ from eth_account import Account
 
 from bmfl.attacks import get_attack
 from bmfl.models import create_model
+from bmfl import privacy
 from bmfl.privacy import PrivacyAccountant
 from chain.anvil import dev_key
 from vehicle_client.vehicle import BudgetExceeded, Vehicle
@@ -39,11 +40,11 @@ def test_refuses_the_round_that_would_exceed_the_budget() -> None:
     assert (plan.steps, plan.sampling_rate) == (3, pytest.approx(1 / 3))
     assert v.epsilon(plan=plan) == pytest.approx(one)
     update = v.train(assignment(1), global_state())
-    assert update.epsilon == pytest.approx(one) and v.accountant.steps == 3
+    assert update.epsilon == pytest.approx(one) and v.privacy.steps == 3
     generator_state = v.generator.get_state()
     with pytest.raises(BudgetExceeded, match="budget"):
         v.train(assignment(2), global_state())
-    assert v.accountant.steps == 3  # nothing spent
+    assert v.privacy.steps == 3  # nothing spent
     assert torch.equal(v.generator.get_state(), generator_state)  # nothing trained
     assert v.epsilon() == pytest.approx(one)
 
@@ -62,8 +63,23 @@ def test_training_without_noise_needs_an_unlimited_budget() -> None:
     assert update.epsilon is None
 
 
+def test_the_budget_error_is_the_cores() -> None:
+    assert BudgetExceeded is privacy.BudgetExceeded
+    v = vehicle(budget=2.0)
+    assert v.privacy.budget == v.epsilon_budget == 2.0 and v.privacy.delta == 1e-5
+
+
+def test_a_round_is_recorded_once_in_the_vehicles_engine() -> None:
+    """Vehicle.train goes through the core's one path; its steps land once."""
+    v = vehicle(budget=math.inf)
+    for r in (1, 2, 3):
+        update = v.train(assignment(r), global_state())
+        assert v.privacy.steps == 3 * r and update.steps == 3
+        assert update.epsilon == pytest.approx(eps(3 * r))
+
+
 def test_an_attack_that_does_not_train_spends_no_privacy() -> None:
     v = Vehicle(Account.from_key(dev_key(6)), image_data(), CHAIN_ID, epsilon_budget=1.0, attack=get_attack("same_value"))
     assert v.plan(assignment().training).steps == 0
     v.train(assignment(1), global_state())
-    assert v.accountant.steps == 0 and v.epsilon() == 0.0
+    assert v.privacy.steps == 0 and v.epsilon() == 0.0

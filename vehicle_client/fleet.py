@@ -33,6 +33,7 @@ from bmfl.models import create_model
 from bmfl.params import State
 from bmfl.partition import make_partition
 from bmfl.protocol.schemas import Assignment, EdgeInfo
+from bmfl.rounds.seeds import choose_attackers, vehicle_seed
 from service_kit.chain_access import ChainAccess
 from bmfl.training.fleet import fleet_uploads
 from chain.deploy import Deployment
@@ -107,14 +108,13 @@ class Fleet:
         self._connect(accounts)
         self.edges = self.edge_directory()
         self.area = Area.around(self.edges)
-        n_attackers = round(s.attack_fraction * s.vehicles) if s.attack else 0
-        attackers = set(self._rng.choice(s.vehicles, size=n_attackers, replace=False).tolist())
+        attackers = choose_attackers(s.vehicles, s.attack_fraction, s.seed) if s.attack else frozenset()
         for i, (account, data) in enumerate(zip(accounts, self._vehicle_data())):
             attack = get_attack(s.attack, **s.attack_options) if i in attackers else None
             self.vehicles.append(Vehicle(
                 account, data, self.deployment.chain_id, position=self.area.sample(self._rng),
                 epsilon_budget=s.epsilon_budget, attack=attack, categories=s.categories,
-                seed=s.seed * 1_000_003 + i, http=self.http,
+                seed=vehicle_seed(s.seed, i), http=self.http,
             ))  # fmt: skip
         if s.funder_key is not None:
             funder = Account.from_key(s.funder_key.get_secret_value())
@@ -318,8 +318,10 @@ class Fleet:
         self, batch: list[tuple[Vehicle, Assignment]], on_upload: Callable[[UploadEvent], None] | None
     ) -> list[Future[None]]:
         """Train the batch's vehicles together now (``fleet_uploads``: one task and
-        round, so one training config), upload in the background (the returned
-        futures); each vehicle gets one turn per round, whatever its outcome."""
+        round, so one training config; each vehicle's budget is checked in
+        :meth:`Vehicle.prepare` and its steps recorded in its engine by the core),
+        upload in the background (the returned futures); each vehicle gets one turn per
+        round, whatever its outcome."""
         ready: list[tuple[Vehicle, Assignment, AttackContext]] = []
         for vehicle, assignment in batch:
             self._done.add((vehicle.address, assignment.task_id, assignment.round))
@@ -336,7 +338,7 @@ class Fleet:
         spec = ready[0][1]
         trained = fleet_uploads(
             create_model(spec.model), [v.data for v, _, _ in ready], spec.training.local(), [c for _, _, c in ready],
-            [v.attack for v, _, _ in ready], [v.accountant for v, _, _ in ready],
+            [v.attack for v, _, _ in ready], [v.privacy for v, _, _ in ready],
         )  # fmt: skip
         futures = []
         for (vehicle, assignment, context), upload in zip(ready, trained):

@@ -1,10 +1,14 @@
 """One vehicle: its key, local data, position and privacy budget; on-chain registration,
 signed association with an edge, assignments, trustless download of the global model,
-DP training through the core (with an optional attack) and the signed upload."""
+DP training through the core (with an optional attack) and the signed upload.
+
+The vehicle's privacy — accountant, δ and ε budget — is its core
+``bmfl.privacy.PrivacyEngine`` (:attr:`Vehicle.privacy`); a round is planned, checked
+and recorded there, and trained by the core's one training path
+(``bmfl.training.fleet_uploads``, BMFL Algorithm 1), alone or in a fleet."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -15,46 +19,33 @@ import httpx
 import torch
 from eth_account.signers.local import LocalAccount
 
-from bmfl.attacks import Attack, AttackContext, local_upload
+from bmfl.attacks import Attack, AttackContext
 from bmfl.blobs.codec import BlobMeta, blob_digest, decode_state, encode_state
 from bmfl.blobs.errors import BlobIntegrityError
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.data.base import TensorData
 from bmfl.models import create_model
 from bmfl.params import State, flatten, unflatten
-from bmfl.privacy import PrivacyAccountant
+from bmfl.privacy import BudgetExceeded, PrivacyEngine, RoundPlan
 from bmfl.protocol.schemas import Assignment, AssociateRequest, Association, TrainingSpec, UploadReceipt
 from bmfl.protocol.signing import associate_message, now_ms, sign, update_message
 from service_kit.chain_access import ChainAccess
-from bmfl.training.local import LocalTrainingConfig, steps_per_epoch
+from bmfl.training.fleet import fleet_uploads, plan_upload
 from chain.base import ContractRevert
 from vehicle_client.http import send
 
-
-class BudgetExceeded(RuntimeError):
-    """Training would take the vehicle's ε past its budget; nothing was trained or spent."""
+# BudgetExceeded is the core's (bmfl.privacy), re-exported for the vehicle client's callers.
+__all__ = ["BudgetExceeded", "TrainedUpdate", "Vehicle"]
 
 
 @dataclass(frozen=True)
 class TrainedUpdate:
-    """An encoded upload and the privacy spent so far (ε at the task's δ; None without DP)."""
+    """An encoded upload and the privacy spent so far (ε at the task's δ; None without DP,
+    or once the vehicle has trained without noise: ε = ∞)."""
 
     blob: bytes
     epsilon: float | None
     steps: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What :meth:`Vehicle.train` will run: the (attack's) config, sampling rate q, DP steps."""
-
-    config: LocalTrainingConfig
-    sampling_rate: float
-    steps: int
-
-    @property
-    def private(self) -> bool:
-        return self.config.dp and self.config.noise_multiplier > 0
 
 
 class Vehicle:
@@ -79,11 +70,10 @@ class Vehicle:
         self.data = data
         self.chain_id = chain_id
         self.position = position
-        self.epsilon_budget = epsilon_budget
+        self.privacy = PrivacyEngine(delta, epsilon_budget)
         self.attack = attack
         self.categories = categories
         self.data_type = data_type
-        self.accountant = PrivacyAccountant(delta)
         self.generator = torch.Generator().manual_seed(seed)
         self._own_http = http is None
         self.http = http or httpx.Client(timeout=60.0)
@@ -94,6 +84,11 @@ class Vehicle:
     @property
     def address(self) -> str:
         return self.account.address
+
+    @property
+    def epsilon_budget(self) -> float:
+        """ε_max at the budget's δ (held by :attr:`privacy`)."""
+        return self.privacy.budget
 
     # ------------------------------------------------------------ registration
 
@@ -182,47 +177,34 @@ class Vehicle:
 
     # ------------------------------------------------------------ training and privacy
 
-    def plan(self, spec: TrainingSpec) -> Plan:
-        """What ``local_upload`` will run: the attack's config and E·⌈n/B⌉ steps at rate
-        q = min(1, B/n), as ``train_local`` counts them (none for an attack that does
-        not train)."""
-        attack = self.attack or Attack()
-        config = attack.training_config(spec.local())
-        n = len(self.data)
-        steps = config.epochs * steps_per_epoch(n, config.batch_size) if attack.trains else 0
-        return Plan(config, min(1.0, config.batch_size / n), steps)
+    def plan(self, spec: TrainingSpec) -> RoundPlan:
+        """What the core will train this round (``bmfl.training.plan_upload``): the
+        attack's config, E·⌈n/B⌉ steps at rate q = min(1, B/n) and σ (no steps for an
+        attack that does not train)."""
+        return plan_upload(self.data, spec.local(), self.attack)
 
-    def epsilon(self, delta: float | None = None, plan: Plan | None = None) -> float:
+    def epsilon(self, delta: float | None = None, plan: RoundPlan | None = None) -> float:
         """ε spent so far (plus ``plan``'s steps) at ``delta`` (default: the budget's δ);
-        infinite for a plan that trains without DP noise."""
-        if plan is not None and plan.steps and not plan.private:
-            return math.inf
-        probe = copy.deepcopy(self.accountant)
-        probe.delta = delta if delta is not None else self.accountant.delta
-        if plan is not None and plan.steps:
-            probe.step(plan.sampling_rate, plan.config.noise_multiplier, plan.steps)
-        return probe.epsilon()
+        infinite for a plan that trains without DP noise (:meth:`PrivacyEngine.epsilon`)."""
+        return self.privacy.epsilon(delta, plan)
 
     def train(self, assignment: Assignment, global_state: State) -> TrainedUpdate:
-        """One round through ``bmfl.attacks.behaviour.local_upload`` from ``global_state``.
+        """One round from ``global_state`` through the core's training path, as a fleet
+        of one (``bmfl.training.fleet_uploads``).
 
-        The planned steps are accounted on a copy of the accountant first; if ε would
-        then exceed the budget, :class:`BudgetExceeded` is raised and nothing is trained
-        or spent. Otherwise the core records the steps in the vehicle's accountant.
+        The round is checked against the budget first (:class:`BudgetExceeded`: nothing
+        is trained or spent); the core then records its steps in :attr:`privacy`.
         """
         context = self.prepare(assignment, global_state)
-        upload = local_upload(create_model(assignment.model), self.data, assignment.training.local(), context,
-                              self.attack, self.accountant)  # fmt: skip
+        upload = fleet_uploads(create_model(assignment.model), [self.data], assignment.training.local(), [context],
+                               [self.attack], [self.privacy])[0]  # fmt: skip
         return self.finish(assignment, context, upload)
 
     def prepare(self, assignment: Assignment, global_state: State) -> AttackContext:
         """Check the privacy budget (:class:`BudgetExceeded` if the round would exceed
-        it) and return the round's context for ``local_upload`` (or the fleet's
-        ``bmfl.training.fleet.fleet_uploads``, which trains many vehicles at once)."""
-        plan = self.plan(assignment.training)
-        planned = self.epsilon(plan=plan)
-        if planned > self.epsilon_budget:
-            raise BudgetExceeded(f"ε would reach {planned:.3g} > budget {self.epsilon_budget:.3g}")
+        it) and return the round's context for ``bmfl.training.fleet_uploads`` (alone,
+        or with other vehicles: the fleet trains many at once)."""
+        self.privacy.check(self.plan(assignment.training))
         reference = flatten(global_state)
         kept = self._references.get(assignment.task_id)
         previous = kept[1] if kept and kept[0] == assignment.round - 1 else None
@@ -234,8 +216,8 @@ class Vehicle:
         meta = BlobMeta(task=str(assignment.task_id), round=assignment.round, producer=self.address, model=assignment.model)
         blob = encode_state(unflatten(upload.cpu(), create_model(assignment.model).state_dict()), meta)
         private = assignment.training.dp and assignment.training.noise_multiplier > 0
-        steps = self.plan(assignment.training).steps
-        return TrainedUpdate(blob, self.epsilon(assignment.training.delta) if private else None, steps)
+        spent = self.privacy.epsilon(assignment.training.delta) if private else math.inf
+        return TrainedUpdate(blob, spent if math.isfinite(spent) else None, self.plan(assignment.training).steps)
 
     def close(self) -> None:
         """Close the HTTP client if this vehicle made it."""

@@ -1,5 +1,6 @@
-"""One vehicle's local round with an optional attack: the four hooks of
-:class:`bmfl.attacks.base.Attack` around ``bmfl.training.train_local``."""
+"""One vehicle's local round with an optional attack (BMFL Algorithm 1 with the four
+hooks of :class:`bmfl.attacks.base.Attack`): the fleet path, ``fleet_uploads``, with a
+fleet of one. There is no separate single-vehicle implementation."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from torch import nn
 
 from bmfl.attacks.base import Attack, AttackContext
 from bmfl.data.base import TensorData
-from bmfl.params import flatten, load_vector
 from bmfl.privacy.accountant import PrivacyAccountant
-from bmfl.training.local import LocalTrainingConfig, train_local
+from bmfl.privacy.engine import PrivacyEngine
+from bmfl.training.fleet import fleet_uploads
+from bmfl.training.local import LocalTrainingConfig
 
 
 def local_upload(
@@ -19,17 +21,10 @@ def local_upload(
     config: LocalTrainingConfig,
     context: AttackContext,
     attack: Attack | None = None,
-    accountant: PrivacyAccountant | None = None,
+    privacy: PrivacyEngine | PrivacyAccountant | None = None,
 ) -> torch.Tensor:
-    """Train ``model`` (in place) from the attack's start vector on its (possibly
-    poisoned) data and return the flat upload, poisoned if ``attack`` is given.
-    DP steps are recorded in ``accountant`` when given. An attack with
-    ``trains = False`` is applied to w^{r-1} without training (its upload ignores it)."""
-    attack = attack or Attack()
-    if not attack.trains:
-        return attack.poison_update(context.reference.clone(), context)
-    local_data = attack.poison_data(data, context.generator)
-    local_config = attack.training_config(config)
-    load_vector(model, attack.start_vector(context))
-    result = train_local(model, local_data, local_config, context.generator, accountant)
-    return attack.poison_update(flatten(result.state), context)
+    """``bmfl.training.fleet_uploads`` for one vehicle: the flat upload, trained from
+    the attack's start vector on its (possibly poisoned) data and poisoned if ``attack``
+    is given; the budget is checked and the steps recorded in ``privacy`` when given.
+    ``model`` gives the architecture and is not changed."""
+    return fleet_uploads(model, [data], config, [context], [attack], [privacy])[0]

@@ -46,7 +46,7 @@ from bmfl.incentives import SCALE, Payouts, mean_accuracy, split_payouts, to_fix
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
-from bmfl.privacy import PrivacyAccountant
+from bmfl.privacy import PrivacyEngine
 from bmfl.rounds import (
     aggregate_cloud,
     aggregate_edge,
@@ -178,7 +178,7 @@ def run_simulation(
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
     excluded = {v: "ideal_filter" for v in attackers} if config.attack.ideal_filter else {}
     generators = [torch.Generator().manual_seed(vehicle_seed(config.seed, v)) for v in range(config.vehicles)]
-    accountants = [PrivacyAccountant(config.training.delta, config.training.accountant) for _ in range(config.vehicles)]
+    engines = [PrivacyEngine(config.training.delta, method=config.training.accountant) for _ in range(config.vehicles)]
     result = SimulationResult(config, attackers=sorted(attackers))
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
     edge_scores: dict[int, list[int]] = defaultdict(list)
@@ -207,7 +207,7 @@ def run_simulation(
             trained.update(zip(vs, fleet_uploads(
                 model, [vehicle_data[v] for v in vs], local_cfg,
                 [AttackContext(global_vec, generators[v], previous_vec, r) for v in vs],
-                [attack if v in attackers else None for v in vs], [accountants[v] for v in vs],
+                [attack if v in attackers else None for v in vs], [engines[v] for v in vs],
             )))  # fmt: skip
             progress.advance(vehicles_task, len(vs))
         outcomes = {
@@ -244,7 +244,7 @@ def run_simulation(
             previous_vec = global_vec
         ev = evaluate(load_vector(model, global_vec), test)
         asr = attack_success_rate(model, test, attack.target) if isinstance(attack, PixelBackdoor) else None
-        eps = [a.epsilon() for a in accountants if a.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
+        eps = [e.epsilon() for e in engines if e.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
         flags = [(v in attackers, verdict.flagged) for o in outcomes.values() for v, verdict in o.verdicts.items()]
         n_att = sum(a for a, _ in flags)
         att_flagged = sum(a and f for a, f in flags)
@@ -283,7 +283,7 @@ def run_simulation(
             break
     progress.remove_task(vehicles_task)
     progress.remove_task(rounds_task)
-    result.epsilons = {v: a.epsilon() for v, a in enumerate(accountants) if a.steps}
+    result.epsilons = {v: e.epsilon() for v, e in enumerate(engines) if e.steps}
     result.final_vector = global_vec
     result.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
     edge_accuracy = {e: mean_accuracy(edge_scores.get(e, [])) for e in sorted(set(contributions) | set(edge_scores))}

@@ -8,16 +8,22 @@ vehicles, with ``vmap(grad)`` per-sample gradients inside, then per vehicle: cli
 ĝ_t = ĝ + β ĝ_{t−1} and w ← w − η ĝ_t, exactly as :func:`bmfl.training.train_local`.
 
 Each vehicle keeps its own data (any size), its own ``torch.Generator`` and its own
-accountant. A generator is consumed in the order ``train_local`` consumes it: per step
-the batch (a Poisson draw, or a permutation at each epoch start), then the noise of
+``bmfl.privacy.PrivacyEngine``: its round is planned (:func:`plan_upload`) and checked
+against its budget before any vehicle trains, and its steps are recorded in its engine
+once it has trained — here and nowhere else, so a vehicle's round is accounted once,
+whether it trains alone (a fleet of one) or stacked with others.
+
+A generator is consumed in the order ``train_local`` consumes it: per step the batch (a Poisson draw, or a permutation at each epoch start), then the noise of
 every parameter tensor in turn. So equal seeds give equal uploads to sequential
 training, up to float summation order: batches of different sizes are padded to the
 largest, and padded samples get clip factor 0. Vehicles that run out of steps (less
 data) leave the stacked step.
 
 Vehicles are stacked in chunks, largest datasets first, each holding about
-``samples_per_step`` expected samples per step (chunking changes neither the random
-streams nor the results). The default is measured (``bench/dp_step.py``,
+``samples_per_step`` expected samples per step (chunking changes the random streams
+in no way and the results only in float summation order: ``vmap`` over more vehicles
+sums differently, by ~1e-8; a vehicle alone in its chunk — on CPU by default, any with
+B = 64 and n ≥ 64 — gets the same bits whatever else the fleet holds). The default is measured (``bench/dp_step.py``,
 ``docs/performance.md``): on CPU, 64 — stacking pays while vehicles' batches are small
 (vehicles of 8 images) and costs once they are not (stacked 64-image batches of the
 BMFL CNN are slower than separate ones: ``vmap`` turns each convolution into a grouped
@@ -25,6 +31,9 @@ one and the per-sample gradients outgrow the cache); on accelerators, 4,096.
 
 Models that cannot be vectorised (buffers such as batch-norm statistics, recurrent
 layers, or a failing ``vmap`` probe) are trained one by one with ``train_local``.
+
+:func:`fleet_uploads` is a vehicle's whole local round (its attack's hooks around the
+training); a single vehicle, the vehicle client and the simulator all go through it.
 """
 
 from __future__ import annotations
@@ -41,9 +50,15 @@ from torch.func import functional_call, grad, vmap
 from bmfl.data.base import TensorData
 from bmfl.params import flatten, unflatten
 from bmfl.privacy.accountant import PrivacyAccountant
-from bmfl.training.local import LocalTrainingConfig, LocalTrainingResult, _batches, loss_function, train_local
+from bmfl.privacy.engine import PrivacyEngine, RoundPlan
+from bmfl.training.local import (
+    LocalTrainingConfig, LocalTrainingResult, _batches, loss_function, round_plan, train_local,
+)  # fmt: skip
 
 Tensors = dict[str, torch.Tensor]
+Privacy = PrivacyEngine | PrivacyAccountant | None
+"""A vehicle's privacy slot: its engine (a bare accountant is wrapped in an engine with
+no budget), or None to account nothing."""
 SAMPLES_PER_STEP = {"cpu": 64, "accelerator": 4096}
 """Default expected samples of one stacked step (memory: about that many per-sample
 gradients of d floats)."""
@@ -111,7 +126,7 @@ def train_fleet(
     datasets: Sequence[TensorData],
     config: LocalTrainingConfig,
     generators: Sequence[torch.Generator],
-    accountants: Sequence[PrivacyAccountant | None] | None = None,
+    engines: Sequence[Privacy] | None = None,
     *,
     starts: torch.Tensor | None = None,
     samples_per_step: int | None = None,
@@ -121,15 +136,50 @@ def train_fleet(
 
     ``model`` gives the architecture and, unless ``starts`` (flat start vectors, one row
     per vehicle) is given, the parameters every vehicle starts from; it is not changed.
-    ``generators[i]`` drives vehicle i's batches and noise (one generator per vehicle);
-    DP steps go to ``accountants[i]`` when given. ``record_losses=False`` skips the
-    post-step loss of each batch (``mean_loss`` is then NaN). Returns what
+    ``generators[i]`` drives vehicle i's batches and noise (one generator per vehicle).
+    Every vehicle's round is checked against ``engines[i]``'s budget before any trains
+    (``bmfl.privacy.BudgetExceeded``: nothing trained or spent) and its steps recorded
+    there afterwards; results then carry ε at the engine's δ. ``record_losses=False``
+    skips the post-step loss of each batch (``mean_loss`` is then NaN). Returns what
     ``train_local`` would return for each vehicle, in order.
     """
+    engines = _engines(engines, len(datasets))
+    if any(len(d) == 0 for d in datasets):
+        raise ValueError("no training data")
+    for data, engine in zip(datasets, engines):
+        if engine is not None:
+            engine.check(round_plan(config, len(data)))
+    return _train_fleet(
+        model, datasets, config, generators, engines, starts=starts, samples_per_step=samples_per_step,
+        record_losses=record_losses,
+    )  # fmt: skip
+
+
+def _engines(engines: Sequence[Privacy] | None, count: int) -> list[PrivacyEngine | None]:
+    engines = [PrivacyEngine.of(e) for e in engines] if engines is not None else [None] * count
+    if len(engines) != count:
+        raise ValueError("need one privacy engine slot per dataset")
+    owned = [id(e.accountant) for e in engines if e is not None]
+    if len(set(owned)) != len(owned):
+        raise ValueError("every vehicle needs its own privacy engine (a shared one would be checked per vehicle)")
+    return engines
+
+
+def _train_fleet(
+    model: nn.Module,
+    datasets: Sequence[TensorData],
+    config: LocalTrainingConfig,
+    generators: Sequence[torch.Generator],
+    engines: list[PrivacyEngine | None],
+    *,
+    starts: torch.Tensor | None,
+    samples_per_step: int | None,
+    record_losses: bool,
+) -> list[LocalTrainingResult]:
+    """:func:`train_fleet` once the budgets are checked."""
     count = len(datasets)
-    accountants = list(accountants) if accountants is not None else [None] * count
-    if len(generators) != count or len(accountants) != count:
-        raise ValueError("need one generator and one accountant slot per dataset")
+    if len(generators) != count:
+        raise ValueError("need one generator per dataset")
     if len({id(g) for g in generators}) != count:
         raise ValueError("every vehicle needs its own generator (shared streams would interleave)")
     if any(len(d) == 0 for d in datasets):
@@ -141,7 +191,8 @@ def train_fleet(
     if starts.shape[0] != count:
         raise ValueError(f"starts has {starts.shape[0]} rows for {count} datasets")
     if not can_vectorise(model, datasets[0]):
-        return [_train_one(model, d, config, g, a, s) for d, g, a, s in zip(datasets, generators, accountants, starts)]
+        one_by_one = zip(datasets, generators, engines, starts)
+        return [_account(_train_one(model, d, config, g, s), config, e) for d, g, e, s in one_by_one]
     results: list[LocalTrainingResult | None] = [None] * count
     device = next(model.parameters()).device
     budget = samples_per_step or SAMPLES_PER_STEP["cpu" if device.type == "cpu" else "accelerator"]
@@ -150,7 +201,7 @@ def train_fleet(
             model, [datasets[i] for i in chunk], config, [generators[i] for i in chunk], starts[chunk], record_losses
         )
         for i, result in zip(chunk, trained):
-            results[i] = _account(result, config, len(datasets[i]), accountants[i])
+            results[i] = _account(result, config, engines[i])
     return results  # type: ignore[return-value]
 
 
@@ -173,22 +224,24 @@ def _train_one(
     data: TensorData,
     config: LocalTrainingConfig,
     generator: torch.Generator,
-    accountant: PrivacyAccountant | None,
     start: torch.Tensor,
 ) -> LocalTrainingResult:
     """The sequential fallback: ``train_local`` on a private copy of ``model``."""
     work = copy.deepcopy(model)
     work.load_state_dict(unflatten(start.to(next(work.parameters()).device), work.state_dict()))
-    return train_local(work, data, config, generator, accountant)
+    return train_local(work, data, config, generator)
 
 
 def _account(
-    result: LocalTrainingResult, config: LocalTrainingConfig, n: int, accountant: PrivacyAccountant | None
+    result: LocalTrainingResult, config: LocalTrainingConfig, engine: PrivacyEngine | None
 ) -> LocalTrainingResult:
-    """Record the vehicle's DP steps and attach ε, as ``train_local`` does."""
-    if config.dp and config.noise_multiplier > 0 and accountant is not None:
-        accountant.step(min(1.0, config.batch_size / n), config.noise_multiplier, result.steps)
-        result.epsilon = accountant.epsilon()
+    """The one place a trained round is accounted: its steps go to the vehicle's
+    engine and the result carries ε at the engine's δ (private rounds only)."""
+    if engine is not None:
+        plan = RoundPlan(result.steps, result.sampling_rate, config.noise_multiplier if config.dp else 0.0)
+        engine.record(plan)
+        if plan.private:
+            result.epsilon = engine.epsilon()
     return result
 
 
@@ -306,26 +359,44 @@ def _result(vehicle: _Vehicle, params: Tensors, n: int, config: LocalTrainingCon
     )
 
 
+def plan_upload(data: TensorData, config: LocalTrainingConfig, attack=None) -> RoundPlan:
+    """What :func:`fleet_uploads` will train for one vehicle: its attack's config over
+    its data (no steps for an attack that does not train)."""
+    if attack is not None and not attack.trains:
+        return RoundPlan(0, min(1.0, config.batch_size / max(1, len(data))), 0.0)
+    return round_plan(attack.training_config(config) if attack is not None else config, len(data))
+
+
 def fleet_uploads(
     model: nn.Module,
     datasets: Sequence[TensorData],
     config: LocalTrainingConfig,
     contexts: Sequence,
     attacks: Sequence | None = None,
-    accountants: Sequence[PrivacyAccountant | None] | None = None,
+    engines: Sequence[Privacy] | None = None,
     *,
     samples_per_step: int | None = None,
 ) -> list[torch.Tensor]:
-    """``bmfl.attacks.local_upload`` for many vehicles at once; returns the flat uploads
-    in order. Vehicle i (``contexts[i]``: an ``AttackContext``) runs its attack's hooks
-    (``attacks[i]``, None for an honest vehicle) in ``local_upload``'s order — data,
-    config, start vector, training, upload — with one stacked :func:`train_fleet` per
-    distinct training config. ``model`` gives the architecture and is not changed."""
+    """One local round of Algorithm 1 for each vehicle, all at once; returns the flat
+    uploads in order. A single vehicle is a fleet of one.
+
+    First every vehicle's round (:func:`plan_upload`) is checked against its engine's
+    budget (``engines[i]``): if one would exceed it, ``bmfl.privacy.BudgetExceeded``
+    is raised before anything is drawn, trained or spent. Then vehicle i
+    (``contexts[i]``: an ``AttackContext``) runs its attack's hooks (``attacks[i]``,
+    None for an honest vehicle) — data, config, start vector, training, upload — with
+    one stacked :func:`train_fleet` per distinct training config, and its steps are
+    recorded in its engine. An attack with ``trains = False`` is applied to w^{r-1}
+    without training (and spends nothing). ``model`` gives the architecture and is not
+    changed."""
     count = len(datasets)
     attacks = list(attacks) if attacks is not None else [None] * count
-    accountants = list(accountants) if accountants is not None else [None] * count
-    if not len(contexts) == len(attacks) == len(accountants) == count:
-        raise ValueError("need one context, attack slot and accountant slot per dataset")
+    engines = _engines(engines, count)
+    if not len(contexts) == len(attacks) == count:
+        raise ValueError("need one context, attack slot and engine slot per dataset")
+    for data, attack, engine in zip(datasets, attacks, engines):
+        if engine is not None:
+            engine.check(plan_upload(data, config, attack))
     uploads: list[torch.Tensor | None] = [None] * count
     groups: dict[LocalTrainingConfig, list[int]] = {}
     inputs: dict[int, tuple[TensorData, torch.Tensor]] = {}
@@ -341,9 +412,9 @@ def fleet_uploads(
             inputs[i] = (poisoned, attack.start_vector(context))
             groups.setdefault(local_config, []).append(i)
     for local_config, members in groups.items():
-        results = train_fleet(
+        results = _train_fleet(
             model, [inputs[i][0] for i in members], local_config, [contexts[i].generator for i in members],
-            [accountants[i] for i in members], starts=torch.stack([inputs[i][1] for i in members]),
+            [engines[i] for i in members], starts=torch.stack([inputs[i][1] for i in members]),
             samples_per_step=samples_per_step, record_losses=False,
         )  # fmt: skip
         for i, result in zip(members, results):

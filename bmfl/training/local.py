@@ -12,8 +12,11 @@ Non-private training runs the same loop with σ = 0 and no clipping, so the batc
 gradient Σ_i g_i / B is taken directly (one backward pass, no per-sample gradients).
 
 ``max_steps`` optionally caps the steps of one call (local iterations instead of full
-epochs, so vehicles with much data do not drift, or cost, more than the rest); the
-accountant records the steps actually taken.
+epochs, so vehicles with much data do not drift, or cost, more than the rest).
+
+Nothing here accounts privacy: :func:`round_plan` says what a call will run and the
+fleet path (``bmfl.training.fleet``), which calls :func:`train_local` only for models it
+cannot stack, records the steps in the vehicle's ``bmfl.privacy.PrivacyEngine``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from bmfl.data.base import TensorData
-from bmfl.privacy.accountant import PrivacyAccountant
+from bmfl.privacy.engine import RoundPlan
 
 Tensors = dict[str, torch.Tensor]
 
@@ -85,6 +88,18 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
     return max(1, math.ceil(num_samples / batch_size))
 
 
+def round_plan(config: LocalTrainingConfig, num_samples: int) -> RoundPlan:
+    """The steps :func:`train_local` takes on ``num_samples`` samples — E·⌈n/B⌉, capped
+    by ``max_steps`` — at rate q = min(1, B/n), with σ (0 without DP)."""
+    if num_samples < 1:
+        raise ValueError("no training data")
+    steps = config.epochs * steps_per_epoch(num_samples, config.batch_size)
+    if config.max_steps is not None:
+        steps = min(steps, config.max_steps)
+    sigma = config.noise_multiplier if config.dp else 0.0
+    return RoundPlan(steps, min(1.0, config.batch_size / num_samples), sigma)
+
+
 def _batches(n: int, config: LocalTrainingConfig, gen: torch.Generator, device: torch.device):
     """Index batches for E epochs: Poisson-sampled (rate q) or shuffled fixed-size."""
     per_epoch = steps_per_epoch(n, config.batch_size)
@@ -103,13 +118,12 @@ def train_local(
     data: TensorData,
     config: LocalTrainingConfig,
     generator: torch.Generator,
-    accountant: PrivacyAccountant | None = None,
 ) -> LocalTrainingResult:
     """Train ``model`` in place on ``data`` for ``config.epochs`` epochs (Algorithm 1).
 
     ``generator`` (a CPU ``torch.Generator``) drives batch sampling and DP noise, so
-    equal seeds give equal results. DP steps are recorded in ``accountant`` when given,
-    and the result carries ε at ``config.delta``.
+    equal seeds give equal results. No privacy is accounted here (``epsilon`` is None):
+    train through ``bmfl.training.fleet`` with the vehicle's engine for that.
     """
     if len(data) == 0:
         raise ValueError("no training data")
@@ -155,18 +169,12 @@ def train_local(
     with torch.no_grad():
         for k, p in model.named_parameters():
             p.copy_(params[k])
-    q = min(1.0, config.batch_size / len(data))
-    epsilon = None
-    if config.dp and config.noise_multiplier > 0 and accountant is not None:
-        accountant.step(q, config.noise_multiplier, steps)
-        epsilon = accountant.epsilon()
     return LocalTrainingResult(
         state=OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items()),
         steps=steps,
-        sampling_rate=q,
+        sampling_rate=min(1.0, config.batch_size / len(data)),
         mean_loss=sum(losses) / len(losses) if losses else float("nan"),
         accounting_exact=config.sampling == "poisson",
-        epsilon=epsilon,
         losses=losses,
     )
 

@@ -1,0 +1,118 @@
+"""One vehicle's privacy, owned by one object: its accountant, δ and ε budget (as
+Opacus's ``PrivacyEngine`` owns its accountant).
+
+A round of DP-SGD (BMFL Algorithm 1) is planned first — steps, sampling rate q and
+noise multiplier σ, a :class:`RoundPlan` — and checked against the budget before
+anything is trained (:meth:`PrivacyEngine.check` raises :class:`BudgetExceeded`); once
+the round has trained, the training path records its steps with
+:meth:`PrivacyEngine.record`, the only place a vehicle's accountant is stepped. A plan
+that trains without noise has ε = ∞, and so has every vehicle that ran one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+from bmfl.privacy.accountant import PrivacyAccountant
+
+
+class BudgetExceeded(RuntimeError):
+    """Training would take the vehicle's ε past its budget; nothing was trained or spent."""
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What one local round of Algorithm 1 will run: ``steps`` DP-SGD steps at sampling
+    rate q = min(1, B/n) with noise multiplier σ (0: no noise, or no DP)."""
+
+    steps: int
+    sampling_rate: float
+    noise_multiplier: float
+
+    @property
+    def trains(self) -> bool:
+        return self.steps > 0
+
+    @property
+    def private(self) -> bool:
+        """Whether its steps add noise (a plan that does not train spends nothing)."""
+        return self.noise_multiplier > 0
+
+
+class PrivacyEngine:
+    """A vehicle's accountant, δ and ε budget (ε_max at δ); ``accountant`` wraps an
+    existing accountant (δ and method are then its own)."""
+
+    def __init__(
+        self,
+        delta: float = 1e-5,
+        budget: float = math.inf,
+        method: str = "rdp",
+        *,
+        accountant: PrivacyAccountant | None = None,
+    ) -> None:
+        if not budget > 0:
+            raise ValueError("the ε budget must be > 0")
+        self.accountant = accountant if accountant is not None else PrivacyAccountant(delta, method)
+        self.budget = budget
+        self.unbounded = False  # trained without noise at least once: ε = ∞
+        self._checked: tuple[object, float] | None = None
+
+    @classmethod
+    def of(cls, privacy: "PrivacyEngine | PrivacyAccountant | None") -> "PrivacyEngine | None":
+        """``privacy`` as an engine: a bare accountant is wrapped (no budget)."""
+        if privacy is None or isinstance(privacy, PrivacyEngine):
+            return privacy
+        if isinstance(privacy, PrivacyAccountant):
+            return cls(accountant=privacy)
+        raise TypeError(f"expected a PrivacyEngine, got {type(privacy).__name__}")
+
+    @property
+    def delta(self) -> float:
+        return self.accountant.delta
+
+    @property
+    def steps(self) -> int:
+        """Private steps recorded so far."""
+        return self.accountant.steps
+
+    def epsilon(self, delta: float | None = None, plan: RoundPlan | None = None) -> float:
+        """ε spent so far (plus ``plan``'s steps) at ``delta`` (default: the budget's δ);
+        ∞ once the vehicle trained without noise, or for such a ``plan``."""
+        if self.unbounded or (plan is not None and plan.trains and not plan.private):
+            return math.inf
+        extra = plan is not None and plan.trains
+        if not extra and (delta is None or delta == self.delta):
+            return self.accountant.epsilon()
+        probe = copy.deepcopy(self.accountant)
+        probe.delta = self.delta if delta is None else delta
+        if extra:
+            probe.step(plan.sampling_rate, plan.noise_multiplier, plan.steps)
+        return probe.epsilon()
+
+    def check(self, plan: RoundPlan) -> float:
+        """ε after ``plan`` at the budget's δ; raises :class:`BudgetExceeded` (nothing is
+        spent) when that exceeds the budget. Free with an unlimited budget (returns NaN)."""
+        if math.isinf(self.budget):
+            return math.nan
+        key = (tuple(sorted(self.accountant._steps.items())), self.delta, self.unbounded, plan)
+        if self._checked is not None and self._checked[0] == key:
+            planned = self._checked[1]
+        else:
+            planned = self.epsilon(plan=plan)
+            self._checked = (key, planned)
+        if planned > self.budget:
+            raise BudgetExceeded(f"ε would reach {planned:.3g} > budget {self.budget:.3g}")
+        return planned
+
+    def record(self, plan: RoundPlan) -> None:
+        """Record a round that trained: its private steps go to the accountant; a round
+        without noise makes ε infinite from now on."""
+        if not plan.trains:
+            return
+        if not plan.private:
+            self.unbounded = True
+            return
+        self.accountant.step(plan.sampling_rate, plan.noise_multiplier, plan.steps)
