@@ -104,6 +104,7 @@ class SimulationResult:
     contributions: dict[int, dict[int, int]] = field(default_factory=dict)  # edge → vehicle → Σ_r to_fixed(θ)
     participation: list[dict[int, tuple[int, int]]] = field(default_factory=list)  # per round: vehicle → (edge, θ)
     payouts: Payouts | None = None
+    selected: list[dict[int, list[int]]] = field(default_factory=list)  # per round: edge → its trainers
     verdicts: list[dict[int, dict[int, Verdict]]] = field(default_factory=list)  # per round: edge → vehicle → verdict
     leaders: list[int | None] = field(default_factory=list)  # per round (None: no edge recorded a model)
     models: list[torch.Tensor] = field(default_factory=list)  # per round w^r, with run_simulation(keep_models=True)
@@ -272,6 +273,7 @@ def run_simulation(
         )
         result.rounds.append(metrics)
         result.participation.append(participation)
+        result.selected.append({e: chosen for e, chosen in enumerate(selected) if chosen})
         result.verdicts.append({e: o.verdicts for e, o in outcomes.items()})
         result.leaders.append(leader)
         if keep_models:
