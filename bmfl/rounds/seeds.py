@@ -6,7 +6,9 @@
   an auditor all draw the same set without replaying earlier rounds;
 - :func:`choose_attackers`: round(fraction · M) vehicles, drawn once per run;
 - :func:`vehicle_seed`: the seed of vehicle i's training generator (batch sampling and,
-  today, DP noise: a research setting, see docs/security.md).
+  today, DP noise: a research setting, see docs/security.md);
+- :func:`initial_model`: w⁰, the model's initialisation after seeding torch with the
+  task's seed (the publisher's default and the simulator's).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import random
 from typing import Iterable
 
 import numpy as np
+import torch
+from torch import nn
+
+from bmfl.models import create_model
 
 VEHICLE_SEED_STRIDE = 1_000_003
 """A prime larger than any fleet, so (seed, vehicle) pairs give distinct seeds."""
@@ -40,3 +46,9 @@ def choose_attackers(num_vehicles: int, fraction: float, seed: int) -> frozenset
 def vehicle_seed(seed: int, vehicle: int) -> int:
     """Seed of vehicle ``vehicle``'s training generator in a run seeded by ``seed``."""
     return seed * VEHICLE_SEED_STRIDE + vehicle
+
+
+def initial_model(model: str, seed: int, **options: object) -> nn.Module:
+    """w⁰: ``create_model(model, **options)`` right after ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    return create_model(model, **options)

@@ -43,10 +43,10 @@ from bmfl.aggregation import Verdict
 from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate
 from bmfl.data import TensorData, load_dataset
 from bmfl.incentives import SCALE, Payouts, mean_accuracy, split_payouts, to_fixed
-from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
 from bmfl.privacy import PrivacyEngine
+from bmfl.rounds import initial_model as seeded_model
 from bmfl.rounds import (
     aggregate_cloud,
     aggregate_edge,
@@ -134,10 +134,9 @@ def _progress(console: Console) -> Progress:
 
 
 def initial_model(config: SimulationConfig) -> torch.nn.Module:
-    """w^0: the model as created after seeding torch with the run's seed (a publisher
-    replaying this run publishes the same initial model)."""
-    torch.manual_seed(config.seed)
-    return create_model(config.model, **config.model_options)
+    """w⁰ of the run (``bmfl.rounds.initial_model``: a publisher with the same seed
+    publishes the same initial model)."""
+    return seeded_model(config.model, config.seed, **config.model_options)
 
 
 def edge_test_set(test: TensorData, config: SimulationConfig) -> TensorData:

@@ -34,24 +34,26 @@ from torch.func import functional_call, grad, vmap
 
 from bmfl.data.base import TensorData
 from bmfl.privacy.engine import RoundPlan
+from bmfl.task import PAPER_TRAINING
 
 Tensors = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class LocalTrainingConfig:
-    """Defaults are the BMFL paper's (§V-B): C = 1, σ = 2, δ = 1e-5, β = 0.9, η = 0.01,
-    B = 64, E = 5."""
+    """The training call's parameters (a task's ``bmfl.task.TrainingSpec.local()``).
+    Defaults are the BMFL paper's setting, ``bmfl.task.PAPER_TRAINING`` (§V-B), where
+    their values are stated."""
 
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    dp: bool = True
-    clip: float = 1.0
-    noise_multiplier: float = 2.0
-    delta: float = 1e-5
-    sampling: Literal["poisson", "fixed"] = "poisson"
+    epochs: int = PAPER_TRAINING.epochs
+    batch_size: int = PAPER_TRAINING.batch_size
+    lr: float = PAPER_TRAINING.lr
+    momentum: float = PAPER_TRAINING.momentum
+    dp: bool = PAPER_TRAINING.dp
+    clip: float = PAPER_TRAINING.clip
+    noise_multiplier: float = PAPER_TRAINING.noise_multiplier
+    delta: float = PAPER_TRAINING.delta
+    sampling: Literal["poisson", "fixed"] = PAPER_TRAINING.sampling
     maximize: bool = False  # gradient ascent on the loss (model-poisoning attacks)
     max_steps: int | None = None  # cap on the steps of one call (None: E full epochs)
 
