@@ -1,7 +1,9 @@
 """The edge's round steps (DESIGN.md "One round", steps 2, 4 and 5): select and commit
-trainers, close (self-reliability, filters, robust aggregation, preliminary model,
-``recordRound``), score every edge's preliminary model (``submitScores``), evaluate a
-model. Every algorithm comes from the core; this module only feeds it.
+trainers (``bmfl.rounds.select_trainers``), close (``bmfl.rounds.aggregate_edge``:
+filters, robust aggregation, preliminary model and verdicts, then ``recordRound``), score
+every edge's preliminary model (``bmfl.rounds.cross_scores``, ``submitScores``), evaluate
+a model. Every algorithm comes from the round core; this module adds HTTP state, blob
+storage and chain calls.
 
 Each step is idempotent: a repeated call returns the stored result, and a step whose
 transaction was mined before a crash is recognised from the chain's events (the edge's
@@ -9,7 +11,8 @@ own ``TrainersSelected`` / ``RoundRecorded`` / ``ScoresSubmitted``), never sent 
 
 Asynchronous mode (BAFDP): the synchronous round closes once, on the cloud's ``close``.
 An asynchronous mode would plug in at :meth:`RoundEngine.close`: the cloud would call it
-after S reports, the edge would aggregate what arrived so far (``begin_close`` already
+after S reports, the edge would aggregate what arrived so far with the same
+``aggregate_edge`` (``begin_close`` already
 snapshots the accepted updates), and late uploads of round r − τ … r − 1 would enter the
 next aggregation weighted by their staleness instead of being refused as
 ``round_not_open`` (the ``updates`` table is keyed by round for that reason).

@@ -39,6 +39,11 @@ class Verdict:
     reason: str | None = None
     reliability: float | None = None
 
+    @property
+    def kept(self) -> bool:
+        """The upload entered the aggregate."""
+        return not self.flagged
+
 
 @dataclass
 class AggregationResult:
