@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
 import requests
-import torch
 
 from bmfl.blobs.codec import BlobMeta, blob_digest, decode_state, encode_state
 from bmfl.blobs.gateway_client import GatewayClient

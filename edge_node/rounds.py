@@ -24,7 +24,6 @@ import math
 import threading
 from dataclasses import dataclass
 
-import torch
 
 from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
 from bmfl.device import default_device

@@ -7,7 +7,7 @@ in [0, 1] (the chain stores them ×10⁶, ``bmfl.incentives.to_fixed``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -26,7 +26,7 @@ class DataConfig(_Strict):
     edge_test_samples: int | None = Field(
         None,
         ge=1,
-        description="size of the publisher's private test set the edges get (the first N test samples), used for "
+        description="size of the publisher's private test set the edges get (N test samples drawn by the seed), used for "
         "self-reliability and consensus; None = the whole test set. Reported accuracy always uses the whole test set",
     )
 

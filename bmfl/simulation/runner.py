@@ -23,8 +23,9 @@ An upload is *flagged* when it gets aggregation weight 0 at its edge: rejected b
 filter, not selected by the rule (Krum), or non-finite. Flagged uploads earn nothing.
 An edge whose rule cannot be applied (too few uploads for its trimming, a diverged
 w^{r-1}) records no model; one that flagged every upload records w^{r-1} with no data
-behind it; both count in ``edges_silent``. If no edge has data, w^r = w^{r-1}. With ``attack.ideal_filter`` the edges drop exactly the attackers'
-uploads (a reference, not a defence: it knows who the attackers are).
+behind it; both count in ``edges_silent``. If no edge has data, w^r = w^{r-1}. With
+``attack.ideal_filter`` the edges drop exactly the attackers' uploads (reason
+``ideal_filter``: a reference, not a defence, since it knows who the attackers are).
 """
 
 from __future__ import annotations
