@@ -19,7 +19,7 @@ $(VENV)/.stamp-python: $(VENV)/bin/python pyproject.toml
 	touch $@
 
 node_modules/.stamp-npm: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error --ignore-scripts
 	touch $@
 
 demo: setup

@@ -86,7 +86,8 @@ def fake_kubo(mode: str = "honest", failures: int = 0) -> tuple[FastAPI, dict]:
         state["blobs"][cid] = data
         if request.query_params["pin"] == "true":
             state["pins"].add(cid)
-        return {"Name": "blob", "Hash": cid, "Size": str(len(data))}
+        named = compute_cid(data, profile).encode("base58btc") if mode == "base58" else cid  # as js-ipfs prints
+        return {"Name": "blob", "Hash": named, "Size": str(len(data))}
 
     @api.post("/api/v0/cat")
     def cat(arg: str) -> Response:
@@ -138,8 +139,10 @@ def test_kubo_store_against_fake_rpc() -> None:
         assert not store.has(absent)
         with pytest.raises(BlobNotFoundError):
             store.stat(absent)
-        with pytest.raises(RemoteError, match="not found"):
+        with pytest.raises(BlobNotFoundError, match="not found"):
             store.get(absent)
+        with pytest.raises(BlobNotFoundError, match="not found"):
+            store.pin(absent)
         store.close()
 
 
@@ -147,6 +150,12 @@ def test_kubo_wrong_cid_is_refused() -> None:
     api, _ = fake_kubo("wrong_cid")
     with serve(api) as url, pytest.raises(KuboCIDMismatchError, match="Qm"):
         KuboBlobStore(url, retry=FAST).put(DATA)
+
+
+def test_kubo_cid_in_another_multibase_is_the_same_cid() -> None:
+    api, _ = fake_kubo("base58")
+    with serve(api) as url:
+        assert KuboBlobStore(url, retry=FAST).put(DATA) == str(compute_cid(DATA))
 
 
 def test_kubo_lying_cat_is_refused() -> None:

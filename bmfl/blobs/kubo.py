@@ -1,7 +1,12 @@
 """A :class:`BlobStore` over Kubo's HTTP RPC API (``/api/v0``), trusting nothing it says.
 
 ``add`` is sent with the import options that reproduce :data:`DEFAULT_PROFILE`, and the
-CID Kubo answers must equal the one computed here; ``cat`` output is verified too.
+CID the node answers must name the same content as the one computed here: both are
+decoded and compared as CIDs (codec and multihash), since nodes print the same CID in
+different multibases (Kubo ``bafy…`` base32, js-ipfs ``zdj7…`` base58btc) and CIDv0
+``Qm…`` is the same dag-pb root as its CIDv1. ``cat`` output is verified too. Works
+against Kubo and js-ipfs (the tests run a real js-ipfs node), whose error messages for
+a block the node does not hold differ (see :data:`_NOT_FOUND`).
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ import json
 from typing import Any
 
 import httpx
+from multiformats import CID
 
 from bmfl.blobs.cid import DEFAULT_PROFILE, compute_cid, parse_cid, verify_cid
-from bmfl.blobs.errors import BlobIntegrityError, BlobNotFoundError, RemoteError
+from bmfl.blobs.errors import BlobIntegrityError, BlobNotFoundError, InvalidCIDError, RemoteError
 from bmfl.blobs.retry import Reply, RetryPolicy, request
 from bmfl.blobs.store import BlobStat, BlobStore
 
@@ -23,9 +29,18 @@ _ADD_OPTIONS = {
     "hash": "sha2-256",
 }
 
+# How nodes say "no such block here": Kubo ("block was not found locally (offline)",
+# "ipld: could not find …"), js-ipfs ("ENOENT: no such file …", "… does not exist").
+_NOT_FOUND = ("not found", "could not find", "enoent", "does not exist")
+
 
 class KuboCIDMismatchError(BlobIntegrityError):
     """Kubo named the added bytes with a CID other than the locally computed one."""
+
+
+def same_content(a: CID, b: CID) -> bool:
+    """Whether two CIDs name the same block: same codec and multihash, any version or base."""
+    return a.codec.code == b.codec.code and bytes(a.digest) == bytes(b.digest)
 
 
 def _kubo_message(reply: Reply) -> str:
@@ -33,6 +48,11 @@ def _kubo_message(reply: Reply) -> str:
         return str(json.loads(reply.content)["Message"])
     except (ValueError, KeyError, TypeError):
         return reply.content[:200].decode("utf-8", "replace")
+
+
+def _not_found(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _NOT_FOUND)
 
 
 class KuboBlobStore(BlobStore):
@@ -58,30 +78,42 @@ class KuboBlobStore(BlobStore):
             self._client, "POST", endpoint, params=params, policy=self._retry, max_bytes=self._max_bytes, **kwargs
         )
 
+    def _failed(self, what: str, reply: Reply) -> RemoteError | BlobNotFoundError:
+        message = _kubo_message(reply)
+        text = f"kubo {what}: HTTP {reply.status_code}: {message}"
+        return BlobNotFoundError(text) if _not_found(message) else RemoteError(text)
+
     def _json(self, endpoint: str, params: dict[str, str], **kwargs: Any) -> dict[str, Any]:
         reply = self._call(endpoint, params, **kwargs)
         if reply.status_code != 200:
-            raise RemoteError(f"kubo {endpoint}: HTTP {reply.status_code}: {_kubo_message(reply)}")
+            raise self._failed(endpoint, reply)
         lines = [line for line in reply.content.splitlines() if line.strip()]
         try:
-            return json.loads(lines[-1])
+            answer = json.loads(lines[-1])
         except (IndexError, ValueError) as exc:
             raise RemoteError(f"kubo {endpoint}: unreadable reply") from exc
+        if not isinstance(answer, dict):
+            raise RemoteError(f"kubo {endpoint}: unreadable reply")
+        return answer
 
     def put(self, data: bytes, *, pin: bool = False) -> str:
-        expected = str(compute_cid(data, DEFAULT_PROFILE))
+        expected = compute_cid(data, DEFAULT_PROFILE)
         params = {**_ADD_OPTIONS, "pin": "true" if pin else "false"}
         answer = self._json("/add", params, files={"file": ("blob", data, "application/octet-stream")})
-        got = str(answer.get("Hash", ""))
-        if got != expected:
-            raise KuboCIDMismatchError(f"kubo returned CID {got!r}, computed {expected}")
-        return expected
+        named = str(answer.get("Hash", ""))
+        try:
+            got = parse_cid(named)
+        except InvalidCIDError:
+            raise KuboCIDMismatchError(f"kubo returned CID {named!r}, computed {expected}") from None
+        if not same_content(got, expected):
+            raise KuboCIDMismatchError(f"kubo returned CID {named!r}, computed {expected}")
+        return str(expected)
 
     def get(self, cid: str) -> bytes:
         key = str(parse_cid(cid))
         reply = self._call("/cat", {"arg": key})
         if reply.status_code != 200:
-            raise RemoteError(f"kubo cat {key}: HTTP {reply.status_code}: {_kubo_message(reply)}")
+            raise self._failed(f"cat {key}", reply)
         verify_cid(reply.content, key, DEFAULT_PROFILE)
         return reply.content
 
@@ -89,12 +121,20 @@ class KuboBlobStore(BlobStore):
         reply = self._call("/block/stat", {"arg": str(parse_cid(cid)), "offline": "true"})
         if reply.status_code == 200:
             return True
-        if "not found" in _kubo_message(reply).lower():
+        if _not_found(_kubo_message(reply)):
             return False
         raise RemoteError(f"kubo block/stat: HTTP {reply.status_code}: {_kubo_message(reply)}")
 
     def pin(self, cid: str) -> None:
-        self._json("/pin/add", {"arg": str(parse_cid(cid))})
+        wanted = parse_cid(cid)
+        answer = self._json("/pin/add", {"arg": str(wanted)})
+        pins = answer.get("Pins")
+        try:
+            pinned = isinstance(pins, list) and any(same_content(parse_cid(str(p)), wanted) for p in pins)
+        except InvalidCIDError:
+            pinned = False
+        if not pinned:
+            raise RemoteError(f"kubo pin/add {wanted}: answered {pins!r}")
 
     def stat(self, cid: str) -> BlobStat:
         key = str(parse_cid(cid))
