@@ -59,10 +59,10 @@ class CloudContext:
 
 
 def stop_reached(info: TaskInfo) -> bool:
-    """``BMFLTasks._stopReached``: K rounds run, or the target accuracy reached."""
-    if info.phase != Phase.FINALIZED:
-        return False
-    return info.round == info.max_rounds or (info.target_accuracy != 0 and info.last_accuracy >= info.target_accuracy)
+    """``BMFLTasks._stopReached`` over the task's state (``bmfl.rounds.stop_reached``)."""
+    from bmfl.rounds.stop import stop_reached as rule  # here, not at the top: edit kept inside this function
+
+    return rule(info.round, info.max_rounds, info.target_accuracy, info.last_accuracy, info.phase == Phase.FINALIZED)
 
 
 class TaskRunner(threading.Thread):

@@ -4,5 +4,6 @@ The simulator's runner, the edge's round engine and the cloud's orchestrator cal
 functions and add only HTTP, blob storage and chain calls around them."""
 
 from bmfl.rounds.seeds import choose_attackers, select_trainers, vehicle_seed
+from bmfl.rounds.stop import rounds_run, stop_reached
 
-__all__ = ["choose_attackers", "select_trainers", "vehicle_seed"]
+__all__ = ["choose_attackers", "rounds_run", "select_trainers", "stop_reached", "vehicle_seed"]
