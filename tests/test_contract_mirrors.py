@@ -55,14 +55,15 @@ def chain(chain_module: Chain) -> Chain:
     return chain_module
 
 
-_CLIENTS: dict[str | None, TasksClient] = {}
+_CLIENTS: dict[tuple[int, str | None], TasksClient] = {}
 
 
 def client(chain: Chain, sender: str | None = None) -> TasksClient:
-    """A ``BMFLTasks`` client sending from ``sender``, built once per sender."""
-    if sender not in _CLIENTS:
-        _CLIENTS[sender] = chain.tasks(sender)
-    return _CLIENTS[sender]
+    """A ``BMFLTasks`` client sending from ``sender``, built once per chain and sender."""
+    key = (id(chain.w3), sender)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = chain.tasks(sender)
+    return _CLIENTS[key]
 
 
 def refused(name: str, tasks: TasksClient, fn: Any) -> None:
@@ -342,7 +343,7 @@ def test_create_task_stores_the_drafts_values(
         spec = TaskSpec(task_id=task_id, **draft.model_dump())
         check_on_chain(access, spec, model, cid, "0x" + test_digest.hex())  # type: ignore[arg-type]
         other = spec.model_copy(update={"rounds": draft.rounds % (2**16 - 1) + 1})
-        with pytest.raises(ProblemError) as refused:
+        with pytest.raises(ProblemError) as mismatch:
             check_on_chain(access, other, model, cid, "0x" + test_digest.hex())  # type: ignore[arg-type]
-        assert (refused.value.status, refused.value.reason) == (409, "chain_mismatch")
-        assert refused.value.detail.startswith("max_rounds:")
+        assert (mismatch.value.status, mismatch.value.reason) == (409, "chain_mismatch")
+        assert mismatch.value.detail.startswith("max_rounds:")
