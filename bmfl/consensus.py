@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Hashable, Mapping
+from typing import Callable, Collection, Hashable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +33,45 @@ def select_leader(accuracies: Mapping[Hashable, int]) -> Hashable:
         raise ValueError("no edge scored this round")
     best = max(accuracies.values())
     return min(edge for edge, acc in accuracies.items() if acc == best)
+
+
+def lower_median(values: Sequence[int]) -> int:
+    """The lower median, ``sorted(values)[(n - 1) // 2]``: ``BMFLTasks._medians`` of one
+    edge's column of cross-evaluation scores."""
+    if not values:
+        raise ValueError("no score to take the median of")
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def edge_medians(scores: Mapping[int, Sequence[int]], recorded: Collection[int]) -> list[int]:
+    """``BMFLTasks._medians``: ``scores`` maps each evaluator edge that scored the round to
+    its score of every edge index 0 … max(``recorded``); entry ℓ of the result is the lower
+    median of column ℓ over those evaluators for a recorded edge ℓ, 0 for an index that did
+    not record. Only edges that recorded may score (``submitScores``)."""
+    if not recorded or min(recorded) < 0:
+        raise ValueError("recorded must name edge indices >= 0")
+    if not scores:
+        raise ValueError("no edge scored this round")
+    n = max(recorded) + 1
+    for evaluator, row in scores.items():
+        if evaluator not in recorded:
+            raise ValueError(f"edge {evaluator} scored without recording")
+        if len(row) != n:
+            raise ValueError(f"edge {evaluator} gave {len(row)} scores, not {n}")
+    return [lower_median([row[e] for row in scores.values()]) if e in recorded else 0 for e in range(n)]
+
+
+def elect_leader(medians: Sequence[int], recorded: Collection[int]) -> int:
+    """The leader in ``BMFLTasks.finalizeRound``: the recorded edge with the highest median
+    (the first strictly greater one while scanning indices up, so ties go to the smallest
+    index); edges that did not record are not eligible whatever their entry."""
+    leader: int | None = None
+    for e, median in enumerate(medians):
+        if e in recorded and (leader is None or median > medians[leader]):
+            leader = e
+    if leader is None:
+        raise ValueError("no recorded edge to lead the round")
+    return leader
 
 
 def consensus_accuracies(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from web3 import Web3
 
 from bmfl.blobs.errors import BlobError, BlobIntegrityError, InvalidCIDError
-from bmfl.consensus import select_leader
+from bmfl.consensus import edge_medians, elect_leader
 from bmfl.incentives import Payouts, mean_accuracy, split_payouts
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
@@ -115,11 +115,6 @@ class TaskLogs:
     cancelled: list[Event]
 
 
-def lower_median(values: list[int]) -> int:
-    """The contract's median of an edge's cross-evaluation scores: the lower middle value."""
-    return sorted(values)[(len(values) - 1) // 2]
-
-
 def _hex(digest: str) -> str:
     return "0x" + digest.removeprefix("0x").lower()
 
@@ -155,15 +150,15 @@ class Auditor:
 
     def consensus(self, task_id: int, logs: TaskLogs | None = None) -> Consensus:
         """Per finalized round, every recorded edge's median score and the leader
-        (``bmfl.consensus.select_leader``), re-derived from the ``ScoresSubmitted`` and
-        ``RoundRecorded`` logs as the contract's ``finalizeRound`` does."""
+        (``bmfl.consensus.edge_medians`` / ``elect_leader``, the contract's ``finalizeRound``),
+        re-derived from the ``ScoresSubmitted`` and ``RoundRecorded`` logs."""
         logs = logs or self.logs(task_id)
         out: Consensus = {}
         for ev in logs.leaders:
-            recorded = sorted({x.edge for x in logs.recorded if x.round == ev.round})
-            columns = [x.scores for x in logs.scores if x.round == ev.round]
-            medians = {e: lower_median([scores[e] for scores in columns]) for e in recorded}
-            out[ev.round] = (medians, int(select_leader(medians)))  # type: ignore[call-overload]
+            recorded = {x.edge for x in logs.recorded if x.round == ev.round}
+            scores = {x.evaluator: x.scores for x in logs.scores if x.round == ev.round}
+            medians = edge_medians(scores, recorded)
+            out[ev.round] = ({e: medians[e] for e in sorted(recorded)}, elect_leader(medians, recorded))
         return out
 
     def recompute(self, task_id: int, logs: TaskLogs | None = None) -> Payouts:

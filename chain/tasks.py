@@ -6,10 +6,14 @@ from enum import IntEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chain.base import ContractClient, Receipt
+from bmfl.incentives import SCALE
+from bmfl.protocol.schemas import TaskDraft
+from bmfl.rounds import target_fixed
+from chain.base import ChainEvent, ContractClient, Receipt
 
-ACCURACY_SCALE = 1_000_000
-"""Fixed-point scale of accuracies and scores on chain (the same as ``bmfl.incentives.SCALE``)."""
+ACCURACY_SCALE = SCALE
+"""Fixed-point scale of accuracies and scores on chain: ``BMFLTasks.ACCURACY_SCALE``, which
+is ``bmfl.incentives.SCALE`` (tests/test_contract_mirrors.py)."""
 
 
 class Status(IntEnum):
@@ -52,6 +56,30 @@ class TaskParams(_Frozen):
             self.block_reward, self.category, self.max_rounds, self.target_accuracy, self.round_duration,
             self.initial_model_digest, self.initial_model_cid, self.test_set_digest,
         )  # fmt: skip
+
+    @classmethod
+    def from_created(cls, event: ChainEvent) -> TaskParams:
+        """The parameters a ``TaskCreated`` event logged (its ``escrow`` is the value sent)."""
+        raw = {name: getattr(event, _camel(name)) for name in cls.model_fields}
+        for name in ("initial_model_digest", "test_set_digest"):
+            raw[name] = bytes.fromhex(raw[name].removeprefix("0x"))
+        return cls(**raw)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def task_params(draft: TaskDraft, initial_model_digest: bytes, initial_model_cid: str, test_set_digest: bytes) -> TaskParams:
+    """``createTask``'s parameters for ``draft`` (escrow: ``draft.reward_wei``, sent as the
+    value), the one mapping the publisher sends and the cloud checks the chain against;
+    raises pydantic's ``ValidationError`` (a ``ValueError``) for a draft the contract cannot hold."""
+    return TaskParams(
+        block_reward=draft.block_reward_wei, category=draft.category, max_rounds=draft.rounds,
+        target_accuracy=target_fixed(draft.target_accuracy), round_duration=draft.round_duration_s,
+        initial_model_digest=initial_model_digest, initial_model_cid=initial_model_cid, test_set_digest=test_set_digest,
+    )  # fmt: skip
 
 
 class TrainerRecord(_Frozen):

@@ -32,6 +32,7 @@ from bmfl.blobs.store import BlobStore
 from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, unflatten
+from bmfl import rounds
 from bmfl.rounds import aggregate_cloud, cloud_rule
 from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreRequest, TaskSpec
 from service_kit.chain_access import ChainAccess
@@ -59,10 +60,8 @@ class CloudContext:
 
 
 def stop_reached(info: TaskInfo) -> bool:
-    """``BMFLTasks._stopReached``: K rounds run, or the target accuracy reached."""
-    if info.phase != Phase.FINALIZED:
-        return False
-    return info.round == info.max_rounds or (info.target_accuracy != 0 and info.last_accuracy >= info.target_accuracy)
+    """``BMFLTasks._stopReached`` over the task's state (``bmfl.rounds.stop_reached``)."""
+    return rounds.stop_reached(info.round, info.max_rounds, info.target_accuracy, info.last_accuracy, info.phase == Phase.FINALIZED)
 
 
 class TaskRunner(threading.Thread):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from bmfl.blobs.codec import blob_digest, decode_state
 from bmfl.blobs.errors import BlobCodecError
-from bmfl.incentives import to_fixed
 from bmfl.models import MODELS
 from bmfl.protocol.schemas import TaskSpec
 from bmfl.rounds import cloud_rule, edge_rule
 from bmfl.protocol.testset import TestSetError, decode_test_set
 from service_kit.chain_access import ChainAccess
 from service_kit.problems import ProblemError
-from chain.tasks import Status
+from chain.tasks import Status, TaskParams, task_params
 
 
 def check_model(spec: TaskSpec, initial_model: bytes) -> None:
@@ -50,13 +49,17 @@ def check_on_chain(chain: ChainAccess, spec: TaskSpec, initial_model: bytes, ini
     created, info = events[0], chain.tasks.task(spec.task_id)
     if info.status != Status.ACTIVE or info.round != 0:
         raise ProblemError(409, "task_not_fresh", f"task {spec.task_id} is {info.status.name.lower()} at round {info.round}")
-    target = to_fixed(spec.target_accuracy) if spec.target_accuracy is not None else 0
-    expected = {
-        "escrow": spec.reward_wei, "blockReward": spec.block_reward_wei, "category": spec.category,
-        "maxRounds": spec.rounds, "targetAccuracy": target, "roundDuration": spec.round_duration_s,
-        "initialModelDigest": blob_digest(initial_model).hex0x, "initialModelCid": initial_cid,
-        "testSetDigest": test_set_digest,
-    }  # fmt: skip
-    wrong = [f"{k}: chain {getattr(created, k)!r}, request {v!r}" for k, v in expected.items() if getattr(created, k) != v]
+    try:
+        test_digest = bytes.fromhex(test_set_digest.removeprefix("0x"))
+        expected = task_params(spec, blob_digest(initial_model).raw, initial_cid, test_digest).model_dump()
+    except ValueError as exc:  # a spec no createTask could have escrowed
+        raise ProblemError(409, "chain_mismatch", f"the spec does not fit createTask: {exc}") from None
+    expected["escrow"] = spec.reward_wei
+    logged = TaskParams.from_created(created).model_dump() | {"escrow": created.escrow}  # type: ignore[attr-defined]
+    wrong = [f"{k}: chain {_show(logged[k])}, request {_show(v)}" for k, v in expected.items() if logged[k] != v]
     if wrong:
         raise ProblemError(409, "chain_mismatch", "; ".join(wrong))
+
+
+def _show(value: object) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else repr(value)

@@ -9,13 +9,12 @@ import torch
 from bmfl.blobs.cid import compute_cid
 from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
 from bmfl.data.base import TensorData
-from bmfl.incentives import to_fixed
 from bmfl.models import create_model
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
 from bmfl.protocol.signing import signed_headers
 from bmfl.protocol.testset import encode_test_set
 from service_kit.chain_access import ChainAccess
-from chain.tasks import TaskParams
+from chain.tasks import task_params
 
 
 def initial_model_blob(model: str, seed: int, publisher: str) -> bytes:
@@ -35,12 +34,7 @@ class Publisher:
         """``createTask`` with the escrow, then ``POST /tasks``; returns the cloud's TaskView."""
         model_blob = initial_model or initial_model_blob(draft.model, draft.seed, self.chain.address)
         test_blob = encode_test_set(test_set)
-        params = TaskParams(
-            block_reward=draft.block_reward_wei, category=draft.category, max_rounds=draft.rounds,
-            target_accuracy=to_fixed(draft.target_accuracy) if draft.target_accuracy is not None else 0,
-            round_duration=draft.round_duration_s, initial_model_digest=blob_digest(model_blob).raw,
-            initial_model_cid=str(compute_cid(model_blob)), test_set_digest=blob_digest(test_blob).raw,
-        )  # fmt: skip
+        params = task_params(draft, blob_digest(model_blob).raw, str(compute_cid(model_blob)), blob_digest(test_blob).raw)
         with self.chain.lock:
             task_id, _ = self.chain.tasks.create_task(params, draft.reward_wei)
         spec = TaskSpec(task_id=task_id, **draft.model_dump())

@@ -128,8 +128,10 @@ def test_lower_median_and_leader_match_the_contracts_rule() -> None:
     rows = {0: {0: 900, 1: 800, 2: 100}, 1: {0: 0, 1: 800, 2: 700}, 2: {0: 900, 1: 850, 2: 700}}
     medians, leader = medians_and_leader(rows)
     assert medians == {0: 900, 1: 800, 2: 700} and leader == 0
-    tied, leader = medians_and_leader({0: {1: 5, 3: 5}, 1: {1: 5, 3: 5}})
-    assert leader == 1  # ties to the smallest index
+    tied, leader = medians_and_leader({1: {1: 5, 3: 5}, 3: {1: 5, 3: 5}})
+    assert tied == {1: 5, 3: 5} and leader == 1  # ties to the smallest index
+    with pytest.raises(ValueError, match="without recording"):
+        medians_and_leader({0: {1: 5, 3: 5}})  # only recording edges score
     with pytest.raises(ValueError):
         medians_and_leader({0: {0: 1}, 1: {1: 1}})
 

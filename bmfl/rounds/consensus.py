@@ -15,7 +15,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from bmfl.consensus import consensus_accuracies, score_evaluator
+from bmfl.consensus import consensus_accuracies, edge_medians, elect_leader, score_evaluator
 from bmfl.data.base import TensorData
 from bmfl.filters import Evaluator, batched_accuracy_evaluator
 
@@ -33,19 +33,13 @@ def cross_scores(preliminaries: Mapping[int, torch.Tensor], scorer: Evaluator) -
     return dict(sorted(consensus_accuracies(preliminaries, scorer).items()))
 
 
-def lower_median(values: list[int]) -> int:
-    """The lower median: element ⌊(n − 1)/2⌋ of the sorted values."""
-    if not values:
-        raise ValueError("no score to take the median of")
-    return sorted(values)[(len(values) - 1) // 2]
-
-
 def medians_and_leader(rows: Mapping[int, Mapping[int, int]]) -> tuple[dict[int, int], int]:
-    """Evaluator → (edge → score) rows → (edge → lower median over the evaluators, the
-    leader). Every row must score the same edges."""
-    edges = sorted(next(iter(rows.values())))
-    if any(sorted(row) != edges for row in rows.values()):
+    """Evaluator → (edge → score) rows of the recorded edges → (edge → lower median over
+    the evaluators, the leader), by the contract's own rules (``bmfl.consensus.edge_medians``
+    and ``elect_leader``). Every row must score the same edges."""
+    recorded = sorted(next(iter(rows.values())))
+    if any(sorted(row) != recorded for row in rows.values()):
         raise ValueError("every evaluator must score the same edges")
-    medians = {e: lower_median([row[e] for row in rows.values()]) for e in edges}
-    best = max(medians.values())
-    return medians, min(e for e, m in medians.items() if m == best)
+    columns = {evaluator: [row.get(e, 0) for e in range(recorded[-1] + 1)] for evaluator, row in rows.items()}
+    medians = edge_medians(columns, set(recorded))
+    return {e: medians[e] for e in recorded}, elect_leader(medians, set(recorded))

@@ -57,6 +57,8 @@ from bmfl.rounds import (
     edge_rule,
     medians_and_leader,
     select_trainers,
+    stop_reached,
+    target_fixed,
     task_scorer,
     vehicle_seed,
 )
@@ -281,7 +283,7 @@ def run_simulation(
         progress.advance(rounds_task)
         if on_round:
             on_round(metrics)
-        if config.target_accuracy is not None and ev.accuracy is not None and ev.accuracy >= config.target_accuracy:
+        if stop_reached(r, config.rounds, target_fixed(config.target_accuracy), to_fixed(ev.accuracy or 0.0), True):
             break
     progress.remove_task(vehicles_task)
     progress.remove_task(rounds_task)
