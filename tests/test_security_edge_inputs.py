@@ -206,7 +206,7 @@ def test_signed_internal_calls(cat: Catalogue) -> None:
 
     as_cloud = cat.chain.cloud
     test_set = ("test_set", ("t", stack.data.test_set, "application/octet-stream"))
-    task_json = json.dumps({"spec": {"task_id": task_id}, "test_set_digest": "0x" + "00" * 32})
+    task_json = json.dumps({"spec": {"model": "bmfl_cnn"}, "test_set_digest": "0x" + "00" * 32})  # no task_id
     cases: list[tuple[str, Any, int, str]] = [
         ("unsigned close", lambda: httpx.post(close), 401, "unsigned"),
         ("signature of 64 bytes", lambda: by_cloud(now_ms(), **{SIGNATURE_HEADER: "0x" + "ab" * 64}), 401, "bad_signature"),
