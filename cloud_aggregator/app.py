@@ -41,6 +41,6 @@ def create_app(settings: CloudSettings) -> FastAPI:
     install_body_limits(
         app,
         settings.max_json_bytes,
-        {("POST", "/tasks"): blobs, ("PUT", "/tasks/{task_id}/test-set"): {"test_set": settings.max_blob_bytes}},
+        {("POST", "/tasks"): blobs, ("POST", "/tasks/validate"): blobs, ("PUT", "/tasks/{task_id}/test-set"): {"test_set": settings.max_blob_bytes}},
     )
     return app

@@ -1,5 +1,7 @@
-"""The publisher's side of ``POST /tasks``: escrow the reward on chain from the
-publisher's own key, then hand the cloud the task, the initial model and the test set."""
+"""The publisher's side of ``POST /tasks``: check the task with the core's
+:func:`~bmfl.rounds.validate.check_task` (a typo costs no escrow), escrow the reward on
+chain from the publisher's own key, then hand the cloud the task, the initial model and
+the test set."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from bmfl.models import create_model
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
 from bmfl.protocol.signing import signed_headers
 from bmfl.protocol.testset import encode_test_set
+from bmfl.rounds.validate import check_task
 from service_kit.chain_access import ChainAccess
 from chain.tasks import TaskParams
 
@@ -32,9 +35,14 @@ class Publisher:
         self.chain, self.cloud_url, self.timeout_s = chain, cloud_url.rstrip("/"), timeout_s
 
     def publish(self, draft: TaskDraft, test_set: TensorData, initial_model: bytes | None = None) -> dict:
-        """``createTask`` with the escrow, then ``POST /tasks``; returns the cloud's TaskView."""
-        model_blob = initial_model or initial_model_blob(draft.model, draft.seed, self.chain.address)
+        """Check the task (:func:`bmfl.rounds.validate.check_task`, raising
+        :class:`~bmfl.rounds.validate.TaskInvalid` before any transaction), ``createTask``
+        with the escrow, then ``POST /tasks``; returns the cloud's TaskView."""
         test_blob = encode_test_set(test_set)
+        if initial_model is None:
+            check_task(draft, test_blob)  # the model must exist before w⁰ can be built
+        model_blob = initial_model or initial_model_blob(draft.model, draft.seed, self.chain.address)
+        check_task(draft, test_blob, model_blob)
         params = TaskParams(
             block_reward=draft.block_reward_wei, category=draft.category, max_rounds=draft.rounds,
             target_accuracy=to_fixed(draft.target_accuracy) if draft.target_accuracy is not None else 0,

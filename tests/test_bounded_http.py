@@ -191,6 +191,7 @@ def test_huge_and_many_part_bodies_leave_memory_disk_and_state_alone(services: S
         reply = send(service, method, path, kwargs)
         assert (reply.status_code, reply.json().get("reason")) == (status, reason), f"{name}: {reply.text[:300]}"
         growth = service.status("VmHWM") - baseline[service.pid]
+        print(f"{name}: {reply.status_code} {reply.json()['reason']}, peak RSS +{growth / MB:.1f} MB")  # docs/security.md
         assert growth < RSS_SLACK, f"{name}: peak RSS {growth / MB:.0f} MB over the baseline"
         assert state() == before, name
     assert not list(edge.tmp.iterdir()) and not list(cloud.tmp.iterdir())
