@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from bmfl.blobs.gateway import gateway_router
 from service_kit.blob_access import open_store
+from service_kit.bounded import install_body_limits
 from service_kit.observability import Metrics, observability_router
 from service_kit.problems import install_problem_handlers
 from cloud_aggregator.context import Cloud
@@ -36,4 +37,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(observability_router(metrics, lambda: app.state.cloud.health()))
     app.include_router(tasks.router)
     app.include_router(edges.router)
+    blobs = {"initial_model": settings.max_blob_bytes, "test_set": settings.max_blob_bytes}
+    install_body_limits(
+        app,
+        settings.max_json_bytes,
+        {("POST", "/tasks"): blobs, ("POST", "/tasks/validate"): blobs, ("PUT", "/tasks/{task_id}/test-set"): {"test_set": settings.max_blob_bytes}},
+    )
     return app

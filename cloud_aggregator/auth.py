@@ -24,6 +24,8 @@ class SignedRoute(APIRoute):
     """Recovers the signer over the raw body before FastAPI parses it (401 ``unsigned`` /
     ``bad_signature``) and leaves it in ``request.state.signer``."""
 
+    bmfl_signed = True  # service_kit.bounded checks the headers before the body is read
+
     def get_route_handler(self) -> Handler:
         handle = super().get_route_handler()
 

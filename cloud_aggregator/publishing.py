@@ -1,44 +1,25 @@
-"""Checks of a publication against the chain: what the publisher escrowed with
-``createTask`` must be exactly the task it asks the cloud to run."""
+"""Checks of a publication: the task itself (one core check, :func:`bmfl.rounds.validate.validate_task`,
+the same the publisher's client runs before escrowing) and against the chain: what the
+publisher escrowed with ``createTask`` must be exactly the task it asks the cloud to run."""
 
 from __future__ import annotations
 
-from bmfl.blobs.codec import blob_digest, decode_state
-from bmfl.blobs.errors import BlobCodecError
-from bmfl.models import MODELS
-from bmfl.protocol.schemas import TaskSpec
-from bmfl.rounds import cloud_rule, edge_rule
-from bmfl.protocol.testset import TestSetError, decode_test_set
+from bmfl.blobs.codec import blob_digest
+from bmfl.protocol.schemas import TaskDraft, TaskSpec
+from bmfl.rounds.validate import validate_task
 from service_kit.chain_access import ChainAccess
 from service_kit.problems import ProblemError
 from chain.tasks import Status, TaskParams, task_params
 
 
-def check_model(spec: TaskSpec, initial_model: bytes) -> None:
-    """The model exists and the initial model blob is a valid state of it."""
-    if spec.model not in MODELS.names():
-        raise ProblemError(422, "unknown_model", f"model {spec.model!r} is not one of {MODELS.names()}")
-    try:
-        decode_state(initial_model, spec.model)
-    except BlobCodecError as exc:
-        raise ProblemError(422, f"initial_model_{exc.reason.value}", str(exc)) from None
-
-
-def check_aggregation(spec: TaskSpec) -> None:
-    """The edges' filters and rule and the cloud's rule can be built from the spec (else the
-    task would fail at its first close, with the escrow locked until the deadline)."""
-    try:
-        edge_rule(spec.aggregation, lambda vectors: vectors.new_zeros(len(vectors)))
-        cloud_rule(spec.aggregation)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProblemError(422, "invalid_spec", f"aggregation: {exc}") from None
-
-
-def check_test_set(test_set: bytes, max_bytes: int) -> None:
-    try:
-        decode_test_set(test_set, max_bytes)
-    except TestSetError as exc:
-        raise ProblemError(422, "invalid_test_set", str(exc)) from None
+def check_task(spec: TaskDraft, test_set: bytes | None, initial_model: bytes | None, max_test_set_bytes: int) -> None:
+    """:func:`bmfl.rounds.validate.validate_task` (the check the publisher's client runs
+    before ``createTask``); 422 with the first problem's reason (every problem in the
+    detail)."""
+    problems = validate_task(spec, test_set, initial_model, max_test_set_bytes)
+    if problems:
+        detail = "; ".join(p.detail if len(problems) == 1 else f"{p.reason}: {p.detail}" for p in problems)
+        raise ProblemError(422, problems[0].reason, detail)
 
 
 def check_on_chain(chain: ChainAccess, spec: TaskSpec, initial_model: bytes, initial_cid: str, test_set_digest: str) -> None:

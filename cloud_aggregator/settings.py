@@ -26,6 +26,7 @@ class CloudSettings(BaseSettings):
     round_timeout_s: float = Field(300.0, gt=0, description="how long a round waits for the selected vehicles")
     poll_interval_s: float = Field(0.2, gt=0, description="how often the cloud polls the edges' progress")
     max_blob_bytes: int = Field(64 << 20, gt=0, description="largest model or test-set blob accepted")
+    max_json_bytes: int = Field(1 << 20, gt=0, description="largest JSON body or form field, e.g. the spec (HTTP 413 above)")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads of this process")
     host: str = Field("127.0.0.1", description="listen address (python -m cloud_aggregator)")
     port: int = Field(8000, description="listen port (python -m cloud_aggregator)")

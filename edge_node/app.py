@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from bmfl.blobs.gateway import gateway_router
 from service_kit.blob_access import open_store
+from service_kit.bounded import install_body_limits
 from service_kit.chain_access import connect
 from service_kit.observability import observability_router
 from service_kit.problems import install_problem_handlers
@@ -56,4 +57,12 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.include_router(rounds_router(node, RoundEngine(node)))
     app.include_router(gateway_router(node.store))
     app.include_router(observability_router(node.metrics.metrics, health))
+    install_body_limits(
+        app,
+        settings.max_json_bytes,
+        {
+            ("POST", "/tasks/{task_id}/rounds/{round}/updates"): {"blob": settings.max_update_bytes},
+            ("PUT", "/tasks/{task_id}"): {"test_set": settings.max_test_set_bytes},
+        },
+    )
     return app

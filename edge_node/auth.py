@@ -44,6 +44,8 @@ def signed_route(node: EdgeNode, authorize: Callable[[str], None]) -> type[APIRo
     (401 ``unsigned`` / ``bad_signature``, 403 from ``authorize``)."""
 
     class SignedRoute(APIRoute):
+        bmfl_signed = True  # service_kit.bounded checks the headers before the body is read
+
         def get_route_handler(self) -> Handler:
             handle = super().get_route_handler()
 

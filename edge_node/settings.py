@@ -22,6 +22,10 @@ class EdgeSettings(BaseSettings):
     x: float = Field(0.0, description="the edge's position, x (same units as the vehicles')")
     y: float = Field(0.0, description="the edge's position, y")
     max_update_bytes: int = Field(16 << 20, gt=0, description="largest update blob accepted (HTTP 413 above)")
+    max_test_set_bytes: int = Field(
+        64 << 20, gt=0, description="largest test set a task brings (PUT /tasks/{id}); keep ≥ the cloud's max_blob_bytes"
+    )
+    max_json_bytes: int = Field(1 << 20, gt=0, description="largest JSON body or form field (HTTP 413 above)")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads for filtering, aggregation and evaluation")
     host: str = Field("127.0.0.1", description="address to listen on (python -m edge_node)")
     port: int = Field(8100, ge=1, lt=65536, description="port to listen on (python -m edge_node)")

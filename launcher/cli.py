@@ -9,6 +9,7 @@ from bmfl.blobs.cli import blob_app
 from bmfl.reproduce.cli import reproduce
 from launcher.demo import demo
 from launcher.local import down, status, up
+from launcher.refund import tasks_app
 from bmfl.simulation.cli import simulate
 from chain.audit_cli import audit
 from chain.cli import chain_app
@@ -24,6 +25,7 @@ app.command()(demo)
 app.command()(reproduce)
 app.add_typer(blob_app, name="blob")
 app.add_typer(chain_app, name="chain")
+app.add_typer(tasks_app, name="tasks")
 app.command()(audit)
 app.command()(up)
 app.command()(down)

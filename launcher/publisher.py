@@ -1,26 +1,27 @@
-"""The publisher's side of ``POST /tasks``: escrow the reward on chain from the
-publisher's own key, then hand the cloud the task, the initial model and the test set."""
+"""The publisher's side of ``POST /tasks``: check the task with the core's
+:func:`~bmfl.rounds.validate.check_task` (a typo costs no escrow), escrow the reward on
+chain from the publisher's own key, then hand the cloud the task, the initial model and
+the test set."""
 
 from __future__ import annotations
 
 import httpx
-import torch
 
 from bmfl.blobs.cid import compute_cid
 from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
 from bmfl.data.base import TensorData
-from bmfl.models import create_model
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
 from bmfl.protocol.signing import signed_headers
 from bmfl.protocol.testset import encode_test_set
+from bmfl.rounds import initial_model
+from bmfl.rounds.validate import check_task
 from service_kit.chain_access import ChainAccess
 from chain.tasks import task_params
 
 
 def initial_model_blob(model: str, seed: int, publisher: str) -> bytes:
-    """w⁰: the model's seeded initialisation as a blob."""
-    torch.manual_seed(seed)
-    return encode_state(create_model(model).state_dict(), BlobMeta("initial", 0, publisher, model))
+    """w⁰ (``bmfl.rounds.initial_model``: the seeded initialisation) as a blob."""
+    return encode_state(initial_model(model, seed).state_dict(), BlobMeta("initial", 0, publisher, model))
 
 
 class Publisher:
@@ -31,9 +32,14 @@ class Publisher:
         self.chain, self.cloud_url, self.timeout_s = chain, cloud_url.rstrip("/"), timeout_s
 
     def publish(self, draft: TaskDraft, test_set: TensorData, initial_model: bytes | None = None) -> dict:
-        """``createTask`` with the escrow, then ``POST /tasks``; returns the cloud's TaskView."""
-        model_blob = initial_model or initial_model_blob(draft.model, draft.seed, self.chain.address)
+        """Check the task (:func:`bmfl.rounds.validate.check_task`, raising
+        :class:`~bmfl.rounds.validate.TaskInvalid` before any transaction), ``createTask``
+        with the escrow, then ``POST /tasks``; returns the cloud's TaskView."""
         test_blob = encode_test_set(test_set)
+        if initial_model is None:
+            check_task(draft, test_blob)  # the model must exist before w⁰ can be built
+        model_blob = initial_model or initial_model_blob(draft.model, draft.seed, self.chain.address)
+        check_task(draft, test_blob, model_blob)
         params = task_params(draft, blob_digest(model_blob).raw, str(compute_cid(model_blob)), blob_digest(test_blob).raw)
         with self.chain.lock:
             task_id, _ = self.chain.tasks.create_task(params, draft.reward_wei)

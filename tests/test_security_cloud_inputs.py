@@ -139,7 +139,7 @@ def test_publication_refusals_change_nothing(cloud: Cloud) -> None:
         ("task already running on chain", lambda: cloud.publish(started), 409, "task_not_fresh"),
         ("no initial model", lambda: cloud.send("POST", "/tasks", Account.from_key(dev_key(PUBLISHER)), files={"spec": (None, spec.model_dump_json())}), 422, "invalid_request"),
         ("JSON body", lambda: cloud.send("POST", "/tasks", Account.from_key(dev_key(PUBLISHER)), json=spec.model_dump(mode="json")), 422, "invalid_request"),
-        ("2 MB spec field", lambda: cloud.publish(spec.model_dump_json()[:-1] + ', "x": "' + "a" * 2_000_000 + '"}'), 400, "invalid_request"),
+        ("2 MB spec field", lambda: cloud.publish(spec.model_dump_json()[:-1] + ', "x": "' + "a" * 2_000_000 + '"}'), 413, "too_large"),
         ("task of id 2^70", lambda: httpx.get(f"{cloud.server.url}/tasks/{HUGE}"), 422, "invalid_request"),
         ("task never published", lambda: httpx.get(f"{cloud.server.url}/tasks/{spec.task_id}"), 404, "unknown_task"),
         ("blob path not a CID", lambda: httpx.get(f"{cloud.server.url}/ipfs/zz"), 400, "invalid_request"),

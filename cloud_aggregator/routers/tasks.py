@@ -5,23 +5,45 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
 
 from bmfl.blobs.cid import compute_cid
 from bmfl.blobs.codec import blob_digest
-from bmfl.protocol.schemas import MAX_TASK_ID, EdgeTask, TaskSpec
+from bmfl.protocol.schemas import MAX_TASK_ID, EdgeTask, TaskDraft, TaskSpec
+from bmfl.rounds.validate import Problem, validate_task
 from service_kit.problems import ProblemError
 from cloud_aggregator.auth import SignedRoute, check_publisher
 from cloud_aggregator.context import Cloud, get_cloud
 from cloud_aggregator.edges import EdgeCallError
-from cloud_aggregator.publishing import check_aggregation, check_model, check_on_chain, check_test_set
+from cloud_aggregator.publishing import check_on_chain, check_task
 from cloud_aggregator.views import TaskView
 
 router = APIRouter()
+dry_run = APIRouter(prefix="/tasks", tags=["tasks"])  # unsigned, bounded, no chain
 public = APIRouter(prefix="/tasks", tags=["tasks"])
 publisher = APIRouter(prefix="/tasks", tags=["tasks"], route_class=SignedRoute)  # signed by the task's publisher
 CloudDep = Annotated[Cloud, Depends(get_cloud)]
 TaskPath = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="task id on chain")]
+
+
+class TaskCheck(BaseModel):
+    """A draft that passed the dry run, normalised (defaults filled in)."""
+
+    draft: TaskDraft
+    initial_model_cid: str | None = Field(description="CID of the initial model, to escrow with createTask")
+    test_set_digest: str | None = Field(description="sha2-256 of the test set, to escrow with createTask")
+
+
+class TaskProblem(BaseModel):
+    reason: str
+    detail: str
+
+
+class TaskProblems(BaseModel):
+    reason: str = Field(description="invalid_task")
+    detail: str
+    problems: list[TaskProblem]
 
 
 async def _read(upload: UploadFile, limit: int, what: str) -> bytes:
@@ -59,12 +81,10 @@ async def publish(
         raise ProblemError(409, "duplicate_task", f"task {parsed.task_id} is already published")
     limit = cloud.settings.max_blob_bytes
     model_blob = await _read(initial_model, limit, "initial_model")
-    check_model(parsed, model_blob)
-    check_aggregation(parsed)
-    initial_cid = str(compute_cid(model_blob))
     test_blob = await _read(test_set, limit, "test_set") if test_set is not None else None
+    check_task(parsed, test_blob, model_blob, limit)
+    initial_cid = str(compute_cid(model_blob))
     if test_blob is not None:
-        check_test_set(test_blob, limit)
         digest = blob_digest(test_blob).hex0x
     else:
         digest = cloud.chain_test_set_digest(parsed.task_id)
@@ -79,6 +99,46 @@ async def publish(
     return cloud.view(parsed.task_id)
 
 
+@dry_run.post("/validate", response_model=TaskCheck, responses={422: {"model": TaskProblems}})
+async def validate(
+    cloud: CloudDep,
+    spec: Annotated[str, Form(description="TaskDraft JSON (a TaskSpec's task_id is accepted and ignored)")],
+    initial_model: Annotated[UploadFile | None, File(description="initial model, safetensors")] = None,
+    test_set: Annotated[UploadFile | None, File(description="private test set (bmfl.protocol.testset)")] = None,
+) -> Any:
+    """Dry run of ``POST /tasks`` before escrowing: the spec, model and test set checked as
+    the publication would be, without the chain. 200 with the normalised draft, or 422
+    ``invalid_task`` with every problem."""
+    limit = cloud.settings.max_blob_bytes
+    draft = _draft(spec)
+    if isinstance(draft, Problem):
+        problems = [draft]
+    else:
+        model_blob = await _read(initial_model, limit, "initial_model") if initial_model is not None else None
+        test_blob = await _read(test_set, limit, "test_set") if test_set is not None else None
+        problems = validate_task(draft, test_blob, model_blob, limit)
+        if not problems:
+            return TaskCheck(
+                draft=draft,
+                initial_model_cid=str(compute_cid(model_blob)) if model_blob is not None else None,
+                test_set_digest=blob_digest(test_blob).hex0x if test_blob is not None else None,
+            )
+    listed = [{"reason": p.reason, "detail": p.detail} for p in problems]
+    detail = "; ".join(f"{p.reason}: {p.detail}" for p in problems)
+    return JSONResponse({"reason": "invalid_task", "detail": detail, "problems": listed}, status_code=422)
+
+
+def _draft(spec: str) -> TaskDraft | Problem:
+    """A TaskDraft from its JSON, or from a TaskSpec's (its task_id dropped)."""
+    try:
+        return TaskDraft.model_validate_json(spec)
+    except ValidationError as exc:
+        try:
+            return TaskDraft(**TaskSpec.model_validate_json(spec).model_dump(exclude={"task_id"}))
+        except ValidationError:
+            return Problem("invalid_spec", str(exc))
+
+
 @publisher.put("/{task_id}/test-set", response_model=TaskView)
 async def add_test_set(
     cloud: CloudDep, request: Request, task_id: TaskPath, test_set: Annotated[UploadFile, File()]
@@ -89,7 +149,7 @@ async def add_test_set(
     if task["status"] != "awaiting_test_set":
         raise ProblemError(409, "test_set_present", f"task {task_id} already has its test set")
     blob = await _read(test_set, cloud.settings.max_blob_bytes, "test_set")
-    check_test_set(blob, cloud.settings.max_blob_bytes)
+    check_task(task["spec"], blob, None, cloud.settings.max_blob_bytes)
     if blob_digest(blob).hex0x != task["test_set_digest"]:
         raise ProblemError(409, "chain_mismatch", "the test set's digest differs from the one on chain")
     _forward(cloud, task["spec"], blob)
@@ -120,5 +180,6 @@ def get_round(cloud: CloudDep, task_id: TaskPath, round_: int) -> dict[str, Any]
 
 
 
+router.include_router(dry_run)
 router.include_router(publisher)
 router.include_router(public)

@@ -19,7 +19,7 @@ from bmfl.protocol.schemas import (
     ScoreRequest,
     ScoreResult,
 )
-from bmfl.protocol.testset import MAX_TEST_SET_BYTES, TestSetError, decode_test_set
+from bmfl.protocol.testset import TestSetError, decode_test_set
 from service_kit.problems import ProblemError
 from chain.tasks import Status
 from edge_node.auth import cloud_only, signed_route
@@ -40,7 +40,7 @@ def rounds_router(node: EdgeNode, engine: RoundEngine) -> APIRouter:
         test_set: UploadFile = File(description="the publisher's private test set (bmfl.protocol.testset)"),
     ) -> EdgeTask:
         """Serve a task; the test set must match the on-chain test-set digest."""
-        return _save_task(node, task_id, task, test_set.file.read(MAX_TEST_SET_BYTES + 1))
+        return _save_task(node, task_id, task, test_set.file.read(node.settings.max_test_set_bytes + 1))
 
     @cloud.post("/tasks/{task_id}/rounds/{round}/open", response_model=RoundSelection)
     def post_open(task_id: TaskPath, req: RoundOpen, round_: RoundPath) -> RoundSelection:

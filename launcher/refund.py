@@ -1,0 +1,115 @@
+"""``bmfl tasks refund``: the publisher's way back from an orphaned or stalled task.
+
+A task is *orphaned* when it is active on chain but the cloud does not run it (escrowed,
+then never published, e.g. the cloud refused the publication), and *stalled* when its
+current step's deadline has passed. ``BMFLTasks.cancelTask`` (anyone may call it once a
+step missed its deadline) credits the unspent escrow, ``escrow − rounds run × block
+reward``, to the publisher, who withdraws it with ``claim``. An orphaned task whose
+deadline is still ahead is listed with the time it becomes refundable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import typer
+
+from chain.tasks import Phase, Status
+from service_kit.chain_access import ChainAccess, connect
+
+WEI_PER_ETH = 10**18
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An active task of the publisher that the cloud does not run or that stalled."""
+
+    task_id: int
+    orphaned: bool
+    stalled: bool
+    deadline: int
+    refund_wei: int  # what cancelTask would credit: escrow − rounds run × block reward
+
+    @property
+    def refundable(self) -> bool:
+        return self.stalled
+
+
+def eth(wei: int) -> str:
+    return f"{wei / WEI_PER_ETH:.6f} ETH ({wei} wei)"
+
+
+def cloud_task_ids(cloud_url: str, timeout_s: float = 30.0) -> set[int]:
+    """Ids of the tasks the cloud runs (``GET /tasks``)."""
+    reply = httpx.get(cloud_url.rstrip("/") + "/tasks", timeout=timeout_s)
+    reply.raise_for_status()
+    return {int(task["task_id"]) for task in reply.json()}
+
+
+def candidates(chain: ChainAccess, running: set[int]) -> list[Candidate]:
+    """The publisher's active tasks that are orphaned (not in ``running``) or stalled."""
+    now = int(chain.w3.eth.get_block("latest")["timestamp"])
+    out = []
+    for task_id in range(1, chain.tasks.task_count() + 1):
+        info = chain.tasks.task(task_id)
+        if info.status != Status.ACTIVE or info.publisher != chain.address:
+            continue
+        orphaned, stalled = task_id not in running, now > info.deadline
+        if orphaned or stalled:
+            run = info.round if info.phase == Phase.FINALIZED or info.round == 0 else info.round - 1
+            out.append(Candidate(task_id, orphaned, stalled, info.deadline, info.escrow - run * info.block_reward))
+    return out
+
+
+def refund(chain: ChainAccess, tasks: list[Candidate]) -> int:
+    """``cancelTask`` for each stalled task, then ``claim``; returns the wei claimed."""
+    for task in tasks:
+        if task.refundable:
+            with chain.lock:
+                chain.tasks.cancel_task(task.task_id)
+    owed = chain.tasks.owed(chain.address)
+    if owed:
+        with chain.lock:
+            chain.tasks.claim()
+    return owed
+
+
+tasks_app = typer.Typer(help="The publisher's tasks on chain.", no_args_is_help=True)
+
+
+@tasks_app.command("refund")
+def refund_command(
+    private_key: str = typer.Option(..., envvar="BMFL_PUBLISHER_KEY", help="the publisher's account key (0x-hex)"),
+    cloud_url: str = typer.Option("http://127.0.0.1:8000", envvar="BMFL_CLOUD_URL", help="the cloud whose GET /tasks says what runs"),
+    rpc_url: str = typer.Option("http://127.0.0.1:8545", envvar="BMFL_RPC_URL", help="JSON-RPC URL of the chain"),
+    deployment: Path = typer.Option(Path("deployments/31337.json"), envvar="BMFL_DEPLOYMENT", help="deployment file"),
+    yes: bool = typer.Option(False, "--yes", help="cancel the stalled tasks and claim the refund (default: list only)"),
+) -> None:
+    """List the publisher's orphaned (escrowed, not run by the cloud) and stalled (deadline
+    passed) tasks; with --yes, cancelTask each stalled one and claim the refund."""
+    chain = connect(rpc_url, deployment, private_key)
+    try:
+        running = cloud_task_ids(cloud_url)
+    except httpx.HTTPError as exc:
+        typer.echo(f"the cloud at {cloud_url} did not answer ({exc}); listing stalled tasks only", err=True)
+        running = None
+    found = [c for c in candidates(chain, running or set()) if running is not None or c.stalled]
+    if not found:
+        typer.echo(f"no orphaned or stalled tasks of {chain.address}")
+        return
+    for c in found:
+        kind = " and ".join(k for k, on in (("orphaned", c.orphaned and running is not None), ("stalled", c.stalled)) if on)
+        when = "refundable now" if c.refundable else f"refundable after chain time {c.deadline}"
+        typer.echo(f"task {c.task_id}: {kind}, {when}, refund {eth(c.refund_wei)}")
+    if not yes:
+        typer.echo("dry run: pass --yes to cancel the stalled tasks and claim")
+        return
+    if not any(c.refundable for c in found) and not chain.tasks.owed(chain.address):
+        typer.echo("nothing is refundable yet: no deadline has passed")
+        return
+    before = chain.w3.eth.get_balance(chain.address)
+    claimed = refund(chain, found)
+    after = chain.w3.eth.get_balance(chain.address)
+    typer.echo(f"claimed {eth(claimed)}; balance {eth(before)} -> {eth(after)} (gas {eth(before + claimed - after)})")

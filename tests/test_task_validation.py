@@ -1,0 +1,159 @@
+"""Validate before escrow, and a way back (docs/operations.md, "Refunds").
+
+One core check (``bmfl.rounds.validate``) refuses typos before any transaction: in the
+publisher's client (nonce, balance and task count unchanged on Anvil) and in the cloud's
+dry run ``POST /tasks/validate`` (a real uvicorn server). An orphaned task (escrowed,
+never published) is listed by ``bmfl tasks refund``, and once Anvil's clock passes its
+deadline, refunded by ``--yes``: the publisher's balance rises by the escrow minus the
+gas of its two transactions, to the wei."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from eth_account import Account
+from typer.testing import CliRunner
+
+from bmfl.blobs.codec import BlobMeta, encode_state
+from bmfl.data import TensorData
+from bmfl.models import create_model
+from bmfl.protocol.testset import encode_test_set
+from bmfl.rounds.validate import TaskInvalid, validate_task
+from bmfl.task import AggregationSpec, RuleSpec, TaskDraft
+from chain.anvil import dev_key
+from chain.tasks import Status
+from cloud_aggregator.app import create_app
+from cloud_aggregator.settings import CloudSettings
+from launcher.cli import app as cli
+from launcher.publisher import Publisher
+from service_kit.serve import ServerThread
+from service_fixtures import CLOUD, MODEL, PUBLISHER, ServiceChain, TaskData, create_task
+from service_fixtures import service_chain  # noqa: F401
+
+CLASSES = TensorData(torch.zeros(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]), 10)
+REGRESSION = TensorData(torch.zeros(4, 1, 28, 28), torch.zeros(4, 1), None)
+
+
+def initial(model: str = MODEL) -> bytes:
+    torch.manual_seed(0)
+    return encode_state(create_model(model).state_dict(), BlobMeta("0", 0, "publisher", model))
+
+
+def typo_filter() -> AggregationSpec:
+    return AggregationSpec(filters=[RuleSpec(name="self_reliabilty")])
+
+
+def reasons(problems: list[Any]) -> list[str]:
+    return [p.reason for p in problems]
+
+
+def test_the_core_check_names_every_problem() -> None:
+    good = TaskDraft()
+    assert validate_task(good, CLASSES, initial()) == []
+    assert reasons(validate_task(TaskDraft(model="bmfl_cnnn"), CLASSES, None)) == ["unknown_model"]
+    assert reasons(validate_task(TaskDraft(aggregation=typo_filter()), CLASSES)) == ["invalid_spec"]
+    assert reasons(validate_task(TaskDraft(model="bmfl_cnnn", aggregation=typo_filter()), CLASSES)) == ["unknown_model", "invalid_spec"]
+    # the default filter needs an accuracy evaluator: a test set without classes cannot supply one
+    needs_evaluator = validate_task(good, REGRESSION)
+    assert reasons(needs_evaluator) == ["invalid_spec"] and "evaluate" in needs_evaluator[0].detail
+    assert validate_task(TaskDraft(aggregation=AggregationSpec(filters=[])), REGRESSION) == []
+    assert reasons(validate_task(good, CLASSES, initial("mlp"))) == ["initial_model_model"]
+    assert reasons(validate_task(good, b"\0" * 64)) == ["invalid_test_set"]
+    broke = good.model_copy(update={"reward_wei": 10, "block_reward_wei": 10})  # past the model validator
+    assert reasons(validate_task(broke, CLASSES)) == ["escrow_too_small"]
+
+
+def test_the_publishers_client_refuses_typos_before_any_transaction(service_chain: ServiceChain) -> None:
+    chain = service_chain.access(dev_key(PUBLISHER))
+    publisher = Publisher(chain, "http://127.0.0.1:9")  # never reached
+    w3, address = chain.w3, chain.address
+    before = (w3.eth.get_transaction_count(address), w3.eth.get_balance(address), chain.tasks.task_count())
+    for draft, reason in [
+        (TaskDraft(model="bmfl_cnnn"), "unknown_model"),
+        (TaskDraft(aggregation=typo_filter()), "invalid_spec"),
+        (TaskDraft(), "invalid_spec"),  # with a test set that has no classes
+    ]:
+        test_set = REGRESSION if draft == TaskDraft() else CLASSES
+        with pytest.raises(TaskInvalid) as refused:
+            publisher.publish(draft, test_set)
+        assert reasons(refused.value.problems) == [reason]
+    assert (w3.eth.get_transaction_count(address), w3.eth.get_balance(address), chain.tasks.task_count()) == before
+
+
+@pytest.fixture(scope="module")
+def cloud(service_chain: ServiceChain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    directory = tmp_path_factory.mktemp("cloud")
+    settings = CloudSettings(
+        rpc_url=service_chain.rpc_url, deployment=service_chain.deployment_file, private_key=dev_key(CLOUD),
+        blob_store=str(directory / "blobs"), state_dir=directory / "cloud", edges=[], max_blob_bytes=4 << 20,
+    )  # fmt: skip
+    with ServerThread(create_app(settings)) as server:
+        yield server
+
+
+def dry_run(url: str, draft: dict, model: bytes | None = None, test_set: bytes | None = None) -> httpx.Response:
+    files: dict[str, Any] = {"spec": (None, json.dumps(draft))}
+    if model is not None:
+        files["initial_model"] = ("m", model)
+    if test_set is not None:
+        files["test_set"] = ("t", test_set)
+    return httpx.post(url + "/tasks/validate", files=files, timeout=60)
+
+
+def test_the_clouds_dry_run(cloud: ServerThread, tmp_path: Path) -> None:
+    test_set, model = encode_test_set(CLASSES), initial()
+    ok = dry_run(cloud.url, {"rounds": 3}, model, test_set)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["draft"] == json.loads(TaskDraft(rounds=3).model_dump_json())  # defaults filled in
+    typos = {"model": "bmfl_cnnn", "aggregation": {"filters": [{"name": "self_reliabilty"}]}}
+    refused = dry_run(cloud.url, typos, model, test_set)
+    assert (refused.status_code, refused.json()["reason"]) == (422, "invalid_task")
+    assert [p["reason"] for p in refused.json()["problems"]] == ["unknown_model", "invalid_spec"]
+    assert dry_run(cloud.url, {"owner": "me"}).json()["problems"][0]["reason"] == "invalid_spec"
+    too_big = dry_run(cloud.url, {}, bytes(5 << 20))
+    assert (too_big.status_code, too_big.json()["reason"]) == (413, "too_large")
+    stray = httpx.post(cloud.url + "/tasks/validate", files={"spec": (None, "{}"), "extra": ("x", b"1")})
+    assert (stray.status_code, stray.json()["reason"]) == (422, "unknown_part")
+
+
+def gas_paid(w3: Any, address: str, first_block: int) -> int:
+    """Wei ``address`` paid for gas in the blocks from ``first_block`` on."""
+    total = 0
+    for number in range(first_block, w3.eth.block_number + 1):
+        for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]:
+            if tx["from"] == address:
+                receipt = w3.eth.get_transaction_receipt(tx["hash"])
+                total += receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    return total
+
+
+def test_an_orphaned_task_is_listed_then_refunded(service_chain: ServiceChain, cloud: ServerThread) -> None:
+    test_set = encode_test_set(CLASSES)
+    task = create_task(service_chain, TaskData(None, test_set, initial(), "bafy-initial"))  # type: ignore[arg-type]
+    chain = service_chain.access(dev_key(PUBLISHER))
+    w3, address = chain.w3, chain.address
+    args = ["tasks", "refund", "--private-key", dev_key(PUBLISHER), "--cloud-url", cloud.url,
+            "--rpc-url", service_chain.rpc_url, "--deployment", str(service_chain.deployment_file)]  # fmt: skip
+    listed = CliRunner().invoke(cli, args)
+    assert listed.exit_code == 0, listed.output
+    assert f"task {task.task_id}: orphaned, refundable after" in listed.output
+    assert "nothing is refundable yet" in CliRunner().invoke(cli, [*args, "--yes"]).output  # not stalled yet
+    assert chain.tasks.task(task.task_id).status == Status.ACTIVE
+    service_chain.w3.provider.make_request("evm_increaseTime", [task.round_duration_s + 1])  # type: ignore[arg-type]
+    service_chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    balance, first_block = w3.eth.get_balance(address), w3.eth.block_number + 1
+    refunded = CliRunner().invoke(cli, [*args, "--yes"])
+    assert refunded.exit_code == 0, refunded.output
+    assert f"task {task.task_id}: orphaned and stalled, refundable now, refund 1.000000 ETH ({task.reward_wei} wei)" in refunded.output
+    assert f"claimed 1.000000 ETH ({task.reward_wei} wei)" in refunded.output
+    gas = gas_paid(w3, address, first_block)
+    assert gas > 0 and w3.eth.get_balance(address) == balance + task.reward_wei - gas
+    assert chain.tasks.task(task.task_id).status == Status.CANCELLED and chain.tasks.owed(address) == 0
+    assert "no orphaned or stalled tasks" in CliRunner().invoke(cli, args).output
+    assert Account.from_key(dev_key(PUBLISHER)).address == address
