@@ -30,7 +30,7 @@ CHUNK = 4096  # the rule's default chunk of coordinates
 
 
 def reference_reweight(updates: np.ndarray, lam: float = 2.0, threshold: float = 0.1) -> np.ndarray:
-    """Per-coordinate loop, paper θ variant (ALGORITHMS.md §3 steps 1–8)."""
+    """Per-coordinate loop, paper θ variant (docs/algorithms.md §3 steps 1–8)."""
     k, d = updates.shape
     x = np.arange(k, dtype=np.float64)
     centre, sxx = (k - 1) / 2, k * (k * k - 1) / 12

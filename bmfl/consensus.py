@@ -1,4 +1,4 @@
-"""Proof of testing accuracy (BMFL §IV-D; ALGORITHMS.md §5).
+"""Proof of testing accuracy (BMFL §IV-D; docs/algorithms.md §5).
 
 Each edge's preliminary model w_ℓ is scored on the publisher's test set; its consensus
 accuracy ᾱ_ℓ (fixed point, ``bmfl.incentives.SCALE``) is recorded on chain. The leader

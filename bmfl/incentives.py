@@ -1,4 +1,4 @@
-"""Payouts of a finished task (BMFL Eq. 26–29; ALGORITHMS.md §6) in integer wei.
+"""Payouts of a finished task (BMFL Eq. 26–29; docs/algorithms.md §6) in integer wei.
 
 This is the reference the payout contract must match to the wei, so everything is an
 integer and every division is a floor division (Solidity's ``/`` on uint256).

@@ -1,6 +1,6 @@
 """Vehicle mobility and edge association (BMFL §III: a vehicle associates with the
 nearest MEC server and, when it moves into another server's range, hands over to it
-while keeping its identity; DESIGN.md, "One round", step 2).
+while keeping its identity; docs/architecture.md, "One round", step 2).
 
 Ring-road model: a circular road of ``length`` metres with the L edges (road-side MEC
 servers) evenly spaced at the centres of L equal segments. Each vehicle starts at a

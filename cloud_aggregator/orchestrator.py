@@ -1,4 +1,4 @@
-"""Round orchestration: one thread per task drives BMFL's synchronous round (DESIGN.md,
+"""Round orchestration: one thread per task drives BMFL's synchronous round (docs/architecture.md,
 "One round") across the edges and the chain.
 
 Each step is chosen from the task's on-chain phase and every edge call is idempotent,

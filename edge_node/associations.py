@@ -1,4 +1,4 @@
-"""Vehicle association and handover (DESIGN.md, "Mobility").
+"""Vehicle association and handover (docs/architecture.md, "Mobility and handover").
 
 A vehicle signs ``associate_message`` for the edge it joins. Each edge keeps the newest
 signed association it has seen per vehicle, with this edge or another, so an older

@@ -1,4 +1,4 @@
-"""The edge's round steps (DESIGN.md "One round", steps 2, 4 and 5): select and commit
+"""The edge's round steps (docs/architecture.md "One round", steps 2, 4 and 5): select and commit
 trainers (``bmfl.rounds.select_trainers``), close (``bmfl.rounds.aggregate_edge``:
 filters, robust aggregation, preliminary model and verdicts, then ``recordRound``), score
 every edge's preliminary model (``bmfl.rounds.cross_scores``, ``submitScores``), evaluate

@@ -1,5 +1,5 @@
 """FedAvg (BMFL Eq. 3; FBFL): the data-size weighted mean, w = Σ_m p_m w̃_m with
-p_m = |O_m| / Σ_i |O_i|. Also the cloud's second aggregation (ALGORITHMS.md §4)."""
+p_m = |O_m| / Σ_i |O_i|. Also the cloud's second aggregation (docs/algorithms.md §4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Attack-resistant aggregation: repeated-median regression with residual reweighting
-(BMFL §IV-C-3, Eq. 14–23, after Fu et al. 2019; ALGORITHMS.md §3).
+(BMFL §IV-C-3, Eq. 14–23, after Fu et al. 2019; docs/algorithms.md §3).
 
 Independently for every coordinate n, over the K uploads:
 
@@ -27,7 +27,7 @@ Independently for every coordinate n, over the K uploads:
 
 With K ≤ 2 the line passes through every point, all residuals vanish and ϖ = 1.
 Coordinates are processed in chunks (``chunk_size``), each fully vectorised.
-Known limit (ALGORITHMS.md §3): like the median it breaks down beyond 50 % attackers;
+Known limit (docs/algorithms.md §3): like the median it breaks down beyond 50 % attackers;
 the self-reliability filter (``bmfl.filters``) must run first.
 """
 

@@ -1,4 +1,4 @@
-"""Attacks as pluggable vehicle behaviours (ALGORITHMS.md §8), one registry by name.
+"""Attacks as pluggable vehicle behaviours (docs/algorithms.md §8), one registry by name.
 Add your own with ``@register_attack`` (see ``bmfl.attacks.base``)."""
 
 from bmfl.attacks.backdoor import PixelBackdoor, add_trigger, attack_success_rate, trigger_mask

@@ -1,4 +1,4 @@
-"""Attacks as pluggable vehicle behaviours (ALGORITHMS.md §8).
+"""Attacks as pluggable vehicle behaviours (docs/algorithms.md §8).
 
 A malicious vehicle runs the same pipeline as an honest one; an :class:`Attack` may
 change any of its four steps, each a no-op by default:

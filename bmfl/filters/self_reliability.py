@@ -1,4 +1,4 @@
-"""The self-reliability filter (BMFL §IV-C-2, Eq. 11–13; ALGORITHMS.md §2).
+"""The self-reliability filter (BMFL §IV-C-2, Eq. 11–13; docs/algorithms.md §2).
 
 For upload w̃_m in round r (1-based), against the reference w^{r-1}:
 

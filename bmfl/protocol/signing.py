@@ -1,4 +1,4 @@
-"""EIP-191 signed messages of the round protocol (DESIGN.md, "Identity, integrity").
+"""EIP-191 signed messages of the round protocol (docs/architecture.md, "Identity, integrity, privacy").
 
 Every message names the chain id and its purpose, so a signature made for one task,
 round, edge or chain is worthless anywhere else (no replay across rounds or tasks):
