@@ -1,0 +1,81 @@
+"""The authors'-code θ of the residual reweighting (``theta="reference"``, BMFL
+§IV-C-3 step 7): θ_m = Σ_n ϖ_n^m·s_n with s_n the unbiased standard deviation of ϖ_n
+over the K uploads, then θ ← (θ / max θ)², weights θ / Σθ. Known answers built from
+coordinates where every honest value lies on the rank line (ϖ = 1) and one outlier
+sits 1e9 residual scales off it (ϖ ≈ 1e-9)."""
+
+import math
+
+import pytest
+import torch
+
+from bmfl.aggregation import get_aggregator
+from bmfl.aggregation.reweight import confidences
+
+S = math.sqrt(0.2)  # unbiased std of ϖ = (1, 1, 1, 1, 0): mean 0.8, Σ(ϖ − 0.8)² = 0.8, / (5 − 1)
+
+
+def columns() -> torch.Tensor:
+    """(K = 5, d = 5): an outlier (value 100) for model 4 at coordinates 0 and 2, for
+    model 3 at coordinate 1; coordinates 3 and 4 are clean (every ϖ = 1, s = 0)."""
+    return torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 0.0, 10.0],
+            [1.0, 1.0, 1.0, 1.0, 11.0],
+            [2.0, 2.0, 2.0, 2.0, 12.0],
+            [3.0, 100.0, 3.0, 3.0, 13.0],
+            [100.0, 3.0, 100.0, 4.0, 14.0],
+        ]
+    )
+
+
+def test_confidences_of_the_construction():
+    varpi, _ = confidences(columns().T.to(torch.float64), 2.0)
+    expected = torch.ones(5, 5, dtype=torch.float64)
+    expected[0, 4] = expected[1, 3] = expected[2, 4] = 0.0
+    assert torch.allclose(varpi, expected, atol=1e-6)
+
+
+def test_reference_theta_known_answer():
+    r = get_aggregator("reweight", theta="reference")(columns(), None, torch.zeros(5))
+    # raw θ = s·(3, 3, 3, 2, 1) (clean coordinates add s = 0); / max → (1, 1, 1, 2/3, 1/3);
+    # squared → (1, 1, 1, 4/9, 1/9); Σ = 32/9 → weights (9, 9, 9, 4, 1) / 32
+    assert r.info["variant"] == "reference"
+    assert r.info["theta"].tolist() == pytest.approx([3 * S, 3 * S, 3 * S, 2 * S, S], rel=1e-6)
+    assert r.weights.tolist() == pytest.approx([9 / 32, 9 / 32, 9 / 32, 4 / 32, 1 / 32], rel=1e-6)
+    assert r.weights.dtype == torch.float64
+    # outliers replaced by the line value (= rank): the corrected columns are 0..4 at
+    # coordinates 0–3 (values 0,1,2,3,4 by model, the outlier at rank 4 → 4; coordinate 1:
+    # model 3 holds rank 4 → 4, model 4 holds 3)
+    corrected = torch.tensor(
+        [[0.0, 0, 0, 0, 10], [1, 1, 1, 1, 11], [2, 2, 2, 2, 12], [3, 4, 3, 3, 13], [4, 3, 4, 4, 14]], dtype=torch.float64
+    )
+    assert r.aggregate.tolist() == pytest.approx((r.weights[:, None] * corrected).sum(0).tolist(), rel=1e-6)
+    assert r.info["replaced_fraction"].tolist() == [0, 0, 0, 0.2, 0.4]
+
+
+def test_paper_theta_on_the_same_construction_differs():
+    # paper θ: count of coordinates with ϖ ≥ ς → (5, 5, 5, 4, 3), weights / 22
+    r = get_aggregator("reweight", theta="paper")(columns(), None, torch.zeros(5))
+    assert r.info["theta"].tolist() == pytest.approx([5, 5, 5, 4, 3], rel=1e-6)
+    assert r.weights.tolist() == pytest.approx([5 / 22, 5 / 22, 5 / 22, 4 / 22, 3 / 22], rel=1e-6)
+
+
+def test_reference_theta_is_chunk_independent():
+    y = columns()
+    a = get_aggregator("reweight", theta="reference", chunk_size=1)(y, None, torch.zeros(5))
+    b = get_aggregator("reweight", theta="reference", chunk_size=4096)(y, None, torch.zeros(5))
+    assert torch.allclose(a.weights, b.weights) and torch.allclose(a.aggregate, b.aggregate)
+
+
+def test_reference_theta_one_upload_and_zero_spread():
+    # K = 1: no spread, θ = 0 → the single upload gets weight 1
+    one = torch.tensor([[1.0, 2.0]])
+    r = get_aggregator("reweight", theta="reference")(one, None, torch.zeros(2))
+    assert r.weights.tolist() == [1.0] and r.aggregate.tolist() == [1.0, 2.0]
+    assert r.info["theta"].tolist() == [0.0]  # not the NaN of a one-sample std
+    # all five clean columns: s = 0 everywhere → equal weights, raw θ all 0
+    clean = columns()[:, 3:]
+    r = get_aggregator("reweight", theta="reference")(clean, None, torch.zeros(2))
+    assert r.info["theta"].tolist() == [0.0] * 5
+    assert r.weights.tolist() == [0.2] * 5
