@@ -7,6 +7,7 @@ from collections import Counter
 from fractions import Fraction
 from math import floor
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +85,20 @@ def test_reference_by_hand():
     assert (p.edge_shares, p.per_edge, p.vehicles, p.dust) == (
         {"A": 2, "B": 4}, {"A": {"x": 2}, "B": {"x": 2, "y": 1}}, {"x": 4, "y": 1}, 2,
     )  # fmt: skip
+
+
+def test_every_kind_of_invalid_value_is_refused():
+    integers = r"^escrow, rewards, accuracies and contributions must be non-negative integers$"
+    for bad in [
+        (-1, 0, [], {"A": 1}, {}),  # negative escrow
+        (10, -1, [], {"A": 1}, {}),  # negative block reward
+        (10, 0, [], {"A": -1, "B": 2}, {}),  # a negative accuracy would pay B more than the escrow
+        (10, 0, [], {"A": 1}, {"A": {"v": -1}}),  # negative contribution
+        (10, 0, [], {"A": True}, {}),  # bool is not an amount
+        (10, 0, [], {"A": 1.0}, {}),
+    ]:
+        with pytest.raises(ValueError, match=integers):
+            split_payouts(*bad)
+    with pytest.raises(ValueError, match=r"^escrow does not cover the block rewards$"):
+        split_payouts(19, 10, ["A", "A"], {"A": 1}, {})
+    assert split_payouts(20, 10, ["A", "A"], {"A": 1}, {}).dust == 0  # exactly covered is fine
