@@ -168,3 +168,39 @@ def test_self_reliability_diagnostics():
     assert info["reliability"].tolist() == [1.25 * 0.25 - 0.25, float("-inf")]
     assert info["threshold"] == 1.25 * 0.5 - 1.0 and info["alpha_reference"] == 0.5
     assert res.keep.tolist() == [True, False]
+
+
+# ---------------------------------------------------------------- evaluators (α of Eq. 11)
+
+
+def _tiny():
+    from torch import nn
+
+    from bmfl.data import TensorData
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
+    y = torch.tensor([0, 1, 1, 1, 0])
+    # flat vector of nn.Linear(2, 2): weight (row-major), then bias
+    identity = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])  # predicts argmax x: 0,1,0,1,0 → 4/5
+    swapped = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0, 0.0])  # 1,0,1,0,1 → 1/5
+    always_one = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 1.0])  # 1 everywhere → 3/5
+    return nn.Linear(2, 2), TensorData(x, y, num_classes=2), torch.stack([identity, swapped, always_one, identity])
+
+
+@pytest.mark.parametrize("batch_size", [2, 5, 64])
+def test_accuracy_evaluators_known_answers(batch_size):
+    from bmfl.filters.self_reliability import accuracy_evaluator, batched_accuracy_evaluator
+
+    model, data, vectors = _tiny()
+    expected = [0.8, 0.2, 0.6, 0.8]
+    before = [p.clone() for p in model.parameters()]
+    for evaluator in (
+        accuracy_evaluator(model, data, batch_size),
+        batched_accuracy_evaluator(model, data, batch_size, vectorise=False),
+        batched_accuracy_evaluator(model, data, batch_size, vectorise=True),
+        batched_accuracy_evaluator(model, data, batch_size, memo=1),
+    ):
+        got = evaluator(vectors)
+        assert got.dtype == torch.float64 and got.tolist() == pytest.approx(expected)
+        assert evaluator(vectors[1:3]).tolist() == pytest.approx([0.2, 0.6])  # again, from the memo or not
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the caller's model is untouched
