@@ -79,3 +79,47 @@ def test_reference_theta_one_upload_and_zero_spread():
     r = get_aggregator("reweight", theta="reference")(clean, None, torch.zeros(2))
     assert r.info["theta"].tolist() == [0.0] * 5
     assert r.weights.tolist() == [0.2] * 5
+
+
+def test_reference_theta_below_one_is_still_normalised_and_squared():
+    # outliers: model 4 at coordinate 0, model 3 at coordinate 1 → raw θ = s·(2, 2, 2, 1, 1),
+    # max 2s ≈ 0.89 < 1; squared after / max: (1, 1, 1, 1/4, 1/4) → weights (4, 4, 4, 1, 1) / 14
+    y = columns()[:, [0, 1, 3]]
+    r = get_aggregator("reweight", theta="reference")(y, None, torch.zeros(3))
+    assert r.info["theta"].tolist() == pytest.approx([2 * S, 2 * S, 2 * S, S, S], rel=1e-6)
+    assert r.weights.tolist() == pytest.approx([4 / 14, 4 / 14, 4 / 14, 1 / 14, 1 / 14], rel=1e-6)
+
+
+def test_replaced_fraction_accumulates_over_chunks():
+    for chunk in (1, 2, 4096):
+        r = get_aggregator("reweight", theta="reference", chunk_size=chunk)(columns(), None, torch.zeros(5))
+        assert r.info["replaced_fraction"].tolist() == [0, 0, 0, 0.2, 0.4], chunk
+
+
+def test_threshold_one_replaces_even_perfect_fits():
+    # ϖ = 1 is not below ς = 1: nothing replaced, paper θ counts every coordinate
+    r = get_aggregator("reweight", threshold=1.0)(columns()[:, 3:], None, torch.zeros(2))
+    assert r.info["replaced_fraction"].tolist() == [0.0] * 5
+    assert r.info["theta"].tolist() == [2.0] * 5
+
+
+def test_reweight_parameters():
+    rule = get_aggregator("reweight")
+    assert (rule.lam, rule.threshold, rule.theta) == (2.0, 0.1, "paper")
+    for ok in [dict(lam=1e-9), dict(threshold=0.0), dict(threshold=1.0), dict(chunk_size=1)]:
+        get_aggregator("reweight", **ok)
+    for bad in [dict(lam=0.0), dict(lam=-1.0), dict(threshold=-0.01), dict(threshold=1.01), dict(chunk_size=0)]:
+        with pytest.raises(ValueError, match=r"^need lam > 0, threshold in \[0, 1\], chunk_size >= 1$"):
+            get_aggregator("reweight", **bad)
+    with pytest.raises(ValueError, match=r"^theta must be one of \('paper', 'reference'\)$"):
+        get_aggregator("reweight", theta="median")
+
+
+def test_default_lambda_sets_the_clipping_point():
+    # y = 0, 1.2, 1.9, 3.1, 6: the last value's ϖ = Z·sqrt(1 − h)/|e| lies in (ς, 1) and
+    # Z = λ·sqrt(2/K) is proportional to λ, so λ = 3 gives 1.5 × the default λ = 2's ϖ
+    y = torch.tensor([[0.0], [1.2], [1.9], [3.1], [6.0]])
+    default = get_aggregator("reweight")(y, None, torch.zeros(1))
+    other = get_aggregator("reweight", lam=3.0)(y, None, torch.zeros(1))
+    assert default.info["theta"][:4].tolist() == [1.0] * 4 and 0.1 < default.info["theta"][4] < 1
+    assert other.info["theta"][4].item() == pytest.approx(1.5 * default.info["theta"][4].item(), rel=1e-5)
