@@ -136,6 +136,8 @@ def test_direction_ties_and_zero_reference_coordinates():
         ]
     )
     assert directions(ups, ref).tolist() == [-1, 1, 1, -1, -1]
+    # a zero reference coordinate contributes sign(0) = 0, whatever the upload holds there
+    assert directions(torch.tensor([[1.0, -1.0, 5.0, 0.0]]), ref).tolist() == [-1]
     assert directions(torch.tensor([[1.0, -1.0, 0.0, 0.0]]), torch.tensor([1.0, 1.0, 1.0, 1.0])).tolist() == [-1]
 
 
@@ -223,3 +225,22 @@ def test_median_even_and_odd_along_any_dimension():
     assert median(torch.tensor([[4.0, 1.0, 3.0, 2.0, 9.0, 0.0]]), dim=1).tolist() == [2.5]
     # count: the median of the smallest values only
     assert median(torch.tensor([[5.0, 1.0, 4.0, 2.0, 3.0]]), dim=1, count=4).tolist() == [2.5]
+
+
+def test_round_index_reaches_a_filter_nested_in_compose():
+    # compose(rule, outer, inner): the round must pass through the outer filter to the inner
+    ref = torch.tensor([1.0, 1.0, -1.0, 2.0])
+    close, far = torch.tensor([1.5, 1.0, -1.0, 2.0]), torch.tensor([3.0, 1.0, -1.0, 2.0])
+    ev = lambda v: torch.tensor([{1.5: 0.8, 3.0: 0.75}[float(x[0])] for x in v], dtype=torch.float64)  # noqa: E731
+    reliability = get_filter("self_reliability", evaluate=ev, threshold=0.7, normalize="none")
+    rule = compose(get_aggregator("fedavg"), get_filter("l2_norm"), reliability)
+    ups = torch.stack([close, far])
+    # Λ(close) = (1 + 0.5/r)·0.8 − 0.25: 0.75 at r = 2 (kept), 0.65 at r = 4 (dropped)
+    assert rule(ups, None, ref, round_index=2).weights.tolist() == [1.0, 0.0]
+    assert rule(ups, None, ref, round_index=4).weights.tolist() == [0.0, 0.0]
+
+
+def test_multi_krum_ties_keep_index_order():
+    ups = torch.tensor([[1.0], [1.0], [1.0], [1.0], [9.0]])
+    r = get_aggregator("multi_krum", f=1, m=2)(ups, None, torch.zeros(1))
+    assert r.info["selected"] == [0, 1] and r.weights.tolist() == [0.5, 0.5, 0.0, 0.0, 0.0]
