@@ -244,3 +244,31 @@ def test_multi_krum_ties_keep_index_order():
     ups = torch.tensor([[1.0], [1.0], [1.0], [1.0], [9.0]])
     r = get_aggregator("multi_krum", f=1, m=2)(ups, None, torch.zeros(1))
     assert r.info["selected"] == [0, 1] and r.weights.tolist() == [0.5, 0.5, 0.0, 0.0, 0.0]
+
+
+# ---------------------------------------------------------------- input checks, trimmed mean
+
+
+def test_input_checks():
+    from bmfl.aggregation.base import check_inputs
+
+    for bad in (torch.zeros(3), torch.zeros(0, 3), torch.zeros(2, 3, 1)):
+        with pytest.raises(ValueError, match=r"^updates must be a non-empty \(K, d\) tensor, got shape"):
+            check_inputs(bad, None, torch.zeros(3))
+    sizes = check_inputs(torch.zeros(2, 3), None, torch.zeros(3))
+    assert sizes.dtype == torch.float64 and sizes.tolist() == [1.0, 1.0]
+    assert get_aggregator("fedavg")(torch.zeros(2, 3), None, torch.zeros(3)).weights.dtype == torch.float64
+
+
+def test_trimmed_mean_parameters_and_limits():
+    get_aggregator("trimmed_mean", beta=0)
+    get_aggregator("trimmed_mean", beta_fraction=0.0)
+    get_aggregator("trimmed_mean", beta_fraction=0.49)
+    for bad in [dict(beta=-1), dict(beta_fraction=0.5), dict(beta_fraction=-0.1), dict(beta_fraction=1.2)]:
+        with pytest.raises(ValueError, match=r"^beta must be >= 0 and beta_fraction in \[0, 0.5\)$"):
+            get_aggregator("trimmed_mean", **bad)
+    ups = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    with pytest.raises(ValueError, match=r"^cannot trim 2 from each end of 4 updates$"):
+        get_aggregator("trimmed_mean", beta=2)(ups, None, torch.zeros(1))
+    r = get_aggregator("trimmed_mean", beta=1)(ups, None, torch.zeros(1))
+    assert r.aggregate.item() == 2.5 and r.info == {"beta": 1}

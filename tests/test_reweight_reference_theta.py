@@ -6,6 +6,8 @@ sits 1e9 residual scales off it (ϖ ≈ 1e-9)."""
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -123,3 +125,37 @@ def test_default_lambda_sets_the_clipping_point():
     other = get_aggregator("reweight", lam=3.0)(y, None, torch.zeros(1))
     assert default.info["theta"][:4].tolist() == [1.0] * 4 and 0.1 < default.info["theta"][4] < 1
     assert other.info["theta"][4].item() == pytest.approx(1.5 * default.info["theta"][4].item(), rel=1e-5)
+
+
+def _reference_confidences(y: np.ndarray, lam: float) -> np.ndarray:
+    """ϖ of one coordinate's K values, written out from Eq. 14–19 in float64 NumPy."""
+    k = len(y)
+    if k <= 2:
+        return np.ones(k)
+    ys = np.sort(y)
+    inner = [np.median([(ys[j] - ys[i]) / (j - i) for j in range(k) if j != i]) for i in range(k)]
+    beta1 = np.median(inner)
+    beta0 = np.median(ys) - beta1 * (k - 1) / 2
+    ranks = np.empty(k)
+    ranks[np.argsort(y, kind="stable")] = np.arange(k)
+    residual = y - (beta0 + beta1 * ranks)
+    tau = 1.4826 * (1 + 5 / (k - 1)) * np.median(np.sort(np.abs(residual))[1:]) + 1e-7
+    xbar = (k - 1) / 2
+    leverage = 1 / k + (ranks - xbar) ** 2 / np.sum((np.arange(k) - xbar) ** 2)
+    z = lam * np.sqrt(2 / k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        varpi = np.minimum(1.0, z * np.sqrt(1 - leverage) / np.abs(residual / tau))
+    return np.nan_to_num(varpi, nan=1.0)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 9])
+@pytest.mark.parametrize("lam", [1.0, 2.0])
+def test_confidences_match_the_written_out_equations(k, lam):
+    rng = np.random.default_rng(k)
+    y = rng.normal(size=(40, k))
+    y[::4, rng.integers(k)] += 8.0  # an outlier in every fourth coordinate
+    varpi, _ = confidences(torch.from_numpy(y), lam)
+    want = np.stack([_reference_confidences(row, lam) for row in y])
+    assert np.allclose(varpi.numpy(), want, rtol=1e-9, atol=1e-12)
+    if k >= 4:  # K = 2 is all ones by definition; with K = 3 the line fits closely
+        assert 0.0 < want.min() < 0.99  # the cases exercise the clipping, not only ϖ = 1
