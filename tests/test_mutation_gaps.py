@@ -272,3 +272,33 @@ def test_trimmed_mean_parameters_and_limits():
         get_aggregator("trimmed_mean", beta=2)(ups, None, torch.zeros(1))
     r = get_aggregator("trimmed_mean", beta=1)(ups, None, torch.zeros(1))
     assert r.aggregate.item() == 2.5 and r.info == {"beta": 1}
+
+
+# ---------------------------------------------------------------- signed service requests
+
+
+def test_request_freshness_boundaries_and_headers(monkeypatch: pytest.MonkeyPatch):
+    import time
+
+    from eth_account import Account
+
+    from bmfl.protocol import signing
+
+    monkeypatch.setattr(time, "time", lambda: 1_000_000.0)
+    assert signing.now_ms() == 1_000_000_000
+    signing.check_fresh(1_000_000_000 - 300_000)  # exactly the 300 s skew: accepted
+    signing.check_fresh(1_000_000_000 + 300_000)
+    for off in (300_001, -300_001):
+        with pytest.raises(signing.SignatureError, match=r"^timestamp \d+ is more than 300 s from now$"):
+            signing.check_fresh(1_000_000_000 + off)
+    assert signing.request_message(1, "post", "/x", b"", 5) == signing.request_message(1, "POST", "/x", b"", 5)
+    assert "\nPOST /x\n" in signing.request_message(1, "post", "/x", b"", 5)
+    account = Account.create()
+    headers = signing.signed_headers(account, 7, "POST", "/x", b"{}")
+    assert signing.request_signer(7, "post", "/x", b"{}", headers) == account.address
+    for missing in (signing.SIGNATURE_HEADER, signing.TIME_HEADER):
+        partial = {k: v for k, v in headers.items() if k != missing}
+        with pytest.raises(signing.SignatureError, match=r"^missing .* headers$"):
+            signing.request_signer(7, "POST", "/x", b"{}", partial)
+    with pytest.raises(signing.SignatureError, match=r"is not an integer$"):
+        signing.request_signer(7, "POST", "/x", b"{}", {**headers, signing.TIME_HEADER: "soon"})
