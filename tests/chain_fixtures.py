@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import pytest
 from web3 import Web3
 
-from chain.anvil import AnvilNode, find_anvil
+from chain.anvil import AnvilNode
 from chain.base import ContractRevert
 from chain.deploy import Deployment, deploy
 from chain.registry import RegistryClient
 from chain.tasks import TaskParams, TasksClient, TrainerRecord
 
-requires_anvil = pytest.mark.skipif(find_anvil() is None, reason="no Anvil binary (npm ci installs @foundry-rs/anvil)")
+from tooling import require_anvil, requires_anvil  # noqa: F401  (re-exported for the chain tests)
 
 N_EDGES = 5
 N_VEHICLES = 12
@@ -106,8 +106,7 @@ def start_chain() -> Chain:
 
 @pytest.fixture(scope="module")
 def chain_module() -> Iterator[Chain]:
-    if find_anvil() is None:
-        pytest.skip("no Anvil binary (npm ci installs @foundry-rs/anvil)")
+    require_anvil()
     c = start_chain()
     try:
         yield c

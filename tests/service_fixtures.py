@@ -37,10 +37,11 @@ from bmfl.protocol.signing import associate_message, now_ms, sign, signed_header
 from bmfl.protocol.testset import encode_test_set
 from service_kit.chain_access import ChainAccess, connect
 from service_kit.serve import ServerThread
-from chain.anvil import AnvilNode, dev_key, find_anvil, free_port
+from chain.anvil import AnvilNode, dev_key, free_port
 from chain.deploy import Deployment, deploy, save_deployment
 from chain.registry import RegistryClient
 from chain.tasks import TaskParams
+from tooling import require_anvil
 from edge_node.app import create_app
 from edge_node.settings import EdgeSettings
 
@@ -88,8 +89,7 @@ def start_service_chain(directory: Path, edges: int = 2) -> ServiceChain:
 @pytest.fixture(scope="module")
 def service_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceChain]:
     """One chain per test module (tests keep apart by using their own tasks and vehicles)."""
-    if find_anvil() is None:
-        pytest.skip("no Anvil binary (npm ci installs @foundry-rs/anvil)")
+    require_anvil()
     chain = start_service_chain(tmp_path_factory.mktemp("deployments"))
     try:
         yield chain

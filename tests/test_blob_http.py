@@ -173,14 +173,14 @@ def test_kubo_transient_failures_are_retried() -> None:
     assert state["calls"] == 3
 
 
-@pytest.mark.parametrize("mode", ["down", "stall"])
-def test_kubo_persistent_failure_gives_up_after_bounded_retries(mode: str) -> None:
+@pytest.mark.parametrize("mode, last", [("down", r"\(HTTP 503\)"), ("stall", r"\(ReadTimeout: ")])
+def test_kubo_persistent_failure_gives_up_after_bounded_retries(mode: str, last: str) -> None:
+    """Three attempts, then an error naming the last failure: a stalled node (which would
+    answer 200 after 0.5 s) is cut off by the client's own 0.1 s timeout each time."""
     api, state = fake_kubo(mode)
     with serve(api) as url:
-        started = time.monotonic()
-        with pytest.raises(RemoteError, match="after 3 attempts"):
+        with pytest.raises(RemoteError, match=r"after 3 attempts " + last):
             KuboBlobStore(url, retry=FAST, timeout_s=0.1).put(DATA)
-        assert time.monotonic() - started < 5
     assert state["calls"] == 3
 
 

@@ -4,13 +4,13 @@ recompile with the pinned npm ``solc`` when node is present."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 
 import pytest
 
 from chain.artifacts import ARTIFACTS_DIR, CONTRACTS_DIR, load_artifact
 from chain.anvil import REPO_ROOT
+from tooling import requires_solc
 
 CONTRACTS = ["BMFLRegistry", "BMFLTasks", "NaiveRecords", "ClaimReentrancyAttacker"]
 
@@ -39,7 +39,7 @@ def test_every_source_is_covered() -> None:
     assert {p.stem for p in ARTIFACTS_DIR.glob("*.json")} == set(CONTRACTS)
 
 
-@pytest.mark.skipif(shutil.which("node") is None or not (REPO_ROOT / "node_modules" / "solc").is_dir(), reason="no node/solc")
+@requires_solc
 def test_full_recompile_reproduces_artifacts() -> None:
     done = subprocess.run(["node", str(CONTRACTS_DIR / "build.js"), "--check"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -33,6 +33,7 @@ from launcher.deployer import DeployerSettings
 from launcher.stack import PORTS, anvil_args
 from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, Topology, edge_positions, settings_env
 from chain.anvil import dev_key, find_anvil, free_port, rpc
+from tooling import import_tool, requires_anvil
 from cloud_aggregator.settings import CloudSettings
 from edge_node.settings import EdgeSettings
 from vehicle_client.settings import FleetSettings
@@ -154,7 +155,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
 
 @pytest.mark.parametrize("document", [COMPOSE, DEV], ids=["as written", "interpolated with dev.env"])
 def test_the_file_follows_the_compose_specification(document: dict[str, Any]) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema = import_tool("jsonschema")
     schema = json.loads((ROOT / "tests" / "vectors" / "compose-spec.json").read_text())
     errors = [f"{list(e.path)}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(document)]
     assert errors == []
@@ -328,7 +329,7 @@ def _anvil(command: list[str], url: str) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
 
 
-@pytest.mark.skipif(find_anvil() is None, reason="no Anvil binary (npm ci)")
+@requires_anvil
 def test_anvil_accepts_the_compose_command_and_keeps_its_state_across_restarts(tmp_path: Path) -> None:
     """The npm Anvil is the release of the compose image (1.7.1); SIGINT is the stop signal."""
     assert SERVICES["anvil"]["stop_signal"] == "SIGINT"

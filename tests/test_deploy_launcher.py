@@ -25,12 +25,13 @@ from launcher import procs
 from service_kit.chain_access import connect
 from launcher.deployer import DeployerSettings, provision
 from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER
-from chain.anvil import dev_key, find_anvil
+from chain.anvil import dev_key
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
+from tooling import requires_anvil
 from launcher.publisher import Publisher
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(find_anvil() is None, reason="no Anvil binary (npm ci)")]
+pytestmark = [pytest.mark.slow, requires_anvil]
 
 SERVICES = ["chain", *(f"edge-{i}" for i in range(5)), "cloud", "fleet"]
 

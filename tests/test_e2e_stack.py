@@ -20,15 +20,16 @@ from bmfl.data import load_dataset
 from bmfl.protocol.schemas import TaskDraft, TrainingSpec
 from service_kit.chain_access import connect
 from launcher.stack import OPERATOR, PUBLISHER, LocalStack
-from chain.anvil import dev_key, find_anvil
+from chain.anvil import dev_key
 from chain.audit import Auditor
 from chain.deploy import Deployment
 from chain.tasks import TasksClient, unpack_records
+from tooling import requires_anvil
 from launcher.publisher import Publisher
 from vehicle_client.fleet import Fleet
 from vehicle_client.settings import FleetSettings
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(find_anvil() is None, reason="no Anvil binary (npm ci)")]
+pytestmark = [pytest.mark.slow, requires_anvil]
 
 ESCROW = 10**18
 BLOCK_REWARD = 10**16

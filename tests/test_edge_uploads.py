@@ -121,6 +121,39 @@ def test_rejections_change_nothing(setup: Setup) -> None:
     assert 'bmfl_edge_uploads_total{outcome="bad_signature"} 3.0' in metrics
 
 
+def test_uploads_by_cid_check_the_signature(setup: Setup) -> None:
+    """The blob named by a CID is verified like a sent one: a signature by another key,
+    or over another digest, round, task, edge or chain, is refused and changes nothing.
+    Runs before test_accepts_by_blob_and_by_cid_once, which takes this vehicle's upload."""
+    blob = update_blob(setup.stack.data.initial_model, setup.spec, 1, setup.by_cid)
+    cid = setup.stack.store.put(blob)
+    vehicle, chain_id, task_id = setup.by_cid, setup.stack.chain.chain_id, setup.spec.task_id
+
+    def signed(message: bytes) -> dict[str, Any]:
+        return {"data": {"vehicle": vehicle.address, "cid": cid, "signature": sign(vehicle.account, message)}}
+
+    def message(digest: bytes = blob_digest(blob).raw, chain: int = chain_id, task: int = task_id, round_: int = 1, edge: int = 0) -> bytes:
+        return update_message(chain, task, round_, setup.stack.address(edge), digest)
+
+    cases: list[tuple[str, dict[str, Any], int, str]] = [
+        ("unsigned", setup.form(None, signer=vehicle.account, signed=False, cid=cid), 401, "unsigned"),
+        ("signed by another vehicle", setup.form(None, vehicle=vehicle.address, signer=setup.selected.account, cid=cid), 401, "bad_signature"),
+        ("signed by a stranger", setup.form(None, vehicle=vehicle.address, signer=Account.create(), cid=cid), 401, "bad_signature"),
+        ("signature over another blob", signed(message(digest=blob_digest(setup.honest).raw)), 401, "bad_signature"),
+        ("signed for round 2", setup.form(None, signer=vehicle.account, round_=2, cid=cid), 401, "bad_signature"),
+        ("signed for the other edge", setup.form(None, signer=vehicle.account, edge=1, cid=cid), 401, "bad_signature"),
+        ("signed for another task", signed(message(task=task_id + 1)), 401, "bad_signature"),
+        ("signed for another chain", signed(message(chain=chain_id + 1)), 401, "bad_signature"),
+        ("signature not hex", {"data": {"vehicle": vehicle.address, "cid": cid, "signature": "0x" + "zz" * 65}}, 401, "bad_signature"),
+    ]  # fmt: skip
+    before = setup.snapshot()
+    for name, form, status, reason in cases:
+        reply = setup.post(form)
+        assert (reply.status_code, reply.json()["reason"]) == (status, reason), f"{name}: {reply.text}"
+        assert setup.snapshot() == before, name
+    # the rightly signed upload by CID is accepted in test_accepts_by_blob_and_by_cid_once
+
+
 def test_accepts_by_blob_and_by_cid_once(setup: Setup) -> None:
     receipt = setup.post(setup.form(setup.honest, epsilon="2.5"))
     assert receipt.status_code == 202, receipt.text

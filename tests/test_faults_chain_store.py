@@ -30,7 +30,7 @@ from bmfl.blobs.local import LocalBlobStore
 from bmfl.blobs.retry import RetryPolicy
 from bmfl.protocol.schemas import EdgeInfo
 from service_kit.serve import ServerThread
-from chain.anvil import AnvilNode, dev_key, find_anvil, free_port
+from chain.anvil import AnvilNode, dev_key, free_port
 from chain.deploy import deploy, save_deployment
 from chain.registry import RegistryClient
 from cloud_aggregator.orchestrator import CloudContext, TaskRunner
@@ -42,8 +42,9 @@ from service_fixtures import (
     CLOUD, FIRST_EDGE, OPERATOR, EdgeStack, ServiceChain, create_task, directory_app, mnist_task_data, serve, update_blob,
 )  # fmt: skip
 from test_blob_http import fake_kubo
+from tooling import requires_anvil
 
-pytestmark = pytest.mark.skipif(find_anvil() is None, reason="no Anvil binary (npm ci)")
+pytestmark = requires_anvil
 
 
 @pytest.fixture(scope="module")

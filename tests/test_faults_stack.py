@@ -35,14 +35,15 @@ from bmfl.data import load_dataset
 from bmfl.protocol.schemas import TaskDraft, TaskSpec, TrainingSpec
 from service_kit.chain_access import connect
 from launcher.stack import FIRST_EDGE, PUBLISHER, LocalStack
-from chain.anvil import AnvilNode, dev_key, find_anvil
+from chain.anvil import AnvilNode, dev_key
 from chain.deploy import Deployment
 from chain.tasks import Phase, Status, TasksClient, unpack_records
 from launcher.publisher import Publisher
 from security_fixtures import edge_state
 from service_fixtures import ServiceChain, Vehicle, association_request, register_vehicle, update_blob, update_form
+from tooling import requires_anvil
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(find_anvil() is None, reason="no Anvil binary (npm ci)")]
+pytestmark = [pytest.mark.slow, requires_anvil]
 T = TypeVar("T")
 TIMEOUT_AFTER_RESTART_S = 25
 

@@ -8,6 +8,7 @@ from bmfl.privacy import PrivacyAccountant, PrivacyEngine
 from bmfl.training import LocalTrainingConfig, evaluate, round_plan, train_fleet, train_local
 from bmfl.training.local import _clipped_sum
 from torch.func import functional_call, grad, vmap
+from tooling import import_tool
 
 
 def _per_sample_naive(model, x, y):
@@ -56,7 +57,7 @@ def test_clipped_per_sample_sum_matches_naive_loop(batch, clip):
 
 
 def test_clipped_gradients_match_opacus(batch):
-    opacus = pytest.importorskip("opacus")
+    opacus = import_tool("opacus")
     from opacus.grad_sample import GradSampleModule
 
     torch.manual_seed(2)
