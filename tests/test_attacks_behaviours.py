@@ -1,4 +1,4 @@
-"""Attacks as vehicle behaviours (ALGORITHMS.md §8)."""
+"""Attacks as vehicle behaviours (docs/algorithms.md §8)."""
 
 import pytest
 import torch

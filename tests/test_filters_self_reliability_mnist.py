@@ -49,6 +49,6 @@ def test_sixty_percent_attackers_get_zero_weight(round_uploads, attack_name, the
     result = rule(poisoned, sizes, ref, round_index=2)
     assert result.weights[attackers].sum().item() == 0.0
     assert result.weights[6:].sum().item() == pytest.approx(1.0)
-    # without the filter the 60 % majority takes weight (ALGORITHMS.md §3, known limit)
+    # without the filter the 60 % majority takes weight (docs/algorithms.md §3, known limit)
     alone = get_aggregator("reweight", theta=theta)(poisoned, sizes, ref)
     assert alone.weights[attackers].sum().item() > 0.1

@@ -8,7 +8,7 @@ import {BMFLRegistry} from "./BMFLRegistry.sol";
 /**
  * @title BMFLTasks
  * @notice Federated-learning tasks: escrow, rounds, per-trainer records, proof of
- * testing accuracy by cross-evaluation, and the payouts of BMFL (ALGORITHMS.md §6),
+ * testing accuracy by cross-evaluation, and the payouts of BMFL (docs/algorithms.md §6),
  * computed here from on-chain state and claimed by each payee (pull payments).
  *
  * @dev Gas layout. Per round and vehicle the contract stores two bits (selected,
