@@ -61,7 +61,7 @@ def test_reliability_uses_chi_over_r(round_index, expected):
 def test_default_threshold_uses_chi_over_r():
     # α_ref = 0.5, tolerance 1: T = (1 + 0.5/r)·0.5 − 1 → −0.25, −0.375, −0.4375 at r = 1, 2, 4
     ev = stub({1.0: 0.5, 1.5: 0.25})
-    f = get_filter("self_reliability", evaluate=ev, normalize="none")
+    f = get_filter("self_reliability", evaluate=ev, tolerance=1.0, normalize="none")
     for r, threshold in [(1, -0.25), (2, -0.375), (4, -0.4375)]:
         res = f(CLOSE[None], None, REF, round_index=r)
         assert res.info["threshold"] == threshold
@@ -69,7 +69,7 @@ def test_default_threshold_uses_chi_over_r():
     # Λ(close) = (1 + 0.5/r)·0.25 − 0.25: 0.125, 0.0625, 0.03125: all above
     # a custom χ = 4 separates the rounds: T = (1 + 4/r)·0.5 − 1 = 1.5 at r = 1, 0 at r = 4;
     # Λ = (1 + 4/r)·0.25 − 0.25 = 1.0 at r = 1 (dropped), 0.25 at r = 4 (kept)
-    f = get_filter("self_reliability", evaluate=ev, chi=4.0, normalize="none")
+    f = get_filter("self_reliability", evaluate=ev, chi=4.0, tolerance=1.0, normalize="none")
     assert f(CLOSE[None], None, REF, round_index=1).keep.tolist() == [False]
     assert f(CLOSE[None], None, REF, round_index=4).keep.tolist() == [True]
 
@@ -80,3 +80,10 @@ def test_round_index_reaches_the_filter_through_compose():
     ups = torch.stack([CLOSE, FAR])
     assert rule(ups, None, REF, round_index=2).weights.tolist() == [1.0, 0.0]
     assert rule(ups, None, REF, round_index=4).weights.tolist() == [0.0, 0.0]
+
+
+def test_the_default_tolerance_is_the_documented_25():
+    # docs/algorithms.md §2: one default, 25; α_ref = 0.5 at r = 1 → T = 1.5·0.5 − 25
+    ev = stub({1.0: 0.5, 1.5: 0.25})
+    res = get_filter("self_reliability", evaluate=ev, normalize="none")(CLOSE[None], None, REF, round_index=1)
+    assert res.info["threshold"] == -24.25

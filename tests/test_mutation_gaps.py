@@ -162,7 +162,7 @@ def test_self_reliability_diagnostics():
     ref = torch.tensor([1.0, 1.0])
     ups = torch.tensor([[1.5, 1.0], [-1.0, -1.0]])
     ev = lambda v: torch.tensor([0.5, 0.25, 0.75][: len(v)], dtype=torch.float32)  # float32 scores  # noqa: E731
-    res = get_filter("self_reliability", evaluate=ev, normalize="none")(ups, None, ref, round_index=2)
+    res = get_filter("self_reliability", evaluate=ev, tolerance=1.0, normalize="none")(ups, None, ref, round_index=2)
     info = res.info
     assert info["alpha"].dtype == torch.float64 and info["alpha"].tolist() == [0.25, 0.75]
     assert info["direction"].tolist() == [1, -1]
