@@ -165,6 +165,10 @@ def test_accepts_by_blob_and_by_cid_once(setup: Setup) -> None:
     again = setup.post(setup.form(setup.honest))
     assert (again.status_code, again.json()["reason"]) == (409, "duplicate")
     assert setup.snapshot() == before
+    other = update_blob(setup.stack.data.initial_model, setup.spec, 1, setup.selected, seed=1)  # another update
+    twice = setup.post(setup.form(other))
+    assert (twice.status_code, twice.json()["reason"]) == (409, "duplicate")
+    assert setup.snapshot() == before  # refused before its blob reaches the store
 
     cid = setup.stack.store.put(update_blob(setup.stack.data.initial_model, setup.spec, 1, setup.by_cid))
     by_cid = setup.post(setup.form(None, signer=setup.by_cid.account, cid=cid))

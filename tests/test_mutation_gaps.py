@@ -302,3 +302,69 @@ def test_request_freshness_boundaries_and_headers(monkeypatch: pytest.MonkeyPatc
             signing.request_signer(7, "POST", "/x", b"{}", partial)
     with pytest.raises(signing.SignatureError, match=r"is not an integer$"):
         signing.request_signer(7, "POST", "/x", b"{}", {**headers, signing.TIME_HEADER: "soon"})
+
+
+# ---------------------------------------------------------------- typed verdicts
+
+
+def _by_first(mapping: dict[float, float]):
+    return lambda vectors: torch.tensor([mapping[float(v[0])] for v in vectors], dtype=torch.float64)
+
+
+def test_rule_verdicts_come_from_the_weights_unless_already_set():
+    from bmfl.aggregation import AggregationResult, Verdict
+
+    ups = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1], [50.0, 50.0]])
+    result = get_aggregator("krum", f=1)(ups, None, torch.zeros(2))
+    picked = int(result.weights.argmax())
+    for i, verdict in enumerate(result.verdicts):
+        expected = Verdict(1.0, False, None, None) if i == picked else Verdict(0.0, True, "rule:krum", None)
+        assert verdict == expected and verdict.kept == (i == picked)
+    preset = AggregationResult(torch.zeros(2), torch.tensor([0.0]), {}, [Verdict(0.0, True, "filter:x", -1.0)])
+    assert preset.with_rule_verdicts("krum").verdicts == [Verdict(0.0, True, "filter:x", -1.0)]
+
+
+def test_a_filter_sets_flagged_verdicts_with_reliability_and_keeps_its_diagnostics():
+    from bmfl.aggregation import Verdict
+
+    ref = torch.tensor([1.0, 1.0])
+    ups = torch.tensor([[1.5, 1.0], [3.0, 1.0], [1.25, 1.0]])  # D = 0.25, 4, 0.0625 (raw)
+    ev = _by_first({1.5: 0.75, 3.0: 0.5, 1.25: 0.5})
+    sr = get_filter("self_reliability", evaluate=ev, threshold=0.5, normalize="none")  # Λ = 1.5α − D at r = 1
+    result = compose(get_aggregator("fedavg"), sr)(ups, torch.tensor([1.0, 1.0, 3.0]), ref)
+    assert result.verdicts == [
+        Verdict(0.25, False, None, 0.875), Verdict(0.0, True, "filter:self_reliability", -3.25),
+        Verdict(0.75, False, None, 0.6875),
+    ]
+    assert result.info["keep"].tolist() == [True, False, True] and result.info["rule"] == {}
+    nothing = compose(get_aggregator("fedavg"), sr)(ups[1:2], None, ref)
+    assert nothing.verdicts == [Verdict(0.0, True, "filter:self_reliability", -3.25)]
+    assert nothing.info["keep"].tolist() == [False] and torch.equal(nothing.aggregate, ref)
+
+
+def test_nested_filters_name_the_first_that_rejects_and_carry_reliability_through():
+    from bmfl.aggregation import Verdict
+
+    ref = torch.tensor([1.0, 1.0])
+    ups = torch.tensor([[1.5, 1.0], [1.25, 1.0], [1.125, 1.0], [900.0, 1.0]])
+    ev = _by_first({1.5: 0.75, 1.25: 0.5, 1.125: 0.5, 900.0: 1.0})
+    sr = get_filter("self_reliability", evaluate=ev, threshold=-1e9, normalize="none")  # keeps all
+    l2 = get_filter("l2_norm", c1=2.0, c2=400.0)
+    outer_l2 = compose(get_aggregator("fedavg"), l2, sr)(ups, None, ref)
+    assert outer_l2.verdicts[3] == Verdict(0.0, True, "filter:l2_norm", None)  # never scored by Λ
+    assert [v.reliability for v in outer_l2.verdicts[:3]] == [0.875, 0.6875, 0.734375]
+    outer_sr = compose(get_aggregator("fedavg"), sr, l2)(ups, None, ref)
+    assert outer_sr.verdicts[3].reason == "filter:l2_norm" and outer_sr.verdicts[3].flagged
+    assert outer_sr.verdicts[3].reliability == 1.5 * 1.0 - 899.0**2  # Λ from the outer filter is kept
+    assert [v.reliability for v in outer_sr.verdicts[:3]] == [0.875, 0.6875, 0.734375]
+    assert [v.theta for v in outer_sr.verdicts] == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0.0])
+
+
+def test_with_two_reliability_filters_the_innermost_lambda_is_recorded():
+    ref = torch.tensor([1.0, 1.0])
+    ups = torch.tensor([[1.5, 1.0]])  # α = 0.75, D = 0.25 (raw), r = 1
+    ev = _by_first({1.5: 0.75})
+    outer = get_filter("self_reliability", evaluate=ev, threshold=-1e9, normalize="none")  # Λ = 1.5·0.75 − 0.25
+    inner = get_filter("self_reliability", evaluate=ev, chi=3.0, threshold=-1e9, normalize="none")  # Λ = 4·0.75 − 0.25
+    (verdict,) = compose(get_aggregator("fedavg"), outer, inner)(ups, None, ref).verdicts
+    assert verdict.reliability == 2.75 and not verdict.flagged
