@@ -36,10 +36,8 @@ class Publisher:
         :class:`~bmfl.rounds.validate.TaskInvalid` before any transaction), ``createTask``
         with the escrow, then ``POST /tasks``; returns the cloud's TaskView."""
         test_blob = encode_test_set(test_set)
-        if initial_model is None:
-            check_task(draft, test_blob)  # the model must exist before w⁰ can be built
+        check_task(draft, test_blob, initial_model)  # a w⁰ built here from the checked model is valid by construction
         model_blob = initial_model or initial_model_blob(draft.model, draft.seed, self.chain.address)
-        check_task(draft, test_blob, model_blob)
         params = task_params(draft, blob_digest(model_blob).raw, str(compute_cid(model_blob)), blob_digest(test_blob).raw)
         with self.chain.lock:
             task_id, _ = self.chain.tasks.create_task(params, draft.reward_wei)
