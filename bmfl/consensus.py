@@ -35,30 +35,37 @@ def select_leader(accuracies: Mapping[Hashable, int]) -> Hashable:
     return min(edge for edge, acc in accuracies.items() if acc == best)
 
 
-def lower_median(values: Sequence[int]) -> int:
-    """The lower median, ``sorted(values)[(n - 1) // 2]``: ``BMFLTasks._medians`` of one
-    edge's column of cross-evaluation scores."""
+MIN_QUORUM = 3
+"""``BMFLTasks.MIN_QUORUM``: fewest scoring edges for a consensus round."""
+
+
+def upper_median(values: Sequence[int]) -> int:
+    """The upper median, ``sorted(values)[n // 2]``: with n values of which f < n/2 come
+    from liars it lies between two honest values (f + 1 ≤ n // 2 + 1 ≤ n − f)."""
     if not values:
         raise ValueError("no score to take the median of")
-    return sorted(values)[(len(values) - 1) // 2]
+    return sorted(values)[len(values) // 2]
 
 
-def edge_medians(scores: Mapping[int, Sequence[int]], recorded: Collection[int]) -> list[int]:
+def edge_medians(scores: Mapping[int, Sequence[int]], recorded: Collection[int]) -> list[int] | None:
     """``BMFLTasks._medians``: ``scores`` maps each evaluator edge that scored the round to
-    its score of every edge index 0 … max(``recorded``); entry ℓ of the result is the lower
-    median of column ℓ over those evaluators for a recorded edge ℓ, 0 for an index that did
-    not record. Only edges that recorded may score (``submitScores``)."""
+    its score of every edge index 0 … max(``recorded``); entry ℓ of the result is the upper
+    median of column ℓ over the *other* evaluators (an edge's score of itself never
+    counts) for a recorded edge ℓ, 0 for an index that did not record. ``None`` when fewer
+    than :data:`MIN_QUORUM` edges scored (no consensus). Only recorded edges may score."""
     if not recorded or min(recorded) < 0:
         raise ValueError("recorded must name edge indices >= 0")
-    if not scores:
-        raise ValueError("no edge scored this round")
     n = max(recorded) + 1
     for evaluator, row in scores.items():
         if evaluator not in recorded:
             raise ValueError(f"edge {evaluator} scored without recording")
         if len(row) != n:
             raise ValueError(f"edge {evaluator} gave {len(row)} scores, not {n}")
-    return [lower_median([row[e] for row in scores.values()]) if e in recorded else 0 for e in range(n)]
+    if len(scores) < MIN_QUORUM:
+        return None
+    return [
+        upper_median([row[e] for ev, row in scores.items() if ev != e]) if e in recorded else 0 for e in range(n)
+    ]
 
 
 def elect_leader(medians: Sequence[int], recorded: Collection[int]) -> int:

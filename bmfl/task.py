@@ -78,7 +78,7 @@ class AggregationSpec(_Strict):
 
 class TaskDraft(_Strict):
     """A task before it is escrowed on chain. The escrow, block reward, rounds, target,
-    category and round duration go on chain too (``createTask``) and must match."""
+    category, round duration and challenge period go on chain too (``createTask``) and must match."""
 
     model: str = Field("bmfl_cnn", description="model registry name")
     category: int = Field(1, gt=0, lt=2**32, description="data category bitmask vehicles must match")
@@ -87,7 +87,11 @@ class TaskDraft(_Strict):
     fraction: float = Field(1.0, gt=0, le=1, description="V, fraction of an edge's matching vehicles selected per round")
     reward_wei: int = Field(10**18, gt=0, description="ρ_total, the escrowed reward")
     block_reward_wei: int = Field(10**15, ge=0, description="ρ_b, the leader edge's reward per round")
-    round_duration_s: int = Field(600, gt=0, description="seconds each round step may take on chain")
+    round_duration_s: int = Field(600, gt=0, lt=2**32, description="seconds each round step may take on chain")
+    challenge_period_s: int = Field(
+        3600, ge=0, lt=2**32,
+        description="seconds after the finish during which anyone can void a record its vehicle did not sign",
+    )  # fmt: skip
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
     seed: int = Field(0, ge=0, lt=2**63, description="seeds trainer selection (bmfl.rounds.seeds)")

@@ -1,4 +1,5 @@
-"""Typed client of ``BMFLTasks``: tasks, rounds, records, cross-evaluation, payouts and claims."""
+"""Typed client of ``BMFLTasks``: tasks, rounds, records, cross-evaluation, challenges,
+settlement and claims."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from bmfl.incentives import SCALE
 from bmfl.protocol.schemas import TaskDraft
 from bmfl.rounds import target_fixed
 from chain.base import ChainEvent, ContractClient, Receipt
+from chain.records import RECORD_BYTES, RoundLog, TrainerRecord, pack_records, unpack_records
 
 ACCURACY_SCALE = SCALE
 """Fixed-point scale of accuracies and scores on chain: ``BMFLTasks.ACCURACY_SCALE``, which
@@ -46,6 +48,7 @@ class TaskParams(_Frozen):
     max_rounds: int = Field(gt=0, lt=2**16)
     target_accuracy: int = Field(default=0, ge=0, le=ACCURACY_SCALE)
     round_duration: int = Field(default=3600, gt=0, lt=2**32)
+    challenge_period: int = Field(default=0, ge=0, lt=2**32)
     initial_model_digest: bytes = Field(min_length=32, max_length=32)
     initial_model_cid: str = ""
     test_set_digest: bytes = Field(min_length=32, max_length=32)
@@ -54,7 +57,7 @@ class TaskParams(_Frozen):
         """ABI tuple of ``BMFLTasks.TaskParams``."""
         return (
             self.block_reward, self.category, self.max_rounds, self.target_accuracy, self.round_duration,
-            self.initial_model_digest, self.initial_model_cid, self.test_set_digest,
+            self.challenge_period, self.initial_model_digest, self.initial_model_cid, self.test_set_digest,
         )  # fmt: skip
 
     @classmethod
@@ -78,51 +81,9 @@ def task_params(draft: TaskDraft, initial_model_digest: bytes, initial_model_cid
     return TaskParams(
         block_reward=draft.block_reward_wei, category=draft.category, max_rounds=draft.rounds,
         target_accuracy=target_fixed(draft.target_accuracy), round_duration=draft.round_duration_s,
-        initial_model_digest=initial_model_digest, initial_model_cid=initial_model_cid, test_set_digest=test_set_digest,
+        challenge_period=draft.challenge_period_s, initial_model_digest=initial_model_digest,
+        initial_model_cid=initial_model_cid, test_set_digest=test_set_digest,
     )  # fmt: skip
-
-
-class TrainerRecord(_Frozen):
-    """One trainer in an edge's round record; a malicious trainer has ``theta`` 0."""
-
-    vehicle: int = Field(ge=0, lt=2**32)
-    update_digest: bytes = Field(min_length=32, max_length=32)
-    reliability: int = Field(ge=-(2**63), lt=2**63)
-    theta: int = Field(ge=0, lt=2**64)
-    malicious: bool = False
-
-    def pack(self) -> bytes:
-        """The record's 53 packed bytes (``BMFLTasks.RECORD_BYTES``)."""
-        return (
-            self.vehicle.to_bytes(4, "big") + self.update_digest + self.reliability.to_bytes(8, "big", signed=True)
-            + self.theta.to_bytes(8, "big") + bytes([self.malicious])
-        )  # fmt: skip
-
-
-RECORD_BYTES = 53
-
-
-def pack_records(records: list[TrainerRecord]) -> bytes:
-    """Records sorted by vehicle (neighbours share storage slots) and packed for ``recordRound``."""
-    return b"".join(r.pack() for r in sorted(records, key=lambda r: r.vehicle))
-
-
-def unpack_records(packed: bytes | str) -> list[TrainerRecord]:
-    """Decode the ``records`` bytes of ``recordRound`` / ``RoundRecorded``."""
-    raw = bytes.fromhex(packed.removeprefix("0x")) if isinstance(packed, str) else packed
-    if len(raw) % RECORD_BYTES:
-        raise ValueError(f"{len(raw)} bytes is not a whole number of {RECORD_BYTES}-byte records")
-    out = []
-    for off in range(0, len(raw), RECORD_BYTES):
-        rec = raw[off : off + RECORD_BYTES]
-        out.append(
-            TrainerRecord(
-                vehicle=int.from_bytes(rec[:4], "big"), update_digest=rec[4:36],
-                reliability=int.from_bytes(rec[36:44], "big", signed=True),
-                theta=int.from_bytes(rec[44:52], "big"), malicious=rec[52] != 0,
-            )  # fmt: skip
-        )
-    return out
 
 
 class TaskInfo(_Frozen):
@@ -142,6 +103,12 @@ class TaskInfo(_Frozen):
     escrow: int
     block_reward: int
     last_accuracy: int
+    challenge_period: int
+    rewards_paid: int
+    payouts_paid: int
+    settle_after: int
+    score_total: int
+    swept: bool
     test_set_digest: bytes
     initial_model_digest: bytes
 
@@ -154,12 +121,39 @@ class RoundResult(_Frozen):
     leader: int
 
 
-class EdgeTally(_Frozen):
-    """What an edge accumulated over a task (its contributions: :meth:`TasksClient.edge_contribution`)."""
+class EdgeBook(_Frozen):
+    """What an edge accumulated over a task: S_ℓ, C_ℓ and its round counts."""
 
-    accuracy_sum: int
-    rounds_led: int
+    score_sum: int
+    theta_total: int
     rounds_recorded: int
+    rounds_led: int
+
+
+class RecordedRound(_Frozen):
+    """One ``recordRound`` call as the chain keeps it: the event and the records from its calldata."""
+
+    edge: int
+    round: int
+    preliminary_digest: bytes
+    preliminary_cid: str
+    samples: int
+    entry: RoundLog
+    records: list[bytes]
+    tx_hash: str
+
+    def decoded(self) -> list[TrainerRecord]:
+        return unpack_records(b"".join(self.records))
+
+
+class PayeeClaim(_Frozen):
+    """What ``settle`` takes for one payee: (log index, position, packed record, proof) per record."""
+
+    vehicle: int
+    records: list[tuple[int, int, bytes, list[bytes]]]
+
+    def as_tuple(self) -> tuple[int, list[tuple[int, int, bytes, list[bytes]]]]:
+        return (self.vehicle, self.records)
 
 
 class TasksClient(ContractClient):
@@ -182,25 +176,26 @@ class TasksClient(ContractClient):
         """Cloud: start the next round from the global model."""
         return self.send(self.contract.functions.startRound(task_id, global_digest, global_cid))
 
+    def close_recording(self, task_id: int) -> Receipt:
+        """Close recording (the cloud once every active edge recorded; anyone after the deadline)."""
+        return self.send(self.contract.functions.closeRecording(task_id))
+
     def finalize_round(self, task_id: int, global_digest: bytes, global_cid: str, accuracy: int) -> Receipt:
-        """Cloud: elect the leader and record the new global model and its accuracy."""
+        """Cloud: elect the leader (with a quorum) and record the new global model and its accuracy."""
         return self.send(self.contract.functions.finalizeRound(task_id, global_digest, global_cid, accuracy))
 
     def finish_task(self, task_id: int) -> Receipt:
-        """Compute and credit every payout (anyone, once the stop condition holds)."""
+        """End the task once its stop condition holds (anyone); settlement opens after the challenge period."""
         return self.send(self.contract.functions.finishTask(task_id))
 
     # edges
-    def commit_trainers(self, task_id: int, vehicles: list[int]) -> Receipt:
-        """Edge: commit the selected trainers (registry indices) of the current round."""
-        return self.send(self.contract.functions.commitTrainers(task_id, vehicles))
-
     def record_round(
-        self, task_id: int, preliminary_digest: bytes, preliminary_cid: str, samples: int, records: list[TrainerRecord]
-    ) -> Receipt:
-        """Edge: record the round in one call."""
+        self, task_id: int, round_: int, preliminary_digest: bytes, preliminary_cid: str, samples: int,
+        records: list[TrainerRecord],
+    ) -> Receipt:  # fmt: skip
+        """Edge: record the round in one call (possibly with no records)."""
         fn = self.contract.functions.recordRound(
-            task_id, preliminary_digest, preliminary_cid, samples, pack_records(records)
+            task_id, round_, preliminary_digest, preliminary_cid, samples, pack_records(records)
         )
         return self.send(fn)
 
@@ -208,7 +203,24 @@ class TasksClient(ContractClient):
         """Edge: test-set scores of every edge's preliminary model (index = edge index)."""
         return self.send(self.contract.functions.submitScores(task_id, scores))
 
-    # payees
+    # anyone
+    def challenge_record(
+        self, task_id: int, edge: int, log: list[RoundLog], log_index: int, position: int, record: bytes,
+        proof: list[bytes],
+    ) -> Receipt:  # fmt: skip
+        """Void a record its vehicle did not sign for this edge and round (or of the wrong category)."""
+        entries = [e.as_tuple() for e in log]
+        return self.send(self.contract.functions.challengeRecord(task_id, edge, entries, (log_index, position, record, proof)))
+
+    def settle(self, task_id: int, edge: int, log: list[RoundLog], claims: list[PayeeClaim]) -> Receipt:
+        """Credit payees of ``edge`` from their proven records."""
+        entries = [e.as_tuple() for e in log]
+        return self.send(self.contract.functions.settle(task_id, edge, entries, [c.as_tuple() for c in claims]))
+
+    def sweep(self, task_id: int) -> Receipt:
+        """Return what was not settled to the publisher once the claim window ended."""
+        return self.send(self.contract.functions.sweep(task_id))
+
     def claim(self) -> Receipt:
         """Withdraw everything the sender is owed."""
         return self.send(self.contract.functions.claim())
@@ -224,26 +236,48 @@ class TasksClient(ContractClient):
         return TaskInfo(**dict(zip(TaskInfo.model_fields, fields)))
 
     def round_result(self, task_id: int, round_: int) -> RoundResult:
-        """A finalized round's global digest, accuracy and leader."""
+        """A finalized round's global digest, accuracy and leader (``NO_LEADER`` without quorum)."""
         return RoundResult(**dict(zip(RoundResult.model_fields, self.call(self.contract.functions.roundResult(task_id, round_)))))
 
-    def edge_tally(self, task_id: int, edge: int) -> EdgeTally:
+    def edge_book(self, task_id: int, edge: int) -> EdgeBook:
         """An edge's totals in the task."""
-        return EdgeTally(**dict(zip(EdgeTally.model_fields, self.call(self.contract.functions.edgeTally(task_id, edge)))))
+        return EdgeBook(**dict(zip(EdgeBook.model_fields, self.call(self.contract.functions.edgeBook(task_id, edge)))))
 
-    def contribution(self, task_id: int, edge: int, vehicle: int) -> int:
-        """C_{m,ℓ}: summed θ of ``vehicle`` at ``edge``."""
-        return int(self.call(self.contract.functions.contribution(task_id, edge, vehicle)))
+    def log_hash(self, task_id: int, edge: int) -> bytes:
+        return bytes(self.call(self.contract.functions.logHash(task_id, edge)))
 
-    def edge_contribution(self, task_id: int, edge: int) -> int:
-        """Σ_m C_{m,ℓ}: summed θ of every vehicle at ``edge``."""
-        return int(self.call(self.contract.functions.edgeContribution(task_id, edge)))
+    def voided(self, task_id: int, edge: int, log_index: int, vehicle: int) -> bool:
+        return bool(self.call(self.contract.functions.voided(task_id, edge, log_index, vehicle)))
 
-    def trainer_status(self, task_id: int, round_: int, vehicle: int) -> tuple[bool, bool]:
-        """(selected, recorded) of ``vehicle`` in the round."""
-        selected, recorded = self.call(self.contract.functions.trainerStatus(task_id, round_, vehicle))
-        return bool(selected), bool(recorded)
+    def settled_theta(self, task_id: int, edge: int, vehicle: int) -> int:
+        return int(self.call(self.contract.functions.settledTheta(task_id, edge, vehicle)))
+
+    def payout_for(self, task_id: int, edge: int, theta: int) -> int:
+        """The contract's payout for ``theta`` summed θ at ``edge``."""
+        return int(self.call(self.contract.functions.payoutFor(task_id, edge, theta)))
 
     def owed(self, account: str) -> int:
         """Wei ``account`` can claim."""
         return int(self.call(self.contract.functions.owed(account)))
+
+    def recorded_rounds(self, task_id: int, from_block: int = 0, **filters: int) -> list[RecordedRound]:
+        """Every ``recordRound`` of the task (optionally of one ``edge`` / ``round``), in chain
+        order, with its records read back from the transaction's calldata."""
+        out = []
+        for ev in self.events("RoundRecorded", from_block, taskId=task_id, **filters):
+            tx = self.w3.eth.get_transaction(ev.tx_hash)  # type: ignore[arg-type]
+            _, args = self.contract.decode_function_input(tx["input"])
+            packed = bytes(args["records"])
+            out.append(
+                RecordedRound(
+                    edge=ev.edge, round=ev.round, preliminary_digest=_raw(ev.preliminaryDigest),  # type: ignore[attr-defined]
+                    preliminary_cid=ev.preliminaryCid, samples=ev.samples, tx_hash=ev.tx_hash,  # type: ignore[attr-defined]
+                    entry=RoundLog(round=ev.round, root=_raw(ev.recordsRoot), count=ev.count, theta_total=ev.thetaTotal),  # type: ignore[attr-defined]
+                    records=[packed[i : i + RECORD_BYTES] for i in range(0, len(packed), RECORD_BYTES)],
+                )  # fmt: skip
+            )
+        return out
+
+
+def _raw(hex0x: str) -> bytes:
+    return bytes.fromhex(hex0x.removeprefix("0x"))

@@ -11,7 +11,8 @@ One round r:
 3. each edge filters and aggregates (``bmfl.rounds.aggregate_edge``) → preliminary
    model w_ℓ and a verdict (θ, flagged, reason, Λ) per upload;
 4. proof of testing accuracy: every recording edge scores every w_ℓ on the publisher's
-   test set; lower medians → leader (``bmfl.rounds.medians_and_leader``, as the chain);
+   test set; upper medians of the other edges' scores → leader, with three or more
+   edges (``bmfl.rounds.medians_and_leader``, as the chain);
 5. the cloud aggregates the w_ℓ weighted by the data behind them (Eq. 3,
    ``bmfl.rounds.aggregate_cloud``) → w^r.
 These are the round core's functions, which the edge and cloud services call too.
@@ -43,7 +44,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bmfl.aggregation import Verdict
 from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate
 from bmfl.data import TensorData, load_dataset
-from bmfl.incentives import SCALE, Payouts, mean_accuracy, split_payouts, to_fixed
+from bmfl.incentives import SCALE, Payouts, split_payouts, to_fixed
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
 from bmfl.privacy import PrivacyEngine
@@ -184,7 +185,7 @@ def run_simulation(
     engines = [PrivacyEngine(config.training.delta, method=config.training.accountant) for _ in range(config.vehicles)]
     result = SimulationResult(config, attackers=sorted(attackers))
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
-    edge_scores: dict[int, list[int]] = defaultdict(list)
+    edge_scores: dict[int, int] = defaultdict(int)  # S_ℓ: consensus scores summed over quorum rounds
     leaders: list[int] = []
     d = global_vec.numel()
     assoc = associations(config)
@@ -234,10 +235,12 @@ def run_simulation(
         if preliminaries:
             # every recording edge scores every preliminary on the same test set
             row = cross_scores(preliminaries, scorer)
-            medians, leader = medians_and_leader({e: row for e in preliminaries})
-            for edge, score in medians.items():
-                edge_scores[edge].append(score)
-            leaders.append(leader)
+            consensus = medians_and_leader({e: row for e in preliminaries})
+            if consensus is not None:  # a quorum of three or more scorers
+                medians, leader = consensus
+                for edge, score in medians.items():
+                    edge_scores[edge] += score
+                leaders.append(leader)
         cloud = aggregate_cloud(cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r)
         if cloud is not None:
             previous_vec, global_vec = global_vec, cloud.model
@@ -290,6 +293,6 @@ def run_simulation(
     result.epsilons = {v: e.epsilon() for v, e in enumerate(engines) if e.steps}
     result.final_vector = global_vec
     result.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
-    edge_accuracy = {e: mean_accuracy(edge_scores.get(e, [])) for e in sorted(set(contributions) | set(edge_scores))}
-    result.payouts = split_payouts(config.reward_wei, config.block_reward_wei, leaders, edge_accuracy, result.contributions)
+    scores = {e: edge_scores.get(e, 0) for e in sorted(set(contributions) | set(edge_scores))}
+    result.payouts = split_payouts(config.reward_wei, config.block_reward_wei, leaders, scores, result.contributions)
     return result

@@ -35,6 +35,7 @@ contract BMFLRegistry is Ownable2Step {
 
     address[] private _edgeAccounts;
     mapping(address account => Edge) private _edges;
+    uint64 private _activeEdgeMask;
 
     Vehicle[] private _vehicles;
     mapping(uint256 index => bytes32) private _profileHashes;
@@ -98,6 +99,7 @@ contract BMFLRegistry is Ownable2Step {
             _edgeAccounts.push(edge);
         }
         e.active = true;
+        _activeEdgeMask |= uint64(1) << e.index;
         emit EdgeAdded(edge, e.index);
     }
 
@@ -106,6 +108,7 @@ contract BMFLRegistry is Ownable2Step {
         Edge storage e = _edges[edge];
         if (!e.active) revert NotEdge(edge);
         e.active = false;
+        _activeEdgeMask &= ~(uint64(1) << e.index);
         emit EdgeRemoved(edge, e.index);
     }
 
@@ -169,6 +172,11 @@ contract BMFLRegistry is Ownable2Step {
         return _edgeAccounts[index];
     }
 
+    /// @notice Bit i is set when edge index i is active.
+    function activeEdgeMask() external view returns (uint64) {
+        return _activeEdgeMask;
+    }
+
     /// @notice Whether `account` is an active edge.
     function isEdge(address account) external view returns (bool) {
         return _edges[account].active;
@@ -208,24 +216,5 @@ contract BMFLRegistry is Ownable2Step {
     /// @notice Whether vehicle `index` is registered now.
     function isActiveVehicle(uint32 index) public view returns (bool) {
         return (_activeVehicleWords[index >> 8] >> (index & 0xff)) & 1 == 1;
-    }
-
-    /**
-     * @notice Checks in one call that `account` is an active edge and that every
-     * vehicle in `vehicles` is registered; used by the task contract.
-     * @return index The edge's index.
-     */
-    function checkSelection(address account, uint32[] calldata vehicles) external view returns (uint8 index) {
-        index = edgeIndex(account);
-        uint256 wordIndex = type(uint256).max;
-        uint256 word;
-        for (uint256 i; i < vehicles.length; ++i) {
-            uint32 v = vehicles[i];
-            if (v >> 8 != wordIndex) {
-                wordIndex = v >> 8;
-                word = _activeVehicleWords[wordIndex];
-            }
-            if ((word >> (v & 0xff)) & 1 == 0) revert VehicleNotRegistered(v);
-        }
     }
 }

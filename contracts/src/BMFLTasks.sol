@@ -3,31 +3,55 @@ pragma solidity ^0.8.24;
 
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {BMFLRegistry} from "./BMFLRegistry.sol";
 
 /**
  * @title BMFLTasks
- * @notice Federated-learning tasks: escrow, rounds, per-trainer records, proof of
- * testing accuracy by cross-evaluation, and the payouts of BMFL (docs/algorithms.md §6),
- * computed here from on-chain state and claimed by each payee (pull payments).
+ * @notice Federated-learning tasks: escrow, a round state machine, per-edge records of
+ * vehicle-signed updates, proof of testing accuracy by cross-evaluation, and the payouts
+ * of BMFL (docs/algorithms.md §6), each computed exactly when it is settled.
  *
- * @dev Gas layout. Per round and vehicle the contract stores two bits (selected,
- * recorded) in a per-round bitmap; per (task, edge, vehicle) it keeps the summed
- * contribution θ in a 64-bit lane, four vehicles per slot. Digests, self-reliability
- * and scores live in events (auditors read them from logs); everything the payout needs
- * is in storage. Fixed-point scales: accuracies and scores in parts per million
- * ({ACCURACY_SCALE}); θ and self-reliability are integers chosen by the edge software.
+ * @dev Round: the cloud starts it (Training); every edge records once, in one call, the
+ * updates it received, each carrying the vehicle's own signature; recording closes when
+ * every active edge has recorded (the cloud closes it) or at the deadline (anyone);
+ * then each recorded edge scores every recorded edge's preliminary model (Scoring); the
+ * cloud finalizes. An edge's consensus score is the upper median of the scores the
+ * *other* edges gave it; with fewer than {MIN_QUORUM} scorers there is no consensus, no
+ * leader and no block reward for the round. With n scorers, up to f < n/2 lying edges can
+ * neither push an honest edge below the lowest honest score nor lift themselves above
+ * the highest honest score of them.
  *
- * Payout rule, the same as `bmfl/incentives.py` (integer wei, floor division, `K` =
- * rounds run, `A_l` = floor of edge l's mean per-round median accuracy over the rounds it
- * recorded, `C_{m,l}` = summed θ of vehicle m at edge l):
- *   ava = escrow - K * blockReward;  rho_l = ava * A_l / sum(A);
- *   pay_{m,l} = rho_l * C_{m,l} / sum_m C_{m,l};  the publisher gets everything left
- *   (edges without contributions, rounding dust).
+ * Records stay in calldata (data availability) and the contract builds their Merkle tree
+ * itself, so its root, count and Σθ are exact. Per edge the contract keeps only a hash
+ * chain of its round records ({RoundLog}); settlement and challenges present the log and
+ * Merkle proofs of single records. A record whose vehicle did not sign the update for
+ * this edge, or that does not hold the task's data category, can be voided by anyone
+ * with a proof until settlement opens.
+ *
+ * Payout of the pair (edge ℓ, vehicle m), floored once: available · S_ℓ · C_{m,ℓ} /
+ * (Σ_i S_i · C_ℓ), with available = escrow − block rewards paid, S_ℓ = Σ over rounds with a
+ * quorum of ℓ's consensus score, C_{m,ℓ} = Σθ of m's valid records at ℓ, C_ℓ = Σ_m C_{m,ℓ}.
+ * Everything unclaimed after {CLAIM_WINDOW} (shares of edges without contributions,
+ * rounding dust, unclaimed payouts) returns to the publisher.
  */
 contract BMFLTasks is ReentrancyGuardTransient {
     /// @notice Fixed-point scale of accuracies and scores (1e6 = 100 %).
     uint32 public constant ACCURACY_SCALE = 1_000_000;
+    /// @notice Fewest scoring edges for a consensus (a leader and scores that count).
+    uint256 public constant MIN_QUORUM = 3;
+    /// @notice How long payees can settle after settlement opens; then the publisher sweeps.
+    uint256 public constant CLAIM_WINDOW = 90 days;
+    /// @notice Bytes of one record in {recordRound}: vehicle index (uint32), update digest
+    /// (bytes32, sha2-256 of the blob), self-reliability Λ (int64, 1e6 fixed point), weight θ
+    /// (uint64, 1e6 fixed point; 0 when flagged), flags (uint8, bit 0 = flagged), and the
+    /// vehicle's EIP-2098 compact signature (r, yParity‖s) of its update message; big-endian.
+    uint256 public constant RECORD_BYTES = 117;
+    /// @notice Leader index of a round without consensus.
+    uint8 public constant NO_LEADER = type(uint8).max;
 
     /// @notice Lifecycle of a task.
     enum Status {
@@ -40,12 +64,19 @@ contract BMFLTasks is ReentrancyGuardTransient {
     /// @notice Phase of the current round.
     enum Phase {
         Idle, // no round started yet
-        Training, // trainers committed and rounds recorded
-        Scoring, // cross-evaluation; recording is closed
-        Finalized // cloud recorded the global model
+        Training, // edges record
+        Scoring, // recording closed; recorded edges cross-evaluate
+        Finalized // the cloud recorded the global model
     }
 
-    /// @notice A task, packed in five slots; the first holds all that round calls touch.
+    /// @notice Why a record was voided.
+    enum Fault {
+        BadSignature, // the vehicle did not sign this update for this edge and round
+        UnknownVehicle, // no vehicle has the index
+        WrongCategory // the vehicle does not hold the task's data category
+    }
+
+    /// @notice A task; the first slot holds everything round calls touch.
     struct Task {
         Status status;
         Phase phase;
@@ -61,6 +92,12 @@ contract BMFLTasks is ReentrancyGuardTransient {
         uint96 escrow;
         uint96 blockReward;
         uint32 lastAccuracy;
+        uint32 challengePeriod;
+        uint96 rewardsPaid;
+        uint96 payoutsPaid;
+        uint64 settleAfter;
+        uint64 scoreTotal;
+        bool swept;
         bytes32 testSetDigest;
         bytes32 initialModelDigest;
     }
@@ -71,23 +108,41 @@ contract BMFLTasks is ReentrancyGuardTransient {
         uint32 category;
         uint16 maxRounds;
         uint32 targetAccuracy; // 0: run all maxRounds
-        uint32 roundDuration; // seconds each step may take before the task counts as stalled
+        uint32 roundDuration; // seconds each step may take; a step idle for twice this is stalled
+        uint32 challengePeriod; // seconds after the finish during which records can be voided
         bytes32 initialModelDigest;
         string initialModelCid;
         bytes32 testSetDigest;
     }
 
-    /// @notice Bytes of one packed trainer record in {recordRound}: vehicle index (uint32),
-    /// update digest (bytes32, sha2-256 of the blob), self-reliability (int64, fixed point
-    /// chosen by the edge software), aggregate weight θ (uint64; 0 when malicious) and a
-    /// malicious flag (uint8, 0 or 1), big-endian, back to back.
-    uint256 public constant RECORD_BYTES = 53;
-
     /// @notice What an edge accumulated over a task.
-    struct EdgeTally {
-        uint64 accuracySum; // sum of its per-round consensus (median) accuracy
-        uint32 roundsLed;
+    struct EdgeBook {
+        uint64 scoreSum; // S_ℓ: its consensus scores summed over the rounds with a quorum
+        uint64 thetaTotal; // C_ℓ: Σθ of its valid records
         uint32 roundsRecorded;
+        uint32 roundsLed;
+    }
+
+    /// @notice One entry of an edge's record log (its {recordRound} calls, in order).
+    struct RoundLog {
+        uint16 round;
+        bytes32 root;
+        uint32 count;
+        uint64 thetaTotal;
+    }
+
+    /// @notice A record and its Merkle proof in the tree of log entry `logIndex`.
+    struct RecordProof {
+        uint16 logIndex;
+        uint32 position;
+        bytes record;
+        bytes32[] proof;
+    }
+
+    /// @notice The records a payee presents to {settle}.
+    struct PayeeClaim {
+        uint32 vehicle;
+        RecordProof[] records;
     }
 
     /// @notice A finalized round.
@@ -108,14 +163,16 @@ contract BMFLTasks is ReentrancyGuardTransient {
 
     mapping(uint256 taskId => Task) private _tasks;
     mapping(uint256 taskId => mapping(uint256 round => RoundResult)) private _rounds;
-    // task => round => vehicle >> 7 => 2 bits per vehicle: bit 0 selected, bit 1 recorded
-    mapping(uint256 taskId => mapping(uint256 round => mapping(uint256 word => uint256))) private _trainers;
-    // task => (edge << 32 | vehicle >> 2) => four 64-bit contribution lanes
-    mapping(uint256 taskId => mapping(uint256 key => uint256)) private _contrib;
-    mapping(uint256 taskId => mapping(uint256 edge => uint32[])) private _contribWords;
-    mapping(uint256 taskId => mapping(uint256 edge => EdgeTally)) private _tallies;
+    mapping(uint256 taskId => mapping(uint256 edge => EdgeBook)) private _books;
+    mapping(uint256 taskId => mapping(uint256 edge => bytes32)) private _logHashes;
     // task => evaluator edge => word => eight 32-bit scores of the current round
     mapping(uint256 taskId => mapping(uint256 evaluator => mapping(uint256 word => uint256))) private _scores;
+    // task => keccak(edge, logIndex, vehicle) => voided
+    mapping(uint256 taskId => mapping(bytes32 key => bool)) private _voided;
+    // task => (edge << 32 | vehicle) => Σθ already settled
+    mapping(uint256 taskId => mapping(uint256 payee => uint64)) private _settledTheta;
+    // task => (edge << 48 | vehicle << 16 | logIndex >> 8) => bitmap of settled log entries
+    mapping(uint256 taskId => mapping(uint256 key => uint256)) private _settledEntries;
 
     /// @notice A publisher created a task and escrowed `escrow` wei.
     event TaskCreated(
@@ -127,16 +184,15 @@ contract BMFLTasks is ReentrancyGuardTransient {
         uint16 maxRounds,
         uint32 targetAccuracy,
         uint32 roundDuration,
+        uint32 challengePeriod,
         bytes32 initialModelDigest,
         string initialModelCid,
         bytes32 testSetDigest
     );
     /// @notice The cloud started `round` from the global model `globalDigest`.
     event RoundStarted(uint256 indexed taskId, uint16 indexed round, bytes32 globalDigest, string globalCid, uint64 deadline);
-    /// @notice An edge committed trainers for the round (the shared trainer table).
-    event TrainersSelected(uint256 indexed taskId, uint16 indexed round, uint8 indexed edge, uint32[] vehicles);
-    /// @notice An edge recorded its round: preliminary model and every trainer's record
-    /// (packed as in {recordRound}).
+    /// @notice An edge recorded its round; the records are in the call's calldata, and
+    /// `recordsRoot` is the Merkle root the contract built of them.
     event RoundRecorded(
         uint256 indexed taskId,
         uint16 indexed round,
@@ -144,18 +200,28 @@ contract BMFLTasks is ReentrancyGuardTransient {
         bytes32 preliminaryDigest,
         string preliminaryCid,
         uint64 samples,
-        bytes records
+        bytes32 recordsRoot,
+        uint32 count,
+        uint64 thetaTotal
     );
+    /// @notice Recording closed; `absentEdges` were active and did not record.
+    event RecordingClosed(uint256 indexed taskId, uint16 indexed round, uint64 recordedEdges, uint64 absentEdges);
     /// @notice An edge submitted its test-set scores of every edge's preliminary model.
     event ScoresSubmitted(uint256 indexed taskId, uint16 indexed round, uint8 indexed evaluator, uint32[] scores);
-    /// @notice Median scores decided the round's leader, credited `blockReward`.
+    /// @notice Consensus scores decided the round's leader, credited `blockReward`.
     event LeaderElected(uint256 indexed taskId, uint16 indexed round, uint8 indexed leader, uint256 blockReward, uint32[] medians);
+    /// @notice Fewer than {MIN_QUORUM} edges scored: no leader, no consensus scores.
+    event NoQuorum(uint256 indexed taskId, uint16 indexed round, uint256 scorers);
     /// @notice The cloud finalized the round with the global model and its accuracy.
     event RoundFinalized(uint256 indexed taskId, uint16 indexed round, bytes32 globalDigest, string globalCid, uint32 accuracy);
-    /// @notice A payee was credited `amount` wei for the contributions at `edge`.
-    event PayoutCredited(uint256 indexed taskId, address indexed payee, uint8 indexed edge, uint256 amount);
-    /// @notice The task finished; `available` was split, `returned` went back to the publisher.
-    event TaskFinished(uint256 indexed taskId, uint16 rounds, uint256 available, uint256 paid, uint256 returned);
+    /// @notice The task finished; settlement opens at `settleAfter`.
+    event TaskFinished(uint256 indexed taskId, uint16 rounds, uint256 available, uint64 scoreTotal, uint64 settleAfter);
+    /// @notice A record was voided: its θ no longer counts.
+    event RecordVoided(uint256 indexed taskId, uint8 indexed edge, uint16 indexed round, uint32 vehicle, Fault fault);
+    /// @notice A payee was credited `amount` wei for its records at `edge`.
+    event PayoutCredited(uint256 indexed taskId, address indexed payee, uint8 indexed edge, uint32 vehicle, uint256 amount);
+    /// @notice What was not settled went back to the publisher.
+    event TaskSwept(uint256 indexed taskId, uint256 returned);
     /// @notice A stalled task was cancelled and `refund` wei returned to the publisher.
     event TaskCancelled(uint256 indexed taskId, uint256 refund);
     /// @notice `account` claimed `amount` wei.
@@ -169,6 +235,8 @@ contract BMFLTasks is ReentrancyGuardTransient {
     error TaskNotActive(uint256 taskId);
     /// @dev The call does not fit the current round phase.
     error WrongPhase(Phase expected, Phase actual);
+    /// @dev The call names another round than the current one.
+    error WrongRound(uint16 expected, uint16 given);
     /// @dev Invalid task parameters.
     error InvalidTask();
     /// @dev The escrow does not cover `maxRounds` block rewards.
@@ -177,22 +245,18 @@ contract BMFLTasks is ReentrancyGuardTransient {
     error TaskComplete(uint256 taskId);
     /// @dev The task can finish only after its last round or once the target is reached.
     error TaskNotComplete(uint256 taskId);
-    /// @dev The deadline of the current step has passed; the task can only be cancelled.
+    /// @dev The deadline of the current step has passed.
     error DeadlinePassed(uint64 deadline);
-    /// @dev The task is not stalled: its deadline has not passed.
+    /// @dev The task is stalled (idle for twice its round duration); it can only be cancelled.
+    error TaskStalled(uint64 deadline);
+    /// @dev The task is not stalled yet.
     error NotStalled(uint64 deadline);
-    /// @dev An empty list was given.
-    error EmptyList();
-    /// @dev Vehicle `vehicle` is already selected in this round.
-    error AlreadySelected(uint32 vehicle);
-    /// @dev Vehicle `vehicle` was not selected in this round.
-    error NotSelected(uint32 vehicle);
-    /// @dev Vehicle `vehicle` was already recorded in this round.
-    error AlreadyRecorded(uint32 vehicle);
-    /// @dev The packed records are not a whole number of {RECORD_BYTES}.
-    error RecordsLength(uint256 length);
-    /// @dev A malicious record must carry θ = 0.
-    error MaliciousWithWeight(uint32 vehicle);
+    /// @dev Recording can close before the deadline only once every active edge recorded.
+    error EdgesMissing(uint64 missing);
+    /// @dev The cloud may finalize before the deadline only once every recorded edge scored.
+    error ScoresMissing(uint64 missing);
+    /// @dev No edge recorded the round.
+    error NothingRecorded();
     /// @dev Edge `edge` already recorded this round.
     error EdgeAlreadyRecorded(uint8 edge);
     /// @dev Edge `edge` did not record this round.
@@ -203,6 +267,32 @@ contract BMFLTasks is ReentrancyGuardTransient {
     error ScoresLength(uint256 required, uint256 given);
     /// @dev A score or accuracy exceeds {ACCURACY_SCALE}.
     error AccuracyOutOfRange(uint32 value);
+    /// @dev The packed records are not a whole number of {RECORD_BYTES}.
+    error RecordsLength(uint256 length);
+    /// @dev Records must be sorted by strictly increasing vehicle index.
+    error RecordsUnsorted(uint32 vehicle);
+    /// @dev A flagged record must carry θ = 0.
+    error FlaggedWithWeight(uint32 vehicle);
+    /// @dev The record log given does not hash to the edge's.
+    error LogMismatch(uint8 edge);
+    /// @dev A Merkle proof does not prove the record at its position.
+    error BadProof(uint16 logIndex, uint32 position);
+    /// @dev The record belongs to another vehicle than the claim.
+    error WrongVehicle(uint32 expected, uint32 given);
+    /// @dev Log entries of one claim must be strictly increasing.
+    error EntriesUnsorted(uint16 logIndex);
+    /// @dev The challenged record is valid.
+    error RecordValid(uint32 vehicle);
+    /// @dev The record was voided already.
+    error AlreadyVoided(uint32 vehicle);
+    /// @dev Challenges are over: settlement has opened.
+    error ChallengesClosed(uint64 settleAfter);
+    /// @dev Settlement has not opened yet, or the task was swept.
+    error SettlementClosed(uint256 taskId);
+    /// @dev The claim window has not ended yet.
+    error ClaimWindowOpen(uint256 endsAt);
+    /// @dev The payout would exceed what is available (a broken invariant).
+    error Overpaid(uint256 taskId);
     /// @dev The caller has nothing to claim.
     error NothingToClaim(address account);
 
@@ -224,7 +314,6 @@ contract BMFLTasks is ReentrancyGuardTransient {
         if (msg.value < required || msg.value == 0) revert InsufficientEscrow(required, msg.value);
         if (msg.value > type(uint96).max) revert InvalidTask();
         taskId = ++taskCount;
-        uint64 deadline = uint64(block.timestamp) + p.roundDuration;
         Task storage t = _tasks[taskId];
         t.publisher = msg.sender;
         t.category = p.category;
@@ -232,8 +321,9 @@ contract BMFLTasks is ReentrancyGuardTransient {
         t.status = Status.Active;
         t.escrow = uint96(msg.value);
         t.blockReward = p.blockReward;
-        t.deadline = deadline;
+        t.deadline = uint64(block.timestamp) + p.roundDuration;
         t.roundDuration = p.roundDuration;
+        t.challengePeriod = p.challengePeriod;
         t.targetAccuracy = p.targetAccuracy;
         t.testSetDigest = p.testSetDigest;
         t.initialModelDigest = p.initialModelDigest;
@@ -246,6 +336,7 @@ contract BMFLTasks is ReentrancyGuardTransient {
             p.maxRounds,
             p.targetAccuracy,
             p.roundDuration,
+            p.challengePeriod,
             p.initialModelDigest,
             p.initialModelCid,
             p.testSetDigest
@@ -253,14 +344,15 @@ contract BMFLTasks is ReentrancyGuardTransient {
     }
 
     /**
-     * @notice Cancels a task whose current step missed its deadline; the escrow not yet
-     * paid out as block rewards becomes claimable by the publisher. Anyone may call.
+     * @notice Cancels a stalled task (no step for twice its round duration past the
+     * current deadline); the escrow not paid out as block rewards becomes claimable by
+     * the publisher. Anyone may call.
      */
     function cancelTask(uint256 taskId) external {
         Task storage t = _activeTask(taskId);
-        if (block.timestamp <= t.deadline) revert NotStalled(t.deadline);
+        if (block.timestamp <= _stallTime(t)) revert NotStalled(t.deadline);
         if (_stopReached(t)) revert TaskComplete(taskId);
-        uint256 refund = t.escrow - uint256(_roundsRun(t)) * t.blockReward;
+        uint256 refund = t.escrow - t.rewardsPaid;
         t.status = Status.Cancelled;
         owed[t.publisher] += refund;
         emit TaskCancelled(taskId, refund);
@@ -272,7 +364,7 @@ contract BMFLTasks is ReentrancyGuardTransient {
     function startRound(uint256 taskId, bytes32 globalDigest, string calldata globalCid) external {
         _onlyCloud();
         Task storage t = _activeTask(taskId);
-        _beforeDeadline(t);
+        _notStalled(t);
         if (t.phase != Phase.Idle && t.phase != Phase.Finalized) revert WrongPhase(Phase.Finalized, t.phase);
         if (_stopReached(t)) revert TaskComplete(taskId);
         uint16 round = t.round + 1;
@@ -286,9 +378,30 @@ contract BMFLTasks is ReentrancyGuardTransient {
     }
 
     /**
-     * @notice Finalizes the round: elects the leader by median cross-evaluation score
-     * (ties: lowest edge index), credits it the block reward, adds every recorded
-     * edge's median to its accuracy sum and records the global model.
+     * @notice Closes recording and opens scoring. Before the deadline only the cloud may,
+     * and only once every active edge has recorded; after it anyone may.
+     */
+    function closeRecording(uint256 taskId) external {
+        Task storage t = _activeTask(taskId);
+        _notStalled(t);
+        if (t.phase != Phase.Training) revert WrongPhase(Phase.Training, t.phase);
+        uint64 recorded = t.recordedEdges;
+        uint64 absent = registry.activeEdgeMask() & ~recorded;
+        if (block.timestamp <= t.deadline) {
+            _onlyCloud();
+            if (absent != 0) revert EdgesMissing(absent);
+        }
+        if (recorded == 0) revert NothingRecorded();
+        t.phase = Phase.Scoring;
+        t.deadline = uint64(block.timestamp) + t.roundDuration;
+        emit RecordingClosed(taskId, t.round, recorded, absent);
+    }
+
+    /**
+     * @notice Finalizes the round: with at least {MIN_QUORUM} scorers, adds each recorded
+     * edge's consensus score (upper median of the other edges' scores) to its sum, elects
+     * the highest (ties: lowest index) and credits it the block reward; records the global
+     * model. Before the deadline only once every recorded edge scored.
      * @param accuracy Test accuracy of the global model, in {ACCURACY_SCALE} units.
      */
     function finalizeRound(uint256 taskId, bytes32 globalDigest, string calldata globalCid, uint32 accuracy)
@@ -296,138 +409,94 @@ contract BMFLTasks is ReentrancyGuardTransient {
     {
         _onlyCloud();
         Task storage t = _activeTask(taskId);
-        _beforeDeadline(t);
+        _notStalled(t);
         if (t.phase != Phase.Scoring) revert WrongPhase(Phase.Scoring, t.phase);
         if (accuracy > ACCURACY_SCALE) revert AccuracyOutOfRange(accuracy);
-        uint16 round = t.round;
         uint64 recorded = t.recordedEdges;
-        uint32[] memory medians = _medians(taskId, recorded, t.scoredEdges);
-        uint8 leader;
-        uint32 best;
-        bool any;
-        for (uint256 e; e < medians.length; ++e) {
-            if ((recorded >> e) & 1 == 0) continue;
-            EdgeTally storage tally = _tallies[taskId][e];
-            tally.accuracySum += medians[e];
-            tally.roundsRecorded += 1;
-            if (!any || medians[e] > best) {
-                (leader, best, any) = (uint8(e), medians[e], true);
-            }
+        uint64 scored = t.scoredEdges;
+        if (block.timestamp <= t.deadline && scored != recorded) revert ScoresMissing(recorded & ~scored);
+        uint16 round = t.round;
+        uint8 leader = NO_LEADER;
+        uint256 scorers = _popCount(scored);
+        if (scorers >= MIN_QUORUM) {
+            uint32[] memory medians = _medians(taskId, recorded, scored);
+            leader = _credit(taskId, recorded, medians);
+            t.rewardsPaid += t.blockReward;
+            owed[registry.edgeAt(leader)] += t.blockReward;
+            emit LeaderElected(taskId, round, leader, t.blockReward, medians);
+        } else {
+            emit NoQuorum(taskId, round, scorers);
         }
-        _tallies[taskId][leader].roundsLed += 1;
-        uint256 reward = t.blockReward;
         t.phase = Phase.Finalized;
         t.lastAccuracy = accuracy;
         t.deadline = uint64(block.timestamp) + t.roundDuration;
         _rounds[taskId][round] = RoundResult(globalDigest, accuracy, leader);
-        owed[registry.edgeAt(leader)] += reward;
-        emit LeaderElected(taskId, round, leader, reward, medians);
         emit RoundFinalized(taskId, round, globalDigest, globalCid, accuracy);
     }
 
     /**
-     * @notice Computes every payout once the task has run its rounds (or reached its
-     * target accuracy) and credits it to the payees. Anyone may call.
+     * @notice Ends a task that ran its rounds (or reached its target): fixes Σ_ℓ S_ℓ and
+     * opens settlement after the challenge period. O(edges) gas. Anyone may call.
      */
     function finishTask(uint256 taskId) external {
         Task storage t = _activeTask(taskId);
-        if (t.round == 0 || t.phase != Phase.Finalized || !_stopReached(t)) revert TaskNotComplete(taskId);
-        t.status = Status.Finished;
-        uint16 rounds = t.round;
-        uint256 available = t.escrow - uint256(rounds) * t.blockReward;
+        if (t.round == 0 || !_stopReached(t)) revert TaskNotComplete(taskId);
         uint256 edges = registry.edgeCount();
-        uint256[] memory meanAccuracy = new uint256[](edges);
-        uint256 totalAccuracy;
+        uint64 total;
         for (uint256 e; e < edges; ++e) {
-            EdgeTally storage tally = _tallies[taskId][e];
-            if (tally.roundsRecorded == 0) continue;
-            meanAccuracy[e] = tally.accuracySum / tally.roundsRecorded;
-            totalAccuracy += meanAccuracy[e];
+            total += _books[taskId][e].scoreSum;
         }
-        uint256 paid;
-        if (totalAccuracy != 0) {
-            for (uint256 e; e < edges; ++e) {
-                if (meanAccuracy[e] == 0) continue;
-                uint256 contributionTotal = edgeContribution(taskId, uint8(e));
-                if (contributionTotal == 0) continue;
-                uint256 share = available * meanAccuracy[e] / totalAccuracy;
-                paid += _payEdge(taskId, e, share, contributionTotal);
-            }
-        }
-        uint256 returned = available - paid;
-        owed[t.publisher] += returned;
-        emit TaskFinished(taskId, rounds, available, paid, returned);
+        uint64 settleAfter = uint64(block.timestamp) + t.challengePeriod;
+        t.status = Status.Finished;
+        t.scoreTotal = total;
+        t.settleAfter = settleAfter;
+        uint256 available = t.escrow - t.rewardsPaid;
+        emit TaskFinished(taskId, t.round, available, total, settleAfter);
+        if (total == 0) _sweep(taskId, t); // no consensus in any round: nothing to split
     }
 
     // ---------------------------------------------------------------- edges
 
     /**
-     * @notice Commits the caller edge's selected trainers for the current round. Any
-     * edge may later record a selected vehicle (handover).
-     * @param vehicles Registry indices of registered vehicles.
-     */
-    function commitTrainers(uint256 taskId, uint32[] calldata vehicles) external {
-        Task storage t = _activeTask(taskId);
-        _beforeDeadline(t);
-        if (t.phase != Phase.Training) revert WrongPhase(Phase.Training, t.phase);
-        if (vehicles.length == 0) revert EmptyList();
-        uint8 edge = registry.checkSelection(msg.sender, vehicles);
-        uint16 round = t.round;
-        mapping(uint256 => uint256) storage table = _trainers[taskId][round];
-        uint256 wordIndex = vehicles[0] >> 7;
-        uint256 word = table[wordIndex];
-        for (uint256 i; i < vehicles.length; ++i) {
-            uint32 v = vehicles[i];
-            if (v >> 7 != wordIndex) {
-                table[wordIndex] = word;
-                wordIndex = v >> 7;
-                word = table[wordIndex];
-            }
-            uint256 bit = uint256(1) << ((v & 0x7f) << 1);
-            if (word & bit != 0) revert AlreadySelected(v);
-            word |= bit;
-        }
-        table[wordIndex] = word;
-        emit TrainersSelected(taskId, round, edge, vehicles);
-    }
-
-    /**
-     * @notice Records the caller edge's round in one call: its preliminary model and,
-     * per trainer, the update digest, self-reliability and weight θ (or malicious).
-     * Every trainer must have been selected this round, by any edge, and not yet recorded.
-     * @param records Trainer records packed as described at {RECORD_BYTES}; sorted by
-     * vehicle index they share storage slots and cost least.
+     * @notice Records the caller edge's round: its preliminary model and every update it
+     * received, each with the vehicle's signature (packed as at {RECORD_BYTES}, sorted by
+     * vehicle index). An edge without updates records an empty round so that recording
+     * can close early.
      */
     function recordRound(
         uint256 taskId,
+        uint16 round,
         bytes32 preliminaryDigest,
         string calldata preliminaryCid,
         uint64 samples,
         bytes calldata records
     ) external {
         Task storage t = _activeTask(taskId);
-        _beforeDeadline(t);
+        if (block.timestamp > t.deadline) revert DeadlinePassed(t.deadline);
         if (t.phase != Phase.Training) revert WrongPhase(Phase.Training, t.phase);
-        if (records.length == 0) revert EmptyList();
+        if (round != t.round) revert WrongRound(t.round, round);
         if (records.length % RECORD_BYTES != 0) revert RecordsLength(records.length);
         uint8 edge = registry.edgeIndex(msg.sender);
         uint64 edgeBit = uint64(1) << edge;
         uint64 recorded = t.recordedEdges;
         if (recorded & edgeBit != 0) revert EdgeAlreadyRecorded(edge);
         t.recordedEdges = recorded | edgeBit;
-        uint16 round = t.round;
-        _applyRecords(taskId, round, edge, records);
-        emit RoundRecorded(taskId, round, edge, preliminaryDigest, preliminaryCid, samples, records);
+        (bytes32 root, uint32 count, uint64 thetaTotal) = _recordTree(records);
+        EdgeBook storage book = _books[taskId][edge];
+        book.thetaTotal += thetaTotal;
+        book.roundsRecorded += 1;
+        _logHashes[taskId][edge] = _chain(_logHashes[taskId][edge], RoundLog(round, root, count, thetaTotal));
+        emit RoundRecorded(taskId, round, edge, preliminaryDigest, preliminaryCid, samples, root, count, thetaTotal);
     }
 
     /**
      * @notice Submits the caller edge's test-set scores of every edge's preliminary
-     * model (index = edge index, {ACCURACY_SCALE} units). Closes recording.
+     * model (index = edge index, {ACCURACY_SCALE} units; its own entry is ignored).
      */
     function submitScores(uint256 taskId, uint32[] calldata scores) external {
         Task storage t = _activeTask(taskId);
-        _beforeDeadline(t);
-        if (t.phase != Phase.Training && t.phase != Phase.Scoring) revert WrongPhase(Phase.Scoring, t.phase);
+        if (block.timestamp > t.deadline) revert DeadlinePassed(t.deadline);
+        if (t.phase != Phase.Scoring) revert WrongPhase(Phase.Scoring, t.phase);
         uint8 edge = registry.edgeIndex(msg.sender);
         uint64 recorded = t.recordedEdges;
         uint64 bit = uint64(1) << edge;
@@ -447,11 +516,65 @@ contract BMFLTasks is ReentrancyGuardTransient {
             }
         }
         t.scoredEdges |= bit;
-        t.phase = Phase.Scoring;
         emit ScoresSubmitted(taskId, t.round, edge, scores);
     }
 
+    // ---------------------------------------------------------------- challenges
+
+    /**
+     * @notice Voids a record that its vehicle did not sign for this task, round and edge,
+     * or whose vehicle does not hold the task's category. Anyone may call, while the task
+     * runs and until settlement opens.
+     * @param log The edge's whole record log (from its {RoundRecorded} events and calls).
+     */
+    function challengeRecord(uint256 taskId, uint8 edge, RoundLog[] calldata log, RecordProof calldata p) external {
+        Task storage t = _tasks[taskId];
+        if (t.status == Status.None) revert UnknownTask(taskId);
+        bool open = t.status == Status.Active || (t.status == Status.Finished && block.timestamp <= t.settleAfter);
+        if (!open) revert ChallengesClosed(t.settleAfter);
+        _checkLog(taskId, edge, log);
+        RoundLog calldata entry = log[p.logIndex];
+        _checkRecord(entry, p);
+        uint32 vehicle = uint32(bytes4(p.record[0:4]));
+        (bool faulty, Fault fault) = _fault(taskId, t.category, entry.round, edge, p.record);
+        if (!faulty) revert RecordValid(vehicle);
+        bytes32 key = keccak256(abi.encode(edge, p.logIndex, vehicle));
+        if (_voided[taskId][key]) revert AlreadyVoided(vehicle);
+        _voided[taskId][key] = true;
+        _books[taskId][edge].thetaTotal -= uint64(bytes8(p.record[44:52]));
+        emit RecordVoided(taskId, edge, entry.round, vehicle, fault);
+    }
+
     // ---------------------------------------------------------------- payees
+
+    /**
+     * @notice Credits payees of `edge` their payouts from their valid records, each
+     * proven against the edge's log. A payee may be settled again with records not
+     * settled yet; the total it receives is floored once. Anyone may call.
+     */
+    function settle(uint256 taskId, uint8 edge, RoundLog[] calldata log, PayeeClaim[] calldata claims) external {
+        Task storage t = _tasks[taskId];
+        if (t.status != Status.Finished || t.swept || block.timestamp <= t.settleAfter) revert SettlementClosed(taskId);
+        _checkLog(taskId, edge, log);
+        EdgeBook memory book = _books[taskId][edge];
+        uint256 available = t.escrow - t.rewardsPaid;
+        uint256 paid;
+        for (uint256 i; i < claims.length; ++i) {
+            paid += _settlePayee(taskId, edge, log, claims[i], available, book);
+        }
+        uint256 payoutsPaid = t.payoutsPaid + paid;
+        if (payoutsPaid > available) revert Overpaid(taskId);
+        t.payoutsPaid = uint96(payoutsPaid);
+    }
+
+    /// @notice Returns to the publisher everything not settled once the claim window ended.
+    function sweep(uint256 taskId) external {
+        Task storage t = _tasks[taskId];
+        if (t.status != Status.Finished || t.swept) revert SettlementClosed(taskId);
+        uint256 endsAt = uint256(t.settleAfter) + CLAIM_WINDOW;
+        if (block.timestamp <= endsAt) revert ClaimWindowOpen(endsAt);
+        _sweep(taskId, t);
+    }
 
     /// @notice Sends the caller everything it is owed (block rewards, payouts, refunds).
     function claim() external nonReentrant {
@@ -475,141 +598,202 @@ contract BMFLTasks is ReentrancyGuardTransient {
     }
 
     /// @notice What edge `edge` accumulated in task `taskId`.
-    function edgeTally(uint256 taskId, uint8 edge) external view returns (EdgeTally memory) {
-        return _tallies[taskId][edge];
+    function edgeBook(uint256 taskId, uint8 edge) external view returns (EdgeBook memory) {
+        return _books[taskId][edge];
     }
 
-    /// @notice Σ_m C_{m,edge}: summed θ of all vehicles at edge `edge` in task `taskId`.
-    function edgeContribution(uint256 taskId, uint8 edge) public view returns (uint256 total) {
-        uint32[] storage words = _contribWords[taskId][edge];
-        mapping(uint256 => uint256) storage contrib = _contrib[taskId];
-        uint256 edgeKey = uint256(edge) << 32;
-        for (uint256 w; w < words.length; ++w) {
-            uint256 word = contrib[edgeKey | words[w]];
-            for (uint256 lane; lane < 256; lane += 64) {
-                total += uint64(word >> lane);
-            }
-        }
+    /// @notice The hash chain of edge `edge`'s record log in task `taskId`.
+    function logHash(uint256 taskId, uint8 edge) external view returns (bytes32) {
+        return _logHashes[taskId][edge];
     }
 
-    /// @notice Summed θ of vehicle `vehicle` at edge `edge` in task `taskId`.
-    function contribution(uint256 taskId, uint8 edge, uint32 vehicle) external view returns (uint64) {
-        return uint64(_contrib[taskId][(uint256(edge) << 32) | (vehicle >> 2)] >> ((vehicle & 3) << 6));
+    /// @notice Whether the record of `vehicle` in entry `logIndex` of `edge`'s log was voided.
+    function voided(uint256 taskId, uint8 edge, uint16 logIndex, uint32 vehicle) external view returns (bool) {
+        return _voided[taskId][keccak256(abi.encode(edge, logIndex, vehicle))];
     }
 
-    /// @notice Whether `vehicle` was selected / recorded in round `round` of task `taskId`.
-    function trainerStatus(uint256 taskId, uint16 round, uint32 vehicle)
-        external
+    /// @notice Σθ of `vehicle`'s records at `edge` settled so far.
+    function settledTheta(uint256 taskId, uint8 edge, uint32 vehicle) external view returns (uint64) {
+        return _settledTheta[taskId][(uint256(edge) << 32) | vehicle];
+    }
+
+    /// @notice The payout, in wei, of `theta` summed θ at `edge` (floored once).
+    function payoutFor(uint256 taskId, uint8 edge, uint64 theta) external view returns (uint256) {
+        Task storage t = _tasks[taskId];
+        return _payout(t.escrow - t.rewardsPaid, t.scoreTotal, _books[taskId][edge], theta);
+    }
+
+    /// @notice The message a vehicle signs to upload `digest` to `edge` in `round`.
+    function updateMessage(uint256 taskId, uint16 round, address edge, bytes32 digest)
+        public
         view
-        returns (bool selected, bool recorded)
+        returns (string memory)
     {
-        uint256 bits = _trainers[taskId][round][vehicle >> 7] >> ((vehicle & 0x7f) << 1);
-        return (bits & 1 == 1, bits & 2 == 2);
+        return string.concat(
+            "BMFL update v1\nchain ",
+            Strings.toString(block.chainid),
+            "\ntask ",
+            Strings.toString(taskId),
+            "\nround ",
+            Strings.toString(round),
+            "\nedge ",
+            Strings.toChecksumHexString(edge),
+            "\ndigest ",
+            Strings.toHexString(uint256(digest), 32)
+        );
     }
 
     // ---------------------------------------------------------------- internals
 
-    function _applyRecords(uint256 taskId, uint16 round, uint8 edge, bytes calldata records) private {
-        mapping(uint256 => uint256) storage table = _trainers[taskId][round];
-        mapping(uint256 => uint256) storage contrib = _contrib[taskId];
-        uint256 edgeKey = uint256(edge) << 32;
-        uint256 first = _vehicleAt(records, 0);
-        uint256 tableIndex = first >> 7;
-        uint256 tableWord = table[tableIndex];
-        uint256 accKey = edgeKey | (first >> 2);
-        uint256 accWord = contrib[accKey];
-        bool accLoadedEmpty = accWord == 0;
-        for (uint256 off; off < records.length; off += RECORD_BYTES) {
-            (uint32 v, uint64 theta, bool malicious) = _decode(records, off);
-            if (v >> 7 != tableIndex) {
-                table[tableIndex] = tableWord;
-                tableIndex = v >> 7;
-                tableWord = table[tableIndex];
-            }
-            uint256 shift = (v & 0x7f) << 1;
-            uint256 bits = tableWord >> shift;
-            if (bits & 1 == 0) revert NotSelected(v);
-            if (bits & 2 != 0) revert AlreadyRecorded(v);
-            tableWord |= uint256(2) << shift;
-            if (malicious) {
-                if (theta != 0) revert MaliciousWithWeight(v);
-                continue;
-            }
-            if (theta == 0) continue;
-            uint256 key = edgeKey | (v >> 2);
-            if (key != accKey) {
-                _storeContrib(taskId, edge, accKey, accWord, accLoadedEmpty);
-                accKey = key;
-                accWord = contrib[key];
-                accLoadedEmpty = accWord == 0;
-            }
-            uint256 lane = (v & 3) << 6;
-            uint64 sum = uint64(accWord >> lane) + theta; // checked: reverts on overflow
-            accWord = (accWord & ~(uint256(type(uint64).max) << lane)) | (uint256(sum) << lane);
+    /// @dev Validates the records and builds their Merkle tree: leaf = keccak(0x00 ‖ record),
+    /// node = keccak(0x01 ‖ left ‖ right), padded with zero leaves to a power of two.
+    function _recordTree(bytes calldata records) private pure returns (bytes32 root, uint32 count, uint64 thetaTotal) {
+        uint256 n = records.length / RECORD_BYTES;
+        if (n == 0) return (bytes32(0), 0, 0);
+        uint256 size = 1;
+        while (size < n) size <<= 1;
+        bytes32[] memory level = new bytes32[](size);
+        uint256 previous;
+        for (uint256 i; i < n; ++i) {
+            bytes calldata rec = records[i * RECORD_BYTES:(i + 1) * RECORD_BYTES];
+            uint32 v = uint32(bytes4(rec[0:4]));
+            if (i != 0 && v <= previous) revert RecordsUnsorted(v);
+            previous = v;
+            uint64 theta = uint64(bytes8(rec[44:52]));
+            if (uint8(rec[52]) & 1 == 1 && theta != 0) revert FlaggedWithWeight(v);
+            thetaTotal += theta;
+            level[i] = keccak256(abi.encodePacked(bytes1(0x00), rec));
         }
-        table[tableIndex] = tableWord;
-        _storeContrib(taskId, edge, accKey, accWord, accLoadedEmpty);
-    }
-
-    function _vehicleAt(bytes calldata records, uint256 off) private pure returns (uint32 v) {
-        assembly ("memory-safe") {
-            v := shr(224, calldataload(add(records.offset, off)))
+        for (; size > 1; size >>= 1) {
+            for (uint256 i; i < size / 2; ++i) {
+                level[i] = keccak256(abi.encodePacked(bytes1(0x01), level[2 * i], level[2 * i + 1]));
+            }
         }
+        return (level[0], uint32(n), thetaTotal);
     }
 
-    /// @dev Vehicle, θ and flag of the record at `off` (the digest and reliability are only logged).
-    function _decode(bytes calldata records, uint256 off) private pure returns (uint32 v, uint64 theta, bool malicious) {
-        assembly ("memory-safe") {
-            let p := add(records.offset, off)
-            v := shr(224, calldataload(p))
-            let tail := calldataload(add(p, 36)) // reliability(8) theta(8) flag(1)
-            theta := and(shr(128, tail), 0xffffffffffffffff)
-            malicious := iszero(iszero(and(shr(120, tail), 0xff)))
+    function _chain(bytes32 previous, RoundLog memory entry) private pure returns (bytes32) {
+        return keccak256(abi.encode(previous, entry.round, entry.root, entry.count, entry.thetaTotal));
+    }
+
+    function _checkLog(uint256 taskId, uint8 edge, RoundLog[] calldata log) private view {
+        bytes32 h;
+        for (uint256 i; i < log.length; ++i) {
+            h = _chain(h, log[i]);
         }
+        if (log.length == 0 || h != _logHashes[taskId][edge]) revert LogMismatch(edge);
     }
 
-    function _storeContrib(uint256 taskId, uint8 edge, uint256 key, uint256 word, bool wasEmpty) private {
-        if (word == 0) return;
-        if (wasEmpty) _contribWords[taskId][edge].push(uint32(key));
-        _contrib[taskId][key] = word;
+    function _checkRecord(RoundLog calldata entry, RecordProof calldata p) private pure {
+        if (p.record.length != RECORD_BYTES || p.position >= entry.count) revert BadProof(p.logIndex, p.position);
+        uint256 depth;
+        while ((uint256(1) << depth) < entry.count) ++depth;
+        if (p.proof.length != depth) revert BadProof(p.logIndex, p.position);
+        bytes32 node = keccak256(abi.encodePacked(bytes1(0x00), p.record));
+        for (uint256 i; i < depth; ++i) {
+            node = (p.position >> i) & 1 == 0
+                ? keccak256(abi.encodePacked(bytes1(0x01), node, p.proof[i]))
+                : keccak256(abi.encodePacked(bytes1(0x01), p.proof[i], node));
+        }
+        if (node != entry.root) revert BadProof(p.logIndex, p.position);
     }
 
-    function _payEdge(uint256 taskId, uint256 edge, uint256 share, uint256 totalContribution)
+    /// @dev Whether `record`, recorded by `edge` in `round`, is faulty, and why.
+    function _fault(uint256 taskId, uint32 category, uint16 round, uint8 edge, bytes calldata record)
         private
-        returns (uint256 paid)
+        view
+        returns (bool, Fault)
     {
-        uint32[] storage words = _contribWords[taskId][edge];
-        mapping(uint256 => uint256) storage contrib = _contrib[taskId];
-        uint256 edgeKey = edge << 32;
-        for (uint256 w; w < words.length; ++w) {
-            uint256 low = words[w];
-            uint256 word = contrib[edgeKey | low];
-            for (uint256 lane; lane < 4; ++lane) {
-                uint256 c = uint64(word >> (lane << 6));
-                if (c == 0) continue;
-                uint256 amount = share * c / totalContribution;
-                if (amount == 0) continue;
-                address payee = registry.vehicleAt(uint32((low << 2) | lane));
-                owed[payee] += amount;
-                paid += amount;
-                emit PayoutCredited(taskId, payee, uint8(edge), amount);
-            }
-        }
+        uint32 vehicle = uint32(bytes4(record[0:4]));
+        if (vehicle >= registry.vehicleCount()) return (true, Fault.UnknownVehicle);
+        (BMFLRegistry.Vehicle memory v,) = registry.vehicle(vehicle);
+        string memory message = updateMessage(taskId, round, registry.edgeAt(edge), bytes32(record[4:36]));
+        bytes32 hash = MessageHashUtils.toEthSignedMessageHash(bytes(message));
+        (address signer, ECDSA.RecoverError err,) =
+            ECDSA.tryRecover(hash, bytes32(record[53:85]), bytes32(record[85:117]));
+        if (err != ECDSA.RecoverError.NoError || signer != v.account) return (true, Fault.BadSignature);
+        if (v.categories & category == 0) return (true, Fault.WrongCategory);
+        return (false, Fault.BadSignature);
     }
 
+    function _settlePayee(
+        uint256 taskId,
+        uint8 edge,
+        RoundLog[] calldata log,
+        PayeeClaim calldata c,
+        uint256 available,
+        EdgeBook memory book
+    ) private returns (uint256 amount) {
+        uint256 payee = (uint256(edge) << 32) | c.vehicle;
+        uint64 before = _settledTheta[taskId][payee];
+        uint64 theta = before;
+        uint256 lastIndex;
+        for (uint256 j; j < c.records.length; ++j) {
+            RecordProof calldata p = c.records[j];
+            if (j != 0 && p.logIndex <= lastIndex) revert EntriesUnsorted(p.logIndex);
+            lastIndex = p.logIndex;
+            uint32 vehicle = uint32(bytes4(p.record[0:4]));
+            if (vehicle != c.vehicle) revert WrongVehicle(c.vehicle, vehicle);
+            _checkRecord(log[p.logIndex], p);
+            uint256 key = (payee << 16) | (p.logIndex >> 8);
+            uint256 bit = uint256(1) << (p.logIndex & 0xff);
+            uint256 word = _settledEntries[taskId][key];
+            if (word & bit != 0 || _voided[taskId][keccak256(abi.encode(edge, p.logIndex, vehicle))]) continue;
+            _settledEntries[taskId][key] = word | bit;
+            theta += uint64(bytes8(p.record[44:52]));
+        }
+        if (theta == before) return 0;
+        _settledTheta[taskId][payee] = theta;
+        uint256 scoreTotal = _tasks[taskId].scoreTotal;
+        amount = _payout(available, scoreTotal, book, theta) - _payout(available, scoreTotal, book, before);
+        address account = registry.vehicleAt(c.vehicle);
+        owed[account] += amount;
+        emit PayoutCredited(taskId, account, edge, c.vehicle, amount);
+    }
+
+    /// @dev available · S_ℓ · θ / (Σ S · C_ℓ), floored (Eq. 28–29 in one division).
+    function _payout(uint256 available, uint256 scoreTotal, EdgeBook memory book, uint64 theta)
+        private
+        pure
+        returns (uint256)
+    {
+        if (theta == 0 || scoreTotal == 0 || book.thetaTotal == 0) return 0;
+        return Math.mulDiv(available, uint256(book.scoreSum) * theta, scoreTotal * book.thetaTotal);
+    }
+
+    function _sweep(uint256 taskId, Task storage t) private {
+        uint256 returned = t.escrow - t.rewardsPaid - t.payoutsPaid;
+        t.swept = true;
+        owed[t.publisher] += returned;
+        emit TaskSwept(taskId, returned);
+    }
+
+    /// @dev Adds each recorded edge's consensus score to its sum; returns the leader.
+    function _credit(uint256 taskId, uint64 recorded, uint32[] memory medians) private returns (uint8 leader) {
+        uint32 best;
+        bool any;
+        for (uint256 e; e < medians.length; ++e) {
+            if ((recorded >> e) & 1 == 0) continue;
+            _books[taskId][e].scoreSum += medians[e];
+            if (!any || medians[e] > best) {
+                (leader, best, any) = (uint8(e), medians[e], true);
+            }
+        }
+        _books[taskId][leader].roundsLed += 1;
+    }
+
+    /// @dev Per recorded edge, the upper median of the scores the other scorers gave it.
     function _medians(uint256 taskId, uint64 recorded, uint64 scored) private view returns (uint32[] memory medians) {
         uint256 n = _bitLength(recorded);
         medians = new uint32[](n);
-        uint256 evaluators = _popCount(scored);
-        uint32[] memory column = new uint32[](evaluators);
+        uint32[] memory column = new uint32[](_popCount(scored));
         for (uint256 e; e < n; ++e) {
             if ((recorded >> e) & 1 == 0) continue;
             uint256 k;
-            for (uint256 ev; ev < 64 && k < evaluators; ++ev) {
-                if ((scored >> ev) & 1 == 0) continue;
+            for (uint256 ev; ev < 64; ++ev) {
+                if ((scored >> ev) & 1 == 0 || ev == e) continue;
                 uint32 s = uint32(_scores[taskId][ev][e >> 3] >> ((e & 7) << 5));
-                // insertion into the sorted prefix
-                uint256 j = k;
+                uint256 j = k; // insertion into the sorted prefix
                 while (j > 0 && column[j - 1] > s) {
                     column[j] = column[j - 1];
                     --j;
@@ -617,7 +801,7 @@ contract BMFLTasks is ReentrancyGuardTransient {
                 column[j] = s;
                 ++k;
             }
-            medians[e] = column[(evaluators - 1) / 2]; // lower median
+            medians[e] = column[k / 2];
         }
     }
 
@@ -633,12 +817,12 @@ contract BMFLTasks is ReentrancyGuardTransient {
         }
     }
 
-    function _beforeDeadline(Task storage t) private view {
-        if (block.timestamp > t.deadline) revert DeadlinePassed(t.deadline);
+    function _stallTime(Task storage t) private view returns (uint256) {
+        return uint256(t.deadline) + t.roundDuration;
     }
 
-    function _roundsRun(Task storage t) private view returns (uint16) {
-        return t.phase == Phase.Finalized || t.round == 0 ? t.round : t.round - 1;
+    function _notStalled(Task storage t) private view {
+        if (block.timestamp > _stallTime(t)) revert TaskStalled(t.deadline);
     }
 
     function _stopReached(Task storage t) private view returns (bool) {

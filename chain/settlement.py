@@ -1,0 +1,57 @@
+"""Settling a finished task from the chain alone: every edge's record log and each
+payee's records with their Merkle proofs, sent to ``BMFLTasks.settle`` in pages of a
+bounded size (no transaction grows with the number of payees)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from chain.base import Receipt
+from chain.records import TrainerRecord, record_proof
+from chain.tasks import PayeeClaim, RecordedRound, RoundLog, TasksClient
+
+PAGE_SIZE = 100
+"""Payees per ``settle`` transaction: about 60k gas each for a few rounds, far below
+Anvil's 2^24 per-transaction cap."""
+
+
+@dataclass(frozen=True)
+class EdgeLog:
+    """An edge's ``recordRound`` calls in chain order (its log, ``RoundLog`` by ``RoundLog``)."""
+
+    edge: int
+    rounds: list[RecordedRound]
+
+    @property
+    def entries(self) -> list[RoundLog]:
+        return [r.entry for r in self.rounds]
+
+    def claims(self) -> list[PayeeClaim]:
+        """Every vehicle with a θ > 0 record here, with all such records proven."""
+        by_vehicle: dict[int, list[tuple[int, int, bytes, list[bytes]]]] = defaultdict(list)
+        for index, recorded in enumerate(self.rounds):
+            for position, packed in enumerate(recorded.records):
+                record = TrainerRecord.unpack(packed)
+                if record.theta > 0:
+                    by_vehicle[record.vehicle].append((index, position, packed, record_proof(recorded.records, position)))
+        return [PayeeClaim(vehicle=v, records=recs) for v, recs in sorted(by_vehicle.items())]
+
+
+def edge_logs(tasks: TasksClient, task_id: int, from_block: int = 0) -> dict[int, EdgeLog]:
+    """Edge index → its record log in ``task_id``."""
+    rounds: dict[int, list[RecordedRound]] = defaultdict(list)
+    for recorded in tasks.recorded_rounds(task_id, from_block):
+        rounds[recorded.edge].append(recorded)
+    return {e: EdgeLog(e, rs) for e, rs in sorted(rounds.items())}
+
+
+def settle_task(tasks: TasksClient, task_id: int, from_block: int = 0, page_size: int = PAGE_SIZE) -> list[Receipt]:
+    """Credit every payee of the finished task (pages of ``page_size`` payees per edge);
+    payees settled already are skipped by the contract at no loss."""
+    receipts = []
+    for log in edge_logs(tasks, task_id, from_block).values():
+        claims = [c for c in log.claims() if tasks.settled_theta(task_id, log.edge, c.vehicle) == 0]
+        for start in range(0, len(claims), page_size):
+            receipts.append(tasks.settle(task_id, log.edge, log.entries, claims[start : start + page_size]))
+    return receipts
