@@ -140,6 +140,7 @@ class RecordedRound(_Frozen):
     samples: int
     entry: RoundLog
     records: list[bytes]
+    manifest_cid: str
     tx_hash: str
 
     def decoded(self) -> list[TrainerRecord]:
@@ -191,11 +192,12 @@ class TasksClient(ContractClient):
     # edges
     def record_round(
         self, task_id: int, round_: int, preliminary_digest: bytes, preliminary_cid: str, samples: int,
-        records: list[TrainerRecord],
+        records: list[TrainerRecord], manifest_cid: str = "",
     ) -> Receipt:  # fmt: skip
-        """Edge: record the round in one call (possibly with no records)."""
+        """Edge: record the round in one call (possibly with no records); ``manifest_cid``
+        names the edge's manifest of the round (every update's CID and verdict)."""
         fn = self.contract.functions.recordRound(
-            task_id, round_, preliminary_digest, preliminary_cid, samples, pack_records(records)
+            task_id, round_, preliminary_digest, preliminary_cid, samples, pack_records(records), manifest_cid
         )
         return self.send(fn)
 
@@ -272,6 +274,7 @@ class TasksClient(ContractClient):
                 RecordedRound(
                     edge=ev.edge, round=ev.round, preliminary_digest=_raw(ev.preliminaryDigest),  # type: ignore[attr-defined]
                     preliminary_cid=ev.preliminaryCid, samples=ev.samples, tx_hash=ev.tx_hash,  # type: ignore[attr-defined]
+                    manifest_cid=ev.manifestCid,  # type: ignore[attr-defined]
                     entry=RoundLog(round=ev.round, root=_raw(ev.recordsRoot), count=ev.count, theta_total=ev.thetaTotal),  # type: ignore[attr-defined]
                     records=[packed[i : i + RECORD_BYTES] for i in range(0, len(packed), RECORD_BYTES)],
                 )  # fmt: skip

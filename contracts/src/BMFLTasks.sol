@@ -191,8 +191,9 @@ contract BMFLTasks is ReentrancyGuardTransient {
     );
     /// @notice The cloud started `round` from the global model `globalDigest`.
     event RoundStarted(uint256 indexed taskId, uint16 indexed round, bytes32 globalDigest, string globalCid, uint64 deadline);
-    /// @notice An edge recorded its round; the records are in the call's calldata, and
-    /// `recordsRoot` is the Merkle root the contract built of them.
+    /// @notice An edge recorded its round; the records are in the call's calldata,
+    /// `recordsRoot` is the Merkle root the contract built of them, and `manifestCid` names
+    /// the edge's published manifest of the round (each update's CID and its verdict).
     event RoundRecorded(
         uint256 indexed taskId,
         uint16 indexed round,
@@ -202,7 +203,8 @@ contract BMFLTasks is ReentrancyGuardTransient {
         uint64 samples,
         bytes32 recordsRoot,
         uint32 count,
-        uint64 thetaTotal
+        uint64 thetaTotal,
+        string manifestCid
     );
     /// @notice Recording closed; `absentEdges` were active and did not record.
     event RecordingClosed(uint256 indexed taskId, uint16 indexed round, uint64 recordedEdges, uint64 absentEdges);
@@ -469,7 +471,8 @@ contract BMFLTasks is ReentrancyGuardTransient {
         bytes32 preliminaryDigest,
         string calldata preliminaryCid,
         uint64 samples,
-        bytes calldata records
+        bytes calldata records,
+        string calldata manifestCid
     ) external {
         Task storage t = _activeTask(taskId);
         if (block.timestamp > t.deadline) revert DeadlinePassed(t.deadline);
@@ -486,7 +489,9 @@ contract BMFLTasks is ReentrancyGuardTransient {
         book.thetaTotal += thetaTotal;
         book.roundsRecorded += 1;
         _logHashes[taskId][edge] = _chain(_logHashes[taskId][edge], RoundLog(round, root, count, thetaTotal));
-        emit RoundRecorded(taskId, round, edge, preliminaryDigest, preliminaryCid, samples, root, count, thetaTotal);
+        emit RoundRecorded(
+            taskId, round, edge, preliminaryDigest, preliminaryCid, samples, root, count, thetaTotal, manifestCid
+        );
     }
 
     /**
