@@ -1,6 +1,7 @@
-"""Read-only auditor: rebuild a task's contributions, consensus and payouts from chain
-data alone (events and views), check them against what the contract credited, and
-check every model blob recorded on chain against its recorded digest."""
+"""Read-only auditor: rebuild a task's records, consensus and payouts from chain data
+alone (events, the records in ``recordRound`` calldata, views), check every vehicle
+signature and the round protocol's order, compare everything with what the contract
+credited, and check every model blob recorded on chain against its recorded digest."""
 
 from __future__ import annotations
 
@@ -16,33 +17,23 @@ from web3 import Web3
 
 from bmfl.blobs.errors import BlobError, BlobIntegrityError, InvalidCIDError
 from bmfl.consensus import edge_medians, elect_leader
-from bmfl.incentives import Payouts, mean_accuracy, split_payouts
+from bmfl.incentives import Payouts, split_payouts
+from bmfl.protocol.signing import SignatureError, update_message, verify
+from chain.base import ContractRevert
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
-from chain.tasks import Status, TaskInfo, TasksClient, unpack_records
+from chain.tasks import RecordedRound, Status, TaskInfo, TasksClient
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class PayoutAudit(_Frozen):
-    """Recomputed payouts next to the contract's credits (addresses as keys)."""
-
-    task_id: int
-    recomputed: dict[str, int]
-    credited: dict[str, int]
-    dust: int
-    returned: int
-
-    @property
-    def agrees(self) -> bool:
-        """Whether every credit equals the recomputation, to the wei."""
-        return self.recomputed == self.credited and self.dust == self.returned
-
-
 PAYEE_SECTIONS = ("vehicle payout", "block reward", "publisher")
-Section = Literal["vehicle payout", "block reward", "publisher", "total", "contribution", "median", "leader", "edge tally"]
+Section = Literal[
+    "vehicle payout", "block reward", "publisher", "total", "contribution", "median", "leader", "edge book",
+    "signature", "protocol",
+]  # fmt: skip
 
 
 class Comparison(_Frozen):
@@ -102,16 +93,20 @@ Consensus = dict[int, tuple[dict[int, int], int]]
 
 @dataclass(frozen=True)
 class TaskLogs:
-    """A task's events, read once."""
+    """A task's events and records, read once."""
 
     created: list[Event]
     started: list[Event]
-    recorded: list[Event]
+    recorded: list[RecordedRound]
+    closed: list[Event]
     scores: list[Event]
     leaders: list[Event]
+    no_quorum: list[Event]
     finalized: list[Event]
+    voided: list[Event]
     payouts: list[Event]
     finished: list[Event]
+    swept: list[Event]
     cancelled: list[Event]
 
 
@@ -132,33 +127,44 @@ class Auditor:
         return self.tasks.task(task_id)
 
     def logs(self, task_id: int) -> TaskLogs:
-        """Every event of the task."""
-        names = ("TaskCreated", "RoundStarted", "RoundRecorded", "ScoresSubmitted", "LeaderElected",
-                 "RoundFinalized", "PayoutCredited", "TaskFinished", "TaskCancelled")  # fmt: skip
-        return TaskLogs(*(self.tasks.events(n, self.from_block, taskId=task_id) for n in names))
+        """Every event of the task, and every ``recordRound`` with its records."""
+        ev = {n: self.tasks.events(n, self.from_block, taskId=task_id) for n in (
+            "TaskCreated", "RoundStarted", "RecordingClosed", "ScoresSubmitted", "LeaderElected", "NoQuorum",
+            "RoundFinalized", "RecordVoided", "PayoutCredited", "TaskFinished", "TaskSwept", "TaskCancelled")}  # fmt: skip
+        recorded = self.tasks.recorded_rounds(task_id, self.from_block)
+        return TaskLogs(ev["TaskCreated"], ev["RoundStarted"], recorded, *(ev[n] for n in list(ev)[2:]))
 
     # ------------------------------------------------------------ re-derivation
 
+    def _voided(self, logs: TaskLogs) -> set[tuple[int, int, int]]:
+        """(edge, round, vehicle) of every record voided on chain."""
+        return {(ev.edge, ev.round, ev.vehicle) for ev in logs.voided}
+
     def contributions(self, task_id: int, logs: TaskLogs | None = None) -> dict[int, dict[int, int]]:
-        """C_{m,ℓ} (edge → vehicle → summed θ) rebuilt from ``RoundRecorded`` logs."""
+        """C_{m,ℓ} (edge → vehicle → summed θ) from the records in ``recordRound`` calldata,
+        without the records voided on chain."""
+        logs = logs or self.logs(task_id)
+        voided = self._voided(logs)
         out: dict[int, dict[int, int]] = {}
-        for ev in (logs or self.logs(task_id)).recorded:
-            per = out.setdefault(ev.edge, {})
-            for rec in unpack_records(ev.records):
-                per[rec.vehicle] = per.get(rec.vehicle, 0) + (0 if rec.malicious else rec.theta)
+        for recorded in logs.recorded:
+            per = out.setdefault(recorded.edge, {})
+            for rec in recorded.decoded():
+                if (recorded.edge, recorded.round, rec.vehicle) not in voided:
+                    per[rec.vehicle] = per.get(rec.vehicle, 0) + rec.theta
         return out
 
     def consensus(self, task_id: int, logs: TaskLogs | None = None) -> Consensus:
-        """Per finalized round, every recorded edge's median score and the leader
-        (``bmfl.consensus.edge_medians`` / ``elect_leader``, the contract's ``finalizeRound``),
-        re-derived from the ``ScoresSubmitted`` and ``RoundRecorded`` logs."""
+        """Per finalized round with a quorum, every recorded edge's consensus score and the
+        leader (``bmfl.consensus.edge_medians`` / ``elect_leader``, the contract's
+        ``finalizeRound``), re-derived from the ``ScoresSubmitted`` logs and the records."""
         logs = logs or self.logs(task_id)
         out: Consensus = {}
-        for ev in logs.leaders:
+        for ev in logs.finalized:
             recorded = {x.edge for x in logs.recorded if x.round == ev.round}
             scores = {x.evaluator: x.scores for x in logs.scores if x.round == ev.round}
-            medians = edge_medians(scores, recorded)
-            out[ev.round] = ({e: medians[e] for e in sorted(recorded)}, elect_leader(medians, recorded))
+            medians = edge_medians(scores, recorded) if recorded else None
+            if medians is not None:
+                out[ev.round] = ({e: medians[e] for e in sorted(recorded)}, elect_leader(medians, recorded))
         return out
 
     def recompute(self, task_id: int, logs: TaskLogs | None = None) -> Payouts:
@@ -167,47 +173,37 @@ class Auditor:
         info = self.task(task_id)
         consensus = self.consensus(task_id, logs)
         leaders = [leader for _, (_, leader) in sorted(consensus.items())]
-        per_edge: dict[int, list[int]] = {}
+        contributions = self.contributions(task_id, logs)
+        scores: Counter[int] = Counter({e: 0 for e in contributions})
         for medians, _ in consensus.values():
-            for e, m in medians.items():
-                per_edge.setdefault(e, []).append(m)
-        accuracy = {e: mean_accuracy(a) for e, a in per_edge.items()}
-        return split_payouts(info.escrow, info.block_reward, leaders, accuracy, self.contributions(task_id, logs))
-
-    def audit_payouts(self, task_id: int) -> PayoutAudit:
-        """Compare the recomputation with the ``PayoutCredited`` / ``TaskFinished`` logs."""
-        logs = self.logs(task_id)
-        ref = self.recompute(task_id, logs)
-        credited: dict[str, int] = {}
-        for ev in logs.payouts:
-            credited[ev.payee] = credited.get(ev.payee, 0) + ev.amount
-        recomputed = {self.registry.vehicle_at(v): w for v, w in ref.vehicles.items() if w}  # type: ignore[arg-type]
-        returned = logs.finished[0].returned if logs.finished else -1
-        return PayoutAudit(task_id=task_id, recomputed=recomputed, credited=credited, dust=ref.dust, returned=returned)
+            scores.update(medians)
+        return split_payouts(info.escrow, info.block_reward, leaders, dict(scores), contributions)
 
     # ------------------------------------------------------------ comparisons
 
     def compare(self, task_id: int, logs: TaskLogs | None = None) -> list[Comparison]:
-        """Every re-derived number next to the chain's: contributions (``contribution``
-        view), medians and leaders (``LeaderElected``), edge tallies (``edgeTally``),
-        block rewards, and once the task is over its payouts, refund and totals."""
+        """Every re-derived number next to the chain's: vehicle signatures, the round
+        protocol's order, contributions and edge books (``edgeBook``), medians and leaders
+        (``LeaderElected`` / ``NoQuorum``), block rewards, and once the task is over its
+        payouts (credited, or ``payoutFor`` until settled), refund and totals."""
         logs = logs or self.logs(task_id)
         info = self.task(task_id)
-        out = [
-            Comparison(section="contribution", subject=f"edge {e} vehicle {v}", recomputed=c,
-                       on_chain=self.tasks.contribution(task_id, e, v))  # fmt: skip
-            for e, per in sorted(self.contributions(task_id, logs).items())
-            for v, c in sorted(per.items())
-        ]
+        out = self._signatures(task_id, logs) + self._protocol(logs)
         consensus = self.consensus(task_id, logs)
         elected = {ev.round: ev for ev in logs.leaders}
-        for r, (medians, leader) in sorted(consensus.items()):
-            on_chain = elected[r].medians
+        for ev in logs.finalized:
+            mine = consensus.get(ev.round)
+            theirs = elected.get(ev.round)
+            if mine is None or theirs is None:
+                out.append(Comparison(section="leader", subject=f"round {ev.round} has a consensus",
+                                      recomputed=int(mine is not None), on_chain=int(theirs is not None)))  # fmt: skip
+                continue
+            medians, leader = mine
             for e, m in medians.items():
-                theirs = on_chain[e] if e < len(on_chain) else -1
-                out.append(Comparison(section="median", subject=f"round {r} edge {e}", recomputed=m, on_chain=theirs))
-            out.append(Comparison(section="leader", subject=f"round {r}", recomputed=leader, on_chain=elected[r].leader))
-        out += self._tallies(task_id, consensus)
+                got = theirs.medians[e] if e < len(theirs.medians) else -1
+                out.append(Comparison(section="median", subject=f"round {ev.round} edge {e}", recomputed=m, on_chain=got))
+            out.append(Comparison(section="leader", subject=f"round {ev.round}", recomputed=leader, on_chain=theirs.leader))
+        out += self._books(task_id, consensus, logs)
         out += self._block_rewards(info, consensus, logs)
         if info.status == Status.FINISHED:
             out += self._payouts(task_id, info, logs)
@@ -218,19 +214,48 @@ class Auditor:
             out.append(Comparison(section="publisher", subject=subject, recomputed=refund, on_chain=refunded))
         return out
 
-    def _tallies(self, task_id: int, consensus: Consensus) -> list[Comparison]:
-        accuracy: Counter[int] = Counter()
-        recorded: Counter[int] = Counter()
+    def _signatures(self, task_id: int, logs: TaskLogs) -> list[Comparison]:
+        """Every record is signed by its vehicle for this task, round and edge, or was voided."""
+        chain_id = self.tasks.w3.eth.chain_id
+        voided = self._voided(logs)
+        out = []
+        for recorded in logs.recorded:
+            edge = self.registry.edge_at(recorded.edge)
+            for rec in recorded.decoded():
+                message = update_message(chain_id, task_id, recorded.round, edge, rec.update_digest)
+                try:
+                    verify(message, "0x" + rec.signature.hex(), self.registry.vehicle_at(rec.vehicle))
+                    valid = True
+                except (SignatureError, ContractRevert):  # an unknown vehicle index reverts
+                    valid = (recorded.edge, recorded.round, rec.vehicle) in voided
+                subject = f"round {recorded.round} edge {recorded.edge} vehicle {rec.vehicle}"
+                out.append(Comparison(section="signature", subject=subject, recomputed=1, on_chain=int(valid)))
+        return out
+
+    def _protocol(self, logs: TaskLogs) -> list[Comparison]:
+        """Scores only after recording closed, and every edge that recorded a round also scored it."""
+        closed = {ev.round: (ev.block_number, ev.log_index) for ev in logs.closed}
+        out = []
+        for ev in logs.scores:
+            after = ev.round in closed and (ev.block_number, ev.log_index) > closed[ev.round]
+            subject = f"round {ev.round} edge {ev.evaluator} scored after recording closed"
+            out.append(Comparison(section="protocol", subject=subject, recomputed=1, on_chain=int(after)))
+        return out
+
+    def _books(self, task_id: int, consensus: Consensus, logs: TaskLogs) -> list[Comparison]:
+        scores: Counter[int] = Counter()
         led = Counter(leader for _, leader in consensus.values())
         for medians, _ in consensus.values():
-            accuracy.update(medians)
-            recorded.update(medians.keys())
+            scores.update(medians)
+        recorded = Counter(r.edge for r in logs.recorded)
+        contributions = self.contributions(task_id, logs)
         out = []
         for e in sorted(set(recorded) | set(led)):
-            tally = self.tasks.edge_tally(task_id, e)
-            pairs = {"accuracy sum": (accuracy[e], tally.accuracy_sum), "rounds recorded": (recorded[e], tally.rounds_recorded),
-                     "rounds led": (led[e], tally.rounds_led)}  # fmt: skip
-            out += [Comparison(section="edge tally", subject=f"edge {e} {name}", recomputed=mine, on_chain=theirs)
+            book = self.tasks.edge_book(task_id, e)
+            pairs = {"score sum": (scores[e], book.score_sum), "rounds recorded": (recorded[e], book.rounds_recorded),
+                     "rounds led": (led[e], book.rounds_led),
+                     "contributions": (sum(contributions.get(e, {}).values()), book.theta_total)}  # fmt: skip
+            out += [Comparison(section="edge book", subject=f"edge {e} {name}", recomputed=mine, on_chain=theirs)
                     for name, (mine, theirs) in pairs.items()]  # fmt: skip
         return out
 
@@ -248,37 +273,33 @@ class Auditor:
         ]
 
     def _payouts(self, task_id: int, info: TaskInfo, logs: TaskLogs) -> list[Comparison]:
+        """Each payee's recomputed payout next to its credit (or, before it is settled, the
+        contract's ``payoutFor`` of its contribution), the publisher's return and the totals."""
         ref = self.recompute(task_id, logs)
-        credited: Counter[tuple[str, int]] = Counter()
+        contributions = self.contributions(task_id, logs)
+        credited: Counter[tuple[int, int]] = Counter()
         for ev in logs.payouts:
-            credited[(ev.payee, ev.edge)] += ev.amount
-        recomputed: dict[tuple[str, int], int] = {}
-        labels: dict[str, str] = {}
-        for e, per in ref.per_edge.items():
-            for v, amount in per.items():
-                address = self.registry.vehicle_at(v)  # type: ignore[arg-type]
-                labels[address] = f"vehicle {v} {address}"
-                if amount:
-                    recomputed[(address, e)] = amount  # type: ignore[index]
-        payees = sorted(set(recomputed) | set(credited), key=lambda k: (k[1], labels.get(k[0], k[0])))
-        out = [
-            Comparison(section="vehicle payout", subject=f"{labels.get(a, a)} @ edge {e}",
-                       recomputed=recomputed.get((a, e), 0), on_chain=credited[(a, e)])  # fmt: skip
-            for a, e in payees
-        ]
+            credited[(ev.edge, ev.vehicle)] += ev.amount
+        out = []
+        for e, per in sorted(ref.per_edge.items()):
+            for v, amount in sorted(per.items()):
+                settled = self.tasks.settled_theta(task_id, e, v)
+                theirs = credited[(e, v)] if settled else self.tasks.payout_for(task_id, e, contributions[e][v])
+                state = "credited" if settled else "owed, not settled yet"
+                subject = f"vehicle {v} {self.registry.vehicle_at(v)} @ edge {e} ({state})"
+                out.append(Comparison(section="vehicle payout", subject=subject, recomputed=amount, on_chain=theirs))
         finished = logs.finished[0] if logs.finished else None
-        returned = finished.returned if finished else -1
-        subject = f"{info.publisher} (returned)"
-        out.append(Comparison(section="publisher", subject=subject, recomputed=ref.dust, on_chain=returned))
         if finished is not None:
-            everything = sum(credited.values()) + sum(ev.blockReward for ev in logs.leaders) + returned
-            out += [
-                Comparison(section="total", subject="available", recomputed=ref.available, on_chain=finished.available),
-                Comparison(section="total", subject="paid to vehicles", recomputed=sum(ref.vehicles.values()),
-                           on_chain=finished.paid),  # fmt: skip
-                Comparison(section="total", subject="escrow = payouts + block rewards + returned",
-                           recomputed=info.escrow, on_chain=everything),  # fmt: skip
-            ]
+            out.append(Comparison(section="total", subject="available", recomputed=ref.available, on_chain=finished.available))
+        paid = sum(credited.values())
+        out.append(Comparison(section="total", subject="paid to vehicles so far", recomputed=paid, on_chain=info.payouts_paid))
+        if info.swept:
+            returned = sum(ev.returned for ev in logs.swept)
+            out.append(Comparison(section="publisher", subject=f"{info.publisher} (returned)",
+                                  recomputed=ref.available - paid, on_chain=returned))  # fmt: skip
+            everything = paid + sum(ev.blockReward for ev in logs.leaders) + returned
+            out.append(Comparison(section="total", subject="escrow = payouts + block rewards + returned",
+                                  recomputed=info.escrow, on_chain=everything))  # fmt: skip
         return out
 
     # ------------------------------------------------------------ blobs
@@ -291,10 +312,10 @@ class Auditor:
         named: list[tuple[Event, str, str, str]] = []
         named += [(ev, "initial model", ev.initialModelCid, ev.initialModelDigest) for ev in logs.created]
         named += [(ev, f"round {ev.round} start", ev.globalCid, ev.globalDigest) for ev in logs.started]
-        named += [(ev, f"round {ev.round} edge {ev.edge} preliminary", ev.preliminaryCid, ev.preliminaryDigest)
-                  for ev in logs.recorded]  # fmt: skip
         named += [(ev, f"round {ev.round} global", ev.globalCid, ev.globalDigest) for ev in logs.finalized]
         named.sort(key=lambda n: (n[0].block_number, n[0].log_index))
+        named += [(r, f"round {r.round} edge {r.edge} preliminary", r.preliminary_cid, "0x" + r.preliminary_digest.hex())
+                  for r in logs.recorded if r.preliminary_cid]  # fmt: skip
         return [RecordedBlob(source=source, cid=cid, digest=_hex(digest)) for _, source, cid, digest in named]
 
     def check_blobs(self, blobs: list[RecordedBlob], fetch: Callable[[str], bytes]) -> list[BlobCheck]:
@@ -325,7 +346,7 @@ class Auditor:
         logs = self.logs(task_id)
         info = self.task(task_id)
         return TaskAudit(
-            task_id=task_id, status=info.status, rounds=len(logs.leaders), escrow=info.escrow,
+            task_id=task_id, status=info.status, rounds=len(logs.finalized), escrow=info.escrow,
             comparisons=self.compare(task_id, logs), blobs=self.check_blobs(self.recorded_blobs(task_id, logs), fetch),
         )  # fmt: skip
 

@@ -160,16 +160,26 @@ class ContractClient:
         except ContractLogicError as exc:
             raise decode_revert(exc.data) from exc
 
-    def send(self, fn: ContractFunction, value: int = 0) -> Receipt:
-        """Send a transaction and wait for it; reverts raise :class:`ContractRevert`."""
+    def send(self, fn: ContractFunction, value: int = 0, gas: int | None = None) -> Receipt:
+        """Send a transaction and wait for it; reverts raise :class:`ContractRevert`.
+
+        ``gas`` skips the node's estimate, which runs against the latest block: a call that
+        depends on time (a deadline passed) must be judged by the block it lands in, and a
+        chain that mines only on demand keeps an old latest block. A mined revert is
+        replayed at its block to name the error."""
         if self.sender is None:
             raise ValueError(f"{type(self).__name__} is read-only: give a sender")
+        tx: dict[str, Any] = {"from": self.sender, "value": value} | ({"gas": gas} if gas else {})
         try:
-            tx_hash = fn.transact({"from": self.sender, "value": value})
+            tx_hash = fn.transact(tx)  # type: ignore[arg-type]
         except ContractLogicError as exc:
             raise decode_revert(exc.data) from exc
         raw = self.w3.eth.wait_for_transaction_receipt(tx_hash)
         if raw["status"] != 1:
+            try:
+                fn.call(tx, block_identifier=raw["blockNumber"])  # type: ignore[arg-type]
+            except ContractLogicError as exc:
+                raise decode_revert(exc.data) from exc
             raise ContractRevert("Reverted", {"tx_hash": HexBytes(tx_hash).to_0x_hex()}, "0x")
         return self.receipt(raw)
 

@@ -157,6 +157,13 @@ class PayeeClaim(_Frozen):
         return (self.vehicle, self.records)
 
 
+TIMED_GAS = 4_000_000
+"""Gas limit of the calls that depend on time (deadlines, the challenge period), sent
+without the node's estimate (``ContractClient.send``)."""
+SETTLE_GAS = 16_000_000
+"""Gas limit of a ``settle`` page: under Anvil's 2^24 per-transaction cap."""
+
+
 class TasksClient(ContractClient):
     """``BMFLTasks``; each method sends from the client's ``sender`` (see :meth:`as_sender`)."""
 
@@ -170,7 +177,7 @@ class TasksClient(ContractClient):
 
     def cancel_task(self, task_id: int) -> Receipt:
         """Cancel a stalled task (anyone); the unspent escrow becomes the publisher's."""
-        return self.send(self.contract.functions.cancelTask(task_id))
+        return self.send(self.contract.functions.cancelTask(task_id), gas=TIMED_GAS)
 
     # cloud
     def start_round(self, task_id: int, global_digest: bytes, global_cid: str) -> Receipt:
@@ -179,11 +186,12 @@ class TasksClient(ContractClient):
 
     def close_recording(self, task_id: int) -> Receipt:
         """Close recording (the cloud once every active edge recorded; anyone after the deadline)."""
-        return self.send(self.contract.functions.closeRecording(task_id))
+        return self.send(self.contract.functions.closeRecording(task_id), gas=TIMED_GAS)
 
     def finalize_round(self, task_id: int, global_digest: bytes, global_cid: str, accuracy: int) -> Receipt:
         """Cloud: elect the leader (with a quorum) and record the new global model and its accuracy."""
-        return self.send(self.contract.functions.finalizeRound(task_id, global_digest, global_cid, accuracy))
+        fn = self.contract.functions.finalizeRound(task_id, global_digest, global_cid, accuracy)
+        return self.send(fn, gas=TIMED_GAS)
 
     def finish_task(self, task_id: int) -> Receipt:
         """End the task once its stop condition holds (anyone); settlement opens after the challenge period."""
@@ -217,11 +225,12 @@ class TasksClient(ContractClient):
     def settle(self, task_id: int, edge: int, log: list[RoundLog], claims: list[PayeeClaim]) -> Receipt:
         """Credit payees of ``edge`` from their proven records."""
         entries = [e.as_tuple() for e in log]
-        return self.send(self.contract.functions.settle(task_id, edge, entries, [c.as_tuple() for c in claims]))
+        fn = self.contract.functions.settle(task_id, edge, entries, [c.as_tuple() for c in claims])
+        return self.send(fn, gas=SETTLE_GAS)
 
     def sweep(self, task_id: int) -> Receipt:
         """Return what was not settled to the publisher once the claim window ended."""
-        return self.send(self.contract.functions.sweep(task_id))
+        return self.send(self.contract.functions.sweep(task_id), gas=TIMED_GAS)
 
     def claim(self) -> Receipt:
         """Withdraw everything the sender is owed."""

@@ -5,8 +5,13 @@ Each step is chosen from the task's on-chain phase and every edge call is idempo
 so a restarted cloud picks a task up wherever it stopped:
 
 - Idle / Finalized → finish if the stop condition holds, else ``startRound``;
-- Training → ``open`` at the edges, wait for the selected vehicles, ``close``, ``scores``;
-- Scoring → second aggregation (Eq. 3), evaluation by the edges, ``finalizeRound``.
+- Training → ``open`` at the edges, wait for the selected vehicles, ``close`` (each edge
+  records), ``closeRecording`` (at once when every active edge recorded, else at the
+  chain's deadline);
+- Scoring → ``scores`` at every recorded edge, second aggregation (Eq. 3), evaluation by
+  the edges, ``finalizeRound`` (at once when every recorded edge scored, else at the deadline);
+- Finished → once the challenge period is over, settle every payee (pages of
+  ``chain.settlement.settle_task``), a service to the payees that anyone could do.
 
 Asynchronous mode (BAFDP, seed ``000``): :meth:`TaskRunner._collect` is where it would
 go — instead of waiting for every selected vehicle, close the edges after S reports,
@@ -38,11 +43,14 @@ from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreR
 from service_kit.chain_access import ChainAccess
 from cloud_aggregator.edges import EdgeCallError, EdgeClient
 from cloud_aggregator.state import CloudState
+from chain.base import ContractRevert
+from chain.settlement import settle_task
 from chain.tasks import Phase, Status, TaskInfo
 
 log = logging.getLogger("bmfl.cloud")
 T = TypeVar("T")
 CHAIN_RETRY_S, MAX_CHAIN_RETRY_S = 0.5, 10.0
+SETTLED = "every payee settled"
 
 
 class RoundFailed(RuntimeError):
@@ -105,6 +113,8 @@ class TaskRunner(threading.Thread):
         """Do the next step; ``False`` once the task is over."""
         tasks = self.ctx.chain.tasks
         info = tasks.task(self.task_id)
+        if info.status == Status.FINISHED:
+            return self._settle(info)
         if info.status != Status.ACTIVE:
             self.ctx.state.set_status(self.task_id, info.status.name.lower())
             return False
@@ -113,7 +123,7 @@ class TaskRunner(threading.Thread):
                 with self.ctx.chain.lock:
                     tasks.finish_task(self.task_id)
                 self.ctx.state.set_status(self.task_id, "finished")
-                return False
+                return True  # settlement next
             cid, digest = self._global_model(info.round)
             with self.ctx.chain.lock:
                 tasks.start_round(self.task_id, digest, cid)
@@ -145,11 +155,40 @@ class TaskRunner(threading.Thread):
         if not self._collect(r, selected):
             return
         self.closes = self._each(lambda e: e.close_round(self.task_id, r))
-        recorded = {i: c for i, c in self.closes.items() if c.recorded}
-        if not recorded:
+        if not any(c.preliminary_cid for c in self.closes.values()):
             raise RoundFailed(f"no update reached any edge in round {r}")
-        request = ScoreRequest(preliminaries={i: c.preliminary_cid for i, c in recorded.items()})  # type: ignore[misc]
-        self._each(lambda e: e.scores(self.task_id, r, request), recorded)
+        self._at_deadline("EdgesMissing", lambda: self.ctx.chain.tasks.close_recording(self.task_id))
+
+    def _at_deadline(self, waits_on: str, send: Callable[[], object]) -> None:
+        """``send`` now; if the contract refuses with ``waits_on`` (an edge has not done its
+        part yet), again once the step's on-chain deadline has passed."""
+        try:
+            with self.ctx.chain.lock:
+                send()
+            return
+        except ContractRevert as exc:
+            if exc.name != waits_on:
+                raise
+            deadline = self.ctx.chain.tasks.task(self.task_id).deadline
+            log.warning("task %s: %s; waiting for the deadline %s", self.task_id, exc, deadline)
+        while time.time() <= deadline + 1:
+            if self.stop.wait(min(self.ctx.poll_interval_s * 10, max(0.1, deadline + 1 - time.time()))):
+                return
+        with self.ctx.chain.lock:
+            send()
+
+    def _settle(self, info: TaskInfo) -> bool:
+        """Settle every payee once the challenge period is over; ``False`` when done."""
+        if info.swept or self.ctx.state.task(self.task_id).get("detail") == SETTLED:
+            return False
+        wait_s = info.settle_after + 1 - time.time()
+        if wait_s > 0:
+            self.ctx.state.set_status(self.task_id, "finished")
+            return not self.stop.wait(min(wait_s, self.ctx.poll_interval_s * 10))
+        with self.ctx.chain.lock:
+            settle_task(self.ctx.chain.tasks, self.task_id, self.ctx.chain.deployment.block_number)
+        self.ctx.state.set_status(self.task_id, "finished", SETTLED)
+        return False
 
     def _collect(self, r: int, selected: set[int]) -> bool:
         """Wait until every selected vehicle has uploaded somewhere, or the timeout;
@@ -169,7 +208,9 @@ class TaskRunner(threading.Thread):
         ``finalizeRound``. With no edge carrying data, w^r = w^{r-1}."""
         started = self.round_started
         closes = self.closes or self._each(lambda e: e.close_round(self.task_id, r))
-        recorded = {i: c for i, c in closes.items() if c.recorded}
+        request = ScoreRequest(preliminaries={i: c.preliminary_cid for i, c in closes.items() if c.preliminary_cid})
+        self._each(lambda e: e.scores(self.task_id, r, request), [i for i, c in closes.items() if c.recorded])
+        recorded = {i: c for i, c in closes.items() if c.preliminary_cid}
         preliminaries, samples = {}, {}
         for i, c in recorded.items():
             blob = self._fetch(c.preliminary_cid, i)  # type: ignore[arg-type]
@@ -191,9 +232,12 @@ class TaskRunner(threading.Thread):
         if not evaluations:
             raise RoundFailed(f"no edge could evaluate the global model of round {r}")
         accuracy = statistics.median(e.accuracy or 0.0 for e in evaluations)
-        with self.ctx.chain.lock:
-            receipt = self.ctx.chain.tasks.finalize_round(self.task_id, blob_digest(blob).raw, new_cid, to_fixed(accuracy))
-        leader = receipt.event("LeaderElected")
+        self._at_deadline(
+            "ScoresMissing",
+            lambda: self.ctx.chain.tasks.finalize_round(self.task_id, blob_digest(blob).raw, new_cid, to_fixed(accuracy)),
+        )
+        elected = self.ctx.chain.tasks.events("LeaderElected", self.ctx.chain.deployment.block_number, taskId=self.task_id, round=r)
+        leader = elected[0] if elected else None
         self.ctx.state.put_round(self.task_id, r, self._record(r, new_cid, blob, accuracy, evaluations, leader, closes, started))
         self.closes = {}
 
@@ -238,8 +282,8 @@ class TaskRunner(threading.Thread):
             "global_digest": blob_digest(blob).hex0x,
             "accuracy": accuracy,
             "loss": statistics.median(e.loss for e in evaluations),
-            "leader": leader.leader,  # type: ignore[attr-defined]
-            "medians": [m / SCALE for m in leader.medians],  # type: ignore[attr-defined]
+            "leader": leader.leader if leader else None,  # type: ignore[attr-defined]
+            "medians": [m / SCALE for m in leader.medians] if leader else [],  # type: ignore[attr-defined]
             "edges": {i: c.model_dump(exclude={"trainers"}) for i, c in closes.items()},
             "trainers": [t.model_dump() for t in trainers],
             "flagged": sorted(t.address for t in trainers if t.malicious),
@@ -263,7 +307,7 @@ class Orchestrator:
 
     def resume(self) -> None:
         for task in self.ctx.state.tasks():
-            if task["status"] in ("ready", "running"):
+            if task["status"] in ("ready", "running") or (task["status"] == "finished" and task["detail"] != SETTLED):
                 self.start(task["task_id"])
 
     def shutdown(self, timeout: float = 10.0) -> None:

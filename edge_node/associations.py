@@ -36,6 +36,9 @@ class HandoverRequest(BaseModel):
 class HandoverResult(BaseModel):
     vehicle: str
     released: bool = Field(description="the vehicle was associated here and is not any more")
+    trainer_of: list[tuple[int, int]] = Field(
+        default_factory=list, description="(task, round) open here that selected the vehicle; it trains there now"
+    )
 
 
 def _check_vehicle_signature(node: EdgeNode, req: AssociateRequest, edge: str) -> str:
@@ -65,10 +68,11 @@ def associate(node: EdgeNode, req: AssociateRequest) -> Association:
     vehicle = _check_vehicle_signature(node, req, node.address)
     index = node.vehicle_index(vehicle)
     _check_newer(node, vehicle, req.timestamp_ms)
-    released = None
+    released, trainer_of = None, []
     if req.previous_edge is not None and to_checksum_address(req.previous_edge) != node.address:
-        released = _release_at_previous(node, req)
+        released, trainer_of = _release_at_previous(node, req)
     node.state.save_association(AssociationRow(vehicle, index, node.address, req.x, req.y, req.timestamp_ms))
+    node.state.adopt_trainer(index, trainer_of)
     node.metrics.associations.labels("associated").inc()
     return Association(
         vehicle=vehicle, vehicle_index=index, edge=node.address, edge_index=node.index,
@@ -76,12 +80,13 @@ def associate(node: EdgeNode, req: AssociateRequest) -> Association:
     )  # fmt: skip
 
 
-def _release_at_previous(node: EdgeNode, req: AssociateRequest) -> bool:
-    """Forward the signed association to the previous edge's ``POST /handover``."""
+def _release_at_previous(node: EdgeNode, req: AssociateRequest) -> tuple[bool, list[tuple[int, int]]]:
+    """Forward the signed association to the previous edge's ``POST /handover``; returns
+    whether it released the vehicle and the open rounds it had selected the vehicle for."""
     previous = to_checksum_address(req.previous_edge)  # type: ignore[arg-type]
     if node.settings.cloud_url is None:
         log.warning("no BMFL_EDGE_CLOUD_URL: cannot locate previous edge %s", previous)
-        return False
+        return False, []
     try:
         reply = httpx.get(f"{node.settings.cloud_url.rstrip('/')}/edges", timeout=HTTP_TIMEOUT_S)
         reply.raise_for_status()
@@ -93,10 +98,12 @@ def _release_at_previous(node: EdgeNode, req: AssociateRequest) -> bool:
         answer = httpx.post(url, content=body, headers=headers, timeout=HTTP_TIMEOUT_S)
     except (httpx.HTTPError, ValueError, StopIteration) as exc:
         log.warning("handover of %s from %s failed: %s", req.vehicle, previous, exc)
-        return False
+        return False, []
     if answer.status_code != 200:
         log.warning("edge %s refused the handover of %s: %s", previous, req.vehicle, answer.text)
-    return answer.status_code == 200 and bool(answer.json().get("released"))
+        return False, []
+    result = HandoverResult.model_validate_json(answer.content)
+    return result.released, result.trainer_of
 
 
 def handover(node: EdgeNode, req: HandoverRequest, signer: str) -> HandoverResult:
@@ -109,5 +116,7 @@ def handover(node: EdgeNode, req: HandoverRequest, signer: str) -> HandoverResul
     known = _check_newer(node, vehicle, assoc.timestamp_ms)
     index = known.vehicle_index if known else node.vehicle_index(vehicle)
     node.state.save_association(AssociationRow(vehicle, index, new_edge, assoc.x, assoc.y, assoc.timestamp_ms))
+    released = known is not None and known.edge == node.address
+    trainer_of = node.state.release_trainer(index) if released else []
     node.metrics.associations.labels("handed_over").inc()
-    return HandoverResult(vehicle=vehicle, released=known is not None and known.edge == node.address)
+    return HandoverResult(vehicle=vehicle, released=released, trainer_of=trainer_of)

@@ -1,13 +1,15 @@
-"""The edge's round steps (docs/architecture.md "One round", steps 2, 4 and 5): select and commit
+"""The edge's round steps (docs/architecture.md "One round", steps 2, 4 and 5): select
 trainers (``bmfl.rounds.select_trainers``), close (``bmfl.rounds.aggregate_edge``:
-filters, robust aggregation, preliminary model and verdicts, then ``recordRound``), score
+filters, robust aggregation, preliminary model and verdicts, then ``recordRound`` with
+every update's vehicle signature and a manifest of the round in the blob store), score
 every edge's preliminary model (``bmfl.rounds.cross_scores``, ``submitScores``), evaluate
 a model. Every algorithm comes from the round core; this module adds HTTP state, blob
-storage and chain calls.
+storage and chain calls. An edge records every round it opened, with no records when no
+update arrived, so that the cloud can close recording before the deadline.
 
 Each step is idempotent: a repeated call returns the stored result, and a step whose
 transaction was mined before a crash is recognised from the chain's events (the edge's
-own ``TrainersSelected`` / ``RoundRecorded`` / ``ScoresSubmitted``), never sent twice.
+own ``RoundRecorded`` / ``ScoresSubmitted``), never sent twice.
 
 Asynchronous mode (BAFDP): the synchronous round closes once, on the cloud's ``close``.
 An asynchronous mode would plug in at :meth:`RoundEngine.close`: the cloud would call it
@@ -20,10 +22,10 @@ next aggregation weighted by their staleness instead of being refused as
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from dataclasses import dataclass
-
 
 from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
 from bmfl.device import default_device
@@ -46,15 +48,14 @@ from bmfl.protocol.schemas import (
 )
 from service_kit.problems import ProblemError
 from bmfl.training import evaluate
-from chain.base import ContractRevert
-from chain.tasks import Phase, TaskInfo, TrainerRecord, unpack_records
+from chain.records import TrainerRecord
+from chain.tasks import Phase, TaskInfo
 from edge_node.node import EdgeNode
 from edge_node.state import RoundRow, UpdateRow
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PROGRESS_PHASE = {"open": "open", "closing": "closed", "closed": "closed", "expired": "closed", "scored": "scored"}
-# reverts naming one vehicle that another edge (or a deregistration) took meanwhile
-DROP_ON_REVERT = {"AlreadySelected": "vehicle", "VehicleNotRegistered": "index", "AlreadyRecorded": "vehicle"}
+NO_DIGEST = b"\x00" * 32
 
 
 def fixed_reliability(value: float | None) -> int:
@@ -67,12 +68,13 @@ def fixed_reliability(value: float | None) -> int:
 
 @dataclass(frozen=True)
 class Preliminary:
-    """What ``recordRound`` carries."""
+    """What ``recordRound`` carries (``cid`` empty and no records when nothing arrived)."""
 
     cid: str
     digest: bytes
     samples: int
     records: list[TrainerRecord]
+    manifest_cid: str = ""
 
 
 class RoundEngine:
@@ -85,18 +87,14 @@ class RoundEngine:
     # ------------------------------------------------------------ open / progress
 
     def open(self, task_id: int, round_: int, req: RoundOpen) -> RoundSelection:
-        """Select ⌈V·n⌉ matching associated vehicles and commit them on chain."""
+        """Select ⌈V·n⌉ matching associated vehicles (seeded, stateless: the same after a crash)."""
         task = self.node.task(task_id)
         with self._lock:
             if self.node.state.round(task_id, round_) is None:
                 self._check_global(task_id, round_, req)
-                selected = self._committed(task_id, round_)
-                if selected is None:
-                    edge = self.node.index
-                    spec = task.spec
-                    chosen = select_trainers(self._candidates(spec), spec.fraction, spec.seed, task_id, round_, edge)
-                    selected = self._commit(task_id, chosen)
-                self.node.state.open_round(task_id, round_, req.global_cid, req.global_digest, selected)
+                spec = task.spec
+                selected = select_trainers(self._candidates(spec), spec.fraction, spec.seed, task_id, round_, self.node.index)
+                self.node.state.open_round(task_id, round_, req.global_cid, req.global_digest, sorted(selected))
                 self.node.metrics.rounds.labels("open").inc()
                 self._prescore(task, req.global_cid)  # α of w^{r-1}, the filter's reference
             row = self._round(task_id, round_)
@@ -138,11 +136,6 @@ class RoundEngine:
             detail = f"round {round_} started from {chain_cid} ({chain_digest}); the cloud named {named}"
             raise ProblemError(409, "global_mismatch", detail)
 
-    def _committed(self, task_id: int, round_: int) -> list[int] | None:
-        """Trainers this edge already committed for the round (a crash after the transaction)."""
-        events = self._events("TrainersSelected", task_id, round_, edge=self.node.index)
-        return sorted({v for ev in events for v in ev.vehicles}) if events else None  # type: ignore[attr-defined]
-
     def _candidates(self, spec: TaskSpec) -> list[int]:
         """Associated vehicles, registered now, whose categories match the task's."""
         out = []
@@ -151,19 +144,6 @@ class RoundEngine:
             if vehicle.active and vehicle.categories & spec.category:
                 out.append(assoc.vehicle_index)
         return out
-
-    def _commit(self, task_id: int, trainers: list[int]) -> list[int]:
-        """``commitTrainers`` (none if empty), dropping vehicles another edge took meanwhile."""
-        trainers = list(trainers)
-        while trainers:
-            try:
-                self.node.transact(lambda: self.node.chain.tasks.commit_trainers(task_id, trainers))
-                return trainers
-            except ContractRevert as exc:
-                if exc.name not in DROP_ON_REVERT:
-                    raise
-                trainers.remove(exc.args_by_name[DROP_ON_REVERT[exc.name]])
-        return trainers
 
     # ------------------------------------------------------------ close
 
@@ -187,27 +167,16 @@ class RoundEngine:
 
     def _record(self, task: EdgeTask, round_: int, row: RoundRow, updates: list[UpdateRow]) -> RoundClose:
         task_id = task.spec.task_id
-        empty = RoundClose(task_id=task_id, round=round_, edge=self.node.index, recorded=False)
         prelim = self._recorded(task_id, round_)
-        if prelim is None and updates:
-            self._chain_round(task_id, round_, {Phase.TRAINING}, "record")
-        while prelim is None and updates:
-            candidate = self._aggregate(task.spec, round_, row.global_cid, updates)
-            if candidate is None:
-                break
-            try:
-                self.node.transact(
-                    lambda: self.node.chain.tasks.record_round(
-                        task_id, candidate.digest, candidate.cid, candidate.samples, candidate.records
-                    )
-                )
-                prelim = candidate
-            except ContractRevert as exc:
-                if exc.name != "AlreadyRecorded":
-                    raise
-                updates = [u for u in updates if u.vehicle != exc.args_by_name["vehicle"]]  # recorded by another edge
         if prelim is None:
-            return empty
+            self._chain_round(task_id, round_, {Phase.TRAINING}, "record")
+            prelim = self._aggregate(task.spec, round_, row.global_cid, updates) if updates else None
+            prelim = prelim or Preliminary("", NO_DIGEST, 0, [])
+            self.node.transact(
+                lambda: self.node.chain.tasks.record_round(
+                    task_id, round_, prelim.digest, prelim.cid, prelim.samples, prelim.records, prelim.manifest_cid
+                )
+            )
         by_vehicle = {u.vehicle: u for u in updates}
         trainers = [
             TrainerOutcome(
@@ -216,28 +185,28 @@ class RoundEngine:
                 epsilon=by_vehicle[r.vehicle].epsilon,
             )  # fmt: skip
             for r in prelim.records
+            if r.vehicle in by_vehicle
         ]
-        return empty.model_copy(
-            update={
-                "recorded": True, "preliminary_cid": prelim.cid, "preliminary_digest": "0x" + prelim.digest.hex(),
-                "samples": prelim.samples, "trainers": trainers,
-            }  # fmt: skip
-        )
-
-    def _recorded(self, task_id: int, round_: int) -> Preliminary | None:
-        """This edge's ``RoundRecorded`` of the round, if it was mined already."""
-        events = self._events("RoundRecorded", task_id, round_, edge=self.node.index)
-        if not events:
-            return None
-        ev = events[-1]
-        return Preliminary(
-            ev.preliminaryCid, bytes.fromhex(ev.preliminaryDigest.removeprefix("0x")),  # type: ignore[attr-defined]
-            ev.samples, unpack_records(ev.records),  # type: ignore[attr-defined]
+        return RoundClose(
+            task_id=task_id, round=round_, edge=self.node.index, recorded=True, preliminary_cid=prelim.cid or None,
+            preliminary_digest="0x" + prelim.digest.hex() if prelim.cid else None, samples=prelim.samples,
+            trainers=trainers,
         )  # fmt: skip
 
+    def _recorded(self, task_id: int, round_: int) -> Preliminary | None:
+        """This edge's ``recordRound`` of the round, if it was mined already."""
+        mined = self.node.chain.tasks.recorded_rounds(
+            task_id, self.node.chain.deployment.block_number, round=round_, edge=self.node.index
+        )
+        if not mined:
+            return None
+        ev = mined[-1]
+        return Preliminary(ev.preliminary_cid, ev.preliminary_digest, ev.samples, ev.decoded(), ev.manifest_cid)
+
     def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary | None:
-        """The round core's edge step (``bmfl.rounds.aggregate_edge``) over ``updates``;
-        the preliminary model goes to the blob store. None when the rule cannot run."""
+        """The round core's edge step (``bmfl.rounds.aggregate_edge``) over ``updates``; the
+        preliminary model and the round's manifest go to the blob store. None when the rule
+        cannot run."""
         reference_state, _ = self.node.decode(self.node.fetch(global_cid), spec.model)
         reference = flatten(reference_state)
         uploads = {u.vehicle: flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates}
@@ -247,18 +216,31 @@ class RoundEngine:
         outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
         if outcome.preliminary is None:
             return None
-        digests = {u.vehicle: bytes.fromhex(u.digest.removeprefix("0x")) for u in updates}
+        by_vehicle = {u.vehicle: u for u in updates}
         records = [
             TrainerRecord(
-                vehicle=v, update_digest=digests[v], reliability=fixed_reliability(verdict.reliability),
-                theta=to_fixed(verdict.theta), malicious=verdict.flagged,
+                vehicle=v, update_digest=bytes.fromhex(by_vehicle[v].digest.removeprefix("0x")),
+                reliability=fixed_reliability(verdict.reliability), theta=to_fixed(verdict.theta),
+                malicious=verdict.flagged, signature=bytes.fromhex(by_vehicle[v].signature.removeprefix("0x")),
             )  # fmt: skip
             for v, verdict in outcome.verdicts.items()
         ]
         meta = BlobMeta(task=str(spec.task_id), round=round_, producer=self.node.address, model=spec.model)
         blob = encode_state(unflatten(outcome.preliminary.cpu(), reference_state), meta)
         cid = self.node.store.put(blob, pin=True)
-        return Preliminary(cid, blob_digest(blob).raw, outcome.samples, records)
+        manifest = {
+            "task": spec.task_id, "round": round_, "edge": self.node.index, "global_cid": global_cid,
+            "preliminary_cid": cid, "samples": outcome.samples,
+            "updates": [
+                {
+                    "vehicle": v, "address": by_vehicle[v].address, "cid": by_vehicle[v].cid,
+                    "digest": by_vehicle[v].digest, "size": sizes[v], "reason": verdict.reason,
+                }
+                for v, verdict in outcome.verdicts.items()
+            ],
+        }  # fmt: skip
+        manifest_cid = self.node.store.put(json.dumps(manifest, sort_keys=True).encode(), pin=True)
+        return Preliminary(cid, blob_digest(blob).raw, outcome.samples, records, manifest_cid)
 
     def _prescore(self, task: EdgeTask, cid: str) -> None:
         """Score the stored model ``cid`` on the test set in the background."""
@@ -274,13 +256,13 @@ class RoundEngine:
             row = self._round(task_id, round_)
             if row.scores is not None:
                 return ScoreResult.model_validate_json(row.scores)
-            if row.close is None or not RoundClose.model_validate_json(row.close).recorded:
-                raise ProblemError(409, "not_recorded", f"this edge recorded nothing in round {round_}")
+            if row.close is None:
+                raise ProblemError(409, "not_recorded", f"this edge has not recorded round {round_}")
             submitted = self._events("ScoresSubmitted", task_id, round_, evaluator=self.node.index)
             if submitted:
                 fixed = list(submitted[-1].scores)  # type: ignore[attr-defined]
             else:
-                info = self._chain_round(task_id, round_, {Phase.TRAINING, Phase.SCORING}, "score")
+                info = self._chain_round(task_id, round_, {Phase.SCORING}, "score")
                 fixed = self._score(task, round_, req, info.recorded_edges)
                 self.node.transact(lambda: self.node.chain.tasks.submit_scores(task_id, fixed))
             result = ScoreResult(edge=self.node.index, scores=[s / SCALE for s in fixed])
@@ -289,12 +271,14 @@ class RoundEngine:
         return result
 
     def _score(self, task: EdgeTask, round_: int, req: ScoreRequest, recorded_edges: int) -> list[int]:
-        """Fixed-point scores indexed by edge (0 where nothing was recorded). The CIDs come
-        from the chain's ``RoundRecorded``; the request's must agree where it names one."""
+        """Fixed-point scores indexed by edge (0 where no preliminary model was recorded). The
+        CIDs come from the chain's ``RoundRecorded``; the request's must agree where it names one."""
         spec = task.spec
         models = {}
         for ev in self._events("RoundRecorded", spec.task_id, round_):
             edge, cid, digest = ev.edge, ev.preliminaryCid, ev.preliminaryDigest.lower()  # type: ignore[attr-defined]
+            if not cid:
+                continue  # an empty record
             claimed = req.preliminaries.get(edge, cid)
             blob = self.node.fetch(cid)
             if claimed != cid or blob_digest(blob).hex0x != digest:

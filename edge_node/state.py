@@ -157,6 +157,39 @@ class EdgeState:
                 (task_id, round_, global_cid, global_digest, json.dumps(selected)),
             )
 
+    def release_trainer(self, vehicle: int) -> list[tuple[int, int]]:
+        """Drop ``vehicle`` from the trainers of every open round it has not uploaded to
+        (it moved to another edge); returns those (task, round)."""
+        released = []
+        with self._tx() as db:
+            rows = db.execute("SELECT task_id, round, selected FROM rounds WHERE phase = 'open'").fetchall()
+            for task_id, round_, selected_json in rows:
+                selected = json.loads(selected_json)
+                uploaded = db.execute(
+                    "SELECT 1 FROM updates WHERE task_id = ? AND round = ? AND vehicle = ?", (task_id, round_, vehicle)
+                ).fetchone()
+                if vehicle in selected and not uploaded:
+                    selected.remove(vehicle)
+                    db.execute(
+                        "UPDATE rounds SET selected = ? WHERE task_id = ? AND round = ?",
+                        (json.dumps(selected), task_id, round_),
+                    )
+                    released.append((task_id, round_))
+        return released
+
+    def adopt_trainer(self, vehicle: int, rounds: list[tuple[int, int]]) -> None:
+        """Add ``vehicle``, handed over by the edge that selected it, to those open rounds here."""
+        with self._tx() as db:
+            for task_id, round_ in rounds:
+                row = db.execute(
+                    "SELECT selected FROM rounds WHERE task_id = ? AND round = ? AND phase = 'open'", (task_id, round_)
+                ).fetchone()
+                if row is not None and vehicle not in (selected := json.loads(row[0])):
+                    db.execute(
+                        "UPDATE rounds SET selected = ? WHERE task_id = ? AND round = ?",
+                        (json.dumps(sorted(selected + [vehicle])), task_id, round_),
+                    )
+
     def begin_close(self, task_id: int, round_: int) -> list[UpdateRow]:
         """Stop accepting uploads for the round; returns its updates (by vehicle index)."""
         with self._tx() as db:

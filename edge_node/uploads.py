@@ -13,7 +13,7 @@ from eth_utils import to_checksum_address
 from bmfl.blobs.codec import blob_digest
 from bmfl.params import flatten
 from bmfl.protocol.schemas import UploadReceipt
-from bmfl.protocol.signing import SignatureError, update_message, verify
+from bmfl.protocol.signing import SignatureError, receipt_message, sign, update_message, verify
 from service_kit.problems import ProblemError
 from chain.tasks import Phase, Status
 from edge_node.node import EdgeNode
@@ -73,7 +73,7 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
     data = _read_blob(node, upload)
     vehicle = node.vehicle_index(upload.vehicle)
     address = to_checksum_address(upload.vehicle)
-    if not node.chain.tasks.trainer_status(task_id, round_, vehicle)[0]:
+    if vehicle not in row.selected:
         detail = f"vehicle {vehicle} is not a trainer of round {round_}"  # pragma: no mutate
         raise ProblemError(403, "not_selected", detail)
     digest = blob_digest(data)
@@ -102,5 +102,6 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
         detail = f"vehicle {vehicle}, round {round_}: {refused}"  # pragma: no mutate
         raise ProblemError(409, refused, detail)
     node.prescore(task_id, lambda: flatten(decoded))  # α for the filter at close
-    return UploadReceipt(task_id=task_id, round=round_, vehicle=vehicle, digest=digest.hex0x, cid=cid)
+    receipt = sign(node.chain.account, receipt_message(node.chain_id, task_id, round_, address, digest.raw))
+    return UploadReceipt(task_id=task_id, round=round_, vehicle=vehicle, digest=digest.hex0x, cid=cid, signature=receipt)
 

@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cloud_aggregator.orchestrator import SETTLED
+
 ACTIVE = ("ready", "running", "awaiting_test_set")
 
 
@@ -82,7 +84,12 @@ def demo(
         fleet.setup()
         attackers = {v.address for v in fleet.attackers}
         publisher = Publisher(connect(stack.rpc_url, stack.deployment_file, dev_key(PUBLISHER)), stack.cloud.url)
-        draft = TaskDraft(rounds=rounds, reward_wei=10**18, block_reward_wei=10**16, training=TrainingSpec(epochs=epochs), seed=seed)
+        # a 5 s challenge period keeps the demo short; a deployment leaves hours for anyone to
+        # void a record its vehicle did not sign before settlement opens
+        draft = TaskDraft(
+            rounds=rounds, reward_wei=10**18, block_reward_wei=10**16, training=TrainingSpec(epochs=epochs), seed=seed,
+            challenge_period_s=5,
+        )  # fmt: skip
         view = publisher.publish(draft, test)
         task_id = view["task_id"]
         console.log(f"task {task_id} published: escrow 1 ETH, block reward 0.01 ETH, test set of {len(test)} images to the edges")
@@ -98,6 +105,11 @@ def demo(
                 live.update(_live_table(view, attackers, time.monotonic() - started))
         stop.set()
         worker.join(30)
+        with console.status("challenge period, then the cloud settles every payee"):
+            deadline = time.monotonic() + 120
+            while view["status"] == "finished" and view["detail"] != SETTLED and time.monotonic() < deadline:
+                time.sleep(0.5)
+                view = fleet.http.get(f"{stack.cloud.url}/tasks/{task_id}").json()
         if view["status"] != "finished":
             raise RuntimeError(f"task {task_id} ended {view['status']}: {view['detail']}\n{stack.cloud.tail()}")
         auditor = Auditor(Web3(Web3.HTTPProvider(stack.rpc_url)), Deployment.model_validate_json(stack.deployment_file.read_text()))

@@ -186,14 +186,14 @@ def create_task(chain: ServiceChain, data: TaskData, category: int = 1, rounds: 
     """``createTask`` from the publisher's account; returns the matching spec (1-epoch
     non-DP training by default, to keep tests fast)."""
     params = TaskParams(
-        block_reward=10**15, category=category, max_rounds=rounds, round_duration=3600,
+        block_reward=10**15, category=category, max_rounds=rounds, round_duration=3600, challenge_period=0,
         initial_model_digest=blob_digest(data.initial_model).raw, initial_model_cid=data.initial_cid,
         test_set_digest=blob_digest(data.test_set).raw,
     )  # fmt: skip
     task_id, _ = chain.access(dev_key(PUBLISHER)).tasks.create_task(params, 10**18)
     defaults: dict[str, Any] = dict(
         model=MODEL, category=category, rounds=rounds, reward_wei=10**18, block_reward_wei=10**15,
-        round_duration_s=3600, training=TrainingSpec(epochs=1, batch_size=32, dp=False),
+        round_duration_s=3600, challenge_period_s=0, training=TrainingSpec(epochs=1, batch_size=32, dp=False),
     )  # fmt: skip
     return TaskSpec(task_id=task_id, **(defaults | spec))
 

@@ -28,7 +28,7 @@ from bmfl.models import create_model
 from bmfl.params import State, flatten, unflatten
 from bmfl.privacy import BudgetExceeded, PrivacyEngine, RoundPlan
 from bmfl.protocol.schemas import Assignment, AssociateRequest, Association, TrainingSpec, UploadReceipt
-from bmfl.protocol.signing import associate_message, now_ms, sign, update_message
+from bmfl.protocol.signing import SignatureError, associate_message, now_ms, receipt_message, sign, update_message, verify
 from service_kit.chain_access import ChainAccess
 from bmfl.training.fleet import fleet_uploads, plan_upload
 from chain.base import ContractRevert
@@ -169,11 +169,18 @@ class Vehicle:
     def upload(
         self, edge_url: str, edge_address: str, task_id: int, round_: int, blob: bytes, epsilon: float | None = None
     ) -> UploadReceipt:
-        """``POST /tasks/{id}/rounds/{r}/updates`` (multipart: the form and file ``blob``)."""
+        """``POST /tasks/{id}/rounds/{r}/updates`` (multipart: the form and file ``blob``); the
+        receipt must be the edge's signed promise to record this very update (kept: with it
+        the vehicle can prove an omission), else :class:`SignatureError`."""
         url = f"{edge_url}/tasks/{task_id}/rounds/{round_}/updates"
         files = {"blob": ("update.safetensors", blob, "application/octet-stream")}
         form = self.upload_form(edge_address, task_id, round_, blob, epsilon)
-        return UploadReceipt.model_validate(send(self.http, "POST", url, 202, data=form, files=files).json())
+        receipt = UploadReceipt.model_validate(send(self.http, "POST", url, 202, data=form, files=files).json())
+        promised = receipt_message(self.chain_id, task_id, round_, self.address, blob_digest(blob).raw)
+        if receipt.digest != blob_digest(blob).hex0x:
+            raise SignatureError(f"the edge acknowledged {receipt.digest}, not this update")
+        verify(promised, receipt.signature, edge_address)
+        return receipt
 
     # ------------------------------------------------------------ training and privacy
 

@@ -134,6 +134,7 @@ class UploadReceipt(_Strict):
     vehicle: int
     digest: str
     cid: str
+    signature: str = Field(description="the edge's EIP-191 signature of receipt_message: its promise to record the update")
 
 
 class EdgeInfo(_Strict):

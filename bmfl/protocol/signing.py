@@ -4,6 +4,8 @@ Every message names the chain id and its purpose, so a signature made for one ta
 round, edge or chain is worthless anywhere else (no replay across rounds or tasks):
 
 - an update: ``BMFL update v1`` · chain · task · round · edge · blob digest;
+- an upload receipt (edge → vehicle): ``BMFL receipt v1`` · chain · task · round ·
+  vehicle · blob digest, the edge's promise to record the update (an omission proof);
 - an association: ``BMFL associate v1`` · chain · vehicle · edge · position · time;
 - a service request (cloud → edge, edge → edge): ``BMFL request v1`` · chain · method
   and path · sha2-256 of the body · time, sent in the headers below.
@@ -34,6 +36,14 @@ def update_message(chain_id: int, task_id: int, round_: int, edge: str, digest: 
     return (
         f"BMFL update v1\nchain {chain_id}\ntask {task_id}\nround {round_}\n"
         f"edge {to_checksum_address(edge)}\ndigest 0x{digest.hex()}"
+    )
+
+
+def receipt_message(chain_id: int, task_id: int, round_: int, vehicle: str, digest: bytes) -> str:
+    """What an edge signs when it accepts ``vehicle``'s update with ``digest``."""
+    return (
+        f"BMFL receipt v1\nchain {chain_id}\ntask {task_id}\nround {round_}\n"
+        f"vehicle {to_checksum_address(vehicle)}\ndigest 0x{digest.hex()}"
     )
 
 

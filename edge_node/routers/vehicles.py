@@ -44,15 +44,12 @@ def vehicles_router(node: EdgeNode) -> APIRouter:
 
     @router.get("/tasks/{task_id}/assignment", response_model=Assignment)
     def get_assignment(task_id: TaskPath, vehicle: str = Query(description="the vehicle's address")) -> Assignment:
-        """Whether ``vehicle`` trains in the current round (per the on-chain trainer
-        table, whichever edge selected it), and the global model to start from."""
+        """Whether ``vehicle`` trains here in the current round (selected here, or handed
+        over by the edge that selected it), and the global model to start from."""
         spec = node.task(task_id).spec
         index = node.vehicle_index(vehicle)
         current = node.state.latest_round(task_id)
-        # this edge's own committed trainers are on chain already; others: ask the chain
-        selected = current is not None and (
-            index in current.selected or node.chain.tasks.trainer_status(task_id, current.round, index)[0]
-        )
+        selected = current is not None and index in current.selected
         if current is not None and current.phase == "open":  # startRound's deadline holds until finalizeRound
             key = (task_id, current.round)
             deadline = deadlines[key] if key in deadlines else deadlines.setdefault(key, node.chain.tasks.task(task_id).deadline)
