@@ -48,14 +48,17 @@ def test_handover_between_selection_and_upload(stack: EdgeStack) -> None:
     assert stack.upload(1, mover, task_id, 1, update_blob(initial, spec, 1, mover)).status_code == 202
     assert stack.upload(0, stayer, task_id, 1, update_blob(initial, spec, 1, stayer, seed=1)).status_code == 202
     progress = httpx.get(f"{stack.url(1)}/tasks/{task_id}/rounds/1").json()
-    assert (progress["selected"], progress["received"]) == ([], [mover.index])
+    assert (progress["selected"], progress["received"]) == ([mover.index], [mover.index])  # handed over with it
+    left = httpx.get(f"{stack.url(0)}/tasks/{task_id}/rounds/1").json()
+    assert left["selected"] == [stayer.index]  # edge 0 no longer takes the mover's update: no double pay
 
     closes = [RoundClose.model_validate(stack.cloud("POST", e, f"/tasks/{task_id}/rounds/1/close").json()) for e in (0, 1)]
     assert [[t.vehicle for t in c.trainers] for c in closes] == [[stayer.index], [mover.index]]
     tasks = stack.chain.access(dev_key(CLOUD)).tasks
-    assert tasks.trainer_status(task_id, 1, mover.index) == (True, True)
-    events = tasks.events("RoundRecorded", taskId=task_id, round=1, edge=1)
-    assert events[0].preliminaryCid == closes[1].preliminary_cid  # type: ignore[attr-defined]
+    (recorded,) = tasks.recorded_rounds(task_id, round=1, edge=1)
+    assert recorded.preliminary_cid == closes[1].preliminary_cid
+    assert [r.vehicle for r in recorded.decoded()] == [mover.index]
+    tasks.close_recording(task_id)
 
     # the next round: the mover is edge 1's candidate now, no longer edge 0's
     new_cid = str(closes[0].preliminary_cid)

@@ -1,10 +1,13 @@
-"""Edge round steps over real HTTP and a real chain: selection committed on chain, close
-with an attacker flagged malicious in the on-chain record, scores submitted, evaluate,
+"""Edge round steps over real HTTP and a real chain: selection, close with an attacker
+flagged malicious in the on-chain record (every record signed by its vehicle, the round's
+manifest in the blob store), scores only once recording closed, evaluate,
 idempotent cloud calls (no second transaction), cloud-only access, a replay in the next
 round, a restart mid-round that keeps the accepted updates; the chain's reliability
 encoding. The round core's own steps are tested in test_round_core.py."""
 
 from __future__ import annotations
+
+import json
 
 import httpx
 import pytest
@@ -12,8 +15,9 @@ import pytest
 from bmfl.attacks import get_attack
 from bmfl.blobs.codec import blob_digest
 from bmfl.protocol.schemas import RoundClose
+from bmfl.protocol.signing import recover, update_message
 from chain.anvil import dev_key
-from chain.tasks import Phase, unpack_records
+from chain.tasks import Phase
 from edge_node.rounds import fixed_reliability
 from service_fixtures import CLOUD, PUBLISHER, EdgeStack, create_task, signed_request, update_blob, update_form
 from service_fixtures import edge_stack as stack  # noqa: F401
@@ -35,7 +39,7 @@ def test_round_with_attacker_records_scores_and_is_idempotent(stack: EdgeStack) 
     assert stack.open_round(0, task_id, 1, initial, cid) == sorted(v.index for v in [*honest_a, attacker])
     assert stack.open_round(1, task_id, 1, initial, cid) == [honest_b.index]
     tasks = stack.chain.access(dev_key(CLOUD)).tasks
-    assert all(tasks.trainer_status(task_id, 1, v.index) == (True, False) for v in [*honest_a, attacker, honest_b])
+    tasks_registry = stack.chain.access(dev_key(CLOUD)).registry
 
     forms = {}
     for seed, vehicle in enumerate(honest_a):
@@ -54,15 +58,22 @@ def test_round_with_attacker_records_scores_and_is_idempotent(stack: EdgeStack) 
 
     closes = [RoundClose.model_validate(stack.cloud("POST", e, path).json()) for e in (0, 1)]
     assert all(c.recorded for c in closes)
-    events = {ev.edge: ev for ev in tasks.events("RoundRecorded", taskId=task_id, round=1)}  # type: ignore[attr-defined]
-    records = {r.vehicle: r for r in unpack_records(events[0].records)}  # type: ignore[attr-defined]
+    recorded = {r.edge: r for r in tasks.recorded_rounds(task_id, round=1)}
+    records = {r.vehicle: r for r in recorded[0].decoded()}
     assert records[attacker.index].malicious and records[attacker.index].theta == 0
     assert all(not records[v.index].malicious and records[v.index].theta > 0 for v in honest_a)
     assert records[honest_a[0].index].update_digest == blob_digest(forms[honest_a[0].index]).raw
-    assert events[0].samples == 3 * 64 and events[0].preliminaryCid == closes[0].preliminary_cid  # type: ignore[attr-defined]
+    assert recorded[0].samples == 3 * 64 and recorded[0].preliminary_cid == closes[0].preliminary_cid
     assert [t.malicious for t in closes[0].trainers] == [records[t.vehicle].malicious for t in closes[0].trainers]
-    assert all(tasks.trainer_status(task_id, 1, v.index) == (True, True) for v in [*honest_a, attacker, honest_b])
+    # each record carries the vehicle's own signature of its upload to this edge
+    assert all(
+        recover(update_message(stack.chain.chain_id, task_id, 1, stack.address(0), r.update_digest), "0x" + r.signature.hex())
+        == tasks_registry.vehicle_at(v)
+        for v, r in records.items()
+    )  # fmt: skip
     assert stack.store.has(closes[0].preliminary_cid)  # type: ignore[arg-type]
+    manifest = json.loads(stack.store.get(recorded[0].manifest_cid))
+    assert [u["vehicle"] for u in manifest["updates"]] == sorted(records) and manifest["samples"] == 3 * 64
 
     # idempotent: the same answers, no second transaction
     before = nonce(stack, 0)
@@ -71,6 +82,9 @@ def test_round_with_attacker_records_scores_and_is_idempotent(stack: EdgeStack) 
     assert nonce(stack, 0) == before
 
     preliminaries = {"preliminaries": {str(e): c.preliminary_cid for e, c in enumerate(closes)}}
+    early = stack.cloud("POST", 0, f"/tasks/{task_id}/rounds/1/scores", json=preliminaries)
+    assert (early.status_code, early.json()["reason"]) == (409, "wrong_phase")  # recording still open on chain
+    tasks.close_recording(task_id)  # both active edges recorded
     scores = [stack.cloud("POST", e, f"/tasks/{task_id}/rounds/1/scores", json=preliminaries).json() for e in (0, 1)]
     assert [s["edge"] for s in scores] == [0, 1] and all(len(s["scores"]) == 2 for s in scores)
     events = tasks.events("ScoresSubmitted", taskId=task_id, round=1)

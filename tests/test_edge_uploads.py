@@ -18,7 +18,7 @@ from eth_account.signers.local import LocalAccount
 from bmfl.blobs.cid import compute_cid
 from bmfl.blobs.codec import BlobMeta, blob_digest, decode_state, encode_state
 from bmfl.protocol.schemas import TaskSpec
-from bmfl.protocol.signing import sign, update_message
+from bmfl.protocol.signing import receipt_message, recover, sign, update_message
 from service_fixtures import EdgeStack, ServiceChain, Vehicle, create_task, start_edge_stack, update_blob
 from service_fixtures import service_chain  # noqa: F401
 
@@ -157,10 +157,15 @@ def test_uploads_by_cid_check_the_signature(setup: Setup) -> None:
 def test_accepts_by_blob_and_by_cid_once(setup: Setup) -> None:
     receipt = setup.post(setup.form(setup.honest, epsilon="2.5"))
     assert receipt.status_code == 202, receipt.text
-    assert receipt.json() == {
+    body = receipt.json()
+    assert body == {
         "task_id": setup.spec.task_id, "round": 1, "vehicle": setup.selected.index,
         "digest": blob_digest(setup.honest).hex0x, "cid": setup.stack.store.put(setup.honest),
+        "signature": body["signature"],
     }  # fmt: skip
+    # the edge's signed promise to record this update: the vehicle's proof if it is omitted
+    promise = receipt_message(setup.stack.chain.chain_id, setup.spec.task_id, 1, setup.selected.address, blob_digest(setup.honest).raw)
+    assert recover(promise, body["signature"]) == setup.stack.address(0)
     before = setup.snapshot()
     again = setup.post(setup.form(setup.honest))
     assert (again.status_code, again.json()["reason"]) == (409, "duplicate")

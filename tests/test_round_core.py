@@ -19,7 +19,7 @@ from bmfl.rounds import (
     build_rule,
     cloud_rule,
     edge_rule,
-    lower_median,
+    upper_median,
     medians_and_leader,
     select_trainers,
 )
@@ -123,13 +123,18 @@ def test_filters_get_what_they_declare_and_are_refused_without_it() -> None:
     assert outcome.verdicts[1].reason == "filter:test_rejects"
 
 
-def test_lower_median_and_leader_match_the_contracts_rule() -> None:
-    assert lower_median([5]) == 5 and lower_median([9, 1]) == 1 and lower_median([3, 9, 1, 7]) == 3
+def test_upper_median_of_the_other_edges_and_the_leader_match_the_contracts_rule() -> None:
+    assert upper_median([5]) == 5 and upper_median([9, 1]) == 9 and upper_median([3, 9, 1, 7]) == 7
     rows = {0: {0: 900, 1: 800, 2: 100}, 1: {0: 0, 1: 800, 2: 700}, 2: {0: 900, 1: 850, 2: 700}}
-    medians, leader = medians_and_leader(rows)
-    assert medians == {0: 900, 1: 800, 2: 700} and leader == 0
-    tied, leader = medians_and_leader({1: {1: 5, 3: 5}, 3: {1: 5, 3: 5}})
-    assert tied == {1: 5, 3: 5} and leader == 1  # ties to the smallest index
+    consensus = medians_and_leader(rows)
+    assert consensus is not None
+    medians, leader = consensus
+    # edge 0 by edges 1 and 2: [0, 900] → 900; its own 900 does not count; edge 1: [800, 850]
+    assert medians == {0: 900, 1: 850, 2: 700} and leader == 0
+    tied = medians_and_leader({e: {1: 5, 3: 5, 4: 5} for e in (1, 3, 4)})
+    assert tied == ({1: 5, 3: 5, 4: 5}, 1)  # ties to the smallest index
+    # two edges: the lower one would be the liar's word alone, so there is no consensus
+    assert medians_and_leader({0: {0: 900, 1: 0}, 1: {0: 0, 1: 900}}) is None
     with pytest.raises(ValueError, match="without recording"):
         medians_and_leader({0: {1: 5, 3: 5}})  # only recording edges score
     with pytest.raises(ValueError):

@@ -261,16 +261,20 @@ def test_finished_cancelled_and_expired_rounds(cat: Catalogue) -> None:
         assert stack.open_round(1, spec.task_id, 1, initial, cid) == [there.index]
         tasks[name] = (spec, here, there)
 
-    # finished: edge 0 records, scores; the cloud finalizes and finishes; edge 1 never closed
+    # finished: edge 0 records its vehicle's update, edge 1 an empty round; both score; the
+    # cloud closes recording, finalizes and finishes
     spec, here, there = tasks["finished"]
     assert stack.upload(0, here, spec.task_id, 1, update_blob(initial, spec, 1, here)).status_code == 202
     close = stack.cloud("POST", 0, f"/tasks/{spec.task_id}/rounds/1/close").json()
-    stack.cloud("POST", 0, f"/tasks/{spec.task_id}/rounds/1/scores", json={"preliminaries": {"0": close["preliminary_cid"]}})
+    assert stack.cloud("POST", 1, f"/tasks/{spec.task_id}/rounds/1/close").json()["preliminary_cid"] is None
+    cloud.close_recording(spec.task_id)
+    for e in (0, 1):
+        stack.cloud("POST", e, f"/tasks/{spec.task_id}/rounds/1/scores", json={"preliminaries": {"0": close["preliminary_cid"]}})
     prelim = stack.store.get(close["preliminary_cid"])
     cloud.finalize_round(spec.task_id, blob_digest(prelim).raw, close["preliminary_cid"], 500_000)
     cloud.finish_task(spec.task_id)
 
-    stack.chain.w3.provider.make_request("evm_increaseTime", [3601])  # type: ignore[arg-type]
+    stack.chain.w3.provider.make_request("evm_increaseTime", [2 * 3600 + 1])  # type: ignore[arg-type]  # stalled
     stack.chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     stack.chain.access(dev_key(0)).tasks.cancel_task(tasks["cancelled"][0].task_id)
 

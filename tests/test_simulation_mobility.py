@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from bmfl.incentives import mean_accuracy, split_payouts
+from bmfl.incentives import split_payouts
 from bmfl.mobility import RingRoad, edge_positions, nearest_edge
 from bmfl.simulation import SimulationConfig, run_simulation
 from bmfl.simulation.assignment import associations, members
@@ -61,7 +61,7 @@ def test_static_assignment_never_hands_over():
 
 
 def test_handover_keeps_contributions_per_edge_and_vehicle_and_payouts_sum_to_the_escrow():
-    config = SimulationConfig.model_validate(MOBILE)
+    config = SimulationConfig.model_validate({**MOBILE, "edges": 3})  # three: a consensus quorum
     result = run_simulation(config, Console(quiet=True))
     assert sum(r.handovers for r in result.rounds) > 0
     # C_{m,ℓ} = Σ_r θ^r_{m,ℓ} over the rounds vehicle m uploaded to edge ℓ
@@ -81,15 +81,21 @@ def test_handover_keeps_contributions_per_edge_and_vehicle_and_payouts_sum_to_th
     assert all(w > 0 for w in p.vehicles.values()) and len(p.vehicles) == 8
 
 
+def test_two_edges_have_no_consensus_and_pay_only_the_publisher():
+    result = run_simulation(SimulationConfig.model_validate({**MOBILE, "rounds": 1}), Console(quiet=True))
+    p = result.payouts
+    assert [r.leader for r in result.rounds] == [None] and not p.block_rewards and not p.vehicles
+    assert p.dust == MOBILE["reward_wei"]
+
+
 def test_payouts_are_split_payouts_of_the_recorded_contributions_and_accuracies():
-    config = SimulationConfig.model_validate({**MOBILE, "rounds": 2})
+    config = SimulationConfig.model_validate({**MOBILE, "rounds": 2, "edges": 3})
     result = run_simulation(config, Console(quiet=True))
     leaders = [r.leader for r in result.rounds]
-    scores: dict[int, list[int]] = {}
+    scores: dict[int, int] = {}
     for r in result.rounds:
         submitted = sorted({e for per in result.participation[r.round - 1].values() for e in [per[0]]})
         for e, a in zip(submitted, r.edge_accuracies):
-            scores.setdefault(e, []).append(round(a * 1e6))
-    again = split_payouts(config.reward_wei, config.block_reward_wei, leaders,
-                          {e: mean_accuracy(s) for e, s in scores.items()}, result.contributions)
+            scores[e] = scores.get(e, 0) + round(a * 1e6)  # S_ℓ: summed consensus scores
+    again = split_payouts(config.reward_wei, config.block_reward_wei, leaders, scores, result.contributions)
     assert again == result.payouts

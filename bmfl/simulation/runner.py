@@ -81,7 +81,7 @@ class RoundMetrics:
     loss: float  # cross-entropy, or MSE for regression
     mae: float | None
     edge_accuracies: list[float]  # consensus scores ᾱ_ℓ of the edges that submitted
-    leader: int | None  # None when no edge submitted a model
+    leader: int | None  # None without a consensus (fewer than 3 edges scored)
     trainers: int
     epsilon_max: float | None
     epsilon_mean: float | None
@@ -110,7 +110,7 @@ class SimulationResult:
     payouts: Payouts | None = None
     selected: list[dict[int, list[int]]] = field(default_factory=list)  # per round: edge → its trainers
     verdicts: list[dict[int, dict[int, Verdict]]] = field(default_factory=list)  # per round: edge → vehicle → verdict
-    leaders: list[int | None] = field(default_factory=list)  # per round (None: no edge recorded a model)
+    leaders: list[int | None] = field(default_factory=list)  # per round (None: no consensus)
     models: list[torch.Tensor] = field(default_factory=list)  # per round w^r, with run_simulation(keep_models=True)
 
     @property
