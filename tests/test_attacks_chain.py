@@ -291,3 +291,150 @@ def test_stop_reached_cannot_be_cancelled_only_finished(chain: Chain) -> None:
             chain.tasks(chain.outsider).cancel_task(task_id)
         chain.tasks(chain.outsider).finish_task(task_id)  # finishing needs no deadline
         assert chain.tasks().task(task_id).status == Status.FINISHED
+
+
+# ---------------------------------------------------------------- (d) sybil payees
+
+SYBILS = 5000
+SYBIL_ROUNDS = 2  # the sybils split over two rounds of one edge: 2,500 records per call
+
+
+def rpc_batch(chain: Chain, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+    """One HTTP round trip for many JSON-RPC calls (Anvil answers batches in order)."""
+    body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]).encode()
+    request = urllib.request.Request(chain.node.url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as resp:
+        answer = json.loads(resp.read())
+    assert isinstance(answer, list), answer
+    replies = sorted(answer, key=lambda r: r["id"])
+    errors = [r["error"] for r in replies if "error" in r]
+    assert not errors, errors[:3]
+    return [r["result"] for r in replies]
+
+
+def register_sybils(chain: Chain, n: int) -> list[Any]:
+    """``n`` generated keys, in vehicle-index order, registered as vehicles: impersonated and funded in one batch,
+    their registrations sent in one batch into the pool (automine off), then mined."""
+    keys = [Account.from_key(keccak(b"sybil" + i.to_bytes(4, "big"))) for i in range(n)]
+    registry = chain.registry()
+    data = registry.contract.functions.registerVehicle(1, 0, 10, digest("sybil"))._encode_transaction_data()
+    funding: list[tuple[str, list[Any]]] = []
+    for key in keys:
+        funding += [("anvil_impersonateAccount", [key.address]), ("anvil_setBalance", [key.address, hex(10**17)])]
+    for start in range(0, len(funding), 1000):
+        rpc_batch(chain, funding[start : start + 1000])  # a batch's calls may run concurrently: fund first, then send
+    rpc_batch(chain, [("evm_setAutomine", [False])])
+    try:
+        tx = {"to": registry.address, "data": data, "gas": hex(200_000)}
+        for start in range(0, n, 500):
+            rpc_batch(chain, [("eth_sendTransaction", [tx | {"from": key.address}]) for key in keys[start : start + 500]])
+        while int(rpc_batch(chain, [("txpool_status", [])])[0]["pending"], 16):
+            rpc_batch(chain, [("anvil_mine", ["0x8"])])
+    finally:
+        rpc_batch(chain, [("evm_setAutomine", [True])])
+    by_address = {key.address: key for key in keys}  # the pool mined them in its own order
+    registered = {int(ev.index): by_address[ev.vehicle] for ev in registry.events("VehicleRegistered") if ev.vehicle in by_address}  # type: ignore[attr-defined]
+    return [registered[i] for i in sorted(registered)]
+
+
+def sybil_records(chain: Chain, task_id: int, round_: int, first: int, keys: list[Any]) -> list[TrainerRecord]:
+    cid = chain.w3.eth.chain_id
+    out = []
+    for i, key in enumerate(keys):
+        upload = digest(f"sybil{first + i}/{round_}")
+        signature = sign(key, update_message(cid, task_id, round_, chain.edges[0], upload))
+        out.append(TrainerRecord(vehicle=first + i, update_digest=upload, reliability=1, theta=1 + (first + i) % 7,
+                                 signature=bytes.fromhex(signature[2:])))  # fmt: skip
+    return out
+
+
+def all_proofs(packed: list[bytes]) -> list[list[bytes]]:
+    """Every record's proof from one tree (``record_proof`` rebuilds the tree per record)."""
+    size = 1
+    while size < len(packed):
+        size <<= 1
+    levels = [[keccak(b"\x00" + r) for r in packed] + [b"\x00" * 32] * (size - len(packed))]
+    while len(levels[-1]) > 1:
+        lv = levels[-1]
+        levels.append([keccak(b"\x01" + lv[i] + lv[i + 1]) for i in range(0, len(lv), 2)])
+    return [[levels[d][(p >> d) ^ 1] for d in range(len(levels) - 1)] for p in range(len(packed))]
+
+
+def play_task(chain: Chain, task_id: int, sybil_rounds: list[list[TrainerRecord]] | None) -> tuple[list[int], int]:
+    """Rounds where edge 0 records the sybils (or one vehicle), edges 1 and 2 one vehicle
+    each, all three score; returns (recordRound gas of edge 0 per round, finishTask gas)."""
+    gas = []
+    for r in range(1, SYBIL_ROUNDS + 1):
+        chain.start(task_id)
+        if sybil_rounds is None:
+            receipt = chain.record_edge(task_id, 0, [r, 3 + r, 6 + r, 9 + r - 1], {v: 3 for v in range(12)})
+        else:
+            receipt = chain.tasks(chain.edges[0]).record_round(task_id, r, digest("p0"), "p0", 1, sybil_rounds[r - 1])
+        gas.append(receipt.gas_used)
+        chain.record_edge(task_id, 1, [0], {0: 2})
+        chain.record_edge(task_id, 2, [11], {11: 5})
+        chain.close(task_id)
+        chain.score(task_id, {0: [1, 600_000, 500_000], 1: [700_000, 1, 500_000], 2: [700_000, 600_000, 1]})
+        chain.finalize(task_id)
+    return gas, chain.tasks(chain.outsider).finish_task(task_id).gas_used
+
+
+@pytest.mark.slow
+def test_five_thousand_sybil_payees_cannot_lock_the_escrow(chain: Chain) -> None:
+    small = new_task(chain, max_rounds=SYBIL_ROUNDS)
+    _, finish_small = play_task(chain, small, None)  # 10 payees
+    first = chain.registry().vehicle_count()
+    keys = register_sybils(chain, SYBILS)
+    assert chain.registry().vehicle_count() == first + SYBILS
+    assert chain.registry().vehicle_at(first + SYBILS - 1) == keys[-1].address
+    task_id = new_task(chain, escrow=10**21 + 12_345, max_rounds=SYBIL_ROUNDS, challenge_period=60)
+    half = SYBILS // SYBIL_ROUNDS
+    per_round = [sybil_records(chain, task_id, r + 1, first + r * half, keys[r * half : (r + 1) * half]) for r in range(SYBIL_ROUNDS)]
+    record_gas, finish_gas = play_task(chain, task_id, per_round)
+    print(f"\nrecordRound of {half} records: {record_gas} gas; finishTask: {finish_gas:,} (10 payees: {finish_small:,})")
+    assert all(g < GAS_CAP for g in record_gas)
+    assert finish_gas == finish_small  # O(edges): the payees do not enter finishTask at all
+
+    # settlement in pages of 100 payees, each transaction under the cap
+    chain.after_challenges(task_id)
+    logs = edge_logs(chain.tasks(), task_id)
+    outsider = chain.tasks(chain.outsider)
+    settle_gas = []
+    credited: dict[tuple[int, int], int] = {}
+    for edge, log in logs.items():
+        claims = []
+        for index, recorded in enumerate(log.rounds):
+            proofs = all_proofs(recorded.records)
+            for position, packed in enumerate(recorded.records):
+                claims.append(PayeeClaim(vehicle=int.from_bytes(packed[:4], "big"), records=[(index, position, packed, proofs[position])]))
+        claims.sort(key=lambda c: c.vehicle)
+        merged: list[PayeeClaim] = []  # one claim per payee with all its records
+        for c in claims:
+            if merged and merged[-1].vehicle == c.vehicle:
+                merged[-1] = PayeeClaim(vehicle=c.vehicle, records=merged[-1].records + c.records)
+            else:
+                merged.append(c)
+        for start in range(0, len(merged), 100):
+            receipt = outsider.settle(task_id, edge, log.entries, merged[start : start + 100])
+            settle_gas.append(receipt.gas_used)
+            for ev in receipt.events:
+                if ev.event == "PayoutCredited":
+                    credited[(ev.edge, ev.vehicle)] = ev.amount  # type: ignore[attr-defined]
+    print(f"settle: {len(settle_gas)} pages, max {max(settle_gas):,} gas")
+    assert max(settle_gas) < GAS_CAP and len([k for k in credited if k[0] == 0]) == SYBILS
+
+    info = chain.tasks().task(task_id)
+    available = info.escrow - info.rewards_paid
+    books = {e: chain.tasks().edge_book(task_id, e) for e in range(3)}
+    for (edge, vehicle), amount in credited.items():  # the exact rational, floored once
+        theta = 3 if edge == 0 and vehicle < first else (2 if edge == 1 else 5)
+        if edge == 0 and vehicle >= first:
+            theta = 1 + vehicle % 7
+        want = floor(Fraction(available * books[edge].score_sum * theta, info.score_total * books[edge].theta_total))
+        assert amount == want, (edge, vehicle)
+    paid = sum(credited.values())
+    assert info.payouts_paid == paid and 0 <= available - paid < len(credited)  # dust: under a wei per payee
+    chain.after_claim_window(task_id)
+    swept = outsider.sweep(task_id).event("TaskSwept").returned  # type: ignore[attr-defined]
+    assert swept == available - paid
+    assert paid + swept + info.rewards_paid == 10**21 + 12_345
