@@ -67,6 +67,10 @@ class RegistryClient(ContractClient):
         """The index of active edge ``account``."""
         return int(self.call(self.contract.functions.edgeIndex(account)))
 
+    def active_edge_mask(self) -> int:
+        """Bit ℓ set for every active edge index ℓ (what ``closeRecording`` waits for)."""
+        return int(self.call(self.contract.functions.activeEdgeMask()))
+
     def is_edge(self, account: str) -> bool:
         """Whether ``account`` is an active edge."""
         return bool(self.call(self.contract.functions.isEdge(account)))

@@ -1,27 +1,36 @@
 """Fixtures for the chain tests: one real Anvil per test module, deployed contracts,
-named accounts, and a chain snapshot reverted after every test."""
+named accounts, and a chain snapshot reverted after every test; helpers that build
+vehicle-signed records, play the round state machine and travel in time."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Any
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from chain.anvil import AnvilNode
-from chain.base import ContractRevert
+from bmfl.protocol.signing import sign, update_message
+
+from chain.anvil import AnvilNode, dev_key
+from chain.base import ContractRevert, Receipt
 from chain.deploy import Deployment, deploy
 from chain.registry import RegistryClient
+from chain.settlement import settle_task
 from chain.tasks import TaskParams, TasksClient, TrainerRecord
 
 from tooling import require_anvil, requires_anvil  # noqa: F401  (re-exported for the chain tests)
 
 N_EDGES = 5
 N_VEHICLES = 12
+CLAIM_WINDOW = 90 * 86_400
+"""``BMFLTasks.CLAIM_WINDOW``."""
 
 
 def reverts(name: str) -> AbstractContextManager[Any]:
@@ -61,30 +70,122 @@ class Chain:
         )  # fmt: skip
         return TaskParams(**(base | overrides))
 
-    def record(self, vehicle: int, theta: int, malicious: bool = False) -> TrainerRecord:
+    # ------------------------------------------------------------ vehicle-signed records
+
+    def vehicle_key(self, vehicle: int) -> LocalAccount:
+        """The private key of fixture vehicle ``vehicle`` (its Anvil dev account)."""
+        return vehicle_account(4 + N_EDGES + vehicle)
+
+    def update_digest(self, task_id: int, round_: int, vehicle: int) -> bytes:
+        return digest(f"u{task_id}/{round_}/{vehicle}")
+
+    def record(
+        self, task_id: int, round_: int, edge: int, vehicle: int, theta: int, malicious: bool = False, *,
+        signer: LocalAccount | None = None, signed_edge: str | None = None, signed_round: int | None = None,
+        signed_task: int | None = None, update: bytes | None = None,
+    ) -> TrainerRecord:  # fmt: skip
+        """A record of ``vehicle``'s upload to edge index ``edge``, signed by the vehicle's own
+        key for this task, round and edge (the keyword arguments forge any part of it)."""
+        upload = update if update is not None else self.update_digest(task_id, round_, vehicle)
+        message = update_message(
+            self.w3.eth.chain_id, task_id if signed_task is None else signed_task,
+            round_ if signed_round is None else signed_round, signed_edge or self.edges[edge], upload,
+        )  # fmt: skip
+        signature = sign(signer or self.vehicle_key(vehicle), message)
         return TrainerRecord(
-            vehicle=vehicle, update_digest=digest(f"u{vehicle}"), reliability=-5 if malicious else 900_000,
-            theta=0 if malicious else theta, malicious=malicious,
+            vehicle=vehicle, update_digest=upload, reliability=-5 if malicious else 900_000,
+            theta=0 if malicious else theta, malicious=malicious, signature=bytes.fromhex(signature[2:]),
         )  # fmt: skip
 
-    def run_round(
-        self, task_id: int, selection: dict[int, list[int]], thetas: dict[int, int], scores: dict[int, list[int]]
-    ) -> None:
-        """One full round: start, commits and records per edge, scores, finalize."""
-        tasks = self.tasks()
-        tasks.as_sender(self.cloud).start_round(task_id, digest("g"), "bafy-g")
-        for e, vs in selection.items():
-            tasks.as_sender(self.edges[e]).commit_trainers(task_id, vs)
-        for e, vs in selection.items():
-            records = [self.record(v, thetas.get(v, 0), malicious=thetas.get(v, 0) < 0) for v in vs]
-            tasks.as_sender(self.edges[e]).record_round(task_id, digest(f"p{e}"), f"bafy-p{e}", 100, records)
+    def records(self, task_id: int, round_: int, edge: int, vehicles: list[int], thetas: dict[int, int]) -> list[TrainerRecord]:
+        """Signed records of ``vehicles`` at ``edge``; θ < 0 in ``thetas`` means flagged."""
+        return [self.record(task_id, round_, edge, v, max(thetas.get(v, 0), 0), thetas.get(v, 0) < 0) for v in vehicles]
+
+    # ------------------------------------------------------------ round steps
+
+    def start(self, task_id: int, label: str = "g") -> int:
+        """Cloud: start the next round; returns its number."""
+        ev = self.tasks(self.cloud).start_round(task_id, digest(label), f"bafy-{label}").event("RoundStarted")
+        return int(ev.round)  # type: ignore[attr-defined]
+
+    def record_edge(self, task_id: int, edge: int, vehicles: list[int], thetas: dict[int, int]) -> Receipt:
+        """Edge ``edge`` records the current round with signed records of ``vehicles``."""
+        round_ = self.tasks().task(task_id).round
+        records = self.records(task_id, round_, edge, vehicles, thetas)
+        return self.tasks(self.edges[edge]).record_round(task_id, round_, digest(f"p{edge}"), f"bafy-p{edge}", 100, records)
+
+    def close(self, task_id: int) -> Receipt:
+        """Close recording: the cloud when every active edge recorded, else anyone past the deadline."""
+        info = self.tasks().task(task_id)
+        if self.registry().active_edge_mask() & ~info.recorded_edges:
+            self.past_deadline(task_id)
+            return self.tasks(self.outsider).close_recording(task_id)
+        return self.tasks(self.cloud).close_recording(task_id)
+
+    def score(self, task_id: int, scores: dict[int, list[int]]) -> None:
         for e, s in scores.items():
-            tasks.as_sender(self.edges[e]).submit_scores(task_id, s)
-        tasks.as_sender(self.cloud).finalize_round(task_id, digest("g2"), "bafy-g2", 900_000)
+            self.tasks(self.edges[e]).submit_scores(task_id, s)
+
+    def finalize(self, task_id: int, accuracy: int = 900_000, label: str = "g2") -> Receipt:
+        """Cloud: finalize (past the scoring deadline when a recorded edge did not score)."""
+        info = self.tasks().task(task_id)
+        if info.scored_edges != info.recorded_edges:
+            self.past_deadline(task_id)
+        return self.tasks(self.cloud).finalize_round(task_id, digest(label), f"bafy-{label}", accuracy)
+
+    def run_round(
+        self, task_id: int, at: dict[int, list[int]], thetas: dict[int, int], scores: dict[int, list[int]],
+        accuracy: int = 900_000,
+    ) -> Receipt:  # fmt: skip
+        """One full round: start; each edge in ``at`` records its vehicles (θ < 0: flagged);
+        close; the edges in ``scores`` score; finalize. Returns the finalize receipt."""
+        self.start(task_id)
+        for e, vs in at.items():
+            self.record_edge(task_id, e, vs, thetas)
+        self.close(task_id)
+        self.score(task_id, scores)
+        return self.finalize(task_id, accuracy)
+
+    def settle_all(self, task_id: int) -> list[Receipt]:
+        """After ``finishTask``: wait out the challenge period and settle every payee."""
+        self.after_challenges(task_id)
+        return settle_task(self.tasks(self.outsider), task_id)
+
+    # ------------------------------------------------------------ time
+
+    def now(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def mine_at(self, timestamp: int) -> None:
+        """Mine one block at ``timestamp`` (later blocks follow it)."""
+        self.w3.provider.make_request("evm_setNextBlockTimestamp", [timestamp])  # type: ignore[arg-type]
+        self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
     def mine_after(self, seconds: int) -> None:
-        self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
-        self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        self.mine_at(self.now() + seconds)
+
+    def past_deadline(self, task_id: int) -> None:
+        """Just past the current step's deadline (not yet stalled)."""
+        self.mine_at(max(self.now(), self.tasks().task(task_id).deadline) + 1)
+
+    def stall(self, task_id: int) -> None:
+        """Past deadline + round duration: the task is stalled."""
+        info = self.tasks().task(task_id)
+        self.mine_at(max(self.now(), info.deadline + info.round_duration) + 1)
+
+    def after_challenges(self, task_id: int) -> None:
+        """Past ``settleAfter`` of a finished task."""
+        self.mine_at(max(self.now(), self.tasks().task(task_id).settle_after) + 1)
+
+    def after_claim_window(self, task_id: int) -> None:
+        """Past ``settleAfter + CLAIM_WINDOW``: the publisher may sweep."""
+        self.mine_at(max(self.now(), self.tasks().task(task_id).settle_after + CLAIM_WINDOW) + 1)
+
+
+@lru_cache(maxsize=None)
+def vehicle_account(index: int) -> LocalAccount:
+    """Anvil dev account ``index`` as a signing key (derived once per process)."""
+    return Account.from_key(dev_key(index))
 
 
 def start_chain() -> Chain:

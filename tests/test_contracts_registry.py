@@ -83,3 +83,14 @@ def test_unknown_vehicle_views(chain: Chain) -> None:
         reg.vehicle(999)
     with reverts("NotRegistered"):
         reg.vehicle_index(chain.outsider)
+
+
+def test_active_edge_mask_follows_add_and_remove(chain: Chain) -> None:
+    reg = chain.registry(chain.operator)
+    assert reg.active_edge_mask() == 0b11111
+    reg.remove_edge(chain.edges[1])
+    assert reg.active_edge_mask() == 0b11101
+    reg.add_edge(chain.outsider)
+    assert reg.active_edge_mask() == 0b111101
+    reg.add_edge(chain.edges[1])  # re-added: same index, its bit back
+    assert reg.active_edge_mask() == 0b111111

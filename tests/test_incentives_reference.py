@@ -1,7 +1,7 @@
 """``split_payouts`` against an independent exact-fraction reference of the formula in
-``bmfl/incentives.py``'s docstring (BMFL Eq. 26–29): each payee's amount is one floor of
-an exact rational (ρ_ℓ = ⌊ρ_ava·ᾱ_ℓ/Σᾱ⌋, ρ_{m,ℓ} = ⌊ρ_ℓ·C_{m,ℓ}/ΣC_ℓ⌋), and every
-field is compared, not only the total (whose dust is the remainder by construction)."""
+``bmfl/incentives.py``'s docstring (BMFL Eq. 26–29) as ``BMFLTasks.settle`` applies it:
+each payee's amount is one floor of the exact rational ρ_ava · S_ℓ · C_{m,ℓ} / (Σ S · C_ℓ),
+and every field is compared, not only the total (whose dust is the remainder by construction)."""
 
 from collections import Counter
 from fractions import Fraction
@@ -14,29 +14,30 @@ from hypothesis import strategies as st
 from bmfl.incentives import SCALE, split_payouts
 
 
-def reference(escrow, block_reward, leaders, edge_accuracy, contributions):
+def reference(escrow, block_reward, leaders, edge_scores, contributions):
     """The docstring's formula, written independently with exact fractions."""
     available = escrow - block_reward * len(leaders)
     rewards = {e: block_reward * n for e, n in Counter(leaders).items()}
-    acc_total = sum(edge_accuracy.values())
-    shares = {e: floor(Fraction(available) * Fraction(a, acc_total)) if acc_total else 0 for e, a in edge_accuracy.items()}
+    total = sum(edge_scores.values())
+    share = {e: Fraction(available) * Fraction(s, total) if total else Fraction(0) for e, s in edge_scores.items()}
     per_edge = {}
     for e, per in contributions.items():
         c_total = sum(per.values())
-        if c_total:
-            per_edge[e] = {m: floor(Fraction(shares[e]) * Fraction(c, c_total)) for m, c in per.items()}
+        if c_total and total:
+            per_edge[e] = {m: floor(share[e] * Fraction(c, c_total)) for m, c in per.items()}
     vehicles = {}
     for per in per_edge.values():
         for m, amount in per.items():
             vehicles[m] = vehicles.get(m, 0) + amount
-    paid = sum(sum(per.values()) for per in per_edge.values())
-    unpaid_edges = sum(s for e, s in shares.items() if e not in per_edge)
-    floor_remainders = sum(shares[e] - sum(per.values()) for e, per in per_edge.items())
-    share_remainder = available - sum(shares.values())
-    dust = share_remainder + unpaid_edges + floor_remainders  # built from its parts, not as a difference
-    assert dust == available - paid
-    return {"available": available, "block_rewards": rewards, "edge_shares": shares,
-            "per_edge": per_edge, "vehicles": vehicles, "dust": dust}  # fmt: skip
+    paid = sum(vehicles.values())
+    unpaid_edges = sum(s for e, s in share.items() if e not in per_edge)  # exact shares nobody can take
+    floor_remainders = sum(share[e] - sum(per.values()) for e, per in per_edge.items())
+    dust = unpaid_edges + floor_remainders  # built from its parts, not as a difference
+    assert dust.denominator == 1 and (dust == available - paid or total == 0)
+    if total == 0:
+        dust = Fraction(available)
+    return {"available": available, "block_rewards": rewards, "edge_shares": {e: floor(s) for e, s in share.items()},
+            "per_edge": per_edge, "vehicles": vehicles, "dust": int(dust)}  # fmt: skip
 
 
 EDGES = ["e0", "e1", "e2", "e3"]
@@ -63,7 +64,7 @@ def cases(draw):
 @example((1000, 10, ["A", "A", "B"], {"A": 600_000, "B": 300_000, "C": 100_000},
           {"A": {"v1": 2, "v2": 1}, "B": {"v1": 1, "v3": 1, "v4": 1}, "C": {"v5": 0}}))  # fmt: skip
 @example((10, 0, [], {"A": 1, "B": 1, "C": 1}, {"A": {"x": 1, "y": 1, "z": 1}, "B": {"x": 1}, "C": {"y": 1}}))
-@example((7, 0, [], {"A": 1, "B": 2}, {"A": {"x": 1}, "B": {"x": 2, "y": 1}}))  # ρ = 2, 4: x gets 2 + 2, y 1; dust 2
+@example((7, 0, [], {"A": 1, "B": 2}, {"A": {"x": 1}, "B": {"x": 2, "y": 1}}))  # x 2 + 3, y 1; dust 1
 def test_every_field_matches_the_exact_fraction_reference(case):
     escrow, block_reward, leaders, acc, contributions = case
     got = split_payouts(escrow, block_reward, leaders, acc, contributions)
@@ -79,20 +80,20 @@ def test_every_field_matches_the_exact_fraction_reference(case):
 
 
 def test_reference_by_hand():
-    # ρ_ava = 7; ρ_A = ⌊7·1/3⌋ = 2, ρ_B = ⌊7·2/3⌋ = 4 (share remainder 1);
-    # A: x ⌊2·1/1⌋ = 2; B: x ⌊4·2/3⌋ = 2, y ⌊4·1/3⌋ = 1 (floor remainder 1) → dust 2
+    # ρ_ava = 7, S = (1, 2): A: x ⌊7·1·1/(3·1)⌋ = 2; B: x ⌊7·2·2/(3·3)⌋ = 3, y ⌊7·2·1/9⌋ = 1 → dust 1
     p = split_payouts(7, 0, [], {"A": 1, "B": 2}, {"A": {"x": 1}, "B": {"x": 2, "y": 1}})
     assert (p.edge_shares, p.per_edge, p.vehicles, p.dust) == (
-        {"A": 2, "B": 4}, {"A": {"x": 2}, "B": {"x": 2, "y": 1}}, {"x": 4, "y": 1}, 2,
+        {"A": 2, "B": 4}, {"A": {"x": 2}, "B": {"x": 3, "y": 1}}, {"x": 5, "y": 1}, 1,
     )  # fmt: skip
+    assert reference(7, 0, [], {"A": 1, "B": 2}, {"A": {"x": 1}, "B": {"x": 2, "y": 1}})["dust"] == 1
 
 
 def test_every_kind_of_invalid_value_is_refused():
-    integers = r"^escrow, rewards, accuracies and contributions must be non-negative integers$"
+    integers = r"^escrow, rewards, scores and contributions must be non-negative integers$"
     for bad in [
         (-1, 0, [], {"A": 1}, {}),  # negative escrow
         (10, -1, [], {"A": 1}, {}),  # negative block reward
-        (10, 0, [], {"A": -1, "B": 2}, {}),  # a negative accuracy would pay B more than the escrow
+        (10, 0, [], {"A": -1, "B": 2}, {}),  # a negative score would pay B more than the escrow
         (10, 0, [], {"A": 1}, {"A": {"v": -1}}),  # negative contribution
         (10, 0, [], {"A": True}, {}),  # bool is not an amount
         (10, 0, [], {"A": 1.0}, {}),
