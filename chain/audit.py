@@ -283,6 +283,8 @@ class Auditor:
         out = []
         for e, per in sorted(ref.per_edge.items()):
             for v, amount in sorted(per.items()):
+                if contributions[e][v] == 0:
+                    continue  # flagged every time: nothing to pay
                 settled = self.tasks.settled_theta(task_id, e, v)
                 theirs = credited[(e, v)] if settled else self.tasks.payout_for(task_id, e, contributions[e][v])
                 state = "credited" if settled else "owed, not settled yet"

@@ -21,8 +21,8 @@ from service_kit.serve import ServerThread
 from chain.audit import Auditor
 from chain_fixtures import Chain, chain, chain_module, digest  # noqa: F401
 
-SELECTION = {0: [0, 1, 2], 1: [3, 4]}
-THETAS = {0: 500_000, 1: 300_000, 2: -1, 3: 700_000, 4: 100_000}  # vehicle 2 is malicious
+SELECTION = {0: [0, 1, 2], 1: [3, 4], 2: [5]}  # three edges: a consensus quorum
+THETAS = {0: 500_000, 1: 300_000, 2: -1, 3: 700_000, 4: 100_000, 5: 200_000}  # vehicle 2 is malicious
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,13 @@ def run_task(
     for r in range(1, rounds + 1):
         cloud.start_round(task_id, current.digest, current.cid)
         for e, vehicles in SELECTION.items():
-            chain.tasks(chain.edges[e]).commit_trainers(task_id, vehicles)
-        for e, vehicles in SELECTION.items():
             p = blobs[f"p{r}.{e}"] = put_model(store, 10 * r + e + 1)
             digest = blobs["w0"].digest if (r, e) == (1, lie_about) else p.digest
-            records = [chain.record(v, THETAS[v], malicious=THETAS[v] < 0) for v in vehicles]
-            chain.tasks(chain.edges[e]).record_round(task_id, digest, p.cid, 100 * len(vehicles), records)
-        for e, scores in {0: [800_000 + r, 700_000], 1: [810_000, 690_000 + r]}.items():
-            chain.tasks(chain.edges[e]).submit_scores(task_id, scores)
+            records = chain.records(task_id, r, e, vehicles, THETAS)
+            chain.tasks(chain.edges[e]).record_round(task_id, r, digest, p.cid, 100 * len(vehicles), records)
+        chain.close(task_id)  # edges 3 and 4 never record: past the deadline
+        for e in SELECTION:
+            chain.tasks(chain.edges[e]).submit_scores(task_id, [800_000 + r, 700_000 + e, 600_000])
         current = blobs[f"g{r}"] = put_model(store, 100 + r)
         cloud.finalize_round(task_id, current.digest, current.cid, 900_000)
     if finish:
@@ -98,11 +97,11 @@ def test_audit_of_a_finished_task_passes(chain: Chain, store: LocalBlobStore, ga
     assert code == 0, out
     assert "audit passed" in out
     result = Auditor(chain.w3, chain.deployment).audit(task_id, store.get)
-    assert result.passed and len(result.blobs) == 1 + 2 + 4 + 2  # initial, starts, preliminaries, globals
+    assert result.passed and len(result.blobs) == 1 + 2 + 6 + 2  # initial, starts, preliminaries, globals
     paid = {c.subject.split()[1] for c in result.comparisons if c.section == "vehicle payout"}
-    assert paid == {"0", "1", "3", "4"}  # the malicious vehicle 2 earns nothing
+    assert paid == {"0", "1", "3", "4", "5"}  # the malicious vehicle 2 earns nothing
     sections = {c.section for c in result.comparisons}
-    assert {"contribution", "median", "leader", "edge tally", "block reward", "publisher", "total"} <= sections
+    assert {"signature", "protocol", "median", "leader", "edge book", "block reward", "total"} <= sections
     # the deployment found by chain id in a directory, blobs read from the store directly
     deployments = deployment_file.parent / "deployments"
     deployments.mkdir()
@@ -155,7 +154,7 @@ def test_audit_needs_a_blob_source(chain: Chain, deployment_file: Path) -> None:
 def test_audit_of_a_cancelled_task_checks_the_refund(chain: Chain, store: LocalBlobStore) -> None:
     task_id, _ = run_task(chain, store, rounds=2, finish=False, max_rounds=3)
     chain.tasks(chain.cloud).start_round(task_id, digest("stalled"), "")  # a third round that never ends
-    chain.mine_after(3600)
+    chain.stall(task_id)
     chain.tasks(chain.outsider).cancel_task(task_id)
     result = Auditor(chain.w3, chain.deployment).audit(task_id, store.get)
     refund = [c for c in result.comparisons if c.section == "publisher"]
