@@ -50,7 +50,7 @@ from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER, settings_e
 from chain.anvil import AnvilNode, dev_key, free_port  # noqa: E402
 from chain.deploy import Deployment, deploy, save_deployment  # noqa: E402
 from chain.registry import RegistryClient  # noqa: E402
-from chain.tasks import TaskParams, TasksClient, unpack_records  # noqa: E402
+from chain.tasks import TaskParams, TasksClient  # noqa: E402
 from edge_node.settings import EdgeSettings  # noqa: E402
 
 MODEL = "bmfl_cnn"
@@ -221,8 +221,8 @@ def run(updates: int, workers: int, close: bool, aggregation: str, directory: Pa
         if close:
             start = time.perf_counter()
             recorded = as_cloud("POST", f"/tasks/{task_id}/rounds/1/close").json()
-            events = TasksClient(w3, dep.tasks).events("RoundRecorded", dep.block_number, taskId=task_id)
-            records = [r for ev in events for r in unpack_records(ev.records)]  # type: ignore[attr-defined]
+            recorded_rounds = TasksClient(w3, dep.tasks).recorded_rounds(task_id, dep.block_number)
+            records = [r for rr in recorded_rounds for r in rr.decoded()]
             on_chain = {r.vehicle: "0x" + r.update_digest.hex() for r in records}
             print(f"close ({aggregation}): {len(recorded['trainers'])} trainers aggregated and recorded in {time.perf_counter() - start:.1f} s; "
                   f"on chain {len(records)} records, {len(on_chain)} distinct, digests equal: {on_chain == expected}")  # fmt: skip

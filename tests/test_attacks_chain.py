@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from bmfl.consensus import edge_medians, elect_leader
 from bmfl.protocol.signing import sign, update_message
-from chain.records import RECORD_BYTES, TrainerRecord, pack_records, record_proof
+from chain.records import TrainerRecord, record_proof
 from chain.settlement import edge_logs
 from chain.tasks import PayeeClaim, Phase, Status
 from chain_fixtures import N_EDGES, Chain, chain, chain_module, digest, reverts  # noqa: F401

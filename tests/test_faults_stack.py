@@ -37,7 +37,7 @@ from service_kit.chain_access import connect
 from launcher.stack import FIRST_EDGE, PUBLISHER, LocalStack
 from chain.anvil import AnvilNode, dev_key
 from chain.deploy import Deployment
-from chain.tasks import Phase, Status, TasksClient, unpack_records
+from chain.tasks import Phase, Status, TasksClient
 from launcher.publisher import Publisher
 from security_fixtures import edge_state
 from service_fixtures import ServiceChain, Vehicle, association_request, register_vehicle, update_blob, update_form
@@ -122,8 +122,8 @@ class Task:
 
     def recorded(self, round_: int) -> dict[int, str]:
         """Vehicle → update digest, from every edge's ``RoundRecorded`` of the round."""
-        events = self.tasks.events("RoundRecorded", self.chain.deployment.block_number, taskId=self.spec.task_id, round=round_)
-        records = [r for ev in events for r in unpack_records(ev.records)]  # type: ignore[attr-defined]
+        recorded = self.tasks.recorded_rounds(self.spec.task_id, self.chain.deployment.block_number, round=round_)
+        records = [r for rr in recorded for r in rr.decoded()]
         out = {r.vehicle: "0x" + r.update_digest.hex() for r in records}
         assert len(out) == len(records), "a vehicle recorded twice"
         return out
@@ -234,13 +234,12 @@ def test_chain_restart_and_a_vehicle_that_never_uploads(task: Task) -> None:
     anvil.wait_healthy()
     assert task.chain.w3.eth.block_number >= block
     assert task.tasks.task(task.spec.task_id) == info
-    assert all(task.tasks.trainer_status(task.spec.task_id, 2, v.index) == (True, False) for v in present[2:])
 
     for vehicle in present[2:]:
         assert task.upload_until_stored(vehicle, 2, blobs[vehicle.index]) == 202
     done = wait("the task to finish", lambda: task.cloud_view().get("status") == "finished" and task.cloud_view())
     assert done["rounds_finished"] == 2, done["detail"]
     assert task.recorded(2) == {v: blob_digest(b).hex0x for v, b in blobs.items()}
-    assert task.tasks.trainer_status(task.spec.task_id, 2, absent.index) == (True, False)
+    assert absent.index not in task.recorded(2)
     assert task.tasks.task(task.spec.task_id).status == Status.FINISHED
     assert task.tasks.task(task.spec.task_id).phase == Phase.FINALIZED

@@ -17,7 +17,6 @@ import httpx
 from bmfl.blobs.codec import decode_state
 from bmfl.protocol.schemas import AggregationSpec, RuleSpec
 from chain.anvil import dev_key
-from chain.tasks import unpack_records
 from service_fixtures import CLOUD, ServiceChain, create_task, start_edge_stack
 from service_fixtures import service_chain  # noqa: F401
 
@@ -56,7 +55,7 @@ def test_concurrent_uploads_are_neither_lost_nor_double_counted(service_chain: S
         close = stack.cloud("POST", 0, f"/tasks/{spec.task_id}/rounds/1/close")
         assert close.status_code == 200, close.text
         tasks = stack.chain.access(dev_key(CLOUD)).tasks
-        records = [r for ev in tasks.events("RoundRecorded", taskId=spec.task_id) for r in unpack_records(ev.records)]  # type: ignore[attr-defined]
+        records = [r for rr in tasks.recorded_rounds(spec.task_id) for r in rr.decoded()]
         assert len(records) == VEHICLES
         assert {r.vehicle: "0x" + r.update_digest.hex() for r in records} == expected
     finally:

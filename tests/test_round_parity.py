@@ -24,7 +24,7 @@ from bmfl.simulation.runner import SIMULATED_TASK_ID, edge_test_set, initial_mod
 from bmfl.task import AggregationSpec, RuleSpec, TaskDraft, TrainingSpec
 from chain.anvil import dev_key, find_anvil
 from chain.deploy import Deployment
-from chain.tasks import TasksClient, unpack_records
+from chain.tasks import TasksClient
 from edge_node.rounds import fixed_reliability
 from launcher.publisher import Publisher
 from launcher.stack import OPERATOR, PUBLISHER, LocalStack
@@ -34,7 +34,7 @@ from vehicle_client.settings import FleetSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(find_anvil() is None, reason="missing tool: anvil (npm ci)")]
 
-SEED, VEHICLES, EDGES, ROUNDS = 5, 8, 2, 3
+SEED, VEHICLES, EDGES, ROUNDS = 5, 8, 3, 3  # three edges: a consensus quorum
 DRAFT = TaskDraft(
     rounds=ROUNDS, fraction=0.75, seed=SEED,
     training=TrainingSpec(epochs=1, max_steps=2, lr=0.3, momentum=0.5, noise_multiplier=2.0),
@@ -78,10 +78,8 @@ def both(tmp_path_factory: pytest.TempPathFactory):
         assert view["status"] == "finished", view.get("detail", "") + stack.cloud.tail()
         deployment = Deployment.model_validate_json(stack.deployment_file.read_text())
         tasks = TasksClient(Web3(Web3.HTTPProvider(stack.rpc_url)), deployment.tasks)
-        chain = {
-            name: tasks.events(name, deployment.block_number, taskId=task_id)
-            for name in ("TrainersSelected", "RoundRecorded", "LeaderElected", "RoundFinalized")
-        }
+        chain = {name: tasks.events(name, deployment.block_number, taskId=task_id) for name in ("LeaderElected", "RoundFinalized")}
+        chain["RoundRecorded"] = tasks.recorded_rounds(task_id, deployment.block_number)
         store = LocalBlobStore(stack.blob_store)
         models = {ev.round: flatten(decode_state(store.get(ev.globalCid), DRAFT.model)[0]) for ev in chain["RoundFinalized"]}
         fleet.close()
@@ -92,8 +90,8 @@ def both(tmp_path_factory: pytest.TempPathFactory):
 def test_the_same_trainers_are_selected(both) -> None:
     chain, _, simulated, _ = both
     on_chain: dict[int, dict[int, list[int]]] = {}
-    for ev in chain["TrainersSelected"]:
-        on_chain.setdefault(ev.round, {}).setdefault(ev.edge, []).extend(ev.vehicles)
+    for ev in chain["RoundRecorded"]:  # every selected vehicle uploads here
+        on_chain.setdefault(ev.round, {}).setdefault(ev.edge, []).extend(r.vehicle for r in ev.decoded())
     assert {r: {e: sorted(v) for e, v in per.items()} for r, per in on_chain.items()} == {
         r: per for r, per in enumerate(simulated.selected, start=1)
     }
@@ -106,7 +104,7 @@ def test_every_upload_gets_the_same_verdict_theta_and_reliability(both) -> None:
     flagged = 0
     for ev in chain["RoundRecorded"]:
         expected = simulated.verdicts[ev.round - 1][ev.edge]
-        records = {rec.vehicle: rec for rec in unpack_records(ev.records)}
+        records = {rec.vehicle: rec for rec in ev.decoded()}
         assert sorted(records) == sorted(expected)
         for vehicle, rec in records.items():
             verdict = expected[vehicle]
