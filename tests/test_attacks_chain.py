@@ -401,11 +401,14 @@ def test_five_thousand_sybil_payees_cannot_lock_the_escrow(chain: Chain) -> None
     outsider = chain.tasks(chain.outsider)
     settle_gas = []
     credited: dict[tuple[int, int], int] = {}
+    theta_of: dict[tuple[int, int], int] = {}  # C_{m,ℓ} from the records in calldata
     for edge, log in logs.items():
         claims = []
         for index, recorded in enumerate(log.rounds):
             proofs = all_proofs(recorded.records)
             for position, packed in enumerate(recorded.records):
+                key = (edge, int.from_bytes(packed[:4], "big"))
+                theta_of[key] = theta_of.get(key, 0) + TrainerRecord.unpack(packed).theta
                 claims.append(PayeeClaim(vehicle=int.from_bytes(packed[:4], "big"), records=[(index, position, packed, proofs[position])]))
         claims.sort(key=lambda c: c.vehicle)
         merged: list[PayeeClaim] = []  # one claim per payee with all its records
@@ -422,14 +425,13 @@ def test_five_thousand_sybil_payees_cannot_lock_the_escrow(chain: Chain) -> None
                     credited[(ev.edge, ev.vehicle)] = ev.amount  # type: ignore[attr-defined]
     print(f"settle: {len(settle_gas)} pages, max {max(settle_gas):,} gas")
     assert max(settle_gas) < GAS_CAP and len([k for k in credited if k[0] == 0]) == SYBILS
+    assert set(credited) == set(theta_of)
 
     info = chain.tasks().task(task_id)
     available = info.escrow - info.rewards_paid
     books = {e: chain.tasks().edge_book(task_id, e) for e in range(3)}
     for (edge, vehicle), amount in credited.items():  # the exact rational, floored once
-        theta = 3 if edge == 0 and vehicle < first else (2 if edge == 1 else 5)
-        if edge == 0 and vehicle >= first:
-            theta = 1 + vehicle % 7
+        theta = theta_of[(edge, vehicle)]
         want = floor(Fraction(available * books[edge].score_sum * theta, info.score_total * books[edge].theta_total))
         assert amount == want, (edge, vehicle)
     paid = sum(credited.values())
