@@ -300,7 +300,7 @@ SYBIL_ROUNDS = 2  # the sybils split over two rounds of one edge: 2,500 records 
 
 
 def rpc_batch(chain: Chain, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-    """One HTTP round trip for many JSON-RPC calls (Anvil answers batches in order)."""
+    """One HTTP round trip for many JSON-RPC calls (Anvil may run them concurrently; replies sorted by id)."""
     body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]).encode()
     request = urllib.request.Request(chain.node.url, body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as resp:
