@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 from bmfl.consensus import edge_medians, elect_leader
 from bmfl.protocol.signing import sign, update_message
 from chain.records import TrainerRecord, record_proof
-from chain.settlement import edge_logs
-from chain.tasks import PayeeClaim, Phase, Status
+from chain.settlement import edge_logs, settle_task
+from chain.tasks import Phase, Status
 from chain_fixtures import N_EDGES, Chain, chain, chain_module, digest, reverts  # noqa: F401
 
 NO_LEADER = 255
@@ -300,7 +300,7 @@ SYBIL_ROUNDS = 2  # the sybils split over two rounds of one edge: 2,500 records 
 
 
 def rpc_batch(chain: Chain, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-    """One HTTP round trip for many JSON-RPC calls (Anvil answers batches in order)."""
+    """One HTTP round trip for many JSON-RPC calls (Anvil may run them concurrently; replies sorted by id)."""
     body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]).encode()
     request = urllib.request.Request(chain.node.url, body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as resp:
@@ -348,18 +348,6 @@ def sybil_records(chain: Chain, task_id: int, round_: int, first: int, keys: lis
     return out
 
 
-def all_proofs(packed: list[bytes]) -> list[list[bytes]]:
-    """Every record's proof from one tree (``record_proof`` rebuilds the tree per record)."""
-    size = 1
-    while size < len(packed):
-        size <<= 1
-    levels = [[keccak(b"\x00" + r) for r in packed] + [b"\x00" * 32] * (size - len(packed))]
-    while len(levels[-1]) > 1:
-        lv = levels[-1]
-        levels.append([keccak(b"\x01" + lv[i] + lv[i + 1]) for i in range(0, len(lv), 2)])
-    return [[levels[d][(p >> d) ^ 1] for d in range(len(levels) - 1)] for p in range(len(packed))]
-
-
 def play_task(chain: Chain, task_id: int, sybil_rounds: list[list[TrainerRecord]] | None) -> tuple[list[int], int]:
     """Rounds where edge 0 records the sybils (or one vehicle), edges 1 and 2 one vehicle
     each, all three score; returns (recordRound gas of edge 0 per round, finishTask gas)."""
@@ -395,41 +383,27 @@ def test_five_thousand_sybil_payees_cannot_lock_the_escrow(chain: Chain) -> None
     assert all(g < GAS_CAP for g in record_gas)
     assert finish_gas == finish_small  # O(edges): the payees do not enter finishTask at all
 
-    # settlement in pages of 100 payees, each transaction under the cap
+    # settlement with the client (pages of 100 payees), each transaction under the cap
     chain.after_challenges(task_id)
-    logs = edge_logs(chain.tasks(), task_id)
-    outsider = chain.tasks(chain.outsider)
-    settle_gas = []
-    credited: dict[tuple[int, int], int] = {}
-    for edge, log in logs.items():
-        claims = []
-        for index, recorded in enumerate(log.rounds):
-            proofs = all_proofs(recorded.records)
-            for position, packed in enumerate(recorded.records):
-                claims.append(PayeeClaim(vehicle=int.from_bytes(packed[:4], "big"), records=[(index, position, packed, proofs[position])]))
-        claims.sort(key=lambda c: c.vehicle)
-        merged: list[PayeeClaim] = []  # one claim per payee with all its records
-        for c in claims:
-            if merged and merged[-1].vehicle == c.vehicle:
-                merged[-1] = PayeeClaim(vehicle=c.vehicle, records=merged[-1].records + c.records)
-            else:
-                merged.append(c)
-        for start in range(0, len(merged), 100):
-            receipt = outsider.settle(task_id, edge, log.entries, merged[start : start + 100])
-            settle_gas.append(receipt.gas_used)
-            for ev in receipt.events:
-                if ev.event == "PayoutCredited":
-                    credited[(ev.edge, ev.vehicle)] = ev.amount  # type: ignore[attr-defined]
+    theta_of: dict[tuple[int, int], int] = {}  # C_{m,ℓ} from the records in calldata
+    for edge, log in edge_logs(chain.tasks(), task_id).items():
+        for recorded in log.rounds:
+            for packed in recorded.records:
+                key = (edge, int.from_bytes(packed[:4], "big"))
+                theta_of[key] = theta_of.get(key, 0) + TrainerRecord.unpack(packed).theta
+    receipts = settle_task(chain.tasks(chain.outsider), task_id, page_size=100)
+    settle_gas = [r.gas_used for r in receipts]
+    credited = {(ev.edge, ev.vehicle): ev.amount for r in receipts for ev in r.events if ev.event == "PayoutCredited"}  # type: ignore[attr-defined]
     print(f"settle: {len(settle_gas)} pages, max {max(settle_gas):,} gas")
     assert max(settle_gas) < GAS_CAP and len([k for k in credited if k[0] == 0]) == SYBILS
+    assert set(credited) == set(theta_of)
+    outsider = chain.tasks(chain.outsider)
 
     info = chain.tasks().task(task_id)
     available = info.escrow - info.rewards_paid
     books = {e: chain.tasks().edge_book(task_id, e) for e in range(3)}
     for (edge, vehicle), amount in credited.items():  # the exact rational, floored once
-        theta = 3 if edge == 0 and vehicle < first else (2 if edge == 1 else 5)
-        if edge == 0 and vehicle >= first:
-            theta = 1 + vehicle % 7
+        theta = theta_of[(edge, vehicle)]
         want = floor(Fraction(available * books[edge].score_sum * theta, info.score_total * books[edge].theta_total))
         assert amount == want, (edge, vehicle)
     paid = sum(credited.values())
