@@ -121,6 +121,13 @@ class Auditor:
         self.tasks = TasksClient(w3, deployment.tasks)
         self.registry = RegistryClient(w3, deployment.registry)
         self.from_block = deployment.block_number
+        self._accounts: dict[int, str] = {}
+
+    def vehicle_account(self, vehicle: int) -> str:
+        """The account behind vehicle index ``vehicle`` (asked once per vehicle)."""
+        if vehicle not in self._accounts:
+            self._accounts[vehicle] = self.registry.vehicle_at(vehicle)
+        return self._accounts[vehicle]
 
     def task(self, task_id: int) -> TaskInfo:
         """The task's current state."""
@@ -218,13 +225,13 @@ class Auditor:
         """Every record is signed by its vehicle for this task, round and edge, or was voided."""
         chain_id = self.tasks.w3.eth.chain_id
         voided = self._voided(logs)
+        edges = {e: self.registry.edge_at(e) for e in {r.edge for r in logs.recorded}}
         out = []
         for recorded in logs.recorded:
-            edge = self.registry.edge_at(recorded.edge)
             for rec in recorded.decoded():
-                message = update_message(chain_id, task_id, recorded.round, edge, rec.update_digest)
+                message = update_message(chain_id, task_id, recorded.round, edges[recorded.edge], rec.update_digest)
                 try:
-                    verify(message, "0x" + rec.signature.hex(), self.registry.vehicle_at(rec.vehicle))
+                    verify(message, "0x" + rec.signature.hex(), self.vehicle_account(rec.vehicle))
                     valid = True
                 except (SignatureError, ContractRevert):  # an unknown vehicle index reverts
                     valid = (recorded.edge, recorded.round, rec.vehicle) in voided
@@ -285,10 +292,10 @@ class Auditor:
             for v, amount in sorted(per.items()):
                 if contributions[e][v] == 0:
                     continue  # flagged every time: nothing to pay
-                settled = self.tasks.settled_theta(task_id, e, v)
+                settled = (e, v) in credited
                 theirs = credited[(e, v)] if settled else self.tasks.payout_for(task_id, e, contributions[e][v])
                 state = "credited" if settled else "owed, not settled yet"
-                subject = f"vehicle {v} {self.registry.vehicle_at(v)} @ edge {e} ({state})"
+                subject = f"vehicle {v} {self.vehicle_account(v)} @ edge {e} ({state})"
                 out.append(Comparison(section="vehicle payout", subject=subject, recomputed=amount, on_chain=theirs))
         finished = logs.finished[0] if logs.finished else None
         if finished is not None:

@@ -49,6 +49,16 @@ class TrainerRecord(BaseModel):
         )  # fmt: skip
 
 
+def record_vehicle(record: bytes) -> int:
+    """The vehicle index of a packed record, without decoding the rest."""
+    return int.from_bytes(record[:4], "big")
+
+
+def record_theta(record: bytes) -> int:
+    """θ of a packed record, without decoding the rest."""
+    return int.from_bytes(record[44:52], "big")
+
+
 def compact_signature(signature: bytes) -> bytes:
     """EIP-2098: (r, s, v) → r ‖ (yParity << 255 | s)."""
     r, s, v = signature[:32], int.from_bytes(signature[32:64], "big"), signature[64]
@@ -101,19 +111,9 @@ def records_root(packed: list[bytes]) -> bytes:
     return _levels(packed)[-1][0] if packed else b"\x00" * 32
 
 
-def record_proof(packed: list[bytes], position: int) -> list[bytes]:
-    """Sibling hashes from the leaf at ``position`` up to the root."""
-    if not 0 <= position < len(packed):
-        raise IndexError(f"no record at position {position} of {len(packed)}")
-    proof = []
-    for level in _levels(packed)[:-1]:
-        proof.append(level[position ^ 1])
-        position >>= 1
-    return proof
-
-
 def record_proofs(packed: list[bytes]) -> list[list[bytes]]:
-    """Every record's proof (``record_proof`` for each position) from one tree: O(n) hashes, not O(n²)."""
+    """Every record's Merkle proof (sibling hashes from its leaf up to the root), by
+    position, from one tree: O(n) hashes."""
     levels = _levels(packed) if packed else []
     return [[level[p >> d ^ 1] for d, level in enumerate(levels[:-1])] for p in range(len(packed))]
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from chain.base import Receipt
-from chain.records import record_proofs
+from chain.records import record_proofs, record_theta, record_vehicle
 from chain.tasks import PayeeClaim, RecordedRound, RoundLog, TasksClient
 
 PAGE_SIZE = 100
@@ -33,8 +33,8 @@ class EdgeLog:
         for index, recorded in enumerate(self.rounds):
             proofs = record_proofs(recorded.records)  # one tree per round, not one per record
             for position, packed in enumerate(recorded.records):
-                if int.from_bytes(packed[44:52], "big") > 0:  # θ (TrainerRecord.unpack would validate 5,000 models)
-                    by_vehicle[int.from_bytes(packed[:4], "big")].append((index, position, packed, proofs[position]))
+                if record_theta(packed) > 0:
+                    by_vehicle[record_vehicle(packed)].append((index, position, packed, proofs[position]))
         return [PayeeClaim(vehicle=v, records=recs) for v, recs in sorted(by_vehicle.items())]
 
 
@@ -47,11 +47,21 @@ def edge_logs(tasks: TasksClient, task_id: int, from_block: int = 0) -> dict[int
 
 
 def settle_task(tasks: TasksClient, task_id: int, from_block: int = 0, page_size: int = PAGE_SIZE) -> list[Receipt]:
-    """Credit every payee of the finished task (pages of ``page_size`` payees per edge);
-    payees settled already are skipped by the contract at no loss."""
+    """Credit every payee of the finished task (pages of ``page_size`` payees per edge). One
+    event query finds the payees credited before (an earlier run, or anyone settling part
+    of a payee's records); only those are asked whether anything of theirs is left."""
+    credited = {(ev.edge, ev.vehicle) for ev in tasks.events("PayoutCredited", from_block, taskId=task_id)}  # type: ignore[attr-defined]
     receipts = []
     for log in edge_logs(tasks, task_id, from_block).values():
-        claims = [c for c in log.claims() if tasks.settled_theta(task_id, log.edge, c.vehicle) == 0]
+        claims = [c for c in log.claims() if not _settled(tasks, task_id, log.edge, c, credited)]
         for start in range(0, len(claims), page_size):
             receipts.append(tasks.settle(task_id, log.edge, log.entries, claims[start : start + page_size]))
     return receipts
+
+
+def _settled(tasks: TasksClient, task_id: int, edge: int, claim: PayeeClaim, credited: set[tuple[int, int]]) -> bool:
+    """Whether every record of ``claim`` is settled already."""
+    if (edge, claim.vehicle) not in credited:
+        return False
+    total = sum(record_theta(packed) for _, _, packed, _ in claim.records)
+    return tasks.settled_theta(task_id, edge, claim.vehicle) == total

@@ -171,9 +171,8 @@ class TaskRunner(threading.Thread):
                 raise
             deadline = self.ctx.chain.tasks.task(self.task_id).deadline
             log.warning("task %s: %s; waiting for the deadline %s", self.task_id, exc, deadline)
-        while time.time() <= deadline + 1:
-            if self.stop.wait(min(self.ctx.poll_interval_s * 10, max(0.1, deadline + 1 - time.time()))):
-                return
+        if self.stop.wait(max(0.0, deadline + 1 - time.time())):
+            return
         with self.ctx.chain.lock:
             send()
 
@@ -183,8 +182,7 @@ class TaskRunner(threading.Thread):
             return False
         wait_s = info.settle_after + 1 - time.time()
         if wait_s > 0:
-            self.ctx.state.set_status(self.task_id, "finished")
-            return not self.stop.wait(min(wait_s, self.ctx.poll_interval_s * 10))
+            return not self.stop.wait(wait_s)
         with self.ctx.chain.lock:
             settle_task(self.ctx.chain.tasks, self.task_id, self.ctx.chain.deployment.block_number)
         self.ctx.state.set_status(self.task_id, "finished", SETTLED)

@@ -170,8 +170,7 @@ class RoundEngine:
         prelim = self._recorded(task_id, round_)
         if prelim is None:
             self._chain_round(task_id, round_, {Phase.TRAINING}, "record")
-            prelim = self._aggregate(task.spec, round_, row.global_cid, updates) if updates else None
-            prelim = prelim or Preliminary("", NO_DIGEST, 0, [])
+            prelim = self._aggregate(task.spec, round_, row.global_cid, updates) if updates else Preliminary("", NO_DIGEST, 0, [])
             self.node.transact(
                 lambda: self.node.chain.tasks.record_round(
                     task_id, round_, prelim.digest, prelim.cid, prelim.samples, prelim.records, prelim.manifest_cid
@@ -203,10 +202,10 @@ class RoundEngine:
         ev = mined[-1]
         return Preliminary(ev.preliminary_cid, ev.preliminary_digest, ev.samples, ev.decoded(), ev.manifest_cid)
 
-    def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary | None:
+    def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary:
         """The round core's edge step (``bmfl.rounds.aggregate_edge``) over ``updates``; the
-        preliminary model and the round's manifest go to the blob store. None when the rule
-        cannot run."""
+        preliminary model (none when the rule cannot run: every update is then recorded
+        flagged, none is left out) and the round's manifest go to the blob store."""
         reference_state, _ = self.node.decode(self.node.fetch(global_cid), spec.model)
         reference = flatten(reference_state)
         uploads = {u.vehicle: flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates}
@@ -214,8 +213,6 @@ class RoundEngine:
         test_set = self.node.test_set(spec.task_id)
         rule = edge_rule(spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None)
         outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
-        if outcome.preliminary is None:
-            return None
         by_vehicle = {u.vehicle: u for u in updates}
         records = [
             TrainerRecord(
@@ -225,9 +222,11 @@ class RoundEngine:
             )  # fmt: skip
             for v, verdict in outcome.verdicts.items()
         ]
-        meta = BlobMeta(task=str(spec.task_id), round=round_, producer=self.node.address, model=spec.model)
-        blob = encode_state(unflatten(outcome.preliminary.cpu(), reference_state), meta)
-        cid = self.node.store.put(blob, pin=True)
+        cid, digest = "", NO_DIGEST
+        if outcome.preliminary is not None:
+            meta = BlobMeta(task=str(spec.task_id), round=round_, producer=self.node.address, model=spec.model)
+            blob = encode_state(unflatten(outcome.preliminary.cpu(), reference_state), meta)
+            cid, digest = self.node.store.put(blob, pin=True), blob_digest(blob).raw
         manifest = {
             "task": spec.task_id, "round": round_, "edge": self.node.index, "global_cid": global_cid,
             "preliminary_cid": cid, "samples": outcome.samples,
@@ -240,7 +239,7 @@ class RoundEngine:
             ],
         }  # fmt: skip
         manifest_cid = self.node.store.put(json.dumps(manifest, sort_keys=True).encode(), pin=True)
-        return Preliminary(cid, blob_digest(blob).raw, outcome.samples, records, manifest_cid)
+        return Preliminary(cid, digest, outcome.samples, records, manifest_cid)
 
     def _prescore(self, task: EdgeTask, cid: str) -> None:
         """Score the stored model ``cid`` on the test set in the background."""

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from bmfl.consensus import edge_medians, elect_leader
 from bmfl.protocol.signing import sign, update_message
-from chain.records import TrainerRecord, record_proof
+from chain.records import TrainerRecord, record_proofs
 from chain.settlement import edge_logs, settle_task
 from chain.tasks import Phase, Status
 from chain_fixtures import N_EDGES, Chain, chain, chain_module, digest, reverts  # noqa: F401
@@ -153,7 +153,7 @@ def proof_for(chain: Chain, task_id: int, edge: int, vehicle: int, round_: int =
             continue
         for position, packed in enumerate(recorded.records):
             if TrainerRecord.unpack(packed).vehicle == vehicle:
-                return log.entries, index, position, packed, record_proof(recorded.records, position)
+                return log.entries, index, position, packed, record_proofs(recorded.records)[position]
     raise LookupError(vehicle)
 
 

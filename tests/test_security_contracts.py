@@ -23,7 +23,7 @@ import pytest
 from hexbytes import HexBytes
 
 from chain.registry import RegistryClient
-from chain.records import TrainerRecord, record_proof
+from chain.records import TrainerRecord, record_proofs
 from chain.settlement import edge_logs
 from chain.tasks import PayeeClaim, Phase, TasksClient
 from chain_fixtures import Chain, chain, chain_module, digest, reverts  # noqa: F401
@@ -242,7 +242,7 @@ def claim_of(chain: Chain, task_id: int, edge: int, vehicle: int, rounds: tuple[
     for index, recorded in enumerate(log.rounds):
         for position, packed in enumerate(recorded.records):
             if recorded.round in rounds and TrainerRecord.unpack(packed).vehicle == vehicle:
-                records.append((index, position, packed, record_proof(recorded.records, position)))
+                records.append((index, position, packed, record_proofs(recorded.records)[position]))
     return PayeeClaim(vehicle=vehicle, records=records)
 
 

@@ -176,10 +176,10 @@ class Vehicle:
         files = {"blob": ("update.safetensors", blob, "application/octet-stream")}
         form = self.upload_form(edge_address, task_id, round_, blob, epsilon)
         receipt = UploadReceipt.model_validate(send(self.http, "POST", url, 202, data=form, files=files).json())
-        promised = receipt_message(self.chain_id, task_id, round_, self.address, blob_digest(blob).raw)
-        if receipt.digest != blob_digest(blob).hex0x:
+        digest = blob_digest(blob)
+        if receipt.digest != digest.hex0x:
             raise SignatureError(f"the edge acknowledged {receipt.digest}, not this update")
-        verify(promised, receipt.signature, edge_address)
+        verify(receipt_message(self.chain_id, task_id, round_, self.address, digest.raw), receipt.signature, edge_address)
         return receipt
 
     # ------------------------------------------------------------ training and privacy

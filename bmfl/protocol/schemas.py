@@ -69,7 +69,7 @@ class RoundClose(_Strict):
     task_id: int
     round: int
     edge: int
-    recorded: bool = Field(description="false when no update arrived")
+    recorded: bool = Field(description="the edge recorded the round on chain (with no records when no update arrived)")
     preliminary_cid: str | None = None
     preliminary_digest: str | None = None
     samples: int = 0
