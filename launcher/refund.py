@@ -2,21 +2,22 @@
 
 A task is *orphaned* when it is active on chain but the cloud does not run it (escrowed,
 then never published, e.g. the cloud refused the publication), and *stalled* when its
-current step's deadline has passed. ``BMFLTasks.cancelTask`` (anyone may call it once a
-step missed its deadline) credits the unspent escrow, ``escrow − rounds run × block
-reward``, to the publisher, who withdraws it with ``claim``. An orphaned task whose
-deadline is still ahead is listed with the time it becomes refundable.
+current step is idle past its deadline by one round duration. ``BMFLTasks.cancelTask``
+(anyone may call it then) credits the unspent escrow, ``escrow − block rewards paid``, to
+the publisher, who withdraws it with ``claim``. An orphaned task that is not stalled yet
+is listed with the time it becomes refundable.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import typer
 
-from chain.tasks import Phase, Status
+from chain.tasks import Status
 from service_kit.chain_access import ChainAccess, connect
 
 WEI_PER_ETH = 10**18
@@ -50,16 +51,17 @@ def cloud_task_ids(cloud_url: str, timeout_s: float = 30.0) -> set[int]:
 
 def candidates(chain: ChainAccess, running: set[int]) -> list[Candidate]:
     """The publisher's active tasks that are orphaned (not in ``running``) or stalled."""
-    now = int(chain.w3.eth.get_block("latest")["timestamp"])
+    # the block a cancelTask lands in is stamped now; an idle node's latest block may be older
+    now = max(int(chain.w3.eth.get_block("latest")["timestamp"]), int(time.time()))
     out = []
     for task_id in range(1, chain.tasks.task_count() + 1):
         info = chain.tasks.task(task_id)
         if info.status != Status.ACTIVE or info.publisher != chain.address:
             continue
-        orphaned, stalled = task_id not in running, now > info.deadline
+        stall_at = info.deadline + info.round_duration  # BMFLTasks: idle past the deadline by a round duration
+        orphaned, stalled = task_id not in running, now > stall_at
         if orphaned or stalled:
-            run = info.round if info.phase == Phase.FINALIZED or info.round == 0 else info.round - 1
-            out.append(Candidate(task_id, orphaned, stalled, info.deadline, info.escrow - run * info.block_reward))
+            out.append(Candidate(task_id, orphaned, stalled, stall_at, info.escrow - info.rewards_paid))
     return out
 
 

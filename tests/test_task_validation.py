@@ -145,7 +145,7 @@ def test_an_orphaned_task_is_listed_then_refunded(service_chain: ServiceChain, c
     assert f"task {task.task_id}: orphaned, refundable after" in listed.output
     assert "nothing is refundable yet" in CliRunner().invoke(cli, [*args, "--yes"]).output  # not stalled yet
     assert chain.tasks.task(task.task_id).status == Status.ACTIVE
-    service_chain.w3.provider.make_request("evm_increaseTime", [task.round_duration_s + 1])  # type: ignore[arg-type]
+    service_chain.w3.provider.make_request("evm_increaseTime", [2 * task.round_duration_s + 1])  # type: ignore[arg-type]  # stalled
     service_chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     balance, first_block = w3.eth.get_balance(address), w3.eth.block_number + 1
     refunded = CliRunner().invoke(cli, [*args, "--yes"])
