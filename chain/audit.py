@@ -240,7 +240,7 @@ class Auditor:
         return out
 
     def _protocol(self, logs: TaskLogs) -> list[Comparison]:
-        """Scores only after recording closed, and every edge that recorded a round also scored it."""
+        """Every score was submitted after recording closed."""
         closed = {ev.round: (ev.block_number, ev.log_index) for ev in logs.closed}
         out = []
         for ev in logs.scores:

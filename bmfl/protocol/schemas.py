@@ -43,7 +43,7 @@ class RoundSelection(_Strict):
     task_id: int
     round: int
     edge: int
-    selected: list[int] = Field(description="registry indices committed on chain")
+    selected: list[int] = Field(description="registry indices of the vehicles this edge selected (or was handed over)")
 
 
 class RoundProgress(_Strict):
