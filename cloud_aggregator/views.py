@@ -30,7 +30,7 @@ class TaskView(BaseModel):
     chain: ChainView
     rounds_finished: int
     accuracy: list[float]
-    leaders: list[int]
+    leaders: list[int | None]  # None: fewer than three edges scored, no consensus
     flagged: dict[int, list[str]]
     epsilon: dict[str, float]
     epsilon_max: float | None

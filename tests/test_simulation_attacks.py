@@ -46,7 +46,8 @@ def test_attackers_are_drawn_once_by_the_seed():
 
 def test_self_reliability_flags_every_same_value_attacker_and_fedavg_swallows_them():
     attack = {"name": "same_value", "fraction": 0.5}
-    defended = _run(attack=attack, aggregation={"edge": {"name": "fedavg"}, "filters": [SR]})
+    # three edges: a consensus, so the chain's payout rule pays vehicles at all
+    defended = _run(attack=attack, aggregation={"edge": {"name": "fedavg"}, "filters": [SR]}, edges=3)
     for m in defended.rounds:
         assert m.attackers_selected == 4 and m.attackers_flagged == 4 and m.attackers_missed == 0
         assert m.attacker_weight == 0.0
@@ -54,7 +55,7 @@ def test_self_reliability_flags_every_same_value_attacker_and_fedavg_swallows_th
     assert all(defended.payouts.vehicles.get(v, 0) == 0 for v in defended.attackers)
     assert all(c == 0 for per in defended.contributions.values() for v, c in per.items() if v in defended.attackers)
 
-    undefended = _run(attack=attack)
+    undefended = _run(attack=attack, edges=3)
     assert undefended.final.attackers_flagged == 0 and undefended.final.attacker_weight > 0.3
     assert undefended.final.accuracy < 0.2  # parameters of 100 everywhere: chance level
     assert all(undefended.payouts.vehicles[v] > 0 for v in undefended.attackers)

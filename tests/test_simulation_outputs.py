@@ -45,7 +45,7 @@ def test_example_config_is_valid_and_uses_mobility_attack_and_filter():
 
 def test_simulate_writes_metrics_payouts_plot_and_a_summary_line(tmp_path):
     config = SimulationConfig.model_validate({
-        "name": "out", "rounds": 2, "vehicles": 6, "edges": 2, "output_dir": str(tmp_path),
+        "name": "out", "rounds": 2, "vehicles": 6, "edges": 3, "output_dir": str(tmp_path),
         "data": {"name": "mnist_5k", "edge_test_samples": 100}, "partition": {"kind": "iid", "options": {}},
         "training": {"epochs": 1, "lr": 0.3, "momentum": 0.5, "max_steps": 2},
         "aggregation": {"edge": {"name": "reweight"}, "filters": [{"name": "self_reliability", "options": {"tolerance": 1.0}}]},

@@ -80,7 +80,7 @@ class RoundMetrics:
     accuracy: float | None
     loss: float  # cross-entropy, or MSE for regression
     mae: float | None
-    edge_accuracies: list[float]  # consensus scores ᾱ_ℓ of the edges that submitted
+    edge_accuracies: list[float]  # test scores ᾱ_ℓ of the edges that submitted (they count only with a consensus)
     leader: int | None  # None without a consensus (fewer than 3 edges scored)
     trainers: int
     epsilon_max: float | None
@@ -231,9 +231,10 @@ def run_simulation(
         preliminaries = {e: o.preliminary for e, o in outcomes.items() if o.preliminary is not None}
         silent = sum(1 for o in outcomes.values() if o.samples == 0)
 
-        leader, attacker_weight, medians = None, 0.0, {}
+        leader, attacker_weight, row = None, 0.0, {}
         if preliminaries:
-            # every recording edge scores every preliminary on the same test set
+            # every recording edge scores every preliminary on the same test set, so the
+            # consensus score of an edge (the median of the others' scores) is its score
             row = cross_scores(preliminaries, scorer)
             consensus = medians_and_leader({e: row for e in preliminaries})
             if consensus is not None:  # a quorum of three or more scorers
@@ -259,7 +260,7 @@ def run_simulation(
             accuracy=ev.accuracy,
             loss=ev.loss,
             mae=ev.mae,
-            edge_accuracies=[medians[e] / SCALE for e in sorted(medians)],
+            edge_accuracies=[row[e] / SCALE for e in sorted(row)],
             leader=leader,
             trainers=total,
             epsilon_max=max(eps) if eps else None,
