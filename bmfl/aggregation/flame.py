@@ -25,7 +25,9 @@ from bmfl.filters.norm_clip import clip_updates
 
 
 def majority_cluster(deltas: torch.Tensor) -> torch.Tensor:
-    """(K,) bool: the first single-linkage component (cosine distance) of ⌊K/2⌋ + 1."""
+    """(K,) bool: the first single-linkage component (cosine distance) to hold ⌊K/2⌋ + 1
+    uploads; links of equal length are added together, so the order of uploads does not
+    matter."""
     k = len(deltas)
     need = k // 2 + 1
     unit = deltas / deltas.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -39,17 +41,17 @@ def majority_cluster(deltas: torch.Tensor) -> torch.Tensor:
         return i
 
     rows, cols = torch.triu_indices(k, k, 1)
-    order = torch.sort(dist[rows, cols], stable=True).indices
-    members = torch.ones(k, dtype=torch.bool)
-    for e in order.tolist():
-        a, b = root(int(rows[e])), root(int(cols[e]))
-        if a != b:
-            parent[b] = a
-            roots = torch.tensor([root(i) for i in range(k)])
-            members = roots == a
-            if int(members.sum()) >= need:
-                return members
-    return members
+    lengths = dist[rows, cols]
+    for level in torch.unique(lengths).tolist():  # ascending; equal distances merge together
+        for e in torch.nonzero(lengths == level).flatten().tolist():
+            a, b = root(int(rows[e])), root(int(cols[e]))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        roots = torch.tensor([root(i) for i in range(k)])
+        counts = torch.bincount(roots, minlength=k)
+        if int(counts.max()) >= need:  # at most one component holds a majority
+            return roots == int(counts.argmax())
+    return torch.ones(k, dtype=torch.bool)
 
 
 @register_aggregator("flame")
