@@ -145,3 +145,16 @@ def test_shape_edge_uploads_replaces_only_the_attackers_and_respects_knowledge()
     g1 = shape_edge_uploads(omniscient, uploads, {1}, 4, torch.zeros(3), 2, 0) and seen[-1].generator
     again = shape_edge_uploads(omniscient, uploads, {1}, 4, torch.zeros(3), 2, 0) and seen[-1].generator
     assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=again))
+
+
+def test_clip_aware_sends_the_reversed_mean_at_the_median_norm_and_survives_clipping():
+    from bmfl.filters import get_filter
+
+    reference = torch.ones(3)
+    honest = reference + torch.tensor([[3.0, 0, 0], [0, 4.0, 0], [2.0, 2.0, 0]])  # norms 3, 4, 2√2: median 3; mean (5/3, 2, 0)
+    attack = get_attack("clip_aware", margin=0.0)
+    out = attack.collude(view(attack, honest=honest, reference=reference))
+    mean = torch.tensor([5 / 3, 2.0, 0])
+    assert torch.allclose(out[0], reference - 3 * mean / mean.norm(), atol=1e-6)
+    clipped = get_filter("norm_clip")(torch.cat([honest, out]), None, reference).updates
+    assert torch.allclose(clipped[3:], out, atol=1e-5)  # at the bound: not shrunk

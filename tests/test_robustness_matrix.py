@@ -46,4 +46,7 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
         assert pipeline in text
     assert "| ALIE z=1.5 | 20% |" in text
     assert (tmp_path / "robustness_matrix.png").stat().st_size > 10_000
-    assert len((tmp_path / "robustness_matrix.jsonl").read_text().splitlines()) == len(rm.matrix(rm.QUICK))
+    cached = (tmp_path / "robustness_matrix.cache.jsonl").read_text().splitlines()
+    assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
+    again = rm.main(["--quick", "--out", str(tmp_path), "--resume"])  # all reused: no simulation
+    assert again.read_text().split("\n", 3)[3] == text.split("\n", 3)[3]

@@ -35,7 +35,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
-from bmfl.reproduce.run import run_grid  # noqa: E402
+from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
 
 CLEAN = "clean"
 BACKDOOR_ATTACK = "scaled_backdoor"
@@ -256,8 +256,6 @@ def write_report(scale: Scale, records: dict[str, dict[str, Any]], out: Path, ti
     lines += [f"![accuracy per round]({figure.name})", ""]
     path = out / "robustness_matrix.md"
     path.write_text("\n".join(lines), encoding="utf-8")
-    raw = out / "robustness_matrix.jsonl"
-    raw.write_text("".join(json.dumps({"key": k, "rows": r["rows"]}) + "\n" for k, r in records.items()))
     return path
 
 
@@ -266,6 +264,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--quick", action="store_true", help="the CI matrix (tiny data, one seed)")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--jobs", "-j", type=int, default=1)
+    parser.add_argument("--resume", action="store_true", help="reuse the runs cached in OUT by an earlier invocation")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
     parser.add_argument("--vehicles", type=int, help="override the scale's fleet size (with --edges, --rounds)")
     parser.add_argument("--edges", type=int)
@@ -292,10 +291,25 @@ def main(argv: list[str] | None = None) -> Path:
     console = Console()
     runs = matrix(scale)
     console.print(f"robustness matrix, scale {scale.name}: {len(runs)} runs")
-    start = time.perf_counter()
-    records, timing = run_grid(runs, console, None, args.jobs)
-    timing["wall_s"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "robustness_matrix.cache.jsonl"
+    saved = [json.loads(line) for line in cache.read_text().splitlines()] if args.resume and cache.exists() else []
+    reuse = {r["fingerprint"]: r for r in saved}
+    if not args.resume:
+        cache.write_text("")
+    start = time.perf_counter()
+    records: dict[str, dict[str, Any]] = {}
+    cpu = 0.0
+    for seed in scale.seeds:  # one seed at a time, cached as it finishes: an interrupted matrix resumes
+        done, timing = run_grid([r for r in runs if r.config["seed"] == seed], console, reuse, args.jobs)
+        records.update(done)
+        with cache.open("a") as fh:
+            for rec in {r["fingerprint"]: r for r in done.values()}.values():
+                if rec["fingerprint"] not in reuse:
+                    reuse[rec["fingerprint"]] = rec
+                    fh.write(json.dumps(rec) + "\n")
+    used = {fingerprint(run.config) for run in runs}
+    timing = {"cpu_s": sum(r["cpu_s"] for fp, r in reuse.items() if fp in used), "wall_s": time.perf_counter() - start}
     command = "python -m bmfl.reproduce.robustness " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     path = write_report(scale, records, args.out, timing, command.strip())
     console.print(f"wrote {path}")
