@@ -90,3 +90,40 @@ def test_accuracy_test_flags_only_significant_drops_and_ignores_distance():
     agg = compose(get_aggregator("fedavg"), f)(ups, None, ref)
     assert [v.threshold for v in agg.verdicts] == [-3.0] * 4
     assert agg.verdicts[1].reason == "filter:accuracy_test" and agg.verdicts[1].reliability < -3.0
+
+
+def test_dp_floor_noise_variance_known_answer():
+    from bmfl.filters.dp_floor import noise_variance
+    from bmfl.training.local import LocalTrainingConfig
+
+    cfg = LocalTrainingConfig(epochs=1, batch_size=64, lr=0.3, momentum=0.5, dp=True, clip=1.0,
+                              noise_multiplier=2.0, max_steps=3)
+    # T = 3: c = (1.75, 1.5, 1); v = (0.3·2/64)²·(1.75² + 1.5² + 1)
+    assert noise_variance(cfg, 1000) == pytest.approx((0.6 / 64) ** 2 * (1.75**2 + 1.5**2 + 1))
+    assert noise_variance(cfg, 32) == pytest.approx((0.6 / 32) ** 2 * 1.0)  # one step, B = n = 32
+    no_dp = LocalTrainingConfig(epochs=1, batch_size=64, lr=0.3, dp=False)
+    assert noise_variance(no_dp, 1000) == 0.0
+
+
+def test_dp_floor_passes_real_dp_uploads_and_flags_ones_without_noise():
+    from bmfl.attacks import AttackContext, local_upload
+    from bmfl.data import load_dataset
+    from bmfl.models import create_model
+    from bmfl.params import flatten
+    from bmfl.task import TrainingSpec
+
+    torch.manual_seed(0)
+    model = create_model("bmfl_cnn")
+    train, _ = load_dataset("mnist_5k")
+    spec = TrainingSpec(epochs=1, batch_size=64, lr=0.3, momentum=0.5, noise_multiplier=2.0, max_steps=3)
+    ref = flatten(model.state_dict())
+    uploads, sizes = [], []
+    for i, dp in enumerate([True, True, True, False, False]):
+        data = train.subset(torch.arange(300 * i, 300 * i + 300))
+        cfg = spec.model_copy(update={"dp": dp}).local()
+        uploads.append(local_upload(model, data, cfg, AttackContext(ref, torch.Generator().manual_seed(i))))
+        sizes.append(300.0)
+    f = get_filter("dp_floor", training=spec.model_dump())
+    res = f(torch.stack(uploads), torch.tensor(sizes, dtype=torch.float64), ref)
+    assert res.keep.tolist() == [True, True, True, False, False]
+    assert all(0.95 < s < 1.2 for s in res.reliability[:3].tolist())  # honest: ‖Δ‖² ≈ the noise floor
