@@ -46,9 +46,11 @@ BACKDOOR_ATTACK = "scaled_backdoor"
 
 def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
     """Edge pipelines by label (``bmfl.task.AggregationSpec`` without the cloud rule).
-    ``accuracy_test`` is told the edges' test-set size, which the edge knows."""
+    ``accuracy_test`` is told the edges' test-set size and ``dp_floor`` the task's
+    training settings, which the edge knows."""
     acc_test = {"name": "accuracy_test", "options": {"test_size": test_size}}
     clip = {"name": "norm_clip", "options": {}}
+    dp_floor = {"name": "dp_floor", "options": {"training": dict(BMFL_TRAINING)}}
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -57,6 +59,8 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "Clip+Reweight": {"edge": {"name": "reweight"}, "filters": [clip]},
         "AccTest+Clip+Reweight": {"edge": {"name": "reweight"}, "filters": [acc_test, clip]},
         "AccTest+Clip+FedAvg": {"edge": {"name": "fedavg"}, "filters": [acc_test, clip]},
+        "DPFloor+BMFL": {"edge": {"name": "reweight"}, "filters": [dp_floor, SELF_RELIABILITY]},
+        "DPFloor+Clip+Reweight": {"edge": {"name": "reweight"}, "filters": [dp_floor, clip]},
     }
 
 
