@@ -67,7 +67,7 @@ class Flame(Aggregator):
         deltas = updates.to(torch.float64) - ref
         admitted = majority_cluster(deltas) if len(updates) > 2 else torch.ones(len(updates), dtype=torch.bool)
         bound = float(deltas.norm(dim=1).median())
-        clipped, _ = clip_updates(deltas[admitted], bound)
+        clipped = clip_updates(deltas[admitted], bound)
         digest = hashlib.sha256(reference.detach().cpu().numpy().tobytes()).digest()
         generator = torch.Generator().manual_seed((self.seed << 32) ^ int.from_bytes(digest[:4], "big"))
         noise = self.noise * bound * torch.randn(ref.shape, generator=generator, dtype=torch.float64)

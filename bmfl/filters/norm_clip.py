@@ -16,11 +16,10 @@ import torch
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
 
 
-def clip_updates(deltas: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clipped deltas, norms before clipping) for (K, d) ``deltas`` in float64."""
-    norms = deltas.norm(dim=1)
-    scale = torch.clamp(bound / norms.clamp_min(1e-12), max=1.0)
-    return deltas * scale[:, None], norms
+def clip_updates(deltas: torch.Tensor, bound: float) -> torch.Tensor:
+    """(K, d) ``deltas`` each scaled to norm at most ``bound``."""
+    scale = torch.clamp(bound / deltas.norm(dim=1).clamp_min(1e-12), max=1.0)
+    return deltas * scale[:, None]
 
 
 @register_filter("norm_clip")
@@ -36,7 +35,7 @@ class NormClip(UpdateFilter):
         deltas = updates.to(torch.float64) - ref
         norms = deltas.norm(dim=1)
         bound = self.bound if self.bound is not None else self.factor * float(norms.median())
-        clipped, _ = clip_updates(deltas, bound)
+        clipped = clip_updates(deltas, bound)
         keep = torch.ones(len(updates), dtype=torch.bool)
         info = {"norms": norms, "bound": bound, "clipped": norms > bound}
         return FilterResult(keep, info, updates=(ref + clipped).to(updates.dtype))

@@ -95,10 +95,10 @@ class Scale:
 
 
 PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
-ALL_PIPELINES = tuple(pipelines(1))
+FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
 QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5",),
               ("FedAvg", "AccTest+Clip+Reweight"), ("Dirichlet(0.9)",))
-FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), ALL_PIPELINES,
+FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), FULL_PIPELINES,
              tuple(PARTITIONS))
 SCALES = {"quick": QUICK, "full": FULL}
 
