@@ -20,7 +20,10 @@ settings (``training``, a ``bmfl.task.TrainingSpec`` as a dict). The score recor
 never looks at other uploads.
 
 An attacker who adds the noise itself passes, but then its update is as noisy as an
-honest one; it no longer gains the smaller distance that Eq. 11 rewards.
+honest one; it no longer gains the smaller distance that Eq. 11 rewards. Measured
+(``docs/robustness_backdoor/``): no honest upload flagged in 360 clean ones; against
+``scaled_backdoor``, which boosts its update up to the median honest norm, it halves the
+attackers' weight (0.19 → 0.11) but the backdoor still succeeds (ASR 0.97).
 """
 
 from __future__ import annotations
