@@ -15,6 +15,7 @@ RULES = [
     ("median", {}),
     ("reweight", {"theta": "paper"}),
     ("reweight", {"theta": "reference"}),
+    ("flame", {}),
 ]
 
 

@@ -333,12 +333,12 @@ def test_a_filter_sets_flagged_verdicts_with_reliability_and_keeps_its_diagnosti
     sr = get_filter("self_reliability", evaluate=ev, threshold=0.5, normalize="none")  # Λ = 1.5α − D at r = 1
     result = compose(get_aggregator("fedavg"), sr)(ups, torch.tensor([1.0, 1.0, 3.0]), ref)
     assert result.verdicts == [
-        Verdict(0.25, False, None, 0.875), Verdict(0.0, True, "filter:self_reliability", -3.25),
-        Verdict(0.75, False, None, 0.6875),
-    ]
+        Verdict(0.25, False, None, 0.875, 0.5), Verdict(0.0, True, "filter:self_reliability", -3.25, 0.5),
+        Verdict(0.75, False, None, 0.6875, 0.5),
+    ]  # the threshold T_Λ travels with Λ
     assert result.info["keep"].tolist() == [True, False, True] and result.info["rule"] == {}
     nothing = compose(get_aggregator("fedavg"), sr)(ups[1:2], None, ref)
-    assert nothing.verdicts == [Verdict(0.0, True, "filter:self_reliability", -3.25)]
+    assert nothing.verdicts == [Verdict(0.0, True, "filter:self_reliability", -3.25, 0.5)]
     assert nothing.info["keep"].tolist() == [False] and torch.equal(nothing.aggregate, ref)
 
 

@@ -1,6 +1,7 @@
 """Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
 Krum, Multi-Krum, trimmed mean, coordinate-wise median, repeated-median residual
-reweighting and FBFL's random-pick baseline, plus filter wrappers.
+reweighting, FLAME (clustering, clipping, noise) and FBFL's random-pick baseline, plus
+filter wrappers.
 
 >>> rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=ev))
 >>> result = rule(updates, sizes, reference, round_index=r)
@@ -15,6 +16,7 @@ from bmfl.aggregation.base import (
     register_aggregator,
 )
 from bmfl.aggregation.fedavg import FedAvg
+from bmfl.aggregation.flame import Flame
 from bmfl.aggregation.filtered import FilteredAggregator, compose
 from bmfl.aggregation.krum import Krum, MultiKrum, krum_scores
 from bmfl.aggregation.median import CoordinateMedian
@@ -31,6 +33,7 @@ __all__ = [
     "get_aggregator",
     "register_aggregator",
     "FedAvg",
+    "Flame",
     "FilteredAggregator",
     "compose",
     "Krum",

@@ -32,12 +32,14 @@ class Verdict:
     (θ = 0), and ``reason`` says why: ``filter:<name>`` (rejected by that filter, the
     chain records it as malicious), ``rule:<name>`` (left out by the rule itself, e.g.
     Krum) or ``non_finite``. ``reliability`` is Λ (BMFL Eq. 11) when a reliability filter
-    scored the upload, else None."""
+    scored the upload, else None; ``threshold`` the score it had to reach (T_Λ) when the
+    filter reports one."""
 
     theta: float
     flagged: bool = False
     reason: str | None = None
     reliability: float | None = None
+    threshold: float | None = None
 
     @property
     def kept(self) -> bool:

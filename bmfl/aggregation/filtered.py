@@ -2,7 +2,8 @@
 uploads (BMFL §IV-C: self-reliability filter, then attack-resistant aggregation).
 
 Rejected uploads get weight 0 and a flagged :class:`Verdict` naming the filter (the
-chain records them as malicious). If no upload is kept, the aggregate is the reference
+chain records them as malicious). A filter that transforms uploads (norm clipping)
+passes them on in ``FilterResult.updates``; the rule aggregates those. If no upload is kept, the aggregate is the reference
 w^{r-1} unchanged and every weight is 0.
 Wrappers nest, so several filters chain: ``compose(rule, f1, f2)`` runs f1, then f2 on
 what f1 kept, then the rule.
@@ -28,19 +29,23 @@ class FilteredAggregator(Aggregator):
         sizes = check_inputs(updates, sizes, reference)
         updates, reference = updates.to(torch.float32), reference.to(torch.float32)
         verdict = self.filter(updates, sizes, reference, round_index=round_index)
+        if verdict.updates is not None:
+            updates = verdict.updates.to(torch.float32)
         keep = verdict.keep.to(torch.bool)
         kept = torch.nonzero(keep).flatten()
         weights = torch.zeros(updates.shape[0], dtype=torch.float64)
         info = {"filter": verdict.info, "keep": keep}
         scores = verdict.reliability.tolist() if verdict.reliability is not None else [None] * len(keep)
-        verdicts = [Verdict(0.0, True, f"filter:{self.filter.name}", s) for s in scores]
+        verdicts = [Verdict(0.0, True, f"filter:{self.filter.name}", s, verdict.threshold) for s in scores]
         if len(kept) == 0:
             return AggregationResult(reference.clone(), weights, info, verdicts)
         inner = self.inner(updates[kept], sizes[kept], reference, round_index=round_index)
         weights[kept] = inner.weights.to(torch.float64)
         info["rule"] = inner.info
         for i, v in zip(kept.tolist(), inner.verdicts):
-            verdicts[i] = v if v.reliability is not None or scores[i] is None else replace(v, reliability=scores[i])
+            if v.reliability is None and scores[i] is not None:
+                v = replace(v, reliability=scores[i], threshold=verdict.threshold)
+            verdicts[i] = v
         return AggregationResult(inner.aggregate, weights, info, verdicts)
 
 

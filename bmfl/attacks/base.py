@@ -8,7 +8,13 @@ change any of its four steps, each a no-op by default:
    gradient *ascent* for tuning-and-scaling);
 3. :meth:`Attack.start_vector`: the model training starts from (normally w^{r-1});
 4. :meth:`Attack.poison_update`: the upload itself (sign flip, same value, noise,
-   scaling).
+   scaling);
+5. :meth:`Attack.collude`: the uploads of all of an edge's attackers together, after
+   every vehicle of the edge trained (ALIE, IPM, min-max, defence-aware attacks). It
+   sees what the attack's ``knowledge`` allows (:class:`EdgeView`): ``"own"`` only
+   the attackers' own uploads (partial knowledge), ``"omniscient"`` also the honest
+   uploads of the edge. ``bmfl.attacks.collusion.shape_edge_uploads`` runs it, in the
+   simulator and wherever a fleet holds its attackers' uploads before sending them.
 
 ``bmfl.attacks.behaviour.local_upload`` runs the four steps around
 ``bmfl.training.train_local``; model-poisoning attacks that need no training are
@@ -33,20 +39,54 @@ from bmfl.training.local import LocalTrainingConfig
 from bmfl.registry import ParamsRepr, Registry
 
 
+KNOWLEDGE = ("own", "omniscient")
+"""What colluding attackers see at their edge: their own uploads only (partial
+knowledge, Fang et al. 2020's "partial knowledge") or also every honest upload."""
+
+
 @dataclass
 class AttackContext:
     """What a vehicle knows in round ``round_index``: the global model w^{r-1}
-    (``reference``), the one before it w^{r-2} if it kept it, and its random source."""
+    (``reference``), the one before it w^{r-2} if it kept it, its random source, and
+    its own identity and current edge (None where the caller does not say)."""
 
     reference: torch.Tensor
     generator: torch.Generator
     previous_reference: torch.Tensor | None = None
     round_index: int = 1
+    vehicle: int | None = None
+    edge: int | None = None
+
+
+@dataclass
+class EdgeView:
+    """What the attackers of one edge see together in round ``round_index``:
+    ``own`` (A, d) their trained uploads in ``vehicles`` order; ``honest`` (H, d) the
+    honest uploads of the edge when the attack is omniscient, else None; ``total`` the
+    number of uploads the edge will aggregate (n, known to every attacker, e.g. from
+    the trainer list the edge commits on chain)."""
+
+    edge: int
+    vehicles: list[int]
+    own: torch.Tensor
+    reference: torch.Tensor
+    generator: torch.Generator
+    total: int
+    round_index: int = 1
+    previous_reference: torch.Tensor | None = None
+    honest: torch.Tensor | None = None
+
+    def known(self) -> torch.Tensor:
+        """The benign-looking uploads the attackers can estimate statistics from: the
+        honest ones when omniscient, else their own honestly trained uploads."""
+        return self.own if self.honest is None or len(self.honest) == 0 else self.honest
 
 
 class Attack(ParamsRepr):
     name = "attack"
     trains = True  # False: poison_update ignores the trained upload, so skip training
+    colludes = False  # True: collude shapes the edge's attackers' uploads together
+    knowledge = "own"  # one of KNOWLEDGE: what collude's view holds
 
     def poison_data(self, data: TensorData, generator: torch.Generator) -> TensorData:
         return data
@@ -59,6 +99,10 @@ class Attack(ParamsRepr):
 
     def poison_update(self, upload: torch.Tensor, context: AttackContext) -> torch.Tensor:
         return upload
+
+    def collude(self, view: EdgeView) -> torch.Tensor:
+        """The (A, d) uploads the edge's attackers send, from what they see."""
+        return view.own
 
 
 

@@ -20,11 +20,15 @@ from bmfl.registry import ParamsRepr, Registry
 @dataclass
 class FilterResult:
     """``keep``: (K,) bool; ``reliability``: (K,) Λ when the filter scores reliability
-    (BMFL Eq. 11), recorded on chain per upload; ``info``: diagnostics."""
+    (BMFL Eq. 11), recorded on chain per upload, and ``threshold`` the score to reach;
+    ``updates``: (K, d) the uploads as the filter passes them on when it transforms
+    them (norm clipping), None when it only selects; ``info``: diagnostics."""
 
     keep: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
     reliability: torch.Tensor | None = None
+    threshold: float | None = None
+    updates: torch.Tensor | None = None
 
 
 class UpdateFilter(ParamsRepr):

@@ -178,4 +178,4 @@ class SelfReliabilityFilter(UpdateFilter):
         keep = lam >= threshold
         info = {"reliability": lam, "alpha": alpha, "distance": dist, "direction": dirs,
                 "threshold": threshold, "alpha_reference": alpha_ref}
-        return FilterResult(keep, info, reliability=lam)
+        return FilterResult(keep, info, reliability=lam, threshold=threshold)

@@ -7,7 +7,9 @@ One round r:
 2. each selected vehicle trains from w^{r-1} (Algorithm 1) and uploads w̃_m; an attacker
    runs its attack's hooks around the same training; the round's vehicles train
    together, up to ``TRAIN_CHUNK`` per call (``bmfl.training.fleet.fleet_uploads``: the
-   same uploads as one by one);
+   same uploads as one by one); a colluding attack then shapes each edge's attackers'
+   uploads together (``bmfl.attacks.shape_edge_uploads``), seeing the edge's honest
+   uploads when its threat model is omniscient;
 3. each edge filters and aggregates (``bmfl.rounds.aggregate_edge``) → preliminary
    model w_ℓ and a verdict (θ, flagged, reason, Λ) per upload;
 4. proof of testing accuracy: every recording edge scores every w_ℓ on the publisher's
@@ -42,7 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bmfl.aggregation import Verdict
-from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate
+from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate, shape_edge_uploads
 from bmfl.data import TensorData, load_dataset
 from bmfl.incentives import SCALE, Payouts, split_payouts, to_fixed
 from bmfl.params import flatten, load_vector
@@ -96,6 +98,7 @@ class RoundMetrics:
     attacker_weight: float = 0.0  # share of w^r that comes from attackers' uploads
     handovers: int = 0  # vehicles whose edge changed since the previous round
     edges_silent: int = 0  # edges with trainers but no preliminary model (nothing kept, or rule not applicable)
+    uploads: list[dict] = field(default_factory=list)  # per upload: vehicle, edge, attacker, θ, flagged, reason, Λ, T_Λ
 
 
 @dataclass
@@ -210,13 +213,19 @@ def run_simulation(
             vs = to_train[lo : lo + TRAIN_CHUNK]
             trained.update(zip(vs, fleet_uploads(
                 model, [vehicle_data[v] for v in vs], local_cfg,
-                [AttackContext(global_vec, generators[v], previous_vec, r) for v in vs],
+                [AttackContext(global_vec, generators[v], previous_vec, r, v, int(edge_of[v])) for v in vs],
                 [attack if v in attackers else None for v in vs], [engines[v] for v in vs],
             )))  # fmt: skip
             progress.advance(vehicles_task, len(vs))
+        uploads = {edge: {v: trained[v] for v in chosen if v in trained} for edge, chosen in enumerate(selected)}
+        if attack is not None and attack.colludes:
+            uploads = {
+                edge: shape_edge_uploads(attack, ups, attackers, edge, global_vec, r, config.seed, previous_vec)
+                for edge, ups in uploads.items()
+            }
         outcomes = {
             edge: aggregate_edge(
-                edge_agg, {v: trained[v] for v in chosen if v in trained}, sizes, global_vec, r,
+                edge_agg, uploads[edge], sizes, global_vec, r,
                 {v: excluded[v] for v in chosen if v in excluded},
             )  # fmt: skip
             for edge, chosen in enumerate(selected)
@@ -276,6 +285,10 @@ def run_simulation(
             attacker_weight=attacker_weight,
             handovers=handovers,
             edges_silent=silent,
+            uploads=[
+                {"vehicle": v, "edge": e, "attacker": v in attackers, **asdict(verdict)}
+                for e, o in sorted(outcomes.items()) for v, verdict in o.verdicts.items()
+            ],
         )
         result.rounds.append(metrics)
         result.participation.append(participation)

@@ -1,0 +1,61 @@
+"""Edge aggregation cost of robust pipelines at K = 10 uploads of the BMFL CNN
+(d = 21,840) with the test-set evaluator on a 300-image MNIST-5k test set (the
+filters' accuracy scoring is part of the cost), timed interleaved in one run against
+the current default (self-reliability filter → repeated-median reweighting). Issue 17
+asks that a new default cost at most 1.5× the current one.
+
+    python -m bench.pipeline_cost [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from bench.common import Row, interleave, median, print_rows
+from bmfl.aggregation import compose, get_aggregator
+from bmfl.data import load_dataset
+from bmfl.filters import batched_accuracy_evaluator, get_filter
+from bmfl.models import create_model
+from bmfl.params import flatten
+
+K = 10
+TEST_IMAGES = 300
+
+
+def pipelines(evaluate) -> dict:
+    return {
+        "self_reliability+reweight": compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=evaluate)),
+        "accuracy_test+norm_clip+reweight": compose(
+            get_aggregator("reweight"), get_filter("accuracy_test", evaluate=evaluate, test_size=TEST_IMAGES),
+            get_filter("norm_clip")),
+        "accuracy_test+norm_clip+fedavg": compose(
+            get_aggregator("fedavg"), get_filter("accuracy_test", evaluate=evaluate, test_size=TEST_IMAGES),
+            get_filter("norm_clip")),
+        "flame": get_aggregator("flame"),
+        "dnc+fedavg": compose(get_aggregator("fedavg"), get_filter("dnc")),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = create_model("bmfl_cnn")
+    _, test = load_dataset("mnist_5k")
+    reference = flatten(model.state_dict())
+    updates = reference + 0.01 * torch.randn(K, reference.numel())
+    rules = pipelines(batched_accuracy_evaluator(model, test.subset(torch.arange(TEST_IMAGES)), memo=0))
+    times = interleave({name: (lambda r=rule: r(updates, None, reference, round_index=2)) for name, rule in rules.items()},
+                       args.repeats)
+    base = median(times["self_reliability+reweight"])
+    rows = [Row("pipeline_cost", name, median(t), "self_reliability+reweight", base, "s", "overhead",
+                f"K = {K}, d = {reference.numel():,}, {TEST_IMAGES} test images") for name, t in times.items()
+            if name != "self_reliability+reweight"]
+    print_rows("Edge pipeline cost vs the current default", rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Colluding attackers of one edge shape their uploads together (issue 17).
+
+The simulator (and a vehicle fleet that holds its attackers' uploads before sending
+them) trains every selected vehicle first, honest and attacker alike, then calls
+:func:`shape_edge_uploads` once per edge: the edge's attackers' trained uploads go to
+:meth:`bmfl.attacks.base.Attack.collude` together, with the honest uploads of the edge
+when the attack's ``knowledge`` is ``"omniscient"``. The random source is keyed by
+(seed, round, edge), so a rerun or an auditor draws the same.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from bmfl.attacks.base import KNOWLEDGE, Attack, EdgeView
+
+COLLUSION_SEED_STRIDE = 1_000_033
+"""A prime larger than any number of edges or rounds: distinct (seed, round, edge) keys."""
+
+
+def collusion_generator(seed: int, round_index: int, edge: int) -> torch.Generator:
+    """The generator of edge ``edge``'s attackers in round ``round_index``."""
+    key = (seed * COLLUSION_SEED_STRIDE + round_index) * COLLUSION_SEED_STRIDE + edge
+    return torch.Generator().manual_seed(key % 2**63)
+
+
+def shape_edge_uploads(
+    attack: Attack,
+    uploads: Mapping[int, torch.Tensor],
+    attackers: frozenset[int] | set[int],
+    edge: int,
+    reference: torch.Tensor,
+    round_index: int,
+    seed: int,
+    previous_reference: torch.Tensor | None = None,
+) -> dict[int, torch.Tensor]:
+    """``uploads`` (vehicle → trained w̃_m, every upload of ``edge`` this round) with
+    the attackers' replaced by what ``attack.collude`` sends; unchanged when the attack
+    does not collude or the edge has no attacker."""
+    if attack.knowledge not in KNOWLEDGE:
+        raise ValueError(f"attack knowledge must be one of {KNOWLEDGE}, got {attack.knowledge!r}")
+    mine = [v for v in sorted(uploads) if v in attackers]
+    if not attack.colludes or not mine:
+        return dict(uploads)
+    honest = [v for v in sorted(uploads) if v not in attackers]
+    view = EdgeView(
+        edge=edge,
+        vehicles=mine,
+        own=torch.stack([uploads[v] for v in mine]),
+        reference=reference,
+        generator=collusion_generator(seed, round_index, edge),
+        total=len(uploads),
+        round_index=round_index,
+        previous_reference=previous_reference,
+        honest=torch.stack([uploads[v] for v in honest]) if attack.knowledge == "omniscient" and honest else None,
+    )
+    sent = attack.collude(view)
+    if sent.shape != view.own.shape:
+        raise ValueError(f"collude returned shape {tuple(sent.shape)}, expected {tuple(view.own.shape)}")
+    return {**uploads, **dict(zip(mine, sent))}

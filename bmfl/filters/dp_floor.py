@@ -1,0 +1,70 @@
+"""DP noise as part of the model: flag uploads that lack the noise an honest DP-SGD
+vehicle must have added (issue 17: "a backdoor attacker who skips DP must not look
+*more* reliable than an honest vehicle").
+
+With DP-SGD (BMFL Algorithm 1, docs/algorithms.md §1) an honest vehicle's update
+Δ = w̃ − w^{r-1} contains the sum of its Gaussian noise draws. With T local steps,
+expected batch B = min(B_task, n), noise std σC per step, momentum β and rate η,
+step s's draw enters Δ with weight η·c_s/B, c_s = (1 − β^{T−s+1})/(1 − β), so every
+coordinate carries independent noise of variance
+
+    v = η²·(σC/B)²·Σ_{s=1}^{T} c_s²,
+
+and, the noise being independent of the gradient signal, ‖Δ‖² ≥ ‖noise‖² − (a cross
+term of order ‖signal‖·√v), where ‖noise‖²/v ~ χ²_d concentrates at d with standard
+deviation √(2d). An upload is flagged when ‖Δ‖² < d·v·(1 − z·√(2/d)) (z = 4: an
+honest upload is flagged with probability about 3e-5 per round). T and B come from the
+vehicle's data size n (the ``sizes`` the edge aggregates with) and the task's training
+settings (``training``, a ``bmfl.task.TrainingSpec`` as a dict). The score recorded is
+‖Δ‖²/(d·v), the threshold 1 − z·√(2/d). Scale-free: v carries η, σ, C, B, β and T. It
+never looks at other uploads.
+
+An attacker who adds the noise itself passes, but then its update is as noisy as an
+honest one; it no longer gains the smaller distance that Eq. 11 rewards. Measured
+(``docs/robustness_backdoor/``): no honest upload flagged in 360 clean ones; against
+``scaled_backdoor``, which boosts its update up to the median honest norm, it halves the
+attackers' weight (0.19 → 0.11) but the backdoor still succeeds (ASR 0.97).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
+from bmfl.training.local import LocalTrainingConfig, round_plan
+
+
+def noise_variance(config: LocalTrainingConfig, num_samples: int) -> float:
+    """v: the per-coordinate variance of the DP noise in an honest update."""
+    if not config.dp or config.noise_multiplier == 0:
+        return 0.0
+    steps = round_plan(config, num_samples).steps
+    batch = min(config.batch_size, num_samples)
+    beta = config.momentum
+    weights = [sum(beta**j for j in range(steps - s + 1)) for s in range(1, steps + 1)]
+    return (config.lr * config.noise_multiplier * config.clip / batch) ** 2 * sum(c * c for c in weights)
+
+
+@register_filter("dp_floor")
+class DPNoiseFloor(UpdateFilter):
+    def __init__(self, training: dict[str, Any], z: float = 4.0) -> None:
+        if z <= 0:
+            raise ValueError("z must be positive")
+        self.training = dict(training)
+        self.z = z
+        self._config = LocalTrainingConfig(**{k: v for k, v in self.training.items() if k != "accountant"})
+
+    def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
+        if sizes is None:
+            raise ValueError("dp_floor needs the uploads' data sizes")
+        d = updates.shape[1]
+        sq = (updates.to(torch.float64) - reference.to(torch.float64)).pow(2).sum(dim=1)
+        floor = torch.tensor([d * noise_variance(self._config, max(1, int(n))) for n in sizes.tolist()],
+                             dtype=torch.float64)
+        threshold = 1 - self.z * math.sqrt(2 / d)
+        score = torch.where(floor > 0, sq / floor.clamp_min(1e-300), torch.full_like(sq, math.inf))
+        return FilterResult(score >= threshold, {"noise_floor": floor, "squared_norm": sq},
+                            reliability=score, threshold=threshold)

@@ -1,0 +1,329 @@
+"""The robustness matrix of issue 17: edge pipelines × adaptive attacks × attacker
+fractions × partitions, over several seeds, generated into ``OUT/robustness_matrix.md``
+with a plot (never hand-edited).
+
+``python -m bmfl.reproduce.robustness --quick`` is the CI version (tiny data, one seed,
+well under a minute); without ``--quick`` it runs the ``full`` scale below. Every cell
+reports, as mean ± standard deviation over the seeds:
+
+- **rel. acc.**: the mean test accuracy of the last ``settle`` rounds over the same
+  pipeline's clean run with the same seed (the issue's "share of its clean accuracy");
+- **ASR**: backdoor success on triggered non-target test images (last ``settle`` rounds);
+- **honest flagged**: honest uploads given weight 0, over all honest uploads of the run;
+- **attacker weight**: the attackers' share of w^r, averaged over rounds.
+
+Every attack colludes at its edge and is omniscient (sees the honest uploads of its
+edge); ``reliability_aware`` knows the self-reliability filter's tolerance as the BMFL
+pipeline configures it; ``clip_aware`` sends the reversed mean update at the median
+honest norm, which norm clipping leaves whole. DP is on for every vehicle except the backdoor attackers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
+from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
+
+CLEAN = "clean"
+BACKDOOR_ATTACK = "scaled_backdoor"
+
+
+def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
+    """Edge pipelines by label (``bmfl.task.AggregationSpec`` without the cloud rule).
+    ``accuracy_test`` is told the edges' test-set size and ``dp_floor`` the task's
+    training settings, which the edge knows."""
+    acc_test = {"name": "accuracy_test", "options": {"test_size": test_size}}
+    clip = {"name": "norm_clip", "options": {}}
+    dp_floor = {"name": "dp_floor", "options": {"training": dict(BMFL_TRAINING)}}
+    return {
+        "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
+        "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
+        "FLAME": {"edge": {"name": "flame"}, "filters": []},
+        "DnC": {"edge": {"name": "fedavg"}, "filters": [{"name": "dnc", "options": {}}]},
+        "Clip+Reweight": {"edge": {"name": "reweight"}, "filters": [clip]},
+        "AccTest+Clip+Reweight": {"edge": {"name": "reweight"}, "filters": [acc_test, clip]},
+        "AccTest+Clip+FedAvg": {"edge": {"name": "fedavg"}, "filters": [acc_test, clip]},
+        "DPFloor+BMFL": {"edge": {"name": "reweight"}, "filters": [dp_floor, SELF_RELIABILITY]},
+        "DPFloor+Clip+Reweight": {"edge": {"name": "reweight"}, "filters": [dp_floor, clip]},
+    }
+
+
+ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ALIE z=1.5": ("alie", {"z": 1.5}),
+    "ALIE z_max": ("alie", {"z": None}),
+    "IPM ε=0.5": ("ipm", {"epsilon": 0.5}),
+    "IPM ε=100": ("ipm", {"epsilon": 100.0}),
+    "min-max": ("min_max", {}),
+    "min-sum": ("min_sum", {}),
+    "SR-aware": ("reliability_aware", {"tolerance": SELF_RELIABILITY["options"]["tolerance"]}),
+    "clip-aware": ("clip_aware", {}),
+    "sign flip": ("sign_flip", {}),
+    "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
+}
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    mnist: str
+    vehicles: int
+    edges: int
+    rounds: int
+    settle: int
+    edge_test_samples: int
+    fractions: tuple[float, ...]
+    seeds: tuple[int, ...]
+    attacks: tuple[str, ...]
+    pipelines: tuple[str, ...]
+    partitions: tuple[str, ...]
+
+
+PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
+FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
+QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5",),
+              ("FedAvg", "AccTest+Clip+Reweight"), ("Dirichlet(0.9)",))
+FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), FULL_PIPELINES,
+             tuple(PARTITIONS))
+SCALES = {"quick": QUICK, "full": FULL}
+
+
+def _config(scale: Scale, seed: int, partition: str, pipeline: str, attack: dict | None) -> dict[str, Any]:
+    cfg = {
+        "seed": seed, "rounds": scale.rounds, "vehicles": scale.vehicles, "edges": scale.edges, "model": "bmfl_cnn",
+        "data": {"name": scale.mnist, "edge_test_samples": scale.edge_test_samples},
+        "partition": PARTITIONS[partition], "training": dict(BMFL_TRAINING),
+        "aggregation": {**pipelines(scale.edge_test_samples)[pipeline], "cloud": {"name": "fedavg"}},
+    }
+    if attack is not None:
+        cfg["attack"] = attack
+    return cfg
+
+
+def key(partition: str, attack: str, fraction: float, pipeline: str, seed: int) -> str:
+    return f"{partition}/{attack}/{fraction}/{pipeline}/{seed}"
+
+
+def matrix(scale: Scale) -> list[Run]:
+    """Every run: the clean run of each (partition, pipeline, seed), then the attacked ones.
+    The backdoor runs on Dirichlet(0.9) only where that partition is in the scale (Fig. 7)."""
+    runs = []
+    for partition in scale.partitions:
+        for seed in scale.seeds:
+            for pipeline in scale.pipelines:
+                runs.append(Run(key(partition, CLEAN, 0.0, pipeline, seed), _config(scale, seed, partition, pipeline, None)))
+                for label in scale.attacks:
+                    name, options = ATTACKS[label]
+                    for fraction in scale.fractions:
+                        attack = {"name": name, "fraction": fraction, "options": dict(options)}
+                        runs.append(Run(key(partition, label, fraction, pipeline, seed),
+                                        _config(scale, seed, partition, pipeline, attack)))
+    return runs
+
+
+def summarise(record: dict[str, Any], settle: int) -> dict[str, float | None]:
+    """The run's settled accuracy, ASR, honest-flagged rate and attacker weight share."""
+    rows = record["rows"]
+    tail = rows[-settle:]
+    honest = sum(r["trainers"] - r["attackers_selected"] for r in rows)
+    asr = [r["attack_success_rate"] for r in tail if r["attack_success_rate"] is not None]
+    return {
+        "accuracy": statistics.fmean(r["accuracy"] for r in tail),
+        "asr": statistics.fmean(asr) if asr else None,
+        "honest_flagged": sum(r["honest_flagged"] for r in rows) / honest if honest else 0.0,
+        "attacker_weight": statistics.fmean(r["attacker_weight"] for r in rows),
+    }
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    if not values:
+        return "—"
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:{fmt}} ± {sd:{fmt}}"
+
+
+def cells(scale: Scale, records: dict[str, dict[str, Any]]) -> dict[tuple[str, str, float, str], dict[str, list[float]]]:
+    """Per (partition, attack, fraction, pipeline): each metric's values over the seeds;
+    ``relative`` is accuracy over the clean run of the same pipeline and seed."""
+    out: dict[tuple[str, str, float, str], dict[str, list[float]]] = {}
+    for partition in scale.partitions:
+        for pipeline in scale.pipelines:
+            for label in (CLEAN, *scale.attacks):
+                for fraction in ((0.0,) if label == CLEAN else scale.fractions):
+                    metrics: dict[str, list[float]] = {"relative": [], "accuracy": [], "asr": [],
+                                                       "honest_flagged": [], "attacker_weight": []}
+                    for seed in scale.seeds:
+                        run = summarise(records[key(partition, label, fraction, pipeline, seed)], scale.settle)
+                        clean = summarise(records[key(partition, CLEAN, 0.0, pipeline, seed)], scale.settle)
+                        metrics["relative"].append(run["accuracy"] / clean["accuracy"] if clean["accuracy"] else 0.0)
+                        for name in ("accuracy", "honest_flagged", "attacker_weight"):
+                            metrics[name].append(run[name])
+                        if run["asr"] is not None:
+                            metrics["asr"].append(run["asr"])
+                    out[(partition, label, fraction, pipeline)] = metrics
+    return out
+
+
+def _table(lines: list[str], header: list[str], rows: list[list[str]]) -> None:
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines.append("")
+
+
+def plot(scale: Scale, records: dict[str, dict[str, Any]], path: Path) -> None:
+    """Test accuracy per round at the first fraction, one panel per attack (first
+    partition), a line per pipeline: the mean over seeds with a min–max band."""
+    partition, fraction = scale.partitions[0], scale.fractions[0]
+    labels = (CLEAN, *scale.attacks)
+    cols = min(3, len(labels))
+    nrows = -(-len(labels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False, sharey=True)
+    for ax, label in zip(axes.flat, labels):
+        frac = 0.0 if label == CLEAN else fraction
+        for pipeline in scale.pipelines:
+            curves = [[r["accuracy"] for r in records[key(partition, label, frac, pipeline, s)]["rows"]] for s in scale.seeds]
+            n = min(len(c) for c in curves)
+            xs = list(range(1, n + 1))
+            per_round = [[c[i] for c in curves] for i in range(n)]
+            line = ax.plot(xs, [statistics.fmean(v) for v in per_round], label=pipeline, lw=1.4)[0]
+            ax.fill_between(xs, [min(v) for v in per_round], [max(v) for v in per_round], color=line.get_color(), alpha=0.2)
+        ax.set_title(label if label == CLEAN else f"{label}, {fraction:.0%} attackers", fontsize=10)
+        ax.set_xlabel("round")
+        ax.set_ylabel("test accuracy")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{scale.mnist}, {partition}, {scale.vehicles} vehicles / {scale.edges} edges, DP on, "
+                 f"seeds {', '.join(map(str, scale.seeds))} (mean, min–max band)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(scale: Scale, records: dict[str, dict[str, Any]], out: Path, cpu_s: float, command: str) -> Path:
+    table = cells(scale, records)
+    figure = out / "robustness_matrix.png"
+    plot(scale, records, figure)
+    lines = [
+        "# Robustness matrix (issue 17)", "",
+        f"Generated by `{command}` (never edited by hand); the simulations took {cpu_s / 60:.1f} "
+        f"CPU-minutes. Scale `{scale.name}`: {scale.mnist}, {scale.vehicles} vehicles, "
+        f"{scale.edges} edges, {scale.rounds} rounds, metrics over the last {scale.settle} round(s), "
+        f"edge test set {scale.edge_test_samples} images, seeds {', '.join(map(str, scale.seeds))}; "
+        "training as `bmfl.reproduce.grid.BMFL_TRAINING` (DP-SGD σ = 2, C = 1). Cells: mean ± sd over the seeds.", "",
+        "Pipelines (edge filters → rule; the cloud averages by data):", "",
+    ]
+    for name in scale.pipelines:
+        spec = pipelines(scale.edge_test_samples)[name]
+        lines.append(f"- **{name}**: " + " → ".join([f["name"] for f in spec["filters"]] + [spec["edge"]["name"]]))
+    lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
+    for label in scale.attacks:
+        name, options = ATTACKS[label]
+        lines.append(f"- **{label}**: `{name}` {json.dumps(options, ensure_ascii=False)}")
+    lines.append("")
+    for partition in scale.partitions:
+        lines += [f"## {partition}", ""]
+        clean = [_spread(table[(partition, CLEAN, 0.0, p)]["accuracy"], ".3f") for p in scale.pipelines]
+        lines += ["Clean accuracy (no attacker):", ""]
+        _table(lines, list(scale.pipelines), [clean])
+        for title, metric, fmt in (("Accuracy relative to the clean run", "relative", ".2f"),
+                                   ("Honest uploads wrongly flagged", "honest_flagged", ".3f"),
+                                   ("Attackers' weight share of w^r", "attacker_weight", ".2f"),
+                                   ("Backdoor success rate", "asr", ".3f")):
+            rows = []
+            for label in scale.attacks:
+                for fraction in scale.fractions:
+                    values = [table[(partition, label, fraction, p)][metric] for p in scale.pipelines]
+                    if metric == "asr" and not any(values):
+                        continue
+                    rows.append([label, f"{fraction:.0%}"] + [_spread(v, fmt) for v in values])
+            if metric == "honest_flagged":
+                rows.insert(0, ["none", "0 %"] + [_spread(table[(partition, CLEAN, 0.0, p)][metric], fmt)
+                                                  for p in scale.pipelines])
+            if rows:
+                lines += [f"### {title}", ""]
+                _table(lines, ["attack", "attackers", *scale.pipelines], rows)
+    lines += [f"![accuracy per round]({figure.name})", ""]
+    path = out / "robustness_matrix.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the CI matrix (tiny data, one seed)")
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--jobs", "-j", type=int, default=1)
+    parser.add_argument("--resume", action="store_true", help="reuse the runs cached in OUT by an earlier invocation")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
+    parser.add_argument("--vehicles", type=int, help="override the scale's fleet size (with --edges, --rounds)")
+    parser.add_argument("--edges", type=int)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--settle", type=int)
+    parser.add_argument("--mnist", help="dataset registry name, e.g. mnist_5k")
+    parser.add_argument("--attacks", nargs="+", help="attack labels (see ATTACKS)")
+    parser.add_argument("--pipelines", nargs="+", help="pipeline labels (see pipelines())")
+    parser.add_argument("--partitions", nargs="+", help="partition labels")
+    parser.add_argument("--fractions", type=float, nargs="+")
+    args = parser.parse_args(argv)
+    import dataclasses
+
+    import torch
+
+    torch.set_num_threads(1)
+    scale = SCALES["quick" if args.quick else "full"]
+    overrides = {f: getattr(args, f) for f in ("vehicles", "edges", "rounds", "settle", "mnist")
+                 if getattr(args, f) is not None}
+    for f in ("seeds", "attacks", "pipelines", "partitions", "fractions"):
+        if getattr(args, f):
+            overrides[f] = tuple(getattr(args, f))
+    scale = dataclasses.replace(scale, **overrides, name=scale.name + ("+overrides" if overrides else ""))
+    console = Console()
+    runs = matrix(scale)
+    console.print(f"robustness matrix, scale {scale.name}: {len(runs)} runs")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "robustness_matrix.cache.jsonl"
+    saved = [json.loads(line) for line in cache.read_text().splitlines()] if args.resume and cache.exists() else []
+    reuse = {r["fingerprint"]: r for r in saved}
+    if not args.resume:
+        cache.write_text("")
+    start = time.perf_counter()
+    records: dict[str, dict[str, Any]] = {}
+    cpu = 0.0
+    for seed in scale.seeds:  # one seed at a time, cached as it finishes: an interrupted matrix resumes
+        done, _ = run_grid([r for r in runs if r.config["seed"] == seed], console, reuse, args.jobs)
+        records.update(done)
+        with cache.open("a") as fh:
+            for rec in {r["fingerprint"]: r for r in done.values()}.values():
+                if rec["fingerprint"] not in reuse:
+                    reuse[rec["fingerprint"]] = rec
+                    fh.write(json.dumps(rec) + "\n")
+    used = {fingerprint(run.config) for run in runs}
+    cpu_s = sum(r["cpu_s"] for fp, r in reuse.items() if fp in used)
+    console.print(f"{cpu_s / 60:.1f} CPU-minutes of simulation, {(time.perf_counter() - start) / 60:.1f} min wall")
+    command = shlex.join(["python", "-m", "bmfl.reproduce.robustness", *(sys.argv[1:] if argv is None else argv)])
+    path = write_report(scale, records, args.out, cpu_s, command)
+    console.print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

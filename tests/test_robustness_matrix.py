@@ -1,0 +1,52 @@
+"""The robustness matrix generator (issue 17): its summaries on known records, and the
+quick matrix end to end on tiny data (the CI version)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bmfl.reproduce import robustness as rm
+
+
+def row(r, acc, trainers=10, attackers=2, honest_flagged=0, weight=0.0, asr=None):
+    return {"round": r, "accuracy": acc, "trainers": trainers, "attackers_selected": attackers,
+            "honest_flagged": honest_flagged, "attacker_weight": weight, "attack_success_rate": asr}
+
+
+def test_summarise_known_answers():
+    rec = {"rows": [row(1, 0.2, honest_flagged=2, weight=0.5), row(2, 0.4, weight=0.1, asr=0.3), row(3, 0.6, asr=0.5)]}
+    s = rm.summarise(rec, settle=2)
+    assert s["accuracy"] == pytest.approx(0.5)
+    assert s["asr"] == pytest.approx(0.4)
+    assert s["honest_flagged"] == pytest.approx(2 / 24)
+    assert s["attacker_weight"] == pytest.approx(0.2)
+
+
+def test_cells_relative_to_the_same_pipelines_clean_run_per_seed():
+    scale = dataclasses.replace(rm.QUICK, seeds=(0, 1), pipelines=("FedAvg",), attacks=("ALIE z=1.5",), settle=1)
+    part = scale.partitions[0]
+    records = {
+        rm.key(part, rm.CLEAN, 0.0, "FedAvg", 0): {"rows": [row(1, 0.8)]},
+        rm.key(part, rm.CLEAN, 0.0, "FedAvg", 1): {"rows": [row(1, 0.5)]},
+        rm.key(part, "ALIE z=1.5", 0.2, "FedAvg", 0): {"rows": [row(1, 0.4)]},
+        rm.key(part, "ALIE z=1.5", 0.2, "FedAvg", 1): {"rows": [row(1, 0.5)]},
+    }
+    cells = rm.cells(scale, records)
+    assert cells[(part, "ALIE z=1.5", 0.2, "FedAvg")]["relative"] == pytest.approx([0.5, 1.0])
+    assert rm._spread([0.5, 1.0], ".2f") == "0.75 ± 0.35"
+    assert len(rm.matrix(scale)) == 4
+
+
+def test_quick_matrix_writes_the_report_and_plot(tmp_path):
+    path = rm.main(["--quick", "--out", str(tmp_path)])
+    text = path.read_text()
+    for pipeline in rm.QUICK.pipelines:
+        assert pipeline in text
+    assert "| ALIE z=1.5 | 20% |" in text
+    assert (tmp_path / "robustness_matrix.png").stat().st_size > 10_000
+    cached = (tmp_path / "robustness_matrix.cache.jsonl").read_text().splitlines()
+    assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
+    again = rm.main(["--quick", "--out", str(tmp_path), "--resume"])  # all reused: no simulation
+    assert again.read_text().split("\n", 3)[3] == text.split("\n", 3)[3]
