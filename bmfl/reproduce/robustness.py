@@ -307,7 +307,6 @@ def main(argv: list[str] | None = None) -> Path:
         cache.write_text("")
     start = time.perf_counter()
     records: dict[str, dict[str, Any]] = {}
-    cpu = 0.0
     for seed in scale.seeds:  # one seed at a time, cached as it finishes: an interrupted matrix resumes
         done, _ = run_grid([r for r in runs if r.config["seed"] == seed], console, reuse, args.jobs)
         records.update(done)
