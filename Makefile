@@ -6,7 +6,15 @@ TORCH   ?= torch==2.13.0
 
 .PHONY: setup demo test test-fast clean reproduce mutation
 
-setup: $(VENV)/.stamp-python node_modules/.stamp-npm
+setup: $(VENV)/.stamp-python node_modules/.stamp-npm browser
+
+# Debian's chromium + chromedriver for the headless browser test of /docs (installed when
+# missing and run as root, as in CI; elsewhere that test skips, and fails under CI=true).
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
+	  echo "no chromium/chromedriver: apt-get install chromium chromium-driver (the /docs browser test skips)"
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

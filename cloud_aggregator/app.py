@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from bmfl.blobs.gateway import gateway_router
 from service_kit.blob_access import open_store
 from service_kit.bounded import install_body_limits
+from service_kit.docs import NO_CDN_DOCS, install_docs
 from service_kit.observability import Metrics, observability_router
 from service_kit.problems import install_problem_handlers
 from cloud_aggregator.context import Cloud
@@ -30,7 +31,9 @@ def create_app(settings: CloudSettings) -> FastAPI:
         title="BMFL cloud aggregator",
         description="Task publishing, round orchestration across the edges, second aggregation, payouts.",
         lifespan=lifespan,
+        **NO_CDN_DOCS,
     )
+    install_docs(app)
     install_problem_handlers(app)
     store, metrics = open_store(settings.blob_store), Metrics("cloud")
     app.include_router(gateway_router(store))

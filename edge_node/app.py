@@ -13,6 +13,7 @@ from bmfl.blobs.gateway import gateway_router
 from service_kit.blob_access import open_store
 from service_kit.bounded import install_body_limits
 from service_kit.chain_access import connect
+from service_kit.docs import NO_CDN_DOCS, install_docs
 from service_kit.observability import observability_router
 from service_kit.problems import install_problem_handlers
 from chain.base import ContractRevert
@@ -41,8 +42,9 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         node.close()
         state.close()
 
-    app = FastAPI(title="BMFL edge node", version="1", lifespan=lifespan)
+    app = FastAPI(title="BMFL edge node", version="1", lifespan=lifespan, **NO_CDN_DOCS)
     app.state.node = node
+    install_docs(app)
     install_problem_handlers(app)
 
     @app.exception_handler(ContractRevert)
