@@ -11,6 +11,7 @@ from bmfl.blobs.gateway import gateway_router
 from service_kit.blob_access import open_store
 from service_kit.bounded import install_body_limits
 from service_kit.docs import NO_CDN_DOCS, install_docs
+from service_kit.logs import install_access_log
 from service_kit.observability import Metrics, observability_router
 from service_kit.problems import install_problem_handlers
 from cloud_aggregator.context import Cloud
@@ -34,8 +35,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
         **NO_CDN_DOCS,
     )
     install_docs(app)
-    install_problem_handlers(app)
     store, metrics = open_store(settings.blob_store), Metrics("cloud")
+    install_problem_handlers(app, metrics)
     app.include_router(gateway_router(store))
     app.include_router(observability_router(metrics, lambda: app.state.cloud.health()))
     app.include_router(tasks.router)
@@ -46,4 +47,5 @@ def create_app(settings: CloudSettings) -> FastAPI:
         settings.max_json_bytes,
         {("POST", "/tasks"): blobs, ("POST", "/tasks/validate"): blobs, ("PUT", "/tasks/{task_id}/test-set"): {"test_set": settings.max_blob_bytes}},
     )
+    install_access_log(app)  # outermost: sees every request, refused ones too
     return app

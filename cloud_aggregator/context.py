@@ -19,6 +19,7 @@ from cloud_aggregator.edges import EdgeCallError, discover
 from cloud_aggregator.orchestrator import CloudContext, Orchestrator
 from cloud_aggregator.settings import CloudSettings
 from cloud_aggregator.state import CloudState
+from cloud_aggregator.telemetry import CloudTelemetry
 from cloud_aggregator.views import TaskView, task_view
 
 log = logging.getLogger("bmfl.cloud")
@@ -50,6 +51,7 @@ class Cloud:
         ctx = CloudContext(
             chain=chain, store=store, state=CloudState(settings.state_dir), edges=edges,
             round_timeout_s=settings.round_timeout_s, poll_interval_s=settings.poll_interval_s,
+            telemetry=CloudTelemetry(metrics),
         )  # fmt: skip
         cloud = cls(settings, ctx, Orchestrator(ctx), metrics)
         cloud.orchestrator.resume()
@@ -57,14 +59,6 @@ class Cloud:
 
     def __post_init__(self) -> None:
         self.metrics_published = self.metrics.counter("tasks_published_total", "tasks accepted by POST /tasks")
-        gauge = self.metrics.gauge("task_round", "current on-chain round per task", ("task",))
-        state, tasks = self.ctx.state, self.ctx.chain.tasks
-
-        def collect() -> None:
-            for task in state.tasks():
-                gauge.labels(task=str(task["task_id"])).set(tasks.task(task["task_id"]).round)
-
-        self.refresh_metrics = collect
 
     def task(self, task_id: int) -> dict[str, Any]:
         task = self.ctx.state.task(task_id)
@@ -80,7 +74,6 @@ class Cloud:
         return "0x" + info.test_set_digest.hex()
 
     def health(self) -> dict[str, Any]:
-        self.refresh_metrics()
         return {
             "address": self.ctx.chain.address, "chain_id": self.ctx.chain.chain_id,
             "block": self.ctx.chain.w3.eth.block_number, "edges": len(self.ctx.edges),

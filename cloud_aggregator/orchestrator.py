@@ -26,12 +26,13 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
 import requests
 
 from bmfl.blobs.codec import BlobMeta, blob_digest, decode_state, encode_state
+from bmfl.blobs.errors import BlobError
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.blobs.store import BlobStore
 from bmfl.incentives import SCALE, to_fixed
@@ -41,8 +42,11 @@ from bmfl import rounds
 from bmfl.rounds import aggregate_cloud, cloud_rule
 from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreRequest, TaskSpec
 from service_kit.chain_access import ChainAccess
+from service_kit.logs import task_fields
+from service_kit.observability import Metrics
 from cloud_aggregator.edges import EdgeCallError, EdgeClient
 from cloud_aggregator.state import CloudState
+from cloud_aggregator.telemetry import CloudTelemetry
 from chain.base import ContractRevert
 from chain.settlement import settle_task
 from chain.tasks import Phase, Status, TaskInfo
@@ -65,6 +69,7 @@ class CloudContext:
     edges: list[EdgeClient]
     round_timeout_s: float
     poll_interval_s: float
+    telemetry: CloudTelemetry = field(default_factory=lambda: CloudTelemetry(Metrics("cloud")))
 
 
 def stop_reached(info: TaskInfo) -> bool:
@@ -89,6 +94,8 @@ class TaskRunner(threading.Thread):
             while not self.stop.is_set() and self._step_retrying():
                 pass
         except Exception as exc:  # the task fails visibly; the service keeps running
+            if isinstance(exc, ContractRevert):
+                self.ctx.telemetry.metrics.chain_errors.labels("reverted").inc()
             log.exception("task %s failed", self.task_id)
             self.ctx.state.set_status(self.task_id, "failed", f"{type(exc).__name__}: {exc}")
         finally:
@@ -104,6 +111,7 @@ class TaskRunner(threading.Thread):
             try:
                 return self._step()
             except requests.RequestException as exc:
+                self.ctx.telemetry.metrics.chain_errors.labels("unreachable").inc()
                 log.warning("task %s: chain unreachable (%s); retrying in %.1f s", self.task_id, type(exc).__name__, delay)
                 if self.stop.wait(delay):
                     return False
@@ -113,6 +121,7 @@ class TaskRunner(threading.Thread):
         """Do the next step; ``False`` once the task is over."""
         tasks = self.ctx.chain.tasks
         info = tasks.task(self.task_id)
+        self.ctx.telemetry.observe(self.task_id, info)
         if info.status == Status.FINISHED:
             return self._settle(info)
         if info.status != Status.ACTIVE:
@@ -123,11 +132,13 @@ class TaskRunner(threading.Thread):
                 with self.ctx.chain.lock:
                     tasks.finish_task(self.task_id)
                 self.ctx.state.set_status(self.task_id, "finished")
+                log.info("task %s finished after round %s", self.task_id, info.round, extra=task_fields(self.task_id, info.round))
                 return True  # settlement next
             cid, digest = self._global_model(info.round)
             with self.ctx.chain.lock:
                 tasks.start_round(self.task_id, digest, cid)
             self.ctx.state.set_status(self.task_id, "running")
+            log.info("task %s: round %s started from %s", self.task_id, info.round + 1, cid, extra=task_fields(self.task_id, info.round + 1))
         elif info.phase == Phase.TRAINING:
             self._train(info.round)
         else:
@@ -150,6 +161,7 @@ class TaskRunner(threading.Thread):
         cid, digest = self._global_model(r - 1)
         opened = RoundOpen(global_cid=cid, global_digest="0x" + digest.hex())
         selected = {v for s in self._each(lambda e: e.open_round(self.task_id, r, opened)).values() for v in s.selected}
+        log.info("task %s: round %s open, %d trainers selected", self.task_id, r, len(selected), extra=task_fields(self.task_id, r))
         if not selected:
             raise RoundFailed("no associated vehicle matches the task's category at any edge")
         if not self._collect(r, selected):
@@ -186,6 +198,7 @@ class TaskRunner(threading.Thread):
         with self.ctx.chain.lock:
             settle_task(self.ctx.chain.tasks, self.task_id, self.ctx.chain.deployment.block_number)
         self.ctx.state.set_status(self.task_id, "finished", SETTLED)
+        log.info("task %s: every payee settled", self.task_id, extra=task_fields(self.task_id))
         return False
 
     def _collect(self, r: int, selected: set[int]) -> bool:
@@ -237,6 +250,11 @@ class TaskRunner(threading.Thread):
         elected = self.ctx.chain.tasks.events("LeaderElected", self.ctx.chain.deployment.block_number, taskId=self.task_id, round=r)
         leader = elected[0] if elected else None
         self.ctx.state.put_round(self.task_id, r, self._record(r, new_cid, blob, accuracy, evaluations, leader, closes, started))
+        self.ctx.telemetry.round_seconds.observe(time.perf_counter() - started)
+        log.info(
+            "task %s: round %s finalized, accuracy %.4f, leader %s", self.task_id, r, accuracy, leader.leader if leader else None,  # type: ignore[attr-defined]
+            extra=task_fields(self.task_id, r),
+        )  # fmt: skip
         self.closes = {}
 
     # ------------------------------------------------------------- helpers
@@ -267,6 +285,9 @@ class TaskRunner(threading.Thread):
         gateway = GatewayClient(self._edge(edge_index).info.url)
         try:
             blob = gateway.fetch(cid)
+        except BlobError:
+            self.ctx.telemetry.metrics.blob_errors.labels("gateway").inc()
+            raise
         finally:
             gateway.close()
         self.ctx.store.put(blob)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,5 +29,6 @@ class CloudSettings(BaseSettings):
     max_blob_bytes: int = Field(64 << 20, gt=0, description="largest model or test-set blob accepted")
     max_json_bytes: int = Field(1 << 20, gt=0, description="largest JSON body or form field, e.g. the spec (HTTP 413 above)")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads of this process")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object per line (task and round fields, access log)")
     host: str = Field("127.0.0.1", description="listen address (python -m cloud_aggregator)")
     port: int = Field(8000, description="listen port (python -m cloud_aggregator)")

@@ -14,6 +14,7 @@ from service_kit.blob_access import open_store
 from service_kit.bounded import install_body_limits
 from service_kit.chain_access import connect
 from service_kit.docs import NO_CDN_DOCS, install_docs
+from service_kit.logs import install_access_log
 from service_kit.observability import observability_router
 from service_kit.problems import install_problem_handlers
 from chain.base import ContractRevert
@@ -45,10 +46,11 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app = FastAPI(title="BMFL edge node", version="1", lifespan=lifespan, **NO_CDN_DOCS)
     app.state.node = node
     install_docs(app)
-    install_problem_handlers(app)
+    install_problem_handlers(app, node.metrics.metrics)
 
     @app.exception_handler(ContractRevert)
     async def _reverted(_: Request, exc: ContractRevert) -> JSONResponse:
+        node.metrics.metrics.chain_errors.labels("reverted").inc()
         return JSONResponse({"reason": "chain_refused", "detail": str(exc)}, status_code=409)
 
     def health() -> dict:
@@ -67,4 +69,5 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             ("PUT", "/tasks/{task_id}"): {"test_set": settings.max_test_set_bytes},
         },
     )
+    install_access_log(app)  # outermost: sees every request, refused ones too
     return app

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
+from prometheus_client import Counter
 from eth_utils import is_address, to_checksum_address
 
 from bmfl.blobs.codec import BlobMeta, decode_state, model_spec
@@ -33,25 +34,31 @@ T = TypeVar("T")
 
 
 @contextmanager
-def _store_problems(cid: str) -> Iterator[None]:
+def _store_problems(cid: str, errors: Counter) -> Iterator[None]:
+    """Store errors as problems, each counted in ``errors`` by kind."""
     try:
         yield
     except InvalidCIDError as exc:
+        errors.labels("invalid_cid").inc()
         raise ProblemError(422, "invalid_request", f"bad CID {cid!r}: {exc}") from None
     except RemoteError as exc:
+        errors.labels("unreachable").inc()
         raise ProblemError(503, "blob_store_unavailable", f"blob {cid}: {exc}") from None
     except BlobError as exc:
+        errors.labels("unavailable").inc()
         raise ProblemError(422, "blob_unavailable", f"blob {cid}: {exc}") from None
 
 
 class EdgeMetrics:
-    """The edge's Prometheus series."""
+    """The edge's Prometheus series, updated where the events happen."""
 
     def __init__(self) -> None:
         self.metrics = Metrics("edge_node")
-        self.uploads = self.metrics.counter("edge_uploads_total", "update uploads by outcome", ("outcome",))
+        self.uploads = self.metrics.counter("edge_uploads_total", "update uploads by outcome: accepted, or the refusal's reason", ("outcome",))
         self.rounds = self.metrics.counter("edge_round_steps_total", "round steps completed", ("step",))
         self.associations = self.metrics.counter("edge_associations_total", "associations by outcome", ("outcome",))
+        self.round = self.metrics.gauge("edge_task_round", "latest round this edge opened, per task", ("task",))
+        self.close_seconds = self.metrics.histogram("edge_round_close_seconds", "closing a round: filters, aggregation, recordRound")
 
 
 @dataclass
@@ -142,12 +149,12 @@ class EdgeNode:
 
     def fetch(self, cid: str) -> bytes:
         """A blob from the store; 422 ``invalid_request`` / ``blob_unavailable``."""
-        with _store_problems(cid):
+        with _store_problems(cid, self.metrics.metrics.blob_errors):
             return self.store.get(cid)
 
     def blob_size(self, cid: str) -> int:
         """The size of a blob the store holds; 422 as :meth:`fetch`."""
-        with _store_problems(cid):
+        with _store_problems(cid, self.metrics.metrics.blob_errors):
             return self.store.stat(cid).size
 
     @staticmethod

@@ -23,6 +23,7 @@ next aggregation weighted by their staleness instead of being refused as
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from bmfl.protocol.schemas import (
     TaskSpec,
     TrainerOutcome,
 )
+from service_kit.logs import task_fields
 from service_kit.problems import ProblemError
 from bmfl.training import evaluate
 from chain.records import TrainerRecord
@@ -53,6 +55,7 @@ from chain.tasks import Phase, TaskInfo
 from edge_node.node import EdgeNode
 from edge_node.state import RoundRow, UpdateRow
 
+log = logging.getLogger("bmfl.edge")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PROGRESS_PHASE = {"open": "open", "closing": "closed", "closed": "closed", "expired": "closed", "scored": "scored"}
 NO_DIGEST = b"\x00" * 32
@@ -96,6 +99,8 @@ class RoundEngine:
                 selected = select_trainers(self._candidates(spec), spec.fraction, spec.seed, task_id, round_, self.node.index)
                 self.node.state.open_round(task_id, round_, req.global_cid, req.global_digest, sorted(selected))
                 self.node.metrics.rounds.labels("open").inc()
+                self.node.metrics.round.labels(str(task_id)).set(round_)
+                log.info("task %s: round %s opened, trainers %s", task_id, round_, sorted(selected), extra=task_fields(task_id, round_))
                 self._prescore(task, req.global_cid)  # α of w^{r-1}, the filter's reference
             row = self._round(task_id, round_)
         return RoundSelection(task_id=task_id, round=round_, edge=self.node.index, selected=row.selected)
@@ -158,11 +163,16 @@ class RoundEngine:
             if row.phase == "expired":
                 raise ProblemError(409, "wrong_phase", f"round {round_} was superseded by a later round")
             updates = self.node.state.begin_close(task_id, round_)
-            result = self._record(task, round_, row, updates)
+            with self.node.metrics.close_seconds.time():
+                result = self._record(task, round_, row, updates)
             self.node.state.finish_close(task_id, round_, result.model_dump_json())
             if result.preliminary_cid is not None:
                 self._prescore(task, result.preliminary_cid)  # every edge scores it next
             self.node.metrics.rounds.labels("close").inc()
+            log.info(
+                "task %s: round %s closed with %d updates, preliminary %s", task_id, round_, len(updates), result.preliminary_cid,
+                extra=task_fields(task_id, round_),
+            )  # fmt: skip
         return result
 
     def _record(self, task: EdgeTask, round_: int, row: RoundRow, updates: list[UpdateRow]) -> RoundClose:

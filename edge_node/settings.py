@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,5 +28,6 @@ class EdgeSettings(BaseSettings):
     )
     max_json_bytes: int = Field(1 << 20, gt=0, description="largest JSON body or form field (HTTP 413 above)")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads for filtering, aggregation and evaluation")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object per line (task and round fields, access log)")
     host: str = Field("127.0.0.1", description="address to listen on (python -m edge_node)")
     port: int = Field(8100, ge=1, lt=65536, description="port to listen on (python -m edge_node)")

@@ -47,8 +47,11 @@ def up(
     blob_store: str = typer.Option("", help="a directory or kubo:http://host:5001 (default: RUN_DIR/blobs)"),
     round_timeout: float = typer.Option(300.0, help="seconds a round waits for the selected vehicles"),
     free_ports: bool = typer.Option(False, help="pick free ports instead of 8545, 8000 and 8100 + i"),
+    log_format: str = typer.Option("text", help="the edges' and the cloud's logs: text, or json (one object per line)"),
 ) -> None:
     """Start the chain, the edges, the cloud and a vehicle fleet as local processes; return once all are ready."""
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("text or json", param_hint="--log-format")
     run_dir = run_dir.resolve()
     state_file = run_dir / STATE_FILE
     if running := _running(state_file):
@@ -60,7 +63,7 @@ def up(
 
     stack = LocalStack(
         run_dir, edges=edges, vehicles=vehicles, seed=seed, blob_store=blob_store, round_timeout_s=round_timeout,
-        fixed_ports=not free_ports, state_file=state_file,
+        fixed_ports=not free_ports, state_file=state_file, log_format=log_format,
     )  # fmt: skip
     console = Console()
     try:

@@ -150,7 +150,8 @@ class ServiceProcess:
 @dataclass
 class LocalStack:
     """``with LocalStack(run_dir, edges=5) as stack: ...``; ``vehicles > 0`` adds a fleet;
-    ``blob_store`` defaults to the directory ``run_dir/blobs``."""
+    ``blob_store`` defaults to the directory ``run_dir/blobs``; ``log_format`` (text or
+    json) is the edges' and the cloud's."""
 
     run_dir: Path
     edges: int = 5
@@ -161,6 +162,7 @@ class LocalStack:
     blob_store: str = ""
     fixed_ports: bool = False
     state_file: Path | None = None
+    log_format: str = "text"
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     deployment_file: Path | None = None
 
@@ -212,8 +214,10 @@ class LocalStack:
         self.deployment_file = provision(topo.deployer())
         python = sys.executable
         for i in range(self.edges):
-            self._service(f"edge-{i}", [python, "-m", "edge_node"], settings_env(topo.edge(i)), topo.edge_url(i))
-        self._service("cloud", [python, "-m", "cloud_aggregator"], settings_env(topo.cloud()), topo.cloud_url)
+            env = settings_env(topo.edge(i)) | {"BMFL_EDGE_LOG_FORMAT": self.log_format}
+            self._service(f"edge-{i}", [python, "-m", "edge_node"], env, topo.edge_url(i))
+        env = settings_env(topo.cloud()) | {"BMFL_CLOUD_LOG_FORMAT": self.log_format}
+        self._service("cloud", [python, "-m", "cloud_aggregator"], env, topo.cloud_url)
         for service in [*self.edge_services, self.cloud]:
             service.wait_healthy()
         if self.vehicles:

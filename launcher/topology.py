@@ -32,11 +32,21 @@ OPERATOR, CLOUD, PUBLISHER, FIRST_EDGE = 0, 1, 2, 3
 """Indices of the Anvil development accounts each role uses."""
 
 
+RING_SLOTS = 5
+
+
+def edge_position(i: int, radius_km: float = 5.0) -> tuple[float, float]:
+    """Where edge ``i`` sits, whatever the number of edges: rings of five evenly spaced
+    slots, ring k at radius (k + 1)·``radius_km``, each ring turned by half a slot (the
+    first ring is compose's five edges), so ``bmfl up --edges N`` never moves an edge."""
+    ring, slot = divmod(i, RING_SLOTS)
+    angle = 2 * math.pi * (slot + ring / 2) / RING_SLOTS
+    return radius_km * (ring + 1) * math.cos(angle), radius_km * (ring + 1) * math.sin(angle)
+
+
 def edge_positions(count: int, radius_km: float = 5.0) -> list[tuple[float, float]]:
-    """Edges evenly spaced on a circle (one edge: the centre)."""
-    if count == 1:
-        return [(0.0, 0.0)]
-    return [(radius_km * math.cos(2 * math.pi * i / count), radius_km * math.sin(2 * math.pi * i / count)) for i in range(count)]
+    """Positions of edges 0 … count − 1 (:func:`edge_position`)."""
+    return [edge_position(i, radius_km) for i in range(count)]
 
 
 def env_name(settings: type[BaseSettings], field: str) -> str:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from bmfl.blobs.errors import RemoteError
+from service_kit.observability import Metrics
 
 HTTP_REASONS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "unavailable"}
 RECURSION_LIMIT = 10_000
@@ -37,8 +38,9 @@ def _body(status: int, reason: str, detail: str, headers: dict[str, str] | None 
     return JSONResponse({"reason": reason, "detail": detail}, status_code=status, headers=headers)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Problem bodies for every error, and a recursion limit the stack can hold."""
+def install_problem_handlers(app: FastAPI, metrics: Metrics | None = None) -> None:
+    """Problem bodies for every error, and a recursion limit the stack can hold; an
+    unreachable chain node or blob store is counted in ``metrics``."""
     sys.setrecursionlimit(min(sys.getrecursionlimit(), RECURSION_LIMIT))
 
     @app.exception_handler(ProblemError)
@@ -57,8 +59,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(requests.RequestException)
     async def _chain_down(_: Request, exc: requests.RequestException) -> JSONResponse:
+        if metrics is not None:
+            metrics.chain_errors.labels("unreachable").inc()
         return _body(503, "chain_unavailable", f"the chain node did not answer: {type(exc).__name__}")
 
     @app.exception_handler(RemoteError)
     async def _store_down(_: Request, exc: RemoteError) -> JSONResponse:
+        if metrics is not None:
+            metrics.blob_errors.labels("unreachable").inc()
         return _body(503, "blob_store_unavailable", str(exc))
