@@ -24,7 +24,7 @@ from bmfl.protocol.schemas import TaskDraft, TrainingSpec
 from launcher import procs
 from service_kit.chain_access import connect
 from launcher.deployer import DeployerSettings, provision
-from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER
+from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER, edge_positions
 from chain.anvil import dev_key
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
@@ -123,3 +123,25 @@ def test_up_again_resumes_from_the_chain_state_and_the_sqlite_files(stack: Any) 
         assert [(t["task_id"], t["status"]) for t in tasks] == [(1, "finished")]
     finally:
         assert bmfl("down", "--run-dir", run_dir).returncode == 0
+
+
+def test_up_with_more_edges_keeps_the_existing_edges_where_they_were(stack: Any) -> None:
+    _, run_dir, _ = stack
+    up = bmfl("up", "--run-dir", run_dir, "--vehicles", 0, "--free-ports", "--edges", 7)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = json.loads((run_dir / "stack.json").read_text())
+        health = [httpx.get(url_of(state, f"edge-{i}") + "/healthz").json() for i in range(7)]
+        assert [(h["index"], h["address"]) for h in health] == [(i, Account.from_key(dev_key(FIRST_EDGE + i)).address) for i in range(7)]
+        at = [c for h in health for c in (h["x"], h["y"])]
+        assert at[:10] == pytest.approx([c for p in edge_positions(5) for c in p])  # where the 5-edge stack had them
+        listed = httpx.get(url_of(state, "cloud") + "/edges").json()
+        assert [c for e in listed for c in (e["x"], e["y"])] == pytest.approx(at)
+    finally:
+        assert bmfl("down", "--run-dir", run_dir).returncode == 0
+
+
+def test_edge_positions_do_not_depend_on_the_number_of_edges() -> None:
+    every = edge_positions(12)
+    assert all(edge_positions(n) == every[:n] for n in range(1, 12))
+    assert len({(round(x, 6), round(y, 6)) for x, y in every}) == 12
