@@ -1,8 +1,9 @@
 """The one-shot deployer (``python -m launcher.deployer``), configured by
 ``BMFL_DEPLOY_*`` variables: deploys the contracts from the operator's key unless the
 deployment file already names contracts that exist on that chain, gives the cloud its
-role, adds every listed edge that is not an active edge yet, and writes the deployment
-file (``<chain id>.json``). Running it again changes nothing, or adds new edges.
+role, adds every listed edge that is not an active edge yet, tops up the accounts it is
+told to fund (the fleet's funder: the operator's key stays with the deployer), and
+writes the deployment file (``<chain id>.json``). Running it again changes nothing, or adds new edges.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class DeployerSettings(BaseSettings):
     cloud: Address = Field(description="address given the registry's cloud role")
     edges: list[Address] = Field(default_factory=list, description='JSON list of edge addresses to add, e.g. ["0x90F7…"]')
     deployments: Path = Field(Path("deployments"), description="directory the deployment file <chain id>.json is written to")
+    fund: list[Address] = Field(
+        default_factory=list, description="JSON list of accounts the operator tops up to fund_wei, e.g. the fleet's funder (its own key)"
+    )
+    fund_wei: int = Field(10 * 10**18, gt=0, description="balance each account in fund is topped up to")
 
 
 def provision(settings: DeployerSettings) -> Path:
@@ -53,6 +58,10 @@ def provision(settings: DeployerSettings) -> Path:
     for edge in settings.edges:
         if not registry.is_edge(edge):
             registry.add_edge(edge)
+    for account in settings.fund:
+        if (balance := w3.eth.get_balance(account)) < settings.fund_wei:
+            tx = w3.eth.send_transaction({"from": operator.address, "to": account, "value": settings.fund_wei - balance})
+            w3.eth.wait_for_transaction_receipt(tx)
     return deployment_path(chain_id, settings.deployments)
 
 

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from vehicle_client.settings import FleetSettings
 
 OPERATOR, CLOUD, PUBLISHER, FIRST_EDGE = 0, 1, 2, 3
-"""Indices of the Anvil development accounts each role uses."""
+FLEET = 100
+"""Indices of the Anvil development accounts each role uses; the fleet's funder is
+beyond the accounts Anvil funds (the deployer funds it from the operator)."""
 
 
 RING_SLOTS = 5
@@ -106,6 +108,7 @@ class Topology:
         return DeployerSettings(
             rpc_url=self.rpc_url, operator_key=SecretStr(dev_key(OPERATOR)),
             cloud=Account.from_key(dev_key(CLOUD)).address, edges=edges, deployments=self.deployments,
+            fund=[Account.from_key(dev_key(FLEET)).address],
         )  # fmt: skip
 
     def edge(self, i: int) -> EdgeSettings:
@@ -129,5 +132,5 @@ class Topology:
 
         return FleetSettings(
             cloud_url=self.cloud_url, rpc_url=self.rpc_url, deployment=self.deployment,
-            funder_key=SecretStr(dev_key(OPERATOR)), vehicles=vehicles, seed=seed,
+            funder_key=SecretStr(dev_key(FLEET)), vehicles=vehicles, seed=seed,
         )  # fmt: skip

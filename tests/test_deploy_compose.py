@@ -350,3 +350,42 @@ def test_anvil_accepts_the_compose_command_and_keeps_its_state_across_restarts(t
             if proc.stderr:
                 proc.stderr.close()
         assert (tmp_path / "state.json").is_file()
+
+
+# ---------------------------------------------------------------- operating limits
+
+
+def _memory_bytes(text: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)b?", str(text).lower()).groups()  # type: ignore[union-attr]
+    return int(number) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit]
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_every_service_has_cpu_and_memory_limits_and_rotated_logs(name: str) -> None:
+    service = DEV["services"][name]
+    limits = service["deploy"]["resources"]["limits"]
+    assert 0 < float(limits["cpus"]) <= 8 and 2**28 <= _memory_bytes(limits["memory"]) <= 2**35, limits
+    logging = service["logging"]
+    assert logging["driver"] == "json-file"
+    assert _memory_bytes(logging["options"]["max-size"]) <= 100 * 2**20 and 1 <= int(logging["options"]["max-file"]) <= 10
+
+
+def test_the_operators_key_goes_to_the_deployer_only_and_the_fleet_has_its_own_funded_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    holders = {name for name, s in SERVICES.items() for sec in s.get("secrets", []) if (sec if isinstance(sec, str) else sec["source"]) == "operator_key"}
+    assert holders == {"deployer"}
+    deployer = settings_from(container_env("deployer"), DeployerSettings, monkeypatch)
+    for fleet in ("fleet", "fleet-gpu"):
+        funder = Account.from_key(container_env(fleet)["BMFL_FLEET_FUNDER_KEY"]).address
+        assert funder != Account.from_key(dev_key(OPERATOR)).address and funder in deployer.fund
+
+
+def test_official_images_are_pinned_by_digest_or_their_pinning_is_documented() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    section = operations[operations.index("## Pinning images") :]
+    for name, service in SERVICES.items():
+        if "build" in service:
+            continue
+        image = service["image"]
+        pinned = re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image)
+        assert pinned or f"`{image}`" in section, f"{name}: {image} is neither pinned by digest nor in docs/operations.md"
+    assert "imagetools inspect" in section and "@sha256:" in section

@@ -9,9 +9,12 @@ import re
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -54,7 +57,7 @@ def test_torch_comes_first_from_the_chosen_index_then_the_dependencies_then_the_
     runs = [rest for kind, rest in instructions() if kind == "RUN"]
     order = [
         next(i for i, r in enumerate(runs) if 'pip install "torch==${TORCH_VERSION}"' in r),
-        next(i for i, r in enumerate(runs) if "pip install -r" in r),
+        next(i for i, r in enumerate(runs) if "pip install --no-deps -r requirements.lock" in r),
         next(i for i, r in enumerate(runs) if "pip install --no-deps -e ." in r),
     ]
     assert order == sorted(order)
@@ -64,10 +67,26 @@ def test_torch_comes_first_from_the_chosen_index_then_the_dependencies_then_the_
     assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
 
 
-def test_the_dependency_layer_lists_exactly_the_projects_dependencies() -> None:
-    command = [sys.executable, str(DEPLOY / "requirements.py"), str(ROOT / "pyproject.toml")]
-    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
-    assert printed == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+def test_the_dependency_layer_installs_the_lock_file_which_pins_every_dependency() -> None:
+    lock = [line for line in (DEPLOY / "requirements.lock").read_text().splitlines() if not line.startswith("#")]
+    pins = dict(line.split("==") for line in lock)
+    assert all(re.fullmatch(r"[a-z0-9-]+", name) and re.fullmatch(r"[0-9][0-9a-z.+-]*", v) for name, v in pins.items()), lock
+    assert not {"torch", "pytest"} & set(pins) and not any(n.startswith("nvidia") for n in pins)  # torch first; no dev tools
+    for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(dep)
+        if req.name != "torch":
+            assert req.specifier.contains(pins[canonicalize_name(req.name)]), f"the lock's {req.name} does not satisfy {dep}"
+    runs = [rest for kind, rest in instructions() if kind == "RUN"]
+    assert any("pip install --no-deps -r requirements.lock" in r for r in runs) and any("pip check" in r for r in runs)
+
+
+def test_lock_py_pins_the_projects_dependencies_as_installed_here() -> None:
+    command = [sys.executable, str(DEPLOY / "lock.py"), str(ROOT / "pyproject.toml")]
+    fresh = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    pins = dict(line.split("==") for line in fresh.splitlines() if not line.startswith("#"))
+    for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name = canonicalize_name(Requirement(dep).name)
+        assert name == "torch" or pins[name] == metadata.version(name), dep
 
 
 def test_every_copied_file_is_in_the_build_context_and_no_secret_or_local_state_is() -> None:
@@ -75,8 +94,8 @@ def test_every_copied_file_is_in_the_build_context_and_no_secret_or_local_state_
         src for kind, rest in instructions() if kind == "COPY" and not rest.startswith("--from")
         for src in rest.split()[:-1]
     ]  # fmt: skip
-    assert sources == ["pyproject.toml", "deploy/requirements.py", "."]
-    kept_in = ["pyproject.toml", "README.md", "deploy/requirements.py", "deploy/entrypoint.sh", "bmfl/configs",
+    assert sources == ["deploy/requirements.lock", "."]
+    kept_in = ["pyproject.toml", "README.md", "deploy/requirements.lock", "deploy/entrypoint.sh", "bmfl/configs",
                "contracts/artifacts/BMFLRegistry.json", "chain/deploy.py", "edge_node/__main__.py"]  # fmt: skip
     for path in kept_in:
         assert (ROOT / path).exists() and not ignored(path), path

@@ -24,7 +24,7 @@ from bmfl.protocol.schemas import TaskDraft, TrainingSpec
 from launcher import procs
 from service_kit.chain_access import connect
 from launcher.deployer import DeployerSettings, provision
-from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER, edge_positions
+from launcher.topology import CLOUD, FIRST_EDGE, FLEET, OPERATOR, PUBLISHER, edge_positions
 from chain.anvil import dev_key
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
@@ -99,6 +99,23 @@ def test_the_deployer_runs_again_without_redeploying_and_adds_a_new_edge(stack: 
     assert Deployment.model_validate_json(Path(state["deployment_file"]).read_text()) == before
     registry = RegistryClient(connect(state["rpc_url"], state["deployment_file"], dev_key(OPERATOR)).w3, before.registry)
     assert registry.is_edge(new_edge) and registry.edge_count() == 6
+
+
+def test_the_fleet_pays_from_its_own_key_which_the_deployer_funds(stack: Any) -> None:
+    _, run_dir, state = stack
+    w3 = connect(state["rpc_url"], state["deployment_file"], dev_key(OPERATOR)).w3
+    fleet, newcomer = Account.from_key(dev_key(FLEET)).address, Account.create().address
+    assert 0 < w3.eth.get_balance(fleet) < 10 * 10**18  # funded to 10 ETH by `bmfl up`'s deployer, then paid 4 vehicles
+    settings = DeployerSettings(
+        rpc_url=state["rpc_url"], operator_key=SecretStr(dev_key(OPERATOR)), cloud=Account.from_key(dev_key(CLOUD)).address,
+        deployments=run_dir / "deployments", fund=[newcomer], fund_wei=3 * 10**18,
+    )  # fmt: skip
+    provision(settings)
+    assert w3.eth.get_balance(newcomer) == 3 * 10**18
+    nonce = w3.eth.get_transaction_count(Account.from_key(dev_key(OPERATOR)).address)
+    provision(settings)  # topped up already: nothing sent
+    assert w3.eth.get_balance(newcomer) == 3 * 10**18
+    assert w3.eth.get_transaction_count(Account.from_key(dev_key(OPERATOR)).address) == nonce
 
 
 def test_down_stops_every_process_group_and_keeps_the_chain_state(stack: Any) -> None:
