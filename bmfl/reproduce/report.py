@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bmfl.data import load_dataset  # noqa: E402
+from bmfl.plots import accuracy_axis, legend_outside, round_axis, setting, styles  # noqa: E402
 from bmfl.partition import make_partition  # noqa: E402
 from bmfl.reproduce import paper  # noqa: E402
 from bmfl.reproduce.fmt import num, pct  # noqa: E402
@@ -35,6 +36,7 @@ class Report:
         self.scale = scale
         self.figures = figures
         self.lines: list[str] = []
+        self.drawn: dict[str, Any] = {}  # file name → its matplotlib figure (closed, still readable)
         self.checks: list[tuple[str, str, str, bool | None]] = []  # claim, paper, ours, agrees
 
     def rows(self, key: str) -> list[dict[str, Any]]:
@@ -67,6 +69,7 @@ class Report:
         self.checks.append((claim, paper_says, ours, agrees))
 
     def figure(self, fig, name: str, caption: str) -> None:
+        self.drawn[name] = fig
         fig.tight_layout()
         fig.savefig(self.figures / name, dpi=110)
         plt.close(fig)
@@ -95,15 +98,16 @@ def fig5(rep: Report) -> None:
     last = rep.final("fig5/dp/BMFL")
     rep.add(f"Upstream to the cloud per round (double aggregation): d·L = {last['upstream_bytes_cloud'] / 1e3:.0f} kB "
             f"instead of d·K = {last['upstream_bytes_flat'] / 1e3:.0f} kB for a flat server.", "")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, dp in zip(axes, ("dp", "no_dp")):
-        for m in BMFL_METHODS:
-            _curve(ax, rep, f"fig5/{dp}/{m}", "accuracy", m, marker=".")
-        ax.set_title("with DP" if dp == "dp" else "without DP")
-        ax.set_xlabel("round")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy")
-    axes[0].legend()
+        for m, style in zip(BMFL_METHODS, styles()):
+            _curve(ax, rep, f"fig5/{dp}/{m}", "accuracy", m, **style)
+        dp_text = f"σ = {BMFL_TRAINING['noise_multiplier']}, C = {BMFL_TRAINING['clip']}" if dp == "dp" else None
+        ax.set_title(setting(None, 0.0, "each method", dp_text), fontsize=9)
+        round_axis(ax)
+        accuracy_axis(ax)
+    legend_outside(axes[1])
+    fig.suptitle("BMFL Fig. 5: complete non-IID MNIST, no attacker", fontsize=10)
     rep.figure(fig, "fig5.png", "Fig. 5 reproduction")
 
 
@@ -117,7 +121,7 @@ def fig6(rep: Report) -> None:
             f"*{IDEAL}* is a reference, not a defence: the edges drop exactly the attackers' uploads and FedAvg "
             "the rest, i.e. the accuracy the honest vehicles' data alone reaches.", "")
     methods = (*BMFL_METHODS, IDEAL)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, attack in zip(axes, BMFL_ATTACKS):
         rep.add(f"### {attack}", "")
         rep.table(["method", *(f"{int(100 * f)} %" for f in fractions)],
@@ -133,15 +137,15 @@ def fig6(rep: Report) -> None:
                         pct(rep.records[key]["payout_share_attackers"])])
         rep.table(["attackers", "BMFL: attackers flagged", "BMFL: honest flagged",
                    *(f"{m}: weight to attackers" for m in BMFL_METHODS), "BMFL: payouts to attackers"], det)
-        for m in methods:
-            ax.plot([100 * f for f in fractions], [rep.settled(fig6_key(attack, f, m)) for f in fractions], marker="o",
-                    label=m, linestyle=":" if m == IDEAL else "-")
-        ax.set_title(attack)
+        for m, style in zip(methods, styles()):
+            ax.plot([100 * f for f in fractions], [rep.settled(fig6_key(attack, f, m)) for f in fractions], label=m, **style)
+        dp_text = f"σ = {BMFL_TRAINING['noise_multiplier']}, C = {BMFL_TRAINING['clip']}"
+        ax.set_title(f"attack: {attack}, share on the x axis · defence: each method · DP {dp_text}", fontsize=9)
         ax.set_xlabel("attackers (%)")
         ax.set_xticks([0, 20, 40, 60])
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"test accuracy, rounds {s.bmfl_rounds - s.settle_rounds + 1}–{s.bmfl_rounds}")
-    axes[0].legend()
+        accuracy_axis(ax, f"test accuracy, rounds {s.bmfl_rounds - s.settle_rounds + 1}–{s.bmfl_rounds}")
+    legend_outside(axes[1])
     rep.figure(fig, "fig6.png", "Fig. 6 reproduction")
     honest_data(rep)
     acceptance(rep)
@@ -192,14 +196,15 @@ def fig7(rep: Report) -> None:
             "Backdoor success = share of "
             "triggered test images of other digits classified as the target.", "")
     rows = []
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    style = styles()
     for m in ("FedAvg", "BMFL"):
         key = f"fig7/{m}"
         by_round = {r["round"]: r for r in rep.rows(key)}
         rows.append([m, *(pct(by_round[t]["attack_success_rate"]) for t in marks), pct(rep.acc(key)),
                      f"{rep.total(key, 'attackers_flagged')}/{rep.total(key, 'attackers_selected')}"])
-        _curve(ax, rep, key, "attack_success_rate", f"{m}: backdoor success", marker=".")
-        _curve(ax, rep, key, "accuracy", f"{m}: test accuracy", linestyle="--")
+        _curve(ax, rep, key, "attack_success_rate", f"{m}: backdoor success", **next(style))
+        _curve(ax, rep, key, "accuracy", f"{m}: test accuracy", **next(style))
     rep.table(["method", *(f"round {t}" for t in marks), "final accuracy", "attackers flagged"], rows)
     key = "fig7/BMFL"
     rep.add(f"BMFL's self-reliability filter flagged {rep.total(key, 'attackers_flagged')} of "
@@ -207,9 +212,11 @@ def fig7(rep: Report) -> None:
             "small distance D to w^{r-1}; a backdoor model trained on half clean data is accurate, and an attacker "
             "that skips DP lacks the noise that moves every honest upload away from w^{r-1}, so the filter ranks "
             "it as at least as reliable as the honest vehicles.", "")
-    ax.set_xlabel("round")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    round_axis(ax)
+    accuracy_axis(ax, "share of test images")
+    dp_text = f"σ = {BMFL_TRAINING['noise_multiplier']}, C = {BMFL_TRAINING['clip']}"
+    ax.set_title(setting("backdoor", s.backdoor_fraction, "FedAvg vs BMFL", dp_text), fontsize=9)
+    legend_outside(ax)
     rep.figure(fig, "fig7.png", "Fig. 7 reproduction")
     paper.fig7_checks(rep)
 
@@ -243,22 +250,23 @@ def fbfl(rep: Report) -> None:
                           for r in FBFL_RULES)]]
               + [[a, *(f"{pct(rep.acc(f'fbfl/attacks/{a}/{r}'))} / {num(rep.final(f'fbfl/attacks/{a}/{r}')['loss'])}"
                        for r in FBFL_RULES)] for a in FBFL_ATTACKS])
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharey=True)
-    for n in s.fbfl_client_counts:
-        _curve(axes[0], rep, f"fbfl/clients/{n}", "accuracy", f"{n} clients", marker=".")
-    for e in s.fbfl_epochs:
-        _curve(axes[1], rep, f"fbfl/epochs/{e}", "accuracy", f"E = {e}", marker=".")
-    for dist, style in (("IID", "-"), ("non-IID", "--")):
-        for rule in FBFL_RULES:
-            _curve(axes[2], rep, f"fbfl/rules/{dist}/{rule}", "accuracy", f"{rule} ({dist})", linestyle=style)
-    for a in FBFL_ATTACKS:
-        _curve(axes[3], rep, f"fbfl/attacks/{a}/FedAvg", "accuracy", f"FedAvg, {a}", marker=".")
-    for ax, title in zip(axes, ("clients", "local epochs", "rules, IID vs non-IID", "attacks on FedAvg")):
-        ax.set_title(title)
-        ax.set_xlabel("round")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("test accuracy")
+    fig, axes = plt.subplots(2, 2, figsize=(13, 7.5), sharey=True)
+    axes = axes.flat
+    for n, style in zip(s.fbfl_client_counts, styles()):
+        _curve(axes[0], rep, f"fbfl/clients/{n}", "accuracy", f"{n} clients", **style)
+    for e, style in zip(s.fbfl_epochs, styles()):
+        _curve(axes[1], rep, f"fbfl/epochs/{e}", "accuracy", f"E = {e}", **style)
+    for (dist, rule), style in zip(((d, r) for d in ("IID", "non-IID") for r in FBFL_RULES), styles()):
+        _curve(axes[2], rep, f"fbfl/rules/{dist}/{rule}", "accuracy", f"{rule} ({dist})", **style)
+    for a, style in zip(FBFL_ATTACKS, styles()):
+        _curve(axes[3], rep, f"fbfl/attacks/{a}/FedAvg", "accuracy", f"FedAvg, {a}", **style)
+    titles = (setting(None, 0.0, "FedAvg", None) + ", clients varied", setting(None, 0.0, "FedAvg", None) + ", epochs varied",
+              setting(None, 0.0, "each rule", None) + ", IID vs non-IID", "attack: each, 20% · defence: FedAvg · no DP")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=9)
+        round_axis(ax)
+        accuracy_axis(ax)
+        legend_outside(ax, fontsize=7)
     rep.figure(fig, "fbfl.png", "FBFL reproduction")
     paper.fbfl_checks(rep)
 
@@ -276,7 +284,7 @@ def traffic(rep: Report) -> None:
             "min(a1‖Δ_prev‖, a2 + ‖Δ_prev‖) to pass it. Multi-Krum q = 2, m = 6; trimmed mean β = 2. Test MSE and MAE "
             "are on the standardised scale, so only ratios compare with the paper (Telecom Italia, Milan Internet "
             "column of its Table I).", "")
-    rows, fig = [], plt.figure(figsize=(6.5, 3.8))
+    rows, fig = [], plt.figure(figsize=(9, 3.8))
     ax = fig.gca()
     keys = [("no attack", "FedAvg")] + [(setting, rule) for setting in ("attack", "attack + AD") for rule in TRAFFIC_RULES]
     for setting, rule in keys:
@@ -286,14 +294,14 @@ def traffic(rep: Report) -> None:
         rows.append([setting, rule, num(final["loss"]), num(final["mae"]),
                      f"{rep.total(key, 'attackers_flagged')}/{rep.total(key, 'attackers_selected')}",
                      str(rep.total(key, "honest_flagged")), "—" if ref is None else f"{ref[0]:.4g} / {ref[1]:.4g}"])
-        _curve(ax, rep, key, "loss", f"{rule}, {setting}", linestyle="-" if setting != "attack" else "--")
+        _curve(ax, rep, key, "loss", f"{rule}, {setting}", linestyle="-" if setting != "attack" else "--", marker=".")
     rep.table(["setting", "rule", "test MSE", "test MAE", "attackers flagged", "honest flagged",
                "paper MSE / MAE (Milan Internet)"], rows)
     ax.set_yscale("log")
-    ax.set_xlabel("round")
+    round_axis(ax)
     ax.set_ylabel("test MSE")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    ax.set_title("attack: tuning-and-scaling 20% or none · defence: each rule, ± anomaly detection · no DP", fontsize=9)
+    legend_outside(ax, fontsize=6)
     rep.figure(fig, "traffic.png", "001 reproduction")
     paper.traffic_checks(rep)
 
@@ -306,12 +314,23 @@ def comparison(rep: Report) -> None:
     rep.table(["claim", "paper", "ours", "verdict"], [[c, p, o, verdict[a]] for c, p, o, a in rep.checks])
 
 
-SECTIONS: tuple[Callable[[Report], None], ...] = (fig5, fig6, fig7, fbfl, traffic, comparison)
+FIGURES: dict[str, Callable[[Report], None]] = {"fig5": fig5, "fig6": fig6, "fig7": fig7, "fbfl": fbfl, "traffic": traffic}
+"""The report's sections by the name ``bmfl reproduce --only`` takes (also the first part
+of their runs' keys in the grid)."""
+SECTIONS: tuple[Callable[[Report], None], ...] = (*FIGURES.values(), comparison)
 
 
-def write_report(records: Records, scale: Scale, out: Path, timing: dict[str, float], command: str) -> Path:
+def run_prefixes(only: list[str]) -> set[str]:
+    """The grid keys' first parts the sections ``only`` read (Fig. 6's 0 % is Fig. 5's DP run)."""
+    return set(only) | ({"fig5"} if "fig6" in only else set())
+
+
+def write_report(
+    records: Records, scale: Scale, out: Path, timing: dict[str, float], command: str, only: list[str] | None = None
+) -> Path:
     """Write ``out/results.md``, its PNGs and the raw records (``out/results/runs.jsonl``,
-    first line: the grid's scale, timing and command)."""
+    first line: the grid's scale, timing and command); ``only`` names the sections
+    (:data:`FIGURES`) to render, all by default."""
     figures = out / "results"
     figures.mkdir(parents=True, exist_ok=True)
     rep = Report(records, scale, figures)
@@ -322,7 +341,7 @@ def write_report(records: Records, scale: Scale, out: Path, timing: dict[str, fl
             f"clock on a shared machine{_reused(timing)}. Every run is a `bmfl simulate` configuration "
             "(`bmfl/reproduce/grid.py`); the per-round metrics of all runs are in `results/runs.jsonl`.", "")
     paper.setting(rep)
-    for section in SECTIONS:
+    for section in [FIGURES[name] for name in only] + [comparison] if only else SECTIONS:
         section(rep)
     path = out / "results.md"
     path.write_text("\n".join(rep.lines).rstrip() + "\n", encoding="utf-8")

@@ -34,7 +34,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from bmfl.plots import accuracy_axis, legend_outside, round_axis  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
@@ -204,13 +204,11 @@ def plot(scale: Scale, records: dict[str, dict[str, Any]], path: Path) -> None:
             line = ax.plot(xs, [statistics.fmean(v) for v in per_round], label=pipeline, lw=1.4)[0]
             ax.fill_between(xs, [min(v) for v in per_round], [max(v) for v in per_round], color=line.get_color(), alpha=0.2)
         ax.set_title(label if label == CLEAN else f"{label}, {fraction:.0%} attackers", fontsize=10)
-        ax.set_xlabel("round")
-        ax.set_ylabel("test accuracy")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+        round_axis(ax)
+        accuracy_axis(ax)
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    legend_outside(axes.flat[cols - 1], fontsize=7)
     fig.suptitle(f"{scale.mnist}, {partition}, {scale.vehicles} vehicles / {scale.edges} edges, DP on, "
                  f"seeds {', '.join(map(str, scale.seeds))} (mean, min–max band)", fontsize=11)
     fig.tight_layout()

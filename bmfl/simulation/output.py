@@ -11,8 +11,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bmfl.plots import accuracy_axis, dp_setting, legend_outside, round_axis, setting, styles  # noqa: E402
 from bmfl.simulation.runner import RoundMetrics, SimulationResult  # noqa: E402
 
 FLAT_FIELDS = [
@@ -61,22 +63,32 @@ def payout_record(result: SimulationResult) -> dict:
 
 
 def plot_rounds(result: SimulationResult, path: Path) -> None:
-    rounds = [r.round for r in result.rounds]
-    classification = result.rounds[0].accuracy is not None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(rounds, [r.accuracy if classification else r.loss for r in result.rounds], marker="o", label="global model")
-    if result.rounds[0].attack_success_rate is not None:
-        ax.plot(rounds, [r.attack_success_rate for r in result.rounds], marker="x", label="backdoor success")
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy" if classification else "test MSE")
-    if not classification:
-        ax.set_yscale("log")
-    ax.set_title(f"{result.config.name}: {result.config.vehicles} vehicles, {result.config.edges} edges")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    fig = rounds_figure(result)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def rounds_figure(result: SimulationResult) -> Figure:
+    """Accuracy (or test MSE) per round, with the backdoor's success when there is one."""
+    config = result.config
+    rounds = [r.round for r in result.rounds]
+    classification = result.rounds[0].accuracy is not None
+    fig, ax = plt.subplots(figsize=(8, 4))
+    style = styles()
+    ax.plot(rounds, [r.accuracy if classification else r.loss for r in result.rounds], label="global model", **next(style))
+    if result.rounds[0].attack_success_rate is not None:
+        ax.plot(rounds, [r.attack_success_rate for r in result.rounds], label="backdoor success", **next(style))
+    round_axis(ax)
+    if classification:
+        accuracy_axis(ax)
+    else:
+        ax.set_ylabel("test MSE")
+        ax.set_yscale("log")
+    what = setting(config.attack.name, config.attack.fraction, config.aggregation.describe(), dp_setting(config.training))
+    ax.set_title(f"{config.name}: {config.vehicles} vehicles, {config.edges} edges\n{what}", fontsize=9)
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
 
 
 def _score(m: RoundMetrics) -> str:
