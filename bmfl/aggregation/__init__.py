@@ -1,6 +1,6 @@
 """Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
 Krum, Multi-Krum, trimmed mean, coordinate-wise median, repeated-median residual
-reweighting, FLAME (clustering, clipping, noise) and FBFL's random-pick baseline, plus
+reweighting, FLAME (clustering, clipping, noise), FLTrust (trust scores against a root update) and FBFL's random-pick baseline, plus
 filter wrappers.
 
 >>> rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=ev))
@@ -17,6 +17,7 @@ from bmfl.aggregation.base import (
 )
 from bmfl.aggregation.fedavg import FedAvg
 from bmfl.aggregation.flame import Flame
+from bmfl.aggregation.fltrust import FLTrust, trust_scores
 from bmfl.aggregation.filtered import FilteredAggregator, compose
 from bmfl.aggregation.krum import Krum, MultiKrum, krum_scores
 from bmfl.aggregation.median import CoordinateMedian
@@ -34,6 +35,8 @@ __all__ = [
     "register_aggregator",
     "FedAvg",
     "Flame",
+    "FLTrust",
+    "trust_scores",
     "FilteredAggregator",
     "compose",
     "Krum",

@@ -59,6 +59,7 @@ from bmfl.rounds import (
     cross_scores,
     edge_rule,
     medians_and_leader,
+    root_updater,
     select_trainers,
     stop_reached,
     target_fixed,
@@ -179,7 +180,9 @@ def run_simulation(
     previous_vec = None
     local_cfg = config.training.local()
     scorer = task_scorer(model, edge_test)
-    edge_agg = edge_rule(config.aggregation, scorer if edge_test.is_classification else None)
+    edge_agg = edge_rule(
+        config.aggregation, scorer if edge_test.is_classification else None, root_updater(model, edge_test, local_cfg)
+    )
     cloud_agg = cloud_rule(config.aggregation)
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
