@@ -1,6 +1,6 @@
 """Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
 Krum, Multi-Krum, trimmed mean, coordinate-wise median, repeated-median residual
-reweighting, FLAME (clustering, clipping, noise) and FBFL's random-pick baseline, plus
+reweighting, FLAME (clustering, clipping, noise), DP-FedAvg (user-level DP) and FBFL's random-pick baseline, plus
 filter wrappers.
 
 >>> rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=ev))
@@ -15,6 +15,7 @@ from bmfl.aggregation.base import (
     get_aggregator,
     register_aggregator,
 )
+from bmfl.aggregation.dp_fedavg import DpFedAvg
 from bmfl.aggregation.fedavg import FedAvg
 from bmfl.aggregation.flame import Flame
 from bmfl.aggregation.filtered import FilteredAggregator, compose
@@ -32,6 +33,7 @@ __all__ = [
     "available_aggregators",
     "get_aggregator",
     "register_aggregator",
+    "DpFedAvg",
     "FedAvg",
     "Flame",
     "FilteredAggregator",
