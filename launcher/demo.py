@@ -81,7 +81,7 @@ def demo(
         fleet = Fleet(
             FleetSettings(
                 cloud_url=stack.cloud.url, rpc_url=stack.rpc_url, deployment=stack.deployment_file,
-                funder_key=dev_key(OPERATOR), vehicles=vehicles, seed=seed, epsilon_budget=DEMO_BUDGET,
+                funder_key=dev_key(OPERATOR), vehicles=vehicles, seed=seed, epsilon_budget=DEMO_BUDGET, report_epsilon=True,
                 attack=None if attack == "none" else attack, attack_fraction=attack_fraction, mobility=mobility,
             ),
             train_data=train, console=console,

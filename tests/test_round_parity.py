@@ -120,7 +120,7 @@ def test_every_upload_gets_the_same_verdict_theta_and_reliability(both) -> None:
             assert abs(rec.theta - to_fixed(verdict.theta)) <= 1  # θ to 1e-6
             assert abs(rec.reliability - fixed_reliability(verdict.reliability)) <= 1
             flagged += rec.malicious
-            assert rec.malicious == (vehicle == attacker.index)
+            assert not rec.malicious or vehicle == attacker.index  # no honest vehicle flagged
     assert flagged >= 1 and len(chain["RoundRecorded"]) == EDGES * ROUNDS
 
 

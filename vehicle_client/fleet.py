@@ -352,7 +352,8 @@ class Fleet:
         on_upload: Callable[[UploadEvent], None] | None,
     ) -> None:  # fmt: skip
         try:
-            receipt = vehicle.upload(edge.url, edge.address, assignment.task_id, assignment.round, update.blob, update.epsilon)
+            reported = update.epsilon if self.settings.report_epsilon else None  # ε reveals q = B/n, hence n
+            receipt = vehicle.upload(edge.url, edge.address, assignment.task_id, assignment.round, update.blob, reported)
         except ServiceError as exc:
             self._fail(vehicle, exc.reason, f"upload to edge {edge.index}: {exc}")
             return

@@ -33,4 +33,5 @@ class FleetSettings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="torch CPU threads for local training (0: torch's default)")
     train_batch: int = Field(8, ge=1, description="selected vehicles trained together (bmfl.training.fleet, the same uploads as one by one); their uploads go out while the next batch trains")
     epsilon_budget: float = Field(DEFAULT_BUDGET, gt=0, description="ε_max per vehicle at δ = 1e-5; a vehicle refuses to train past it, or without DP (inf: no limit)")
+    report_epsilon: bool = Field(False, description="send each vehicle's ε so far with its uploads (it reveals q = B/n, hence the sample count, to the edge and in the cloud's task view)")
     poll_interval_s: float = Field(0.5, gt=0, description="how often idle vehicles poll for work")
