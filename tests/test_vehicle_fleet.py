@@ -60,7 +60,7 @@ def test_fleet_setup_handover_and_round(stack: EdgeStack) -> None:
     assert [u.edge for u in uploads if u.vehicle == mover.index] == [1 - before.index]
     assert [u.vehicle for u in uploads if u.attack == "sign_flip"] == [fleet.attackers[0].index]
     assert all(u.epsilon is not None and u.epsilon > 0 for u in uploads)
-    assert all(v.privacy.steps == 4 for v in fleet.vehicles if not v.attack or v.attack.trains)  # E·⌈64/16⌉, once
+    assert all(v.privacy.steps == 1 + 4 for v in fleet.vehicles if not v.attack or v.attack.trains)  # the count, E·⌈64/16⌉ once
     received = [i for e in (0, 1) for i in httpx.get(f"{stack.url(e)}/tasks/{spec.task_id}/rounds/1").json()["received"]]
     assert sorted(received) == sorted(selected)
     assert not fleet.serve(spec.task_id)  # one turn per vehicle and round
