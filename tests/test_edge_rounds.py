@@ -147,10 +147,10 @@ def test_dp_fedavg_runs_at_the_edge_and_reports_its_user_level_epsilon(stack: Ed
     model is the clipped mean plus noise σC/K, and the round's manifest carries the
     user-level ε, equal to dp_accounting's own computation."""
     rule = RuleSpec(name="dp_fedavg", options={"clip": 0.5, "noise_multiplier": 1.5})
-    spec = create_task(stack.chain, stack.data, category=32, aggregation=AggregationSpec(edge=rule, filters=[]))
+    spec = create_task(stack.chain, stack.data, category=64, aggregation=AggregationSpec(edge=rule, filters=[]))
     stack.serve_task(spec)
     task_id, initial, cid = spec.task_id, stack.data.initial_model, stack.data.initial_cid
-    vehicles = stack.vehicles_at(0, 3, 32, first_row=512)
+    vehicles = stack.vehicles_at(0, 3, 64, first_row=640)
     stack.start_round(task_id, initial, cid)
     assert stack.open_round(0, task_id, 1, initial, cid) == sorted(v.index for v in vehicles)
     blobs = [update_blob(initial, spec, 1, v, seed=i) for i, v in enumerate(vehicles)]
