@@ -139,8 +139,9 @@ def train_fleet(
     ``model`` gives the architecture and, unless ``starts`` (flat start vectors, one row
     per vehicle) is given, the parameters every vehicle starts from; it is not changed.
     ``generators[i]`` drives vehicle i's batches and noise (one generator per vehicle).
-    Every vehicle's round is checked against ``engines[i]``'s budget before any trains
-    (``bmfl.privacy.BudgetExceeded``: nothing trained or spent) and its steps recorded
+    Every vehicle's round is checked against ``engines[i]`` before any trains
+    (``bmfl.privacy.PrivacyRefused``, ``bmfl.privacy.BudgetExceeded``: nothing trained
+    or spent) and its steps recorded
     there afterwards; results then carry ε at the engine's δ. ``record_losses=False``
     skips the post-step loss of each batch (``mean_loss`` is then NaN). Returns what
     ``train_local`` would return for each vehicle, in order.
@@ -150,6 +151,7 @@ def train_fleet(
         raise ValueError("no training data")
     for data, engine in zip(datasets, engines):
         if engine is not None:
+            refuse_unsound(config, len(data))
             engine.check(round_plan(config, len(data)))
     return _train_fleet(
         model, datasets, config, generators, engines, starts=starts, samples_per_step=samples_per_step,
@@ -355,7 +357,6 @@ def _result(vehicle: _Vehicle, params: Tensors, n: int, config: LocalTrainingCon
         steps=vehicle.steps,
         sampling_rate=min(1.0, config.batch_size / n),
         mean_loss=sum(losses) / len(losses) if losses else float("nan"),
-        accounting_exact=config.sampling == "poisson",
         losses=losses,
     )
 

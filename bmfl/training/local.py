@@ -78,7 +78,6 @@ class LocalTrainingResult:
     steps: int
     sampling_rate: float
     mean_loss: float
-    accounting_exact: bool  # False with fixed batches: the Poisson accountant over-promises
     epsilon: float | None = None
     losses: list[float] = field(default_factory=list, repr=False)
 
@@ -194,7 +193,6 @@ def train_local(
         steps=steps,
         sampling_rate=min(1.0, config.batch_size / len(data)),
         mean_loss=sum(losses) / len(losses) if losses else float("nan"),
-        accounting_exact=config.sampling == "poisson",
         losses=losses,
     )
 
