@@ -232,7 +232,7 @@ class RoundEngine:
             cid, digest = self.node.store.put(blob, pin=True), blob_digest(blob).raw
         manifest = {
             "task": spec.task_id, "round": round_, "edge": self.node.index, "global_cid": global_cid,
-            "preliminary_cid": cid, "samples": outcome.samples,
+            "preliminary_cid": cid, "samples": outcome.samples, "user_level_epsilon": outcome.user_level_epsilon,
             "updates": [
                 {
                     "vehicle": v, "address": by_vehicle[v].address, "cid": by_vehicle[v].cid,

@@ -101,11 +101,22 @@ class EdgeOutcome:
     """``preliminary``: w_ℓ, or None when there is nothing to record (no upload, none
     finite, or the rule not applicable); ``samples``: the data behind it (Σ n_m over
     unflagged uploads, 0 when every upload was flagged and w_ℓ = w^{r-1});
-    ``verdicts``: vehicle → its verdict, for every vehicle given."""
+    ``verdicts``: vehicle → its verdict, for every vehicle given;
+    ``user_level_epsilon``: the user-level ε a ``dp_fedavg`` rule reports after this
+    round (None for other rules)."""
 
     preliminary: torch.Tensor | None
     samples: int
     verdicts: dict[int, Verdict]
+    user_level_epsilon: float | None = None
+
+
+def _user_level_epsilon(info: Mapping[str, Any]) -> float | None:
+    """``user_level_epsilon`` from a rule's (possibly filter-nested) diagnostics."""
+    if "user_level_epsilon" in info:
+        return float(info["user_level_epsilon"])
+    inner = info.get("rule")
+    return _user_level_epsilon(inner) if isinstance(inner, Mapping) else None
 
 
 def aggregate_edge(
@@ -136,4 +147,4 @@ def aggregate_edge(
         return EdgeOutcome(None, 0, verdicts)
     verdicts.update(zip(order, result.verdicts))
     samples = sum(int(sizes[v]) for v in order if not verdicts[v].flagged)
-    return EdgeOutcome(result.aggregate, samples, dict(sorted(verdicts.items())))
+    return EdgeOutcome(result.aggregate, samples, dict(sorted(verdicts.items())), _user_level_epsilon(result.info))
