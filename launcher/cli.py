@@ -8,6 +8,7 @@ import typer
 from bmfl.blobs.cli import blob_app
 from bmfl.reproduce.cli import reproduce
 from launcher.demo import demo
+from launcher.k8s import k8s
 from launcher.local import down, status, up
 from launcher.refund import tasks_app
 from bmfl.simulation.cli import simulate
@@ -30,6 +31,7 @@ app.command()(audit)
 app.command()(up)
 app.command()(down)
 app.command()(status)
+app.command()(k8s)
 
 
 @app.command()
