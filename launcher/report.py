@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from bmfl.incentives import SCALE  # noqa: E402
-from bmfl.plots import accuracy_axis, legend_outside, round_axis  # noqa: E402
+from bmfl.plots import accuracy_axis, round_axis  # noqa: E402
 
 WEI_PER_ETH = 10**18
 _VEHICLE = re.compile(r"vehicle (\d+) (0x[0-9a-fA-F]{40}) @ edge (\d+)")

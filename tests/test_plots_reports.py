@@ -7,6 +7,7 @@ names vehicles one way; ``bmfl reproduce`` writes to runs/ unless ``--publish``,
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 
 from bmfl.incentives import SCALE
 from bmfl.plots import band, round_axis
+from bmfl.reproduce import robustness as rm
 from bmfl.reproduce.grid import QUICK
 from bmfl.reproduce.report import FIGURES, Report, run_prefixes
 from bmfl.simulation import SimulationConfig
@@ -154,3 +156,21 @@ def test_reproduce_refuses_an_unknown_section_and_out_with_publish(tmp_path: Pat
     both = bmfl(tmp_path, "--publish", "--out", "x")
     assert both.returncode == 2 and "--publish" in both.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "docs").exists()
+
+
+def test_the_robustness_plot_bands_over_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scale = dataclasses.replace(rm.QUICK, seeds=(0, 1), pipelines=("FedAvg", "BMFL"), attacks=("ALIE z=1.5",))
+    part, frac = scale.partitions[0], scale.fractions[0]
+    records = {
+        rm.key(part, label, f, pipeline, seed): {"rows": [{"round": r, "accuracy": 0.1 * r + 0.1 * seed} for r in (1, 2, 3)]}
+        for label, f in ((rm.CLEAN, 0.0), ("ALIE z=1.5", frac)) for pipeline in scale.pipelines for seed in scale.seeds
+    }  # fmt: skip
+    drawn: list[Figure] = []
+    monkeypatch.setattr(rm.plt, "close", drawn.append)
+    rm.plot(scale, records, tmp_path / "m.png")
+    (fig,) = drawn
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert len(panels) == 2 and all(len(ax.collections) == 2 for ax in panels)  # a min–max band per pipeline
+    for ax in panels:
+        check_axes(ax)
+    assert "seeds 0, 1" in fig._suptitle.get_text() and "DP" in fig._suptitle.get_text()

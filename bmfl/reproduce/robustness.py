@@ -34,7 +34,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from bmfl.plots import accuracy_axis, legend_outside, round_axis  # noqa: E402
+from bmfl.plots import accuracy_axis, band, legend_outside, round_axis  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
@@ -199,11 +199,7 @@ def plot(scale: Scale, records: dict[str, dict[str, Any]], path: Path) -> None:
         frac = 0.0 if label == CLEAN else fraction
         for pipeline in scale.pipelines:
             curves = [[r["accuracy"] for r in records[key(partition, label, frac, pipeline, s)]["rows"]] for s in scale.seeds]
-            n = min(len(c) for c in curves)
-            xs = list(range(1, n + 1))
-            per_round = [[c[i] for c in curves] for i in range(n)]
-            line = ax.plot(xs, [statistics.fmean(v) for v in per_round], label=pipeline, lw=1.4)[0]
-            ax.fill_between(xs, [min(v) for v in per_round], [max(v) for v in per_round], color=line.get_color(), alpha=0.2)
+            band(ax, list(range(1, min(map(len, curves)) + 1)), curves, pipeline, lw=1.4)
         ax.set_title(label if label == CLEAN else f"{label}, {fraction:.0%} attackers", fontsize=10)
         round_axis(ax)
         accuracy_axis(ax)
