@@ -1,6 +1,6 @@
 """The README's quick start for the operator and the researcher, run verbatim: each
 ``bash`` block under "## Quick start" → "### Operator" / "### Researcher" runs with
-``bash -e -o pipefail`` from the repository root, with the virtual environment's ``bmfl``
+``bash -e`` from the repository root, with the virtual environment's ``bmfl``
 first on PATH, and leaves what the README says it leaves."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def quickstart(user: str) -> str:
 def run(script: str) -> subprocess.CompletedProcess[str]:
     bin_dir = str(Path(sys.executable).parent)
     env = os.environ | {"PATH": bin_dir + os.pathsep + os.environ["PATH"], "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    return subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
 
 
 @requires_anvil
