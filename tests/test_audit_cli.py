@@ -143,7 +143,7 @@ def test_missing_blob_fails_the_audit(chain: Chain, store: LocalBlobStore, gatew
     task_id, blobs = run_task(chain, store)
     store.path_of(blobs["g1"].cid).unlink()
     code, out = audit(task_id, "--rpc", chain.node.url, "--deployment", str(deployment_file), "--gateway", gateway)
-    assert code == 1 and "unreachable" in out
+    assert code == 1 and "not_found" in out and "is not in the store" in out
 
 
 def test_audit_needs_a_blob_source(chain: Chain, deployment_file: Path) -> None:

@@ -32,4 +32,5 @@ class FleetSettings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="torch CPU threads for local training (0: torch's default)")
     train_batch: int = Field(8, ge=1, description="selected vehicles trained together (bmfl.training.fleet, the same uploads as one by one); their uploads go out while the next batch trains")
     epsilon_budget: float = Field(math.inf, gt=0, description="ε_max per vehicle at δ = 1e-5; a vehicle refuses to train past it (inf: no limit)")
+    receipts: Path | None = Field(None, description="JSON-lines file every edge-signed upload receipt is appended to: a vehicle's proof of an update an edge dropped (bmfl audit --receipts); unset: not kept")
     poll_interval_s: float = Field(0.5, gt=0, description="how often idle vehicles poll for work")
