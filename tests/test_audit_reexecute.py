@@ -24,6 +24,7 @@ from bmfl.protocol.testset import encode_test_set
 from bmfl.task import TaskDraft, TrainingSpec
 from chain.anvil import dev_key, free_port
 from cloud_aggregator.app import create_app as cloud_app
+from cloud_aggregator.orchestrator import SETTLED
 from cloud_aggregator.settings import CloudSettings, EdgeEndpoint
 from edge_node.app import create_app as edge_app
 from edge_node.rounds import RoundEngine
@@ -77,8 +78,8 @@ class Stack:
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 view = httpx.get(f"{self.cloud_url}/tasks/{task_id}").json()
-                if view["status"] in ("finished", "failed"):
-                    break
+                if view["status"] == "failed" or view["detail"] == SETTLED:
+                    break  # settled: the chain no longer changes under the audit
                 time.sleep(1)
             assert view["status"] == "finished", view
         finally:
