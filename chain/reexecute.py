@@ -215,8 +215,9 @@ class Reexecution:
             return Comparison(section=section, subject=f"{subject} fetchable", recomputed=1, on_chain=0, detail=f"CID {cid}")
         diff = float((mine.to(torch.float64) - theirs.to(torch.float64)).abs().max()) if mine.shape == theirs.shape else math.inf
         units = math.ceil(diff * 1e6) if math.isfinite(diff) else 2**63
+        detail = f"{cid} differs from the re-executed model by up to {diff:.3g} per coordinate"
         return Comparison(section=section, subject=f"{subject} largest coordinate difference (10⁻⁶)", recomputed=units,
-                          on_chain=0, tolerance=round(MODEL_TOLERANCE * 1e6), detail=f"CID {cid}" if units > 10 else "")  # fmt: skip
+                          on_chain=0, tolerance=round(MODEL_TOLERANCE * 1e6), detail=detail)  # fmt: skip
 
     # ------------------------------------------------------------ consensus and cloud
 

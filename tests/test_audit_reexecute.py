@@ -3,7 +3,8 @@ real uvicorn servers on loopback, one local blob store, a vehicle fleet over HTT
 its receipts, a task published by the publisher's client. An honest task re-executes
 clean; in the same setting one edge lies in round 1 (θ of a vehicle, an honest vehicle
 flagged, an acknowledged update dropped, its own score inflated) and the audit exits 1
-with one line naming each lie (edge, round, vehicle, field, chain vs recomputed)."""
+with one line naming each lie (edge, round, vehicle, field, chain vs recomputed); a cloud
+that publishes another global model and a higher accuracy is named too."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from bmfl.protocol.testset import encode_test_set
 from bmfl.task import TaskDraft, TrainingSpec
 from chain.anvil import dev_key, free_port
 from cloud_aggregator.app import create_app as cloud_app
+from bmfl.incentives import to_fixed
+from bmfl.rounds import aggregate_cloud
+from cloud_aggregator import orchestrator
 from cloud_aggregator.orchestrator import SETTLED
 from cloud_aggregator.settings import CloudSettings, EdgeEndpoint
 from edge_node.app import create_app as edge_app
@@ -194,3 +198,23 @@ def test_a_lying_edge_is_named_for_each_lie(stack: Stack, monkeypatch: pytest.Mo
     assert any(line.endswith(": not recorded") for line in mismatches if line.startswith("receipt"))
     # nothing else is blamed: every mismatch is the liar's, in round 1
     assert all(where in line for line in mismatches), mismatches
+
+
+def test_a_lying_cloud_is_named(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def shifted(rule, preliminaries, samples, reference, round_index):  # type: ignore[no-untyped-def]
+        outcome = aggregate_cloud(rule, preliminaries, samples, reference, round_index)
+        return dataclasses.replace(outcome, model=outcome.model + 0.01) if outcome and round_index == 1 else outcome
+
+    monkeypatch.setattr(orchestrator, "aggregate_cloud", shifted)  # round 1: another global model
+    monkeypatch.setattr(orchestrator, "to_fixed", lambda accuracy: to_fixed(accuracy) + 50_000)  # every round
+    task_id, test_set = stack.run_task()
+    revealed = tmp_path / "test_set.safetensors"
+    revealed.write_bytes(test_set)
+    code, out = stack.audit(task_id, str(revealed))
+    assert code == 1, out
+    mismatches = [line.removeprefix("MISMATCH ") for line in out.splitlines() if line.startswith("MISMATCH")]
+    assert any(line.startswith("global round 1 global model largest coordinate difference") and "up to 0.01 " in line
+               for line in mismatches), mismatches  # fmt: skip
+    accuracy = [line for line in mismatches if line.startswith("global round")]
+    assert [line.split(":")[0] for line in accuracy if "accuracy" in line] == ["global round 1 accuracy", "global round 2 accuracy"]
+    assert all(line.startswith("global round") for line in mismatches), mismatches  # the edges are not blamed
