@@ -16,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from bmfl.blobs.codec import decode_state, model_spec
-from bmfl.data.base import TensorData
 from bmfl.incentives import to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
@@ -60,7 +59,7 @@ def _deterministic() -> Iterator[None]:
     """One CPU thread and deterministic kernels, as the edges run (``BMFL_EDGE_TORCH_THREADS`` = 1)."""
     threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
     finally:

@@ -9,6 +9,7 @@ that publishes another global model and a higher accuracy is named too."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from cloud_aggregator.settings import CloudSettings, EdgeEndpoint
 from edge_node.app import create_app as edge_app
 from edge_node.rounds import RoundEngine
 from edge_node.settings import EdgeSettings
+from chain.reexecute import TOLERANCE
 from launcher.cli import app
 from launcher import publisher as publisher_module
 from launcher.publisher import Publisher
@@ -91,11 +93,11 @@ class Stack:
             worker.join(120)
         return task_id, sent[0]
 
-    def audit(self, task_id: int, test_set: str) -> tuple[int, str]:
+    def audit(self, task_id: int, test_set: str, *extra: str) -> tuple[int, str]:
         args = [
             "audit", "--task", str(task_id), "--rpc", self.rpc_url, "--deployment", str(self.deployment),
             "--store", str(self.blobs), "--cloud", self.cloud_url, "--reexecute", "--test-set", test_set,
-            "--receipts", str(self.receipts),
+            "--receipts", str(self.receipts), *extra,
         ]  # fmt: skip
         result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
         return result.exit_code, result.output
@@ -146,6 +148,11 @@ def test_an_honest_task_re_executes_clean(stack: Stack) -> None:
     assert "audit passed" in out and "re-executed round" in out
     for section in ("verdict", "samples", "preliminary", "score", "global", "receipt", "update", "test set", "spec"):
         assert f"│ {section} " in out, section
+    code, raw = stack.audit(task_id, cid, "--json")
+    floats = [c for c in json.loads(raw)["comparisons"] if c["tolerance"]]
+    worst = max(abs(c["recomputed"] - c["on_chain"]) for c in floats)
+    print(f"re-executed {len(floats)} floating-point results; largest difference {worst} (10⁻⁶ units)")
+    assert code == 0 and len(floats) > 20 and worst <= TOLERANCE
     # a test set that is not the escrowed one is refused before anything runs
     code, out = stack.audit(task_id, LocalBlobStore(stack.blobs).put(test_set + b" "))
     assert code == 1 and "test set revealed test set matches testSetDigest" in out and "re-execution skipped" in out
