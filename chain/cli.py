@@ -23,11 +23,21 @@ DIR = typer.Option(DEPLOYMENTS_DIR, "--deployments", help="directory of deployme
 FILE = typer.Option(None, "--deployment", help="deployment JSON file, or a directory of them [default: --deployments]")
 
 
+STACK_DEPLOYMENTS = Path("runs/stack/deployments")
+"""Where ``bmfl up`` writes its deployment (``--run-dir`` default)."""
+
+
 def _deployment(w3: Web3, deployment: Optional[Path], deployments: Path) -> Deployment:
-    """The deployment file given, else ``<chain id>.json`` in the directory; FileNotFoundError if none."""
+    """The deployment file given, else ``<chain id>.json`` in the directory, else in
+    ``bmfl up``'s run folder; FileNotFoundError if none."""
     if deployment is not None and not deployment.is_dir():
         return Deployment.model_validate_json(deployment.read_text())
-    return load_deployment(w3.eth.chain_id, deployment or deployments)
+    try:
+        return load_deployment(w3.eth.chain_id, deployment or deployments)
+    except FileNotFoundError:
+        if deployment is not None or deployments != DEPLOYMENTS_DIR:
+            raise
+        return load_deployment(w3.eth.chain_id, STACK_DEPLOYMENTS)
 
 
 def _deploy_and_save(w3: Web3, deployments: Path) -> None:
