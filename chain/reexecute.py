@@ -193,7 +193,7 @@ class Reexecution:
             subject = f"{where} vehicle {v}"
             out += [
                 Comparison(section="verdict", subject=f"{subject} flagged", recomputed=int(verdict.flagged), on_chain=int(rec.malicious),
-                           detail=f"reason {verdict.reason}" if verdict.flagged != rec.malicious else ""),
+                           detail=f"re-executed: {verdict.reason or 'kept'}" if verdict.flagged != rec.malicious else ""),
                 Comparison(section="verdict", subject=f"{subject} θ", recomputed=to_fixed(verdict.theta), on_chain=rec.theta, tolerance=TOLERANCE),
                 Comparison(section="verdict", subject=f"{subject} Λ", recomputed=fixed_reliability(verdict.reliability),
                            on_chain=rec.reliability, tolerance=TOLERANCE),
