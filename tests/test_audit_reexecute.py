@@ -149,7 +149,11 @@ def test_an_honest_task_re_executes_clean(stack: Stack) -> None:
     for section in ("verdict", "samples", "preliminary", "score", "global", "receipt", "update", "test set", "spec"):
         assert f"│ {section} " in out, section
     code, raw = stack.audit(task_id, cid, "--json")
-    floats = [c for c in json.loads(raw)["comparisons"] if c["tolerance"]]
+    comparisons = json.loads(raw)["comparisons"]
+    floats = [c for c in comparisons if c["tolerance"]]
+    receipts = [c for c in comparisons if c["section"] == "receipt"]
+    blobs = [c for c in comparisons if c["section"] == "update"]
+    assert len(receipts) == len(blobs) > 0 and all(c["ok"] for c in receipts)  # the fleet kept a receipt per upload
     worst = max(abs(c["recomputed"] - c["on_chain"]) for c in floats)
     print(f"re-executed {len(floats)} floating-point results; largest difference {worst} (10⁻⁶ units)")
     assert code == 0 and len(floats) > 20 and worst <= TOLERANCE
