@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 import typer
 
@@ -26,7 +26,10 @@ from chain.deploy import DEPLOYMENTS_DIR
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from chain.audit import TaskAudit
+    from chain.audit import Auditor, TaskAudit
+    from chain.reexecute import Reexecution
+
+Fetch = Callable[[str], bytes]
 
 RPC_DEFAULT = "http://127.0.0.1:8545"
 CLOUD_DEFAULT = "http://127.0.0.1:8000"
@@ -84,17 +87,17 @@ def resolve_sources(
 def audit(
     task: int = typer.Option(..., "--task", help="task id"),
     run_dir: Path = typer.Option(RUN_DIR_DEFAULT, "--run-dir", help="a local stack's run folder (bmfl up, bmfl demo): chain, blobs, cloud and receipts from it"),
-    rpc: Optional[str] = typer.Option(None, "--rpc", envvar="BMFL_RPC_URL", help=f"JSON-RPC URL [default: the run folder's, else {RPC_DEFAULT}]"),
-    deployment: Optional[Path] = typer.Option(None, "--deployment", help="deployment JSON file, or a directory of them (one per chain id) [default: RUN_DIR/deployments, else deployments/]"),
+    rpc: Optional[str] = typer.Option(None, "--rpc", envvar="BMFL_RPC_URL", help=f"JSON-RPC URL (default: the run folder's, else {RPC_DEFAULT})"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", help="deployment JSON file, or a directory of them (one per chain id) (default: RUN_DIR/deployments, else deployments/)"),
     deployments: Optional[Path] = typer.Option(None, "--deployments", hidden=True, help="alias of --deployment DIR"),
-    gateway: Optional[str] = typer.Option(None, "--gateway", envvar="BMFL_GATEWAY_URL", help="URL of an /ipfs/{cid} gateway [default: the run folder's blob store, else the cloud's gateway]"),
+    gateway: Optional[str] = typer.Option(None, "--gateway", envvar="BMFL_GATEWAY_URL", help="URL of an /ipfs/{cid} gateway (default: the run folder's blob store, else the cloud's gateway)"),
     store: Optional[Path] = typer.Option(None, "--store", exists=True, file_okay=False, help="a local blob store directory, instead of a gateway"),
     no_blobs: bool = typer.Option(False, "--no-blobs", help="skip fetching the model blobs (chain data only)"),
     reexecute: bool = typer.Option(False, "--reexecute", help="re-run every round with the round core (needs the revealed test set)"),
     test_set: Optional[str] = typer.Option(None, "--test-set", help="the revealed test set: a file, or its CID in the blob source"),
-    spec: Optional[Path] = typer.Option(None, "--spec", exists=True, dir_okay=False, help="the task's spec JSON (TaskSpec) [default: the cloud's GET /tasks/{id}]"),
-    cloud: Optional[str] = typer.Option(None, "--cloud", envvar="BMFL_CLOUD_URL", help=f"cloud URL, for the spec and as gateway [default: the run folder's, else {CLOUD_DEFAULT}]"),
-    receipts: list[Path] = typer.Option([], "--receipts", exists=True, help="vehicles' receipts: JSON-lines files or folders of them (repeatable) [default: RUN_DIR/fleet/receipts.jsonl]"),
+    spec: Optional[Path] = typer.Option(None, "--spec", exists=True, dir_okay=False, help="the task's spec JSON (TaskSpec) (default: the cloud's GET /tasks/{id})"),
+    cloud: Optional[str] = typer.Option(None, "--cloud", envvar="BMFL_CLOUD_URL", help=f"cloud URL, for the spec and as gateway (default: the run folder's, else {CLOUD_DEFAULT})"),
+    receipts: list[Path] = typer.Option([], "--receipts", exists=True, help="vehicles' receipts: JSON-lines files or folders of them (repeatable) (default: RUN_DIR/fleet/receipts.jsonl)"),
     as_json: bool = typer.Option(False, "--json", help="print the full result as JSON (wei as integers)"),
 ) -> None:
     """Audit a task from the chain: contributions, consensus, payouts and blobs; with
@@ -138,7 +141,7 @@ def audit(
     raise typer.Exit(0 if result.passed else 1)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -150,7 +153,7 @@ def _console() -> "Console":
     return Console() if sys.stdout.isatty() else Console(width=10_000, no_color=True, soft_wrap=True)
 
 
-def _blob_source(src: Sources) -> tuple[Callable[[str], bytes], Callable[[], None]]:
+def _blob_source(src: Sources) -> tuple[Fetch, Callable[[], None]]:
     """``fetch`` (verifying each blob against its CID) and how to close it."""
     from bmfl.blobs.gateway_client import GatewayClient
     from bmfl.blobs.retry import RetryPolicy
@@ -171,7 +174,9 @@ def _blob_source(src: Sources) -> tuple[Callable[[str], bytes], Callable[[], Non
     return LocalBlobStore(src.blob_store).get, lambda: None
 
 
-def _reexecution(auditor, task: int, src: Sources, fetch, test_set: str | None, spec_file: Path | None):  # type: ignore[no-untyped-def]
+def _reexecution(
+    auditor: "Auditor", task: int, src: Sources, fetch: Fetch | None, test_set: str | None, spec_file: Path | None
+) -> "Reexecution":
     """The :class:`chain.reexecute.Reexecution` of ``task``: spec, revealed test set, receipts."""
     import httpx
 
@@ -199,7 +204,7 @@ def _reexecution(auditor, task: int, src: Sources, fetch, test_set: str | None, 
     return Reexecution(auditor, fetch, task_spec, revealed, read_receipts(src.receipts))
 
 
-def _orphaned(auditor, task: int) -> str:  # type: ignore[no-untyped-def]
+def _orphaned(auditor: "Auditor", task: int) -> str:
     """Why a task that never ran has no blobs or rounds ('' for a task that ran)."""
     from chain.tasks import Status
 
