@@ -94,7 +94,7 @@ def audit(
     store: Optional[Path] = typer.Option(None, "--store", exists=True, file_okay=False, help="a local blob store directory, instead of a gateway"),
     no_blobs: bool = typer.Option(False, "--no-blobs", help="skip fetching the model blobs (chain data only)"),
     reexecute: bool = typer.Option(False, "--reexecute", help="re-run every round with the round core (needs the revealed test set)"),
-    test_set: Optional[str] = typer.Option(None, "--test-set", help="the revealed test set: a file, or its CID in the blob source"),
+    test_set: Optional[str] = typer.Option(None, "--test-set", help="the revealed test set: a file, or its CID in the blob source (implies --reexecute)"),
     spec: Optional[Path] = typer.Option(None, "--spec", exists=True, dir_okay=False, help="the task's spec JSON (TaskSpec) (default: the cloud's GET /tasks/{id})"),
     cloud: Optional[str] = typer.Option(None, "--cloud", envvar="BMFL_CLOUD_URL", help=f"cloud URL, for the spec and as gateway (default: the run folder's, else {CLOUD_DEFAULT})"),
     receipts: list[Path] = typer.Option([], "--receipts", exists=True, help="vehicles' receipts: JSON-lines files or folders of them (repeatable) (default: RUN_DIR/fleet/receipts.jsonl)"),
@@ -128,7 +128,7 @@ def audit(
         _fail(f"no task {task} on chain {dep.chain_id} (tasks 1…{auditor.tasks.task_count()})")
     fetch, close = (None, lambda: None) if no_blobs else _blob_source(src)
     try:
-        reexecution = _reexecution(auditor, task, src, fetch, test_set, spec) if reexecute else None
+        reexecution = _reexecution(auditor, task, src, fetch, test_set, spec) if reexecute or test_set else None
         result = auditor.audit(task, fetch, reexecution)
     finally:
         close()

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from eth_account import Account
 from rich.console import Console
 from typer.testing import CliRunner
 
 from bmfl.blobs.local import LocalBlobStore
 from bmfl.data import load_dataset
+from bmfl.protocol.signing import receipt_message, sign
 from bmfl.protocol.testset import encode_test_set
 from bmfl.task import TaskDraft, TrainingSpec
 from chain.anvil import dev_key, free_port
@@ -64,6 +66,7 @@ class Stack:
     receipts: Path
     fleet: Fleet
     publisher: Publisher
+    chain_id: int
 
     def run_task(self) -> tuple[int, bytes]:
         """Publish a task, let the fleet train until the cloud reports it finished; the
@@ -96,7 +99,7 @@ class Stack:
     def audit(self, task_id: int, test_set: str, *extra: str) -> tuple[int, str]:
         args = [
             "audit", "--task", str(task_id), "--rpc", self.rpc_url, "--deployment", str(self.deployment),
-            "--store", str(self.blobs), "--cloud", self.cloud_url, "--reexecute", "--test-set", test_set,
+            "--store", str(self.blobs), "--cloud", self.cloud_url, "--test-set", test_set,
             "--receipts", str(self.receipts), *extra,
         ]  # fmt: skip
         result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
@@ -132,7 +135,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ), console=Console(quiet=True))  # fmt: skip
         fleet.setup()
         publisher = Publisher(connect(chain.rpc_url, chain.deployment_file, dev_key(PUBLISHER)), cloud_url)
-        yield Stack(chain.rpc_url, chain.deployment_file, blobs, cloud_url, receipts, fleet, publisher)
+        yield Stack(chain.rpc_url, chain.deployment_file, blobs, cloud_url, receipts, fleet, publisher, chain.chain_id)
         fleet.close()
     finally:
         for server in reversed(servers):
@@ -140,10 +143,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         chain.node.stop()
 
 
-def test_an_honest_task_re_executes_clean(stack: Stack) -> None:
+def test_an_honest_task_re_executes_clean(stack: Stack, tmp_path: Path) -> None:
     task_id, test_set = stack.run_task()
     cid = LocalBlobStore(stack.blobs).put(test_set)  # the publisher reveals the test set by CID
-    code, out = stack.audit(task_id, cid)
+    code, out = stack.audit(task_id, cid, "--reexecute")  # (--test-set alone implies it)
     assert code == 0, out
     assert "audit passed" in out and "re-executed round" in out
     for section in ("verdict", "samples", "preliminary", "score", "global", "receipt", "update", "test set", "spec"):
@@ -157,6 +160,14 @@ def test_an_honest_task_re_executes_clean(stack: Stack) -> None:
     worst = max(abs(c["recomputed"] - c["on_chain"]) for c in floats)
     print(f"re-executed {len(floats)} floating-point results; largest difference {worst} (10⁻⁶ units)")
     assert code == 0 and len(floats) > 20 and worst <= TOLERANCE
+    # a receipt no edge signed proves nothing: ignored, with a note
+    forged = tmp_path / "forged.jsonl"
+    outsider = Account.create()
+    fake = {"task_id": task_id, "round": 1, "vehicle": 0, "digest": "0x" + "11" * 32, "cid": cid}
+    message = receipt_message(stack.chain_id, task_id, 1, stack.fleet.vehicles[0].address, bytes(32 * [0x11]))
+    forged.write_text(json.dumps(fake | {"signature": sign(outsider, message)}) + "\n")
+    code, out = stack.audit(task_id, cid, "--receipts", str(forged))
+    assert code == 0 and "note: receipt of vehicle 0 round 1 ignored: not signed by an edge" in out, out
     # a test set that is not the escrowed one is refused before anything runs
     code, out = stack.audit(task_id, LocalBlobStore(stack.blobs).put(test_set + b" "))
     assert code == 1 and "test set revealed test set matches testSetDigest" in out and "re-execution skipped" in out
@@ -193,8 +204,10 @@ def test_a_lying_edge_is_named_for_each_lie(stack: Stack, monkeypatch: pytest.Mo
     monkeypatch.setattr(RoundEngine, "_score", lying_score)
     task_id, test_set = stack.run_task()
     revealed = tmp_path / "test_set.safetensors"
-    revealed.write_bytes(test_set)  # revealed as a file this time
-    code, out = stack.audit(task_id, str(revealed))
+    revealed.write_bytes(test_set)  # revealed as a file this time, the spec from the publisher's file
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(httpx.get(f"{stack.cloud_url}/tasks/{task_id}").json()["spec"]))
+    code, out = stack.audit(task_id, str(revealed), "--spec", str(spec), "--cloud", "http://127.0.0.1:9")
     assert code == 1 and "audit FAILED" in out, out
     mismatches = [line.removeprefix("MISMATCH ") for line in out.splitlines() if line.startswith("MISMATCH")]
     where = f"round 1 edge {liar}"
