@@ -2,7 +2,8 @@
 real uvicorn servers on loopback, one local blob store, a vehicle fleet over HTTP keeping
 its receipts, a task published by the publisher's client. An honest task re-executes
 clean; in the same setting one edge lies in round 1 (θ of a vehicle, an honest vehicle
-flagged, an acknowledged update dropped, its own score inflated) and the audit exits 1
+flagged, an acknowledged update dropped, its own score inflated) and round 2 (its
+manifest names another blob for an update) and the audit exits 1
 with one line naming each lie (edge, round, vehicle, field, chain vs recomputed); a cloud
 that publishes another global model and a higher accuracy is named too."""
 
@@ -183,8 +184,14 @@ def test_a_lying_edge_is_named_for_each_lie(stack: Stack, monkeypatch: pytest.Mo
     aggregate, score = RoundEngine._aggregate, RoundEngine._score
 
     def lying_aggregate(self, spec, round_, global_cid, updates):  # type: ignore[no-untyped-def]
-        if self.node.index != liar or round_ != 1:
+        if self.node.index != liar:
             return aggregate(self, spec, round_, global_cid, updates)
+        if round_ == 2:  # the manifest names another vehicle's blob for one update
+            prelim = aggregate(self, spec, round_, global_cid, updates)
+            manifest = json.loads(self.node.store.get(prelim.manifest_cid))
+            first, second = manifest["updates"][:2]
+            lies["swapped"], first["cid"] = first["vehicle"], second["cid"]
+            return dataclasses.replace(prelim, manifest_cid=self.node.store.put(json.dumps(manifest).encode(), pin=True))
         lies["dropped"] = max(u.vehicle for u in updates)  # acknowledged, then left out of records and manifest
         prelim = aggregate(self, spec, round_, global_cid, [u for u in updates if u.vehicle != lies["dropped"]])
         records = list(prelim.records)
@@ -220,8 +227,12 @@ def test_a_lying_edge_is_named_for_each_lie(stack: Stack, monkeypatch: pytest.Mo
     for lie, prefix in expected.items():
         assert any(line.startswith(prefix) for line in mismatches), (lie, prefix, mismatches)
     assert any(line.endswith(": not recorded") for line in mismatches if line.startswith("receipt"))
-    # nothing else is blamed: every mismatch is the liar's, in round 1
-    assert all(where in line for line in mismatches), mismatches
+    swapped = f"update round 2 edge {liar} vehicle {lies['swapped']} blob: on chain 0, recomputed 1: blob "
+    assert any(line.startswith(swapped) and "has sha2-256" in line for line in mismatches), (swapped, mismatches)
+    assert f"note: round 2 edge {liar}: not re-executed (an update blob is missing)" in out
+    # nothing else is blamed: every mismatch is one of the lies
+    allowed = (*expected.values(), f"verdict {where} vehicle {lies['flagged']} θ: on chain 0, recomputed ", swapped)
+    assert all(line.startswith(allowed) for line in mismatches), mismatches
 
 
 def test_a_lying_cloud_is_named(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
