@@ -47,7 +47,6 @@ class Sources:
     gateway: str | None = None
     cloud: str = CLOUD_DEFAULT
     receipts: list[Path] = field(default_factory=list)
-    found: list[str] = field(default_factory=list)
 
 
 def resolve_sources(
@@ -63,7 +62,6 @@ def resolve_sources(
         src.rpc, src.blob_store = state["rpc_url"], state["blob_store"]
         urls = {s["name"]: s["url"] for s in state.get("services", [])}
         src.cloud = urls.get("cloud", src.cloud)
-        src.found.append(f"stack {state_file}")
     elif (run_dir / "blobs").is_dir():
         src.blob_store = str(run_dir / "blobs")
     if (run_dir / "deployments").is_dir():
