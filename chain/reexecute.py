@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from bmfl.aggregation.dp_fedavg import DpFedAvg, clipped_mean
 from bmfl.blobs.codec import decode_state, model_spec
 from bmfl.incentives import to_fixed
 from bmfl.models import create_model
@@ -29,7 +30,7 @@ from bmfl.params import flatten, load_vector
 from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, recover
 from bmfl.protocol.testset import decode_test_set
-from bmfl.rounds import aggregate_cloud, aggregate_edge, cloud_rule, cross_scores, edge_rule, root_updater, task_scorer
+from bmfl.rounds import EdgeOutcome, aggregate_cloud, aggregate_edge, cloud_rule, cross_scores, edge_rule, root_updater, task_scorer
 from bmfl.training import evaluate
 from chain.audit import Auditor, Comparison, TaskLogs
 from chain.base import ContractRevert
@@ -42,6 +43,22 @@ MODEL_TOLERANCE = 1e-5
 """Largest difference per coordinate between a re-executed model and the recorded one."""
 
 Fetch = Callable[[str], bytes]
+
+
+def noise_check(kept: torch.Tensor, reference: torch.Tensor, model: torch.Tensor, clip: float, sigma: float) -> Comparison:
+    """A ``dp_fedavg`` model carries secret noise that nobody can re-draw, so it is checked
+    statistically: K·(``model`` − the noiseless mean of the K ``kept`` uploads) must look
+    like N(0, (σC)²) per coordinate — its root mean square within z = 4 standard errors
+    (σC·4/√(2d)) of σC, in 10⁻⁶ units. A model replaced or shifted by more than the noise
+    fails, and so does one without noise; a change hidden inside the noise cannot be told
+    from it."""
+    residual = (model.to(torch.float64) - clipped_mean(kept, reference, clip).to(torch.float64)) * kept.shape[0]
+    expected = sigma * clip
+    observed = float(residual.pow(2).mean().sqrt())
+    tolerance = expected * 4 / math.sqrt(2 * residual.numel())
+    return Comparison(section="preliminary", subject="preliminary model noise rms (10⁻⁶)", recomputed=round(observed * 1e6),
+                      on_chain=round(expected * 1e6), tolerance=max(1, round(tolerance * 1e6)),
+                      detail=f"K·(model − noiseless mean) has rms {observed:.4g}, σC = {expected:.4g}")  # fmt: skip
 
 
 def read_receipts(paths: Iterable[Any]) -> list[UploadReceipt]:
@@ -200,8 +217,23 @@ class Reexecution:
                            on_chain=rec.reliability, tolerance=TOLERANCE),
             ]  # fmt: skip
         out.append(Comparison(section="samples", subject=where, recomputed=outcome.samples, on_chain=recorded.samples))
-        out.append(self._model(f"{where} preliminary model", outcome.preliminary, recorded.preliminary_cid))
+        if self.spec.aggregation.edge.name == "dp_fedavg":
+            out.append(self._noisy_model(where, uploads, outcome, reference, recorded.preliminary_cid))
+        else:
+            out.append(self._model(f"{where} preliminary model", outcome.preliminary, recorded.preliminary_cid))
         return out
+
+    def _noisy_model(
+        self, where: str, uploads: dict[int, torch.Tensor], outcome: EdgeOutcome, reference: torch.Tensor, cid: str
+    ) -> Comparison:
+        """A ``dp_fedavg`` edge's model, checked by :func:`noise_check` (its noise is secret)."""
+        kept = [uploads[v] for v in sorted(uploads) if not outcome.verdicts[v].flagged]
+        theirs = self._vector(cid) if cid else None
+        if not kept or theirs is None:
+            return self._model(f"{where} preliminary model", outcome.preliminary, cid)
+        rule = DpFedAvg(**self.spec.aggregation.edge.options)
+        comparison = noise_check(torch.stack(kept), reference, theirs, rule.clip, rule.noise_multiplier)
+        return comparison.model_copy(update={"subject": f"{where} {comparison.subject}", "detail": f"{cid}: {comparison.detail}"})
 
     def _model(self, subject: str, mine: torch.Tensor | None, cid: str) -> Comparison:
         """A re-executed model next to the one recorded under ``cid`` (none: empty CID),
