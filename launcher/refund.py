@@ -1,4 +1,4 @@
-"""``bmfl tasks refund``: the publisher's way back from an orphaned or stalled task.
+"""``bmfl task refund``: the publisher's way back from an orphaned or stalled task.
 
 A task is *orphaned* when it is active on chain but the cloud does not run it (escrowed,
 then never published, e.g. the cloud refused the publication), and *stalled* when its
@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Optional
+
 import httpx
 import typer
 
 from chain.tasks import Status
-from service_kit.chain_access import ChainAccess, connect
-
-WEI_PER_ETH = 10**18
+from service_kit.chain_access import ChainAccess
+from launcher.account import CloudUrl, Deployment, KeyFile, RpcUrl, connect_account, eth
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,6 @@ class Candidate:
     @property
     def refundable(self) -> bool:
         return self.stalled
-
-
-def eth(wei: int) -> str:
-    return f"{wei / WEI_PER_ETH:.6f} ETH ({wei} wei)"
 
 
 def cloud_task_ids(cloud_url: str, timeout_s: float = 30.0) -> set[int]:
@@ -78,20 +75,14 @@ def refund(chain: ChainAccess, tasks: list[Candidate]) -> int:
     return owed
 
 
-tasks_app = typer.Typer(help="The publisher's tasks on chain.", no_args_is_help=True)
-
-
-@tasks_app.command("refund")
 def refund_command(
-    private_key: str = typer.Option(..., envvar="BMFL_PUBLISHER_KEY", help="the publisher's account key (0x-hex)"),
-    cloud_url: str = typer.Option("http://127.0.0.1:8000", envvar="BMFL_CLOUD_URL", help="the cloud whose GET /tasks says what runs"),
-    rpc_url: str = typer.Option("http://127.0.0.1:8545", envvar="BMFL_RPC_URL", help="JSON-RPC URL of the chain"),
-    deployment: Path = typer.Option(Path("deployments/31337.json"), envvar="BMFL_DEPLOYMENT", help="deployment file"),
+    key_file: Optional[Path] = KeyFile, cloud_url: str = CloudUrl, rpc_url: str = RpcUrl,
+    deployment: Optional[Path] = Deployment,
     yes: bool = typer.Option(False, "--yes", help="cancel the stalled tasks and claim the refund (default: list only)"),
-) -> None:
+) -> None:  # fmt: skip
     """List the publisher's orphaned (escrowed, not run by the cloud) and stalled (deadline
     passed) tasks; with --yes, cancelTask each stalled one and claim the refund."""
-    chain = connect(rpc_url, deployment, private_key)
+    chain = connect_account(key_file, rpc_url, deployment)
     try:
         running = cloud_task_ids(cloud_url)
     except httpx.HTTPError as exc:

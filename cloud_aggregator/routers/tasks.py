@@ -165,8 +165,10 @@ def list_tasks(cloud: CloudDep) -> list[TaskView]:
 
 @public.get("/{task_id}", response_model=TaskView)
 def get_task(cloud: CloudDep, task_id: TaskPath) -> TaskView:
-    """Status, round, accuracy curve, leaders, flagged vehicles and ε per vehicle."""
-    return cloud.view(task_id)
+    """Status, rounds (accuracy, leader, selected and received counts, times), the round in
+    training, ETA, ε per vehicle, milestones, and the ledger: escrow, block rewards,
+    payouts, refunds, each payee's credit claimed and outstanding, gas spent."""
+    return cloud.view(task_id, full=True)
 
 
 @public.get("/{task_id}/rounds/{round_}")
