@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from bmfl.protocol.signing import SIGNATURE_HEADER, SignatureError, request_signer
+from service_kit.openapi_docs import SignedDocsRoute
 from service_kit.problems import ProblemError
 from edge_node.node import EdgeNode
 
@@ -43,7 +44,7 @@ def signed_route(node: EdgeNode, authorize: Callable[[str], None]) -> type[APIRo
     """An ``APIRoute`` class admitting requests signed by an account ``authorize`` accepts
     (401 ``unsigned`` / ``bad_signature``, 403 from ``authorize``)."""
 
-    class SignedRoute(APIRoute):
+    class SignedRoute(SignedDocsRoute):
         bmfl_signed = True  # service_kit.bounded checks the headers before the body is read
 
         def get_route_handler(self) -> Handler:

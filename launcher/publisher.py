@@ -8,20 +8,15 @@ from __future__ import annotations
 import httpx
 
 from bmfl.blobs.cid import compute_cid
-from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
+from bmfl.blobs.codec import blob_digest
 from bmfl.data.base import TensorData
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
 from bmfl.protocol.signing import signed_headers
 from bmfl.protocol.testset import encode_test_set
-from bmfl.rounds import initial_model
+from bmfl.rounds import initial_model_blob
 from bmfl.rounds.validate import Problem, TaskInvalid, check_task
 from service_kit.chain_access import ChainAccess
 from chain.tasks import task_params
-
-
-def initial_model_blob(model: str, seed: int, publisher: str) -> bytes:
-    """w⁰ (``bmfl.rounds.initial_model``: the seeded initialisation) as a blob."""
-    return encode_state(initial_model(model, seed).state_dict(), BlobMeta("initial", 0, publisher, model))
 
 
 class PublishFailed(RuntimeError):
