@@ -115,6 +115,7 @@ def cloud(service_chain: ServiceChain, tmp_path_factory: pytest.TempPathFactory)
         ({"rounds": 2, "model": "bmfl_cnnn"}, "unknown_model"),
         ({"rounds": 2, "aggregation": {"filters": [{"name": "self_reliabilty"}]}}, "invalid_spec"),
         ({"rounds": 2, "reward_wei": 10, "block_reward_wei": 10}, "invalid_spec"),  # escrow < rounds × block reward
+        ({"rounds": 1, "reward_wei": 2**97, "block_reward_wei": 2**96}, "invalid_spec"),  # over createTask's uint96
     ],
 )
 def test_a_typo_costs_no_escrow(service_chain: ServiceChain, cloud: ServerThread, tmp_path: Path, spec: dict, reason: str) -> None:  # noqa: F811
