@@ -10,10 +10,10 @@ is listed with the time it becomes refundable.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
 from typing import Optional
 
 import httpx
@@ -21,7 +21,7 @@ import typer
 
 from chain.tasks import Status
 from service_kit.chain_access import ChainAccess
-from launcher.account import CloudUrl, Deployment, KeyFile, RpcUrl, connect_account, eth
+from launcher.account import CloudUrl, Deployment, Json, KeyFile, RpcUrl, connect_account, eth
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Candidate:
     task_id: int
     orphaned: bool
     stalled: bool
-    deadline: int
+    deadline: int  # chain time after which it is stalled
     refund_wei: int  # what cancelTask would credit: escrow − rounds run × block reward
 
     @property
@@ -79,6 +79,7 @@ def refund_command(
     key_file: Optional[Path] = KeyFile, cloud_url: str = CloudUrl, rpc_url: str = RpcUrl,
     deployment: Optional[Path] = Deployment,
     yes: bool = typer.Option(False, "--yes", help="cancel the stalled tasks and claim the refund (default: list only)"),
+    as_json: bool = Json,
 ) -> None:  # fmt: skip
     """List the publisher's orphaned (escrowed, not run by the cloud) and stalled (deadline
     passed) tasks; with --yes, cancelTask each stalled one and claim the refund."""
@@ -89,6 +90,14 @@ def refund_command(
         typer.echo(f"the cloud at {cloud_url} did not answer ({exc}); listing stalled tasks only", err=True)
         running = None
     found = [c for c in candidates(chain, running or set()) if running is not None or c.stalled]
+    if as_json:
+        listed = [asdict(c) | {"refundable": c.refundable, "orphaned": c.orphaned and running is not None} for c in found]
+        out: dict = {"publisher": chain.address, "tasks": listed}
+        if yes:
+            before = chain.w3.eth.get_balance(chain.address)
+            out |= {"claimed_wei": refund(chain, found), "balance_before_wei": before, "balance_after_wei": chain.w3.eth.get_balance(chain.address)}
+        typer.echo(json.dumps(out, indent=2))
+        return
     if not found:
         typer.echo(f"no orphaned or stalled tasks of {chain.address}")
         return

@@ -166,3 +166,32 @@ def test_openapi_documents_signatures_and_problem_reasons(cloud: ServerThread) -
     assert "X-BMFL-Signature" not in json.dumps(schema["paths"]["/tasks/validate"])  # unsigned
     view = schema["components"]["schemas"]["RoundSummary"]["properties"]
     assert "upper median" in view["consensus_scores"]["description"]
+
+
+def test_cancel_a_stalled_task_then_claim_the_refund(service_chain: ServiceChain, cloud: ServerThread) -> None:  # noqa: F811
+    """An escrowed task the cloud never ran: ``bmfl task cancel`` refuses until it stalled,
+    then cancels it; ``bmfl claim`` withdraws the refund (balance + escrow − gas, to the wei)."""
+    from bmfl.blobs.codec import BlobMeta, encode_state
+    from bmfl.models import create_model
+    from service_fixtures import TaskData, create_task
+
+    model = encode_state(create_model("bmfl_cnn").state_dict(), BlobMeta("0", 0, "publisher", "bmfl_cnn"))
+    test_set = encode_test_set(TensorData(torch.zeros(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]), 10))
+    task = create_task(service_chain, TaskData(None, test_set, model, "bafy-initial"))  # type: ignore[arg-type]
+    where = ["--rpc-url", service_chain.rpc_url, "--deployment", str(service_chain.deployment_file)]
+    runner = CliRunner(env={"BMFL_KEY": dev_key(PUBLISHER)})
+    early = runner.invoke(cli, ["task", "cancel", str(task.task_id), *where])
+    assert early.exit_code == 2 and "has not stalled" in early.output
+    listed = json.loads(runner.invoke(cli, ["task", "refund", "--json", "--cloud-url", cloud.url, *where]).output)
+    assert [(t["task_id"], t["orphaned"], t["refundable"]) for t in listed["tasks"]] == [(task.task_id, True, False)]
+    service_chain.w3.provider.make_request("evm_increaseTime", [2 * task.round_duration_s + 1])  # type: ignore[arg-type]
+    service_chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    cancelled = runner.invoke(cli, ["task", "cancel", str(task.task_id), *where])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert f"cancelled: 1.000000 ETH ({task.reward_wei} wei) credited" in cancelled.output
+    claimed = runner.invoke(cli, ["claim", "--json", *where])
+    assert claimed.exit_code == 0, claimed.output
+    out = json.loads(claimed.output)
+    assert out["claimed_wei"] == out["owed_wei"] == task.reward_wei
+    assert out["balance_after_wei"] == out["balance_before_wei"] + task.reward_wei - out["gas_wei"] and out["gas_wei"] > 0
+    assert "nothing to claim" in runner.invoke(cli, ["claim", *where]).output
