@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from bmfl.protocol.signing import SIGNATURE_HEADER, SignatureError, request_signer
-from service_kit.openapi_docs import SignedDocsRoute, problems
+from service_kit.openapi_docs import SignedDocsRoute, problem_responses
 from service_kit.problems import ProblemError
 from edge_node.node import EdgeNode
 
@@ -50,7 +50,7 @@ def signed_route(node: EdgeNode, authorize: Callable[[str], None]) -> type[APIRo
         bmfl_signed = True  # service_kit.bounded checks the headers before the body is read
 
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-            kwargs["responses"] = problems({403: [authorize.reason]}) | (kwargs.get("responses") or {})  # type: ignore[attr-defined]
+            kwargs["responses"] = problem_responses({403: [authorize.reason]}) | (kwargs.get("responses") or {})  # type: ignore[attr-defined]
             super().__init__(path, endpoint, **kwargs)
 
         def get_route_handler(self) -> Handler:

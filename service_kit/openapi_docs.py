@@ -33,7 +33,7 @@ BOUNDED = {413: ["body_too_large", "too_large"], 422: ["unknown_part", "repeated
 UNAVAILABLE = {503: ["chain_unavailable", "blob_store_unavailable"]}
 
 
-def problems(*groups: dict[int, list[str]]) -> dict[int | str, dict[str, Any]]:
+def problem_responses(*groups: dict[int, list[str]]) -> dict[int | str, dict[str, Any]]:
     """FastAPI ``responses=``: per status the Problem body and its reason codes."""
     merged: dict[int, list[str]] = {}
     for group in groups:
@@ -54,7 +54,7 @@ def signed_openapi(extra: dict[str, Any] | None) -> dict[str, Any]:
 
 def signed_responses(responses: dict[int | str, Any] | None) -> dict[int | str, Any]:
     """``responses`` of a signed route: its own plus 401 ``unsigned`` / ``bad_signature``."""
-    out = problems(SIGNED)
+    out = problem_responses(SIGNED)
     out.update(responses or {})
     return out
 

@@ -15,7 +15,7 @@ from bmfl.models import MODELS
 from bmfl.rounds import initial_model_blob
 from bmfl.rounds.validate import Problem, validate_task
 from chain.tasks import task_params
-from service_kit.openapi_docs import BOUNDED, SIGNED, UNAVAILABLE, problems
+from service_kit.openapi_docs import BOUNDED, SIGNED, UNAVAILABLE, problem_responses
 from service_kit.problems import ProblemError
 from cloud_aggregator.auth import SignedRoute, check_publisher
 from cloud_aggregator.context import Cloud, get_cloud
@@ -31,18 +31,18 @@ publisher = APIRouter(prefix="/tasks", tags=["tasks"], route_class=SignedRoute) 
 CloudDep = Annotated[Cloud, Depends(get_cloud)]
 TaskPath = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="task id on chain")]
 TASK_CHECKS = ["invalid_spec", "unknown_model", "initial_model_<codec reason>", "invalid_test_set", "escrow_too_small"]
-PUBLISH_PROBLEMS = problems(
+PUBLISH_PROBLEMS = problem_responses(
     SIGNED, BOUNDED, UNAVAILABLE,
     {403: ["not_publisher"], 404: ["unknown_task"], 409: ["duplicate_task", "task_not_fresh", "chain_mismatch"],
      422: TASK_CHECKS, 502: ["edge_unavailable"]},
 )  # fmt: skip
-TEST_SET_PROBLEMS = problems(
+TEST_SET_PROBLEMS = problem_responses(
     SIGNED, BOUNDED, UNAVAILABLE,
     {403: ["not_publisher"], 404: ["unknown_task"], 409: ["test_set_present", "chain_mismatch"],
      422: ["invalid_test_set", "invalid_spec"], 502: ["edge_unavailable"]},
 )  # fmt: skip
 READ_PROBLEMS_RAW = {404: ["unknown_task"], 422: ["invalid_request"], 503: ["chain_unavailable"]}
-READ_PROBLEMS = problems(READ_PROBLEMS_RAW)
+READ_PROBLEMS = problem_responses(READ_PROBLEMS_RAW)
 
 
 class TaskCheck(BaseModel):
@@ -124,7 +124,7 @@ async def publish(
 @dry_run.post(
     "/validate", response_model=TaskCheck,
     responses={
-        **problems(BOUNDED),
+        **problem_responses(BOUNDED),
         422: {"model": TaskProblems, "description": "reason `invalid_task`, every problem listed with its reason: "
               + ", ".join(f"`{r}`" for r in TASK_CHECKS) + " (or `unknown_part` / `repeated_part` for a malformed form)"},
     },
@@ -171,7 +171,7 @@ def _create_task(draft: TaskDraft, model_digest: bytes, cid: str, test_digest: b
     "/{name}/initial",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "the blob (safetensors)"},
-               **problems({404: ["unknown_model"], 422: ["invalid_request"]})},
+               **problem_responses({404: ["unknown_model"], 422: ["invalid_request"]})},
 )  # fmt: skip
 def initial_model(
     name: Annotated[str, Path(max_length=64, description="model registry name, as in the spec's model")],
@@ -215,7 +215,7 @@ async def add_test_set(
     return cloud.view(task_id)
 
 
-@public.get("", response_model=list[TaskView], responses=problems(UNAVAILABLE))
+@public.get("", response_model=list[TaskView], responses=problem_responses(UNAVAILABLE))
 def list_tasks(cloud: CloudDep) -> list[TaskView]:
     return [cloud.view(t["task_id"]) for t in cloud.ctx.state.tasks()]
 
@@ -228,7 +228,7 @@ def get_task(cloud: CloudDep, task_id: TaskPath) -> TaskView:
     return cloud.view(task_id, full=True)
 
 
-@public.get("/{task_id}/rounds/{round_}", responses=problems(READ_PROBLEMS_RAW, {404: ["unknown_round"]}))
+@public.get("/{task_id}/rounds/{round_}", responses=problem_responses(READ_PROBLEMS_RAW, {404: ["unknown_round"]}))
 def get_round(cloud: CloudDep, task_id: TaskPath, round_: int) -> dict[str, Any]:
     """One finished round: global model, edges' records, trainers, leader, flagged."""
     cloud.task(task_id)

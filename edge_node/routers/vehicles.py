@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from bmfl.blobs.errors import CodecReason
 from bmfl.protocol.schemas import Assignment, UploadReceipt
-from service_kit.openapi_docs import BOUNDED, UNAVAILABLE, problems
+from service_kit.openapi_docs import BOUNDED, UNAVAILABLE, problem_responses
 from service_kit.problems import ProblemError
 from edge_node.node import EdgeNode
 from edge_node.routers import RoundPath, TaskPath
@@ -72,7 +72,7 @@ def vehicles_router(node: EdgeNode) -> APIRouter:
 
     @router.post(
         "/tasks/{task_id}/rounds/{round}/updates", status_code=202, response_model=UploadReceipt,
-        responses=problems(BOUNDED, UNAVAILABLE, UPLOAD_PROBLEMS),
+        responses=problem_responses(BOUNDED, UNAVAILABLE, UPLOAD_PROBLEMS),
     )  # fmt: skip
     def post_update(
         task_id: TaskPath,
