@@ -58,7 +58,10 @@ def publish(
     """Validate the task (here and with the cloud's dry run), then escrow the reward on chain,
     then upload it; prints the task id and how to watch it. Nothing is escrowed unless
     every check passes."""
+    from web3.exceptions import Web3Exception
+
     from bmfl.rounds.validate import TaskInvalid
+    from chain.base import ContractRevert
     from launcher.publisher import PublishFailed, Publisher
 
     try:
@@ -76,6 +79,8 @@ def publish(
         raise fail(f"{exc}\nonce it stalls, `bmfl task refund --yes` returns the escrow", 1) from None
     except (httpx.HTTPError, RuntimeError) as exc:
         raise fail(f"{exc}\nnothing was escrowed", 1) from None
+    except (ContractRevert, Web3Exception) as exc:  # e.g. a balance below the escrow
+        raise fail(f"the chain refused createTask: {exc}\nnothing was escrowed", 1) from None
     task_id = view["task_id"]
     typer.echo(f"task {task_id} published: escrow {eth(draft.reward_wei)} by {chain.address}")
     typer.echo(f"watch it: bmfl task watch {task_id} --cloud-url {cloud_url}   (or GET {cloud_url.rstrip('/')}/tasks/{task_id})")

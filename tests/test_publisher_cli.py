@@ -149,6 +149,19 @@ def test_the_clouds_dry_run_refuses_before_escrow_too(service_chain: ServiceChai
     assert (w3.eth.get_balance(address), w3.eth.get_transaction_count(address), chain.tasks.task_count()) == before
 
 
+def test_an_escrow_over_the_balance_is_refused_by_the_chain(service_chain: ServiceChain, cloud: ServerThread, tmp_path: Path) -> None:  # noqa: F811
+    chain = service_chain.access(dev_key(PUBLISHER))
+    w3, address = chain.w3, chain.address
+    (tmp_path / "task.json").write_text(json.dumps({"rounds": 1}))
+    (tmp_path / "test.st").write_bytes(encode_test_set(TensorData(torch.zeros(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]), 10)))
+    before = (w3.eth.get_balance(address), w3.eth.get_transaction_count(address), chain.tasks.task_count())
+    args = ["task", "publish", str(tmp_path / "task.json"), "--test-set", str(tmp_path / "test.st"), "--reward-wei", str(10**30),
+            "--cloud-url", cloud.url, "--rpc-url", service_chain.rpc_url, "--deployment", str(service_chain.deployment_file)]  # fmt: skip
+    out = CliRunner(env={"BMFL_KEY": dev_key(PUBLISHER)}).invoke(cli, args)
+    assert out.exit_code == 1 and "the chain refused createTask" in out.output and "nothing was escrowed" in out.output, out.output
+    assert (w3.eth.get_balance(address), w3.eth.get_transaction_count(address), chain.tasks.task_count()) == before
+
+
 def test_openapi_documents_signatures_and_problem_reasons(cloud: ServerThread) -> None:
     schema = httpx.get(cloud.url + "/openapi.json").json()
     publish = schema["paths"]["/tasks"]["post"]
