@@ -97,6 +97,13 @@ def acceptance(rows: list[Row]) -> list[str]:
             f"{'met' if overhead.ratio <= 1.15 else 'not met'})"  # type: ignore[operator]
             + (f"; in CPU time {cpu.ratio:.2f}× (the stack overlaps work on the second core)." if cpu else ".")
         )
+    for k, d, target in ((10, 11_000_000, 3.0), (100, 1_200_000, 30.0)):
+        cell = _find(rows, "aggregate", f"reweight K={k}, d={d:,} (compiled vs vectorised)")
+        if cell is not None:
+            lines.append(
+                f"- reweight K = {k}, d = {d:,}: {fmt(cell.ours, 's')} on one thread, {cell.ratio:.1f}× the vectorised "
+                f"path (target ≤ {target:g} s: {'met' if cell.ours <= target else 'not met'})."  # type: ignore[operator]
+            )
     opacus = _find(rows, "dp_step", "DP-SGD step vs Opacus")
     if opacus is None:
         lines.append("- dp_step vs Opacus: not measured (see its table).")

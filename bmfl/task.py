@@ -36,11 +36,20 @@ class TrainingSpec(_Strict):
     clip: float = Field(1.0, gt=0, description="C, per-sample clipping norm")
     noise_multiplier: float = Field(1.0, ge=0, description="σ: the noise std is σ·C")
     delta: float = Field(1e-5, gt=0, lt=1, description="δ at which vehicles report ε")
-    sampling: Literal["poisson", "fixed"] = Field("poisson", description="batch sampling; the accountant assumes poisson")
+    sampling: Literal["poisson", "fixed"] = Field(
+        "poisson", description="batch sampling; DP needs poisson (fixed-size batches are refused with dp)"
+    )
     accountant: Literal["rdp", "pld"] = Field("rdp", description="privacy accountant")
     max_steps: int | None = Field(
         None, ge=1, description="cap on local steps per round (local iterations); None = E full epochs (the paper)"
     )
+
+    @model_validator(mode="after")
+    def _dp_is_accountable(self) -> "TrainingSpec":
+        """The accountant covers Poisson sampling only (``bmfl.training.refuse_unsound``)."""
+        if self.dp and self.sampling != "poisson":
+            raise ValueError("fixed_batches_with_dp: DP training needs sampling = 'poisson'")
+        return self
 
     def local(self) -> "LocalTrainingConfig":
         """The core training call's parameters."""

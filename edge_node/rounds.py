@@ -32,7 +32,7 @@ from bmfl.device import default_device
 from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
-from bmfl.rounds import aggregate_edge, cross_scores, edge_rule, select_trainers
+from bmfl.rounds import aggregate_edge, cross_scores, edge_rule, root_updater, select_trainers
 from bmfl.protocol.schemas import (
     EdgeTask,
     EvaluateRequest,
@@ -211,7 +211,10 @@ class RoundEngine:
         uploads = {u.vehicle: flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates}
         sizes = {u.vehicle: self.node.chain.registry.vehicle(u.vehicle).samples for u in updates}
         test_set = self.node.test_set(spec.task_id)
-        rule = edge_rule(spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None)
+        root_update = root_updater(create_model(spec.model, default_device()), test_set, spec.training.local())
+        rule = edge_rule(
+            spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None, root_update
+        )
         outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
         by_vehicle = {u.vehicle: u for u in updates}
         records = [
@@ -229,7 +232,7 @@ class RoundEngine:
             cid, digest = self.node.store.put(blob, pin=True), blob_digest(blob).raw
         manifest = {
             "task": spec.task_id, "round": round_, "edge": self.node.index, "global_cid": global_cid,
-            "preliminary_cid": cid, "samples": outcome.samples,
+            "preliminary_cid": cid, "samples": outcome.samples, "user_level_epsilon": outcome.user_level_epsilon,
             "updates": [
                 {
                     "vehicle": v, "address": by_vehicle[v].address, "cid": by_vehicle[v].cid,

@@ -8,6 +8,7 @@ import typer
 from bmfl.blobs.cli import blob_app
 from bmfl.reproduce.cli import reproduce
 from launcher.demo import demo
+from launcher.k8s import k8s
 from launcher.local import down, status, up
 from launcher.claim import claim
 from launcher.refund import refund_command
@@ -33,6 +34,7 @@ app.command()(audit)
 app.command()(up)
 app.command()(down)
 app.command()(status)
+app.command()(k8s)
 
 
 tasks_app = typer.Typer(help="Alias of `bmfl task` kept for `bmfl tasks refund`.", no_args_is_help=True)

@@ -56,6 +56,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
             FleetSettings(
                 cloud_url=stack.cloud.url, rpc_url=stack.rpc_url, deployment=stack.deployment_file,
                 funder_key=dev_key(OPERATOR), vehicles=8, seed=3, attack="same_value", attack_fraction=0.125,
+                report_epsilon=True,
             ),
             train_data=train.subset(list(range(2400))),
         )  # fmt: skip

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 
+import dp_accounting
 import httpx
 import pytest
 
 from bmfl.attacks import get_attack
-from bmfl.blobs.codec import blob_digest
+from bmfl.blobs.codec import blob_digest, decode_state
+from bmfl.incentives import to_fixed
+from bmfl.params import flatten
 from bmfl.protocol.schemas import RoundClose
+from bmfl.task import AggregationSpec, RuleSpec
 from bmfl.protocol.signing import recover, update_message
 from chain.anvil import dev_key
 from chain.tasks import Phase
@@ -136,3 +140,30 @@ def test_restart_mid_round_keeps_accepted_updates(stack: EdgeStack) -> None:
 def test_reliability_is_clamped_to_the_chains_int64() -> None:
     assert fixed_reliability(float("-inf")) == -(2**63) and fixed_reliability(None) == 0
     assert fixed_reliability(float("inf")) == 2**63 - 1 and fixed_reliability(-1.5) == -1_500_000
+
+
+def test_dp_fedavg_runs_at_the_edge_and_reports_its_user_level_epsilon(stack: EdgeStack) -> None:
+    """A task selecting DP-FedAvg flows through the edge's round core: the preliminary
+    model is the clipped mean plus noise σC/K, and the round's manifest carries the
+    user-level ε, equal to dp_accounting's own computation."""
+    rule = RuleSpec(name="dp_fedavg", options={"clip": 0.5, "noise_multiplier": 1.5})
+    spec = create_task(stack.chain, stack.data, category=64, aggregation=AggregationSpec(edge=rule, filters=[]))
+    stack.serve_task(spec)
+    task_id, initial, cid = spec.task_id, stack.data.initial_model, stack.data.initial_cid
+    vehicles = stack.vehicles_at(0, 3, 64, first_row=640)
+    stack.start_round(task_id, initial, cid)
+    assert stack.open_round(0, task_id, 1, initial, cid) == sorted(v.index for v in vehicles)
+    blobs = [update_blob(initial, spec, 1, v, seed=i) for i, v in enumerate(vehicles)]
+    for v, blob in zip(vehicles, blobs):
+        assert stack.upload(0, v, task_id, 1, blob).status_code == 202
+    close = RoundClose.model_validate(stack.cloud("POST", 0, f"/tasks/{task_id}/rounds/1/close").json())
+    (recorded,) = stack.chain.access(dev_key(CLOUD)).tasks.recorded_rounds(task_id, round=1)
+    manifest = json.loads(stack.store.get(recorded.manifest_cid))
+    event = dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(1.5), 1)
+    assert manifest["user_level_epsilon"] == pytest.approx(dp_accounting.rdp.RdpAccountant().compose(event).get_epsilon(1e-5))
+    w0 = flatten(decode_state(initial, spec.model)[0])
+    deltas = [flatten(decode_state(b, spec.model)[0]) - w0 for b in blobs]
+    clipped = sum(d * min(1.0, 0.5 / float(d.norm())) for d in deltas) / 3
+    noise = flatten(decode_state(stack.store.get(close.preliminary_cid), spec.model)[0]) - w0 - clipped
+    assert float(noise.std()) == pytest.approx(1.5 * 0.5 / 3, rel=0.05)  # σC/K over 21,840 coordinates
+    assert [r.theta for r in recorded.decoded()] == [to_fixed(1 / 3)] * 3

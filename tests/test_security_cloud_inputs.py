@@ -129,6 +129,8 @@ def test_publication_refusals_change_nothing(cloud: Cloud) -> None:
         ("initial model over the limit", lambda: cloud.publish(model=bytes(MAX_BLOB + 1)), 413, "too_large"),
         ("unknown edge rule", lambda: cloud.publish(spec_with(spec, aggregation={"edge": {"name": "nope", "options": {}}})), 422, "invalid_spec"),
         ("bad edge rule option", lambda: cloud.publish(spec_with(spec, aggregation={"edge": {"name": "reweight", "options": {"bogus": 1}}})), 422, "invalid_spec"),
+        ("DP with fixed-size batches", lambda: cloud.publish(spec_with(spec, training={"dp": True, "sampling": "fixed"})), 422, "invalid_spec"),
+        ("dp_fedavg without noise", lambda: cloud.publish(spec_with(spec, aggregation={"edge": {"name": "dp_fedavg", "options": {"noise_multiplier": 0}}})), 422, "invalid_spec"),
         ("unknown filter", lambda: cloud.publish(spec_with(spec, aggregation={"filters": [{"name": "nope", "options": {}}]})), 422, "invalid_spec"),
         ("test set not safetensors", lambda: cloud.publish(test_set=b"\0" * 64), 422, "invalid_test_set"),
         ("test set with NaN", lambda: cloud.publish(test_set=make_test_set(torch.full((5, 1, 28, 28), float("nan")), torch.zeros(5, dtype=torch.int64))), 422, "invalid_test_set"),

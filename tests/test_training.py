@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from bmfl.data import TensorData, load_dataset
 from bmfl.models import create_model
-from bmfl.privacy import PrivacyAccountant, PrivacyEngine
+from bmfl.privacy import PrivacyAccountant, PrivacyEngine, PrivacyRefused
 from bmfl.training import LocalTrainingConfig, evaluate, round_plan, train_fleet, train_local
 from bmfl.training.local import _clipped_sum
 from torch.func import functional_call, grad, vmap
@@ -121,14 +121,14 @@ def test_dp_training_reports_epsilon_and_counts_steps():
     assert result.steps == 12 and engine.steps == 12
     plan = round_plan(cfg, len(data))
     assert (plan.steps, plan.sampling_rate, plan.noise_multiplier) == (12, 0.25, 2.0)
-    assert result.sampling_rate == 0.25 and result.accounting_exact
+    assert result.sampling_rate == 0.25
     ref = PrivacyAccountant(1e-5)
     ref.step(0.25, 2.0, 12)
     assert result.epsilon == pytest.approx(ref.epsilon())
     alone = train_local(create_model("bmfl_cnn"), data, cfg, torch.Generator().manual_seed(0))
     assert alone.steps == 12 and alone.epsilon is None  # train_local accounts nothing
-    fixed = train_local(create_model("bmfl_cnn"), data, LocalTrainingConfig(epochs=1, sampling="fixed"), torch.Generator())
-    assert not fixed.accounting_exact
+    with pytest.raises(PrivacyRefused, match="fixed_batches_with_dp"):  # accounted DP needs Poisson batches
+        train_fleet(create_model("bmfl_cnn"), [data], LocalTrainingConfig(sampling="fixed"), [torch.Generator()], [PrivacyEngine()])
 
 
 def test_the_plan_counts_the_steps_train_local_takes():

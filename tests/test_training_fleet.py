@@ -50,7 +50,7 @@ def _sequential(model, datasets, config, gens):
 
 CONFIGS = {
     "dp_poisson": LocalTrainingConfig(epochs=2, batch_size=16),
-    "dp_fixed": LocalTrainingConfig(epochs=2, batch_size=16, sampling="fixed"),
+    "fixed_non_private": LocalTrainingConfig(epochs=2, batch_size=16, sampling="fixed", dp=False),  # DP needs Poisson
     "non_private": LocalTrainingConfig(epochs=2, batch_size=16, dp=False),
     "ascent_capped": LocalTrainingConfig(epochs=3, batch_size=16, maximize=True, max_steps=4),
 }

@@ -3,6 +3,7 @@ upload is exactly what ``bmfl.attacks`` defines for that attack."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from eth_account import Account
 
@@ -22,11 +23,20 @@ def global_state(seed: int) -> dict[str, torch.Tensor]:
     return create_model("bmfl_cnn").state_dict()
 
 
+@pytest.fixture(autouse=True)
+def seeded_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests compare a vehicle's upload bit for bit with the core's, which needs
+    the simulator's seeded (insecure) source: the vehicle's refusal of it is lifted for
+    them only (test_privacy_edge.py checks the refusal)."""
+    monkeypatch.setattr("vehicle_client.vehicle.require_secure", lambda source: None)
+
+
 def vehicle(key: int, attack: str | None = None, **options: object) -> Vehicle:
-    return Vehicle(
-        Account.from_key(dev_key(key)), image_data(), CHAIN_ID, seed=SEED,
-        attack=get_attack(attack, **options) if attack else None,
+    v = Vehicle(
+        Account.from_key(dev_key(key)), image_data(), CHAIN_ID, attack=get_attack(attack, **options) if attack else None,
     )  # fmt: skip
+    v.generator = torch.Generator().manual_seed(SEED)
+    return v
 
 
 def upload_vector(v: Vehicle, round_: int, state: dict[str, torch.Tensor]) -> torch.Tensor:

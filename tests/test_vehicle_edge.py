@@ -26,11 +26,12 @@ def test_vehicle_round_with_handover(stack: EdgeStack) -> None:
     chain = stack.chain
     account = fleet_accounts(seed=42, count=1)[0]
     assert fund(chain.w3, Account.from_key(dev_key(OPERATOR)), [account.address], 10**17) == 1
-    vehicle = Vehicle(account, stack.data.train.subset(list(range(48))), chain.chain_id, categories=CATEGORY, seed=3)
+    vehicle = Vehicle(account, stack.data.train.subset(list(range(48))), chain.chain_id, categories=CATEGORY)
     access = chain.access("0x" + bytes(account.key).hex())
     index = vehicle.register(access)
     info = access.registry.vehicle(index)
-    assert (info.samples, info.categories, info.profile_hash) == (48, CATEGORY, vehicle.profile_hash())
+    assert (info.samples, info.categories, info.profile_hash) == (vehicle.registered_samples, CATEGORY, vehicle.profile_hash())
+    assert vehicle.privacy.steps == 1  # the noisy count, accounted
     assert vehicle.register(access) == index  # already registered: kept
 
     first = vehicle.associate(stack.url(0), stack.address(0))

@@ -9,7 +9,8 @@ import httpx
 from rich.console import Console
 
 from bmfl.protocol.schemas import TrainingSpec
-from bmfl.rounds.seeds import choose_attackers, vehicle_seed
+from bmfl.privacy import SecureGenerator
+from bmfl.rounds.seeds import choose_attackers
 from chain.anvil import dev_key
 from service_fixtures import OPERATOR, EdgeStack, create_task
 from service_fixtures import edge_stack as stack  # noqa: F401
@@ -36,9 +37,9 @@ def test_fleet_setup_handover_and_round(stack: EdgeStack) -> None:
         assert v.index is not None and registry.vehicle(v.index).active and len(v.data) == 64
         assert fleet.edge_of(v) == nearest_edge(fleet.edges, *v.position)
     assert len(fleet.attackers) == 1
-    # the core's seeded choices: attackers drawn as the simulator draws them, per-vehicle seeds
+    # the core's seeded choices: attackers drawn as the simulator draws them; training is secret (no seed)
     assert {i for i, v in enumerate(fleet.vehicles) if v.attack} == set(choose_attackers(4, 0.25, 5))
-    assert [v.generator.initial_seed() for v in fleet.vehicles] == [vehicle_seed(5, i) for i in range(4)]
+    assert all(isinstance(v.generator, SecureGenerator) for v in fleet.vehicles)
 
     spec = create_task(chain, stack.data, category=CATEGORY, rounds=1,
                        training=TrainingSpec(epochs=1, batch_size=16, lr=0.1, noise_multiplier=1.0))  # fmt: skip
@@ -59,7 +60,7 @@ def test_fleet_setup_handover_and_round(stack: EdgeStack) -> None:
     assert [u.edge for u in uploads if u.vehicle == mover.index] == [1 - before.index]
     assert [u.vehicle for u in uploads if u.attack == "sign_flip"] == [fleet.attackers[0].index]
     assert all(u.epsilon is not None and u.epsilon > 0 for u in uploads)
-    assert all(v.privacy.steps == 4 for v in fleet.vehicles if not v.attack or v.attack.trains)  # E·⌈64/16⌉, once
+    assert all(v.privacy.steps == 1 + 4 for v in fleet.vehicles if not v.attack or v.attack.trains)  # the count, E·⌈64/16⌉ once
     received = [i for e in (0, 1) for i in httpx.get(f"{stack.url(e)}/tasks/{spec.task_id}/rounds/1").json()["received"]]
     assert sorted(received) == sorted(selected)
     assert not fleet.serve(spec.task_id)  # one turn per vehicle and round

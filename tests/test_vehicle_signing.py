@@ -55,8 +55,9 @@ def test_update_signature(vehicle: Vehicle) -> None:
     assert "epsilon" not in vehicle.upload_form(EDGE, 7, 3, blob, epsilon=None)
 
 
-def test_profile_hash_is_canonical_json_of_size_and_labels(vehicle: Vehicle) -> None:
+def test_profile_hash_is_a_salted_commitment_to_size_and_labels(vehicle: Vehicle) -> None:
     profile = {"labels": [3, 3, 3, 3, 2, 2, 2, 2, 2, 2], "samples": 24}
     assert vehicle.profile() == profile
     canonical = json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()
-    assert vehicle.profile_hash() == hashlib.sha256(canonical).digest()
+    assert len(vehicle.salt) == 32 and vehicle.profile_hash() == hashlib.sha256(vehicle.salt + canonical).digest()
+    assert vehicle.profile_hash() != hashlib.sha256(canonical).digest()  # not the unsalted hash

@@ -33,7 +33,7 @@ from bmfl.models import create_model
 from bmfl.params import State
 from bmfl.partition import make_partition
 from bmfl.protocol.schemas import Assignment, EdgeInfo
-from bmfl.rounds.seeds import choose_attackers, vehicle_seed
+from bmfl.rounds.seeds import choose_attackers
 from service_kit.chain_access import ChainAccess
 from bmfl.training.fleet import fleet_uploads
 from chain.deploy import Deployment
@@ -43,7 +43,7 @@ from vehicle_client.accounts import fleet_accounts, fund
 from vehicle_client.http import ServiceError, send
 from vehicle_client.mobility import Area, nearest_edge
 from vehicle_client.settings import FleetSettings
-from vehicle_client.vehicle import BudgetExceeded, TrainedUpdate, Vehicle
+from vehicle_client.vehicle import BudgetExceeded, PrivacyRefused, TrainedUpdate, Vehicle
 
 ACTIVE_STATUSES = ("ready", "running")
 """Cloud task statuses in which vehicles still train; any other status is final."""
@@ -67,7 +67,7 @@ class UploadEvent:
 @dataclass
 class FleetReport:
     uploads: int = 0
-    refused: int = 0  # privacy budget exhausted
+    refused: int = 0  # privacy: budget exhausted, or a round whose ε cannot be stated (PrivacyRefused)
     handovers: int = 0
     failures: Counter[str] = field(default_factory=Counter)  # reason → count
 
@@ -114,7 +114,7 @@ class Fleet:
             self.vehicles.append(Vehicle(
                 account, data, self.deployment.chain_id, position=self.area.sample(self._rng),
                 epsilon_budget=s.epsilon_budget, attack=attack, categories=s.categories,
-                seed=vehicle_seed(s.seed, i), http=self.http,
+                http=self.http,
             ))  # fmt: skip
         if s.funder_key is not None:
             funder = Account.from_key(s.funder_key.get_secret_value())
@@ -327,10 +327,10 @@ class Fleet:
             self._done.add((vehicle.address, assignment.task_id, assignment.round))
             try:
                 ready.append((vehicle, assignment, vehicle.prepare(assignment, self._global(vehicle, assignment))))
-            except BudgetExceeded as exc:
+            except (BudgetExceeded, PrivacyRefused) as exc:
                 with self._report_lock:
                     self.report.refused += 1
-                self.console.log(f"vehicle {vehicle.index} stops training: {exc}")
+                self.console.log(f"vehicle {vehicle.index} refuses to train: {exc}")
             except BlobError as exc:
                 self._fail(vehicle, "global_model", f"global model {assignment.global_cid}: {exc}")
         if not ready:
@@ -352,7 +352,8 @@ class Fleet:
         on_upload: Callable[[UploadEvent], None] | None,
     ) -> None:  # fmt: skip
         try:
-            receipt = vehicle.upload(edge.url, edge.address, assignment.task_id, assignment.round, update.blob, update.epsilon)
+            reported = update.epsilon if self.settings.report_epsilon else None  # ε reveals q = B/n, hence n
+            receipt = vehicle.upload(edge.url, edge.address, assignment.task_id, assignment.round, update.blob, reported)
         except ServiceError as exc:
             self._fail(vehicle, exc.reason, f"upload to edge {edge.index}: {exc}")
             return

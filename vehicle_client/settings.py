@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bmfl.privacy import DEFAULT_BUDGET
 
 
 class FleetSettings(BaseSettings):
@@ -20,7 +21,7 @@ class FleetSettings(BaseSettings):
     funder_key: SecretStr | None = Field(None, description="key that funds the vehicles with plain ETH transfers; unset: they must hold ETH")
     funding_wei: int = Field(10**17, gt=0, description="balance each vehicle is topped up to (when below half of it)")
     vehicles: int = Field(50, ge=1, description="number of vehicles")
-    seed: int = Field(0, description="seeds keys, data partition, positions, attackers, mobility and training")
+    seed: int = Field(0, description="seeds keys, data partition, positions, attackers and mobility (never DP noise or batches: those are secret)")
     dataset: str = Field("mnist", description="dataset registry name; its training part is dealt to the vehicles")
     partition: Literal["iid", "complete_non_iid", "dirichlet"] = Field("dirichlet", description="how data is dealt")
     alpha: float = Field(0.9, gt=0, description="Dirichlet α of the dirichlet partition")
@@ -31,5 +32,6 @@ class FleetSettings(BaseSettings):
     mobility: float = Field(0.0, ge=0, description="distance each vehicle moves per round (0: static); a new nearest edge means a handover")
     torch_threads: int = Field(0, ge=0, description="torch CPU threads for local training (0: torch's default)")
     train_batch: int = Field(8, ge=1, description="selected vehicles trained together (bmfl.training.fleet, the same uploads as one by one); their uploads go out while the next batch trains")
-    epsilon_budget: float = Field(math.inf, gt=0, description="ε_max per vehicle at δ = 1e-5; a vehicle refuses to train past it (inf: no limit)")
+    epsilon_budget: float = Field(DEFAULT_BUDGET, gt=0, description="ε_max per vehicle at δ = 1e-5; a vehicle refuses to train past it, or without DP (inf: no limit)")
+    report_epsilon: bool = Field(False, description="send each vehicle's ε so far with its uploads (it reveals q = B/n, hence the sample count, to the edge and in the cloud's task view)")
     poll_interval_s: float = Field(0.5, gt=0, description="how often idle vehicles poll for work")

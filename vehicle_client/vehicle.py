@@ -2,16 +2,19 @@
 signed association with an edge, assignments, trustless download of the global model,
 DP training through the core (with an optional attack) and the signed upload.
 
-The vehicle's privacy — accountant, δ and ε budget — is its core
+The vehicle's privacy — accountant, δ and ε budget (finite by default) — is its core
 ``bmfl.privacy.PrivacyEngine`` (:attr:`Vehicle.privacy`); a round is planned, checked
 and recorded there, and trained by the core's one training path
-(``bmfl.training.fleet_uploads``, BMFL Algorithm 1), alone or in a fleet."""
+(``bmfl.training.fleet_uploads``, BMFL Algorithm 1), alone or in a fleet, always with
+secret randomness (``bmfl.privacy.SecureGenerator``). What it registers on chain is a
+noisy sample count (accounted) and a salted commitment to its data profile."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -26,16 +29,24 @@ from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.data.base import TensorData
 from bmfl.models import create_model
 from bmfl.params import State, flatten, unflatten
-from bmfl.privacy import BudgetExceeded, PrivacyEngine, RoundPlan
+from bmfl.privacy import DEFAULT_BUDGET, BudgetExceeded, PrivacyEngine, PrivacyRefused, RoundPlan, SecureGenerator, require_secure
 from bmfl.protocol.schemas import Assignment, AssociateRequest, Association, TrainingSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, associate_message, now_ms, receipt_message, sign, update_message, verify
 from service_kit.chain_access import ChainAccess
 from bmfl.training.fleet import fleet_uploads, plan_upload
+from bmfl.training.local import refuse_unsound
 from chain.base import ContractRevert
 from vehicle_client.http import send
 
-# BudgetExceeded is the core's (bmfl.privacy), re-exported for the vehicle client's callers.
-__all__ = ["BudgetExceeded", "TrainedUpdate", "Vehicle"]
+# BudgetExceeded and PrivacyRefused are the core's (bmfl.privacy), re-exported for the vehicle client's callers.
+__all__ = ["BudgetExceeded", "PrivacyRefused", "TrainedUpdate", "Vehicle", "profile_commitment"]
+
+
+def profile_commitment(profile: dict[str, object], salt: bytes) -> bytes:
+    """sha2-256(salt ‖ canonical JSON of ``profile``): hiding while the 32-byte ``salt``
+    stays secret (without it, the few histograms a vehicle can have are enumerated in
+    milliseconds), binding since the vehicle cannot find another opening."""
+    return hashlib.sha256(salt + json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,8 @@ class TrainedUpdate:
 
 
 class Vehicle:
-    """A vehicle with an Ethereum key; ``epsilon_budget`` is ε_max at δ = ``delta``."""
+    """A vehicle with an Ethereum key; ``epsilon_budget`` is ε_max at δ = ``delta``
+    (``bmfl.privacy.DEFAULT_BUDGET`` unless given; inf: no limit)."""
 
     def __init__(
         self,
@@ -58,12 +70,11 @@ class Vehicle:
         chain_id: int,
         *,
         position: tuple[float, float] = (0.0, 0.0),
-        epsilon_budget: float = math.inf,
+        epsilon_budget: float = DEFAULT_BUDGET,
         delta: float = 1e-5,
         attack: Attack | None = None,
         categories: int = 1,
         data_type: int = 0,
-        seed: int = 0,
         http: httpx.Client | None = None,
     ) -> None:
         self.account = account
@@ -74,7 +85,9 @@ class Vehicle:
         self.attack = attack
         self.categories = categories
         self.data_type = data_type
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = SecureGenerator()  # batches and DP noise: no seed, key or public value determines them
+        self.salt = os.urandom(32)  # opens the profile commitment; never leaves the vehicle
+        self.registered_samples: int | None = None  # the noisy count released on chain
         self._own_http = http is None
         self.http = http or httpx.Client(timeout=60.0)
         self.index: int | None = None
@@ -93,13 +106,21 @@ class Vehicle:
     # ------------------------------------------------------------ registration
 
     def profile(self) -> dict[str, object]:
-        """The data profile whose hash goes on chain: sample count and label histogram."""
+        """The data profile committed to on chain: sample count and label histogram."""
         labels = self.data.label_histogram().tolist() if self.data.is_classification else None
         return {"samples": len(self.data), "labels": labels}
 
     def profile_hash(self) -> bytes:
-        """sha2-256 of the profile as canonical JSON (sorted keys, no spaces)."""
-        return hashlib.sha256(json.dumps(self.profile(), sort_keys=True, separators=(",", ":")).encode()).digest()
+        """The salted commitment to :meth:`profile` that goes on chain (:func:`profile_commitment`)."""
+        return profile_commitment(self.profile(), self.salt)
+
+    def release_samples(self) -> int:
+        """The sample count for the chain (FedAvg weights): n plus N(0, σ_c²) from the
+        secure source, recorded in :attr:`privacy` (``PrivacyEngine.release_count``);
+        drawn once and reused, so repeating it spends nothing more."""
+        if self.registered_samples is None:
+            self.registered_samples = self.privacy.release_count(len(self.data), self.generator)
+        return self.registered_samples
 
     def register(self, chain: ChainAccess) -> int:
         """Register on chain (``chain`` sends from this vehicle's key); an active
@@ -116,7 +137,7 @@ class Vehicle:
                 active = False
             if not active:
                 index, _ = chain.registry.register_vehicle(
-                    self.categories, self.data_type, len(self.data), self.profile_hash()
+                    self.categories, self.data_type, self.release_samples(), self.profile_hash()
                 )
         self.index = index
         return index
@@ -208,10 +229,16 @@ class Vehicle:
         return self.finish(assignment, context, upload)
 
     def prepare(self, assignment: Assignment, global_state: State) -> AttackContext:
-        """Check the privacy budget (:class:`BudgetExceeded` if the round would exceed
-        it) and return the round's context for ``bmfl.training.fleet_uploads`` (alone,
-        or with other vehicles: the fleet trains many at once)."""
-        self.privacy.check(self.plan(assignment.training))
+        """Check the round's privacy (:class:`PrivacyRefused` for one the accountant
+        cannot state exactly, e.g. δ ≥ 1/n; :class:`BudgetExceeded` past the budget) and
+        return its context for ``bmfl.training.fleet_uploads`` (alone, or with other
+        vehicles: the fleet trains many at once)."""
+        require_secure(self.generator)
+        plan = self.plan(assignment.training)
+        if plan.trains:
+            config = assignment.training.local()
+            refuse_unsound(self.attack.training_config(config) if self.attack is not None else config, len(self.data))
+        self.privacy.check(plan)
         reference = flatten(global_state)
         kept = self._references.get(assignment.task_id)
         previous = kept[1] if kept and kept[0] == assignment.round - 1 else None

@@ -1,6 +1,7 @@
 """Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
 Krum, Multi-Krum, trimmed mean, coordinate-wise median, repeated-median residual
-reweighting, FLAME (clustering, clipping, noise) and FBFL's random-pick baseline, plus
+reweighting, FLAME (clustering, clipping, noise), FLTrust (trust scores against a root
+update), DP-FedAvg (user-level DP) and FBFL's random-pick baseline, plus
 filter wrappers.
 
 >>> rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=ev))
@@ -15,8 +16,10 @@ from bmfl.aggregation.base import (
     get_aggregator,
     register_aggregator,
 )
+from bmfl.aggregation.dp_fedavg import DpFedAvg
 from bmfl.aggregation.fedavg import FedAvg
 from bmfl.aggregation.flame import Flame
+from bmfl.aggregation.fltrust import FLTrust, trust_scores
 from bmfl.aggregation.filtered import FilteredAggregator, compose
 from bmfl.aggregation.krum import Krum, MultiKrum, krum_scores
 from bmfl.aggregation.median import CoordinateMedian
@@ -32,8 +35,11 @@ __all__ = [
     "available_aggregators",
     "get_aggregator",
     "register_aggregator",
+    "DpFedAvg",
     "FedAvg",
     "Flame",
+    "FLTrust",
+    "trust_scores",
     "FilteredAggregator",
     "compose",
     "Krum",

@@ -26,7 +26,10 @@ Independently for every coordinate n, over the K uploads:
    are equal.
 
 With K ≤ 2 the line passes through every point, all residuals vanish and ϖ = 1.
-Coordinates are processed in chunks (``chunk_size``), each fully vectorised.
+On the CPU the steps run as one compiled pass over blocks of coordinates
+(``bmfl.aggregation.reweight_kernel``: sorting networks, O(K) memory per coordinate);
+elsewhere (CUDA) as tensor ops over chunks of coordinates sized from K and a memory
+budget. The two agree (``tests/test_reweight_kernel.py``).
 Known limit (docs/algorithms.md §3): like the median it breaks down beyond 50 % attackers;
 the self-reliability filter (``bmfl.filters``) must run first.
 """
@@ -35,12 +38,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from bmfl.aggregation.base import AggregationResult, Aggregator, register_aggregator
 from bmfl.aggregation.stats import median
 
 THETA_VARIANTS = ("paper", "reference")
+MEMORY_BUDGET = 256 << 20
+"""Bytes the vectorised path's (chunk, K, K) slope tensors may take, whatever K is."""
+
+
+def chunk_for(k: int, budget: int = MEMORY_BUDGET) -> int:
+    """Coordinates per vectorised chunk: the (chunk, K, K) float32 slopes and the few
+    copies the selection makes (×4) within ``budget``."""
+    return max(1, budget // (16 * k * k))
 
 
 def repeated_median_line(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,34 +93,32 @@ def confidences(y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor
 
 @register_aggregator("reweight")
 class ResidualReweighting(Aggregator):
-    """``lam`` λ = 2, ``threshold`` ς = 0.1, ``theta`` ∈ {"paper", "reference"} (step 7),
-    ``chunk_size`` coordinates per vectorised block (memory ≈ chunk·K²·4 bytes)."""
+    """``lam`` λ = 2, ``threshold`` ς = 0.1, ``theta`` ∈ {"paper", "reference"} (step 7).
+    On the CPU with K ≥ 3 the rule runs as one compiled pass (``compiled``; memory
+    O(K·256)); elsewhere, or with ``compiled=False``, as tensor ops in chunks of
+    ``chunk_size`` coordinates (default: :func:`chunk_for`, memory ≈ chunk·K²·4 bytes
+    within :data:`MEMORY_BUDGET`). Both give the same result."""
 
-    def __init__(self, lam: float = 2.0, threshold: float = 0.1, theta: str = "paper", chunk_size: int = 4096) -> None:
+    def __init__(
+        self, lam: float = 2.0, threshold: float = 0.1, theta: str = "paper", chunk_size: int | None = None,
+        compiled: bool = True,
+    ) -> None:  # fmt: skip
         if theta not in THETA_VARIANTS:
             raise ValueError(f"theta must be one of {THETA_VARIANTS}")
-        if lam <= 0 or not 0 <= threshold <= 1 or chunk_size < 1:
+        if lam <= 0 or not 0 <= threshold <= 1 or (chunk_size is not None and chunk_size < 1):
             raise ValueError("need lam > 0, threshold in [0, 1], chunk_size >= 1")
         self.lam = lam
         self.threshold = threshold
         self.theta = theta
         self.chunk_size = chunk_size
+        self.compiled = compiled
 
     def aggregate(self, updates: torch.Tensor, sizes: torch.Tensor, reference: torch.Tensor) -> AggregationResult:
         k, d = updates.shape
-        corrected = torch.empty_like(updates)
-        theta = torch.zeros(k, dtype=torch.float64)
-        replaced = torch.zeros(k, dtype=torch.float64)
-        for lo in range(0, d, self.chunk_size):
-            y = updates[:, lo : lo + self.chunk_size].T
-            varpi, line = confidences(y, self.lam)
-            low = varpi < self.threshold
-            corrected[:, lo : lo + self.chunk_size] = torch.where(low, line, y).T
-            replaced += low.sum(0, dtype=torch.float64)
-            if self.theta == "paper":
-                theta += torch.where(low, 0.0, varpi).sum(0, dtype=torch.float64)
-            elif k > 1:
-                theta += (varpi * varpi.std(dim=1, keepdim=True)).sum(0, dtype=torch.float64)
+        if updates.device.type == "cpu" and k >= 3 and self.compiled:
+            corrected, theta, replaced = self._compiled(updates)
+        else:
+            corrected, theta, replaced = self._vectorised(updates)
         raw_theta = theta.clone()
         if self.theta == "reference" and theta.max() > 0:
             theta = (theta / theta.max()) ** 2
@@ -117,3 +127,38 @@ class ResidualReweighting(Aggregator):
         aggregate = (weights.to(updates.dtype)[:, None] * corrected).sum(0)
         info = {"theta": raw_theta, "replaced_fraction": replaced / d, "variant": self.theta}
         return AggregationResult(aggregate, weights, info)
+
+    def _vectorised(self, updates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 1–7 with tensor ops in chunks of coordinates (any device): corrected
+        uploads, θ before normalisation and the replaced-coordinate counts."""
+        k, d = updates.shape
+        chunk = self.chunk_size or chunk_for(k)
+        corrected = torch.empty_like(updates)
+        theta = torch.zeros(k, dtype=torch.float64)
+        replaced = torch.zeros(k, dtype=torch.float64)
+        for lo in range(0, d, chunk):
+            y = updates[:, lo : lo + chunk].T
+            varpi, line = confidences(y, self.lam)
+            low = varpi < self.threshold
+            corrected[:, lo : lo + chunk] = torch.where(low, line, y).T
+            replaced += low.sum(0, dtype=torch.float64).cpu()
+            if self.theta == "paper":
+                theta += torch.where(low, 0.0, varpi).sum(0, dtype=torch.float64).cpu()
+            elif k > 1:
+                theta += (varpi * varpi.std(dim=1, keepdim=True)).sum(0, dtype=torch.float64).cpu()
+        return corrected, theta, replaced
+
+    def _compiled(self, updates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same steps as one compiled pass (``reweight_kernel``), on the CPU."""
+        from bmfl.aggregation.reweight_kernel import reweight_pass, sorting_network
+
+        k, d = updates.shape
+        values = updates.detach().contiguous().numpy()
+        corrected = np.empty_like(values)
+        theta = np.zeros(k)
+        replaced = np.zeros(k)
+        reweight_pass(
+            values, self.lam, self.threshold, self.theta == "paper",
+            sorting_network(k), sorting_network(k - 1), corrected, theta, replaced,
+        )  # fmt: skip
+        return torch.from_numpy(corrected), torch.from_numpy(theta), torch.from_numpy(replaced)

@@ -16,10 +16,26 @@ import math
 from dataclasses import dataclass
 
 from bmfl.privacy.accountant import PrivacyAccountant
+from bmfl.privacy.noise import RandomSource, gaussian
+
+
+DEFAULT_BUDGET = 10.0
+"""A vehicle's ε budget at δ = 1e-5 unless its owner sets another (the services' default)."""
+COUNT_NOISE = 20.0
+"""σ_c: std of the Gaussian noise on the sample count a vehicle registers (sensitivity 1)."""
 
 
 class BudgetExceeded(RuntimeError):
     """Training would take the vehicle's ε past its budget; nothing was trained or spent."""
+
+
+class PrivacyRefused(ValueError):
+    """A release whose privacy cannot be stated exactly (``reason`` says why); nothing
+    was trained or spent."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -116,3 +132,11 @@ class PrivacyEngine:
             self.unbounded = True
             return
         self.accountant.step(plan.sampling_rate, plan.noise_multiplier, plan.steps)
+
+    def release_count(self, count: int, source: RandomSource, sigma: float = COUNT_NOISE) -> int:
+        """``count`` through the Gaussian mechanism (sensitivity 1, std ``sigma``), rounded
+        into [1, 2³² − 1]; the release is recorded in the accountant as one Gaussian
+        step (sampling rate 1, noise multiplier ``sigma``)."""
+        noisy = count + float(gaussian((1,), sigma, source)[0])
+        self.accountant.step(1.0, sigma)
+        return int(min(max(round(noisy), 1), 2**32 - 1))

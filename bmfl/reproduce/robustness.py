@@ -55,6 +55,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
         "FLAME": {"edge": {"name": "flame"}, "filters": []},
+        "FLTrust": {"edge": {"name": "fltrust"}, "filters": []},
         "DnC": {"edge": {"name": "fedavg"}, "filters": [{"name": "dnc", "options": {}}]},
         "Clip+Reweight": {"edge": {"name": "reweight"}, "filters": [clip]},
         "AccTest+Clip+Reweight": {"edge": {"name": "reweight"}, "filters": [acc_test, clip]},
@@ -95,7 +96,7 @@ class Scale:
 
 
 PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
-FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
+FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "FLTrust", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
 QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5",),
               ("FedAvg", "AccTest+Clip+Reweight"), ("Dirichlet(0.9)",))
 FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), FULL_PIPELINES,

@@ -9,45 +9,91 @@ with staleness weights applied to ``sizes``; the verdict types stay the same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from bmfl.aggregation import Aggregator, Verdict, compose, get_aggregator
-from bmfl.filters import Evaluator, get_filter
+from torch import nn
+
+from bmfl.aggregation import Aggregator, Verdict, compose
+from bmfl.aggregation.base import AGGREGATORS
+from bmfl.aggregation.fltrust import RootUpdate
+from bmfl.data.base import TensorData
+from bmfl.filters import Evaluator
 from bmfl.filters.base import FILTERS
+from bmfl.params import flatten, load_vector
+from bmfl.registry import Registry
 from bmfl.task import AggregationSpec, RuleSpec
+from bmfl.training.local import LocalTrainingConfig, train_local
 
 NOT_APPLICABLE = "rule_not_applicable"
 """Verdict reason when the rule cannot run on the kept uploads (too few for its trimming
 or Krum's f, a non-finite reference after divergence): the edge records no model."""
 
 
+def _build(registry: Registry, spec: RuleSpec, supplies: Mapping[str, Any]) -> Any:
+    """``spec`` built from ``registry`` with the arguments it declares in ``needs`` taken
+    from ``supplies``; refused with the reason when the task cannot supply them."""
+    needs = getattr(registry.factory(spec.name), "needs", frozenset())
+    missing = sorted(needs - supplies.keys())
+    if missing:
+        raise ValueError(
+            f"{registry.kind} {spec.name!r} needs {', '.join(missing)}, which this task cannot supply "
+            "(an accuracy evaluator needs a classification test set)"
+        )
+    overlap = sorted(needs & spec.options.keys())
+    if overlap:
+        raise ValueError(f"{registry.kind} {spec.name!r}: {', '.join(overlap)} is supplied by the round, not an option")
+    return registry.create(spec.name, **{k: supplies[k] for k in needs}, **spec.options)
+
+
 def build_rule(rule: RuleSpec, filters: Sequence[RuleSpec], supplies: Mapping[str, Any]) -> Aggregator:
-    """``rule`` behind ``filters`` (applied in order). Each filter receives the
-    arguments it declares in ``needs`` from ``supplies`` (e.g. ``evaluate``); a filter
-    whose needs the task cannot supply is refused with the reason."""
-    built = []
-    for f in filters:
-        needs = getattr(FILTERS.factory(f.name), "needs", frozenset())
-        missing = sorted(needs - supplies.keys())
-        if missing:
-            raise ValueError(
-                f"filter {f.name!r} needs {', '.join(missing)}, which this task cannot supply "
-                "(an accuracy evaluator needs a classification test set)"
-            )
-        overlap = sorted(needs & f.options.keys())
-        if overlap:
-            raise ValueError(f"filter {f.name!r}: {', '.join(overlap)} is supplied by the round, not an option")
-        built.append(get_filter(f.name, **{k: supplies[k] for k in needs}, **f.options))
-    return compose(get_aggregator(rule.name, **rule.options), *built)
+    """``rule`` behind ``filters`` (applied in order). Each filter and the rule receive
+    the arguments they declare in ``needs`` from ``supplies`` (``evaluate``,
+    ``root_update``); one whose needs the task cannot supply is refused with the reason."""
+    built = [_build(FILTERS, f, supplies) for f in filters]
+    return compose(_build(AGGREGATORS, rule, supplies), *built)
 
 
-def edge_rule(spec: AggregationSpec, evaluate: Evaluator | None) -> Aggregator:
+def edge_rule(spec: AggregationSpec, evaluate: Evaluator | None, root_update: RootUpdate | None = None) -> Aggregator:
     """The edge's filters and rule; ``evaluate`` is the test-set accuracy evaluator
-    (None for a task that is not classification)."""
-    return build_rule(spec.edge, spec.filters, {} if evaluate is None else {"evaluate": evaluate})
+    (None for a task that is not classification), ``root_update`` FLTrust's root update
+    (:func:`root_updater`; None where the caller cannot train one)."""
+    supplies: dict[str, Any] = {} if evaluate is None else {"evaluate": evaluate}
+    if root_update is not None:
+        supplies["root_update"] = root_update
+    return build_rule(spec.edge, spec.filters, supplies)
+
+
+ROOT_SIZE = 100
+"""Examples of the test set in FLTrust's root data (the paper's default root set size)."""
+
+
+def root_data(test_set: TensorData, size: int = ROOT_SIZE) -> TensorData:
+    """FLTrust's root data: ``size`` examples of the publisher's test set in a fixed
+    order (a permutation drawn with seed 0), the same at every edge and in an audit."""
+    order = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(0))
+    return test_set.subset(order[: min(size, len(test_set))])
+
+
+def root_updater(model: nn.Module, test_set: TensorData, training: LocalTrainingConfig) -> RootUpdate:
+    """FLTrust's root update g_0 (docs/algorithms.md §8.2): from w^{r-1}, the task's local
+    training on :func:`root_data` without DP (the publisher's data, no vehicle's) and
+    with batch order seeded by 0, so every edge and an auditor get the same g_0. The
+    root data only sets trust scores and the aggregate's norm; no root gradient enters
+    the model."""
+    root = root_data(test_set)
+    config = replace(training, dp=False, maximize=False)
+    template = copy.deepcopy(model)
+
+    def update(reference: torch.Tensor) -> torch.Tensor:
+        local = load_vector(template, reference.to(next(template.parameters()).device))
+        train_local(local, root, config, torch.Generator().manual_seed(0))
+        return flatten(local.state_dict()).to(reference.device)
+
+    return update
 
 
 @dataclass(frozen=True)
@@ -55,11 +101,22 @@ class EdgeOutcome:
     """``preliminary``: w_ℓ, or None when there is nothing to record (no upload, none
     finite, or the rule not applicable); ``samples``: the data behind it (Σ n_m over
     unflagged uploads, 0 when every upload was flagged and w_ℓ = w^{r-1});
-    ``verdicts``: vehicle → its verdict, for every vehicle given."""
+    ``verdicts``: vehicle → its verdict, for every vehicle given;
+    ``user_level_epsilon``: the user-level ε a ``dp_fedavg`` rule reports after this
+    round (None for other rules)."""
 
     preliminary: torch.Tensor | None
     samples: int
     verdicts: dict[int, Verdict]
+    user_level_epsilon: float | None = None
+
+
+def _user_level_epsilon(info: Mapping[str, Any]) -> float | None:
+    """``user_level_epsilon`` from a rule's (possibly filter-nested) diagnostics."""
+    if "user_level_epsilon" in info:
+        return float(info["user_level_epsilon"])
+    inner = info.get("rule")
+    return _user_level_epsilon(inner) if isinstance(inner, Mapping) else None
 
 
 def aggregate_edge(
@@ -90,4 +147,4 @@ def aggregate_edge(
         return EdgeOutcome(None, 0, verdicts)
     verdicts.update(zip(order, result.verdicts))
     samples = sum(int(sizes[v]) for v in order if not verdicts[v].flagged)
-    return EdgeOutcome(result.aggregate, samples, dict(sorted(verdicts.items())))
+    return EdgeOutcome(result.aggregate, samples, dict(sorted(verdicts.items())), _user_level_epsilon(result.info))

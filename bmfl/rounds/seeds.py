@@ -5,8 +5,9 @@
   (task seed, task, round, edge): stateless, so an edge that restarts, the simulator and
   an auditor all draw the same set without replaying earlier rounds;
 - :func:`choose_attackers`: round(fraction · M) vehicles, drawn once per run;
-- :func:`vehicle_seed`: the seed of vehicle i's training generator (batch sampling and,
-  today, DP noise: a research setting, see docs/security.md);
+- :func:`vehicle_seed`: the seed of vehicle i's training generator in the simulator's
+  insecure, reproducible option (batch sampling and DP noise; the vehicle client draws
+  them from ``os.urandom`` instead, docs/security.md);
 - :func:`initial_model`: w⁰, the model's initialisation after seeding torch with the
   task's seed (the publisher's default and the simulator's).
 """

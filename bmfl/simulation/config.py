@@ -78,6 +78,17 @@ class SimulationConfig(TaskDraft):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     assignment: AssignmentConfig = Field(default_factory=AssignmentConfig)
     output_dir: str = Field("runs", description="metrics, CSV and plots go to output_dir/name")
+    insecure_reproducible_noise: bool = Field(
+        True,
+        description="INSECURE, research only: draw each vehicle's DP noise and batches from a generator seeded by "
+        "the run's seed, so runs reproduce bit for bit (anyone who knows the seed can remove the noise); false: "
+        "secret draws from os.urandom, as the vehicle client always does (bmfl.privacy.noise)",
+    )
+    sample_counts: list[int] | None = Field(
+        None,
+        description="the sample count each vehicle's uploads are weighted by (e.g. the noisy counts a deployment's "
+        "vehicles registered on chain, to replay it); None = the true sizes",
+    )
 
     @model_validator(mode="after")
     def _given_assignment_fits(self) -> "SimulationConfig":
@@ -86,6 +97,9 @@ class SimulationConfig(TaskDraft):
             raise ValueError("assignment.edge_of is given exactly when assignment.kind = 'given'")
         if edge_of is not None and (len(edge_of) != self.vehicles or not all(0 <= e < self.edges for e in edge_of)):
             raise ValueError("assignment.edge_of needs one edge in [0, edges) per vehicle")
+        counts = self.sample_counts
+        if counts is not None and (len(counts) != self.vehicles or min(counts) < 1):
+            raise ValueError("sample_counts needs one positive count per vehicle")
         return self
 
 

@@ -49,7 +49,7 @@ from bmfl.data import TensorData, load_dataset
 from bmfl.incentives import SCALE, Payouts, split_payouts, to_fixed
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
-from bmfl.privacy import PrivacyEngine
+from bmfl.privacy import PrivacyEngine, SecureGenerator
 from bmfl.rounds import initial_model as seeded_model
 from bmfl.rounds import (
     aggregate_cloud,
@@ -59,6 +59,7 @@ from bmfl.rounds import (
     cross_scores,
     edge_rule,
     medians_and_leader,
+    root_updater,
     select_trainers,
     stop_reached,
     target_fixed,
@@ -98,6 +99,7 @@ class RoundMetrics:
     attacker_weight: float = 0.0  # share of w^r that comes from attackers' uploads
     handovers: int = 0  # vehicles whose edge changed since the previous round
     edges_silent: int = 0  # edges with trainers but no preliminary model (nothing kept, or rule not applicable)
+    user_epsilon: float | None = None  # dp_fedavg edges: user-level ε so far (bmfl.privacy.user_level)
     uploads: list[dict] = field(default_factory=list)  # per upload: vehicle, edge, attacker, θ, flagged, reason, Λ, T_Λ
 
 
@@ -172,19 +174,26 @@ def run_simulation(
     labels = train.groups if config.partition.kind == "by_group" else train.y
     partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
     vehicle_data = [train.subset(idx) for idx in partition.indices]
-    sizes = {v: len(d) for v, d in enumerate(vehicle_data)}
+    counts = config.sample_counts or [len(d) for d in vehicle_data]
+    sizes = dict(enumerate(counts))
     model = initial_model(config)
     edge_test = edge_test_set(test, config)
     global_vec = flatten(model.state_dict())
     previous_vec = None
     local_cfg = config.training.local()
     scorer = task_scorer(model, edge_test)
-    edge_agg = edge_rule(config.aggregation, scorer if edge_test.is_classification else None)
+    edge_agg = edge_rule(
+        config.aggregation, scorer if edge_test.is_classification else None, root_updater(model, edge_test, local_cfg)
+    )
     cloud_agg = cloud_rule(config.aggregation)
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
     excluded = {v: "ideal_filter" for v in attackers} if config.attack.ideal_filter else {}
-    generators = [torch.Generator().manual_seed(vehicle_seed(config.seed, v)) for v in range(config.vehicles)]
+    generators = [
+        torch.Generator().manual_seed(vehicle_seed(config.seed, v)) if config.insecure_reproducible_noise
+        else SecureGenerator()
+        for v in range(config.vehicles)
+    ]  # fmt: skip
     engines = [PrivacyEngine(config.training.delta, method=config.training.accountant) for _ in range(config.vehicles)]
     result = SimulationResult(config, attackers=sorted(attackers))
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
@@ -285,6 +294,8 @@ def run_simulation(
             attacker_weight=attacker_weight,
             handovers=handovers,
             edges_silent=silent,
+            user_epsilon=max((o.user_level_epsilon for o in outcomes.values() if o.user_level_epsilon is not None),
+                             default=None),  # fmt: skip
             uploads=[
                 {"vehicle": v, "edge": e, "attacker": v in attackers, **asdict(verdict)}
                 for e, o in sorted(outcomes.items()) for v, verdict in o.verdicts.items()

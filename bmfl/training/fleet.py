@@ -7,7 +7,8 @@ vehicles, with ``vmap(grad)`` per-sample gradients inside, then per vehicle: cli
 ḡ_i = g_i / max(1, ‖g_i‖₂/C), ĝ = (Σ_i ḡ_i + N(0, σ²C² I)) / B, momentum
 ĝ_t = ĝ + β ĝ_{t−1} and w ← w − η ĝ_t, exactly as :func:`bmfl.training.train_local`.
 
-Each vehicle keeps its own data (any size), its own ``torch.Generator`` and its own
+Each vehicle keeps its own data (any size), its own random source (a
+``bmfl.privacy.SecureGenerator``, or a seeded generator in research runs) and its own
 ``bmfl.privacy.PrivacyEngine``: its round is planned (:func:`plan_upload`) and checked
 against its budget before any vehicle trains, and its steps are recorded in its engine
 once it has trained — here and nowhere else, so a vehicle's round is accounted once,
@@ -51,8 +52,9 @@ from bmfl.data.base import TensorData
 from bmfl.params import flatten, unflatten
 from bmfl.privacy.accountant import PrivacyAccountant
 from bmfl.privacy.engine import PrivacyEngine, RoundPlan
+from bmfl.privacy.noise import gaussian
 from bmfl.training.local import (
-    LocalTrainingConfig, LocalTrainingResult, _batches, loss_function, round_plan, train_local,
+    LocalTrainingConfig, LocalTrainingResult, _batches, loss_function, refuse_unsound, round_plan, train_local,
 )  # fmt: skip
 
 Tensors = dict[str, torch.Tensor]
@@ -137,8 +139,9 @@ def train_fleet(
     ``model`` gives the architecture and, unless ``starts`` (flat start vectors, one row
     per vehicle) is given, the parameters every vehicle starts from; it is not changed.
     ``generators[i]`` drives vehicle i's batches and noise (one generator per vehicle).
-    Every vehicle's round is checked against ``engines[i]``'s budget before any trains
-    (``bmfl.privacy.BudgetExceeded``: nothing trained or spent) and its steps recorded
+    Every vehicle's round is checked against ``engines[i]`` before any trains
+    (``bmfl.privacy.PrivacyRefused``, ``bmfl.privacy.BudgetExceeded``: nothing trained
+    or spent) and its steps recorded
     there afterwards; results then carry ε at the engine's δ. ``record_losses=False``
     skips the post-step loss of each batch (``mean_loss`` is then NaN). Returns what
     ``train_local`` would return for each vehicle, in order.
@@ -148,6 +151,7 @@ def train_fleet(
         raise ValueError("no training data")
     for data, engine in zip(datasets, engines):
         if engine is not None:
+            refuse_unsound(config, len(data))
             engine.check(round_plan(config, len(data)))
     return _train_fleet(
         model, datasets, config, generators, engines, starts=starts, samples_per_step=samples_per_step,
@@ -275,8 +279,7 @@ def _train_chunk(
         live = [i for i in live if batches[i] is not None]
         if not live:
             break
-        noise = [[torch.normal(0.0, std, size=s, generator=vehicles[i].generator) for s in shapes.values()]
-                 for i in live] if noisy else []  # fmt: skip
+        noise = [[gaussian(s, std, vehicles[i].generator) for s in shapes.values()] for i in live] if noisy else []
         index, mask = _padded(live, batches, offsets)
         rows = torch.tensor(live, device=device)
         everyone = len(live) == len(vehicles)
@@ -354,7 +357,6 @@ def _result(vehicle: _Vehicle, params: Tensors, n: int, config: LocalTrainingCon
         steps=vehicle.steps,
         sampling_rate=min(1.0, config.batch_size / n),
         mean_loss=sum(losses) / len(losses) if losses else float("nan"),
-        accounting_exact=config.sampling == "poisson",
         losses=losses,
     )
 
@@ -380,9 +382,10 @@ def fleet_uploads(
     """One local round of Algorithm 1 for each vehicle, all at once; returns the flat
     uploads in order. A single vehicle is a fleet of one.
 
-    First every vehicle's round (:func:`plan_upload`) is checked against its engine's
-    budget (``engines[i]``): if one would exceed it, ``bmfl.privacy.BudgetExceeded``
-    is raised before anything is drawn, trained or spent. Then vehicle i
+    First every vehicle's round (:func:`plan_upload`) is checked against its engine
+    (``engines[i]``): a DP round the accountant cannot state exactly raises
+    ``bmfl.privacy.PrivacyRefused`` (``refuse_unsound``), one that would exceed the
+    budget ``bmfl.privacy.BudgetExceeded``, before anything is drawn, trained or spent. Then vehicle i
     (``contexts[i]``: an ``AttackContext``) runs its attack's hooks (``attacks[i]``,
     None for an honest vehicle) — data, config, start vector, training, upload — with
     one stacked :func:`train_fleet` per distinct training config, and its steps are
@@ -396,7 +399,10 @@ def fleet_uploads(
         raise ValueError("need one context, attack slot and engine slot per dataset")
     for data, attack, engine in zip(datasets, attacks, engines):
         if engine is not None:
-            engine.check(plan_upload(data, config, attack))
+            plan = plan_upload(data, config, attack)
+            if plan.trains:
+                refuse_unsound(attack.training_config(config) if attack is not None else config, len(data))
+            engine.check(plan)
     uploads: list[torch.Tensor | None] = [None] * count
     groups: dict[LocalTrainingConfig, list[int]] = {}
     inputs: dict[int, tuple[TensorData, torch.Tensor]] = {}

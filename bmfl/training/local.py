@@ -1,7 +1,7 @@
 """Local training with differential privacy: BMFL Algorithm 1 (Eq. 9).
 
-Per step, with a batch sampled by Poisson sampling at rate q = B/|O_m| (or fixed-size
-shuffled batches, which the Poisson accountant does not cover exactly):
+Per step, with a batch sampled by Poisson sampling at rate q = B/|O_m| (or, without DP
+only, fixed-size shuffled batches):
 
 1. per-sample gradients g_i, computed with ``torch.func`` (``vmap`` of ``grad``);
 2. clipping ḡ_i = g_i / max(1, ‖g_i‖₂ / C), the norm over all parameters together;
@@ -14,7 +14,10 @@ gradient Σ_i g_i / B is taken directly (one backward pass, no per-sample gradie
 ``max_steps`` optionally caps the steps of one call (local iterations instead of full
 epochs, so vehicles with much data do not drift, or cost, more than the rest).
 
-Nothing here accounts privacy: :func:`round_plan` says what a call will run and the
+DP randomness comes from ``bmfl.privacy.noise``: secret draws from a
+``SecureGenerator`` (the services), or a seeded generator (the simulator's insecure,
+reproducible option). :func:`refuse_unsound` refuses DP rounds the accountant cannot
+state exactly. Nothing here accounts privacy: :func:`round_plan` says what a call will run and the
 fleet path (``bmfl.training.fleet``), which calls :func:`train_local` only for models it
 cannot stack, records the steps in the vehicle's ``bmfl.privacy.PrivacyEngine``.
 """
@@ -33,7 +36,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from bmfl.data.base import TensorData
-from bmfl.privacy.engine import RoundPlan
+from bmfl.privacy.engine import PrivacyRefused, RoundPlan
+from bmfl.privacy.noise import RandomSource, gaussian, poisson_mask
 from bmfl.task import PAPER_TRAINING
 
 Tensors = dict[str, torch.Tensor]
@@ -74,7 +78,6 @@ class LocalTrainingResult:
     steps: int
     sampling_rate: float
     mean_loss: float
-    accounting_exact: bool  # False with fixed batches: the Poisson accountant over-promises
     epsilon: float | None = None
     losses: list[float] = field(default_factory=list, repr=False)
 
@@ -102,14 +105,28 @@ def round_plan(config: LocalTrainingConfig, num_samples: int) -> RoundPlan:
     return RoundPlan(steps, min(1.0, config.batch_size / num_samples), sigma)
 
 
-def _batches(n: int, config: LocalTrainingConfig, gen: torch.Generator, device: torch.device):
+def refuse_unsound(config: LocalTrainingConfig, num_samples: int) -> None:
+    """Raise ``bmfl.privacy.PrivacyRefused`` for a DP round whose ε cannot be stated
+    exactly: fixed-size batches (``fixed_batches_with_dp``: the accountant covers
+    Poisson sampling only, and we do not account them without amplification), or
+    δ ≥ 1/n (``delta_too_large``: releasing one of n records whole is (0, 1/n)-DP, so
+    such a δ promises nothing)."""
+    if not config.dp:
+        return
+    if config.sampling != "poisson":
+        raise PrivacyRefused("fixed_batches_with_dp", "DP training needs Poisson sampling; fixed-size batches are not accounted")
+    if config.delta * num_samples >= 1:
+        raise PrivacyRefused("delta_too_large", f"δ = {config.delta:g} ≥ 1/n for n = {num_samples} samples")
+
+
+def _batches(n: int, config: LocalTrainingConfig, gen: RandomSource, device: torch.device):
     """Index batches for E epochs: Poisson-sampled (rate q) or shuffled fixed-size."""
     per_epoch = steps_per_epoch(n, config.batch_size)
     q = min(1.0, config.batch_size / n)
     for _ in range(config.epochs):
         if config.sampling == "poisson":
             for _ in range(per_epoch):
-                yield torch.nonzero(torch.rand(n, generator=gen) < q).flatten().to(device)
+                yield poisson_mask(n, q, gen).to(device)
         else:
             perm = torch.randperm(n, generator=gen).to(device)
             yield from perm.split(config.batch_size)
@@ -119,12 +136,13 @@ def train_local(
     model: nn.Module,
     data: TensorData,
     config: LocalTrainingConfig,
-    generator: torch.Generator,
+    generator: RandomSource,
 ) -> LocalTrainingResult:
     """Train ``model`` in place on ``data`` for ``config.epochs`` epochs (Algorithm 1).
 
-    ``generator`` (a CPU ``torch.Generator``) drives batch sampling and DP noise, so
-    equal seeds give equal results. No privacy is accounted here (``epsilon`` is None):
+    ``generator`` drives batch sampling and DP noise: a ``bmfl.privacy.SecureGenerator``
+    (secret draws), or a seeded CPU ``torch.Generator`` (equal seeds give equal
+    results; insecure, for research runs). No privacy is accounted here (``epsilon`` is None):
     train through ``bmfl.training.fleet`` with the vehicle's engine for that.
     """
     if len(data) == 0:
@@ -160,8 +178,7 @@ def train_local(
         if config.dp and config.noise_multiplier > 0:
             std = config.noise_multiplier * config.clip
             for k, g in summed.items():
-                noise = torch.normal(0.0, std, size=g.shape, generator=generator)
-                summed[k] = g + noise.to(device)
+                summed[k] = g + gaussian(g.shape, std, generator).to(device)
         for k, p in params.items():
             velocity[k] = summed[k] / expected_batch + config.momentum * velocity[k]
             params[k] = p - config.lr * velocity[k]
@@ -176,7 +193,6 @@ def train_local(
         steps=steps,
         sampling_rate=min(1.0, config.batch_size / len(data)),
         mean_loss=sum(losses) / len(losses) if losses else float("nan"),
-        accounting_exact=config.sampling == "poisson",
         losses=losses,
     )
 
