@@ -59,7 +59,7 @@ def test_the_quick_start_publishes_and_watches_the_task_to_its_end(published) ->
     assert run.returncode == 0, run.stdout + run.stderr + stack.cloud.tail()
     assert "task 1 published: escrow 1.000000 ETH (1000000000000000000 wei)" in run.stdout
     assert "watch it: bmfl task watch 1" in run.stdout
-    assert re.search(r"task 1 running: round 1/2.*accuracy 0\.\d{4}, flagged \d+, ε max \d", run.stdout), run.stdout
+    assert re.search(r"task 1 running: round 1/2 \(training round 2: \d/8 uploads\), accuracy 0\.\d{4}, flagged \d+, ε max (\d|—), ETA \d+ s, spent 0\.010000 ETH", run.stdout), run.stdout
     assert "task 1 finished — every payee settled: round 2/2" in run.stdout
     assert "is owed 0.000000 ETH" in run.stdout or "nothing to claim" in run.stdout  # the publisher is owed nothing
     view = json.loads((work / "task.json").read_text())
