@@ -102,8 +102,9 @@ def test_the_audit_passes_and_the_list_shows_the_task(published) -> None:
     stack, work, env, run = published
     assert run.returncode == 0, run.stderr
     audit = bmfl(["audit", "--task", "1", "--rpc", stack.rpc_url, "--deployment", str(stack.deployment_file),
-                  "--gateway", stack.cloud.url], work, env)  # fmt: skip
+                  "--gateway", stack.cloud.url, "--json"], work, env)  # fmt: skip
     assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert json.loads(audit.stdout)["passed"] is True
     listed = json.loads(bmfl(["task", "list", "--json"], work, env).stdout)
     assert [(t["task_id"], t["status"]) for t in listed] == [(1, "finished")]
     shown = bmfl(["task", "show", "1"], work, env).stdout
