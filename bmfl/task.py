@@ -94,8 +94,8 @@ class TaskDraft(_Strict):
     rounds: int = Field(10, ge=1, lt=2**16, description="K, maximum rounds")
     target_accuracy: float | None = Field(None, gt=0, le=1, description="stop once the global model reaches it")
     fraction: float = Field(1.0, gt=0, le=1, description="V, fraction of an edge's matching vehicles selected per round")
-    reward_wei: int = Field(10**18, gt=0, description="ρ_total, the escrowed reward")
-    block_reward_wei: int = Field(10**15, ge=0, description="ρ_b, the leader edge's reward per round")
+    reward_wei: int = Field(10**18, gt=0, lt=2**256, description="ρ_total, the escrowed reward")
+    block_reward_wei: int = Field(10**15, ge=0, lt=2**96, description="ρ_b, the leader edge's reward per round (uint96 on chain)")
     round_duration_s: int = Field(600, gt=0, lt=2**32, description="seconds each round step may take on chain")
     challenge_period_s: int = Field(
         3600, ge=0, lt=2**32,

@@ -9,13 +9,13 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 from web3 import Web3
 
-from bmfl.blobs.errors import BlobError, BlobIntegrityError, InvalidCIDError
+from bmfl.blobs.errors import BlobError, BlobIntegrityError, BlobNotFoundError, InvalidCIDError
 from bmfl.consensus import edge_medians, elect_leader
 from bmfl.incentives import Payouts, split_payouts
 from bmfl.protocol.signing import SignatureError, update_message, verify
@@ -23,6 +23,9 @@ from chain.base import ContractRevert
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
 from chain.tasks import RecordedRound, Status, TaskInfo, TasksClient
+
+if TYPE_CHECKING:
+    from chain.reexecute import Reexecution
 
 
 class _Frozen(BaseModel):
@@ -32,21 +35,33 @@ class _Frozen(BaseModel):
 PAYEE_SECTIONS = ("vehicle payout", "block reward", "publisher")
 Section = Literal[
     "vehicle payout", "block reward", "publisher", "total", "contribution", "median", "leader", "edge book",
-    "signature", "protocol",
+    "signature", "protocol", "spec", "test set", "update", "verdict", "samples", "preliminary", "score", "global",
+    "receipt",
 ]  # fmt: skip
 
 
 class Comparison(_Frozen):
-    """One number re-derived by the auditor next to the chain's."""
+    """One number re-derived by the auditor next to the chain's; equal within
+    ``tolerance`` (fixed-point units of re-executed floating-point results, else 0)."""
 
     section: Section
     subject: str
     recomputed: int
     on_chain: int
+    tolerance: int = 0
+    detail: str = ""
+    account: str = ""
+    """The payee's account (payee sections)."""
 
     @property
     def ok(self) -> bool:
-        return self.recomputed == self.on_chain
+        return abs(self.recomputed - self.on_chain) <= self.tolerance
+
+    def line(self) -> str:
+        """One line naming what differs."""
+        within = f" (tolerance {self.tolerance})" if self.tolerance else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{self.section} {self.subject}: on chain {self.on_chain}, recomputed {self.recomputed}{within}{detail}"
 
 
 class RecordedBlob(_Frozen):
@@ -57,7 +72,7 @@ class RecordedBlob(_Frozen):
     digest: str
 
 
-BlobStatus = Literal["ok", "digest_mismatch", "corrupt", "unreachable", "invalid_cid", "missing_cid"]
+BlobStatus = Literal["ok", "digest_mismatch", "corrupt", "not_found", "unreachable", "invalid_cid", "missing_cid"]
 
 
 class BlobCheck(_Frozen):
@@ -79,6 +94,8 @@ class TaskAudit(_Frozen):
     escrow: int
     comparisons: list[Comparison]
     blobs: list[BlobCheck]
+    reexecuted: bool = False
+    notes: list[str] = []
 
     @property
     def passed(self) -> bool:
@@ -218,7 +235,7 @@ class Auditor:
             refund = info.escrow - len(consensus) * info.block_reward
             refunded = sum(ev.refund for ev in logs.cancelled)
             subject = f"{info.publisher} (refund)"
-            out.append(Comparison(section="publisher", subject=subject, recomputed=refund, on_chain=refunded))
+            out.append(Comparison(section="publisher", subject=subject, recomputed=refund, on_chain=refunded, account=info.publisher))
         return out
 
     def _signatures(self, task_id: int, logs: TaskLogs) -> list[Comparison]:
@@ -273,10 +290,11 @@ class Auditor:
         theirs: Counter[int] = Counter()
         for ev in logs.leaders:
             theirs[ev.leader] += ev.blockReward
+        accounts = {e: self.registry.edge_at(e) for e in set(mine) | set(theirs)}
         return [
-            Comparison(section="block reward", subject=f"edge {e} {self.registry.edge_at(e)}", recomputed=mine[e],
-                       on_chain=theirs[e])  # fmt: skip
-            for e in sorted(set(mine) | set(theirs))
+            Comparison(section="block reward", subject=f"edge {e} {accounts[e]}", recomputed=mine[e],
+                       on_chain=theirs[e], account=accounts[e])  # fmt: skip
+            for e in sorted(accounts)
         ]
 
     def _payouts(self, task_id: int, info: TaskInfo, logs: TaskLogs) -> list[Comparison]:
@@ -296,7 +314,8 @@ class Auditor:
                 theirs = credited[(e, v)] if settled else self.tasks.payout_for(task_id, e, contributions[e][v])
                 state = "credited" if settled else "owed, not settled yet"
                 subject = f"vehicle {v} {self.vehicle_account(v)} @ edge {e} ({state})"
-                out.append(Comparison(section="vehicle payout", subject=subject, recomputed=amount, on_chain=theirs))
+                out.append(Comparison(section="vehicle payout", subject=subject, recomputed=amount, on_chain=theirs,
+                                      account=self.vehicle_account(v)))  # fmt: skip
         finished = logs.finished[0] if logs.finished else None
         if finished is not None:
             out.append(Comparison(section="total", subject="available", recomputed=ref.available, on_chain=finished.available))
@@ -305,10 +324,19 @@ class Auditor:
         if info.swept:
             returned = sum(ev.returned for ev in logs.swept)
             out.append(Comparison(section="publisher", subject=f"{info.publisher} (returned)",
-                                  recomputed=ref.available - paid, on_chain=returned))  # fmt: skip
+                                  recomputed=ref.available - paid, on_chain=returned, account=info.publisher))  # fmt: skip
             everything = paid + sum(ev.blockReward for ev in logs.leaders) + returned
             out.append(Comparison(section="total", subject="escrow = payouts + block rewards + returned",
                                   recomputed=info.escrow, on_chain=everything))  # fmt: skip
+        return out
+
+    def balances(self, accounts: set[str]) -> dict[str, tuple[int, int]]:
+        """Account → (wei claimed so far, wei credited and not claimed yet), over every task
+        (``claim()`` pays an account everything it is owed at once)."""
+        out = {}
+        for account in sorted(accounts):
+            claimed = sum(ev.amount for ev in self.tasks.events("Claimed", self.from_block, account=account))
+            out[account] = (claimed, self.tasks.owed(account))
         return out
 
     # ------------------------------------------------------------ blobs
@@ -350,13 +378,21 @@ class Auditor:
                 out.append(BlobCheck(blob=blob, status="ok"))
         return out
 
-    def audit(self, task_id: int, fetch: Callable[[str], bytes]) -> TaskAudit:
-        """The full audit of a task: every comparison and every recorded blob."""
+    def audit(
+        self, task_id: int, fetch: Callable[[str], bytes] | None, reexecution: Reexecution | None = None
+    ) -> TaskAudit:
+        """The full audit of a task: every comparison, every recorded blob (unless
+        ``fetch`` is None) and, with ``reexecution``, the re-executed rounds."""
         logs = self.logs(task_id)
         info = self.task(task_id)
+        comparisons = self.compare(task_id, logs)
+        if reexecution is not None:
+            comparisons += reexecution.run(task_id, logs)
+        blobs = self.check_blobs(self.recorded_blobs(task_id, logs), fetch) if fetch is not None else []
         return TaskAudit(
             task_id=task_id, status=info.status, rounds=len(logs.finalized), escrow=info.escrow,
-            comparisons=self.compare(task_id, logs), blobs=self.check_blobs(self.recorded_blobs(task_id, logs), fetch),
+            comparisons=comparisons, blobs=blobs, reexecuted=reexecution is not None,
+            notes=reexecution.notes if reexecution is not None else [],
         )  # fmt: skip
 
 
@@ -367,5 +403,7 @@ def _fetch(fetch: Callable[[str], bytes], cid: str) -> bytes | tuple[BlobStatus,
         return "invalid_cid", str(exc)
     except BlobIntegrityError as exc:
         return "corrupt", str(exc)
+    except BlobNotFoundError:
+        return "not_found", f"blob {cid} is not in the store: it was never uploaded there, or was removed"
     except (BlobError, httpx.HTTPError, OSError) as exc:  # not found, gateway down or failing
         return "unreachable", f"{type(exc).__name__}: {exc}"

@@ -9,12 +9,25 @@ empty round has root 0. Log: h₀ = 0, hₖ = keccak(abi.encode(hₖ₋₁, roun
 
 from __future__ import annotations
 
+import math
+
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 from pydantic import BaseModel, ConfigDict, Field
 
+from bmfl.incentives import SCALE, to_fixed
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 RECORD_BYTES = 117
 """``BMFLTasks.RECORD_BYTES``: vehicle 4 · digest 32 · Λ 8 · θ 8 · flags 1 · r 32 · yParity‖s 32."""
+
+
+def fixed_reliability(value: float | None) -> int:
+    """Λ in the record's fixed point, clamped to int64 (Λ = −∞ for a reversed update)."""
+    if value is None or math.isnan(value):
+        return 0
+    bound = INT64_MAX / SCALE
+    return max(INT64_MIN, min(INT64_MAX, to_fixed(max(-bound, min(bound, value)))))
 
 
 class TrainerRecord(BaseModel):

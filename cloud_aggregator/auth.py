@@ -10,9 +10,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.routing import APIRoute
 
 from bmfl.protocol.signing import SIGNATURE_HEADER, SignatureError, request_signer
+from service_kit.openapi_docs import SignedDocsRoute
 from service_kit.problems import ProblemError
 from chain.tasks import Status
 from cloud_aggregator.context import Cloud
@@ -20,7 +20,7 @@ from cloud_aggregator.context import Cloud
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
-class SignedRoute(APIRoute):
+class SignedRoute(SignedDocsRoute):
     """Recovers the signer over the raw body before FastAPI parses it (401 ``unsigned`` /
     ``bad_signature``) and leaves it in ``request.state.signer``."""
 

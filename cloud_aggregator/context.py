@@ -15,6 +15,7 @@ from bmfl.blobs.store import BlobStore
 from service_kit.chain_access import connect
 from service_kit.observability import Metrics
 from service_kit.problems import ProblemError
+from chain.ledger import LedgerReader
 from cloud_aggregator.edges import EdgeCallError, discover
 from cloud_aggregator.orchestrator import CloudContext, Orchestrator
 from cloud_aggregator.settings import CloudSettings
@@ -59,6 +60,8 @@ class Cloud:
 
     def __post_init__(self) -> None:
         self.metrics_published = self.metrics.counter("tasks_published_total", "tasks accepted by POST /tasks")
+        chain = self.ctx.chain
+        self.ledger = LedgerReader(chain.w3, chain.tasks, chain.registry, chain.deployment.block_number)
 
     def task(self, task_id: int) -> dict[str, Any]:
         task = self.ctx.state.task(task_id)
@@ -66,8 +69,15 @@ class Cloud:
             raise ProblemError(404, "unknown_task", f"no published task {task_id}")
         return task
 
-    def view(self, task_id: int) -> TaskView:
-        return task_view(self.task(task_id), self.ctx.chain.tasks.task(task_id), self.ctx.state.rounds(task_id))
+    def view(self, task_id: int, full: bool = False) -> TaskView:
+        """The task's view; ``full`` adds its ledger and milestones (more chain reads)."""
+        runner = self.orchestrator.runners.get(task_id)
+        progress = dict(runner.progress) if runner is not None and runner.progress else None
+        ledger = milestones = None
+        if full:
+            ledger, milestones = self.ledger.read(task_id)
+        info = self.ctx.chain.tasks.task(task_id)
+        return task_view(self.task(task_id), info, self.ctx.state.rounds(task_id), progress, ledger, milestones)
 
     def chain_test_set_digest(self, task_id: int) -> str:
         info = self.ctx.chain.tasks.task(task_id)

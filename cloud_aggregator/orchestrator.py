@@ -87,6 +87,7 @@ class TaskRunner(threading.Thread):
         self.model = create_model(self.spec.model)
         self.closes: dict[int, RoundClose] = {}
         self.round_started = time.perf_counter()
+        self.progress: dict[str, Any] = {}  # the round being trained: round, selected, received, started_at
         self.pool = ThreadPoolExecutor(max(1, len(ctx.edges)), thread_name_prefix=f"task-{task_id}-edge")
 
     def run(self) -> None:
@@ -158,12 +159,14 @@ class TaskRunner(threading.Thread):
     def _train(self, r: int) -> None:
         """Open the round at every edge, wait for the uploads, close, cross-evaluate."""
         self.round_started = time.perf_counter()
+        self.progress = {"round": r, "selected": 0, "received": 0, "started_at": time.time()}
         cid, digest = self._global_model(r - 1)
         opened = RoundOpen(global_cid=cid, global_digest="0x" + digest.hex())
         selected = {v for s in self._each(lambda e: e.open_round(self.task_id, r, opened)).values() for v in s.selected}
         log.info("task %s: round %s open, %d trainers selected", self.task_id, r, len(selected), extra=task_fields(self.task_id, r))
         if not selected:
             raise RoundFailed("no associated vehicle matches the task's category at any edge")
+        self.progress["selected"] = len(selected)
         if not self._collect(r, selected):
             return
         self.closes = self._each(lambda e: e.close_round(self.task_id, r))
@@ -209,6 +212,7 @@ class TaskRunner(threading.Thread):
             if self.stop.is_set():
                 return False
             received = {v for p in self._each(lambda e: e.progress(self.task_id, r)).values() for v in p.received}
+            self.progress["received"] = len(received & selected)
             if selected <= received:
                 break
             time.sleep(self.ctx.poll_interval_s)
@@ -295,6 +299,7 @@ class TaskRunner(threading.Thread):
 
     def _record(self, r, cid, blob, accuracy, evaluations, leader, closes, started) -> dict[str, Any]:
         trainers = [t for c in closes.values() for t in c.trainers]
+        progress = self.progress if self.progress.get("round") == r else {}
         return {
             "round": r,
             "global_cid": cid,
@@ -307,6 +312,10 @@ class TaskRunner(threading.Thread):
             "trainers": [t.model_dump() for t in trainers],
             "flagged": sorted(t.address for t in trainers if t.malicious),
             "wall_time_s": time.perf_counter() - started,
+            "started_at": progress.get("started_at"),
+            "finished_at": time.time(),
+            "selected": progress.get("selected"),
+            "received": progress.get("received"),
         }
 
 

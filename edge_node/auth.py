@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from bmfl.protocol.signing import SIGNATURE_HEADER, SignatureError, request_signer
+from service_kit.openapi_docs import SignedDocsRoute, problem_responses
 from service_kit.problems import ProblemError
 from edge_node.node import EdgeNode
 
@@ -26,6 +27,7 @@ def cloud_only(node: EdgeNode) -> Callable[[str], None]:
         if signer != cloud:
             raise ProblemError(403, "not_cloud", f"signed by {signer}, not the registry's cloud {cloud}")
 
+    check.reason = "not_cloud"  # type: ignore[attr-defined]  # documented in the OpenAPI schema
     return check
 
 
@@ -36,6 +38,7 @@ def edges_only(node: EdgeNode) -> Callable[[str], None]:
         if not node.chain.registry.is_edge(signer):
             raise ProblemError(403, "not_edge", f"signed by {signer}, not an edge on chain")
 
+    check.reason = "not_edge"  # type: ignore[attr-defined]
     return check
 
 
@@ -43,8 +46,12 @@ def signed_route(node: EdgeNode, authorize: Callable[[str], None]) -> type[APIRo
     """An ``APIRoute`` class admitting requests signed by an account ``authorize`` accepts
     (401 ``unsigned`` / ``bad_signature``, 403 from ``authorize``)."""
 
-    class SignedRoute(APIRoute):
+    class SignedRoute(SignedDocsRoute):
         bmfl_signed = True  # service_kit.bounded checks the headers before the body is read
+
+        def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+            kwargs["responses"] = problem_responses({403: [authorize.reason]}) | (kwargs.get("responses") or {})  # type: ignore[attr-defined]
+            super().__init__(path, endpoint, **kwargs)
 
         def get_route_handler(self) -> Handler:
             handle = super().get_route_handler()

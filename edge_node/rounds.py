@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from dataclasses import dataclass
 
@@ -50,23 +49,14 @@ from bmfl.protocol.schemas import (
 from service_kit.logs import task_fields
 from service_kit.problems import ProblemError
 from bmfl.training import evaluate
-from chain.records import TrainerRecord
+from chain.records import TrainerRecord, fixed_reliability
 from chain.tasks import Phase, TaskInfo
 from edge_node.node import EdgeNode
 from edge_node.state import RoundRow, UpdateRow
 
 log = logging.getLogger("bmfl.edge")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PROGRESS_PHASE = {"open": "open", "closing": "closed", "closed": "closed", "expired": "closed", "scored": "scored"}
 NO_DIGEST = b"\x00" * 32
-
-
-def fixed_reliability(value: float | None) -> int:
-    """Λ in the chain's fixed point, clamped to int64 (Λ = −∞ for a reversed update)."""
-    if value is None or math.isnan(value):
-        return 0
-    bound = INT64_MAX / SCALE
-    return max(INT64_MIN, min(INT64_MAX, to_fixed(max(-bound, min(bound, value)))))
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def demo(
     run_dir = output or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     console.rule(f"[bold]BMFL demo[/]: {vehicles} vehicles, {edges} edges, {rounds} rounds, run folder {run_dir}")
     with console.status("starting Anvil, deploying the contracts, starting the edges and the cloud"):
-        stack = LocalStack(run_dir, edges=edges).__enter__()
+        stack = LocalStack(run_dir, edges=edges, state_file=run_dir / "stack.json").__enter__()
     stop = threading.Event()
     try:
         console.log(f"chain {stack.rpc_url} · cloud {stack.cloud.url} (OpenAPI at /docs) · logs in {run_dir / 'logs'}")
@@ -83,6 +83,7 @@ def demo(
                 cloud_url=stack.cloud.url, rpc_url=stack.rpc_url, deployment=stack.deployment_file,
                 funder_key=dev_key(OPERATOR), vehicles=vehicles, seed=seed, epsilon_budget=DEMO_BUDGET, report_epsilon=True,
                 attack=None if attack == "none" else attack, attack_fraction=attack_fraction, mobility=mobility,
+                receipts=run_dir / "fleet" / "receipts.jsonl",
             ),
             train_data=train, console=console,
         )  # fmt: skip
@@ -131,8 +132,7 @@ def demo(
         report = write_report(run_dir, view, payouts, result.passed, setting)
         console.print(
             f"[bold green]done[/]: final accuracy {view['accuracy'][-1]:.4f} after {view['rounds_finished']} rounds; "
-            f"report {report}; audit again with\n  bmfl audit --task {task_id} --rpc {stack.rpc_url} "
-            f"--deployment {stack.deployment_file} --gateway {stack.cloud.url}"
+            f"report {report}; audit again (with --keep) with\n  bmfl audit --task {task_id} --run-dir {run_dir}"
         )
         if not result.passed:
             raise typer.Exit(1)

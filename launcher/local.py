@@ -78,7 +78,10 @@ def up(
         raise
     for service in stack.services.values():
         console.print(f"{service.name:8} pid {service.pid:<7} {service.url}  log {service.log_path}")
-    console.print(f"deployment {stack.deployment_file}\nblob store {stack.blob_store}\nstop with: bmfl down --run-dir {run_dir}")
+    console.print(
+        f"deployment {stack.deployment_file}\nblob store {stack.blob_store}\n"
+        f"audit a task with: bmfl audit --task ID --run-dir {run_dir}\nstop with: bmfl down --run-dir {run_dir}"
+    )
 
 
 def down(run_dir: Path = RUN_DIR, timeout: float = typer.Option(15.0, help="seconds before SIGKILL")) -> None:

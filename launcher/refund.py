@@ -1,4 +1,4 @@
-"""``bmfl tasks refund``: the publisher's way back from an orphaned or stalled task.
+"""``bmfl task refund``: the publisher's way back from an orphaned or stalled task.
 
 A task is *orphaned* when it is active on chain but the cloud does not run it (escrowed,
 then never published, e.g. the cloud refused the publication), and *stalled* when its
@@ -10,17 +10,18 @@ is listed with the time it becomes refundable.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import httpx
 import typer
 
 from chain.tasks import Status
-from service_kit.chain_access import ChainAccess, connect
-
-WEI_PER_ETH = 10**18
+from service_kit.chain_access import ChainAccess
+from launcher.account import CloudUrl, Deployment, Json, KeyFile, RpcUrl, connect_account, eth
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,12 @@ class Candidate:
     task_id: int
     orphaned: bool
     stalled: bool
-    deadline: int
+    deadline: int  # chain time after which it is stalled
     refund_wei: int  # what cancelTask would credit: escrow − rounds run × block reward
 
     @property
     def refundable(self) -> bool:
         return self.stalled
-
-
-def eth(wei: int) -> str:
-    return f"{wei / WEI_PER_ETH:.6f} ETH ({wei} wei)"
 
 
 def cloud_task_ids(cloud_url: str, timeout_s: float = 30.0) -> set[int]:
@@ -78,26 +75,29 @@ def refund(chain: ChainAccess, tasks: list[Candidate]) -> int:
     return owed
 
 
-tasks_app = typer.Typer(help="The publisher's tasks on chain.", no_args_is_help=True)
-
-
-@tasks_app.command("refund")
 def refund_command(
-    private_key: str = typer.Option(..., envvar="BMFL_PUBLISHER_KEY", help="the publisher's account key (0x-hex)"),
-    cloud_url: str = typer.Option("http://127.0.0.1:8000", envvar="BMFL_CLOUD_URL", help="the cloud whose GET /tasks says what runs"),
-    rpc_url: str = typer.Option("http://127.0.0.1:8545", envvar="BMFL_RPC_URL", help="JSON-RPC URL of the chain"),
-    deployment: Path = typer.Option(Path("deployments/31337.json"), envvar="BMFL_DEPLOYMENT", help="deployment file"),
+    key_file: Optional[Path] = KeyFile, cloud_url: str = CloudUrl, rpc_url: str = RpcUrl,
+    deployment: Optional[Path] = Deployment,
     yes: bool = typer.Option(False, "--yes", help="cancel the stalled tasks and claim the refund (default: list only)"),
-) -> None:
+    as_json: bool = Json,
+) -> None:  # fmt: skip
     """List the publisher's orphaned (escrowed, not run by the cloud) and stalled (deadline
     passed) tasks; with --yes, cancelTask each stalled one and claim the refund."""
-    chain = connect(rpc_url, deployment, private_key)
+    chain = connect_account(key_file, rpc_url, deployment)
     try:
         running = cloud_task_ids(cloud_url)
     except httpx.HTTPError as exc:
         typer.echo(f"the cloud at {cloud_url} did not answer ({exc}); listing stalled tasks only", err=True)
         running = None
     found = [c for c in candidates(chain, running or set()) if running is not None or c.stalled]
+    if as_json:
+        listed = [asdict(c) | {"refundable": c.refundable, "orphaned": c.orphaned and running is not None} for c in found]
+        out: dict = {"publisher": chain.address, "tasks": listed}
+        if yes:
+            before = chain.w3.eth.get_balance(chain.address)
+            out |= {"claimed_wei": refund(chain, found), "balance_before_wei": before, "balance_after_wei": chain.w3.eth.get_balance(chain.address)}
+        typer.echo(json.dumps(out, indent=2))
+        return
     if not found:
         typer.echo(f"no orphaned or stalled tasks of {chain.address}")
         return

@@ -4,6 +4,8 @@ on a tampered blob, a digest that does not match its CID, or a missing blob."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,12 +145,77 @@ def test_missing_blob_fails_the_audit(chain: Chain, store: LocalBlobStore, gatew
     task_id, blobs = run_task(chain, store)
     store.path_of(blobs["g1"].cid).unlink()
     code, out = audit(task_id, "--rpc", chain.node.url, "--deployment", str(deployment_file), "--gateway", gateway)
-    assert code == 1 and "unreachable" in out
+    assert code == 1 and "not_found" in out and "is not in the store" in out
 
 
-def test_audit_needs_a_blob_source(chain: Chain, deployment_file: Path) -> None:
-    code, out = audit(1, "--rpc", chain.node.url, "--deployment", str(deployment_file))
-    assert code == 2 and "--gateway" in out
+def test_audit_refuses_two_blob_sources_and_names_a_missing_chain(chain: Chain, deployment_file: Path, tmp_path: Path) -> None:
+    code, out = audit(1, "--rpc", chain.node.url, "--deployment", str(deployment_file), "--gateway", "http://x", "--store", str(tmp_path))
+    assert code == 2 and "at most one of --gateway and --store" in out
+    code, out = audit(1, "--rpc", "http://127.0.0.1:9", "--run-dir", str(tmp_path))
+    assert code == 2 and "no chain at http://127.0.0.1:9" in out
+    code, out = audit(99, "--rpc", chain.node.url, "--deployment", str(deployment_file), "--no-blobs")
+    assert code == 2 and "no task 99" in out
+
+
+def stack_folder(chain: Chain, store: LocalBlobStore, run_dir: Path, cloud_url: str = "http://127.0.0.1:9") -> Path:
+    """A run folder as ``bmfl up`` / ``bmfl demo`` leave it: stack.json, deployments/."""
+    (run_dir / "deployments").mkdir(parents=True)
+    (run_dir / "deployments" / f"{chain.deployment.chain_id}.json").write_text(chain.deployment.model_dump_json())
+    services = [{"name": "cloud", "url": cloud_url}, {"name": "chain", "url": chain.node.url}]
+    (run_dir / "stack.json").write_text(json.dumps({"run_dir": str(run_dir), "rpc_url": chain.node.url,
+                                                    "blob_store": str(store.root), "services": services}))  # fmt: skip
+    return run_dir
+
+
+def test_audit_with_one_flag_against_a_run_folder_json_and_columns(chain: Chain, store: LocalBlobStore, tmp_path: Path) -> None:
+    task_id, _ = run_task(chain, store)
+    chain.tasks(chain.edges[0]).claim()  # edge 0 led both rounds: its block rewards, claimed
+    run_dir = stack_folder(chain, store, tmp_path / "stack")
+    code, out = audit(task_id, "--run-dir", str(run_dir))
+    assert code == 0 and "audit passed" in out, out
+    assert "1,000,000,000,000,000,000 wei (1 ETH)" not in out and "escrow 1000000000000000000 wei (1 ETH)" in out
+    row = next(line for line in out.splitlines() if "block reward" in line)
+    cells = [c.strip() for c in row.split("│")][1:-1]  # piped: every cell whole
+    assert cells[2:] == ["2,000,000,000,000,000", "2,000,000,000,000,000", "0.002", "2,000,000,000,000,000", "0", "ok"]
+    payout = next(line for line in out.splitlines() if "vehicle payout" in line)
+    wei = [c.strip() for c in payout.split("│")][3:5]
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3}){5}", w) for w in wei), wei  # 10¹⁷ wei, never cut
+    code, raw = audit(task_id, "--run-dir", str(run_dir), "--json")
+    data = json.loads(raw)
+    assert code == 0 and data["passed"] and data["status"] == "finished" and data["escrow"] == 10**18
+    assert len(data["blobs"]) == 11 and all(b["ok"] for b in data["blobs"])
+    payouts = [c for c in data["comparisons"] if c["section"] == "vehicle payout"]
+    assert payouts and all(isinstance(c["on_chain"], int) and c["ok"] for c in payouts)
+    assert data["accounts"][chain.edges[0]] == {"claimed_wei": 2 * 10**15, "outstanding_wei": 0}
+    code, raw = audit(task_id, "--run-dir", str(run_dir), "--json", "--no-blobs")
+    assert code == 0 and json.loads(raw)["blobs"] == []
+    # the old directory flag still works (hidden alias)
+    code, out = audit(task_id, "--rpc", chain.node.url, "--deployments", str(run_dir / "deployments"), "--no-blobs")
+    assert code == 0, out
+
+
+def test_an_orphaned_task_is_explained(chain: Chain, store: LocalBlobStore, tmp_path: Path) -> None:
+    params = chain.params(initial_model_digest=digest("never uploaded"), initial_model_cid=put_model(store, 7).cid)
+    store.path_of(params.initial_model_cid).unlink()
+    task_id, _ = chain.tasks(chain.publisher).create_task(params, 10**18)
+    code, out = audit(task_id, "--run-dir", str(stack_folder(chain, store, tmp_path / "stack")))
+    assert code == 1
+    assert f"task {task_id} was escrowed but never started" in out and "bmfl tasks refund" in out
+    assert "not_found" in out and "never uploaded" in out
+
+
+def test_chain_tasks_lists_every_task(chain: Chain, store: LocalBlobStore, deployment_file: Path) -> None:
+    task_id, _ = run_task(chain, store)
+    result = CliRunner().invoke(app, ["chain", "tasks", "--rpc", chain.node.url, "--deployment", str(deployment_file), "--json"])
+    assert result.exit_code == 0, result.output
+    row = next(r for r in json.loads(result.output) if r["task"] == task_id)
+    assert row["publisher"] == chain.publisher and row["status"] == "finished" and row["round"] == 2
+    assert row["escrow_wei"] == 10**18 and row["block_rewards_wei"] == 2 * 10**15
+    result = CliRunner().invoke(app, ["chain", "tasks", "--rpc", chain.node.url, "--deployment", str(deployment_file)])
+    line = next(x for x in result.output.splitlines() if x.startswith(f"{task_id}\t"))
+    assert line.split("\t")[2:6] == ["finished", "2/2", "1000000000000000000", "1"]
+    result = CliRunner().invoke(app, ["chain", "status", "--rpc", chain.node.url, "--deployment", str(deployment_file)])
+    assert result.exit_code == 0 and "tasks" in result.output
 
 
 def test_audit_of_a_cancelled_task_checks_the_refund(chain: Chain, store: LocalBlobStore) -> None:

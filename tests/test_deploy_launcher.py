@@ -69,8 +69,8 @@ def test_up_starts_every_service_and_status_reports_them(stack: Any) -> None:
     assert again.returncode == 1 and "already up" in again.stderr
 
 
-def test_one_round_of_a_task_runs_across_the_processes(stack: Any) -> None:
-    _, _, state = stack
+def test_one_round_of_a_task_runs_across_the_processes_and_audits(stack: Any) -> None:
+    _, run_dir, state = stack
     cloud = url_of(state, "cloud")
     _, test = load_dataset("mnist")
     publisher = Publisher(connect(state["rpc_url"], state["deployment_file"], dev_key(PUBLISHER)), cloud)
@@ -84,6 +84,9 @@ def test_one_round_of_a_task_runs_across_the_processes(stack: Any) -> None:
     assert view["status"] == "finished", view
     assert view["rounds_finished"] == 1 and len(view["accuracy"]) == 1
     assert len(httpx.get(f"{cloud}/tasks/{task_id}/rounds/1").json()["trainers"]) == 4
+    # the auditor needs one flag against `bmfl up`: the run folder (its default is runs/stack)
+    audit = bmfl("audit", "--task", task_id, "--run-dir", run_dir)
+    assert audit.returncode == 0 and "audit passed" in audit.stdout, audit.stdout + audit.stderr
 
 
 def test_the_deployer_runs_again_without_redeploying_and_adds_a_new_edge(stack: Any) -> None:

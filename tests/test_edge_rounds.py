@@ -22,7 +22,7 @@ from bmfl.task import AggregationSpec, RuleSpec
 from bmfl.protocol.signing import recover, update_message
 from chain.anvil import dev_key
 from chain.tasks import Phase
-from edge_node.rounds import fixed_reliability
+from chain.records import fixed_reliability
 from service_fixtures import CLOUD, PUBLISHER, EdgeStack, create_task, signed_request, update_blob, update_form
 from service_fixtures import edge_stack as stack  # noqa: F401
 from service_fixtures import service_chain  # noqa: F401

@@ -9,6 +9,7 @@ run documented in docs/security.md sets it to 300."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -175,3 +176,18 @@ def test_openapi_fuzz_has_no_server_errors(services: Services, service: str) -> 
     print(f"{service}: {sum(target.statuses.values())} requests, statuses {dict(sorted(target.statuses.items()))}")
     assert sum(target.statuses.values()) >= EXAMPLES * 2
     assert all(status < 500 for status in target.statuses)
+
+
+def test_the_edges_openapi_documents_signatures_and_reasons(services: Services) -> None:
+    """Signed routes list the two signature headers, 401 and the 403 of their role check;
+    the vehicles' upload lists every reason it refuses with."""
+    schema = requests.get(services.edge.url + "/openapi.json", timeout=30).json()
+    close = schema["paths"]["/tasks/{task_id}/rounds/{round}/close"]["post"]
+    assert {p["name"] for p in close["parameters"] if p["in"] == "header"} == {"X-BMFL-Signature", "X-BMFL-Time"}
+    assert "`not_cloud`" in close["responses"]["403"]["description"] and "`bad_signature`" in close["responses"]["401"]["description"]
+    assert "`not_edge`" in schema["paths"]["/handover"]["post"]["responses"]["403"]["description"]
+    upload = schema["paths"]["/tasks/{task_id}/rounds/{round}/updates"]["post"]
+    assert not any(p["in"] == "header" for p in upload.get("parameters", []))  # vehicles sign the update itself
+    text = json.dumps(upload["responses"])
+    for reason in ("not_selected", "unregistered", "round_not_open", "deadline_passed", "duplicate", "wrong_round", "non_finite", "shape"):
+        assert f"`{reason}`" in text, reason

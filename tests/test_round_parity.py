@@ -33,7 +33,7 @@ from bmfl.task import AggregationSpec, RuleSpec, TaskDraft, TrainingSpec
 from chain.anvil import dev_key, find_anvil
 from chain.deploy import Deployment
 from chain.tasks import TasksClient
-from edge_node.rounds import fixed_reliability
+from chain.records import fixed_reliability
 from launcher.publisher import Publisher
 from launcher.stack import OPERATOR, PUBLISHER, LocalStack
 from service_kit.chain_access import connect

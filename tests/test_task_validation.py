@@ -3,7 +3,7 @@
 One core check (``bmfl.rounds.validate``) refuses typos before any transaction: in the
 publisher's client (nonce, balance and task count unchanged on Anvil) and in the cloud's
 dry run ``POST /tasks/validate`` (a real uvicorn server). An orphaned task (escrowed,
-never published) is listed by ``bmfl tasks refund``, and once Anvil's clock passes its
+never published) is listed by ``bmfl task refund``, and once Anvil's clock passes its
 deadline, refunded by ``--yes``: the publisher's balance rises by the escrow minus the
 gas of its two transactions, to the wei."""
 
@@ -138,22 +138,23 @@ def test_an_orphaned_task_is_listed_then_refunded(service_chain: ServiceChain, c
     task = create_task(service_chain, TaskData(None, test_set, initial(), "bafy-initial"))  # type: ignore[arg-type]
     chain = service_chain.access(dev_key(PUBLISHER))
     w3, address = chain.w3, chain.address
-    args = ["tasks", "refund", "--private-key", dev_key(PUBLISHER), "--cloud-url", cloud.url,
+    args = ["task", "refund", "--cloud-url", cloud.url,
             "--rpc-url", service_chain.rpc_url, "--deployment", str(service_chain.deployment_file)]  # fmt: skip
-    listed = CliRunner().invoke(cli, args)
+    runner = CliRunner(env={"BMFL_KEY": dev_key(PUBLISHER)})  # a key never goes on the command line
+    listed = runner.invoke(cli, args)
     assert listed.exit_code == 0, listed.output
     assert f"task {task.task_id}: orphaned, refundable after" in listed.output
-    assert "nothing is refundable yet" in CliRunner().invoke(cli, [*args, "--yes"]).output  # not stalled yet
+    assert "nothing is refundable yet" in runner.invoke(cli, [*args, "--yes"]).output  # not stalled yet
     assert chain.tasks.task(task.task_id).status == Status.ACTIVE
     service_chain.w3.provider.make_request("evm_increaseTime", [2 * task.round_duration_s + 1])  # type: ignore[arg-type]  # stalled
     service_chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     balance, first_block = w3.eth.get_balance(address), w3.eth.block_number + 1
-    refunded = CliRunner().invoke(cli, [*args, "--yes"])
+    refunded = runner.invoke(cli, ["tasks", *args[1:], "--yes"])  # the old name still works
     assert refunded.exit_code == 0, refunded.output
     assert f"task {task.task_id}: orphaned and stalled, refundable now, refund 1.000000 ETH ({task.reward_wei} wei)" in refunded.output
     assert f"claimed 1.000000 ETH ({task.reward_wei} wei)" in refunded.output
     gas = gas_paid(w3, address, first_block)
     assert gas > 0 and w3.eth.get_balance(address) == balance + task.reward_wei - gas
     assert chain.tasks.task(task.task_id).status == Status.CANCELLED and chain.tasks.owed(address) == 0
-    assert "no orphaned or stalled tasks" in CliRunner().invoke(cli, args).output
+    assert "no orphaned or stalled tasks" in runner.invoke(cli, args).output
     assert Account.from_key(dev_key(PUBLISHER)).address == address

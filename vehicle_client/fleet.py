@@ -357,6 +357,10 @@ class Fleet:
         except ServiceError as exc:
             self._fail(vehicle, exc.reason, f"upload to edge {edge.index}: {exc}")
             return
+        if self.settings.receipts is not None:  # one uploader thread: appends never interleave
+            self.settings.receipts.parent.mkdir(parents=True, exist_ok=True)
+            with self.settings.receipts.open("a") as f:
+                f.write(receipt.model_dump_json() + "\n")
         with self._report_lock:
             self.report.uploads += 1
         if on_upload is not None:

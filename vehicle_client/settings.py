@@ -34,4 +34,5 @@ class FleetSettings(BaseSettings):
     train_batch: int = Field(8, ge=1, description="selected vehicles trained together (bmfl.training.fleet, the same uploads as one by one); their uploads go out while the next batch trains")
     epsilon_budget: float = Field(DEFAULT_BUDGET, gt=0, description="ε_max per vehicle at δ = 1e-5; a vehicle refuses to train past it, or without DP (inf: no limit)")
     report_epsilon: bool = Field(False, description="send each vehicle's ε so far with its uploads (it reveals q = B/n, hence the sample count, to the edge and in the cloud's task view)")
+    receipts: Path | None = Field(None, description="JSON-lines file every edge-signed upload receipt is appended to: a vehicle's proof of an update an edge dropped (bmfl audit --receipts); unset: not kept")
     poll_interval_s: float = Field(0.5, gt=0, description="how often idle vehicles poll for work")

@@ -19,6 +19,13 @@ from bmfl.privacy.noise import SecureGenerator, gaussian
 from bmfl.privacy.user_level import user_level_epsilon
 
 
+def clipped_mean(updates: torch.Tensor, reference: torch.Tensor, clip: float) -> torch.Tensor:
+    """w^{r-1} + Σ_m Δ_m · min(1, C/‖Δ_m‖) / K: the rule's output without its noise."""
+    deltas = updates - reference
+    factors = (clip / deltas.norm(dim=1).clamp(min=1e-12)).clamp(max=1.0)
+    return reference + (factors[:, None] * deltas).sum(0) / updates.shape[0]
+
+
 @register_aggregator("dp_fedavg")
 class DpFedAvg(Aggregator):
     name = "dp_fedavg"
@@ -38,11 +45,9 @@ class DpFedAvg(Aggregator):
 
     def aggregate(self, updates: torch.Tensor, sizes: torch.Tensor, reference: torch.Tensor) -> AggregationResult:
         k = updates.shape[0]
-        deltas = updates - reference
-        norms = deltas.norm(dim=1)
-        factors = (self.clip / norms.clamp(min=1e-12)).clamp(max=1.0)
+        norms = (updates - reference).norm(dim=1)
         noise = gaussian(reference.shape, self.noise_multiplier * self.clip, SecureGenerator())
-        aggregate = reference + ((factors[:, None] * deltas).sum(0) + noise.to(reference.device)) / k
+        aggregate = clipped_mean(updates, reference, self.clip) + noise.to(reference.device) / k
         info = {
             "clipped": int((norms > self.clip).sum()),
             "user_level_epsilon": user_level_epsilon(self.noise_multiplier, self._round, self.delta, self.sampling_rate),

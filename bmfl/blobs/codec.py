@@ -116,16 +116,19 @@ def _dtype_name(dtype: torch.dtype) -> str:
         raise ValueError(f"unsupported dtype {dtype}") from None
 
 
-def encode_state(state: State, meta: BlobMeta) -> bytes:
-    """Canonical safetensors bytes of ``state`` with ``meta`` in ``__metadata__``."""
-    tensors = sorted(
-        ((k, v.detach().to("cpu").contiguous()) for k, v in state.items()),
+def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes that depend on nothing but the tensors and the metadata: the
+    JSON header with sorted keys and no spaces (padded with spaces to 8 bytes), the
+    tensors laid out by decreasing item size, then name. ``safetensors.save`` leaves the
+    header's order to its library version, so the same data could hash differently."""
+    ordered = sorted(
+        ((k, v.detach().to("cpu").contiguous()) for k, v in tensors.items()),
         key=lambda kv: (-kv[1].element_size(), kv[0]),
     )
-    header: dict[str, object] = {"__metadata__": meta.as_header()}
+    header: dict[str, object] = {"__metadata__": dict(metadata)}
     payload: list[bytes] = []
     offset = 0
-    for name, t in tensors:
+    for name, t in ordered:
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
         span = [offset, offset + len(raw)]
         header[name] = {"dtype": _dtype_name(t.dtype), "shape": list(t.shape), "data_offsets": span}
@@ -134,6 +137,11 @@ def encode_state(state: State, meta: BlobMeta) -> bytes:
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text + b"".join(payload)
+
+
+def encode_state(state: State, meta: BlobMeta) -> bytes:
+    """Canonical safetensors bytes of ``state`` with ``meta`` in ``__metadata__``."""
+    return canonical_safetensors(dict(state), meta.as_header())
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:

@@ -4,6 +4,12 @@ Two tensors, ``x`` (float32 inputs) and ``y`` (int64 class labels, or float32 ta
 for regression), and the metadata ``kind = bmfl-testset`` and ``num_classes`` (empty
 for regression). The chain records the sha2-256 of these bytes; edges decode them with
 :func:`decode_test_set`, which checks everything before anything is used.
+
+:func:`encode_test_set` is the one encoder publishers use (``bmfl task encode-test-set``
+on the command line): its bytes depend only on the data (sorted header, fixed tensor
+order; :func:`bmfl.blobs.codec.canonical_safetensors`), so any process re-encoding the
+same data gets the digest escrowed on chain. Keep the file it writes and upload those
+exact bytes.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ import struct
 
 import torch
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
+from bmfl.blobs.codec import canonical_safetensors
 from bmfl.data.base import TensorData
 
 KIND = "bmfl-testset"
@@ -28,11 +34,12 @@ class TestSetError(ValueError):
 
 
 def encode_test_set(data: TensorData) -> bytes:
-    """Canonical bytes of ``data`` (same data → same bytes → same digest)."""
+    """Canonical bytes of ``data``: the same data gives the same bytes, and so the same
+    sha2-256 digest, in every process and on every machine."""
     y = data.y.to(torch.int64) if data.is_classification else data.y.to(torch.float32)
     tensors = {"x": data.x.to(torch.float32).contiguous().cpu(), "y": y.contiguous().cpu()}
     meta = {"kind": KIND, "num_classes": "" if data.num_classes is None else str(data.num_classes)}
-    return st_save(tensors, metadata=meta)
+    return canonical_safetensors(tensors, meta)
 
 
 def _header(raw: bytes) -> dict:

@@ -53,3 +53,10 @@ def initial_model(model: str, seed: int, **options: object) -> nn.Module:
     """w⁰: ``create_model(model, **options)`` right after ``torch.manual_seed(seed)``."""
     torch.manual_seed(seed)
     return create_model(model, **options)
+
+
+def initial_model_blob(model: str, seed: int, producer: str) -> bytes:
+    """w⁰ (:func:`initial_model`) as a canonical blob, metadata task ``initial``, round 0."""
+    from bmfl.blobs.codec import BlobMeta, encode_state
+
+    return encode_state(initial_model(model, seed).state_dict(), BlobMeta("initial", 0, producer, model))

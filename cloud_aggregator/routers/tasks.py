@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from bmfl.blobs.cid import compute_cid
 from bmfl.blobs.codec import blob_digest
 from bmfl.protocol.schemas import MAX_TASK_ID, EdgeTask, TaskDraft, TaskSpec
+from bmfl.models import MODELS
+from bmfl.rounds import initial_model_blob
 from bmfl.rounds.validate import Problem, validate_task
+from chain.tasks import task_params
+from service_kit.openapi_docs import BOUNDED, SIGNED, UNAVAILABLE, problem_responses
 from service_kit.problems import ProblemError
 from cloud_aggregator.auth import SignedRoute, check_publisher
 from cloud_aggregator.context import Cloud, get_cloud
@@ -22,9 +26,23 @@ from cloud_aggregator.views import TaskView
 router = APIRouter()
 dry_run = APIRouter(prefix="/tasks", tags=["tasks"])  # unsigned, bounded, no chain
 public = APIRouter(prefix="/tasks", tags=["tasks"])
+models = APIRouter(prefix="/models", tags=["models"])
 publisher = APIRouter(prefix="/tasks", tags=["tasks"], route_class=SignedRoute)  # signed by the task's publisher
 CloudDep = Annotated[Cloud, Depends(get_cloud)]
 TaskPath = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="task id on chain")]
+TASK_CHECKS = ["invalid_spec", "unknown_model", "initial_model_<codec reason>", "invalid_test_set", "escrow_too_small"]
+PUBLISH_PROBLEMS = problem_responses(
+    SIGNED, BOUNDED, UNAVAILABLE,
+    {403: ["not_publisher"], 404: ["unknown_task"], 409: ["duplicate_task", "task_not_fresh", "chain_mismatch"],
+     422: TASK_CHECKS, 502: ["edge_unavailable"]},
+)  # fmt: skip
+TEST_SET_PROBLEMS = problem_responses(
+    SIGNED, BOUNDED, UNAVAILABLE,
+    {403: ["not_publisher"], 404: ["unknown_task"], 409: ["test_set_present", "chain_mismatch"],
+     422: ["invalid_test_set", "invalid_spec"], 502: ["edge_unavailable"]},
+)  # fmt: skip
+READ_PROBLEMS_RAW = {404: ["unknown_task"], 422: ["invalid_request"], 503: ["chain_unavailable"]}
+READ_PROBLEMS = problem_responses(READ_PROBLEMS_RAW)
 
 
 class TaskCheck(BaseModel):
@@ -33,6 +51,10 @@ class TaskCheck(BaseModel):
     draft: TaskDraft
     initial_model_cid: str | None = Field(description="CID of the initial model, to escrow with createTask")
     test_set_digest: str | None = Field(description="sha2-256 of the test set, to escrow with createTask")
+    create_task: dict[str, Any] | None = Field(
+        None,
+        description="with both blobs: BMFLTasks.createTask's TaskParams in field order (digests 0x-hex) and the value to send, in wei",
+    )
 
 
 class TaskProblem(BaseModel):
@@ -63,7 +85,7 @@ def _forward(cloud: Cloud, spec: TaskSpec, test_set: bytes) -> None:
         raise ProblemError(502, "edge_unavailable", str(exc)) from None
 
 
-@publisher.post("", status_code=201, response_model=TaskView)
+@publisher.post("", status_code=201, response_model=TaskView, responses=PUBLISH_PROBLEMS)
 async def publish(
     cloud: CloudDep,
     request: Request,
@@ -99,7 +121,14 @@ async def publish(
     return cloud.view(parsed.task_id)
 
 
-@dry_run.post("/validate", response_model=TaskCheck, responses={422: {"model": TaskProblems}})
+@dry_run.post(
+    "/validate", response_model=TaskCheck,
+    responses={
+        **problem_responses(BOUNDED),
+        422: {"model": TaskProblems, "description": "reason `invalid_task`, every problem listed with its reason: "
+              + ", ".join(f"`{r}`" for r in TASK_CHECKS) + " (or `unknown_part` / `repeated_part` for a malformed form)"},
+    },
+)  # fmt: skip
 async def validate(
     cloud: CloudDep,
     spec: Annotated[str, Form(description="TaskDraft JSON (a TaskSpec's task_id is accepted and ignored)")],
@@ -118,14 +147,42 @@ async def validate(
         test_blob = await _read(test_set, limit, "test_set") if test_set is not None else None
         problems = validate_task(draft, test_blob, model_blob, limit)
         if not problems:
-            return TaskCheck(
-                draft=draft,
-                initial_model_cid=str(compute_cid(model_blob)) if model_blob is not None else None,
-                test_set_digest=blob_digest(test_blob).hex0x if test_blob is not None else None,
-            )
+            cid = str(compute_cid(model_blob)) if model_blob is not None else None
+            digest = blob_digest(test_blob) if test_blob is not None else None
+            params = None
+            if model_blob is not None and digest is not None:
+                params = _create_task(draft, blob_digest(model_blob).raw, cid, digest.raw)  # type: ignore[arg-type]
+            return TaskCheck(draft=draft, initial_model_cid=cid, test_set_digest=digest.hex0x if digest else None, create_task=params)
     listed = [{"reason": p.reason, "detail": p.detail} for p in problems]
     detail = "; ".join(f"{p.reason}: {p.detail}" for p in problems)
     return JSONResponse({"reason": "invalid_task", "detail": detail, "problems": listed}, status_code=422)
+
+
+def _create_task(draft: TaskDraft, model_digest: bytes, cid: str, test_digest: bytes) -> dict[str, Any]:
+    """``createTask``'s arguments as the chain's client sends them (``chain.tasks.task_params``)."""
+    params = task_params(draft, model_digest, cid, test_digest)
+    names = ["blockReward", "category", "maxRounds", "targetAccuracy", "roundDuration", "challengePeriod",
+             "initialModelDigest", "initialModelCid", "testSetDigest"]  # fmt: skip
+    values = ["0x" + v.hex() if isinstance(v, bytes) else v for v in params.as_tuple()]
+    return {"params": dict(zip(names, values)), "value_wei": draft.reward_wei}
+
+
+@models.get(
+    "/{name}/initial",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the blob (safetensors)"},
+               **problem_responses({404: ["unknown_model"], 422: ["invalid_request"]})},
+)  # fmt: skip
+def initial_model(
+    name: Annotated[str, Path(max_length=64, description="model registry name, as in the spec's model")],
+    seed: Annotated[int, Query(ge=0, lt=2**63, description="the spec's seed")] = 0,
+) -> Response:
+    """w⁰, the seeded initialisation of ``name`` (``bmfl.rounds.initial_model_blob``), as the
+    ``initial_model`` part of a publication, for publishers without our Python. Its CID and
+    digest come back from ``POST /tasks/validate``."""
+    if name not in MODELS.names():
+        raise ProblemError(404, "unknown_model", f"model {name!r} is not one of {MODELS.names()}")
+    return Response(initial_model_blob(name, seed, "publisher"), media_type="application/octet-stream")
 
 
 def _draft(spec: str) -> TaskDraft | Problem:
@@ -139,7 +196,7 @@ def _draft(spec: str) -> TaskDraft | Problem:
             return Problem("invalid_spec", str(exc))
 
 
-@publisher.put("/{task_id}/test-set", response_model=TaskView)
+@publisher.put("/{task_id}/test-set", response_model=TaskView, responses=TEST_SET_PROBLEMS)
 async def add_test_set(
     cloud: CloudDep, request: Request, task_id: TaskPath, test_set: Annotated[UploadFile, File()]
 ) -> TaskView:
@@ -158,18 +215,20 @@ async def add_test_set(
     return cloud.view(task_id)
 
 
-@public.get("", response_model=list[TaskView])
+@public.get("", response_model=list[TaskView], responses=problem_responses(UNAVAILABLE))
 def list_tasks(cloud: CloudDep) -> list[TaskView]:
     return [cloud.view(t["task_id"]) for t in cloud.ctx.state.tasks()]
 
 
-@public.get("/{task_id}", response_model=TaskView)
+@public.get("/{task_id}", response_model=TaskView, responses=READ_PROBLEMS)
 def get_task(cloud: CloudDep, task_id: TaskPath) -> TaskView:
-    """Status, round, accuracy curve, leaders, flagged vehicles and ε per vehicle."""
-    return cloud.view(task_id)
+    """Status, rounds (accuracy, leader, selected and received counts, times), the round in
+    training, ETA, ε per vehicle, milestones, and the ledger: escrow, block rewards,
+    payouts, refunds, each payee's credit claimed and outstanding, gas spent."""
+    return cloud.view(task_id, full=True)
 
 
-@public.get("/{task_id}/rounds/{round_}")
+@public.get("/{task_id}/rounds/{round_}", responses=problem_responses(READ_PROBLEMS_RAW, {404: ["unknown_round"]}))
 def get_round(cloud: CloudDep, task_id: TaskPath, round_: int) -> dict[str, Any]:
     """One finished round: global model, edges' records, trainers, leader, flagged."""
     cloud.task(task_id)
@@ -183,3 +242,4 @@ def get_round(cloud: CloudDep, task_id: TaskPath, round_: int) -> dict[str, Any]
 router.include_router(dry_run)
 router.include_router(publisher)
 router.include_router(public)
+router.include_router(models)

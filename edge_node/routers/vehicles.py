@@ -6,11 +6,19 @@ from __future__ import annotations
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
+from bmfl.blobs.errors import CodecReason
 from bmfl.protocol.schemas import Assignment, UploadReceipt
+from service_kit.openapi_docs import BOUNDED, UNAVAILABLE, problem_responses
 from service_kit.problems import ProblemError
 from edge_node.node import EdgeNode
 from edge_node.routers import RoundPath, TaskPath
 from edge_node.uploads import Upload, accept_update
+
+UPLOAD_PROBLEMS = {
+    401: ["unsigned", "bad_signature"], 403: ["unregistered", "not_selected"], 404: ["unknown_task"],
+    409: ["round_not_open", "deadline_passed", "duplicate"], 413: ["too_large"],
+    422: ["invalid_request", "wrong_round", *(r.value for r in CodecReason)],
+}  # fmt: skip
 
 
 class ServedTask(BaseModel):
@@ -62,7 +70,10 @@ def vehicles_router(node: EdgeNode) -> APIRouter:
             deadline=deadline, model=spec.model, training=spec.training, edge=node.address,
         )  # fmt: skip
 
-    @router.post("/tasks/{task_id}/rounds/{round}/updates", status_code=202, response_model=UploadReceipt)
+    @router.post(
+        "/tasks/{task_id}/rounds/{round}/updates", status_code=202, response_model=UploadReceipt,
+        responses=problem_responses(BOUNDED, UNAVAILABLE, UPLOAD_PROBLEMS),
+    )  # fmt: skip
     def post_update(
         task_id: TaskPath,
         round_: RoundPath,

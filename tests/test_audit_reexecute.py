@@ -1,0 +1,255 @@
+"""``bmfl audit --reexecute`` on a real stack: Anvil, three edge servers and the cloud as
+real uvicorn servers on loopback, one local blob store, a vehicle fleet over HTTP keeping
+its receipts, a task published by the publisher's client. An honest task re-executes
+clean; in the same setting one edge lies in round 1 (θ of a vehicle, an honest vehicle
+flagged, an acknowledged update dropped, its own score inflated) and round 2 (its
+manifest names another blob for an update) and the audit exits 1
+with one line naming each lie (edge, round, vehicle, field, chain vs recomputed); a cloud
+that publishes another global model and a higher accuracy is named too."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+from rich.console import Console
+from typer.testing import CliRunner
+
+from bmfl.blobs.local import LocalBlobStore
+from bmfl.data import load_dataset
+from bmfl.protocol.signing import receipt_message, sign
+from bmfl.protocol.testset import encode_test_set
+from bmfl.task import TaskDraft, TrainingSpec
+from chain.anvil import dev_key, free_port
+from cloud_aggregator.app import create_app as cloud_app
+from bmfl.incentives import to_fixed
+from bmfl.rounds import aggregate_cloud
+from cloud_aggregator import orchestrator
+from cloud_aggregator.orchestrator import SETTLED
+from cloud_aggregator.settings import CloudSettings, EdgeEndpoint
+from edge_node.app import create_app as edge_app
+from edge_node.rounds import RoundEngine
+from edge_node.settings import EdgeSettings
+from chain.reexecute import TOLERANCE
+from launcher.cli import app
+from launcher import publisher as publisher_module
+from launcher.publisher import Publisher
+from service_fixtures import CLOUD, OPERATOR, PUBLISHER, start_service_chain
+from service_kit.chain_access import connect
+from service_kit.serve import ServerThread
+from tooling import require_anvil
+from vehicle_client.fleet import Fleet
+from vehicle_client.settings import FleetSettings
+
+pytestmark = pytest.mark.slow
+
+EDGES, VEHICLES = 3, 12
+DRAFT = TaskDraft(
+    rounds=2, seed=3, challenge_period_s=0,
+    training=TrainingSpec(epochs=1, max_steps=2, lr=0.3, momentum=0.5, noise_multiplier=2.0),
+)  # fmt: skip
+INFLATED = 1_000_000
+
+
+@dataclasses.dataclass
+class Stack:
+    rpc_url: str
+    deployment: Path
+    blobs: Path
+    cloud_url: str
+    receipts: Path
+    fleet: Fleet
+    publisher: Publisher
+    chain_id: int
+
+    def run_task(self) -> tuple[int, bytes]:
+        """Publish a task, let the fleet train until the cloud reports it finished; the
+        task id and the exact test-set bytes the publisher escrowed (and later reveals)."""
+        sent: list[bytes] = []
+
+        def keep(test) -> bytes:  # type: ignore[no-untyped-def]
+            sent.append(encode_test_set(test))
+            return sent[-1]
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(publisher_module, "encode_test_set", keep)
+            task_id = self.publisher.publish(DRAFT, load_dataset("mnist")[1].subset(list(range(300))))["task_id"]
+        stop = threading.Event()
+        worker = threading.Thread(target=self.fleet.run, kwargs={"stop_event": stop, "task_ids": [task_id], "show_progress": False})
+        worker.start()
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                view = httpx.get(f"{self.cloud_url}/tasks/{task_id}").json()
+                if view["status"] == "failed" or view["detail"] == SETTLED:
+                    break  # settled: the chain no longer changes under the audit
+                time.sleep(1)
+            assert view["status"] == "finished", view
+        finally:
+            stop.set()
+            worker.join(120)
+        return task_id, sent[0]
+
+    def audit(self, task_id: int, test_set: str, *extra: str) -> tuple[int, str]:
+        args = [
+            "audit", "--task", str(task_id), "--rpc", self.rpc_url, "--deployment", str(self.deployment),
+            "--store", str(self.blobs), "--cloud", self.cloud_url, "--test-set", test_set,
+            "--receipts", str(self.receipts), *extra,
+        ]  # fmt: skip
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+        return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require_anvil()
+    root = tmp_path_factory.mktemp("reexecute")
+    chain = start_service_chain(root / "deployments", edges=EDGES)
+    blobs = root / "blobs"
+    cloud_port, ports = free_port(), [free_port() for _ in range(EDGES)]
+    cloud_url = f"http://127.0.0.1:{cloud_port}"
+    servers = []
+    try:
+        for i, port in enumerate(ports):
+            settings = EdgeSettings(
+                rpc_url=chain.rpc_url, deployment=chain.deployment_file, private_key=chain.edge_keys[i], blob_store=str(blobs),
+                state_dir=root / f"edge{i}", cloud_url=cloud_url, x=1000.0 * i, y=0.0,
+            )  # fmt: skip
+            servers.append(ServerThread(edge_app(settings), port=port).start())
+        endpoints = [EdgeEndpoint(url=f"http://127.0.0.1:{p}", x=1000.0 * i, y=0.0) for i, p in enumerate(ports)]
+        cloud = CloudSettings(
+            rpc_url=chain.rpc_url, deployment=chain.deployment_file, private_key=dev_key(CLOUD), blob_store=str(blobs),
+            state_dir=root / "cloud", edges=endpoints, round_timeout_s=120, poll_interval_s=0.2,
+        )  # fmt: skip
+        servers.append(ServerThread(cloud_app(cloud), port=cloud_port).start())
+        receipts = root / "fleet" / "receipts.jsonl"
+        fleet = Fleet(FleetSettings(
+            cloud_url=cloud_url, rpc_url=chain.rpc_url, deployment=chain.deployment_file, funder_key=dev_key(OPERATOR),
+            vehicles=VEHICLES, seed=4, receipts=receipts, poll_interval_s=0.2,
+        ), console=Console(quiet=True))  # fmt: skip
+        fleet.setup()
+        publisher = Publisher(connect(chain.rpc_url, chain.deployment_file, dev_key(PUBLISHER)), cloud_url)
+        yield Stack(chain.rpc_url, chain.deployment_file, blobs, cloud_url, receipts, fleet, publisher, chain.chain_id)
+        fleet.close()
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        chain.node.stop()
+
+
+def test_an_honest_task_re_executes_clean(stack: Stack, tmp_path: Path) -> None:
+    task_id, test_set = stack.run_task()
+    cid = LocalBlobStore(stack.blobs).put(test_set)  # the publisher reveals the test set by CID
+    code, out = stack.audit(task_id, cid, "--reexecute")  # (--test-set alone implies it)
+    assert code == 0, out
+    assert "audit passed" in out and "re-executed round" in out
+    for section in ("verdict", "samples", "preliminary", "score", "global", "receipt", "update", "test set", "spec"):
+        assert f"│ {section} " in out, section
+    code, raw = stack.audit(task_id, cid, "--json")
+    comparisons = json.loads(raw)["comparisons"]
+    floats = [c for c in comparisons if c["tolerance"]]
+    receipts = [c for c in comparisons if c["section"] == "receipt"]
+    blobs = [c for c in comparisons if c["section"] == "update"]
+    assert len(receipts) == len(blobs) > 0 and all(c["ok"] for c in receipts)  # the fleet kept a receipt per upload
+    worst = max(abs(c["recomputed"] - c["on_chain"]) for c in floats)
+    print(f"re-executed {len(floats)} floating-point results; largest difference {worst} (10⁻⁶ units)")
+    assert code == 0 and len(floats) > 20 and worst <= TOLERANCE
+    # a receipt no edge signed proves nothing: ignored, with a note
+    forged = tmp_path / "forged.jsonl"
+    outsider = Account.create()
+    fake = {"task_id": task_id, "round": 1, "vehicle": 0, "digest": "0x" + "11" * 32, "cid": cid}
+    message = receipt_message(stack.chain_id, task_id, 1, stack.fleet.vehicles[0].address, bytes(32 * [0x11]))
+    forged.write_text(json.dumps(fake | {"signature": sign(outsider, message)}) + "\n")
+    code, out = stack.audit(task_id, cid, "--receipts", str(forged))
+    assert code == 0 and "note: receipt of vehicle 0 round 1 ignored: not signed by an edge" in out, out
+    # a test set that is not the escrowed one is refused before anything runs
+    code, out = stack.audit(task_id, LocalBlobStore(stack.blobs).put(test_set + b" "))
+    assert code == 1 and "test set revealed test set matches testSetDigest" in out and "re-execution skipped" in out
+
+
+def test_a_lying_edge_is_named_for_each_lie(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    by_edge: dict[int, list[int]] = {}
+    for v in stack.fleet.vehicles:
+        by_edge.setdefault(stack.fleet.edge_of(v).index, []).append(v.index)
+    liar = max(by_edge, key=lambda e: len(by_edge[e]))
+    assert len(by_edge[liar]) >= 3
+    lies: dict[str, int] = {}
+    aggregate, score = RoundEngine._aggregate, RoundEngine._score
+
+    def lying_aggregate(self, spec, round_, global_cid, updates):  # type: ignore[no-untyped-def]
+        if self.node.index != liar:
+            return aggregate(self, spec, round_, global_cid, updates)
+        if round_ == 2:  # the manifest names another vehicle's blob for one update
+            prelim = aggregate(self, spec, round_, global_cid, updates)
+            manifest = json.loads(self.node.store.get(prelim.manifest_cid))
+            first, second = manifest["updates"][:2]
+            lies["swapped"], first["cid"] = first["vehicle"], second["cid"]
+            return dataclasses.replace(prelim, manifest_cid=self.node.store.put(json.dumps(manifest).encode(), pin=True))
+        lies["dropped"] = max(u.vehicle for u in updates)  # acknowledged, then left out of records and manifest
+        prelim = aggregate(self, spec, round_, global_cid, [u for u in updates if u.vehicle != lies["dropped"]])
+        records = list(prelim.records)
+        lies["theta"], lies["flagged"] = records[0].vehicle, records[1].vehicle
+        assert not records[1].malicious
+        records[0] = records[0].model_copy(update={"theta": records[0].theta + 250_000})
+        records[1] = records[1].model_copy(update={"theta": 0, "malicious": True})
+        return dataclasses.replace(prelim, records=records)
+
+    def lying_score(self, task, round_, req, recorded_edges):  # type: ignore[no-untyped-def]
+        scores = score(self, task, round_, req, recorded_edges)
+        if self.node.index == liar and round_ == 1:
+            scores[liar] = INFLATED
+        return scores
+
+    monkeypatch.setattr(RoundEngine, "_aggregate", lying_aggregate)
+    monkeypatch.setattr(RoundEngine, "_score", lying_score)
+    task_id, test_set = stack.run_task()
+    revealed = tmp_path / "test_set.safetensors"
+    revealed.write_bytes(test_set)  # revealed as a file this time, the spec from the publisher's file
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(httpx.get(f"{stack.cloud_url}/tasks/{task_id}").json()["spec"]))
+    code, out = stack.audit(task_id, str(revealed), "--spec", str(spec), "--cloud", "http://127.0.0.1:9")
+    assert code == 1 and "audit FAILED" in out, out
+    mismatches = [line.removeprefix("MISMATCH ") for line in out.splitlines() if line.startswith("MISMATCH")]
+    where = f"round 1 edge {liar}"
+    expected = {
+        "θ": f"verdict {where} vehicle {lies['theta']} θ: on chain ",
+        "flag": f"verdict {where} vehicle {lies['flagged']} flagged: on chain 1, recomputed 0",
+        "drop": f"receipt {where} vehicle {lies['dropped']} acknowledged update 0x",
+        "score": f"score {where} scored edge {liar}: on chain {INFLATED}, recomputed ",
+    }
+    for lie, prefix in expected.items():
+        assert any(line.startswith(prefix) for line in mismatches), (lie, prefix, mismatches)
+    assert any(line.endswith(": not recorded") for line in mismatches if line.startswith("receipt"))
+    swapped = f"update round 2 edge {liar} vehicle {lies['swapped']} blob: on chain 0, recomputed 1: blob "
+    assert any(line.startswith(swapped) and "has sha2-256" in line for line in mismatches), (swapped, mismatches)
+    assert f"note: round 2 edge {liar}: not re-executed (an update blob is missing)" in out
+    # nothing else is blamed: every mismatch is one of the lies
+    allowed = (*expected.values(), f"verdict {where} vehicle {lies['flagged']} θ: on chain 0, recomputed ", swapped)
+    assert all(line.startswith(allowed) for line in mismatches), mismatches
+
+
+def test_a_lying_cloud_is_named(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def shifted(rule, preliminaries, samples, reference, round_index):  # type: ignore[no-untyped-def]
+        outcome = aggregate_cloud(rule, preliminaries, samples, reference, round_index)
+        return dataclasses.replace(outcome, model=outcome.model + 0.01) if outcome and round_index == 1 else outcome
+
+    monkeypatch.setattr(orchestrator, "aggregate_cloud", shifted)  # round 1: another global model
+    monkeypatch.setattr(orchestrator, "to_fixed", lambda accuracy: to_fixed(accuracy) + 50_000)  # every round
+    task_id, test_set = stack.run_task()
+    revealed = tmp_path / "test_set.safetensors"
+    revealed.write_bytes(test_set)
+    code, out = stack.audit(task_id, str(revealed))
+    assert code == 1, out
+    mismatches = [line.removeprefix("MISMATCH ") for line in out.splitlines() if line.startswith("MISMATCH")]
+    assert any(line.startswith("global round 1 global model largest coordinate difference") and "up to 0.01 " in line
+               for line in mismatches), mismatches  # fmt: skip
+    accuracy = [line for line in mismatches if line.startswith("global round")]
+    assert [line.split(":")[0] for line in accuracy if "accuracy" in line] == ["global round 1 accuracy", "global round 2 accuracy"]
+    assert all(line.startswith("global round") for line in mismatches), mismatches  # the edges are not blamed

@@ -1,0 +1,117 @@
+"""The publisher's quick start, end to end across real processes: Anvil, 3 edges, the
+cloud and a fleet of 8 vehicles (``launcher.stack``), then README's "Quick start:
+publisher" block run verbatim by bash (``bmfl task encode-test-set``, ``publish``,
+``watch --settled``, ``show --json``, ``claim --dry-run``). Then every payee claims with
+``bmfl claim`` and its own key (each balance rises by exactly its credit less the gas of
+its claim), the task's ledger shows everything claimed, and ``bmfl audit`` passes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chain.anvil import dev_key
+from launcher.stack import FIRST_EDGE, LocalStack
+from tooling import requires_anvil
+from vehicle_client.accounts import fleet_accounts
+
+pytestmark = [pytest.mark.slow, requires_anvil]
+
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+VEHICLES, SEED, EDGES = 8, 3, 3
+
+
+def quickstart() -> str:
+    rest = README[README.index("<!-- publisher-quickstart -->") :]
+    return re.search(r"```bash\n(.*?)```", rest, re.S).group(1)  # type: ignore[union-attr]
+
+
+def bmfl(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["bmfl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("publisher")
+    with LocalStack(run_dir / "stack", edges=EDGES, vehicles=VEHICLES, seed=SEED, round_timeout_s=120) as stack:
+        work, bin_dir = run_dir / "work", run_dir / "bin"
+        work.mkdir()
+        bin_dir.mkdir()
+        (bin_dir / "bmfl").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m launcher.cli "$@"\n')
+        (bin_dir / "bmfl").chmod(0o755)
+        env = {k: v for k, v in os.environ.items() if k != "BMFL_KEY"} | {
+            "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+            "BMFL_CLOUD_URL": stack.cloud.url, "BMFL_RPC_URL": stack.rpc_url, "BMFL_DEPLOYMENT": str(stack.deployment_file),
+        }  # fmt: skip
+        run = subprocess.run(["bash", "-ec", quickstart()], cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+        yield stack, work, env, run
+
+
+def test_the_quick_start_publishes_and_watches_the_task_to_its_end(published) -> None:
+    stack, work, _, run = published
+    assert run.returncode == 0, run.stdout + run.stderr + stack.cloud.tail()
+    assert "task 1 published: escrow 1.000000 ETH (1000000000000000000 wei)" in run.stdout
+    assert "watch it: bmfl task watch 1" in run.stdout
+    assert re.search(r"task 1 running: round 1/2 \(training round 2: \d/8 uploads\), accuracy 0\.\d{4}, flagged \d+, ε max (\d|—), ETA \d+ s, spent 0\.010000 ETH", run.stdout), run.stdout
+    assert "task 1 finished — every payee settled: round 2/2" in run.stdout
+    assert "is owed 0.000000 ETH" in run.stdout or "nothing to claim" in run.stdout  # the publisher is owed nothing
+    view = json.loads((work / "task.json").read_text())
+    assert view["status"] == "finished" and view["rounds_finished"] == 2
+    assert [r["selected"] for r in view["rounds"]] == [VEHICLES, VEHICLES] == [r["received"] for r in view["rounds"]]
+    assert all(r["started_at"] < r["finished_at"] for r in view["rounds"])
+    times = view["times"]
+    assert times["escrowed_at"] <= times["first_round_started_at"] + 5 and times["finished_at"] <= times["settle_after"]
+    assert view["eta_s"] == 0 and view["current"] is None
+
+
+def test_every_payee_claims_exactly_its_credit(published) -> None:
+    stack, work, env, run = published
+    assert run.returncode == 0, run.stderr
+    ledger = json.loads((work / "task.json").read_text())["ledger"]
+    escrow = ledger["escrow_wei"]
+    assert ledger["block_rewards_wei"] == 2 * 10**16
+    assert ledger["block_rewards_wei"] + ledger["payouts_wei"] + ledger["escrow_left_wei"] == escrow
+    assert 0 <= ledger["escrow_left_wei"] < 100  # flooring dust
+    assert ledger["gas_wei"] > 0 and ledger["transactions"] >= 10
+    keys = {a.address: "0x" + a.key.hex().removeprefix("0x") for a in fleet_accounts(SEED, VEHICLES)}
+    keys |= {acct: key for key in (dev_key(FIRST_EDGE + i) for i in range(EDGES)) for acct in [_address(key)]}
+    payees = ledger["payees"]
+    assert {p["role"] for p in payees} == {"edge", "vehicle"} and len([p for p in payees if p["role"] == "vehicle"]) >= 1
+    for p in payees:
+        assert p["outstanding_wei"] == p["credited_wei"] and p["claimed_wei"] == 0
+        out = bmfl(["claim", "--json"], work, env | {"BMFL_KEY": keys[p["payee"]]})
+        assert out.returncode == 0, out.stderr
+        claim = json.loads(out.stdout)
+        assert claim["account"] == p["payee"] and claim["claimed_wei"] == claim["owed_wei"] == p["credited_wei"]
+        assert claim["balance_after_wei"] == claim["balance_before_wei"] + p["credited_wei"] - claim["gas_wei"]
+        again = bmfl(["claim"], work, env | {"BMFL_KEY": keys[p["payee"]]})
+        assert "nothing to claim" in again.stdout
+    after = json.loads(bmfl(["task", "show", "1", "--json"], work, env).stdout)["ledger"]
+    assert all(p["outstanding_wei"] == 0 and p["claimed_wei"] == p["credited_wei"] for p in after["payees"])
+    assert after["claimed_wei"] == ledger["block_rewards_wei"] + ledger["payouts_wei"] and after["outstanding_wei"] == 0
+
+
+def test_the_audit_passes_and_the_list_shows_the_task(published) -> None:
+    stack, work, env, run = published
+    assert run.returncode == 0, run.stderr
+    audit = bmfl(["audit", "--task", "1", "--rpc", stack.rpc_url, "--deployment", str(stack.deployment_file),
+                  "--gateway", stack.cloud.url, "--json"], work, env)  # fmt: skip
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert json.loads(audit.stdout)["passed"] is True
+    listed = json.loads(bmfl(["task", "list", "--json"], work, env).stdout)
+    assert [(t["task_id"], t["status"]) for t in listed] == [(1, "finished")]
+    shown = bmfl(["task", "show", "1"], work, env).stdout
+    assert "round 2: accuracy" in shown and "uploads 8/8" in shown and "claimed" in shown
+
+
+def _address(key: str) -> str:
+    from eth_account import Account
+
+    return Account.from_key(key).address
