@@ -2,7 +2,8 @@
 the cloud as uvicorn processes with JSON logs): a one-round task with three vehicles
 uploading over HTTP, plus refused uploads (unsigned, bad signature, duplicate, a blob the
 store lacks). The services' own ``/metrics`` then show the round, the phase, each
-upload outcome, the close and round durations and the blob error — nobody having read
+upload outcome, the close and round durations, the blob error and, once the chain node
+is stopped, the chain error — nobody having read
 ``/healthz`` since the task began — and every log line is a JSON object, with the task
 and round on the round events and the access lines."""
 
@@ -91,12 +92,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             "bad_signature": httpx.post(url, data=data | {"signature": "0x" + "11" * 65}, files=files),
             "blob_unavailable": httpx.post(url, data=data | {"cid": str(compute_cid(b"no such blob"))}),
         }
-        accepted = [httpx.post(url, data=d, files=f) for d, f in (update_form(v.account, chain.chain_id, task_id, 1, edge, blobs[v.address]) for v in vehicles)]
+        forms = [update_form(v.account, chain.chain_id, task_id, 1, edge, blobs[v.address]) for v in vehicles]
+        accepted = [httpx.post(url, data=d, files=f) for d, f in forms[:2]]
+        refused["duplicate"] = httpx.post(url, data=data, files=files)  # before the last upload lets the cloud close
+        accepted.append(httpx.post(url, data=forms[2][0], files=forms[2][1]))
         assert [r.status_code for r in accepted] == [202] * 3, [r.text for r in accepted]
-        refused["duplicate"] = httpx.post(url, data=data, files=files)
         for reason, reply in refused.items():
             assert reply.status_code >= 400 and reply.json()["reason"] == reason, (reason, reply.text)
         poll("task finished", lambda: httpx.get(f"{stack.cloud.url}/tasks/{task_id}").json()["status"] == "finished")
+        stack.services["chain"].stop()  # last: the edge's health check meets an unreachable chain node
+        down = httpx.get(edge_url + "/healthz")
+        assert down.status_code == 503 and down.json()["reason"] == "chain_unavailable", down.text
         yield Run(stack, task_id, len(accepted), {k: 1 for k in refused})
 
 
@@ -113,7 +119,7 @@ def test_the_edge_counts_uploads_by_outcome_and_times_the_close(run: Run) -> Non
     assert m[("bmfl_edge_task_round", (("task", str(run.task_id)),))] == 1
     assert m[("bmfl_edge_round_close_seconds_count", ())] == 1 and m[("bmfl_edge_round_close_seconds_sum", ())] > 0
     assert m[("bmfl_blob_errors_total", (("kind", "unavailable"),))] == 1
-    assert not [k for k in m if k[0] == "bmfl_chain_errors_total"]
+    assert {dict(labels)["kind"]: v for (name, labels), v in m.items() if name == "bmfl_chain_errors_total"} == {"unreachable": 1}
 
 
 def test_the_cloud_shows_round_phase_and_round_time_without_healthz(run: Run) -> None:
