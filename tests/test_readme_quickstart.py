@@ -1,5 +1,5 @@
 """The README's quick start for the operator and the researcher, run verbatim: each
-``bash`` block under "## Quick start" → "### Operator" / "### Researcher" runs with
+``bash`` block under "## Quick start: operator" / "## Quick start: researcher" runs with
 ``bash -e`` from the repository root, with the virtual environment's ``bmfl``
 first on PATH, and leaves what the README says it leaves."""
 
@@ -23,10 +23,9 @@ pytestmark = [pytest.mark.slow, needs_tool("jq/curl", bool(shutil.which("jq") an
 
 
 def quickstart(user: str) -> str:
-    section = README[README.index("## Quick start") :]
+    section = README[README.index(f"## Quick start: {user}\n") :]
     section = section[: section.index("\n## ", 1)]
-    block = section[section.index(f"### {user}") :]
-    match = re.search(r"```bash\n(.*?)```", block, re.S)
+    match = re.search(r"```bash\n(.*?)```", section, re.S)
     assert match, f"no bash block for the {user}"
     return match.group(1)
 
@@ -42,7 +41,7 @@ def test_the_operators_quick_start() -> None:
     run_dir = ROOT / "runs" / "quickstart"
     shutil.rmtree(run_dir, ignore_errors=True)
     try:
-        done = run(quickstart("Operator"))
+        done = run(quickstart("operator"))
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "bmfl_tasks_published_total 0.0" in done.stdout and '"logger":"bmfl.access"' in done.stdout
         assert not (run_dir / "stack.json").exists()  # bmfl down ran
@@ -55,7 +54,7 @@ def test_the_researchers_quick_start() -> None:
     for folder in ("quickstart", "reproduce"):
         shutil.rmtree(ROOT / "runs" / folder, ignore_errors=True)
     before = sorted((p.relative_to(ROOT), p.stat().st_mtime) for p in (ROOT / "docs").rglob("*"))
-    done = run(quickstart("Researcher"))
+    done = run(quickstart("researcher"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in ("metrics.jsonl", "metrics.csv", "config.json", "payouts.json", "accuracy.png"):
         assert name in done.stdout and (ROOT / "runs" / "quickstart" / "example" / name).is_file()
