@@ -134,7 +134,7 @@ def test_packet_csv_loader(tmp_path):
     data, classes = load_packet_csv(path, length=4)
     assert classes == ("search", "video") and data.y.tolist() == [1, 0]
     assert data.x[0, 0].tolist() == pytest.approx([1.0, -100 / 1500, 0.8, 0.0])
-    assert data.x[0, 1].tolist() == pytest.approx([0.0, -2.0, -1.0, 0.0])
+    assert data.x[0, 1].tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 0.0])  # (log10 gap + 3) / 3
     volume = [math.log(2801.0), math.log(901.0)]
     assert data.aux[:, 0].tolist() == pytest.approx([1.0, -1.0]) and volume[0] > volume[1]
 

@@ -2,8 +2,8 @@
 packets as a 2-channel sequence, the application class, and auxiliary targets.
 
 Every flow becomes ``x`` (2, L): channel 0 the signed packet size / 1500 (positive
-downstream, negative upstream), channel 1 log10 of the inter-arrival time in seconds
-(0 for the first packet), zero-padded past the flow's end. The auxiliary targets
+downstream, negative upstream), channel 1 (log10 of the inter-arrival time in seconds
++ 3) / 3, about −1 to 1 (0 for the first packet), zero-padded past the flow's end. The auxiliary targets
 (``TensorData.aux``) are the standardised log of the whole flow's bytes (``volume``) and
 of its duration in seconds (``duration``), whole-flow figures the first L packets only
 hint at.
@@ -49,7 +49,7 @@ def flow_features(sizes: list[np.ndarray], times: list[np.ndarray], downs: list[
         n = min(length, len(s))
         x[i, 0, :n] = np.where(d[:n], 1.0, -1.0) * s[:n] / 1500.0
         gaps = np.diff(t[:n], prepend=t[0])
-        x[i, 1, :n] = np.where(gaps > 0, np.log10(np.maximum(gaps, 1e-6)), 0.0)
+        x[i, 1, :n] = np.where(gaps > 0, (np.log10(np.maximum(gaps, 1e-6)) + 3.0) / 3.0, 0.0)
     return x
 
 
