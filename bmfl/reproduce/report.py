@@ -93,8 +93,9 @@ def fig5(rep: Report) -> None:
                   f"{pct(rep.acc(dp))} with DP vs {pct(rep.acc(nodp))} without", rep.acc(dp) < rep.acc(nodp))
     rep.table(["method", f"accuracy with DP (round {s.bmfl_rounds})", "ε spent (max)", "accuracy without DP"], rows)
     last = rep.final("fig5/dp/BMFL")
-    rep.add(f"Upstream to the cloud per round (double aggregation): d·L = {last['upstream_bytes_cloud'] / 1e3:.0f} kB "
-            f"instead of d·K = {last['upstream_bytes_flat'] / 1e3:.0f} kB for a flat server.", "")
+    rep.add(f"Upstream to the cloud per round (double aggregation): {last['upstream_bytes_cloud'] / 1e3:.0f} kB of "
+            f"preliminary-model blobs (≈ d·L) instead of {last['upstream_bytes_flat'] / 1e3:.0f} kB of upload blobs "
+            "(≈ d·K) for a flat server.", "")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, dp in zip(axes, ("dp", "no_dp")):
         for m in BMFL_METHODS:
