@@ -68,10 +68,10 @@ def test_each_party_moves_what_the_round_protocol_says(run):
 def test_cost_to_target(run):
     result, _ = run
     first = result.rounds[0]
-    cost = cost_to_target(result, 1e-9)  # reached in round 1
+    cost = cost_to_target(result.rows(), 1e-9)  # reached in round 1
     assert cost.rounds == 1
     assert cost.megabytes == pytest.approx((first.bytes_up_vehicles + first.bytes_up_edges + first.bytes_up_cloud) / 1e6)
     assert cost.megabytes_vehicles == pytest.approx((first.bytes_up_vehicles + first.bytes_down_vehicles) / 1e6)
-    never = cost_to_target(result, 1.0 + 1e-9)
+    never = cost_to_target(result.rows(), 1.0 + 1e-9)
     assert never.rounds is None and never.compute_s == pytest.approx(sum(m.compute_s_vehicles for m in result.rounds))
     assert "MB moved" in summary_line(result)

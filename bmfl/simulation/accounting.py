@@ -4,7 +4,8 @@ a 42-character producer address and the model name in the header), so its size i
 the services would send, not d × 4. The transfers themselves are the round core's
 (``bmfl.rounds.traffic``). With a blob store every blob is also put there, so a run can
 be checked against the store. A vehicle's compute seconds are its share, by samples
-processed (steps × expected batch), of the stacked training call it took part in.
+processed (steps × expected batch), of the CPU time (``time.process_time``) of the
+stacked training call it took part in.
 """
 
 from __future__ import annotations

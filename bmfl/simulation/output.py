@@ -7,6 +7,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -42,14 +43,15 @@ class CostToTarget:
                 f"({self.megabytes_vehicles:.2f} MB by vehicles), {self.compute_s:.1f} s vehicle compute")
 
 
-def cost_to_target(result: SimulationResult, target: float) -> CostToTarget:
-    """Rounds, bytes and vehicle compute up to ``target`` accuracy. Every byte is sent
-    once and received once, so the bytes moved are the bytes sent by everyone."""
-    reached = next((m.round for m in result.rounds if (m.accuracy or 0.0) >= target), None)
-    rounds = [m for m in result.rounds if reached is None or m.round <= reached]
-    sent = sum(m.bytes_up_vehicles + m.bytes_up_edges + m.bytes_up_cloud for m in rounds)
-    vehicles = sum(m.bytes_up_vehicles + m.bytes_down_vehicles for m in rounds)
-    return CostToTarget(target, reached, sent / 1e6, vehicles / 1e6, sum(m.compute_s_vehicles for m in rounds))
+def cost_to_target(rows: Sequence[Mapping], target: float) -> CostToTarget:
+    """Rounds, bytes and vehicle compute up to ``target`` accuracy, from per-round rows
+    (``SimulationResult.rows()``). Every byte is sent once and received once, so the
+    bytes moved are the bytes everyone sent. Fields a row lacks count as 0."""
+    reached = next((r["round"] for r in rows if (r["accuracy"] or 0.0) >= target), None)
+    upto = [r for r in rows if reached is None or r["round"] <= reached]
+    sent = sum(r.get("bytes_up_vehicles", 0) + r.get("bytes_up_edges", 0) + r.get("bytes_up_cloud", 0) for r in upto)
+    vehicles = sum(r.get("bytes_up_vehicles", 0) + r.get("bytes_down_vehicles", 0) for r in upto)
+    return CostToTarget(target, reached, sent / 1e6, vehicles / 1e6, sum(r.get("compute_s_vehicles", 0.0) for r in upto))
 
 
 def write_outputs(result: SimulationResult, folder: str | Path) -> dict[str, Path]:
@@ -142,7 +144,7 @@ def summary_line(result: SimulationResult) -> str:
         to_attackers = sum(w for v, w in payouts.vehicles.items() if v in set(result.attackers))
         parts.append(f"payouts to attackers {100 * to_attackers / paid if paid else 0:.1f} %")
     if result.config.target_accuracy is not None:
-        parts.append(cost_to_target(result, result.config.target_accuracy).line())
+        parts.append(cost_to_target(result.rows(), result.config.target_accuracy).line())
     else:
         moved = sum(r.bytes_up_vehicles + r.bytes_up_edges + r.bytes_up_cloud for r in rounds)
         parts.append(f"{moved / 1e6:.1f} MB moved, {sum(r.compute_s_vehicles for r in rounds):.1f} s vehicle compute")

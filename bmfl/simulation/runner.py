@@ -107,7 +107,7 @@ class RoundMetrics:
     bytes_down_edges: int = 0
     bytes_up_cloud: int = 0
     bytes_down_cloud: int = 0
-    compute_s_vehicles: float = 0.0  # training seconds, all trainers together
+    compute_s_vehicles: float = 0.0  # training CPU seconds, all trainers together
     compute_s_vehicle_max: float = 0.0
     traffic: dict = field(default_factory=dict)  # {"vehicles": {v: {up, down, compute_s}}, "edges": {ℓ: {up, down}}, "cloud": {up, down}}
 
@@ -239,14 +239,14 @@ def run_simulation(
         compute: dict[int, float] = {}
         for lo in range(0, len(to_train), TRAIN_CHUNK):
             vs = to_train[lo : lo + TRAIN_CHUNK]
-            began = time.perf_counter()
+            began = time.process_time()
             trained.update(zip(vs, fleet_uploads(
                 model, [vehicle_data[v] for v in vs], local_cfg,
                 [AttackContext(global_vec, generators[v], previous_vec, r, v, int(edge_of[v])) for v in vs],
                 [attack if v in attackers else None for v in vs], [engines[v] for v in vs],
             )))  # fmt: skip
             work = {v: _samples(vehicle_data[v], local_cfg, attack if v in attackers else None) for v in vs}
-            compute.update(share_compute(time.perf_counter() - began, work))
+            compute.update(share_compute(time.process_time() - began, work))
             progress.advance(vehicles_task, len(vs))
         uploads = {edge: {v: trained[v] for v in chosen if v in trained} for edge, chosen in enumerate(selected)}
         if attack is not None and attack.colludes:
