@@ -154,3 +154,24 @@ def test_packet_csv_rejects_bad_input(tmp_path, text, reason):
     path.write_text(text)
     with pytest.raises(ValueError, match=reason):
         load_packet_csv(path)
+
+
+def test_robust_rules_see_the_multitask_vector_and_refuse_same_value_attackers():
+    """The task's default defence (self-reliability + reweighting) on mtl_cnn1d: the
+    filter scores the main head, the rule sees backbone and heads as one vector."""
+    from rich.console import Console
+
+    from bmfl.simulation import SimulationConfig, run_simulation
+
+    config = SimulationConfig.model_validate({
+        "name": "mtl-robust", "rounds": 1, "vehicles": 6, "edges": 3, "model": "mtl_cnn1d",
+        "data": {"name": "flows_synthetic", "options": {"num_flows": 600}},
+        "partition": {"kind": "iid", "options": {}},
+        "training": {"epochs": 1, "batch_size": 16, "lr": 0.05, "max_steps": 3},
+        "aggregation": {"edge": {"name": "reweight"}, "filters": [{"name": "self_reliability", "options": {"tolerance": 1.0}}]},
+        "attack": {"name": "same_value", "fraction": 0.34},
+    })  # fmt: skip
+    result = run_simulation(config, Console(quiet=True))
+    m = result.final
+    assert m.attackers_selected == 2 and m.attackers_flagged == 2 and m.honest_flagged == 0
+    assert m.attacker_weight == 0.0 and m.accuracy is not None
