@@ -40,6 +40,7 @@ from bmfl.models import create_model
 from bmfl.params import flatten, unflatten
 from bmfl import rounds
 from bmfl.rounds import aggregate_cloud, cloud_rule
+from bmfl.rounds.traffic import Blob, round_transfers, summarise
 from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreRequest, TaskSpec
 from service_kit.chain_access import ChainAccess
 from service_kit.logs import task_fields
@@ -226,9 +227,10 @@ class TaskRunner(threading.Thread):
         request = ScoreRequest(preliminaries={i: c.preliminary_cid for i, c in closes.items() if c.preliminary_cid})
         self._each(lambda e: e.scores(self.task_id, r, request), [i for i, c in closes.items() if c.recorded])
         recorded = {i: c for i, c in closes.items() if c.preliminary_cid}
-        preliminaries, samples = {}, {}
+        preliminaries, samples, sizes = {}, {}, {}
         for i, c in recorded.items():
             blob = self._fetch(c.preliminary_cid, i)  # type: ignore[arg-type]
+            sizes[i] = (len(blob), c.preliminary_cid)
             if blob_digest(blob).hex0x != c.preliminary_digest:
                 raise RoundFailed(f"edge {i}'s preliminary model does not match its digest")
             preliminaries[i] = flatten(decode_state(blob, self.spec.model)[0])
@@ -253,7 +255,9 @@ class TaskRunner(threading.Thread):
         )
         elected = self.ctx.chain.tasks.events("LeaderElected", self.ctx.chain.deployment.block_number, taskId=self.task_id, round=r)
         leader = elected[0] if elected else None
-        self.ctx.state.put_round(self.task_id, r, self._record(r, new_cid, blob, accuracy, evaluations, leader, closes, started))
+        record = self._record(r, new_cid, blob, accuracy, evaluations, leader, closes, started)
+        record["traffic"] = round_traffic((len(previous), cid), closes, sizes, ((len(blob), new_cid), list(recorded)))
+        self.ctx.state.put_round(self.task_id, r, record)
         self.ctx.telemetry.round_seconds.observe(time.perf_counter() - started)
         log.info(
             "task %s: round %s finalized, accuracy %.4f, leader %s", self.task_id, r, accuracy, leader.leader if leader else None,  # type: ignore[attr-defined]
@@ -317,6 +321,13 @@ class TaskRunner(threading.Thread):
             "selected": progress.get("selected"),
             "received": progress.get("received"),
         }
+
+
+def round_traffic(reference: Blob, closes: dict[int, RoundClose], preliminaries: dict[int, Blob], evaluation) -> dict:
+    """Bytes up and down per vehicle (by address), edge and the cloud in one round
+    (``bmfl.rounds.traffic``), from the blob sizes the edges reported and the cloud read."""
+    uploads = {i: {t.address: (t.upload_bytes, None) for t in c.trainers} for i, c in closes.items()}
+    return summarise(round_transfers(reference, uploads, preliminaries, evaluation)).as_dict()
 
 
 class Orchestrator:

@@ -181,7 +181,7 @@ class RoundEngine:
             TrainerOutcome(
                 vehicle=r.vehicle, address=by_vehicle[r.vehicle].address, digest="0x" + r.update_digest.hex(),
                 reliability=r.reliability / SCALE, theta=r.theta / SCALE, malicious=r.malicious,
-                epsilon=by_vehicle[r.vehicle].epsilon,
+                epsilon=by_vehicle[r.vehicle].epsilon, upload_bytes=self.node.blob_size(by_vehicle[r.vehicle].cid),
             )  # fmt: skip
             for r in prelim.records
             if r.vehicle in by_vehicle

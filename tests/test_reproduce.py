@@ -10,7 +10,7 @@ from bmfl.reproduce.run import fingerprint, run_grid
 from bmfl.simulation import SimulationConfig
 
 SECTIONS = ("## BMFL Fig. 5", "## BMFL Fig. 6", "### Acceptance", "## BMFL Fig. 7", "## FBFL",
-            "## `001`", "## Setting and deviations", "## Our numbers against the papers' claims")
+            "## `001`", "## FedAuxHMTL", "## Setting and deviations", "## Our numbers against the papers' claims")
 
 
 @pytest.mark.parametrize("scale", [QUICK, FULL], ids=["quick", "full"])
@@ -21,7 +21,7 @@ def test_every_run_of_the_grid_is_a_valid_config(scale):
     keys = {r.key for r in runs}
     assert {"fig5/dp/BMFL", "fig5/no_dp/FedAvg", "fig6/same_value/0.6/BMFL", "fig6/ideal/0.6", "fig7/BMFL",
             "fbfl/rules/non-IID/random pick", "fbfl/attacks/label flipping/Krum",
-            "traffic/attack + AD/Multi-Krum"} <= keys
+            "traffic/attack + AD/Multi-Krum", "fedaux/FedAuxHMTL", "fedaux/FedAvg"} <= keys
     # identical settings reached from two sections run once
     assert fingerprint(next(r.config for r in runs if r.key == "fbfl/epochs/1")) == fingerprint(
         next(r.config for r in runs if r.key == "fbfl/rules/IID/FedAvg"))
@@ -74,7 +74,7 @@ def test_report_states_the_acceptance_verdict_computed_from_the_runs(tmp_path, b
     assert bmfl_rows and bmfl_rows[0].endswith(f"| {verdict} |")
     fedavg_rows = [line for line in text.splitlines() if line.startswith("| same_value | FedAvg |")]
     assert fedavg_rows[0].endswith("| 12.5 % | 14.3 % | met |")  # 0.1 / 0.8 kept; 0.1 / 0.7 of the ideal filter's
-    for png in ("fig5.png", "fig6.png", "fig7.png", "fbfl.png", "traffic.png"):
+    for png in ("fig5.png", "fig6.png", "fig7.png", "fbfl.png", "traffic.png", "fedaux.png"):
         assert (tmp_path / "results" / png).read_bytes()[:4] == b"\x89PNG"
     records, scale, again, command = read_records(tmp_path / "results" / "runs.jsonl")
     assert (len(records), scale, again, command) == (len(grid(QUICK)), "quick", timing, "bmfl reproduce --quick")
@@ -93,7 +93,8 @@ def test_parallel_jobs_give_the_records_of_a_sequential_run():
     runs = [Run(run.key, {**run.config, "rounds": 1}) for run in runs]
     sequential, _ = run_grid(runs, Console(quiet=True))
     parallel, timing = run_grid(runs, Console(quiet=True), jobs=2)
-    without_time = lambda rec: [{k: v for k, v in row.items() if k != "wall_time_s"} for row in rec["rows"]]  # noqa: E731
+    timed = ("wall_time_s", "compute_s_vehicles")
+    without_time = lambda rec: [{k: v for k, v in row.items() if k not in timed} for row in rec["rows"]]  # noqa: E731
     assert parallel.keys() == sequential.keys()
     for key in sequential:
         assert without_time(parallel[key]) == without_time(sequential[key])

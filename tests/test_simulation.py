@@ -45,7 +45,8 @@ def test_double_aggregation_round_metrics_and_determinism():
     three = run_simulation(SimulationConfig.model_validate({**SMALL, "edges": 3, "rounds": 1}), _quiet()).final
     assert three.leader == max(range(3), key=lambda i: three.edge_accuracies[i])
     d = 21_840
-    assert last.upstream_bytes_cloud == d * 2 * 4 and last.upstream_bytes_flat == d * 6 * 4
+    blob = last.upstream_bytes_cloud // 2  # one encoded preliminary per edge: d floats and a header
+    assert d * 4 < blob < d * 4 + 2048 and last.upstream_bytes_flat == 6 * blob
     assert last.epsilon_max >= last.epsilon_mean > 0
     assert set(first.epsilons) == set(range(6))
     assert last.accuracy > 0.3  # learns in two short rounds
@@ -55,7 +56,7 @@ def test_fraction_selects_part_of_each_edge_and_flat_fl_is_one_edge():
     config = SimulationConfig.model_validate({**SMALL, "rounds": 1, "edges": 1, "fraction": 0.5})
     result = run_simulation(config, _quiet())
     assert result.final.trainers == 3 and len(result.final.edge_accuracies) == 1
-    assert result.final.upstream_bytes_cloud == 21_840 * 4
+    assert 21_840 * 4 < result.final.upstream_bytes_cloud < 21_840 * 4 + 2048
 
 
 def test_target_accuracy_stops_early():

@@ -15,12 +15,15 @@ class TensorData:
     y: torch.Tensor
     num_classes: int | None = None  # None for regression targets
     groups: torch.Tensor | None = None  # natural owner of each row (e.g. the traffic cell)
+    aux: torch.Tensor | None = None  # (N, A) auxiliary targets of a multi-task model, or None
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
             raise ValueError(f"x has {len(self.x)} rows but y has {len(self.y)}")
         if self.groups is not None and len(self.groups) != len(self.y):
             raise ValueError(f"groups has {len(self.groups)} rows but y has {len(self.y)}")
+        if self.aux is not None and (self.aux.dim() != 2 or len(self.aux) != len(self.y)):
+            raise ValueError(f"aux must be (N, A) with N = {len(self.y)} rows")
 
     def __len__(self) -> int:
         return len(self.y)
@@ -32,10 +35,12 @@ class TensorData:
     def subset(self, indices: torch.Tensor | list[int]) -> "TensorData":
         idx = torch.as_tensor(indices, dtype=torch.long)
         groups = None if self.groups is None else self.groups[idx]
-        return TensorData(self.x[idx], self.y[idx], self.num_classes, groups)
+        aux = None if self.aux is None else self.aux[idx]
+        return TensorData(self.x[idx], self.y[idx], self.num_classes, groups, aux)
 
     def to(self, device: torch.device | str) -> "TensorData":
-        return TensorData(self.x.to(device), self.y.to(device), self.num_classes, self.groups)
+        aux = None if self.aux is None else self.aux.to(device)
+        return TensorData(self.x.to(device), self.y.to(device), self.num_classes, self.groups, aux)
 
     def label_histogram(self) -> torch.Tensor:
         """Count per class (classification only)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bmfl.data.base import TensorData, train_test_split
+from bmfl.data.flows import load_packet_csv, synthetic_flows
 from bmfl.data.mnist import FASHION_MNIST_DIR, load_idx_dataset, load_mnist
 from bmfl.data.traffic import load_telecom_italia, synthetic_traffic, traffic_task
 from bmfl.registry import Registry
@@ -53,3 +54,17 @@ def _traffic_telecom_italia(
     paths: list[str], kind: str = "internet", cells: list[int] | None = None, closeness: int = 3, period: int = 3, test_days: int = 7
 ) -> tuple[TensorData, TensorData]:
     return traffic_task(load_telecom_italia(paths, kind, 60, cells), closeness, period, test_days)
+
+
+@register_dataset("flows_synthetic")
+def _flows_synthetic(
+    num_flows: int = 3000, length: int = 32, noise: float = 1.0, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[TensorData, TensorData]:
+    """Seeded traffic-classification flows with auxiliary targets (``bmfl.data.flows``)."""
+    return train_test_split(synthetic_flows(num_flows, length, noise, seed), test_fraction, seed)
+
+
+@register_dataset("flows_csv")
+def _flows_csv(path: str, length: int = 32, test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorData, TensorData]:
+    """Flows from the user's packet CSV (``bmfl.data.flows.load_packet_csv``)."""
+    return train_test_split(load_packet_csv(path, length)[0], test_fraction, seed)

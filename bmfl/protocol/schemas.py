@@ -63,6 +63,7 @@ class TrainerOutcome(_Strict):
     theta: float
     malicious: bool
     epsilon: float | None
+    upload_bytes: int = Field(0, ge=0, description="size of the update blob the edge received")
 
 
 class RoundClose(_Strict):

@@ -20,7 +20,8 @@ from bmfl.simulation.output import summary_line
 KEPT_FIELDS = (
     "round", "accuracy", "loss", "mae", "attack_success_rate", "trainers", "attackers_selected",
     "attackers_flagged", "honest_flagged", "attacker_weight", "epsilon_max", "upstream_bytes_cloud",
-    "upstream_bytes_flat", "wall_time_s",
+    "upstream_bytes_flat", "bytes_up_vehicles", "bytes_down_vehicles", "bytes_up_edges", "bytes_down_edges",
+    "bytes_up_cloud", "bytes_down_cloud", "compute_s_vehicles", "wall_time_s",
 )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -20,8 +22,38 @@ from bmfl.simulation.runner import RoundMetrics, SimulationResult  # noqa: E402
 FLAT_FIELDS = [
     "round", "accuracy", "loss", "mae", "attack_success_rate", "leader", "trainers",
     "attackers_selected", "attackers_flagged", "attackers_missed", "honest_flagged", "attacker_weight",
-    "handovers", "epsilon_max", "epsilon_mean", "upstream_bytes_cloud", "upstream_bytes_flat", "wall_time_s",
+    "handovers", "epsilon_max", "epsilon_mean", "upstream_bytes_cloud", "upstream_bytes_flat",
+    "bytes_up_vehicles", "bytes_down_vehicles", "bytes_up_edges", "bytes_down_edges", "bytes_up_cloud",
+    "bytes_down_cloud", "compute_s_vehicles", "compute_s_vehicle_max", "wall_time_s",
 ]
+
+
+@dataclass(frozen=True)
+class CostToTarget:
+    """What a run spent up to the first round whose global accuracy reached a target
+    (``rounds`` None: never reached; the figures then cover the whole run)."""
+
+    target: float
+    rounds: int | None
+    megabytes: float  # every blob moved (vehicles' up + down, edges' up, cloud's up), 10^6 bytes
+    megabytes_vehicles: float  # the vehicles' up + down
+    compute_s: float  # the vehicles' training seconds
+
+    def line(self) -> str:
+        reached = f"{self.rounds} rounds" if self.rounds is not None else "not reached"
+        return (f"to accuracy {self.target:.2f}: {reached}, {self.megabytes:.2f} MB moved "
+                f"({self.megabytes_vehicles:.2f} MB by vehicles), {self.compute_s:.1f} s vehicle compute")
+
+
+def cost_to_target(rows: Sequence[Mapping], target: float) -> CostToTarget:
+    """Rounds, bytes and vehicle compute up to ``target`` accuracy, from per-round rows
+    (``SimulationResult.rows()``). Every byte is sent once and received once, so the
+    bytes moved are the bytes everyone sent. Fields a row lacks count as 0."""
+    reached = next((r["round"] for r in rows if (r["accuracy"] or 0.0) >= target), None)
+    upto = [r for r in rows if reached is None or r["round"] <= reached]
+    sent = sum(r.get("bytes_up_vehicles", 0) + r.get("bytes_up_edges", 0) + r.get("bytes_up_cloud", 0) for r in upto)
+    vehicles = sum(r.get("bytes_up_vehicles", 0) + r.get("bytes_down_vehicles", 0) for r in upto)
+    return CostToTarget(target, reached, sent / 1e6, vehicles / 1e6, sum(r.get("compute_s_vehicles", 0.0) for r in upto))
 
 
 def write_outputs(result: SimulationResult, folder: str | Path) -> dict[str, Path]:
@@ -123,6 +155,11 @@ def summary_line(result: SimulationResult) -> str:
         paid = sum(payouts.vehicles.values())
         to_attackers = sum(w for v, w in payouts.vehicles.items() if v in set(result.attackers))
         parts.append(f"payouts to attackers {100 * to_attackers / paid if paid else 0:.1f} %")
+    if result.config.target_accuracy is not None:
+        parts.append(cost_to_target(result.rows(), result.config.target_accuracy).line())
+    else:
+        moved = sum(r.bytes_up_vehicles + r.bytes_up_edges + r.bytes_up_cloud for r in rounds)
+        parts.append(f"{moved / 1e6:.1f} MB moved, {sum(r.compute_s_vehicles for r in rounds):.1f} s vehicle compute")
     parts.append(f"{sum(r.wall_time_s for r in rounds):.0f} s")
     return "; ".join(parts)
 
@@ -130,7 +167,7 @@ def summary_line(result: SimulationResult) -> str:
 def summary_table(result: SimulationResult) -> Table:
     table = Table(title=f"{result.config.name}: per-round results")
     for col in ("round", "accuracy / MSE", "edge scores", "leader", "attackers flagged", "honest flagged",
-                "ε max", "upstream to cloud", "time"):
+                "ε max", "upstream to cloud", "vehicles up/down", "compute", "time"):
         table.add_column(col, justify="right")
     for m in result.rounds:
         table.add_row(
@@ -142,6 +179,8 @@ def summary_table(result: SimulationResult) -> Table:
             str(m.honest_flagged),
             f"{m.epsilon_max:.2f}" if m.epsilon_max is not None else "—",
             f"{m.upstream_bytes_cloud / 1e3:.0f} kB (flat {m.upstream_bytes_flat / 1e3:.0f} kB)",
+            f"{m.bytes_up_vehicles / 1e3:.0f}/{m.bytes_down_vehicles / 1e3:.0f} kB",
+            f"{m.compute_s_vehicles:.1f}s",
             f"{m.wall_time_s:.1f}s",
         )
     return table

@@ -66,15 +66,16 @@ from bmfl.rounds import (
     task_scorer,
     vehicle_seed,
 )
+from bmfl.blobs.store import BlobStore
+from bmfl.rounds.traffic import Transfer, summarise
+from bmfl.simulation.accounting import BlobMeter, share_compute
 from bmfl.simulation.assignment import assign_vehicles, associations, members
 from bmfl.simulation.config import SimulationConfig
 from bmfl.simulation.pipeline import build_attack
 from bmfl.training import evaluate
-from bmfl.training.fleet import fleet_uploads
+from bmfl.training.fleet import fleet_uploads, plan_upload
 
 __all__ = ["RoundMetrics", "SimulationResult", "assign_vehicles", "run_simulation"]
-
-BYTES_PER_FLOAT = 4
 
 
 @dataclass
@@ -88,8 +89,8 @@ class RoundMetrics:
     trainers: int
     epsilon_max: float | None
     epsilon_mean: float | None
-    upstream_bytes_cloud: int  # d·L floats: what the edges send the cloud
-    upstream_bytes_flat: int  # d·K floats: what a flat server would receive
+    upstream_bytes_cloud: int  # blob bytes the edges send the cloud (≈ d·L floats)
+    upstream_bytes_flat: int  # blob bytes the trainers upload, what a flat server would receive (≈ d·K floats)
     wall_time_s: float
     attack_success_rate: float | None = None  # backdoor: triggered test inputs → target
     attackers_selected: int = 0
@@ -101,6 +102,16 @@ class RoundMetrics:
     edges_silent: int = 0  # edges with trainers but no preliminary model (nothing kept, or rule not applicable)
     user_epsilon: float | None = None  # dp_fedavg edges: user-level ε so far (bmfl.privacy.user_level)
     uploads: list[dict] = field(default_factory=list)  # per upload: vehicle, edge, attacker, θ, flagged, reason, Λ, T_Λ
+    # encoded-blob bytes sent (up) and received (down), bmfl.simulation.accounting
+    bytes_up_vehicles: int = 0
+    bytes_down_vehicles: int = 0
+    bytes_up_edges: int = 0
+    bytes_down_edges: int = 0
+    bytes_up_cloud: int = 0
+    bytes_down_cloud: int = 0
+    compute_s_vehicles: float = 0.0  # training CPU seconds, all trainers together
+    compute_s_vehicle_max: float = 0.0
+    traffic: dict = field(default_factory=dict)  # {"vehicles": {v: {up, down, compute_s}}, "edges": {ℓ: {up, down}}, "cloud": {up, down}}
 
 
 @dataclass
@@ -117,6 +128,7 @@ class SimulationResult:
     verdicts: list[dict[int, dict[int, Verdict]]] = field(default_factory=list)  # per round: edge → vehicle → verdict
     leaders: list[int | None] = field(default_factory=list)  # per round (None: no consensus)
     models: list[torch.Tensor] = field(default_factory=list)  # per round w^r, with run_simulation(keep_models=True)
+    transfers: list[list[Transfer]] = field(default_factory=list)  # per round: every blob moved
 
     @property
     def final(self) -> RoundMetrics:
@@ -142,6 +154,19 @@ def _progress(console: Console) -> Progress:
     )
 
 
+def _samples(data: TensorData, config, attack) -> int:
+    """Samples one vehicle's round processes: steps × expected batch."""
+    return plan_upload(data, config, attack).steps * min(config.batch_size, len(data))
+
+
+def _traffic_fields(traffic) -> dict:
+    """RoundMetrics' byte and compute fields from a round's ``RoundTraffic``."""
+    seconds = [v["compute_s"] for v in traffic.vehicles.values()]
+    fields = {f"bytes_{d}_{p}": traffic.total(p, d) for p in ("vehicles", "edges", "cloud") for d in ("up", "down")}
+    return {**fields, "compute_s_vehicles": sum(seconds), "compute_s_vehicle_max": max(seconds, default=0.0),
+            "traffic": traffic.as_dict()}
+
+
 def initial_model(config: SimulationConfig) -> torch.nn.Module:
     """w⁰ of the run (``bmfl.rounds.initial_model``: a publisher with the same seed
     publishes the same initial model)."""
@@ -163,13 +188,15 @@ def run_simulation(
     on_round: Callable[[RoundMetrics], None] | None = None,
     progress: Progress | None = None,
     keep_models: bool = False,
+    blob_store: BlobStore | None = None,
 ) -> SimulationResult:
     """Run ``config`` and return per-round metrics (and call ``on_round`` after each).
     Pass ``progress`` to show the run's bars inside a caller's rich progress display;
-    ``keep_models`` keeps every round's w^r in ``SimulationResult.models``."""
+    ``keep_models`` keeps every round's w^r in ``SimulationResult.models``; every blob
+    the round moves is put in ``blob_store`` when one is given."""
     if progress is None:
         with _progress(console or Console()) as own:
-            return run_simulation(config, console, on_round, own, keep_models)
+            return run_simulation(config, console, on_round, own, keep_models, blob_store)
     train, test = load_dataset(config.data.name, **config.data.options)
     labels = train.groups if config.partition.kind == "by_group" else train.y
     partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
@@ -199,7 +226,7 @@ def run_simulation(
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
     edge_scores: dict[int, int] = defaultdict(int)  # S_ℓ: consensus scores summed over quorum rounds
     leaders: list[int] = []
-    d = global_vec.numel()
+    meter = BlobMeter(config.model, model.state_dict(), SIMULATED_TASK_ID, blob_store)
     assoc = associations(config)
     prev_edge_of: np.ndarray | None = None
 
@@ -218,13 +245,17 @@ def run_simulation(
         to_train = [v for chosen in selected for v in chosen if v not in excluded]  # ideal filter: not worth training
         progress.reset(vehicles_task, total=len(to_train))
         trained: dict[int, torch.Tensor] = {}
+        compute: dict[int, float] = {}
         for lo in range(0, len(to_train), TRAIN_CHUNK):
             vs = to_train[lo : lo + TRAIN_CHUNK]
+            began = time.process_time()
             trained.update(zip(vs, fleet_uploads(
                 model, [vehicle_data[v] for v in vs], local_cfg,
                 [AttackContext(global_vec, generators[v], previous_vec, r, v, int(edge_of[v])) for v in vs],
                 [attack if v in attackers else None for v in vs], [engines[v] for v in vs],
             )))  # fmt: skip
+            work = {v: _samples(vehicle_data[v], local_cfg, attack if v in attackers else None) for v in vs}
+            compute.update(share_compute(time.process_time() - began, work))
             progress.advance(vehicles_task, len(vs))
         uploads = {edge: {v: trained[v] for v in chosen if v in trained} for edge, chosen in enumerate(selected)}
         if attack is not None and attack.colludes:
@@ -260,6 +291,8 @@ def run_simulation(
                 for edge, score in medians.items():
                     edge_scores[edge] += score
                 leaders.append(leader)
+        transfers = meter.round(r, global_vec, uploads, preliminaries)
+        traffic = summarise(transfers, compute)
         cloud = aggregate_cloud(cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r)
         if cloud is not None:
             previous_vec, global_vec = global_vec, cloud.model
@@ -283,8 +316,8 @@ def run_simulation(
             trainers=total,
             epsilon_max=max(eps) if eps else None,
             epsilon_mean=sum(eps) / len(eps) if eps else None,
-            upstream_bytes_cloud=d * len(preliminaries) * BYTES_PER_FLOAT,
-            upstream_bytes_flat=d * total * BYTES_PER_FLOAT,
+            upstream_bytes_cloud=traffic.cloud["down"],
+            upstream_bytes_flat=traffic.total("vehicles", "up"),
             wall_time_s=time.perf_counter() - start,
             attack_success_rate=asr,
             attackers_selected=n_att,
@@ -300,12 +333,14 @@ def run_simulation(
                 {"vehicle": v, "edge": e, "attacker": v in attackers, **asdict(verdict)}
                 for e, o in sorted(outcomes.items()) for v, verdict in o.verdicts.items()
             ],
+            **_traffic_fields(traffic),
         )
         result.rounds.append(metrics)
         result.participation.append(participation)
         result.selected.append({e: chosen for e, chosen in enumerate(selected) if chosen})
         result.verdicts.append({e: o.verdicts for e, o in outcomes.items()})
         result.leaders.append(leader)
+        result.transfers.append(transfers)
         if keep_models:
             result.models.append(global_vec)
         progress.advance(rounds_task)

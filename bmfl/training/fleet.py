@@ -54,7 +54,8 @@ from bmfl.privacy.accountant import PrivacyAccountant
 from bmfl.privacy.engine import PrivacyEngine, RoundPlan
 from bmfl.privacy.noise import gaussian
 from bmfl.training.local import (
-    LocalTrainingConfig, LocalTrainingResult, _batches, loss_function, refuse_unsound, round_plan, train_local,
+    LocalTrainingConfig, LocalTrainingResult, _batches, begin_step, loss_function, refuse_unsound, round_plan,
+    train_local, training_targets,
 )  # fmt: skip
 
 Tensors = dict[str, torch.Tensor]
@@ -76,9 +77,9 @@ def can_vectorise(model: nn.Module, data: TensorData) -> bool:
         return False
     device = next(model.parameters()).device
     params = {k: torch.stack([p.detach()] * 2) for k, p in model.named_parameters()}
-    x, y = data.x[:1].to(device), data.y[:1].to(device)
+    x, y = data.x[:1].to(device), training_targets(data, model)[:1].to(device)
     try:
-        _per_sample_grads(model, loss_function(data), 1.0)(params, torch.stack([x, x]), torch.stack([y, y]))
+        _per_sample_grads(model, loss_function(data, model), 1.0)(params, torch.stack([x, x]), torch.stack([y, y]))
     except Exception:  # noqa: BLE001 - whatever fails under vmap means "train one by one"
         return False
     return True
@@ -262,13 +263,13 @@ def _train_chunk(
     shapes = OrderedDict((k, p.shape) for k, p in model.named_parameters())
     params = _stack(starts.to(device), shapes)
     velocity = {k: torch.zeros_like(p) for k, p in params.items()}
-    loss_sum = loss_function(datasets[0])
+    loss_sum = loss_function(datasets[0], model)
     sign = -1.0 if config.maximize else 1.0
     per_sample = _per_sample_grads(model, loss_sum, sign)
     batch_grads = _batch_grads(model, loss_sum, sign)
     sample_losses = vmap(_losses(model, loss_sum, sign))
     x = torch.cat([d.x for d in datasets]).to(device)
-    y = torch.cat([d.y for d in datasets]).to(device)
+    y = torch.cat([training_targets(d, model) for d in datasets]).to(device)
     offsets = torch.tensor([0, *itertools.accumulate(len(d) for d in datasets)][:-1], device=device)
     vehicles = [_Vehicle(d, config, g, device) for d, g in zip(datasets, generators)]
     live = list(range(len(vehicles)))
@@ -279,6 +280,7 @@ def _train_chunk(
         live = [i for i in live if batches[i] is not None]
         if not live:
             break
+        begin_step(loss_sum, vehicles[live[0]].steps)  # live vehicles step together
         noise = [[gaussian(s, std, vehicles[i].generator) for s in shapes.values()] for i in live] if noisy else []
         index, mask = _padded(live, batches, offsets)
         rows = torch.tensor(live, device=device)

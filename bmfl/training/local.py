@@ -82,11 +82,27 @@ class LocalTrainingResult:
     losses: list[float] = field(default_factory=list, repr=False)
 
 
-def loss_function(data: TensorData) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Summed cross-entropy for classification, summed squared error for regression."""
+def loss_function(data: TensorData, model: nn.Module | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Summed cross-entropy for classification, summed squared error for regression; a
+    multi-task model's own loss (``task_loss``, over :func:`training_targets`)."""
+    if hasattr(model, "task_loss"):
+        return model.task_loss()
     if data.is_classification:
         return lambda out, y: F.cross_entropy(out, y, reduction="sum")
     return lambda out, y: F.mse_loss(out, y, reduction="sum")
+
+
+def training_targets(data: TensorData, model: nn.Module) -> torch.Tensor:
+    """``data.y``, or a multi-task model's target rows (``training_targets``)."""
+    targets = getattr(model, "training_targets", None)
+    return targets(data) if targets is not None else data.y
+
+
+def begin_step(loss_sum: Callable, step: int) -> None:
+    """Tell a loss with per-step state (random task weights) that step ``step`` begins."""
+    hook = getattr(loss_sum, "begin_step", None)
+    if hook is not None:
+        hook(step)
 
 
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -148,8 +164,8 @@ def train_local(
     if len(data) == 0:
         raise ValueError("no training data")
     device = next(model.parameters()).device
-    x, y = data.x.to(device), data.y.to(device)
-    loss_sum = loss_function(data)
+    x, y = data.x.to(device), training_targets(data, model).to(device)
+    loss_sum = loss_function(data, model)
     sign = -1.0 if config.maximize else 1.0
     params: Tensors = {k: p.detach() for k, p in model.named_parameters()}
     buffers: Tensors = {k: b.detach() for k, b in model.named_buffers()}
@@ -168,6 +184,7 @@ def train_local(
     losses: list[float] = []
     steps = 0
     for idx in itertools.islice(_batches(len(data), config, generator, device), config.max_steps):
+        begin_step(loss_sum, steps)
         steps += 1
         if len(idx) == 0:
             summed = {k: torch.zeros_like(p) for k, p in params.items()}
