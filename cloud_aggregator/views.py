@@ -42,6 +42,10 @@ class RoundSummary(BaseModel):
     started_at: float | None = Field(description="unix time the cloud opened the round")
     finished_at: float | None = Field(description="unix time the round was finalized on chain")
     wall_time_s: float
+    bytes_moved: int | None = Field(None, description="blob bytes every party sent in the round (each transfer once)")
+    bytes_trainers: int | None = Field(
+        None, description="blob bytes the trainers sent and received (their updates and w^{r-1})"
+    )
 
 
 class CurrentRound(BaseModel):
@@ -75,6 +79,7 @@ class TaskView(BaseModel):
     eta_s: float | None = Field(None, description="estimated seconds until the last round finishes (rounds left × mean round time)")
     times: Times | None = Field(None, description="milestones (GET /tasks/{id} only)")
     ledger: Ledger | None = Field(None, description="escrow, credits, claims and gas (GET /tasks/{id} only)")
+    bytes_moved: int = Field(0, description="blob bytes every party sent, summed over the finished rounds")
 
 
 def chain_view(info: TaskInfo) -> ChainView:
@@ -85,11 +90,22 @@ def chain_view(info: TaskInfo) -> ChainView:
     )  # fmt: skip
 
 
+def _bytes(traffic: dict[str, Any] | None) -> tuple[int | None, int | None]:
+    """(bytes every party sent, bytes the trainers sent and received) of a round's
+    ``traffic`` (``bmfl.rounds.traffic``); None for a round recorded without it."""
+    if not traffic:
+        return None, None
+    parties = [*traffic["vehicles"].values(), *traffic["edges"].values(), traffic["cloud"]]
+    trainers = sum(int(v["up"]) + int(v["down"]) for v in traffic["vehicles"].values())
+    return int(sum(p["up"] for p in parties)), trainers
+
+
 def round_summary(r: dict[str, Any]) -> RoundSummary:
+    moved, trainers = _bytes(r.get("traffic"))
     return RoundSummary(
         round=r["round"], accuracy=r["accuracy"], loss=r.get("loss"), leader_edge=r["leader"], consensus_scores=r["medians"],
         selected=r.get("selected"), received=r.get("received"), flagged=len(r["flagged"]), started_at=r.get("started_at"),
-        finished_at=r.get("finished_at"), wall_time_s=r["wall_time_s"],
+        finished_at=r.get("finished_at"), wall_time_s=r["wall_time_s"], bytes_moved=moved, bytes_trainers=trainers,
     )  # fmt: skip
 
 
@@ -122,10 +138,12 @@ def task_view(
             **milestones.model_dump(), first_round_started_at=rounds[0].get("started_at") if rounds else None,
             last_round_finished_at=rounds[-1].get("finished_at") if rounds else None,
         )  # fmt: skip
+    summaries = [round_summary(r) for r in rounds]
     return TaskView(
         task_id=task["task_id"], status=task["status"], detail=task["detail"], spec=task["spec"], chain=chain_view(info),
         rounds_finished=len(rounds), accuracy=[r["accuracy"] for r in rounds], leaders=[r["leader"] for r in rounds],
         flagged={r["round"]: r["flagged"] for r in rounds}, epsilon=epsilon,
-        epsilon_max=max(epsilon.values()) if epsilon else None, rounds=[round_summary(r) for r in rounds],
+        epsilon_max=max(epsilon.values()) if epsilon else None, rounds=summaries,
+        bytes_moved=sum(r.bytes_moved or 0 for r in summaries),
         current=current, eta_s=eta_s(task["status"], info, rounds, current), times=times, ledger=ledger,
     )  # fmt: skip

@@ -77,7 +77,10 @@ def test_multitask_task_finishes_with_every_vehicle_aggregated(finished) -> None
 
 
 def test_traffic_record_equals_the_blobs_in_the_store(finished) -> None:
-    _, fleet, _, records, mined, store = finished
+    _, fleet, view, records, mined, store = finished
+    moved = [sum(p["up"] for p in [*r["traffic"]["vehicles"].values(), *r["traffic"]["edges"].values(), r["traffic"]["cloud"]])
+             for r in records]  # fmt: skip
+    assert [r["bytes_moved"] for r in view["rounds"]] == moved and view["bytes_moved"] == sum(moved) > 0
     for r, record in enumerate(records, 1):
         traffic = record["traffic"]
         mine = [ev for ev in mined if ev.round == r and ev.preliminary_cid]

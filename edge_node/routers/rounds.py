@@ -20,6 +20,7 @@ from bmfl.protocol.schemas import (
     ScoreResult,
 )
 from bmfl.protocol.testset import TestSetError, decode_test_set
+from service_kit.openapi_docs import BOUNDED, UNAVAILABLE, problem_responses
 from service_kit.problems import ProblemError
 from chain.tasks import Status
 from edge_node.auth import cloud_only, signed_route
@@ -29,11 +30,25 @@ from edge_node.routers import RoundPath, TaskPath
 from edge_node.state import TaskRow
 
 
+# Each cloud-facing step's problem bodies (409 chain_refused: the chain reverted the
+# step's transaction, edge_node/app.py).
+SERVED = {404: ["unknown_task"], 422: ["blob_unavailable"], 503: UNAVAILABLE[503]}
+PUT_TASK = problem_responses(BOUNDED, UNAVAILABLE, {
+    404: ["unknown_task"], 409: ["task_exists"], 422: ["invalid_request", "digest_mismatch", "bad_test_set"],
+})  # fmt: skip
+OPEN = problem_responses(SERVED, {409: ["wrong_phase", "global_mismatch", "chain_refused"]})
+CLOSE = problem_responses(SERVED, {404: ["unknown_round"], 409: ["wrong_phase", "chain_refused"]})
+SCORES = problem_responses(SERVED, {
+    404: ["unknown_round"], 409: ["not_recorded", "wrong_phase", "chain_refused"], 422: ["preliminary_mismatch"],
+})  # fmt: skip
+EVALUATE = problem_responses(SERVED)
+
+
 def rounds_router(node: EdgeNode, engine: RoundEngine) -> APIRouter:
     router = APIRouter(tags=["rounds"])
     cloud = APIRouter(tags=["rounds"], route_class=signed_route(node, cloud_only(node)))
 
-    @cloud.put("/tasks/{task_id}", response_model=EdgeTask)
+    @cloud.put("/tasks/{task_id}", response_model=EdgeTask, responses=PUT_TASK)
     def put_task(
         task_id: TaskPath,
         task: str = Form(description="EdgeTask JSON"),
@@ -42,27 +57,28 @@ def rounds_router(node: EdgeNode, engine: RoundEngine) -> APIRouter:
         """Serve a task; the test set must match the on-chain test-set digest."""
         return _save_task(node, task_id, task, test_set.file.read(node.settings.max_test_set_bytes + 1))
 
-    @cloud.post("/tasks/{task_id}/rounds/{round}/open", response_model=RoundSelection)
+    @cloud.post("/tasks/{task_id}/rounds/{round}/open", response_model=RoundSelection, responses=OPEN)
     def post_open(task_id: TaskPath, req: RoundOpen, round_: RoundPath) -> RoundSelection:
         """Select ⌈V·n⌉ matching associated vehicles and commit them on chain."""
         return engine.open(task_id, round_, req)
 
-    @router.get("/tasks/{task_id}/rounds/{round}", response_model=RoundProgress)
+    @router.get("/tasks/{task_id}/rounds/{round}", response_model=RoundProgress,
+                responses=problem_responses({404: ["unknown_round"]}))  # fmt: skip
     def get_progress(task_id: TaskPath, round_: RoundPath) -> RoundProgress:
         """Selected trainers and the updates received so far."""
         return engine.progress(task_id, round_)
 
-    @cloud.post("/tasks/{task_id}/rounds/{round}/close", response_model=RoundClose)
+    @cloud.post("/tasks/{task_id}/rounds/{round}/close", response_model=RoundClose, responses=CLOSE)
     def post_close(task_id: TaskPath, round_: RoundPath) -> RoundClose:
         """Filter and aggregate the accepted updates; preliminary model; ``recordRound``."""
         return engine.close(task_id, round_)
 
-    @cloud.post("/tasks/{task_id}/rounds/{round}/scores", response_model=ScoreResult)
+    @cloud.post("/tasks/{task_id}/rounds/{round}/scores", response_model=ScoreResult, responses=SCORES)
     def post_scores(task_id: TaskPath, req: ScoreRequest, round_: RoundPath) -> ScoreResult:
         """Test-set scores of every edge's preliminary model; ``submitScores``."""
         return engine.scores(task_id, round_, req)
 
-    @cloud.post("/tasks/{task_id}/evaluate", response_model=EvaluateResult)
+    @cloud.post("/tasks/{task_id}/evaluate", response_model=EvaluateResult, responses=EVALUATE)
     def post_evaluate(task_id: TaskPath, req: EvaluateRequest) -> EvaluateResult:
         """A model's accuracy on the task's test set."""
         return engine.evaluate(task_id, req)
