@@ -84,9 +84,9 @@ def resolve_sources(
 
 def audit(
     task: int = typer.Option(..., "--task", help="task id"),
-    run_dir: Path = typer.Option(RUN_DIR_DEFAULT, "--run-dir", help="a local stack's run folder (bmfl up, bmfl demo): chain, blobs, cloud and receipts from it"),
+    run_dir: Path = typer.Option(RUN_DIR_DEFAULT, "--run-dir", envvar="BMFL_RUN_DIR", help="a local stack's run folder (bmfl up, bmfl demo): chain, blobs, cloud and receipts from it"),
     rpc: Optional[str] = typer.Option(None, "--rpc", envvar="BMFL_RPC_URL", help=f"JSON-RPC URL (default: the run folder's, else {RPC_DEFAULT})"),
-    deployment: Optional[Path] = typer.Option(None, "--deployment", help="deployment JSON file, or a directory of them (one per chain id) (default: RUN_DIR/deployments, else deployments/)"),
+    deployment: Optional[Path] = typer.Option(None, "--deployment", envvar="BMFL_DEPLOYMENT", help="deployment JSON file, or a directory of them (one per chain id) (default: RUN_DIR/deployments, else deployments/)"),
     deployments: Optional[Path] = typer.Option(None, "--deployments", hidden=True, help="alias of --deployment DIR"),
     gateway: Optional[str] = typer.Option(None, "--gateway", envvar="BMFL_GATEWAY_URL", help="URL of an /ipfs/{cid} gateway (default: the run folder's blob store, else the cloud's gateway)"),
     store: Optional[Path] = typer.Option(None, "--store", exists=True, file_okay=False, help="a local blob store directory, instead of a gateway"),

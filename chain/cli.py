@@ -20,7 +20,9 @@ chain_app = typer.Typer(help="Local chain (Anvil), contract deployment and statu
 
 RPC = typer.Option("http://127.0.0.1:8545", "--rpc", envvar="BMFL_RPC_URL", help="JSON-RPC URL")
 DIR = typer.Option(DEPLOYMENTS_DIR, "--deployments", help="directory of deployment files (one per chain id)")
-FILE = typer.Option(None, "--deployment", help="deployment JSON file, or a directory of them (default: --deployments)")
+FILE = typer.Option(
+    None, "--deployment", envvar="BMFL_DEPLOYMENT", help="deployment JSON file, or a directory of them (default: --deployments)"
+)
 
 
 STACK_DEPLOYMENTS = Path("runs/stack/deployments")

@@ -3,7 +3,8 @@ cloud and a fleet of 8 vehicles (``launcher.stack``), then README's "Quick start
 publisher" block run verbatim by bash (``bmfl task encode-test-set``, ``publish``,
 ``watch --settled``, ``show --json``, ``claim --dry-run``). Then every payee claims with
 ``bmfl claim`` and its own key (each balance rises by exactly its credit less the gas of
-its claim), the task's ledger shows everything claimed, and ``bmfl audit`` passes."""
+its claim), the task's ledger shows everything claimed, ``bmfl audit --json`` passes, and
+README's "Quick start: auditor" block, run verbatim, passes too (with re-execution)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ README = (ROOT / "README.md").read_text()
 VEHICLES, SEED, EDGES = 8, 3, 3
 
 
-def quickstart() -> str:
-    rest = README[README.index("<!-- publisher-quickstart -->") :]
+def quickstart(user: str = "publisher") -> str:
+    rest = README[README.index(f"<!-- {user}-quickstart -->") :]
     return re.search(r"```bash\n(.*?)```", rest, re.S).group(1)  # type: ignore[union-attr]
 
 
@@ -109,6 +110,15 @@ def test_the_audit_passes_and_the_list_shows_the_task(published) -> None:
     assert [(t["task_id"], t["status"]) for t in listed] == [(1, "finished")]
     shown = bmfl(["task", "show", "1"], work, env).stdout
     assert "round 2: accuracy" in shown and "uploads 8/8" in shown and "claimed" in shown
+
+
+def test_the_auditors_quick_start_passes_after_the_publishers(published) -> None:
+    stack, work, env, run = published
+    assert run.returncode == 0, run.stderr
+    audit = subprocess.run(["bash", "-ec", quickstart("auditor")], cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+    assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
+    assert "audit passed" in audit.stdout and json.loads((work / "audit.json").read_text())["passed"] is True
+    assert re.search(r"\b1\s.*finished", audit.stdout)  # bmfl chain tasks lists the task
 
 
 def _address(key: str) -> str:
