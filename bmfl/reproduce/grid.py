@@ -56,11 +56,12 @@ class Scale:
     fedaux_edges: int = 4
     fedaux_flows: int = 4000
     fedaux_rounds: int = 60  # at most: the runs stop at FEDAUX_TARGET
+    fedaux_seeds: int = 3  # each method on seeds SEED, SEED + 1, …
 
 
 FULL = Scale("full", "mnist", 200, 50, 5, 80, 5, 50, 0.2, 10, (5, 10, 20), (1, 2, 5), 8, 100, 40, 2000)
 QUICK = Scale("quick", "mnist_5k", 200, 10, 2, 2, 1, 3, 0.2, 10, (5, 10), (1, 2), 2, 20, 2, 500,
-              fedaux_vehicles=6, fedaux_edges=3, fedaux_flows=600, fedaux_rounds=2)
+              fedaux_vehicles=6, fedaux_edges=3, fedaux_flows=600, fedaux_rounds=2, fedaux_seeds=1)
 SCALES = {"full": FULL, "quick": QUICK}
 
 # BMFL §V-B with the deviations listed in docs/results.md (E = 1, at most 3 local steps,
@@ -184,14 +185,23 @@ def traffic_runs(scale: Scale) -> list[Run]:
     return runs
 
 
+def fedaux_key(method: str, seed: int) -> str:
+    """The run of ``method`` on ``seed`` (the first seed keeps the plain key)."""
+    return f"fedaux/{method}" if seed == SEED else f"fedaux/{method}/seed {seed}"
+
+
+def fedaux_seeds(scale: Scale) -> list[int]:
+    return [SEED + i for i in range(scale.fedaux_seeds)]
+
+
 def fedaux_runs(scale: Scale) -> list[Run]:
-    return [Run(f"fedaux/{method}", {
-        "seed": SEED, "rounds": scale.fedaux_rounds, "vehicles": scale.fedaux_vehicles, "edges": scale.fedaux_edges,
+    return [Run(fedaux_key(method, seed), {
+        "seed": seed, "rounds": scale.fedaux_rounds, "vehicles": scale.fedaux_vehicles, "edges": scale.fedaux_edges,
         "model": model, "data": {"name": "flows_synthetic", "options": {"num_flows": scale.fedaux_flows}},
         "partition": {"kind": "dirichlet", "options": {"alpha": FEDAUX_ALPHA}}, "training": dict(FEDAUX_TRAINING),
         "aggregation": {"edge": {"name": "fedavg"}, "filters": [], "cloud": {"name": "fedavg"}},
         "target_accuracy": FEDAUX_TARGET,
-    }) for method, model in FEDAUX_METHODS.items()]
+    }) for method, model in FEDAUX_METHODS.items() for seed in fedaux_seeds(scale)]
 
 
 def fig6_key(attack: str, fraction: float, method: str) -> str:
