@@ -1,4 +1,4 @@
-"""``create_app(settings)``: the cloud's FastAPI app (OpenAPI at ``/docs``)."""
+"""``create_app(settings)``: the cloud's FastAPI app (OpenAPI at ``/docs``, dashboard at ``/ui``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from service_kit.logs import install_access_log
 from service_kit.observability import Metrics, observability_router
 from service_kit.problems import install_problem_handlers
 from cloud_aggregator.context import Cloud
-from cloud_aggregator.routers import edges, tasks
+from cloud_aggregator.routers import edges, tasks, ui
 from cloud_aggregator.settings import CloudSettings
 
 
@@ -41,6 +41,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.include_router(observability_router(metrics, lambda: app.state.cloud.health()))
     app.include_router(tasks.router)
     app.include_router(edges.router)
+    app.include_router(ui.router)  # the dashboard under /ui, and GET /stack
     blobs = {"initial_model": settings.max_blob_bytes, "test_set": settings.max_blob_bytes}
     install_body_limits(
         app,
