@@ -3,7 +3,8 @@
 Anvil + contracts, 5 edge servers and the cloud as real uvicorn processes, a fleet of
 50 vehicles (10 % attackers) in this process, a task published from the publisher's
 account; live progress, then the payouts and the audit read from the chain, and a
-report (Markdown + PNG) in the run folder. Ctrl-C stops everything.
+report (Markdown + PNG) in the run folder. The first line printed once the stack is up is
+the dashboard's URL (``/ui`` on the cloud). Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def demo(
         stack = LocalStack(run_dir, edges=edges, state_file=run_dir / "stack.json").__enter__()
     stop = threading.Event()
     try:
+        console.print(f"[bold]dashboard[/]  {stack.cloud.url}/ui  (open it in a browser to follow the task)", soft_wrap=True)
         console.log(f"chain {stack.rpc_url} · cloud {stack.cloud.url} (OpenAPI at /docs) · logs in {run_dir / 'logs'}")
         train, test = load_dataset("mnist")
         fleet = Fleet(

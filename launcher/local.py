@@ -76,6 +76,7 @@ def up(
     except BaseException:
         stack.stop()
         raise
+    console.print(f"dashboard {stack.cloud.url}/ui", soft_wrap=True)
     for service in stack.services.values():
         console.print(f"{service.name:8} pid {service.pid:<7} {service.url}  log {service.log_path}")
     console.print(
@@ -116,6 +117,6 @@ def status(run_dir: Path = RUN_DIR) -> None:
         blobs = _detail(blob_store_health(stack.blob_store))
     except NotReady as exc:
         blobs, healthy = f"unreachable: {exc}", False
-    console.print(f"chain      {stack.rpc_url}\nblob store {stack.blob_store} ({blobs})\ndeployment {stack.deployment_file}")
+    console.print(f"dashboard  {stack.cloud.url}/ui\nchain      {stack.rpc_url}\nblob store {stack.blob_store} ({blobs})\ndeployment {stack.deployment_file}")
     if not healthy:
         raise typer.Exit(1)

@@ -60,11 +60,13 @@ def test_up_starts_every_service_and_status_reports_them(stack: Any) -> None:
     up, run_dir, state = stack
     assert up.returncode == 0, up.stdout + up.stderr
     assert [s["name"] for s in state["services"]] == SERVICES
+    assert up.stdout.splitlines()[0] == f"dashboard {url_of(state, 'cloud')}/ui"  # the dashboard's URL first
     assert all(procs.is_running(s["pid"], s["started"]) for s in state["services"])
     assert all((run_dir / "logs" / f"{name}.log").is_file() for name in SERVICES)
     status = bmfl("status", "--run-dir", run_dir)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "chain_id 31337" in status.stdout and "associated 4, vehicles 4" in status.stdout
+    assert f"dashboard  {url_of(state, 'cloud')}/ui" in status.stdout
     again = bmfl("up", "--run-dir", run_dir)
     assert again.returncode == 1 and "already up" in again.stderr
 

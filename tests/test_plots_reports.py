@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,6 +185,8 @@ def test_bmfl_demos_report_fills_every_column_and_flagged_vehicles_are_in_the_pa
                "--attack-fraction", "0.25", "--output", str(tmp_path / "demo")]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    after_rule = [line for line in done.stdout.splitlines() if line.strip() and "BMFL demo" not in line and "─" not in line]
+    assert re.match(r"dashboard  http://127\.0\.0\.1:\d+/ui ", after_rule[0]), done.stdout[:2000]
     text = (tmp_path / "demo" / "report.md").read_text()
     rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows and all(cell.strip() for row in rows for cell in row), rows
