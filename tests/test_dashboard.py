@@ -1,0 +1,146 @@
+"""The dashboard (``/ui``) in a real headless Chromium against a real stack (Anvil, 3
+edges and the cloud as processes, 8 vehicles with one attacker, a 2-round task, settled):
+every page renders, the figures it shows match the cloud's API and the chain (task count,
+rounds, last accuracy, a payee's credit, the chain head's neighbourhood), every resource
+the page loaded came from the cloud itself, and screenshots of each page at laptop and
+phone widths land in the test's tmp dir."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from web3 import Web3
+
+from chain.deploy import Deployment
+from chain.ledger import LedgerReader
+from chain.registry import RegistryClient
+from chain.tasks import TasksClient
+from launcher.screenshots import PAGES, READY, capture, small_task
+from browser import CHROMEDRIVER, CHROMIUM, Browser
+from tooling import needs_tool, requires_anvil
+
+pytestmark = [
+    pytest.mark.slow, requires_anvil,
+    needs_tool("chromium", bool(CHROMIUM and CHROMEDRIVER), "apt-get install chromium chromium-driver (make setup)"),
+]  # fmt: skip
+
+STATUS = "return document.getElementById('updated').textContent"
+RESOURCES = "return performance.getEntriesByType('resource').map(e => e.name)"
+
+
+def text(browser: Browser, css: str) -> str:
+    return browser.script(f"return document.querySelector({css!r}).textContent.trim()")
+
+
+def eth(wei: int) -> str:
+    return f"{wei // 10**18}.{(wei % 10**18) // 10**12:06d}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, str, Path]]:
+    run_dir = tmp_path_factory.mktemp("dashboard")
+    with small_task(run_dir) as (stack, task_id):
+        yield stack.cloud.url, task_id, stack.rpc_url, stack.deployment_file
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with Browser() as b:
+        yield b
+
+
+def loaded_from_elsewhere(browser: Browser, base: str) -> list[str]:
+    return [u for u in browser.script(RESOURCES) if urlsplit(u).netloc != urlsplit(base).netloc]
+
+
+def test_tasks_page_lists_what_the_api_lists(stack, browser: Browser) -> None:
+    base, task_id, _, _ = stack
+    tasks = httpx.get(base + "/tasks").json()
+    browser.open(base + "/ui")
+    assert browser.wait_for(READY["tasks"]) == len(tasks) == 1
+    assert text(browser, "#task-count") == "1"
+    row = f"#tasks tr[data-task='{task_id}']"
+    assert text(browser, f"{row} [data-field=accuracy]") == f"{tasks[0]['accuracy'][-1]:.4f}"
+    assert browser.script("return document.title") == "BMFL dashboard" and browser.count("th[scope=col]") == 6
+    assert loaded_from_elsewhere(browser, base) == []
+
+
+def test_task_page_matches_the_api_and_the_chain(stack, browser: Browser) -> None:
+    base, task_id, rpc_url, deployment_file = stack
+    view = httpx.get(f"{base}/tasks/{task_id}").json()
+    assert view["status"] == "finished" and view["rounds_finished"] == 2
+    browser.open(f"{base}/ui/tasks/{task_id}")
+    browser.wait_for(READY["task"])
+    assert browser.wait_for("#payees tr[data-payee]") == len(view["ledger"]["payees"])
+    assert text(browser, "#round-count") == "2 / 2"
+    assert text(browser, "#last-accuracy") == f"{view['accuracy'][-1]:.4f}"
+    assert browser.count("#rounds tr[data-round]") == 2
+    # the chain agrees: finalized accuracy and a payee's credit read independently
+    w3 = Web3(Web3.HTTPProvider(rpc_url))
+    deployment = Deployment.model_validate_json(Path(deployment_file).read_text())
+    tasks = TasksClient(w3, deployment.tasks)
+    assert abs(tasks.task(task_id).last_accuracy / 10**6 - view["accuracy"][-1]) < 1e-6
+    ledger, _ = LedgerReader(w3, tasks, RegistryClient(w3, deployment.registry), deployment.block_number).read(task_id)
+    vehicle = next(p for p in ledger.payees if p.role == "vehicle")
+    cell = f"#payees tr[data-payee='{vehicle.payee}'] [data-field=credited]"
+    assert text(browser, cell) == eth(vehicle.credited_wei) and vehicle.credited_wei > 0
+    assert browser.script(f"return document.querySelector({cell + ' span'!r}).dataset.wei") == str(vehicle.credited_wei)
+    # every blob link points at the cloud's own gateway, and it serves the global model
+    links = browser.script("return [...document.querySelectorAll('#rounds a[href^=\"/ipfs/\"]')].map(a => a.href)")
+    assert len(links) >= 2 and all(urlsplit(u).netloc == urlsplit(base).netloc for u in links)
+    assert httpx.get(links[0]).status_code == 200
+    assert browser.count("#chart .scatterlayer .trace") == 2  # accuracy and loss, drawn by the served Plotly
+    assert loaded_from_elsewhere(browser, base) == []
+
+
+def test_stack_page_shows_every_edge_healthy(stack, browser: Browser) -> None:
+    base, _, rpc_url, _ = stack
+    view = httpx.get(base + "/stack").json()
+    assert len(view["edges"]) == 3 and all(e["healthy"] for e in view["edges"])
+    assert all(e["uploads_accepted"] > 0 and e["last_round"] == {"1": 2} for e in view["edges"])
+    assert view["gas_wei"] == httpx.get(base + "/tasks/1").json()["ledger"]["gas_wei"] > 0
+    browser.open(base + "/ui/stack")
+    assert browser.wait_for(READY["stack"]) == 3
+    assert text(browser, "#healthy-edges") == "3 / 3"
+    shown = int(text(browser, "#block"))
+    assert view["block"] <= shown <= Web3(Web3.HTTPProvider(rpc_url)).eth.block_number
+    assert text(browser, "#gas-total") == eth(view["gas_wei"])
+    assert loaded_from_elsewhere(browser, base) == []
+
+
+def test_pages_refresh_without_reloading(stack, browser: Browser) -> None:
+    base, _, _, _ = stack
+    browser.open(base + "/ui/stack")
+    browser.wait_for(READY["stack"])
+    browser.script("window.__marker = 1; document.getElementById('updated').textContent = 'stale'")
+    deadline = time.monotonic() + 10
+    while browser.script(STATUS) == "stale" and time.monotonic() < deadline:  # the 3 s poll rewrites it
+        time.sleep(0.2)
+    assert browser.script("return window.__marker") == 1
+    assert browser.script(STATUS).startswith("updated")
+
+
+def test_assets_come_from_the_service_and_bad_names_are_refused(stack) -> None:
+    base, _, _, _ = stack
+    page = httpx.get(base + "/ui")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for name in ("app.js", "style.css", "plotly.min.js"):
+        assert httpx.get(f"{base}/ui/assets/{name}").status_code == 200
+    refused = httpx.get(f"{base}/ui/assets/index.py")  # only the listed files are served
+    assert refused.status_code == 404 and refused.json()["reason"] == "unknown_asset"
+    assert httpx.get(f"{base}/ui/assets/..%2Frouters%2Fui.py").status_code == 404
+    assert httpx.get(f"{base}/ui/tasks/1").status_code == 200
+
+
+def test_screenshots_of_every_page_at_laptop_and_phone_widths(stack, tmp_path: Path) -> None:
+    base, task_id, _, _ = stack
+    shots = capture(base, task_id, tmp_path)
+    assert {p.name for p in shots} == {f"{page}-{device}.png" for page in PAGES for device in ("laptop", "phone")}
+    for shot in shots:
+        data = shot.read_bytes()
+        assert data.startswith(b"\x89PNG") and 10_000 < len(data) < 600_000, (shot.name, len(data))
