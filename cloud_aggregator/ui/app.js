@@ -25,6 +25,7 @@ function eth(wei) {
 
 const cidLink = (cid) => (cid ? `<a class="mono" href="/ipfs/${encodeURIComponent(cid)}" title="${esc(cid)}">${esc(short(cid))}</a>` : "—");
 const cards = (pairs) => `<dl class="cards">${pairs.map(([k, v, id]) => `<div><dt>${esc(k)}</dt><dd${id ? ` id="${id}"` : ""}>${v}</dd></div>`).join("")}</dl>`;
+let notes = 0;
 function table(caption, heads, rows, attrs = "") {
   const numeric = (h) => /^(#|round|accuracy|loss|ε|selected|received|flagged|credited|claimed|outstanding|block|accepted|θ)/i.test(h);
   const th = heads.map((h) => { // a heading is a label, or [label, class] ("wide": hidden on a phone)
@@ -32,7 +33,8 @@ function table(caption, heads, rows, attrs = "") {
     return `<th scope="col"${cls ? ` class="${cls}"` : ""}>${esc(label)}</th>`;
   }).join("");
   const body = rows.length ? rows.join("") : `<tr><td colspan="${heads.length}">none yet</td></tr>`;
-  return `<div class="scroll"><table ${attrs}><caption>${esc(caption)}</caption><thead><tr>${th}</tr></thead><tbody>${body}</tbody></table></div>`;
+  const note = `note-${++notes}`; // the explanation stays on screen while a wide table scrolls sideways
+  return `<p class="caption" id="${note}">${esc(caption)}</p><div class="scroll"><table ${attrs} aria-describedby="${note}"><thead><tr>${th}</tr></thead><tbody>${body}</tbody></table></div>`;
 }
 const section = (id, title, html) => `<section aria-labelledby="${id}"><h2 id="${id}">${esc(title)}</h2>${html}</section>`;
 
@@ -95,7 +97,7 @@ async function taskPage(taskId) {
   const rounds = section("rounds-h", "Rounds", table("Leader, consensus scores (median accuracy other edges gave each edge's model) and vehicles per round; CIDs open the blob from this cloud's gateway.",
     ["round", "accuracy", "loss", "leader", "consensus scores", "selected", "received", "flagged", "global model", "edge models"], roundRows, 'id="rounds"'));
   const trainerRows = records.flatMap((rec) => rec.trainers.map((t) => `<tr><td class="num">${rec.round}</td>
-    <td class="mono">${esc(short(t.address))}</td><td class="${t.malicious ? "bad" : "ok"}">${t.malicious ? "flagged: Λ below the filter's threshold, weight 0, no payout" : "accepted"}</td>
+    <td class="mono">${esc(short(t.address))}</td><td class="${t.malicious ? "bad" : "ok"}">${t.malicious ? "flagged: Λ under threshold, θ = 0, no payout" : "accepted"}</td>
     <td class="num">${fix(t.theta, 3)}</td><td class="num wide">${fix(t.reliability, 3)}</td><td class="num">${t.epsilon === null ? "—" : fix(t.epsilon, 2)}</td></tr>`));
   const trainers = section("trainers-h", "Vehicles per round", table("Every update the edges received; a flagged update gets weight 0 and no payout.",
     ["round", "vehicle", "outcome", "θ (weight)", ["Λ (reliability)", "num wide"], "ε"], trainerRows));
@@ -151,6 +153,7 @@ async function refresh() {
   document.querySelectorAll("[data-nav]").forEach((a) => (a.dataset.nav === nav ? a.setAttribute("aria-current", "page") : a.removeAttribute("aria-current")));
   const status = document.getElementById("updated");
   try {
+    notes = 0;
     const page = await load();
     const { html, after } = typeof page === "string" ? { html: page, after: null } : page;
     if (html !== shown) { // replace only what changed, so focus and scroll survive a poll
