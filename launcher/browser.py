@@ -75,6 +75,11 @@ class Browser:
             time.sleep(0.2)
         return found
 
+    def press(self, key: str) -> None:
+        """Press and release one key (WebDriver code point, e.g. ``"\\ue004"`` for Tab)."""
+        keys = [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
+        self._call("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": keys}]})
+
     def script(self, source: str) -> Any:
         return self._call("POST", "/execute/sync", {"script": source, "args": []})
 

@@ -29,6 +29,7 @@ pytestmark = [
     needs_tool("chromium", bool(CHROMIUM and CHROMEDRIVER), "apt-get install chromium chromium-driver (make setup)"),
 ]  # fmt: skip
 
+TAB = "\ue004"
 STATUS = "return document.getElementById('updated').textContent"
 RESOURCES = "return performance.getEntriesByType('resource').map(e => e.name)"
 
@@ -123,6 +124,36 @@ def test_pages_refresh_without_reloading(stack, browser: Browser) -> None:
         time.sleep(0.2)
     assert browser.script("return window.__marker") == 1
     assert browser.script(STATUS).startswith("updated")
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_pages_are_accessible(stack, browser: Browser, page: str) -> None:
+    """Landmarks and headings, table headers and descriptions, a named chart, a skip link
+    that is the first thing the keyboard reaches, and a focus ring on links."""
+    base, task_id, _, _ = stack
+    browser.open(base + PAGES[page].format(task_id=task_id))
+    browser.wait_for(READY[page])
+    checks = browser.script("""
+        const tables = [...document.querySelectorAll('table')];
+        return {
+          lang: document.documentElement.lang, h1: document.querySelectorAll('h1').length,
+          nav: !!document.querySelector('nav[aria-label]'), main: !!document.querySelector('main'),
+          headed: tables.every(t => t.querySelectorAll('thead th[scope=col]').length > 0),
+          described: tables.every(t => document.getElementById(t.getAttribute('aria-describedby'))),
+          named: [...document.querySelectorAll('[role=img]')].every(e => e.getAttribute('aria-label')),
+          current: document.querySelector('nav a[aria-current=page]')?.textContent,
+          first: document.querySelector('a, button, [tabindex]:not([tabindex="-1"])').className,
+          tables: tables.length,
+        };""")
+    assert checks == {
+        "lang": "en", "h1": 1, "nav": True, "main": True, "headed": True, "described": True, "named": True,
+        "current": "Stack" if page == "stack" else "Tasks", "first": "skip", "tables": checks["tables"],
+    } and checks["tables"] >= 1
+    browser.press(TAB)  # the keyboard reaches the skip link first, then the navigation, each with a focus ring
+    focused = "const a = document.activeElement; return [a.className || a.textContent, getComputedStyle(a).outlineStyle]"
+    assert browser.script(focused) == ["skip", "solid"]
+    browser.press(TAB)
+    assert browser.script(focused) == ["Tasks", "solid"]
 
 
 def test_assets_come_from_the_service_and_bad_names_are_refused(stack) -> None:

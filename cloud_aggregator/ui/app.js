@@ -168,5 +168,9 @@ async function refresh() {
   }
 }
 
-refresh();
-setInterval(refresh, POLL_MS);
+async function poll() { // the next poll starts once this one is done: a slow edge never piles requests up
+  await refresh();
+  setTimeout(poll, POLL_MS);
+}
+
+poll();
