@@ -15,7 +15,9 @@ from bmfl.blobs.store import BlobStore
 from service_kit.chain_access import connect
 from service_kit.observability import Metrics
 from service_kit.problems import ProblemError
+from chain.audit import Auditor
 from chain.ledger import LedgerReader
+from cloud_aggregator.audit_view import AuditCache, AuditView
 from cloud_aggregator.edges import EdgeCallError, discover
 from cloud_aggregator.orchestrator import CloudContext, Orchestrator
 from cloud_aggregator.settings import CloudSettings
@@ -62,6 +64,7 @@ class Cloud:
         self.metrics_published = self.metrics.counter("tasks_published_total", "tasks accepted by POST /tasks")
         chain = self.ctx.chain
         self.ledger = LedgerReader(chain.w3, chain.tasks, chain.registry, chain.deployment.block_number)
+        self.audits = AuditCache(Auditor(chain.w3, chain.deployment))
 
     def task(self, task_id: int) -> dict[str, Any]:
         task = self.ctx.state.task(task_id)
@@ -78,6 +81,11 @@ class Cloud:
             ledger, milestones = self.ledger.read(task_id)
         info = self.ctx.chain.tasks.task(task_id)
         return task_view(self.task(task_id), info, self.ctx.state.rounds(task_id), progress, ledger, milestones)
+
+    def audit(self, task_id: int) -> AuditView:
+        """The task's audit without re-execution, at the current chain head."""
+        self.task(task_id)
+        return self.audits.get(task_id, self.ctx.chain.w3.eth.block_number, self.ctx.store.get)
 
     def chain_test_set_digest(self, task_id: int) -> str:
         info = self.ctx.chain.tasks.task(task_id)

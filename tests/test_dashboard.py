@@ -16,6 +16,7 @@ import httpx
 import pytest
 from web3 import Web3
 
+from bmfl.blobs.local import LocalBlobStore
 from chain.deploy import Deployment
 from chain.ledger import LedgerReader
 from chain.registry import RegistryClient
@@ -43,10 +44,10 @@ def eth(wei: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, str, Path]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, str, Path, str]]:
     run_dir = tmp_path_factory.mktemp("dashboard")
     with small_task(run_dir) as (stack, task_id):
-        yield stack.cloud.url, task_id, stack.rpc_url, stack.deployment_file
+        yield stack.cloud.url, task_id, stack.rpc_url, stack.deployment_file, stack.blob_store
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def loaded_from_elsewhere(browser: Browser, base: str) -> list[str]:
 
 
 def test_tasks_page_lists_what_the_api_lists(stack, browser: Browser) -> None:
-    base, task_id, _, _ = stack
+    base, task_id, _, _, _ = stack
     tasks = httpx.get(base + "/tasks").json()
     browser.open(base + "/ui")
     assert browser.wait_for(READY["tasks"]) == len(tasks) == 1
@@ -72,7 +73,7 @@ def test_tasks_page_lists_what_the_api_lists(stack, browser: Browser) -> None:
 
 
 def test_task_page_matches_the_api_and_the_chain(stack, browser: Browser) -> None:
-    base, task_id, rpc_url, deployment_file = stack
+    base, task_id, rpc_url, deployment_file, _ = stack
     view = httpx.get(f"{base}/tasks/{task_id}").json()
     assert view["status"] == "finished" and view["rounds_finished"] == 2
     browser.open(f"{base}/ui/tasks/{task_id}")
@@ -95,12 +96,16 @@ def test_task_page_matches_the_api_and_the_chain(stack, browser: Browser) -> Non
     links = browser.script("return [...document.querySelectorAll('#rounds a[href^=\"/ipfs/\"]')].map(a => a.href)")
     assert len(links) >= 2 and all(urlsplit(u).netloc == urlsplit(base).netloc for u in links)
     assert httpx.get(links[0]).status_code == 200
+    audit = httpx.get(f"{base}/tasks/{task_id}/audit").json()  # the cheap audit: chain checks and blob digests
+    assert audit["passed"] and audit["problems"] == [] and audit["comparisons"] > 10 and audit["blobs"] >= 7
+    assert text(browser, "#audit-verdict") == "passed"
+    assert httpx.get(f"{base}/tasks/99/audit").json()["reason"] == "unknown_task"
     assert browser.count("#chart .scatterlayer .trace") == 2  # accuracy and loss, drawn by the served Plotly
     assert loaded_from_elsewhere(browser, base) == []
 
 
 def test_stack_page_shows_every_edge_healthy(stack, browser: Browser) -> None:
-    base, _, rpc_url, _ = stack
+    base, _, rpc_url, _, _ = stack
     view = httpx.get(base + "/stack").json()
     assert len(view["edges"]) == 3 and all(e["healthy"] for e in view["edges"])
     assert all(e["uploads_accepted"] > 0 and e["last_round"] == {"1": 2} for e in view["edges"])
@@ -115,7 +120,7 @@ def test_stack_page_shows_every_edge_healthy(stack, browser: Browser) -> None:
 
 
 def test_pages_refresh_without_reloading(stack, browser: Browser) -> None:
-    base, _, _, _ = stack
+    base, _, _, _, _ = stack
     browser.open(base + "/ui/stack")
     browser.wait_for(READY["stack"])
     browser.script("window.__marker = 1; document.getElementById('updated').textContent = 'stale'")
@@ -130,7 +135,7 @@ def test_pages_refresh_without_reloading(stack, browser: Browser) -> None:
 def test_pages_are_accessible(stack, browser: Browser, page: str) -> None:
     """Landmarks and headings, table headers and descriptions, a named chart, a skip link
     that is the first thing the keyboard reaches, and a focus ring on links."""
-    base, task_id, _, _ = stack
+    base, task_id, _, _, _ = stack
     browser.open(base + PAGES[page].format(task_id=task_id))
     browser.wait_for(READY[page])
     checks = browser.script("""
@@ -157,7 +162,7 @@ def test_pages_are_accessible(stack, browser: Browser, page: str) -> None:
 
 
 def test_assets_come_from_the_service_and_bad_names_are_refused(stack) -> None:
-    base, _, _, _ = stack
+    base, _, _, _, _ = stack
     page = httpx.get(base + "/ui")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     for name in ("app.js", "style.css", "plotly.min.js"):
@@ -169,9 +174,27 @@ def test_assets_come_from_the_service_and_bad_names_are_refused(stack) -> None:
 
 
 def test_screenshots_of_every_page_at_laptop_and_phone_widths(stack, tmp_path: Path) -> None:
-    base, task_id, _, _ = stack
+    base, task_id, _, _, _ = stack
     shots = capture(base, task_id, tmp_path)
     assert {p.name for p in shots} == {f"{page}-{device}.png" for page in PAGES for device in ("laptop", "phone")}
     for shot in shots:
         data = shot.read_bytes()
         assert data.startswith(b"\x89PNG") and 10_000 < len(data) < 600_000, (shot.name, len(data))
+
+
+def test_a_tampered_blob_fails_the_audit_on_the_page(stack, browser: Browser) -> None:
+    """Last: it breaks the stack's store. One byte of round 2's global model flipped on
+    disk, a block mined: the audit names the blob and the page says failed."""
+    base, task_id, rpc_url, _, blob_store = stack
+    cid = httpx.get(f"{base}/tasks/{task_id}/rounds/2").json()["global_cid"]
+    path = LocalBlobStore(blob_store).path_of(cid)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    Web3(Web3.HTTPProvider(rpc_url)).provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    audit = httpx.get(f"{base}/tasks/{task_id}/audit").json()
+    assert not audit["passed"] and any(cid in p for p in audit["problems"]), audit
+    browser.open(f"{base}/ui/tasks/{task_id}")
+    browser.wait_for("#audit-verdict")
+    assert text(browser, "#audit-verdict") == "failed"

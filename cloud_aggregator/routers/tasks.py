@@ -21,6 +21,7 @@ from cloud_aggregator.auth import SignedRoute, check_publisher
 from cloud_aggregator.context import Cloud, get_cloud
 from cloud_aggregator.edges import EdgeCallError
 from cloud_aggregator.publishing import check_on_chain, check_task
+from cloud_aggregator.audit_view import AuditView
 from cloud_aggregator.views import TaskView
 
 router = APIRouter()
@@ -226,6 +227,15 @@ def get_task(cloud: CloudDep, task_id: TaskPath) -> TaskView:
     training, ETA, ε per vehicle, milestones, and the ledger: escrow, block rewards,
     payouts, refunds, each payee's credit claimed and outstanding, gas spent."""
     return cloud.view(task_id, full=True)
+
+
+@public.get("/{task_id}/audit", response_model=AuditView, responses=READ_PROBLEMS)
+def get_audit(cloud: CloudDep, task_id: TaskPath) -> AuditView:
+    """The auditor's checks, run by this cloud at the current chain head: every payout,
+    block reward, score and leader re-derived from the chain's events, and every recorded
+    model blob fetched from this cloud's store and hashed. The rounds are not re-executed;
+    for an independent verdict run ``bmfl audit`` (with ``--reexecute``) yourself."""
+    return cloud.audit(task_id)
 
 
 @public.get("/{task_id}/rounds/{round_}", responses=problem_responses(READ_PROBLEMS_RAW, {404: ["unknown_round"]}))

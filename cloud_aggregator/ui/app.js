@@ -114,8 +114,12 @@ async function taskPage(taskId) {
     ["returned", eth(l.returned_wei)], ["escrow left", eth(l.escrow_left_wei)], ["claimed", eth(l.claimed_wei)],
     ["outstanding", eth(l.outstanding_wei)], ["gas spent", eth(l.gas_wei), "gas"], ["transactions", String(l.transactions)],
   ]) : "") + table("Each payee's credit from this task; claims are pulled with bmfl claim.", ["payee", "role", "credited (ETH)", "claimed (ETH)", "outstanding (ETH)"], payeeRows, 'id="payees"'));
-  const audit = section("audit-h", "Audit", `<p>The audit re-derives every round from the chain and the blobs (it re-executes the aggregation), so it runs on the auditor's machine, not here:</p>
-    <pre><code>bmfl audit --task ${v.task_id} --gateway ${esc(location.origin)} --rpc &lt;chain RPC&gt; --deployment &lt;deployment.json&gt;</code></pre>`);
+  const a = await getJSON(`/tasks/${taskId}/audit`);
+  const verdict = `<p id="audit-verdict" class="${a.passed ? "ok" : "bad"}">${a.passed ? "passed" : "failed"}</p>
+    <p>At block ${a.block}: ${a.comparisons} numbers re-derived from the chain's events (payouts, block rewards, scores, leaders) and ${a.blobs} recorded model blobs fetched and hashed; ${a.rounds} finalized rounds.</p>
+    ${a.problems.length ? `<ul>${a.problems.map((p) => `<li>${esc(p)}</li>`).join("")}</ul>` : ""}`;
+  const audit = section("audit-h", "Audit", `${verdict}<p>This cloud does not re-execute the rounds; for an independent verdict that does, run on your own machine:</p>
+    <pre><code>bmfl audit --task ${v.task_id} --reexecute --gateway ${esc(location.origin)} --rpc &lt;chain RPC&gt; --deployment &lt;deployment.json&gt;</code></pre>`);
   return { html: head + chart + rounds + trainers + privacy + money + audit, after: () => drawChart(v) };
 }
 
