@@ -36,7 +36,7 @@ demo: setup
 # with line coverage (pytest-cov; [tool.coverage] in pyproject.toml): the total is the
 # last line of the table; CI=true (set by CI runners) fails on a missing Anvil/node/IPFS
 test: setup
-	$(PY) -m pytest -q --cov --cov-report=term:skip-covered
+	$(PY) -m pytest -q --durations=15 --cov --cov-report=term:skip-covered
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
