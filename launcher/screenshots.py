@@ -9,34 +9,20 @@ from __future__ import annotations
 
 import io
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import httpx
 from PIL import Image
 
 from launcher.browser import Browser
-from launcher.stack import OPERATOR, PUBLISHER, LocalStack
+from launcher.stack import OPERATOR, LocalStack, run_task
 
 PAGES = {"tasks": "/ui", "task": "/ui/tasks/{task_id}", "stack": "/ui/stack"}
 READY = {"tasks": "#tasks tr[data-task]", "task": "#chart .main-svg", "stack": "#edges tr[data-edge]"}
 DEVICES = {"laptop": {"width": 1280, "height": 900}, "phone": {"phone": True}}
-
-
-def wait_settled(cloud_url: str, task_id: int, timeout_s: float = 120) -> dict:
-    """The task's view once the cloud finished it and settled every payee (or the timeout)."""
-    from cloud_aggregator.orchestrator import SETTLED
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        view = httpx.get(f"{cloud_url}/tasks/{task_id}", timeout=30).json()
-        if view["detail"] == SETTLED or view["status"] in ("failed", "cancelled") or time.monotonic() > deadline:
-            return view
-        time.sleep(0.5)
 
 
 @contextmanager
@@ -45,8 +31,6 @@ def small_task(run_dir: Path, vehicles: int = 8, edges: int = 3, rounds: int = 2
     from bmfl.data import load_dataset
     from bmfl.protocol.schemas import TaskDraft, TrainingSpec
     from chain.anvil import dev_key
-    from launcher.publisher import Publisher
-    from service_kit.chain_access import connect
     from vehicle_client.fleet import Fleet
     from vehicle_client.settings import FleetSettings
 
@@ -62,17 +46,10 @@ def small_task(run_dir: Path, vehicles: int = 8, edges: int = 3, rounds: int = 2
         )  # fmt: skip
         try:
             fleet.setup()
-            publisher = Publisher(connect(stack.rpc_url, stack.deployment_file, dev_key(PUBLISHER)), stack.cloud.url)
             draft = TaskDraft(
                 rounds=rounds, reward_wei=10**18, block_reward_wei=10**16, training=TrainingSpec(epochs=1), challenge_period_s=2
             )  # fmt: skip
-            task_id = publisher.publish(draft, test.subset(list(range(500))))["task_id"]
-            stop = threading.Event()
-            worker = threading.Thread(target=fleet.run, kwargs={"stop_event": stop, "task_ids": [task_id], "show_progress": False})
-            worker.start()
-            worker.join(600)
-            stop.set()
-            wait_settled(stack.cloud.url, task_id)
+            task_id, _ = run_task(stack, fleet, draft, test.subset(list(range(500))))
             yield stack, task_id
         finally:
             fleet.close()

@@ -268,3 +268,38 @@ class LocalStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def wait_settled(cloud_url: str, task_id: int, timeout_s: float = 120) -> dict:
+    """The cloud's view of the task once it settled every payee, failed or was cancelled
+    (or once ``timeout_s`` passed)."""
+    import httpx
+
+    from cloud_aggregator.orchestrator import SETTLED
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        view = httpx.get(f"{cloud_url}/tasks/{task_id}", timeout=30).json()
+        if view["detail"] == SETTLED or view["status"] in ("failed", "cancelled") or time.monotonic() > deadline:
+            return view
+        time.sleep(0.5)
+
+
+def run_task(stack: LocalStack, fleet: Any, draft: Any, test_set: Any, timeout_s: float = 600) -> tuple[int, dict]:
+    """Publish ``draft`` with ``test_set`` from the publisher's key, let ``fleet`` (set up,
+    ``vehicle_client.fleet.Fleet``) train until the task ends, and return the task id and
+    the cloud's view once every payee is settled."""
+    import threading
+
+    from chain.anvil import dev_key
+    from launcher.publisher import Publisher
+    from service_kit.chain_access import connect
+
+    publisher = Publisher(connect(stack.rpc_url, stack.deployment_file, dev_key(PUBLISHER)), stack.cloud.url)
+    task_id = publisher.publish(draft, test_set)["task_id"]
+    stop = threading.Event()
+    worker = threading.Thread(target=fleet.run, kwargs={"stop_event": stop, "task_ids": [task_id], "show_progress": False})
+    worker.start()
+    worker.join(timeout_s)
+    stop.set()
+    return task_id, wait_settled(stack.cloud.url, task_id)

@@ -8,7 +8,6 @@ sizes of the blobs actually moved."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import httpx
@@ -21,10 +20,7 @@ from bmfl.protocol.schemas import TaskDraft, TrainingSpec
 from chain.anvil import dev_key
 from chain.deploy import Deployment
 from chain.tasks import TasksClient
-from launcher.publisher import Publisher
-from launcher.stack import OPERATOR, PUBLISHER, LocalStack
-from service_kit.chain_access import connect
-from test_e2e_stack import wait_settled
+from launcher.stack import OPERATOR, LocalStack, run_task
 from tooling import requires_anvil
 from vehicle_client.fleet import Fleet
 from vehicle_client.settings import FleetSettings
@@ -47,18 +43,11 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
             train_data=train,
         )  # fmt: skip
         fleet.setup()
-        publisher = Publisher(connect(stack.rpc_url, stack.deployment_file, dev_key(PUBLISHER)), stack.cloud.url)
         draft = TaskDraft(
             model="mtl_cnn1d", rounds=ROUNDS, reward_wei=10**18, block_reward_wei=10**16,
             training=TrainingSpec(epochs=1, batch_size=16, lr=0.05), challenge_period_s=2,
         )  # fmt: skip
-        task_id = publisher.publish(draft, test.subset(list(range(200))))["task_id"]
-        stop = threading.Event()
-        worker = threading.Thread(target=fleet.run, kwargs={"stop_event": stop, "task_ids": [task_id], "show_progress": False})
-        worker.start()
-        worker.join(600)
-        stop.set()
-        view = wait_settled(stack.cloud.url, task_id)
+        task_id, view = run_task(stack, fleet, draft, test.subset(list(range(200))))
         records = [httpx.get(f"{stack.cloud.url}/tasks/{task_id}/rounds/{r}").json() for r in range(1, ROUNDS + 1)]
         deployment = Deployment.model_validate_json(Path(stack.deployment_file).read_text())
         chain = TasksClient(Web3(Web3.HTTPProvider(stack.rpc_url)), deployment.tasks)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -19,15 +17,13 @@ from web3 import Web3
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.data import load_dataset
 from bmfl.protocol.schemas import TaskDraft, TrainingSpec
-from service_kit.chain_access import connect
-from launcher.stack import OPERATOR, PUBLISHER, LocalStack
+from launcher.stack import OPERATOR, LocalStack, run_task
 from chain.anvil import dev_key
 from chain.audit import Auditor
 from chain.deploy import Deployment
 from chain.tasks import TasksClient
 from cloud_aggregator.orchestrator import SETTLED
 from tooling import requires_anvil
-from launcher.publisher import Publisher
 from vehicle_client.fleet import Fleet
 from vehicle_client.settings import FleetSettings
 
@@ -35,16 +31,6 @@ pytestmark = [pytest.mark.slow, requires_anvil]
 
 ESCROW = 10**18
 BLOCK_REWARD = 10**16
-
-
-def wait_settled(cloud_url: str, task_id: int, timeout_s: float = 60) -> dict:
-    """The cloud's view of the task once it settled every payee (or the timeout)."""
-    deadline = time.monotonic() + timeout_s
-    view = httpx.get(f"{cloud_url}/tasks/{task_id}").json()
-    while view["status"] == "finished" and view["detail"] != SETTLED and time.monotonic() < deadline:
-        time.sleep(0.5)
-        view = httpx.get(f"{cloud_url}/tasks/{task_id}").json()
-    return view
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +47,10 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
             train_data=train.subset(list(range(2400))),
         )  # fmt: skip
         fleet.setup()
-        publisher = Publisher(connect(stack.rpc_url, stack.deployment_file, dev_key(PUBLISHER)), stack.cloud.url)
         draft = TaskDraft(
             rounds=2, reward_wei=ESCROW, block_reward_wei=BLOCK_REWARD, training=TrainingSpec(epochs=1), challenge_period_s=2
         )  # fmt: skip
-        task_id = publisher.publish(draft, test.subset(list(range(500))))["task_id"]
-        stop = threading.Event()
-        worker = threading.Thread(target=fleet.run, kwargs={"stop_event": stop, "task_ids": [task_id], "show_progress": False})
-        worker.start()
-        worker.join(600)
-        stop.set()
-        view = wait_settled(stack.cloud.url, task_id)
+        task_id, view = run_task(stack, fleet, draft, test.subset(list(range(500))))
         deployment = Deployment.model_validate_json(Path(stack.deployment_file).read_text())
         yield stack, fleet, task_id, view, Web3(Web3.HTTPProvider(stack.rpc_url)), deployment
         fleet.close()
