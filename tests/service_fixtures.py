@@ -330,3 +330,18 @@ def edge_stack(service_chain: ServiceChain, tmp_path_factory: pytest.TempPathFac
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud(service_chain: ServiceChain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A cloud aggregator with no edges on the module's chain (publishing and validation)."""
+    from cloud_aggregator.app import create_app as create_cloud
+    from cloud_aggregator.settings import CloudSettings
+
+    directory = tmp_path_factory.mktemp("cloud")
+    settings = CloudSettings(
+        rpc_url=service_chain.rpc_url, deployment=service_chain.deployment_file, private_key=dev_key(CLOUD),
+        blob_store=str(directory / "blobs"), state_dir=directory / "cloud", edges=[], max_blob_bytes=4 << 20,
+    )  # fmt: skip
+    with ServerThread(create_cloud(settings)) as server:
+        yield server

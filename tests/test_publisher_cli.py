@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,13 +22,11 @@ from typer.testing import CliRunner
 from bmfl.data import TensorData
 from bmfl.protocol.testset import decode_test_set, encode_test_set
 from chain.anvil import dev_key
-from cloud_aggregator.app import create_app
-from cloud_aggregator.settings import CloudSettings
 from launcher.account import KeyMissing, load_key
 from launcher.cli import app as cli
 from service_kit.serve import ServerThread
-from service_fixtures import CLOUD, PUBLISHER, ServiceChain
-from service_fixtures import service_chain  # noqa: F401
+from service_fixtures import PUBLISHER, ServiceChain
+from service_fixtures import cloud, service_chain  # noqa: F401
 
 ENCODE = (
     "import hashlib, torch\n"
@@ -95,17 +92,6 @@ def test_keys_come_from_a_file_or_the_environment_never_argv(tmp_path: Path, mon
     for command in (["task", "publish"], ["task", "cancel"], ["task", "refund"], ["tasks", "refund"], ["claim"]):
         text = CliRunner().invoke(cli, [*command, "--help"], terminal_width=200).output
         assert "--key-file" in text and "private-key" not in text and "--key " not in text, command
-
-
-@pytest.fixture(scope="module")
-def cloud(service_chain: ServiceChain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:  # noqa: F811
-    directory = tmp_path_factory.mktemp("cloud")
-    settings = CloudSettings(
-        rpc_url=service_chain.rpc_url, deployment=service_chain.deployment_file, private_key=dev_key(CLOUD),
-        blob_store=str(directory / "blobs"), state_dir=directory / "cloud", edges=[], max_blob_bytes=4 << 20,
-    )  # fmt: skip
-    with ServerThread(create_app(settings)) as server:
-        yield server
 
 
 @pytest.mark.parametrize(

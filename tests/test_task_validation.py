@@ -10,7 +10,6 @@ gas of its two transactions, to the wei."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,11 @@ from bmfl.rounds.validate import TaskInvalid, validate_task
 from bmfl.task import AggregationSpec, RuleSpec, TaskDraft
 from chain.anvil import dev_key
 from chain.tasks import Status
-from cloud_aggregator.app import create_app
-from cloud_aggregator.settings import CloudSettings
 from launcher.cli import app as cli
 from launcher.publisher import Publisher
 from service_kit.serve import ServerThread
-from service_fixtures import CLOUD, MODEL, PUBLISHER, ServiceChain, TaskData, create_task
-from service_fixtures import service_chain  # noqa: F401
+from service_fixtures import MODEL, PUBLISHER, ServiceChain, TaskData, create_task
+from service_fixtures import cloud, service_chain  # noqa: F401
 
 CLASSES = TensorData(torch.zeros(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]), 10)
 REGRESSION = TensorData(torch.zeros(4, 1, 28, 28), torch.zeros(4, 1), None)
@@ -84,17 +81,6 @@ def test_the_publishers_client_refuses_typos_before_any_transaction(service_chai
             publisher.publish(draft, test_set)
         assert reasons(refused.value.problems) == [reason]
     assert (w3.eth.get_transaction_count(address), w3.eth.get_balance(address), chain.tasks.task_count()) == before
-
-
-@pytest.fixture(scope="module")
-def cloud(service_chain: ServiceChain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    directory = tmp_path_factory.mktemp("cloud")
-    settings = CloudSettings(
-        rpc_url=service_chain.rpc_url, deployment=service_chain.deployment_file, private_key=dev_key(CLOUD),
-        blob_store=str(directory / "blobs"), state_dir=directory / "cloud", edges=[], max_blob_bytes=4 << 20,
-    )  # fmt: skip
-    with ServerThread(create_app(settings)) as server:
-        yield server
 
 
 def dry_run(url: str, draft: dict, model: bytes | None = None, test_set: bytes | None = None) -> httpx.Response:
