@@ -22,6 +22,7 @@ from cloud_aggregator.edges import EdgeCallError, discover
 from cloud_aggregator.orchestrator import CloudContext, Orchestrator
 from cloud_aggregator.settings import CloudSettings
 from cloud_aggregator.state import CloudState
+from cloud_aggregator.stack_view import StackCache
 from cloud_aggregator.telemetry import CloudTelemetry
 from cloud_aggregator.views import TaskView, task_view
 
@@ -65,6 +66,7 @@ class Cloud:
         chain = self.ctx.chain
         self.ledger = LedgerReader(chain.w3, chain.tasks, chain.registry, chain.deployment.block_number)
         self.audits = AuditCache(Auditor(chain.w3, chain.deployment))
+        self.stack = StackCache()
 
     def task(self, task_id: int) -> dict[str, Any]:
         task = self.ctx.state.task(task_id)

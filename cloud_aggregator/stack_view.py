@@ -4,6 +4,9 @@ task's transactions cost, and the blob store."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from typing import Any
 
 import httpx
@@ -94,3 +97,24 @@ def stack_view(cloud: Any) -> StackView:
         gas_wei=sum(cloud.ledger.read(t)[0].gas_wei for t in tasks), tasks=len(tasks), edges=edges,
         blob_store=blob_store_status(cloud.ctx.store, cloud.settings.blob_store),
     )  # fmt: skip
+
+
+STACK_TTL_S = 2.0
+"""How long one :func:`stack_view` serves ``GET /stack``: each computation calls every
+edge, so an open endpoint must not multiply that by the requests it gets."""
+
+
+class StackCache:
+    """At most one :func:`stack_view` per ``ttl_s``, shared by concurrent requests."""
+
+    def __init__(self, ttl_s: float = STACK_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._view: StackView | None = None
+        self._at = 0.0
+
+    def get(self, cloud: Any) -> StackView:
+        with self._lock:
+            if self._view is None or time.monotonic() - self._at >= self.ttl_s:
+                self._view, self._at = stack_view(cloud), time.monotonic()
+            return self._view

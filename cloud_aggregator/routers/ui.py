@@ -15,7 +15,7 @@ from fastapi import Path as PathParam
 from service_kit.openapi_docs import UNAVAILABLE, problem_responses
 from service_kit.problems import ProblemError
 from cloud_aggregator.context import Cloud, get_cloud
-from cloud_aggregator.stack_view import StackView, stack_view
+from cloud_aggregator.stack_view import StackView
 
 UI_DIR = Path(__file__).parents[1] / "ui"
 ASSETS = {
@@ -58,8 +58,9 @@ def asset(name: Annotated[str, PathParam(max_length=32)]) -> FileResponse:
 def get_stack(cloud: Annotated[Cloud, Depends(get_cloud)]) -> StackView:
     """The stack at a glance: each edge's health, latest round per task, associations and
     upload refusals by reason (read from its ``/healthz`` and ``/metrics``), the chain
-    head, the gas spent by every task's transactions, and the blob store."""
-    return stack_view(cloud)
+    head, the gas spent by every task's transactions, and the blob store; computed at most
+    once every 2 s, whoever asks (``StackCache``)."""
+    return cloud.stack.get(cloud)
 
 
 router.include_router(pages)
