@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bmfl.incentives import SCALE
 from bmfl.protocol.schemas import TaskDraft
-from bmfl.rounds import target_fixed
+from bmfl.rounds.stop import target_fixed
 from chain.base import ChainEvent, ContractClient, Receipt
 from chain.records import RECORD_BYTES, RoundLog, TrainerRecord, pack_records, unpack_records
 

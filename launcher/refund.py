@@ -115,3 +115,7 @@ def refund_command(
     claimed = refund(chain, found)
     after = chain.w3.eth.get_balance(chain.address)
     typer.echo(f"claimed {eth(claimed)}; balance {eth(before)} -> {eth(after)} (gas {eth(before + claimed - after)})")
+
+
+tasks_alias = typer.Typer(help="Alias of `bmfl task` kept for `bmfl tasks refund`.", no_args_is_help=True)
+tasks_alias.command("refund")(refund_command)

@@ -11,17 +11,28 @@ cloud and the chain). Seeds: :func:`initial_model`, :func:`vehicle_seed`,
 :func:`choose_attackers`.
 """
 
-from bmfl.consensus import upper_median
-from bmfl.rounds.cloud import CloudOutcome, aggregate_cloud, cloud_rule
-from bmfl.rounds.consensus import cross_scores, medians_and_leader, task_scorer
-from bmfl.rounds.edge import NOT_APPLICABLE, EdgeOutcome, aggregate_edge, build_rule, edge_rule, root_updater
-from bmfl.rounds.seeds import choose_attackers, initial_model, initial_model_blob, select_trainers, vehicle_seed
-from bmfl.rounds.stop import rounds_run, stop_reached, target_fixed
+import importlib
+from typing import Any
 
-__all__ = [
-    "CloudOutcome", "aggregate_cloud", "cloud_rule",
-    "cross_scores", "upper_median", "medians_and_leader", "task_scorer",
-    "NOT_APPLICABLE", "EdgeOutcome", "aggregate_edge", "build_rule", "edge_rule", "root_updater",
-    "choose_attackers", "initial_model", "initial_model_blob", "select_trainers", "vehicle_seed",
-    "rounds_run", "stop_reached", "target_fixed",
-]  # fmt: skip
+# name → module: imported on first use, so that light users (the chain client's
+# ``target_fixed``, the CLI) do not pay for torch
+_EXPORTS = {
+    "upper_median": "bmfl.consensus",
+    "CloudOutcome": "bmfl.rounds.cloud", "aggregate_cloud": "bmfl.rounds.cloud", "cloud_rule": "bmfl.rounds.cloud",
+    "cross_scores": "bmfl.rounds.consensus", "medians_and_leader": "bmfl.rounds.consensus",
+    "task_scorer": "bmfl.rounds.consensus",
+    "NOT_APPLICABLE": "bmfl.rounds.edge", "EdgeOutcome": "bmfl.rounds.edge", "aggregate_edge": "bmfl.rounds.edge",
+    "build_rule": "bmfl.rounds.edge", "edge_rule": "bmfl.rounds.edge", "root_updater": "bmfl.rounds.edge",
+    "choose_attackers": "bmfl.rounds.seeds", "initial_model": "bmfl.rounds.seeds",
+    "initial_model_blob": "bmfl.rounds.seeds", "select_trainers": "bmfl.rounds.seeds", "vehicle_seed": "bmfl.rounds.seeds",
+    "rounds_run": "bmfl.rounds.stop", "stop_reached": "bmfl.rounds.stop", "target_fixed": "bmfl.rounds.stop",
+}  # fmt: skip
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bmfl.rounds' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
