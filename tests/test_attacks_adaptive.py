@@ -158,3 +158,42 @@ def test_clip_aware_sends_the_reversed_mean_at_the_median_norm_and_survives_clip
     assert torch.allclose(out[0], reference - 3 * mean / mean.norm(), atol=1e-6)
     clipped = get_filter("norm_clip")(torch.cat([honest, out]), None, reference).updates
     assert torch.allclose(clipped[3:], out, atol=1e-5)  # at the bound: not shrunk
+
+
+def test_trust_aware_sends_45_degrees_off_the_benign_mean_towards_minus_std():
+    attack = get_attack("trust_aware")
+    out = attack.collude(view(attack))
+    mean, std = torch.tensor([2.0, 3.0, 2.0]), torch.tensor([1.0, math.sqrt(3), 2.0])
+    axis = mean / mean.norm()
+    side = -std - (-std @ axis) * axis  # Gram–Schmidt by hand
+    side = side / side.norm()
+    median_norm = sorted(float(h.norm()) for h in HONEST)[1]
+    expected = median_norm * (axis + side) / math.sqrt(2)
+    assert torch.allclose(out, expected.expand(2, 3), atol=1e-5)
+    with pytest.raises(ValueError, match="angle"):
+        get_attack("trust_aware", angle=90)
+
+
+def test_trust_aware_keeps_fltrust_weight_where_sign_flip_gets_none():
+    from bmfl.aggregation import get_aggregator
+
+    g = torch.Generator().manual_seed(3)
+    d, reference = 400, torch.zeros(400)
+    signal = torch.randn(d, generator=g)
+    honest = signal + 4.0 * torch.randn(8, d, generator=g)  # DP-like: each honest update is mostly noise
+    root = signal.clone()  # the edge's g_0 points along the benign signal
+    fltrust = get_aggregator("fltrust", root_update=lambda ref: ref + root)
+    honest_cos = torch.nn.functional.cosine_similarity(honest[2:], root[None], dim=1)
+    for name, expected_share in (("sign_flip", 0.0), ("trust_aware", 2 / 8)):
+        attack = get_attack(name)
+        if name == "sign_flip":
+            sent = -honest[:2]
+        else:
+            sent = attack.collude(view(attack, own=honest[:2].clone(), honest=honest[2:], reference=reference))
+        result = fltrust.aggregate(torch.cat([sent, honest[2:]]), torch.ones(8), reference)
+        share = float(result.weights[:2].sum())
+        if expected_share == 0.0:
+            assert share == 0.0
+        else:  # more weight than their head count: each looks more aligned with g_0 than an honest update
+            cos = float(torch.nn.functional.cosine_similarity(sent[0], root, dim=0))
+            assert cos > float(honest_cos.max()) and share > expected_share

@@ -16,6 +16,7 @@ from bmfl.attacks.reliability_aware import ReliabilityAware
 from bmfl.attacks.same_value import SameValue
 from bmfl.attacks.scaled_backdoor import ScaledBackdoor
 from bmfl.attacks.sign_flip import SignFlip
+from bmfl.attacks.trust_aware import TrustAware
 from bmfl.attacks.tuning_scaling import TuningAndScaling
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "LabelFlip",
     "SameValue",
     "SignFlip",
+    "TrustAware",
     "TuningAndScaling",
 ]

@@ -15,7 +15,8 @@ reports, as mean ± standard deviation over the seeds:
 Every attack colludes at its edge and is omniscient (sees the honest uploads of its
 edge); ``reliability_aware`` knows the self-reliability filter's tolerance as the BMFL
 pipeline configures it; ``clip_aware`` sends the reversed mean update at the median
-honest norm, which norm clipping leaves whole. DP is on for every vehicle except the backdoor attackers.
+honest norm, which norm clipping leaves whole; ``trust_aware`` sends an update 45° off the
+benign mean, which FLTrust trusts more than a DP-noised honest one. DP is on for every vehicle except the backdoor attackers.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "min-sum": ("min_sum", {}),
     "SR-aware": ("reliability_aware", {"tolerance": SELF_RELIABILITY["options"]["tolerance"]}),
     "clip-aware": ("clip_aware", {}),
+    "FLTrust-aware": ("trust_aware", {}),
     "sign flip": ("sign_flip", {}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
 }
