@@ -46,6 +46,9 @@ class RoundSummary(BaseModel):
     bytes_trainers: int | None = Field(
         None, description="blob bytes the trainers sent and received (their updates and w^{r-1})"
     )
+    epsilon_max: float | None = Field(
+        None, description="the largest cumulative ε a trainer of this round reported (None: none reported)"
+    )
 
 
 class CurrentRound(BaseModel):
@@ -102,10 +105,12 @@ def _bytes(traffic: dict[str, Any] | None) -> tuple[int | None, int | None]:
 
 def round_summary(r: dict[str, Any]) -> RoundSummary:
     moved, trainers = _bytes(r.get("traffic"))
+    spent = [t["epsilon"] for t in r["trainers"] if t["epsilon"] is not None]
     return RoundSummary(
         round=r["round"], accuracy=r["accuracy"], loss=r.get("loss"), leader_edge=r["leader"], consensus_scores=r["medians"],
         selected=r.get("selected"), received=r.get("received"), flagged=len(r["flagged"]), started_at=r.get("started_at"),
         finished_at=r.get("finished_at"), wall_time_s=r["wall_time_s"], bytes_moved=moved, bytes_trainers=trainers,
+        epsilon_max=max(spent) if spent else None,
     )  # fmt: skip
 
 

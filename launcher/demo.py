@@ -34,11 +34,11 @@ def _live_table(view: dict, attackers: set[str], elapsed: float) -> Table:
                   f"({view['chain']['phase']}) · {elapsed:.0f} s")  # fmt: skip
     for col in ("round", "accuracy", "leader edge", "flagged (attackers / honest)", "ε max"):
         table.add_column(col)
-    eps = f"{view['epsilon_max']:.2f}" if view["epsilon_max"] is not None else "—"
-    for r, (acc, leader) in enumerate(zip(view["accuracy"], view["leaders"]), start=1):
+    for r, summary in enumerate(view["rounds"], start=1):
         flagged = view["flagged"].get(str(r), [])
         caught = sum(a in attackers for a in flagged)
-        table.add_row(str(r), f"{acc:.4f}", str(leader), f"{caught} / {len(flagged) - caught}", eps if r == len(view["accuracy"]) else "")
+        eps = f"{summary['epsilon_max']:.2f}" if summary["epsilon_max"] is not None else "—"
+        table.add_row(str(r), f"{summary['accuracy']:.4f}", str(summary["leader_edge"]), f"{caught} / {len(flagged) - caught}", eps)
     return table
 
 

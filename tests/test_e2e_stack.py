@@ -110,6 +110,8 @@ def test_cloud_reports_rounds_and_privacy_spend(finished) -> None:
     honest = {v.address for v in fleet.vehicles if v.attack is None}
     assert honest <= set(view["epsilon"])
     assert all(view["epsilon"][a] > 0 for a in honest) and view["epsilon_max"] == max(view["epsilon"].values())
+    per_round = [r["epsilon_max"] for r in view["rounds"]]  # cumulative spend: rises round by round
+    assert per_round == sorted(per_round) and per_round[-1] == view["epsilon_max"] and per_round[0] > 0
     assert httpx.get(f"{stack.cloud.url}/tasks/{task_id}/rounds/9").status_code == 404
     metrics = httpx.get(f"{stack.cloud.url}/metrics").text
     assert "bmfl_tasks_published_total 1.0" in metrics
