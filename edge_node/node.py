@@ -26,6 +26,7 @@ from service_kit.chain_access import ChainAccess
 from service_kit.observability import Metrics
 from service_kit.problems import ProblemError
 from chain.base import ContractRevert
+from edge_node.chain_view import ChainView
 from edge_node.scoring import Prescorer, Scorer
 from edge_node.settings import EdgeSettings
 from edge_node.state import EdgeState
@@ -76,6 +77,10 @@ class EdgeNode:
     _indices: dict[str, int] = field(default_factory=dict, init=False)  # address → registry index
     _scorers: dict[int, Scorer] = field(default_factory=dict, init=False)
     _prescorer: Prescorer = field(default_factory=Prescorer, init=False)
+    view: ChainView = field(init=False)  # the chain as the upload checks read it
+
+    def __post_init__(self) -> None:
+        self.view = ChainView(self.chain)
 
     @property
     def address(self) -> str:
@@ -128,10 +133,11 @@ class EdgeNode:
         """Stop scoring ahead (before the state closes: scoring reads test sets)."""
         self._prescorer.close()
 
-    def vehicle_index(self, vehicle: str) -> int:
+    def vehicle_index(self, vehicle: str, *, fresh: bool = True) -> int:
         """The registry index of a vehicle registered now; 403 ``unregistered`` otherwise.
         An address keeps its index for good (``BMFLRegistry.registerVehicle`` reuses it on
-        re-registration), so it is looked up once; whether it is active is read each time."""
+        re-registration), so it is looked up once; whether it is active is read from
+        :attr:`view` after a fresh head read (``fresh=False``: the caller just read one)."""
         if not is_address(vehicle):
             raise ProblemError(403, "unregistered", f"{vehicle!r} is not an address")
         address = to_checksum_address(vehicle)
@@ -143,7 +149,9 @@ class EdgeNode:
                 if exc.name != "NotRegistered":
                     raise
                 raise ProblemError(403, "unregistered", f"{vehicle} is not a registered vehicle") from None
-        if not self.chain.registry.is_active_vehicle(index):
+        if fresh:
+            self.view.head()
+        if not self.view.is_active_vehicle(index):
             raise ProblemError(403, "unregistered", f"vehicle {index} ({vehicle}) deregistered")
         return index
 

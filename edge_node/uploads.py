@@ -50,13 +50,15 @@ def _read_blob(node: EdgeNode, upload: Upload) -> bytes:
 
 
 def _check_chain_round(node: EdgeNode, task_id: int, round_: int) -> None:
-    """The chain still takes records of the round: task active, round training, deadline ahead."""
-    info = node.chain.tasks.task(task_id)
+    """The chain still takes records of the round: task active, round training, deadline
+    ahead (a head read after the request arrived; the task's state as of it or newer)."""
+    head = node.view.head()
+    info = node.view.task(task_id)
     if (info.status, info.round, info.phase) != (Status.ACTIVE, round_, Phase.TRAINING):
         state = f"{info.status.name.lower()} at round {info.round}, phase {info.phase.name.lower()}"  # pragma: no mutate
         detail = f"on chain, task {task_id} is {state}"  # pragma: no mutate
         raise ProblemError(409, "round_not_open", detail)
-    now = node.chain.w3.eth.get_block("latest")["timestamp"]
+    now = head.timestamp
     if now > info.deadline:
         detail = f"round {round_} ended on chain at {info.deadline} (chain time {now})"  # pragma: no mutate
         raise ProblemError(409, "deadline_passed", detail)
@@ -71,7 +73,7 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
         raise ProblemError(409, "round_not_open", detail)
     _check_chain_round(node, task_id, round_)
     data = _read_blob(node, upload)
-    vehicle = node.vehicle_index(upload.vehicle)
+    vehicle = node.vehicle_index(upload.vehicle, fresh=False)
     address = to_checksum_address(upload.vehicle)
     if vehicle not in row.selected:
         detail = f"vehicle {vehicle} is not a trainer of round {round_}"  # pragma: no mutate
