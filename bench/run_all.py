@@ -22,7 +22,10 @@ from pathlib import Path
 from bench.common import Row, console, fmt, machine, print_rows
 
 BENCHES = ("dp_step", "fleet_round", "aggregate", "round_overhead", "intake", "memory")
-TARGETS = "fleet_round ≥ 5× faster than Flower; round_overhead ≤ 1.15×; dp_step ours ≤ Opacus"
+TARGETS = (
+    "fleet_round ≥ 5× faster than Flower; round_overhead ≤ 1.15×; dp_step ours ≤ Opacus; "
+    "intake ≥ 0.8× the unverified sink and ≥ 250 uploads/s"
+)
 READING = """## Reading the numbers
 
 - **Stacking vehicles on CPU.** `bmfl.training.fleet` stacks vehicles with `vmap`; for
@@ -112,6 +115,16 @@ def acceptance(rows: list[Row]) -> list[str]:
         lines.append(
             f"- dp_step: ours {fmt(opacus.ours, 'ms')} vs Opacus {fmt(opacus.baseline, 'ms')} per vehicle-step "
             f"(target ours ≤ Opacus: {'met' if met else 'not met'})."
+        )
+    intake = _find(rows, "intake", "verified uploads into one edge")
+    if intake is None:
+        lines.append("- intake: not measured (see its table).")
+    else:
+        ratio_met, rate_met = intake.ratio >= 0.8, intake.ours >= 250  # type: ignore[operator]
+        lines.append(
+            f"- intake: {fmt(intake.ours, 'uploads/s')} verified vs {fmt(intake.baseline, 'uploads/s')} into the "
+            f"unverified sink: **{intake.ratio:.2f}×** (target ≥ 0.8×: {'met' if ratio_met else 'not met'}; "
+            f"≥ 250 uploads/s: {'met' if rate_met else 'not met'}; see its load average)."
         )
     return lines
 

@@ -15,6 +15,7 @@ everything remembered.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hexbytes import HexBytes
@@ -44,6 +45,14 @@ class ChainView:
         self._tasks: dict[int, TaskInfo] = {}
         self._active: dict[int, bool] = {}
         self._epochs = [0, 0]  # bumped when the tasks' / the vehicles' values are dropped
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="chain-head")
+
+    def head_soon(self) -> Future[Head]:
+        """:meth:`head` in a background thread (the caller does other work meanwhile)."""
+        return self._pool.submit(self.head)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def head(self) -> Head:
         """The latest block, read after this call began."""
