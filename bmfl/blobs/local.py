@@ -14,7 +14,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from bmfl.blobs.cid import DEFAULT_PROFILE, Profile, compute_cid, parse_cid, verify_cid
+from bmfl.blobs.cid import DEFAULT_PROFILE, Profile, cid_text, parse_cid, verify_cid
 from bmfl.blobs.errors import BlobIntegrityError, BlobNotFoundError
 from bmfl.blobs.store import BlobStat, BlobStore
 
@@ -87,7 +87,7 @@ class LocalBlobStore(BlobStore):
         return self._blobs / key[-3:-1] / key
 
     def put(self, data: bytes, *, pin: bool = False) -> str:
-        cid = str(compute_cid(data, self.profile))  # canonical: what parse_cid gives back
+        cid = cid_text(data, self.profile)  # canonical: what parse_cid gives back
         path = self._path(cid)
         path.parent.mkdir(exist_ok=True)
         if not self._intact(path, cid):
