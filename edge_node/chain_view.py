@@ -19,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hexbytes import HexBytes
+from web3.exceptions import Web3RPCError
+from web3.types import RPCEndpoint
 
 from chain.tasks import TaskInfo
 from service_kit.chain_access import ChainAccess
@@ -82,8 +84,11 @@ class ChainView:
 
     def _advance(self) -> Head:
         """Read the head; forget what the logs since the synced head may have changed."""
-        block = self._chain.w3.eth.get_block("latest")
-        head = Head(block["number"], bytes(block["hash"]), bytes(block["parentHash"]), block["timestamp"])
+        reply = self._chain.w3.provider.make_request(RPCEndpoint("eth_getBlockByNumber"), ["latest", False])
+        if not isinstance(reply.get("result"), dict):
+            raise Web3RPCError(f"eth_getBlockByNumber answered {str(reply)[:200]}")
+        block = reply["result"]  # raw JSON-RPC: web3's formatters cost more than the call here
+        head = Head(int(block["number"], 16), HexBytes(block["hash"]), HexBytes(block["parentHash"]), int(block["timestamp"], 16))
         synced = self._synced
         if synced is not None and head.hash == synced.hash:
             return head

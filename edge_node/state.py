@@ -1,4 +1,4 @@
-"""The edge's durable state in SQLite (WAL, synchronous FULL, one lock): associations,
+"""The edge's durable state in SQLite (WAL, synchronous FULL, one writer, one reader): associations,
 tasks, rounds, accepted updates and round results. Every write is committed before the
 method returns, so whatever the edge has acknowledged survives a restart; uploads that
 arrive together are committed in one transaction (group commit, :meth:`EdgeState.add_update`).
@@ -101,10 +101,15 @@ class EdgeState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # reads use their own connection (WAL: they see every committed write and never
+        # wait for a commit's fsync)
+        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._read_lock = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -118,8 +123,8 @@ class EdgeState:
             self._db.execute("COMMIT")
 
     def _rows(self, sql: str, *args: object) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
 
     # associations
     def association(self, vehicle: str) -> AssociationRow | None:
