@@ -70,7 +70,9 @@ INTAKE_PROFILE = """## Intake profile
 Where an accepted upload's time goes inside the edge (`python -m bench.intake` with the
 edge process under `cProfile` in every thread, 60 uploads, 4 client threads; wall time of
 each step inside the upload handler, as a share of the handler's; the 2 cores were
-shared, load average 8–15, so only the shares and their order are meaningful):
+shared, load average 8–15, so only the shares and their order are meaningful; the
+"after" profile predates the last three changes listed below: the CID from sha2-256, the
+separate SQLite reader and the head read as raw JSON-RPC):
 
 | step | before | after |
 |---|---|---|
