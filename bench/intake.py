@@ -128,7 +128,8 @@ def run(vehicles: int = 60, concurrency: int = 4) -> list[Row]:
                 sink.wait(10)
                 fleet.close()
     size = len(requests[0][2])
-    note = f"{vehicles} uploads of {size / 1e3:.0f} kB, {concurrency} client threads; sink: median of 2"
+    load = os.getloadavg()[0]
+    note = f"{vehicles} uploads of {size / 1e3:.0f} kB, {concurrency} client threads; sink: median of 2; load {load:.1f} after"
     return [Row("intake", "verified uploads into one edge", vehicles / ours, "unverified sink (same requests)",
                 vehicles / median(baseline), "uploads/s", "throughput", note=note)]  # fmt: skip
 

@@ -153,10 +153,10 @@ class ContractClient:
         client = cls(w3, raw["contractAddress"], sender)
         return client, client.receipt(raw)
 
-    def call(self, fn: ContractFunction) -> Any:
-        """Evaluate a view function, decoding reverts."""
+    def call(self, fn: ContractFunction, block: int | str = "latest") -> Any:
+        """Evaluate a view function at ``block``, decoding reverts."""
         try:
-            return fn.call()
+            return fn.call(block_identifier=block)
         except ContractLogicError as exc:
             raise decode_revert(exc.data) from exc
 

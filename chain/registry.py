@@ -95,6 +95,6 @@ class RegistryClient(ContractClient):
             samples=samples, active=active, profile_hash=bytes(profile),
         )  # fmt: skip
 
-    def is_active_vehicle(self, index: int) -> bool:
-        """Whether vehicle ``index`` is registered now."""
-        return bool(self.call(self.contract.functions.isActiveVehicle(index)))
+    def is_active_vehicle(self, index: int, block: int | str = "latest") -> bool:
+        """Whether vehicle ``index`` is registered now (at ``block``)."""
+        return bool(self.call(self.contract.functions.isActiveVehicle(index), block))

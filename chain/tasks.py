@@ -241,9 +241,9 @@ class TasksClient(ContractClient):
         """Tasks created so far (ids 1..count)."""
         return int(self.call(self.contract.functions.taskCount()))
 
-    def task(self, task_id: int) -> TaskInfo:
-        """The task's state."""
-        fields = self.call(self.contract.functions.task(task_id))
+    def task(self, task_id: int, block: int | str = "latest") -> TaskInfo:
+        """The task's state (at ``block``)."""
+        fields = self.call(self.contract.functions.task(task_id), block)
         return TaskInfo(**dict(zip(TaskInfo.model_fields, fields)))
 
     def round_result(self, task_id: int, round_: int) -> RoundResult:

@@ -26,6 +26,7 @@ from service_kit.chain_access import ChainAccess
 from service_kit.observability import Metrics
 from service_kit.problems import ProblemError
 from chain.base import ContractRevert
+from edge_node.chain_view import ChainView
 from edge_node.scoring import Prescorer, Scorer
 from edge_node.settings import EdgeSettings
 from edge_node.state import EdgeState
@@ -74,8 +75,13 @@ class EdgeNode:
     _test_sets: dict[int, TensorData] = field(default_factory=dict, init=False)
     _test_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _indices: dict[str, int] = field(default_factory=dict, init=False)  # address → registry index
+    _tasks: dict[int, EdgeTask] = field(default_factory=dict, init=False)  # as stored: a served task never changes
     _scorers: dict[int, Scorer] = field(default_factory=dict, init=False)
     _prescorer: Prescorer = field(default_factory=Prescorer, init=False)
+    view: ChainView = field(init=False)  # the chain as the upload checks read it
+
+    def __post_init__(self) -> None:
+        self.view = ChainView(self.chain)
 
     @property
     def address(self) -> str:
@@ -91,11 +97,14 @@ class EdgeNode:
             return send()
 
     def task(self, task_id: int) -> EdgeTask:
-        """The task as the cloud sent it; 404 ``unknown_task`` if it never did."""
-        row = self.state.task(task_id)
-        if row is None:
-            raise ProblemError(404, "unknown_task", f"task {task_id} is not served by this edge")
-        return EdgeTask.model_validate_json(row.task)
+        """The task as the cloud sent it (parsed once); 404 ``unknown_task`` if it never did."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            row = self.state.task(task_id)
+            if row is None:
+                raise ProblemError(404, "unknown_task", f"task {task_id} is not served by this edge")
+            task = self._tasks.setdefault(task_id, EdgeTask.model_validate_json(row.task))
+        return task
 
     def test_set(self, task_id: int) -> TensorData:
         """The task's private test set on the compute device (decoded once)."""
@@ -127,11 +136,17 @@ class EdgeNode:
     def close(self) -> None:
         """Stop scoring ahead (before the state closes: scoring reads test sets)."""
         self._prescorer.close()
+        self.view.close()
 
-    def vehicle_index(self, vehicle: str) -> int:
+    def known_index(self, vehicle: str) -> int | None:
+        """The registry index of ``vehicle`` if this edge has looked it up before (no chain read)."""
+        return self._indices.get(to_checksum_address(vehicle)) if is_address(vehicle) else None
+
+    def vehicle_index(self, vehicle: str, *, fresh: bool = True) -> int:
         """The registry index of a vehicle registered now; 403 ``unregistered`` otherwise.
         An address keeps its index for good (``BMFLRegistry.registerVehicle`` reuses it on
-        re-registration), so it is looked up once; whether it is active is read each time."""
+        re-registration), so it is looked up once; whether it is active is read from
+        :attr:`view` after a fresh head read (``fresh=False``: the caller just read one)."""
         if not is_address(vehicle):
             raise ProblemError(403, "unregistered", f"{vehicle!r} is not an address")
         address = to_checksum_address(vehicle)
@@ -143,7 +158,9 @@ class EdgeNode:
                 if exc.name != "NotRegistered":
                     raise
                 raise ProblemError(403, "unregistered", f"{vehicle} is not a registered vehicle") from None
-        if not self.chain.registry.is_active_vehicle(index):
+        if fresh:
+            self.view.head()
+        if not self.view.is_active_vehicle(index):
             raise ProblemError(403, "unregistered", f"vehicle {index} ({vehicle}) deregistered")
         return index
 

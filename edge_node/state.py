@@ -1,6 +1,7 @@
-"""The edge's durable state in SQLite (WAL, synchronous FULL, one lock): associations,
+"""The edge's durable state in SQLite (WAL, synchronous FULL, one writer, one reader): associations,
 tasks, rounds, accepted updates and round results. Every write is committed before the
-method returns, so whatever the edge has acknowledged survives a restart.
+method returns, so whatever the edge has acknowledged survives a restart; uploads that
+arrive together are committed in one transaction (group commit, :meth:`EdgeState.add_update`).
 
 Round phases: ``open`` (uploads accepted) → ``closing`` (aggregating, recording) →
 ``closed`` → ``scored``; an open round the cloud never closed becomes ``expired`` when
@@ -77,6 +78,16 @@ class UpdateRow:
     signature: str
 
 
+@dataclass
+class _Pending:
+    """An update waiting for a group commit, and its answer."""
+
+    row: UpdateRow
+    done: bool = False
+    refused: str | None = None
+    error: Exception | None = None
+
+
 class EdgeState:
     """SQLite at ``path``; safe to share between the server's threads."""
 
@@ -84,13 +95,21 @@ class EdgeState:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        self._group = threading.Condition()  # add_update's group commit
+        self._queue: list[_Pending] = []
+        self._committing = False
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # reads use their own connection (WAL: they see every committed write and never
+        # wait for a commit's fsync)
+        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._read_lock = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -104,8 +123,8 @@ class EdgeState:
             self._db.execute("COMMIT")
 
     def _rows(self, sql: str, *args: object) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
 
     # associations
     def association(self, vehicle: str) -> AssociationRow | None:
@@ -218,21 +237,54 @@ class EdgeState:
 
     # updates
     def add_update(self, row: UpdateRow) -> str | None:
-        """Insert an accepted update; returns ``None``, or ``"round_not_open"`` /
-        ``"duplicate"`` when it cannot be inserted (nothing is written then)."""
-        with self._tx() as db:
-            phase = db.execute(
-                "SELECT phase FROM rounds WHERE task_id = ? AND round = ?", (row.task_id, row.round)
-            ).fetchone()
-            if phase is None or phase[0] != "open":
-                return "round_not_open"
-            exists = db.execute(
-                "SELECT 1 FROM updates WHERE task_id = ? AND round = ? AND vehicle = ?",
-                (row.task_id, row.round, row.vehicle),
-            ).fetchone()
-            if exists:
-                return "duplicate"
-            db.execute("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(row.__dict__.values()))
+        """Insert an accepted update; returns ``None`` once it is committed, or
+        ``"round_not_open"`` / ``"duplicate"`` when it cannot be inserted (nothing is
+        written then). Concurrent callers share one transaction, and so one fsync (group
+        commit): the first to find no commit under way commits every waiting row, in
+        arrival order, each with its own checks, and all return after that commit."""
+        entry = _Pending(row)
+        with self._group:
+            self._queue.append(entry)
+            while not entry.done:
+                if self._committing:
+                    self._group.wait()
+                    continue
+                batch, self._queue, self._committing = self._queue, [], True
+                self._group.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._group.acquire()
+                    self._committing = False
+                    self._group.notify_all()
+        if entry.error is not None:
+            raise entry.error
+        return entry.refused
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """One transaction for ``batch``; each entry gets its answer (or the commit's error)."""
+        try:
+            with self._tx() as db:
+                for entry in batch:
+                    entry.refused = self._insert_update(db, entry.row)
+        except Exception as exc:
+            for entry in batch:
+                entry.refused, entry.error = None, exc
+        for entry in batch:
+            entry.done = True
+
+    @staticmethod
+    def _insert_update(db: sqlite3.Connection, row: UpdateRow) -> str | None:
+        phase = db.execute("SELECT phase FROM rounds WHERE task_id = ? AND round = ?", (row.task_id, row.round)).fetchone()
+        if phase is None or phase[0] != "open":
+            return "round_not_open"
+        exists = db.execute(
+            "SELECT 1 FROM updates WHERE task_id = ? AND round = ? AND vehicle = ?",
+            (row.task_id, row.round, row.vehicle),
+        ).fetchone()
+        if exists:
+            return "duplicate"
+        db.execute("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(row.__dict__.values()))
         return None
 
     def has_update(self, task_id: int, round_: int, vehicle: int) -> bool:

@@ -5,19 +5,28 @@ status and ``reason``, which are the contract with clients.)"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Generic, TypeVar
+
+import torch
 
 from eth_utils import to_checksum_address
 
-from bmfl.blobs.codec import blob_digest
+from bmfl.blobs.codec import Digest, blob_digest
 from bmfl.params import flatten
 from bmfl.protocol.schemas import UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, sign, update_message, verify
 from service_kit.problems import ProblemError
 from chain.tasks import Phase, Status
+from edge_node.chain_view import Head
 from edge_node.node import EdgeNode
 from edge_node.state import UpdateRow
+
+
+T = TypeVar("T")
+State = OrderedDict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -49,59 +58,95 @@ def _read_blob(node: EdgeNode, upload: Upload) -> bytes:
     return data
 
 
-def _check_chain_round(node: EdgeNode, task_id: int, round_: int) -> None:
-    """The chain still takes records of the round: task active, round training, deadline ahead."""
-    info = node.chain.tasks.task(task_id)
+def _check_chain_round(node: EdgeNode, task_id: int, round_: int, head: Head) -> None:
+    """The chain still takes records of the round: task active, round training, deadline
+    ahead (at ``head``, read after the request arrived; the task's state as of it or newer)."""
+    info = node.view.task(task_id)
     if (info.status, info.round, info.phase) != (Status.ACTIVE, round_, Phase.TRAINING):
         state = f"{info.status.name.lower()} at round {info.round}, phase {info.phase.name.lower()}"  # pragma: no mutate
         detail = f"on chain, task {task_id} is {state}"  # pragma: no mutate
         raise ProblemError(409, "round_not_open", detail)
-    now = node.chain.w3.eth.get_block("latest")["timestamp"]
-    if now > info.deadline:
-        detail = f"round {round_} ended on chain at {info.deadline} (chain time {now})"  # pragma: no mutate
+    if head.timestamp > info.deadline:
+        detail = f"round {round_} ended on chain at {info.deadline} (chain time {head.timestamp})"  # pragma: no mutate
         raise ProblemError(409, "deadline_passed", detail)
 
 
+def _check_signature(node: EdgeNode, task_id: int, round_: int, upload: Upload, digest: Digest) -> None:
+    if not upload.signature:
+        detail = "the update carries no signature"  # pragma: no mutate
+        raise ProblemError(401, "unsigned", detail)
+    message = update_message(node.chain_id, task_id, round_, node.address, digest.raw)
+    try:
+        verify(message, upload.signature, to_checksum_address(upload.vehicle))
+    except SignatureError as exc:
+        raise ProblemError(401, "bad_signature", str(exc)) from None
+
+
+def _decode(node: EdgeNode, task_id: int, round_: int, model: str, data: bytes) -> State:
+    decoded, meta = node.decode(data, model, node.settings.max_update_bytes)
+    if (meta.task, meta.round) != (str(task_id), round_):
+        detail = f"blob is for task {meta.task!r} round {meta.round}, not task {task_id} round {round_}"  # pragma: no mutate
+        raise ProblemError(422, "wrong_round", detail)
+    return decoded
+
+
+class _Deferred(Generic[T]):
+    """A check run early, its answer (or its problem) given at the check's turn."""
+
+    def __init__(self, check: Callable[[], T]) -> None:
+        self.value: T | None = None
+        self.problem: ProblemError | None = None
+        try:
+            self.value = check()
+        except ProblemError as exc:
+            self.problem = exc
+
+    def result(self) -> T:
+        if self.problem is not None:
+            raise self.problem
+        return self.value  # type: ignore[return-value]
+
+
 def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> UploadReceipt:
-    """Check and persist one update; raises :class:`ProblemError` with the first failed check."""
+    """Check and persist one update; raises :class:`ProblemError` with the first failed
+    check, in the order of docs/protocol.md. The chain's head is read while the update
+    itself is read, and, for a vehicle this edge already knows as a trainer of the round,
+    while its signature and blob are checked: those answers wait for their turn."""
     spec = node.task(task_id).spec
     row = node.state.round(task_id, round_)
     if row is None or row.phase != "open":
         detail = f"round {round_} of task {task_id} is not open at this edge"  # pragma: no mutate
         raise ProblemError(409, "round_not_open", detail)
-    _check_chain_round(node, task_id, round_)
-    data = _read_blob(node, upload)
-    vehicle = node.vehicle_index(upload.vehicle)
+    head = node.view.head_soon()
+    data = _Deferred(lambda: _read_blob(node, upload))
+    digest = blob_digest(data.value) if data.value is not None else None
+    signed = decoded = None
+    if digest is not None and node.known_index(upload.vehicle) in row.selected:
+        signed = _Deferred(lambda: _check_signature(node, task_id, round_, upload, digest))
+        decoded = _Deferred(lambda: _decode(node, task_id, round_, spec.model, data.value))  # type: ignore[arg-type]
+    _check_chain_round(node, task_id, round_, head.result())
+    blob = data.result()
+    digest = digest or blob_digest(blob)
+    vehicle = node.vehicle_index(upload.vehicle, fresh=False)
     address = to_checksum_address(upload.vehicle)
     if vehicle not in row.selected:
         detail = f"vehicle {vehicle} is not a trainer of round {round_}"  # pragma: no mutate
         raise ProblemError(403, "not_selected", detail)
-    digest = blob_digest(data)
-    if not upload.signature:
-        detail = "the update carries no signature"  # pragma: no mutate
-        raise ProblemError(401, "unsigned", detail)
-    try:
-        verify(update_message(node.chain_id, task_id, round_, node.address, digest.raw), upload.signature, address)
-    except SignatureError as exc:
-        raise ProblemError(401, "bad_signature", str(exc)) from None
+    (signed or _Deferred(lambda: _check_signature(node, task_id, round_, upload, digest))).result()
     if node.state.has_update(task_id, round_, vehicle):
         detail = f"vehicle {vehicle} already uploaded in round {round_}"  # pragma: no mutate
         raise ProblemError(409, "duplicate", detail)
-    decoded, meta = node.decode(data, spec.model, node.settings.max_update_bytes)
-    if (meta.task, meta.round) != (str(task_id), round_):
-        detail = f"blob is for task {meta.task!r} round {meta.round}, not task {task_id} round {round_}"  # pragma: no mutate
-        raise ProblemError(422, "wrong_round", detail)
+    state = (decoded or _Deferred(lambda: _decode(node, task_id, round_, spec.model, blob))).result()
     if upload.cid is None:
-        cid = node.store.put(data, pin=True)
+        cid = node.store.put(blob, pin=True)
     else:
         cid = upload.cid
         node.store.pin(cid)
-    update = UpdateRow(task_id, round_, vehicle, address, digest.hex0x, cid, upload.epsilon, upload.signature)
+    update = UpdateRow(task_id, round_, vehicle, address, digest.hex0x, cid, upload.epsilon, upload.signature)  # type: ignore[arg-type]
     refused = node.state.add_update(update)
     if refused is not None:  # the round closed, or a twin upload won, while this one was checked
         detail = f"vehicle {vehicle}, round {round_}: {refused}"  # pragma: no mutate
         raise ProblemError(409, refused, detail)
-    node.prescore(task_id, lambda: flatten(decoded))  # α for the filter at close
+    node.prescore(task_id, lambda: flatten(state))  # α for the filter at close
     receipt = sign(node.chain.account, receipt_message(node.chain_id, task_id, round_, address, digest.raw))
     return UploadReceipt(task_id=task_id, round=round_, vehicle=vehicle, digest=digest.hex0x, cid=cid, signature=receipt)
-

@@ -13,6 +13,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.types import RPCEndpoint
 from web3.middleware import ExtraDataToPOAMiddleware, SignAndSendRawMiddlewareBuilder
 
 from chain.deploy import Deployment
@@ -43,7 +44,12 @@ class ChainAccess:
 def connect(rpc_url: str, deployment_file: str | Path, private_key: str, timeout: float = 30.0) -> ChainAccess:
     """Connect to ``rpc_url`` as the holder of ``private_key``; checks the chain id."""
     deployment = Deployment.model_validate_json(Path(deployment_file).read_text())
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    # web3's request validation asks for the chain id before every call: answered from
+    # the provider's cache after the first (it cannot change under a running service)
+    provider = Web3.HTTPProvider(
+        rpc_url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True, cacheable_requests={RPCEndpoint("eth_chainId")}
+    )
+    w3 = Web3(provider)
     w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
     account: LocalAccount = Account.from_key(private_key)
     w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(account), layer=0)

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmfl.blobs.cid import PROFILES, Profile, compute_cid, parse_cid, verify_cid
+from bmfl.blobs.cid import PROFILES, Profile, cid_text, compute_cid, parse_cid, verify_cid
 from bmfl.blobs.errors import BlobIntegrityError, InvalidCIDError
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "ipfs_cid_vectors.json").read_text())  # copy of shared/vectors
@@ -48,7 +48,9 @@ def test_empty_file_cids_are_kubos() -> None:
 def test_single_chunk_raw_cid_digest_is_the_blob_sha256() -> None:
     blob = bytes(range(256)) * 1024  # exactly one 256 KiB chunk
     assert compute_cid(blob).raw_digest == hashlib.sha256(blob).digest()
+    assert cid_text(blob) == str(compute_cid(blob)) and cid_text(b"") == str(compute_cid(b""))
     bigger = blob + b"x"
+    assert cid_text(bigger) == str(compute_cid(bigger))
     cid = compute_cid(bigger)
     assert cid.codec.name == "dag-pb" and cid.raw_digest != hashlib.sha256(bigger).digest()
 
@@ -82,6 +84,7 @@ small_profiles = st.builds(
 @given(data=st.binary(max_size=2000), profile=small_profiles, step=st.integers(1, 100))
 def test_stream_and_bytes_agree_and_verify(data: bytes, profile: Profile, step: int) -> None:
     cid = compute_cid(data, profile)
+    assert cid_text(data, profile) == str(cid)  # the one-raw-leaf shortcut names what the DAG does
     assert compute_cid(ShortReads(data, step), profile) == cid
     verify_cid(data, cid, profile)
     if data:

@@ -9,6 +9,7 @@ still stores the blob's sha2-256, and anyone holding the bytes recomputes both.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from dataclasses import dataclass
@@ -60,6 +61,17 @@ def compute_cid(source: bytes | BinaryIO, profile: Profile = DEFAULT_PROFILE) ->
     """The CID Kubo gives ``source`` (bytes or a binary stream read to its end)."""
     chunks = _chunks(source, profile.chunk_size)
     return BalancedBuilder(chunks, profile.max_links, profile.raw_leaves, profile.cid_version).build().cid
+
+
+RAW_SHA256 = bytes([0x01, 0x55, 0x12, 0x20])  # CIDv1 · raw codec · sha2-256 · 32 bytes
+
+
+def cid_text(data: bytes, profile: Profile = DEFAULT_PROFILE) -> str:
+    """``str(compute_cid(data, profile))``; a blob that is one raw leaf (every ``bmfl_cnn``
+    update under ``v1_256k``) is named straight from its sha2-256, without building a DAG."""
+    if profile.raw_leaves and len(data) <= profile.chunk_size:
+        return "b" + base64.b32encode(RAW_SHA256 + hashlib.sha256(data).digest()).decode().lower().rstrip("=")
+    return str(compute_cid(data, profile))
 
 
 def parse_cid(text: str) -> CID:

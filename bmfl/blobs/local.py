@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 
-from bmfl.blobs.cid import DEFAULT_PROFILE, Profile, compute_cid, parse_cid, verify_cid
+from bmfl.blobs.cid import DEFAULT_PROFILE, Profile, cid_text, parse_cid, verify_cid
 from bmfl.blobs.errors import BlobIntegrityError, BlobNotFoundError
 from bmfl.blobs.store import BlobStat, BlobStore
 
@@ -23,6 +24,13 @@ STALE_TEMP_S = 3600.0
 
 class StoredBlobCorruptError(BlobIntegrityError):
     """A blob on disk no longer matches its CID (tampering or disk corruption)."""
+
+
+@lru_cache(maxsize=4096)
+def _canonical(cid: str) -> str:
+    """``cid`` validated and in canonical text (parsing costs about a millisecond, and the
+    same CIDs come back often); an invalid one raises every time (errors are not cached)."""
+    return str(parse_cid(cid))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -73,17 +81,19 @@ class LocalBlobStore(BlobStore):
 
     def path_of(self, cid: str) -> Path:
         """Where the blob ``cid`` lives (validated, canonical CID)."""
-        key = str(parse_cid(cid))
+        return self._path(_canonical(cid))
+
+    def _path(self, key: str) -> Path:
         return self._blobs / key[-3:-1] / key
 
     def put(self, data: bytes, *, pin: bool = False) -> str:
-        cid = str(compute_cid(data, self.profile))
-        path = self.path_of(cid)
+        cid = cid_text(data, self.profile)  # canonical: what parse_cid gives back
+        path = self._path(cid)
         path.parent.mkdir(exist_ok=True)
         if not self._intact(path, cid):
             atomic_write(path, data)
         if pin:
-            self.pin(cid)
+            (self._pins / cid).touch(exist_ok=True)
         return cid
 
     def _intact(self, path: Path, cid: str) -> bool:
@@ -112,7 +122,7 @@ class LocalBlobStore(BlobStore):
     def pin(self, cid: str) -> None:
         if not self.has(cid):
             raise BlobNotFoundError(f"cannot pin {cid}: not in {self.root}")
-        (self._pins / str(parse_cid(cid))).touch(exist_ok=True)
+        (self._pins / _canonical(cid)).touch(exist_ok=True)
 
     def stat(self, cid: str) -> BlobStat:
         path = self.path_of(cid)
