@@ -11,6 +11,7 @@ from bmfl.aggregation import Verdict, get_aggregator
 from bmfl.rounds.asynchronous import STALE, Report, apply_buffer, buffer_ready, polynomial, stale_verdict
 from bmfl.simulation import SimulationConfig, run_simulation
 from bmfl.simulation.config import StragglerConfig
+from bmfl.simulation.output import cost_to_target
 from bmfl.simulation.stragglers import ComputeClock, slowdowns
 from bmfl.task import AsyncSpec
 
@@ -152,3 +153,4 @@ def test_async_stragglers_are_refused_when_stale_and_runs_repeat_for_a_seed():
     assert sum(r.stale_refused for r in first.rounds) >= 1
     stale = [u for r in first.rounds for u in r.uploads if u["reason"] == STALE]
     assert stale and all(u["staleness"] > 0 and u["theta"] == 0.0 for u in stale)
+    assert cost_to_target(first.rows(), 1e-9).sim_time_s == times[0]  # time to accuracy, simulated

@@ -248,7 +248,10 @@ def run_simulation(
     """Run ``config`` and return per-round metrics (and call ``on_round`` after each).
     Pass ``progress`` to show the run's bars inside a caller's rich progress display;
     ``keep_models`` keeps every round's w^r in ``SimulationResult.models``; every blob
-    the round moves is put in ``blob_store`` when one is given."""
+    the round moves is put in ``blob_store`` when one is given. A sync round lasts as
+    long as its slowest trainer on the simulated clock (``sim_time_s``);
+    ``asynchrony.mode = "async"`` runs ``bmfl.simulation.asynchronous.run_async``
+    instead (no blob store)."""
     if progress is None:
         with _progress(console or Console()) as own:
             return run_simulation(config, console, on_round, own, keep_models, blob_store)
