@@ -1,7 +1,8 @@
 """Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
 Krum, Multi-Krum, trimmed mean, coordinate-wise median, repeated-median residual
 reweighting, FLAME (clustering, clipping, noise), FLTrust (trust scores against a root
-update), DP-FedAvg (user-level DP) and FBFL's random-pick baseline, plus
+update), DP-FedAvg (user-level DP), BAFDP's L1 sign aggregation (RSA) and FBFL's random-pick
+baseline, plus
 filter wrappers.
 
 >>> rule = compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=ev))
@@ -25,6 +26,7 @@ from bmfl.aggregation.krum import Krum, MultiKrum, krum_scores
 from bmfl.aggregation.median import CoordinateMedian
 from bmfl.aggregation.random_pick import RandomPick
 from bmfl.aggregation.reweight import ResidualReweighting, confidences, repeated_median_line
+from bmfl.aggregation.sign_l1 import SignL1
 from bmfl.aggregation.stats import median
 from bmfl.aggregation.trimmed_mean import TrimmedMean
 
@@ -50,6 +52,7 @@ __all__ = [
     "ResidualReweighting",
     "confidences",
     "repeated_median_line",
+    "SignL1",
     "median",
     "TrimmedMean",
 ]

@@ -7,7 +7,8 @@ Steps, in round order: :func:`select_trainers` (each edge), local training (vehi
 ``bmfl.training.fleet``), :func:`aggregate_edge` with :func:`edge_rule` (each edge),
 :func:`cross_scores` and :func:`medians_and_leader` (every edge, then the chain),
 :func:`aggregate_cloud` with :func:`cloud_rule` (the cloud), :func:`stop_reached` (the
-cloud and the chain). Seeds: :func:`initial_model`, :func:`vehicle_seed`,
+cloud and the chain). Asynchronous mode: :func:`apply_buffer` over a buffer of
+:class:`Report` with :func:`stale_verdict`, :func:`polynomial` and :func:`buffer_ready`. Seeds: :func:`initial_model`, :func:`vehicle_seed`,
 :func:`choose_attackers`.
 """
 
@@ -18,6 +19,9 @@ from typing import Any
 # ``target_fixed``, the CLI) do not pay for torch
 _EXPORTS = {
     "upper_median": "bmfl.consensus",
+    "BufferOutcome": "bmfl.rounds.asynchronous", "Report": "bmfl.rounds.asynchronous", "STALE": "bmfl.rounds.asynchronous",
+    "apply_buffer": "bmfl.rounds.asynchronous", "buffer_ready": "bmfl.rounds.asynchronous",
+    "polynomial": "bmfl.rounds.asynchronous", "stale_verdict": "bmfl.rounds.asynchronous",
     "CloudOutcome": "bmfl.rounds.cloud", "aggregate_cloud": "bmfl.rounds.cloud", "cloud_rule": "bmfl.rounds.cloud",
     "cross_scores": "bmfl.rounds.consensus", "medians_and_leader": "bmfl.rounds.consensus",
     "task_scorer": "bmfl.rounds.consensus",

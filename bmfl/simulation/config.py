@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bmfl.task import TaskDraft
+from bmfl.task import AsyncSpec, TaskDraft
 
 
 class _Strict(BaseModel):
@@ -64,6 +64,23 @@ class AssignmentConfig(_Strict):
     edge_of: list[int] | None = Field(None, description="given: vehicle i's edge is edge_of[i], every round")
 
 
+class StragglerConfig(_Strict):
+    """Simulated wall clock (``bmfl.simulation.stragglers``): a vehicle's job takes
+    samples × ``seconds_per_sample`` × its slowdown, plus a coverage gap before upload."""
+
+    kind: Literal["none", "lognormal", "slow_fraction"] = Field(
+        "none",
+        description="none: every vehicle at speed 1; lognormal: slowdown exp(σ·N(0,1)) per vehicle; slow_fraction: "
+        "a seeded ``slow_fraction`` of the vehicles is ``slowdown`` × slower (defaults: 30 % 5× slower)",
+    )
+    sigma: float = Field(0.5, ge=0, description="lognormal: σ of the log-slowdown")
+    slow_fraction: float = Field(0.3, ge=0, le=1, description="slow_fraction: share of slow vehicles")
+    slowdown: float = Field(5.0, ge=1, description="slow_fraction: how many times slower they are")
+    seconds_per_sample: float = Field(1e-3, gt=0, description="simulated compute seconds per sample at speed 1")
+    gap_probability: float = Field(0.0, ge=0, le=1, description="chance a job ends out of coverage")
+    gap_mean_s: float = Field(10.0, ge=0, description="mean (exponential) wait for coverage before the upload")
+
+
 class SimulationConfig(TaskDraft):
     """A task (``bmfl.task.TaskDraft``: model, rounds, target, fraction V, training,
     aggregation, rewards, seed) plus what only a simulation needs. The seed also deals
@@ -77,6 +94,8 @@ class SimulationConfig(TaskDraft):
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     assignment: AssignmentConfig = Field(default_factory=AssignmentConfig)
+    stragglers: StragglerConfig = Field(default_factory=StragglerConfig)
+    asynchrony: AsyncSpec = Field(default_factory=AsyncSpec, description="sync (default) or async rounds")
     output_dir: str = Field("runs", description="metrics, CSV and plots go to output_dir/name")
     insecure_reproducible_noise: bool = Field(
         True,

@@ -24,7 +24,8 @@ FLAT_FIELDS = [
     "attackers_selected", "attackers_flagged", "attackers_missed", "honest_flagged", "attacker_weight",
     "handovers", "epsilon_max", "epsilon_mean", "upstream_bytes_cloud", "upstream_bytes_flat",
     "bytes_up_vehicles", "bytes_down_vehicles", "bytes_up_edges", "bytes_down_edges", "bytes_up_cloud",
-    "bytes_down_cloud", "compute_s_vehicles", "compute_s_vehicle_max", "wall_time_s",
+    "bytes_down_cloud", "compute_s_vehicles", "compute_s_vehicle_max", "wall_time_s", "sim_time_s", "stale_refused",
+    "staleness_mean",
 ]
 
 
@@ -38,11 +39,13 @@ class CostToTarget:
     megabytes: float  # every blob moved (vehicles' up + down, edges' up, cloud's up), 10^6 bytes
     megabytes_vehicles: float  # the vehicles' up + down
     compute_s: float  # the vehicles' training seconds
+    sim_time_s: float = 0.0  # simulated wall clock (bmfl.simulation.stragglers) at that round
 
     def line(self) -> str:
         reached = f"{self.rounds} rounds" if self.rounds is not None else "not reached"
-        return (f"to accuracy {self.target:.2f}: {reached}, {self.megabytes:.2f} MB moved "
-                f"({self.megabytes_vehicles:.2f} MB by vehicles), {self.compute_s:.1f} s vehicle compute")
+        return (f"to accuracy {self.target:.2f}: {reached}, {self.sim_time_s:.2f} s simulated, "
+                f"{self.megabytes:.2f} MB moved ({self.megabytes_vehicles:.2f} MB by vehicles), "
+                f"{self.compute_s:.1f} s vehicle compute")
 
 
 def cost_to_target(rows: Sequence[Mapping], target: float) -> CostToTarget:
@@ -53,7 +56,8 @@ def cost_to_target(rows: Sequence[Mapping], target: float) -> CostToTarget:
     upto = [r for r in rows if reached is None or r["round"] <= reached]
     sent = sum(r.get("bytes_up_vehicles", 0) + r.get("bytes_up_edges", 0) + r.get("bytes_up_cloud", 0) for r in upto)
     vehicles = sum(r.get("bytes_up_vehicles", 0) + r.get("bytes_down_vehicles", 0) for r in upto)
-    return CostToTarget(target, reached, sent / 1e6, vehicles / 1e6, sum(r.get("compute_s_vehicles", 0.0) for r in upto))
+    compute = sum(r.get("compute_s_vehicles", 0.0) for r in upto)
+    return CostToTarget(target, reached, sent / 1e6, vehicles / 1e6, compute, upto[-1].get("sim_time_s", 0.0) if upto else 0.0)
 
 
 def write_outputs(result: SimulationResult, folder: str | Path) -> dict[str, Path]:

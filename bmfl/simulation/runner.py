@@ -36,14 +36,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bmfl.aggregation import Verdict
+from bmfl.aggregation import Aggregator, Verdict
 from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate, shape_edge_uploads
 from bmfl.data import TensorData, load_dataset
 from bmfl.incentives import SCALE, Payouts, split_payouts, to_fixed
@@ -72,8 +72,10 @@ from bmfl.simulation.accounting import BlobMeter, share_compute
 from bmfl.simulation.assignment import assign_vehicles, associations, members
 from bmfl.simulation.config import SimulationConfig
 from bmfl.simulation.pipeline import build_attack
+from bmfl.simulation.stragglers import ComputeClock
 from bmfl.training import evaluate
 from bmfl.training.fleet import fleet_uploads, plan_upload
+from bmfl.training.local import LocalTrainingConfig
 
 __all__ = ["RoundMetrics", "SimulationResult", "assign_vehicles", "run_simulation"]
 
@@ -111,6 +113,9 @@ class RoundMetrics:
     bytes_down_cloud: int = 0
     compute_s_vehicles: float = 0.0  # training CPU seconds, all trainers together
     compute_s_vehicle_max: float = 0.0
+    sim_time_s: float = 0.0  # simulated wall clock when w^r exists (bmfl.simulation.stragglers)
+    stale_refused: int = 0  # async: reports refused as older than τ_max
+    staleness_mean: float | None = None  # async: mean τ of the buffer's reports
     traffic: dict = field(default_factory=dict)  # {"vehicles": {v: {up, down, compute_s}}, "edges": {ℓ: {up, down}}, "cloud": {up, down}}
 
 
@@ -182,6 +187,56 @@ def edge_test_set(test: TensorData, config: SimulationConfig) -> TensorData:
     return test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(config.seed))[:n])
 
 
+@dataclass
+class Setup:
+    """What both modes build from a config before the first update: the data dealt to
+    the vehicles, w⁰, the edge rule, the attackers, each vehicle's generator and privacy
+    engine, and the simulated clock."""
+
+    test: TensorData
+    vehicle_data: list[TensorData]
+    sizes: dict[int, int]
+    model: torch.nn.Module
+    scorer: Callable
+    local_cfg: LocalTrainingConfig
+    edge_agg: Aggregator
+    attack: Any
+    attackers: frozenset[int]
+    excluded: dict[int, str]
+    generators: list
+    engines: list[PrivacyEngine]
+    clock: ComputeClock
+
+
+def prepare(config: SimulationConfig) -> Setup:
+    """Everything a run needs before its first update (the seed draws all of it)."""
+    train, test = load_dataset(config.data.name, **config.data.options)
+    labels = train.groups if config.partition.kind == "by_group" else train.y
+    partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
+    vehicle_data = [train.subset(idx) for idx in partition.indices]
+    counts = config.sample_counts or [len(d) for d in vehicle_data]
+    sizes = dict(enumerate(counts))
+    model = initial_model(config)
+    edge_test = edge_test_set(test, config)
+    local_cfg = config.training.local()
+    scorer = task_scorer(model, edge_test)
+    edge_agg = edge_rule(
+        config.aggregation, scorer if edge_test.is_classification else None, root_updater(model, edge_test, local_cfg)
+    )
+    attack = build_attack(config.attack)
+    attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
+    excluded = {v: "ideal_filter" for v in attackers} if config.attack.ideal_filter else {}
+    generators = [
+        torch.Generator().manual_seed(vehicle_seed(config.seed, v)) if config.insecure_reproducible_noise
+        else SecureGenerator()
+        for v in range(config.vehicles)
+    ]  # fmt: skip
+    engines = [PrivacyEngine(config.training.delta, method=config.training.accountant) for _ in range(config.vehicles)]
+    clock = ComputeClock(config.stragglers, config.vehicles, config.seed)
+    return Setup(test, vehicle_data, sizes, model, scorer, local_cfg, edge_agg, attack, attackers, excluded,
+                 generators, engines, clock)  # fmt: skip
+
+
 def run_simulation(
     config: SimulationConfig,
     console: Console | None = None,
@@ -193,35 +248,27 @@ def run_simulation(
     """Run ``config`` and return per-round metrics (and call ``on_round`` after each).
     Pass ``progress`` to show the run's bars inside a caller's rich progress display;
     ``keep_models`` keeps every round's w^r in ``SimulationResult.models``; every blob
-    the round moves is put in ``blob_store`` when one is given."""
+    the round moves is put in ``blob_store`` when one is given. A sync round lasts as
+    long as its slowest trainer on the simulated clock (``sim_time_s``);
+    ``asynchrony.mode = "async"`` runs ``bmfl.simulation.asynchronous.run_async``
+    instead (no blob store)."""
     if progress is None:
         with _progress(console or Console()) as own:
             return run_simulation(config, console, on_round, own, keep_models, blob_store)
-    train, test = load_dataset(config.data.name, **config.data.options)
-    labels = train.groups if config.partition.kind == "by_group" else train.y
-    partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
-    vehicle_data = [train.subset(idx) for idx in partition.indices]
-    counts = config.sample_counts or [len(d) for d in vehicle_data]
-    sizes = dict(enumerate(counts))
-    model = initial_model(config)
-    edge_test = edge_test_set(test, config)
+    if config.asynchrony.mode == "async":
+        from bmfl.simulation.asynchronous import run_async  # it builds on this module
+
+        return run_async(config, progress, on_round, keep_models)
+    setup = prepare(config)
+    test, vehicle_data, sizes, model, scorer = setup.test, setup.vehicle_data, setup.sizes, setup.model, setup.scorer
+    local_cfg, edge_agg, attack, attackers, excluded = (
+        setup.local_cfg, setup.edge_agg, setup.attack, setup.attackers, setup.excluded
+    )
+    generators, engines, clock = setup.generators, setup.engines, setup.clock
     global_vec = flatten(model.state_dict())
     previous_vec = None
-    local_cfg = config.training.local()
-    scorer = task_scorer(model, edge_test)
-    edge_agg = edge_rule(
-        config.aggregation, scorer if edge_test.is_classification else None, root_updater(model, edge_test, local_cfg)
-    )
     cloud_agg = cloud_rule(config.aggregation)
-    attack = build_attack(config.attack)
-    attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
-    excluded = {v: "ideal_filter" for v in attackers} if config.attack.ideal_filter else {}
-    generators = [
-        torch.Generator().manual_seed(vehicle_seed(config.seed, v)) if config.insecure_reproducible_noise
-        else SecureGenerator()
-        for v in range(config.vehicles)
-    ]  # fmt: skip
-    engines = [PrivacyEngine(config.training.delta, method=config.training.accountant) for _ in range(config.vehicles)]
+    sim_time = 0.0
     result = SimulationResult(config, attackers=sorted(attackers))
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
     edge_scores: dict[int, int] = defaultdict(int)  # S_ℓ: consensus scores summed over quorum rounds
@@ -246,6 +293,7 @@ def run_simulation(
         progress.reset(vehicles_task, total=len(to_train))
         trained: dict[int, torch.Tensor] = {}
         compute: dict[int, float] = {}
+        slowest = 0.0  # simulated seconds of the round's slowest trainer: a sync round waits for it
         for lo in range(0, len(to_train), TRAIN_CHUNK):
             vs = to_train[lo : lo + TRAIN_CHUNK]
             began = time.process_time()
@@ -256,6 +304,7 @@ def run_simulation(
             )))  # fmt: skip
             work = {v: _samples(vehicle_data[v], local_cfg, attack if v in attackers else None) for v in vs}
             compute.update(share_compute(time.process_time() - began, work))
+            slowest = max([slowest, *(clock.duration(v, n, r) for v, n in work.items())])
             progress.advance(vehicles_task, len(vs))
         uploads = {edge: {v: trained[v] for v in chosen if v in trained} for edge, chosen in enumerate(selected)}
         if attack is not None and attack.colludes:
@@ -319,6 +368,7 @@ def run_simulation(
             upstream_bytes_cloud=traffic.cloud["down"],
             upstream_bytes_flat=traffic.total("vehicles", "up"),
             wall_time_s=time.perf_counter() - start,
+            sim_time_s=sim_time + slowest,
             attack_success_rate=asr,
             attackers_selected=n_att,
             attackers_flagged=att_flagged,
@@ -335,6 +385,7 @@ def run_simulation(
             ],
             **_traffic_fields(traffic),
         )
+        sim_time += slowest
         result.rounds.append(metrics)
         result.participation.append(participation)
         result.selected.append({e: chosen for e, chosen in enumerate(selected) if chosen})
