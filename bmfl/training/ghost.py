@@ -22,6 +22,7 @@ per-sample path on a probe batch before using it, and keeps that path otherwise.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable
 
@@ -95,30 +96,32 @@ def clipped_sum(model: nn.Module, loss_sum: Callable, sign: float, *, stacked: b
     ``stacked``: written with ``torch.func`` (zero probes added to the layer outputs),
     to run under ``vmap`` over vehicles; otherwise one plain autograd pass, cheaper for
     one vehicle. ``model`` must pass :func:`supports`."""
-    layers = _layers(model)
+    work = copy.deepcopy(model)  # hooks on a private copy: other users of ``model`` are untouched
+    layers = _layers(work)
     shapes: dict[tuple, dict[str, torch.Size]] = {}
+    call: dict = {}  # the running forward's probes, and the inputs and outputs it records
+
+    def hook(name: str) -> Callable:
+        def record(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            if name in call["inputs"]:
+                raise RuntimeError(f"layer {name} runs twice in one forward")
+            call["inputs"][name] = args[0]
+            out = out if call["probes"] is None else out + call["probes"][name]
+            call["outputs"][name] = out
+            return out
+
+        return record
+
+    for n, m in layers.items():
+        m.register_forward_hook(hook(n))
 
     def forward(p: Tensors, xb: torch.Tensor, yb: torch.Tensor, probes: Tensors | None, outputs: dict):
-        inputs: Tensors = {}
-
-        def hook(name: str) -> Callable:
-            def record(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-                if name in inputs:
-                    raise RuntimeError(f"layer {name} runs twice in one forward")
-                inputs[name] = args[0]
-                out = out if probes is None else out + probes[name]
-                outputs[name] = out
-                return out
-
-            return record
-
-        handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
+        call.update(probes=probes, inputs={}, outputs=outputs)
         try:
-            loss = sign * loss_sum(functional_call(model, p, (xb,)), yb)
+            loss = sign * loss_sum(functional_call(work, p, (xb,)), yb)
+            return loss, call["inputs"]
         finally:
-            for h in handles:
-                h.remove()
-        return loss, inputs
+            call.clear()
 
     def with_probes(p: Tensors, xb: torch.Tensor, yb: torch.Tensor) -> tuple[Tensors, Tensors]:
         key = tuple(xb.shape[1:])
