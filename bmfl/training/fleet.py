@@ -6,6 +6,9 @@ runs for all of them together: ``torch.func.functional_call`` under ``vmap`` ove
 vehicles, with ``vmap(grad)`` per-sample gradients inside, then per vehicle: clipping
 ḡ_i = g_i / max(1, ‖g_i‖₂/C), ĝ = (Σ_i ḡ_i + N(0, σ²C² I)) / B, momentum
 ĝ_t = ĝ + β ĝ_{t−1} and w ← w − η ĝ_t, exactly as :func:`bmfl.training.train_local`.
+The clipped sums come from ghost clipping (``bmfl.training.ghost``: no per-sample
+gradients formed) for models :func:`can_ghost_clip` accepts, else from the per-sample
+gradients; the same sums up to float summation order.
 
 Each vehicle keeps its own data (any size), its own random source (a
 ``bmfl.privacy.SecureGenerator``, or a seeded generator in research runs) and its own
