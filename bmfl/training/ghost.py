@@ -8,8 +8,8 @@ One backward pass of the summed loss gives every δ_i (samples do not interact),
 from (a_i, δ_i) the layer's part of ‖g_i‖²:
 
 - one position (T = 1): ‖G_i‖² = ‖a_i‖² ‖δ_i‖²;
-- few positions (T² ≤ O·K): ‖G_i‖² = ⟨a_i a_iᵀ, δ_i δ_iᵀ⟩ (T × T Gram matrices);
-- otherwise G_i itself, which is then smaller than the Gram matrices (mixed clipping).
+- few positions (T·(K + O) < O·K): ‖G_i‖² = ⟨a_i a_iᵀ, δ_i δ_iᵀ⟩ (T × T Gram matrices);
+- otherwise from G_i itself, then the cheaper product (mixed clipping).
 
 The clip factors c_i = min(1, C/‖g_i‖) then give the clipped sum of each layer
 directly (book-keeping: Σ_i c_i G_i = Σ_{i,t} c_i δ_{i,t} a_{i,t}ᵀ, no second backward).
