@@ -57,9 +57,9 @@ READING = """## Reading the numbers
   CNN): per-sample gradients 1.68×, ghost clipping 1.20× a non-private step's gradient
   and optimizer step. The dp_step bench (wall time, whole steps) gave 0.98× and 1.39× in
   two runs at load averages 10–16 and 9–12 on this 2-core machine shared with other
-  work (the tables below are from the last `make bench`, dated there). Models it cannot follow keep per-sample
-  gradients (a 4-sample probe compares both first); the random streams and the
-  accountant are untouched.
+  work (the tables below are from the last `make bench`, dated there). Models it cannot
+  follow keep per-sample gradients (a 4-sample probe compares both first); the random
+  streams and the accountant are untouched.
 - **Round vs its training floor** (issue 24; 2.9× before). CPU seconds of one 50-vehicle
   round on one thread, measured at load 12–17: floor 11.9 s; ours' training 16.0 s
   (1.34×; per-sample gradients: 23.0 s, 1.93×); the five edges' filter, scoring,
