@@ -63,7 +63,9 @@ READING = """## Reading the numbers
 - **Round vs its training floor** (issue 24; 2.9× before). CPU seconds of one 50-vehicle
   round on one thread, measured at load 12–17: floor 11.9 s; ours' training 16.0 s
   (1.34×; per-sample gradients: 23.0 s, 1.93×); the five edges' filter, scoring,
-  reweighting, consensus and cloud FedAvg 6.7 s (0.56×): about 1.9× the floor in all.
+  reweighting, consensus and cloud FedAvg 6.7 s (0.56×): about 1.9× the floor in all
+  (the fleet_round bench, wall time, one repeat at load 9–12: 72.1 s vs the floor's
+  31.9 s, 2.26×; the same w¹ as the plain per-sample loop to 1.5e-8).
   Nearly all of the part beyond training is scoring: 56 distinct models (50 uploads,
   w^{r-1}, 5 edge models) on the 2,000-image test set, about a third of the floor's
   forward-and-backward work. The BMFL CNN now pools by the maximum of four strided views
