@@ -84,6 +84,8 @@ def run(
             note=f"{setting_note}; max |w¹ ours − plain| {float((w1['ours'] - w1['plain']).abs().max()):.1e}"),
         Row(bench, "round peak memory vs plain loop", ours_mem, "plain sequential PyTorch loop", plain_mem, "MiB",
             "less memory", note=f"peak RSS of the process (interpreter, torch and data included); {before}"),
+        Row(bench, "round wall time vs its non-private training floor", ours, "training floor (no DP, nothing else)",
+            floor, "s", "overhead", note=f"floor median of {repeats} ({', '.join(f'{i.seconds:.1f}' for i in runs['floor'])} s)"),
     ]  # fmt: skip
     if why_not is not None:
         console.print(f"[yellow]Flower skipped[/]: {why_not}")

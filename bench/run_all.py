@@ -37,16 +37,44 @@ READING = """## Reading the numbers
   samples (64 on CPU, 4,096 on accelerators), which on this CPU means one 64-image
   vehicle per step: the same random streams and results either way.
 - **Where fleet_round's gain comes from.** The per-vehicle DP-SGD step is compute-bound
-  (max-pooling with indices and per-sample convolution gradients dominate its profile)
-  and Flower runs the same per-vehicle work plus its own overhead, so on a 2-core CPU
-  ours gains through the batched test-set evaluation of the self-reliability filter
-  and the consensus (one pass per batch over all candidates, cache-sized batches, w^{r-1}
-  scored once for all edges), not through training. The ≥ 5× target over Flower is out
-  of reach here: the same vehicles' training without DP, and nothing else, already
-  takes more than a fifth of Flower's round (fleet_round, "non-private training alone").
-  The rest of ours is the DP step's per-sample gradients (dp_step: 1.65× a non-private
-  step) and scoring every upload on the 2,000-image test set. On an accelerator the
-  stacked step is where the gain is; run `make bench` there to add that column.
+  (max-pooling with indices and the convolutions dominate its profile) and Flower runs
+  the same per-vehicle work with per-sample gradients plus its own overhead, so on a
+  2-core CPU ours gains through ghost clipping (next item) and the batched test-set
+  evaluation of the self-reliability filter and the consensus (one pass per batch over
+  all candidates, cache-sized batches, w^{r-1} scored once for all edges). The ≥ 5×
+  target over Flower is out of reach here: the same vehicles' training without DP, and
+  nothing else, already takes more than a fifth of Flower's round (fleet_round,
+  "non-private training alone"). On an accelerator the stacked step is where the gain
+  is; run `make bench` there to add that column.
+- **A DP step near a non-private one** (issue 24; dp_step measured 1.65× a non-private
+  step before it). `train_fleet` no longer forms per-sample gradients for models built
+  from `Linear` and `Conv1d`/`Conv2d` layers (`bmfl/training/ghost.py`, ghost clipping
+  with book-keeping): one backward pass to the layer outputs gives each sample's output
+  gradient, each sample's gradient norm follows from it and the layer's input (a T × T
+  Gram product, or the layer's own per-sample gradient where that is smaller, as for the
+  CNN's convolutions), and the clip factors weight the same outputs' gradients into the
+  clipped sum; no second backward. Two details carry the speed on CPU: one vehicle per
+  step runs plain autograd instead of `torch.func` transforms, and convolution inputs are
+  unfolded as one copy of a strided view (3–9× faster than `F.unfold`'s im2col here).
+  Measured in CPU time on one thread (the clipped sum of one 64-image batch of the BMFL
+  CNN): per-sample gradients 1.68×, ghost clipping 1.20× a non-private step's gradient
+  and optimizer step. The dp_step bench (wall time, whole steps) gave 0.98× and 1.39× in
+  two runs at load averages 10–16 and 9–12 on this 2-core machine shared with other
+  work (the tables below are from the last `make bench`, dated there). Models it cannot
+  follow keep per-sample gradients (a 4-sample probe compares both first); the random
+  streams and the accountant are untouched.
+- **Round vs its training floor** (issue 24; 2.9× before). CPU seconds of one 50-vehicle
+  round on one thread, measured at load 12–17: floor 11.9 s; ours' training 16.0 s
+  (1.34×; per-sample gradients: 23.0 s, 1.93×); the five edges' filter, scoring,
+  reweighting, consensus and cloud FedAvg 6.7 s (0.56×): about 1.9× the floor in all
+  (the fleet_round bench, wall time, one repeat at load 9–12: 72.1 s vs the floor's
+  31.9 s, 2.26×; the same w¹ as the plain per-sample loop to 1.5e-8).
+  Nearly all of the part beyond training is scoring: 56 distinct models (50 uploads,
+  w^{r-1}, 5 edge models) on the 2,000-image test set, about a third of the floor's
+  forward-and-backward work. The BMFL CNN now pools by the maximum of four strided views
+  when no gradient is taken (the same logits, bit for bit; 1.6× faster scoring
+  forward, max-pooling was half of it); lower precision was not used (bf16 gave no
+  speed-up for this CNN on this CPU and could move a verdict).
 - **Profile-driven fixes** (round_overhead measured 2.1× at 20 vehicles before them):
   residual reweighting selects its medians instead of sorting twice (4–16× at K = 50–100,
   bit-identical); the cloud keeps one HTTP connection pool per edge instead of a new

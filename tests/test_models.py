@@ -39,3 +39,21 @@ def test_registry_rejects_unknown_and_duplicate_names():
 def test_model_moves_to_requested_device():
     model = create_model("bmfl_cnn", device="cpu")
     assert next(model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 24, 24), (2, 1, 9, 7), (5, 20, 8, 8)])
+def test_scoring_pool_equals_max_pool2d_bit_for_bit(shape):
+    from bmfl.models.cnn import max_pool_2x2
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0], x[-1, -1, 1, 1] = float("nan"), float("-inf")
+    assert torch.equal(torch.nn.functional.max_pool2d(x, 2).nan_to_num(7.0), max_pool_2x2(x).nan_to_num(7.0))
+
+
+def test_bmfl_cnn_scores_with_the_outputs_it_trains_with():
+    """Without autograd the CNN pools by strided views: the same logits, bit for bit."""
+    model = create_model("bmfl_cnn")
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        scored = model(x)
+    assert torch.equal(scored, model(x).detach())

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,10 +27,21 @@ class BMFLCNN(nn.Module):
         self.fc2 = nn.Linear(50, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        pool = partial(F.max_pool2d, kernel_size=2) if torch.is_grad_enabled() else max_pool_2x2
+        x = F.relu(pool(self.conv1(x)))
+        x = F.relu(pool(self.conv2(x)))
         x = F.relu(self.fc1(x.flatten(1)))
         return self.fc2(x)
+
+
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)`` as the maximum of four strided views: the same values,
+    several times faster on CPU without autograd (scoring); with autograd
+    ``max_pool2d``'s indices make its backward the faster one."""
+    x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
+    return torch.maximum(
+        torch.maximum(x[..., ::2, ::2], x[..., ::2, 1::2]), torch.maximum(x[..., 1::2, ::2], x[..., 1::2, 1::2])
+    )
 
 
 @register_model("bmfl_cnn")

@@ -6,6 +6,9 @@ runs for all of them together: ``torch.func.functional_call`` under ``vmap`` ove
 vehicles, with ``vmap(grad)`` per-sample gradients inside, then per vehicle: clipping
 ḡ_i = g_i / max(1, ‖g_i‖₂/C), ĝ = (Σ_i ḡ_i + N(0, σ²C² I)) / B, momentum
 ĝ_t = ĝ + β ĝ_{t−1} and w ← w − η ĝ_t, exactly as :func:`bmfl.training.train_local`.
+The clipped sums come from ghost clipping (``bmfl.training.ghost``: no per-sample
+gradients formed) for models :func:`can_ghost_clip` accepts, else from the per-sample
+gradients; the same sums up to float summation order.
 
 Each vehicle keeps its own data (any size), its own random source (a
 ``bmfl.privacy.SecureGenerator``, or a seeded generator in research runs) and its own
@@ -53,6 +56,7 @@ from bmfl.params import flatten, unflatten
 from bmfl.privacy.accountant import PrivacyAccountant
 from bmfl.privacy.engine import PrivacyEngine, RoundPlan
 from bmfl.privacy.noise import gaussian
+from bmfl.training.ghost import clipped_sum, supports
 from bmfl.training.local import (
     LocalTrainingConfig, LocalTrainingResult, _batches, begin_step, loss_function, refuse_unsound, round_plan,
     train_local, training_targets,
@@ -102,6 +106,50 @@ def _per_sample_grads(model: nn.Module, loss_sum: Callable, sign: float) -> Call
         return sign * loss_sum(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
     return vmap(vmap(grad(sample_loss), in_dims=(None, 0, 0)), in_dims=(0, 0, 0))
+
+
+def _clipper(model: nn.Module, loss_sum: Callable, sign: float, ghost: bool) -> Callable:
+    """(stacked params, x (V, B, …), y (V, B, …), mask (V, B), clip) → each vehicle's
+    clipped sum Σ_i m_i g_i / max(1, ‖g_i‖₂/C): by ghost clipping (``bmfl.training.ghost``;
+    one vehicle without ``vmap``) when ``ghost``, else from per-sample gradients."""
+    if not ghost:
+        per_sample = _per_sample_grads(model, loss_sum, sign)
+        return lambda p, xb, yb, mask, clip: _clipped_sums(per_sample(p, xb, yb), mask, clip)
+    one = clipped_sum(model, loss_sum, sign)
+    many = vmap(clipped_sum(model, loss_sum, sign, stacked=True), in_dims=(0, 0, 0, 0, None))
+
+    def clipped(p: Tensors, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor, clip: float) -> Tensors:
+        if xb.shape[0] > 1:
+            return many(p, xb, yb, mask, clip)
+        alone = one({k: v[0] for k, v in p.items()}, xb[0], yb[0], mask[0], clip)
+        return {k: g.unsqueeze(0) for k, g in alone.items()}
+
+    return clipped
+
+
+def can_ghost_clip(model: nn.Module, data: TensorData, config: LocalTrainingConfig) -> bool:
+    """Whether ghost clipping (``bmfl.training.ghost``) serves ``model``: every parameter
+    in a supported layer, and on a probe of up to 4 samples of ``data`` (one vehicle
+    and two stacked) the same clipped sums as per-sample gradients."""
+    if not supports(model):
+        return False
+    device = next(model.parameters()).device
+    x, y = data.x[:4].to(device), training_targets(data, model)[:4].to(device)
+    loss_sum, sign = loss_function(data, model), -1.0 if config.maximize else 1.0
+    begin_step(loss_sum, 0)
+    params = {k: p.detach().unsqueeze(0) for k, p in model.named_parameters()}
+    mask = torch.ones(1, len(x), device=device)
+    try:
+        for vehicles in (1, 2):
+            p = {k: v.expand(vehicles, *v.shape[1:]) for k, v in params.items()}
+            xs, ys, ms = (t.expand(vehicles, *t.shape) for t in (x, y, mask[0]))
+            ours = _clipper(model, loss_sum, sign, True)(p, xs, ys, ms, config.clip)
+            reference = _clipper(model, loss_sum, sign, False)(p, xs, ys, ms, config.clip)
+            if not all(torch.allclose(ours[k], reference[k], rtol=1e-4, atol=1e-6 * config.clip) for k in reference):
+                return False
+    except Exception:  # noqa: BLE001 - a layer the ghost path cannot follow means "per-sample gradients"
+        return False
+    return True
 
 
 def _batch_grads(model: nn.Module, loss_sum: Callable, sign: float) -> Callable:
@@ -201,9 +249,11 @@ def _train_fleet(
     results: list[LocalTrainingResult | None] = [None] * count
     device = next(model.parameters()).device
     budget = samples_per_step or SAMPLES_PER_STEP["cpu" if device.type == "cpu" else "accelerator"]
+    ghost = config.dp and can_ghost_clip(model, datasets[0], config)
     for chunk in _chunks([min(config.batch_size, len(d)) for d in datasets], budget):
         trained = _train_chunk(
-            model, [datasets[i] for i in chunk], config, [generators[i] for i in chunk], starts[chunk], record_losses
+            model, [datasets[i] for i in chunk], config, [generators[i] for i in chunk], starts[chunk], record_losses,
+            ghost,
         )
         for i, result in zip(chunk, trained):
             results[i] = _account(result, config, engines[i])
@@ -257,15 +307,17 @@ def _train_chunk(
     generators: Sequence[torch.Generator],
     starts: torch.Tensor,
     record_losses: bool,
+    ghost: bool = False,
 ) -> list[LocalTrainingResult]:
-    """Algorithm 1 for a chunk of vehicles, one stacked step at a time."""
+    """Algorithm 1 for a chunk of vehicles, one stacked step at a time (``ghost``: clip
+    by ghost clipping, :func:`can_ghost_clip`)."""
     device = next(model.parameters()).device
     shapes = OrderedDict((k, p.shape) for k, p in model.named_parameters())
     params = _stack(starts.to(device), shapes)
     velocity = {k: torch.zeros_like(p) for k, p in params.items()}
     loss_sum = loss_function(datasets[0], model)
     sign = -1.0 if config.maximize else 1.0
-    per_sample = _per_sample_grads(model, loss_sum, sign)
+    clipped = _clipper(model, loss_sum, sign, ghost)
     batch_grads = _batch_grads(model, loss_sum, sign)
     sample_losses = vmap(_losses(model, loss_sum, sign))
     x = torch.cat([d.x for d in datasets]).to(device)
@@ -289,7 +341,7 @@ def _train_chunk(
         v = velocity if everyone else {k: t[rows] for k, t in velocity.items()}
         xb, yb = x[index], y[index]
         if config.dp:
-            summed = _clipped_sums(per_sample(p, xb, yb), mask, config.clip)
+            summed = clipped(p, xb, yb, mask, config.clip)
         else:
             summed = batch_grads(p, xb, yb, mask)
         expected = torch.tensor([float(vehicles[i].expected_batch) for i in live], device=device)
