@@ -14,7 +14,6 @@ numpy arrays, which every worker on a node reads without copying.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from typing import Iterator, Sequence
 
@@ -32,9 +31,13 @@ class RayMissing(RuntimeError):
     """``--ray`` was given but Ray is not installed."""
 
 
-def require_ray() -> None:
-    if importlib.util.find_spec("ray") is None:
-        raise RayMissing(INSTALL_HINT)
+def require_ray():
+    """The ``ray`` module, or :class:`RayMissing` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayMissing(INSTALL_HINT) from None
+    return ray
 
 
 def _arrays(data: TensorData) -> dict:
@@ -80,9 +83,7 @@ class RayFleet:
     ``num_cpus`` only applies to a private instance."""
 
     def __init__(self, fleet: Fleet, address: str = "local", num_cpus: int | None = None) -> None:
-        require_ray()
-        import ray
-
+        ray = require_ray()
         self.ray, self.fleet, self.owned = ray, fleet, not ray.is_initialized()
         if self.owned:
             ray.init(
