@@ -12,7 +12,9 @@ One round r:
    uploads together (``bmfl.attacks.shape_edge_uploads``), seeing the edge's honest
    uploads when its threat model is omniscient;
 3. each edge filters and aggregates (``bmfl.rounds.aggregate_edge``) → preliminary
-   model w_ℓ and a verdict (θ, flagged, reason, Λ) per upload;
+   model w_ℓ and a verdict (θ, flagged, reason, Λ) per upload, in edge order as soon
+   as its trainers have uploaded, after which its uploads are dropped (only one edge's
+   and one training chunk's are held at a time, not the whole fleet's);
 4. proof of testing accuracy: every recording edge scores every w_ℓ on the publisher's
    test set; upper medians of the other edges' scores → leader, with three or more
    edges (``bmfl.rounds.medians_and_leader``, as the chain);
@@ -34,8 +36,9 @@ behind it; both count in ``edges_silent``. If no edge has data, w^r = w^{r-1}. W
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -243,24 +246,23 @@ def run_simulation(
             progress.reset(vehicles_task, total=len(to_train))
             trained: dict[int, torch.Tensor] = {}
             compute: dict[int, float] = {}
-            for chunk in trainer.train(to_train, r, global_vec, previous_vec, edge_of):
-                trained.update(zip(chunk.vehicles, chunk.uploads))
-                compute.update(share_compute(chunk.seconds, chunk.work))
-                progress.advance(vehicles_task, len(chunk.vehicles))
-            uploads = {edge: {v: trained[v] for v in chosen if v in trained} for edge, chosen in enumerate(selected)}
-            if attack is not None and attack.colludes:
-                uploads = {
-                    edge: shape_edge_uploads(attack, ups, attackers, edge, global_vec, r, config.seed, previous_vec)
-                    for edge, ups in uploads.items()
-                }
-            outcomes = {
-                edge: aggregate_edge(
-                    edge_agg, uploads[edge], sizes, global_vec, r,
-                    {v: excluded[v] for v in chosen if v in excluded},
-                )  # fmt: skip
-                for edge, chosen in enumerate(selected)
-                if chosen
-            }
+            outcomes, upload_blobs = {}, {}
+            waiting = deque(enumerate(selected))  # edges in order; each closes once all its trainers uploaded
+            for chunk in itertools.chain(trainer.train(to_train, r, global_vec, previous_vec, edge_of), [None]):
+                if chunk is not None:
+                    trained.update(zip(chunk.vehicles, chunk.uploads))
+                    compute.update(share_compute(chunk.seconds, chunk.work))
+                    progress.advance(vehicles_task, len(chunk.vehicles))
+                while waiting and all(v in trained for v in waiting[0][1] if v not in excluded):
+                    edge, chosen = waiting.popleft()  # its uploads leave memory once it has aggregated them
+                    ups = {v: trained.pop(v) for v in chosen if v not in excluded}
+                    if attack is not None and attack.colludes:
+                        ups = shape_edge_uploads(attack, ups, attackers, edge, global_vec, r, config.seed, previous_vec)
+                    upload_blobs[edge] = meter.uploads(r, ups)
+                    if chosen:
+                        outcomes[edge] = aggregate_edge(
+                            edge_agg, ups, sizes, global_vec, r, {v: excluded[v] for v in chosen if v in excluded}
+                        )  # fmt: skip
             participation = {}
             for edge, outcome in outcomes.items():
                 for v, verdict in outcome.verdicts.items():
@@ -281,7 +283,7 @@ def run_simulation(
                     for edge, score in medians.items():
                         edge_scores[edge] += score
                     leaders.append(leader)
-            transfers = meter.round(r, global_vec, uploads, preliminaries)
+            transfers = meter.round(r, global_vec, upload_blobs, preliminaries)
             traffic = summarise(transfers, compute)
             cloud = aggregate_cloud(cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r)
             if cloud is not None:
