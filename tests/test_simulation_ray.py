@@ -53,7 +53,7 @@ def test_cli_says_how_to_install_ray_when_missing(tmp_path):
     config.write_text('vehicles = 2\nedges = 1\nrounds = 1\n')
     blocked = "import sys; sys.modules['ray'] = None; from launcher.cli import app; app()"
     out = subprocess.run(
-        [sys.executable, "-c", blocked, "simulate", str(config), "--ray", "auto"], capture_output=True, text=True,
+        [sys.executable, "-c", blocked, "simulate", str(config), "--ray", "auto"], capture_output=True, text=True, check=False,
         env={**os.environ, "COLUMNS": "200"},
     )
     assert out.returncode == 2, out.stdout + out.stderr

@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bmfl.aggregation import Verdict
-from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate, shape_edge_uploads
+from bmfl.attacks import PixelBackdoor, attack_success_rate, shape_edge_uploads
 from bmfl.data import TensorData, load_dataset
 from bmfl.incentives import SCALE, Payouts, split_payouts, to_fixed
 from bmfl.params import flatten, load_vector
