@@ -8,9 +8,10 @@ One round r:
    runs its attack's hooks around the same training; the round's vehicles train
    together, up to ``bmfl.simulation.vehicles.CHUNK`` per call
    (``bmfl.training.fleet.fleet_uploads``: the same uploads as one by one), in this
-   process or in Ray tasks (``ray_address``, ``bmfl.simulation.ray_fleet``); a colluding attack then shapes each edge's attackers'
-   uploads together (``bmfl.attacks.shape_edge_uploads``), seeing the edge's honest
-   uploads when its threat model is omniscient;
+   process or in Ray tasks (``ray_address``, ``bmfl.simulation.ray_fleet``); a
+   colluding attack then shapes each edge's attackers' uploads together
+   (``bmfl.attacks.shape_edge_uploads``), seeing the edge's honest uploads when its
+   threat model is omniscient;
 3. each edge filters and aggregates (``bmfl.rounds.aggregate_edge``) → preliminary
    model w_ℓ and a verdict (θ, flagged, reason, Λ) per upload, in edge order as soon
    as its trainers have uploaded, after which its uploads are dropped (only one edge's
