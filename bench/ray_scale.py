@@ -108,7 +108,7 @@ def run(vehicles: int = 256, repeats: int = 2, epochs: int = 1, fleet: int = 10_
         Row("ray_scale", f"{fleet:,}-vehicle round in-process: peak memory vs target", peak, "4 GiB target",
             float(TARGET_MIB), "MiB", "less memory",
             f"{slope:.1f} KiB per extra vehicle (vs {fleet // 10:,} vehicles: {small.peak_bytes / MIB:.0f} MiB); "
-            f"round {big.seconds:.0f} s; the uploads (19,541 floats each) are most of it"),
+            f"round {big.seconds:.0f} s; a vehicle keeps its random source and privacy engine, the uploads live per edge"),
     ]  # fmt: skip
 
 
