@@ -107,7 +107,6 @@ def acceptance(rows: list[Row]) -> list[str]:
                 f"- reweight K = {k}, d = {d:,}: {fmt(cell.ours, 's')} on one thread, {cell.ratio:.1f}× the vectorised "
                 f"path (target ≤ {target:g} s: {'met' if cell.ours <= target else 'not met'})."  # type: ignore[operator]
             )
-    lines += _ray_lines(rows)
     opacus = _find(rows, "dp_step", "DP-SGD step vs Opacus")
     if opacus is None:
         lines.append("- dp_step vs Opacus: not measured (see its table).")
@@ -117,7 +116,7 @@ def acceptance(rows: list[Row]) -> list[str]:
             f"- dp_step: ours {fmt(opacus.ours, 'ms')} vs Opacus {fmt(opacus.baseline, 'ms')} per vehicle-step "
             f"(target ours ≤ Opacus: {'met' if met else 'not met'})."
         )
-    return lines
+    return lines + _ray_lines(rows)
 
 
 def _ray_lines(rows: list[Row]) -> list[str]:

@@ -48,6 +48,7 @@ def test_ray_backend_gives_the_in_process_rounds(local_ray):
     assert ray.is_initialized()  # a Ray the caller started is left running
 
 
+@pytest.mark.slow
 def test_cli_says_how_to_install_ray_when_missing(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('vehicles = 2\nedges = 1\nrounds = 1\n')
