@@ -68,8 +68,9 @@ def throughput(workers: int, vehicles: int, epochs: int):
     return prepare, measured
 
 
-def fleet_round(vehicles: int):
-    """``bench.isolate`` target: one simulated round of ``vehicles`` vehicles in-process."""
+def fleet_round(vehicles: int, ray_cpus: int | None = None):
+    """``bench.isolate`` target: one simulated round of ``vehicles`` vehicles, in-process
+    or (``ray_cpus``) with its training on a private Ray instance of that many CPUs."""
     from rich.console import Console
 
     from bmfl.simulation import SimulationConfig, run_simulation
@@ -82,7 +83,11 @@ def fleet_round(vehicles: int):
     })  # fmt: skip
 
     def measured() -> dict:
-        result = run_simulation(config, Console(quiet=True))
+        if ray_cpus is not None:
+            import ray
+
+            ray.init(num_cpus=ray_cpus, include_dashboard=False, log_to_driver=False)
+        result = run_simulation(config, Console(quiet=True), ray_address=None if ray_cpus is None else "local")
         return {"trainers": result.final.trainers, "accuracy": result.final.accuracy}
 
     return (lambda: None), measured
