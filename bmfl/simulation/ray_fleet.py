@@ -15,6 +15,7 @@ numpy arrays, which every worker on a node reads without copying.
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from typing import Iterator, Sequence
 
 import torch
@@ -75,7 +76,8 @@ def train_task(arrays, model, config, attack, jobs, reference, previous, round_)
 
 
 class RayFleet:
-    """Trains the round's vehicles in Ray tasks of :data:`CHUNK` vehicles each.
+    """Trains the round's vehicles in Ray tasks of :data:`CHUNK` vehicles each, twice
+    as many in flight as the cluster has CPUs (the driver holds only their results).
 
     ``address``: "local" starts a private Ray instance in this process, "auto" joins
     the cluster this machine belongs to, anything else is a Ray address
@@ -98,20 +100,23 @@ class RayFleet:
     ) -> Iterator[Trained]:
         f, ray = self.fleet, self.ray
         ref, prev = ray.put(reference), ray.put(previous)
-        pending = []
-        for lo in range(0, len(vehicles), CHUNK):
-            jobs = [
-                (v, f.parts[v], int(edge_of[v]), v in f.attackers, f.generator(v).get_state(),
-                 isinstance(f.generator(v), SecureGenerator), f.engine(v))
-                for v in vehicles[lo : lo + CHUNK]
-            ]  # fmt: skip
-            pending.append(self.task.remote(*self.shared, jobs, ref, prev, round_))
-        for ref_out in pending:
-            trained, states, engines = ray.get(ref_out)
-            for v, state, engine in zip(trained.vehicles, states, engines):
-                f.generator(v).set_state(state)
-                f.engines[v] = engine
-            yield trained
+        chunks = [list(vehicles[lo : lo + CHUNK]) for lo in range(0, len(vehicles), CHUNK)]
+        window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))  # tasks in flight: results wait for the edges
+        pending: deque = deque()
+        for i in range(len(chunks) + window):
+            if i < len(chunks):
+                jobs = [
+                    (v, f.parts[v], int(edge_of[v]), v in f.attackers, f.generator(v).get_state(),
+                     isinstance(f.generator(v), SecureGenerator), f.engine(v))
+                    for v in chunks[i]
+                ]  # fmt: skip
+                pending.append(self.task.remote(*self.shared, jobs, ref, prev, round_))
+            if len(pending) == window or (i >= len(chunks) and pending):
+                trained, states, engines = ray.get(pending.popleft())
+                for v, state, engine in zip(trained.vehicles, states, engines):
+                    f.generator(v).set_state(state)
+                    f.engines[v] = engine
+                yield trained
 
     def close(self) -> None:
         """Shut Ray down if this fleet started it."""
