@@ -21,10 +21,11 @@ from pathlib import Path
 
 from bench.common import Row, console, fmt, machine, print_rows
 
-BENCHES = ("dp_step", "fleet_round", "aggregate", "round_overhead", "intake", "memory")
+BENCHES = ("dp_step", "fleet_round", "aggregate", "round_overhead", "intake", "memory", "ray_scale")
 TARGETS = (
     "fleet_round ≥ 5× faster than Flower; round_overhead ≤ 1.15×; dp_step ours ≤ Opacus; "
-    "intake ≥ 0.8× the unverified sink and ≥ 250 uploads/s"
+    "intake ≥ 0.8× the unverified sink and ≥ 250 uploads/s; "
+    "Ray backend ≥ 1.6× with 2 workers over 1; 10,000 simulated vehicles within 4 GiB"
 )
 READING = """## Reading the numbers
 
@@ -186,6 +187,20 @@ def acceptance(rows: list[Row]) -> list[str]:
             f"unverified sink: **{intake.ratio:.2f}×** (target ≥ 0.8×: {'met' if ratio_met else 'not met'}; "
             f"≥ 250 uploads/s: {'met' if rate_met else 'not met'}; see its load average)."
         )
+    return lines + _ray_lines(rows)
+
+
+def _ray_lines(rows: list[Row]) -> list[str]:
+    """The ray_scale targets: throughput with 2 workers over 1, memory of 10,000 vehicles."""
+    scale = _find(rows, "ray_scale", "Ray backend: 2 workers vs 1")
+    if scale is None:
+        return ["- ray_scale: not measured (see its table)."]
+    lines = [f"- Ray backend: **{scale.ratio:.2f}×** the throughput with 2 workers over 1 (target ≥ 1.6×: "
+             f"{'met' if scale.ratio >= 1.6 else 'not met'}; see the load average of its run)."]  # type: ignore[operator]
+    memory = next((r for r in rows if r.bench == "ray_scale" and r.unit == "MiB"), None)
+    if memory is not None:
+        lines.append(f"- {memory.case.split(':')[0]}: peak {fmt(memory.ours, 'MiB')} (target ≤ 4 GiB: "
+                     f"{'met' if memory.ours <= 4096 else 'not met'}).")
     return lines
 
 

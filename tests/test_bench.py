@@ -68,6 +68,11 @@ def test_ratios_and_acceptance_come_from_the_measured_rows():
     lines = acceptance(short)
     assert "not met, short by 3.3×" in lines[0]
     assert "takes 4.000 s here: even with DP, filtering and evaluation free, a round on PyTorch's kernels could be at most 3.00×" in lines[1]
+    scale = acceptance([Row("ray_scale", "Ray backend: 2 workers vs 1", 6.0, "1 Ray worker", 4.0, "vehicles/s", "throughput"),
+                        Row("ray_scale", "10,000-vehicle round in-process: peak memory vs target", 647.0, "4 GiB target",
+                            4096.0, "MiB", "less memory")])  # fmt: skip
+    assert "**1.50×** the throughput with 2 workers over 1 (target ≥ 1.6×: not met" in scale[-2]
+    assert scale[-1] == "- 10,000-vehicle round in-process: peak 647.0 MiB (target ≤ 4 GiB: met)."
     text = render({"CPU": "test CPU"}, [Section("dp_step", "doc", rows[2:], 1.0, "now", "0 / 0 / 0")])
     assert "| test CPU |" in text and "| DP-SGD step vs Opacus | 9.000 ms | Opacus: 8.000 ms | 0.89× speed-up |" in text
 

@@ -13,6 +13,7 @@ import bmfl.attacks
 import bmfl.rounds
 import bmfl.incentives
 import bmfl.simulation.runner as runner
+import bmfl.simulation.vehicles as vehicles
 import bmfl.training.fleet
 from bmfl.aggregation import AggregationResult, Aggregator, register_aggregator
 from bmfl.filters import FilterResult, UpdateFilter, register_filter
@@ -42,9 +43,10 @@ def test_simulation_and_reproduce_code_contains_no_aggregation_filter_or_dp_math
 
 
 def test_the_runner_uses_the_core_objects_themselves():
-    assert runner.fleet_uploads is bmfl.training.fleet.fleet_uploads
+    assert vehicles.fleet_uploads is bmfl.training.fleet.fleet_uploads  # both backends train through it
+    assert vehicles.vehicle_seed is bmfl.rounds.vehicle_seed
     for step in ("aggregate_edge", "aggregate_cloud", "edge_rule", "cloud_rule", "cross_scores", "medians_and_leader",
-                 "select_trainers", "choose_attackers", "vehicle_seed", "task_scorer"):
+                 "select_trainers", "choose_attackers", "task_scorer"):
         assert getattr(runner, step) is getattr(bmfl.rounds, step), step
     assert runner.split_payouts is bmfl.incentives.split_payouts
     assert runner.to_fixed is bmfl.incentives.to_fixed

@@ -37,15 +37,18 @@ class BlobMeter:
         data = encode_state(unflatten(vector.detach().cpu(), self.template), meta)
         return len(data), self.store.put(data) if self.store is not None else None
 
+    def uploads(self, r: int, uploads: dict[int, torch.Tensor]) -> dict[int, Blob]:
+        """One edge's round-``r`` uploads (vehicle → w̃_m) as blobs, so the vectors
+        themselves need not outlive the edge's aggregation."""
+        return {v: self.blob(w, r, f"vehicle:{v}") for v, w in uploads.items()}
+
     def round(
-        self, r: int, reference: torch.Tensor, uploads: dict[int, dict[int, torch.Tensor]], preliminaries: dict[int, torch.Tensor]
+        self, r: int, reference: torch.Tensor, uploads: dict[int, dict[int, Blob]], preliminaries: dict[int, torch.Tensor]
     ) -> list[Transfer]:
-        """Round ``r``'s transfers (``uploads``: edge → vehicle → w̃_m; ``preliminaries``:
-        edge → w_ℓ)."""
+        """Round ``r``'s transfers (``uploads``: edge → vehicle → blob, from
+        :meth:`uploads`; ``preliminaries``: edge → w_ℓ)."""
         return round_transfers(
-            self.blob(reference, r - 1, CLOUD),
-            {e: {v: self.blob(w, r, f"vehicle:{v}") for v, w in ups.items()} for e, ups in uploads.items()},
-            {e: self.blob(w, r, f"edge:{e}") for e, w in preliminaries.items()},
+            self.blob(reference, r - 1, CLOUD), uploads, {e: self.blob(w, r, f"edge:{e}") for e, w in preliminaries.items()}
         )
 
 

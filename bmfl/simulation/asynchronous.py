@@ -24,16 +24,16 @@ from typing import Callable
 import torch
 from rich.progress import Progress
 
-from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate, shape_edge_uploads
+from bmfl.attacks import PixelBackdoor, attack_success_rate, shape_edge_uploads
 from bmfl.incentives import split_payouts, to_fixed
 from bmfl.params import flatten, load_vector
 from bmfl.rounds import stop_reached, target_fixed
 from bmfl.rounds.asynchronous import STALE, BufferOutcome, Report, apply_buffer, buffer_ready
 from bmfl.simulation.assignment import associations
 from bmfl.simulation.config import SimulationConfig
-from bmfl.simulation.runner import TRAIN_CHUNK, RoundMetrics, Setup, SimulationResult, _samples, prepare
+from bmfl.simulation.runner import RoundMetrics, Setup, SimulationResult, prepare
+from bmfl.simulation.vehicles import InProcess
 from bmfl.training import evaluate
-from bmfl.training.fleet import fleet_uploads
 
 
 class _Fleet:
@@ -48,17 +48,10 @@ class _Fleet:
               version: int, edge_of) -> None:  # fmt: skip
         """``vehicles`` train from ``model`` (version ``version``) from time ``now``."""
         s = self.setup
-        for lo in range(0, len(vehicles), TRAIN_CHUNK):
-            vs = vehicles[lo : lo + TRAIN_CHUNK]
-            attacks = [s.attack if v in s.attackers else None for v in vs]
-            uploads = fleet_uploads(
-                s.model, [s.vehicle_data[v] for v in vs], s.local_cfg,
-                [AttackContext(model, s.generators[v], previous, version + 1, v, int(edge_of[v])) for v in vs],
-                attacks, [s.engines[v] for v in vs],
-            )  # fmt: skip
-            for v, upload, attack in zip(vs, uploads, attacks):
+        for chunk in InProcess(s.fleet).train(vehicles, version + 1, model, previous, edge_of):
+            for v, upload in zip(chunk.vehicles, chunk.uploads):
                 self.jobs[v] += 1
-                end = now + s.clock.duration(v, _samples(s.vehicle_data[v], s.local_cfg, attack), self.jobs[v])
+                end = now + s.clock.duration(v, chunk.work[v], self.jobs[v])
                 heapq.heappush(self.pending, (end, v, Report(upload, model, version)))
 
 
@@ -125,7 +118,7 @@ def run_async(
         edge_of = next(assoc)
         fleet.start(restart, now, global_vec, previous_vec, version, edge_of)
     progress.remove_task(rounds_task)
-    result.epsilons = {v: e.epsilon() for v, e in enumerate(s.engines) if e.steps}
+    result.epsilons = {v: e.epsilon() for v, e in sorted(s.fleet.engines.items()) if e.steps}
     result.final_vector = global_vec
     result.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
     # no consensus: every edge scores 1 (S_ℓ equal), no block rewards
@@ -142,7 +135,7 @@ def _metrics(version: int, ev, outcome: BufferOutcome, edge_of, s: Setup, now: f
     att_flagged = sum(a and f for a, f in flags)
     kept_theta = sum(x.theta for v, x in outcome.verdicts.items() if v in attackers)
     dp = s.local_cfg.dp and s.local_cfg.noise_multiplier > 0
-    eps = [e.epsilon() for e in s.engines if e.steps] if dp else []
+    eps = [e.epsilon() for e in s.fleet.engines.values() if e.steps] if dp else []
     return RoundMetrics(
         round=version,
         accuracy=ev.accuracy,

@@ -6,12 +6,16 @@ One round r:
    (``bmfl.rounds.select_trainers``, the edges' rule);
 2. each selected vehicle trains from w^{r-1} (Algorithm 1) and uploads w̃_m; an attacker
    runs its attack's hooks around the same training; the round's vehicles train
-   together, up to ``TRAIN_CHUNK`` per call (``bmfl.training.fleet.fleet_uploads``: the
-   same uploads as one by one); a colluding attack then shapes each edge's attackers'
-   uploads together (``bmfl.attacks.shape_edge_uploads``), seeing the edge's honest
-   uploads when its threat model is omniscient;
+   together, up to ``bmfl.simulation.vehicles.CHUNK`` per call
+   (``bmfl.training.fleet.fleet_uploads``: the same uploads as one by one), in this
+   process or in Ray tasks (``ray_address``, ``bmfl.simulation.ray_fleet``); a
+   colluding attack then shapes each edge's attackers' uploads together
+   (``bmfl.attacks.shape_edge_uploads``), seeing the edge's honest uploads when its
+   threat model is omniscient;
 3. each edge filters and aggregates (``bmfl.rounds.aggregate_edge``) → preliminary
-   model w_ℓ and a verdict (θ, flagged, reason, Λ) per upload;
+   model w_ℓ and a verdict (θ, flagged, reason, Λ) per upload, in edge order as soon
+   as its trainers have uploaded, after which its uploads are dropped (only one edge's
+   and one training chunk's are held at a time, not the whole fleet's);
 4. proof of testing accuracy: every recording edge scores every w_ℓ on the publisher's
    test set; upper medians of the other edges' scores → leader, with three or more
    edges (``bmfl.rounds.medians_and_leader``, as the chain);
@@ -33,8 +37,9 @@ behind it; both count in ``edges_silent``. If no edge has data, w^r = w^{r-1}. W
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -44,12 +49,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bmfl.aggregation import Aggregator, Verdict
-from bmfl.attacks import AttackContext, PixelBackdoor, attack_success_rate, shape_edge_uploads
+from bmfl.attacks import PixelBackdoor, attack_success_rate, shape_edge_uploads
 from bmfl.data import TensorData, load_dataset
 from bmfl.incentives import SCALE, Payouts, split_payouts, to_fixed
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
-from bmfl.privacy import PrivacyEngine, SecureGenerator
 from bmfl.rounds import initial_model as seeded_model
 from bmfl.rounds import (
     aggregate_cloud,
@@ -64,7 +68,6 @@ from bmfl.rounds import (
     stop_reached,
     target_fixed,
     task_scorer,
-    vehicle_seed,
 )
 from bmfl.blobs.store import BlobStore
 from bmfl.rounds.traffic import Transfer, summarise
@@ -73,8 +76,8 @@ from bmfl.simulation.assignment import assign_vehicles, associations, members
 from bmfl.simulation.config import SimulationConfig
 from bmfl.simulation.pipeline import build_attack
 from bmfl.simulation.stragglers import ComputeClock
+from bmfl.simulation.vehicles import Fleet, InProcess
 from bmfl.training import evaluate
-from bmfl.training.fleet import fleet_uploads, plan_upload
 from bmfl.training.local import LocalTrainingConfig
 
 __all__ = ["RoundMetrics", "SimulationResult", "assign_vehicles", "run_simulation"]
@@ -143,10 +146,6 @@ class SimulationResult:
         return [asdict(r) for r in self.rounds]
 
 
-TRAIN_CHUNK = 64
-"""Vehicles per ``fleet_uploads`` call (the progress bar moves per call; the uploads do
-not depend on it: every vehicle has its own generator)."""
-
 SIMULATED_TASK_ID = 1
 """The task id that seeds trainer selection (``bmfl.rounds.select_trainers``): the first
 task on a fresh chain, so a simulation replays a deployment's first task."""
@@ -157,11 +156,6 @@ def _progress(console: Console) -> Progress:
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
     )
-
-
-def _samples(data: TensorData, config, attack) -> int:
-    """Samples one vehicle's round processes: steps × expected batch."""
-    return plan_upload(data, config, attack).steps * min(config.batch_size, len(data))
 
 
 def _traffic_fields(traffic) -> dict:
@@ -189,12 +183,11 @@ def edge_test_set(test: TensorData, config: SimulationConfig) -> TensorData:
 
 @dataclass
 class Setup:
-    """What both modes build from a config before the first update: the data dealt to
-    the vehicles, w⁰, the edge rule, the attackers, each vehicle's generator and privacy
-    engine, and the simulated clock."""
+    """What both modes build from a config before the first update: w⁰, the edge rule,
+    the attackers, the vehicles (their data, random sources and privacy engines: a
+    :class:`Fleet`) and the simulated clock."""
 
     test: TensorData
-    vehicle_data: list[TensorData]
     sizes: dict[int, int]
     model: torch.nn.Module
     scorer: Callable
@@ -203,8 +196,7 @@ class Setup:
     attack: Any
     attackers: frozenset[int]
     excluded: dict[int, str]
-    generators: list
-    engines: list[PrivacyEngine]
+    fleet: Fleet
     clock: ComputeClock
 
 
@@ -213,9 +205,7 @@ def prepare(config: SimulationConfig) -> Setup:
     train, test = load_dataset(config.data.name, **config.data.options)
     labels = train.groups if config.partition.kind == "by_group" else train.y
     partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
-    vehicle_data = [train.subset(idx) for idx in partition.indices]
-    counts = config.sample_counts or [len(d) for d in vehicle_data]
-    sizes = dict(enumerate(counts))
+    counts = config.sample_counts or partition.sizes
     model = initial_model(config)
     edge_test = edge_test_set(test, config)
     local_cfg = config.training.local()
@@ -226,15 +216,13 @@ def prepare(config: SimulationConfig) -> Setup:
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
     excluded = {v: "ideal_filter" for v in attackers} if config.attack.ideal_filter else {}
-    generators = [
-        torch.Generator().manual_seed(vehicle_seed(config.seed, v)) if config.insecure_reproducible_noise
-        else SecureGenerator()
-        for v in range(config.vehicles)
-    ]  # fmt: skip
-    engines = [PrivacyEngine(config.training.delta, method=config.training.accountant) for _ in range(config.vehicles)]
+    fleet = Fleet(
+        model, train, partition.indices, local_cfg, attack, attackers, config.seed, config.insecure_reproducible_noise,
+        config.training.delta, config.training.accountant,
+    )  # fmt: skip
     clock = ComputeClock(config.stragglers, config.vehicles, config.seed)
-    return Setup(test, vehicle_data, sizes, model, scorer, local_cfg, edge_agg, attack, attackers, excluded,
-                 generators, engines, clock)  # fmt: skip
+    return Setup(test, dict(enumerate(counts)), model, scorer, local_cfg, edge_agg, attack, attackers, excluded,
+                 fleet, clock)  # fmt: skip
 
 
 def run_simulation(
@@ -244,31 +232,38 @@ def run_simulation(
     progress: Progress | None = None,
     keep_models: bool = False,
     blob_store: BlobStore | None = None,
+    ray_address: str | None = None,
 ) -> SimulationResult:
     """Run ``config`` and return per-round metrics (and call ``on_round`` after each).
     Pass ``progress`` to show the run's bars inside a caller's rich progress display;
     ``keep_models`` keeps every round's w^r in ``SimulationResult.models``; every blob
-    the round moves is put in ``blob_store`` when one is given. A sync round lasts as
-    long as its slowest trainer on the simulated clock (``sim_time_s``);
-    ``asynchrony.mode = "async"`` runs ``bmfl.simulation.asynchronous.run_async``
-    instead (no blob store)."""
+    the round moves is put in ``blob_store`` when one is given. ``ray_address`` trains
+    the vehicles in Ray tasks (``bmfl.simulation.ray_fleet.RayFleet``: "local", "auto"
+    or a cluster address) with the same results. A sync round lasts as long as its
+    slowest trainer on the simulated clock (``sim_time_s``); ``asynchrony.mode = "async"``
+    runs ``bmfl.simulation.asynchronous.run_async`` instead (in-process, no blob store)."""
     if progress is None:
         with _progress(console or Console()) as own:
-            return run_simulation(config, console, on_round, own, keep_models, blob_store)
+            return run_simulation(config, console, on_round, own, keep_models, blob_store, ray_address)
     if config.asynchrony.mode == "async":
         from bmfl.simulation.asynchronous import run_async  # it builds on this module
 
         return run_async(config, progress, on_round, keep_models)
     setup = prepare(config)
-    test, vehicle_data, sizes, model, scorer = setup.test, setup.vehicle_data, setup.sizes, setup.model, setup.scorer
+    test, sizes, model, scorer, fleet, clock = setup.test, setup.sizes, setup.model, setup.scorer, setup.fleet, setup.clock
     local_cfg, edge_agg, attack, attackers, excluded = (
         setup.local_cfg, setup.edge_agg, setup.attack, setup.attackers, setup.excluded
     )
-    generators, engines, clock = setup.generators, setup.engines, setup.clock
     global_vec = flatten(model.state_dict())
     previous_vec = None
     cloud_agg = cloud_rule(config.aggregation)
     sim_time = 0.0
+    if ray_address is None:
+        trainer = InProcess(fleet)
+    else:
+        from bmfl.simulation.ray_fleet import RayFleet
+
+        trainer = RayFleet(fleet, ray_address)
     result = SimulationResult(config, attackers=sorted(attackers))
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
     edge_scores: dict[int, int] = defaultdict(int)  # S_ℓ: consensus scores summed over quorum rounds
@@ -277,131 +272,126 @@ def run_simulation(
     assoc = associations(config)
     prev_edge_of: np.ndarray | None = None
 
-    rounds_task = progress.add_task(f"{config.name}: rounds", total=config.rounds)
-    vehicles_task = progress.add_task("  local training", total=None)
-    for r in range(1, config.rounds + 1):
-        start = time.perf_counter()
-        edge_of = next(assoc)
-        handovers = 0 if prev_edge_of is None else int((edge_of != prev_edge_of).sum())
-        prev_edge_of = edge_of.copy()
-        selected = [
-            select_trainers(group, config.fraction, config.seed, SIMULATED_TASK_ID, r, edge)
-            for edge, group in enumerate(members(edge_of, config.edges))
-        ]
-        total = sum(len(s) for s in selected)
-        to_train = [v for chosen in selected for v in chosen if v not in excluded]  # ideal filter: not worth training
-        progress.reset(vehicles_task, total=len(to_train))
-        trained: dict[int, torch.Tensor] = {}
-        compute: dict[int, float] = {}
-        slowest = 0.0  # simulated seconds of the round's slowest trainer: a sync round waits for it
-        for lo in range(0, len(to_train), TRAIN_CHUNK):
-            vs = to_train[lo : lo + TRAIN_CHUNK]
-            began = time.process_time()
-            trained.update(zip(vs, fleet_uploads(
-                model, [vehicle_data[v] for v in vs], local_cfg,
-                [AttackContext(global_vec, generators[v], previous_vec, r, v, int(edge_of[v])) for v in vs],
-                [attack if v in attackers else None for v in vs], [engines[v] for v in vs],
-            )))  # fmt: skip
-            work = {v: _samples(vehicle_data[v], local_cfg, attack if v in attackers else None) for v in vs}
-            compute.update(share_compute(time.process_time() - began, work))
-            slowest = max([slowest, *(clock.duration(v, n, r) for v, n in work.items())])
-            progress.advance(vehicles_task, len(vs))
-        uploads = {edge: {v: trained[v] for v in chosen if v in trained} for edge, chosen in enumerate(selected)}
-        if attack is not None and attack.colludes:
-            uploads = {
-                edge: shape_edge_uploads(attack, ups, attackers, edge, global_vec, r, config.seed, previous_vec)
-                for edge, ups in uploads.items()
-            }
-        outcomes = {
-            edge: aggregate_edge(
-                edge_agg, uploads[edge], sizes, global_vec, r,
-                {v: excluded[v] for v in chosen if v in excluded},
-            )  # fmt: skip
-            for edge, chosen in enumerate(selected)
-            if chosen
-        }
-        participation = {}
-        for edge, outcome in outcomes.items():
-            for v, verdict in outcome.verdicts.items():
-                theta = to_fixed(verdict.theta)
-                contributions[edge][v] = contributions[edge].get(v, 0) + theta
-                participation[v] = (edge, theta)
-        preliminaries = {e: o.preliminary for e, o in outcomes.items() if o.preliminary is not None}
-        silent = sum(1 for o in outcomes.values() if o.samples == 0)
+    try:
+        rounds_task = progress.add_task(f"{config.name}: rounds", total=config.rounds)
+        vehicles_task = progress.add_task("  local training", total=None)
+        for r in range(1, config.rounds + 1):
+            start = time.perf_counter()
+            edge_of = next(assoc)
+            handovers = 0 if prev_edge_of is None else int((edge_of != prev_edge_of).sum())
+            prev_edge_of = edge_of.copy()
+            selected = [
+                select_trainers(group, config.fraction, config.seed, SIMULATED_TASK_ID, r, edge)
+                for edge, group in enumerate(members(edge_of, config.edges))
+            ]
+            total = sum(len(s) for s in selected)
+            to_train = [v for chosen in selected for v in chosen if v not in excluded]  # ideal filter: not worth training
+            progress.reset(vehicles_task, total=len(to_train))
+            trained: dict[int, torch.Tensor] = {}
+            compute: dict[int, float] = {}
+            outcomes, upload_blobs = {}, {}
+            slowest = 0.0  # simulated seconds of the round's slowest trainer: a sync round waits for it
+            waiting = deque(enumerate(selected))  # edges in order; each closes once all its trainers uploaded
+            for chunk in itertools.chain(trainer.train(to_train, r, global_vec, previous_vec, edge_of), [None]):
+                if chunk is not None:
+                    trained.update(zip(chunk.vehicles, chunk.uploads))
+                    compute.update(share_compute(chunk.seconds, chunk.work))
+                    slowest = max([slowest, *(clock.duration(v, n, r) for v, n in chunk.work.items())])
+                    progress.advance(vehicles_task, len(chunk.vehicles))
+                while waiting and all(v in trained for v in waiting[0][1] if v not in excluded):
+                    edge, chosen = waiting.popleft()  # its uploads leave memory once it has aggregated them
+                    ups = {v: trained.pop(v) for v in chosen if v not in excluded}
+                    if attack is not None and attack.colludes:
+                        ups = shape_edge_uploads(attack, ups, attackers, edge, global_vec, r, config.seed, previous_vec)
+                    upload_blobs[edge] = meter.uploads(r, ups)
+                    if chosen:
+                        outcomes[edge] = aggregate_edge(
+                            edge_agg, ups, sizes, global_vec, r, {v: excluded[v] for v in chosen if v in excluded}
+                        )  # fmt: skip
+            participation = {}
+            for edge, outcome in outcomes.items():
+                for v, verdict in outcome.verdicts.items():
+                    theta = to_fixed(verdict.theta)
+                    contributions[edge][v] = contributions[edge].get(v, 0) + theta
+                    participation[v] = (edge, theta)
+            preliminaries = {e: o.preliminary for e, o in outcomes.items() if o.preliminary is not None}
+            silent = sum(1 for o in outcomes.values() if o.samples == 0)
 
-        leader, attacker_weight, row = None, 0.0, {}
-        if preliminaries:
-            # every recording edge scores every preliminary on the same test set, so the
-            # consensus score of an edge (the median of the others' scores) is its score
-            row = cross_scores(preliminaries, scorer)
-            consensus = medians_and_leader({e: row for e in preliminaries})
-            if consensus is not None:  # a quorum of three or more scorers
-                medians, leader = consensus
-                for edge, score in medians.items():
-                    edge_scores[edge] += score
-                leaders.append(leader)
-        transfers = meter.round(r, global_vec, uploads, preliminaries)
-        traffic = summarise(transfers, compute)
-        cloud = aggregate_cloud(cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r)
-        if cloud is not None:
-            previous_vec, global_vec = global_vec, cloud.model
-            for e, p in cloud.weights.items():
-                attacker_weight += p * sum(v.theta for m, v in outcomes[e].verdicts.items() if m in attackers)
-        else:
-            previous_vec = global_vec
-        ev = evaluate(load_vector(model, global_vec), test)
-        asr = attack_success_rate(model, test, attack.target) if isinstance(attack, PixelBackdoor) else None
-        eps = [e.epsilon() for e in engines if e.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
-        flags = [(v in attackers, verdict.flagged) for o in outcomes.values() for v, verdict in o.verdicts.items()]
-        n_att = sum(a for a, _ in flags)
-        att_flagged = sum(a and f for a, f in flags)
-        metrics = RoundMetrics(
-            round=r,
-            accuracy=ev.accuracy,
-            loss=ev.loss,
-            mae=ev.mae,
-            edge_accuracies=[row[e] / SCALE for e in sorted(row)],
-            leader=leader,
-            trainers=total,
-            epsilon_max=max(eps) if eps else None,
-            epsilon_mean=sum(eps) / len(eps) if eps else None,
-            upstream_bytes_cloud=traffic.cloud["down"],
-            upstream_bytes_flat=traffic.total("vehicles", "up"),
-            wall_time_s=time.perf_counter() - start,
-            sim_time_s=sim_time + slowest,
-            attack_success_rate=asr,
-            attackers_selected=n_att,
-            attackers_flagged=att_flagged,
-            attackers_missed=n_att - att_flagged,
-            honest_flagged=sum((not a) and f for a, f in flags),
-            attacker_weight=attacker_weight,
-            handovers=handovers,
-            edges_silent=silent,
-            user_epsilon=max((o.user_level_epsilon for o in outcomes.values() if o.user_level_epsilon is not None),
-                             default=None),  # fmt: skip
-            uploads=[
-                {"vehicle": v, "edge": e, "attacker": v in attackers, **asdict(verdict)}
-                for e, o in sorted(outcomes.items()) for v, verdict in o.verdicts.items()
-            ],
-            **_traffic_fields(traffic),
-        )
-        sim_time += slowest
-        result.rounds.append(metrics)
-        result.participation.append(participation)
-        result.selected.append({e: chosen for e, chosen in enumerate(selected) if chosen})
-        result.verdicts.append({e: o.verdicts for e, o in outcomes.items()})
-        result.leaders.append(leader)
-        result.transfers.append(transfers)
-        if keep_models:
-            result.models.append(global_vec)
-        progress.advance(rounds_task)
-        if on_round:
-            on_round(metrics)
-        if stop_reached(r, config.rounds, target_fixed(config.target_accuracy), to_fixed(ev.accuracy or 0.0), True):
-            break
-    progress.remove_task(vehicles_task)
-    progress.remove_task(rounds_task)
-    result.epsilons = {v: e.epsilon() for v, e in enumerate(engines) if e.steps}
+            leader, attacker_weight, row = None, 0.0, {}
+            if preliminaries:
+                # every recording edge scores every preliminary on the same test set, so the
+                # consensus score of an edge (the median of the others' scores) is its score
+                row = cross_scores(preliminaries, scorer)
+                consensus = medians_and_leader({e: row for e in preliminaries})
+                if consensus is not None:  # a quorum of three or more scorers
+                    medians, leader = consensus
+                    for edge, score in medians.items():
+                        edge_scores[edge] += score
+                    leaders.append(leader)
+            transfers = meter.round(r, global_vec, upload_blobs, preliminaries)
+            traffic = summarise(transfers, compute)
+            cloud = aggregate_cloud(cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r)
+            if cloud is not None:
+                previous_vec, global_vec = global_vec, cloud.model
+                for e, p in cloud.weights.items():
+                    attacker_weight += p * sum(v.theta for m, v in outcomes[e].verdicts.items() if m in attackers)
+            else:
+                previous_vec = global_vec
+            ev = evaluate(load_vector(model, global_vec), test)
+            asr = attack_success_rate(model, test, attack.target) if isinstance(attack, PixelBackdoor) else None
+            eps = [e.epsilon() for e in fleet.engines.values() if e.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
+            flags = [(v in attackers, verdict.flagged) for o in outcomes.values() for v, verdict in o.verdicts.items()]
+            n_att = sum(a for a, _ in flags)
+            att_flagged = sum(a and f for a, f in flags)
+            metrics = RoundMetrics(
+                round=r,
+                accuracy=ev.accuracy,
+                loss=ev.loss,
+                mae=ev.mae,
+                edge_accuracies=[row[e] / SCALE for e in sorted(row)],
+                leader=leader,
+                trainers=total,
+                epsilon_max=max(eps) if eps else None,
+                epsilon_mean=sum(eps) / len(eps) if eps else None,
+                upstream_bytes_cloud=traffic.cloud["down"],
+                upstream_bytes_flat=traffic.total("vehicles", "up"),
+                wall_time_s=time.perf_counter() - start,
+                sim_time_s=sim_time + slowest,
+                attack_success_rate=asr,
+                attackers_selected=n_att,
+                attackers_flagged=att_flagged,
+                attackers_missed=n_att - att_flagged,
+                honest_flagged=sum((not a) and f for a, f in flags),
+                attacker_weight=attacker_weight,
+                handovers=handovers,
+                edges_silent=silent,
+                user_epsilon=max((o.user_level_epsilon for o in outcomes.values() if o.user_level_epsilon is not None),
+                                 default=None),  # fmt: skip
+                uploads=[
+                    {"vehicle": v, "edge": e, "attacker": v in attackers, **asdict(verdict)}
+                    for e, o in sorted(outcomes.items()) for v, verdict in o.verdicts.items()
+                ],
+                **_traffic_fields(traffic),
+            )
+            sim_time += slowest
+            result.rounds.append(metrics)
+            result.participation.append(participation)
+            result.selected.append({e: chosen for e, chosen in enumerate(selected) if chosen})
+            result.verdicts.append({e: o.verdicts for e, o in outcomes.items()})
+            result.leaders.append(leader)
+            result.transfers.append(transfers)
+            if keep_models:
+                result.models.append(global_vec)
+            progress.advance(rounds_task)
+            if on_round:
+                on_round(metrics)
+            if stop_reached(r, config.rounds, target_fixed(config.target_accuracy), to_fixed(ev.accuracy or 0.0), True):
+                break
+        progress.remove_task(vehicles_task)
+        progress.remove_task(rounds_task)
+    finally:
+        trainer.close()
+    result.epsilons = {v: e.epsilon() for v, e in sorted(fleet.engines.items()) if e.steps}
     result.final_vector = global_vec
     result.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
     scores = {e: edge_scores.get(e, 0) for e in sorted(set(contributions) | set(edge_scores))}

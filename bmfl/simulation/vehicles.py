@@ -1,0 +1,116 @@
+"""The simulated vehicles and where they train: in this process (:class:`InProcess`) or
+in Ray tasks (``bmfl.simulation.ray_fleet``), both through :func:`train_vehicles`.
+
+Per vehicle the driver keeps only what must persist between rounds: its random source
+and its privacy engine, each made on the vehicle's first round (a seeded generator
+made late draws the same stream as one made early). Its data is the shared training
+set's rows (partition indices), cut out only while it trains, so a fleet of 10,000
+holds the training set once and no per-vehicle copies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from bmfl.attacks import Attack, AttackContext
+from bmfl.data import TensorData
+from bmfl.privacy import PrivacyEngine, SecureGenerator
+from bmfl.rounds import vehicle_seed
+from bmfl.training import LocalTrainingConfig
+from bmfl.training.fleet import fleet_uploads, plan_upload
+
+CHUNK = 64
+"""Vehicles per :func:`train_vehicles` call (one progress step, one Ray task). The
+uploads do not depend on it: every vehicle has its own random stream."""
+
+
+@dataclass
+class Fleet:
+    """Every vehicle's data (rows ``parts[v]`` of ``train``), random source and engine."""
+
+    model: nn.Module
+    train: TensorData
+    parts: Sequence[torch.Tensor]
+    config: LocalTrainingConfig
+    attack: Attack | None
+    attackers: frozenset[int]
+    seed: int
+    reproducible: bool
+    delta: float
+    accountant: str
+    generators: dict[int, torch.Generator] = field(default_factory=dict)
+    engines: dict[int, PrivacyEngine] = field(default_factory=dict)
+
+    def data(self, v: int) -> TensorData:
+        return self.train.subset(self.parts[v])
+
+    def generator(self, v: int) -> torch.Generator:
+        """Vehicle ``v``'s training random source: seeded by (seed, v) in the insecure
+        reproducible option, else a :class:`SecureGenerator`."""
+        if v not in self.generators:
+            seeded = self.reproducible
+            self.generators[v] = torch.Generator().manual_seed(vehicle_seed(self.seed, v)) if seeded else SecureGenerator()
+        return self.generators[v]
+
+    def engine(self, v: int) -> PrivacyEngine:
+        if v not in self.engines:
+            self.engines[v] = PrivacyEngine(self.delta, method=self.accountant)
+        return self.engines[v]
+
+    def attack_of(self, v: int) -> Attack | None:
+        return self.attack if v in self.attackers else None
+
+
+@dataclass
+class Trained:
+    """One :func:`train_vehicles` call's uploads, its CPU seconds and each vehicle's
+    work (samples processed: steps × expected batch)."""
+
+    vehicles: list[int]
+    uploads: list[torch.Tensor]
+    seconds: float
+    work: dict[int, int]
+
+
+def train_vehicles(
+    model: nn.Module,
+    datasets: Sequence[TensorData],
+    config: LocalTrainingConfig,
+    vehicles: Sequence[int],
+    contexts: Sequence[AttackContext],
+    attacks: Sequence[Attack | None],
+    engines: Sequence[PrivacyEngine],
+) -> Trained:
+    """The vehicles' local round (``bmfl.training.fleet.fleet_uploads``), timed."""
+    began = time.process_time()
+    uploads = fleet_uploads(model, datasets, config, contexts, attacks, engines)
+    seconds = time.process_time() - began
+    work = {v: plan_upload(d, config, a).steps * min(config.batch_size, len(d)) for v, d, a in zip(vehicles, datasets, attacks)}
+    return Trained(list(vehicles), uploads, seconds, work)
+
+
+class InProcess:
+    """Trains the round's vehicles in this process, :data:`CHUNK` at a time."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def train(
+        self, vehicles: Sequence[int], round_: int, reference: torch.Tensor, previous: torch.Tensor | None, edge_of
+    ) -> Iterator[Trained]:
+        f = self.fleet
+        for lo in range(0, len(vehicles), CHUNK):
+            vs = list(vehicles[lo : lo + CHUNK])
+            contexts = [AttackContext(reference, f.generator(v), previous, round_, v, int(edge_of[v])) for v in vs]
+            yield train_vehicles(
+                f.model, [f.data(v) for v in vs], f.config, vs, contexts, [f.attack_of(v) for v in vs],
+                [f.engine(v) for v in vs],
+            )  # fmt: skip
+
+    def close(self) -> None:
+        """Nothing to release in-process."""
