@@ -201,6 +201,8 @@ def run_simulation(
     labels = train.groups if config.partition.kind == "by_group" else train.y
     partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
     vehicle_data = [train.subset(idx) for idx in partition.indices]
+    # σ from a target ε is planned on the vehicles' real sizes (bmfl.privacy.calibrate)
+    config = config.model_copy(update={"training": config.training.calibrated(config.rounds, [len(d) for d in vehicle_data])})
     counts = config.sample_counts or [len(d) for d in vehicle_data]
     sizes = dict(enumerate(counts))
     model = initial_model(config)
