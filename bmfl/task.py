@@ -106,6 +106,17 @@ class RuleSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="constructor options")
 
 
+class ServerSpec(_Strict):
+    """The cloud's server-side optimiser over the pseudo-gradient w^{r−1} − a^r
+    (``bmfl.aggregation.server``; Reddi et al. 2021). ``paper``: w^r = a^r."""
+
+    name: Literal["paper", "fedavgm", "fedadam", "fedyogi"] = Field("paper", description="server optimiser")
+    lr: float = Field(1.0, gt=0, le=100, description="η, server learning rate")
+    beta1: float = Field(0.9, ge=0, lt=1, description="β₁, momentum of the pseudo-gradient")
+    beta2: float = Field(0.99, ge=0, lt=1, description="β₂, decay of its second moment (fedadam, fedyogi)")
+    tau: float = Field(1e-3, gt=0, description="τ, adaptivity (fedadam, fedyogi)")
+
+
 class AggregationSpec(_Strict):
     """Filters then rule at each edge (BMFL §IV-C), then the cloud's rule over the
     edges' preliminary models (FedAvg by data, Eq. 3)."""
@@ -116,10 +127,12 @@ class AggregationSpec(_Strict):
         description="update filters every edge runs, in order, before its rule",
     )
     cloud: RuleSpec = Field(default_factory=lambda: RuleSpec(name="fedavg"), description="cloud (second) rule")
+    server: ServerSpec = Field(default_factory=ServerSpec, description="the cloud's server optimiser over its rule's aggregate")
 
     def describe(self) -> str:
-        """``filter+…+edge rule / cloud rule``, for logs and plot titles."""
-        return "+".join([f.name for f in self.filters] + [self.edge.name]) + f" / {self.cloud.name}"
+        """``filter+…+edge rule / cloud rule[+server optimiser]``, for logs and plot titles."""
+        server = "" if self.server.name == "paper" else f"+{self.server.name}"
+        return "+".join([f.name for f in self.filters] + [self.edge.name]) + f" / {self.cloud.name}{server}"
 
 
 class TaskDraft(_Strict):

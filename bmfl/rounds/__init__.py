@@ -12,14 +12,14 @@ cloud and the chain). Seeds: :func:`initial_model`, :func:`vehicle_seed`,
 """
 
 from bmfl.consensus import upper_median
-from bmfl.rounds.cloud import CloudOutcome, aggregate_cloud, cloud_rule
+from bmfl.rounds.cloud import CloudOutcome, aggregate_cloud, cloud_rule, server_optimizer
 from bmfl.rounds.consensus import cross_scores, medians_and_leader, task_scorer
 from bmfl.rounds.edge import NOT_APPLICABLE, EdgeOutcome, aggregate_edge, build_rule, edge_rule, root_updater
 from bmfl.rounds.seeds import choose_attackers, initial_model, initial_model_blob, select_trainers, vehicle_seed
 from bmfl.rounds.stop import rounds_run, stop_reached, target_fixed
 
 __all__ = [
-    "CloudOutcome", "aggregate_cloud", "cloud_rule",
+    "CloudOutcome", "aggregate_cloud", "cloud_rule", "server_optimizer",
     "cross_scores", "upper_median", "medians_and_leader", "task_scorer",
     "NOT_APPLICABLE", "EdgeOutcome", "aggregate_edge", "build_rule", "edge_rule", "root_updater",
     "choose_attackers", "initial_model", "initial_model_blob", "select_trainers", "vehicle_seed",

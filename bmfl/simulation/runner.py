@@ -56,6 +56,7 @@ from bmfl.rounds import (
     aggregate_edge,
     choose_attackers,
     cloud_rule,
+    server_optimizer,
     cross_scores,
     edge_rule,
     medians_and_leader,
@@ -215,6 +216,7 @@ def run_simulation(
         config.aggregation, scorer if edge_test.is_classification else None, root_updater(model, edge_test, local_cfg)
     )
     cloud_agg = cloud_rule(config.aggregation)
+    server = server_optimizer(config.aggregation)
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
     excluded = {v: "ideal_filter" for v in attackers} if config.attack.ideal_filter else {}
@@ -295,7 +297,9 @@ def run_simulation(
                 leaders.append(leader)
         transfers = meter.round(r, global_vec, uploads, preliminaries)
         traffic = summarise(transfers, compute)
-        cloud = aggregate_cloud(cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r)
+        cloud = aggregate_cloud(
+            cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r, server
+        )
         if cloud is not None:
             previous_vec, global_vec = global_vec, cloud.model
             for e, p in cloud.weights.items():
