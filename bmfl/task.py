@@ -10,11 +10,10 @@ defaults move a freshly initialised model in a few rounds on small local dataset
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from bmfl.privacy.calibrate import RTOL, calibrate_sigma, epsilon_of
 
 if TYPE_CHECKING:
     from bmfl.training.local import LocalTrainingConfig
@@ -79,6 +78,11 @@ class TrainingSpec(_Strict):
         ``sigma_disagrees_with_target_epsilon``."""
         if self.target_epsilon is None:
             return self
+        from bmfl.privacy.calibrate import (  # torch and dp-accounting: on use
+            RTOL,
+            calibrate_sigma,
+            epsilon_of,
+        )
         from bmfl.training.local import round_plan
 
         local = self.local()

@@ -58,7 +58,7 @@ class ServerOptimizer:
         """m and v (empty before the first step), for safetensors."""
         return {} if self.m is None else {"m": self.m, "v": self.v}
 
-    def load(self, state: dict[str, torch.Tensor]) -> "ServerOptimizer":
+    def load(self, state: dict[str, torch.Tensor]) -> ServerOptimizer:
         """Restore :meth:`state`'s output."""
         self.m, self.v = (state["m"], state["v"]) if state else (None, None)
         return self

@@ -11,8 +11,8 @@ at most the target and, on the plan that spends most, at least (1 − ``rtol``) 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 from bmfl.privacy.accountant import PrivacyAccountant
 
@@ -73,7 +73,7 @@ def calibrate_sigma(target: float, delta: float, plans: Iterable[Plan], method: 
     plans = [p for p in plans if not any(o != p and o[0] >= p[0] and o[1] >= p[1] for o in plans)]
     worst = max(plans, key=lambda p: p[1] * p[0] ** 2)  # small-q RDP: ε ∝ steps·q²/σ²
     while True:
-        sigma = _bisect(target, lambda s: _epsilon(s, *worst, delta, method), rtol)
+        sigma = _bisect(target, lambda s, plan=worst: _epsilon(s, *plan, delta, method), rtol)
         top = max(plans, key=lambda p: _epsilon(sigma, *p, delta, method))
         if _epsilon(sigma, *top, delta, method) <= target:
             return sigma
