@@ -81,3 +81,22 @@ def test_old_tasks_keep_their_stated_sigma_and_a_simulation_plans_on_its_sizes()
     assert training.noise_multiplier == pytest.approx(calibrate_sigma(4.0, DELTA, plans), rel=1e-12)
     assert (1 - RTOL) * 4.0 <= epsilon_of(training.noise_multiplier, plans, DELTA) <= 4.0
     assert TrainingSpec(noise_multiplier=1.0).calibrated(5, sizes).noise_multiplier == 1.0
+
+
+def test_a_simulation_spends_its_target_on_the_vehicle_that_spends_most() -> None:
+    """Every vehicle trains every round (V = 1), so the plan that spends most is spent in
+    full: the largest ε any vehicle reports is within 1 % under the target."""
+    from rich.console import Console
+
+    from bmfl.simulation import run_simulation
+
+    config = SimulationConfig.model_validate({
+        "rounds": 2, "vehicles": 6, "edges": 2, "data": {"name": "mnist_5k", "edge_test_samples": 50},
+        "partition": {"kind": "complete_non_iid", "options": {}},
+        "training": {"epochs": 1, "max_steps": 2, "lr": 0.3, "momentum": 0.5, "target_epsilon": 3.0},
+        "aggregation": {"edge": {"name": "fedavg"}, "filters": [], "cloud": {"name": "fedavg"}},
+    })  # fmt: skip
+    result = run_simulation(config, Console(quiet=True))
+    assert "noise_multiplier" not in config.training.model_fields_set
+    assert result.config.training.noise_multiplier > 0 and result.config.training.noise_multiplier != 1.0
+    assert (1 - RTOL) * 3.0 <= result.rounds[-1].epsilon_max <= 3.0
