@@ -31,6 +31,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "b256s1": {"training": {"batch_size": 256, "max_steps": 1}},
     "b128s2": {"training": {"batch_size": 128, "max_steps": 2}},
     "b64s3_avgm": {"training": {}, "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5}},
+    "b256s1_avgm": {"training": {"batch_size": 256, "max_steps": 1}, "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5}},
     "b256s1_adam": {"training": {"batch_size": 256, "max_steps": 1}, "server": {"name": "fedadam", "lr": 0.01}},
 }
 LAST = 3  # the table also gives the mean accuracy of the last LAST rounds
@@ -79,7 +80,8 @@ def render(runs: Path, out: Path) -> None:
             "E = 1, C = 1, δ = 1e-5, seed as listed. σ is derived from the target ε for the run's rounds (docs/algorithms.md "
             "§1.2) except in `today` (σ = 2, the reproduction's point). ε is the largest any vehicle spent (RDP). "
             f"'last {LAST}' is the mean accuracy of the last {LAST} rounds; 'honest flagged' counts uploads the filter "
-            "dropped over the run. These are short exploratory runs, not the 80-round frontier."
+            "dropped over the run. These are short exploratory runs, not the 80-round frontier. Each row: "
+            "`bench/frontier.py run NAME --eps 8 --rounds 25` (NAME without its `_eps` suffix), then `render`."
         ), "",
         f"| run | data | rounds | target ε | ε spent | σ | B | steps/round | η | β | server | final acc. | last {LAST} | honest flagged | seed |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
