@@ -33,6 +33,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "b64s3_avgm": {"training": {}, "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5}},
     "b256s1_avgm": {"training": {"batch_size": 256, "max_steps": 1}, "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5}},
     "b256s1_adam": {"training": {"batch_size": 256, "max_steps": 1}, "server": {"name": "fedadam", "lr": 0.01}},
+    "b256s1_adam_gn": {"training": {"batch_size": 256, "max_steps": 1}, "server": {"name": "fedadam", "lr": 0.01},
+                       "model": "bmfl_cnn_gn"},
 }
 LAST = 3  # the table also gives the mean accuracy of the last LAST rounds
 
@@ -48,7 +50,7 @@ def config(name: str, eps: float, rounds: int, quick: bool) -> SimulationConfig:
     label = name if name == "today" else f"{name}_eps{eps:g}"
     return SimulationConfig.model_validate({
         "name": label, "seed": 0, "rounds": 2 if quick else rounds, "vehicles": 10 if quick else 50, "edges": 2 if quick else 5,
-        "model": "bmfl_cnn", "data": {"name": "mnist_5k" if quick else "mnist", "edge_test_samples": 200},
+        "model": setting.get("model", "bmfl_cnn"), "data": {"name": "mnist_5k" if quick else "mnist", "edge_test_samples": 200},
         "partition": COMPLETE_NON_IID, "training": training, "aggregation": aggregation,
     })  # fmt: skip
 
@@ -64,10 +66,18 @@ def record(folder: Path) -> dict[str, Any]:
         "data": f"{cfg['data']['name']}, {cfg['partition']['kind']}, {cfg['vehicles']} vehicles / {cfg['edges']} edges",
         "target": t.get("target_epsilon"),
         "epsilon": rows[-1]["epsilon_max"], "sigma": t["noise_multiplier"], "B": t["batch_size"], "steps": t["max_steps"],
-        "lr": t["lr"], "momentum": t["momentum"], "server": server["name"] + (f" η={server['lr']:g}" if server["name"] != "paper" else ""),
+        "lr": t["lr"], "momentum": t["momentum"], "model": cfg["model"], "server": _server(server),
         "final": acc[-1], "last": sum(acc[-LAST:]) / len(acc[-LAST:]), "flagged": sum(r["honest_flagged"] for r in rows),
         "seed": cfg["seed"],
     }  # fmt: skip
+
+
+def _server(server: dict[str, Any]) -> str:
+    """``paper``, or the optimiser with its settings."""
+    if server["name"] == "paper":
+        return "paper"
+    extra = f" β₂={server['beta2']:g} τ={server['tau']:g}" if server["name"] != "fedavgm" else ""
+    return f"{server['name']} η={server['lr']:g} β₁={server['beta1']:g}{extra}"
 
 
 def render(runs: Path, out: Path) -> None:
@@ -83,14 +93,14 @@ def render(runs: Path, out: Path) -> None:
             "dropped over the run. These are short exploratory runs, not the 80-round frontier. Each row: "
             "`bench/frontier.py run NAME --eps 8 --rounds 25` (NAME without its `_eps` suffix), then `render`."
         ), "",
-        f"| run | data | rounds | target ε | ε spent | σ | B | steps/round | η | β | server | final acc. | last {LAST} | honest flagged | seed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| run | data | rounds | target ε | ε spent | σ | B | steps/round | η | β | model | server | final acc. | last {LAST} | honest flagged | seed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
         target = "—" if r["target"] is None else f"{r['target']:g}"
         lines.append(
             f"| {r['run']} | {r['data']} | {r['rounds']} | {target} | {r['epsilon']:.2f} | {r['sigma']:.3f} | {r['B']} | "
-            f"{r['steps']} | {r['lr']:g} | {r['momentum']:g} | {r['server']} | {r['final']:.4f} | {r['last']:.4f} | "
+            f"{r['steps']} | {r['lr']:g} | {r['momentum']:g} | {r['model']} | {r['server']} | {r['final']:.4f} | {r['last']:.4f} | "
             f"{r['flagged']} | {r['seed']} |"
         )  # fmt: skip
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
