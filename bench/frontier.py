@@ -91,7 +91,7 @@ def render(runs: Path, out: Path) -> None:
             "§1.2) except in `today` (σ = 2, the reproduction's point). ε is the largest any vehicle spent (RDP). "
             f"'last {LAST}' is the mean accuracy of the last {LAST} rounds; 'honest flagged' counts uploads the filter "
             "dropped over the run. These are short exploratory runs, not the 80-round frontier. Each row: "
-            "`bench/frontier.py run NAME --eps 8 --rounds 25` (NAME without its `_eps` suffix), then `render`."
+            "`bench/frontier.py run NAME --eps E --rounds 25` for the row `NAME_epsE` (`today`: no `--eps`), then `render`."
         ), "",
         f"| run | data | rounds | target ε | ε spent | σ | B | steps/round | η | β | model | server | final acc. | last {LAST} | honest flagged | seed |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
