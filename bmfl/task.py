@@ -10,7 +10,8 @@ defaults move a freshly initialised model in a few rounds on small local dataset
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,19 +44,59 @@ class TrainingSpec(_Strict):
     max_steps: int | None = Field(
         None, ge=1, description="cap on local steps per round (local iterations); None = E full epochs (the paper)"
     )
+    target_epsilon: float | None = Field(
+        None, gt=0,
+        description="ε at δ each vehicle may spend over the task's rounds: σ is derived from it (bmfl.privacy.calibrate); "
+        "a task stating σ too is refused unless σ spends between 99 % and 100 % of it; None = σ as stated",
+    )  # fmt: skip
+    plan_samples: int | None = Field(
+        None, ge=1,
+        description="with target_epsilon: the local dataset size σ is planned for (the smallest a vehicle trains on; a "
+        "vehicle with less spends more, and its own ε budget stops it); the simulator plans for its vehicles' sizes",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _dp_is_accountable(self) -> "TrainingSpec":
         """The accountant covers Poisson sampling only (``bmfl.training.refuse_unsound``)."""
         if self.dp and self.sampling != "poisson":
             raise ValueError("fixed_batches_with_dp: DP training needs sampling = 'poisson'")
+        if self.target_epsilon is not None and not self.dp:
+            raise ValueError("target_epsilon_without_dp: a target ε needs dp = true")
         return self
 
     def local(self) -> "LocalTrainingConfig":
         """The core training call's parameters."""
         from bmfl.training.local import LocalTrainingConfig
 
-        return LocalTrainingConfig(**self.model_dump(exclude={"accountant"}))
+        return LocalTrainingConfig(**self.model_dump(exclude={"accountant", "target_epsilon", "plan_samples"}))
+
+    def calibrated(self, rounds: int, sizes: Iterable[int]) -> "TrainingSpec":
+        """This spec with σ derived from ``target_epsilon`` for ``rounds`` rounds on local
+        datasets of ``sizes`` (each vehicle's plan: ``rounds`` × its round's steps at its
+        q, ``bmfl.training.round_plan``); itself without a target. A stated σ must
+        agree: spend between (1 − RTOL) and 1 times the target, else ValueError
+        ``sigma_disagrees_with_target_epsilon``."""
+        if self.target_epsilon is None:
+            return self
+        from bmfl.privacy.calibrate import (  # torch and dp-accounting: on use
+            RTOL,
+            calibrate_sigma,
+            epsilon_of,
+        )
+        from bmfl.training.local import round_plan
+
+        local = self.local()
+        plans = {(p.sampling_rate, rounds * p.steps) for p in (round_plan(local, n) for n in sizes)}
+        if "noise_multiplier" not in self.model_fields_set:
+            sigma = calibrate_sigma(self.target_epsilon, self.delta, plans, self.accountant)
+            return self.model_copy(update={"noise_multiplier": sigma})
+        spent = epsilon_of(self.noise_multiplier, plans, self.delta, self.accountant)
+        if not (1 - RTOL) * self.target_epsilon <= spent <= self.target_epsilon:
+            raise ValueError(
+                f"sigma_disagrees_with_target_epsilon: σ = {self.noise_multiplier:g} spends ε = {spent:.4g} over the "
+                f"planned steps, target {self.target_epsilon:g}; state σ or target_epsilon, not both"
+            )
+        return self
 
 
 PAPER_TRAINING = TrainingSpec(epochs=5, batch_size=64, lr=0.01, momentum=0.9, noise_multiplier=2.0)
@@ -69,6 +110,17 @@ class RuleSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="constructor options")
 
 
+class ServerSpec(_Strict):
+    """The cloud's server-side optimiser over the pseudo-gradient w^{r−1} − a^r
+    (``bmfl.aggregation.server``; Reddi et al. 2021). ``paper``: w^r = a^r."""
+
+    name: Literal["paper", "fedavgm", "fedadam", "fedyogi"] = Field("paper", description="server optimiser")
+    lr: float = Field(1.0, gt=0, le=100, description="η, server learning rate")
+    beta1: float = Field(0.9, ge=0, lt=1, description="β₁, momentum of the pseudo-gradient")
+    beta2: float = Field(0.99, ge=0, lt=1, description="β₂, decay of its second moment (fedadam, fedyogi)")
+    tau: float = Field(1e-3, gt=0, description="τ, adaptivity (fedadam, fedyogi)")
+
+
 class AggregationSpec(_Strict):
     """Filters then rule at each edge (BMFL §IV-C), then the cloud's rule over the
     edges' preliminary models (FedAvg by data, Eq. 3)."""
@@ -79,10 +131,12 @@ class AggregationSpec(_Strict):
         description="update filters every edge runs, in order, before its rule",
     )
     cloud: RuleSpec = Field(default_factory=lambda: RuleSpec(name="fedavg"), description="cloud (second) rule")
+    server: ServerSpec = Field(default_factory=ServerSpec, description="the cloud's server optimiser over its rule's aggregate")
 
     def describe(self) -> str:
-        """``filter+…+edge rule / cloud rule``, for logs and plot titles."""
-        return "+".join([f.name for f in self.filters] + [self.edge.name]) + f" / {self.cloud.name}"
+        """``filter+…+edge rule / cloud rule[+server optimiser]``, for logs and plot titles."""
+        server = "" if self.server.name == "paper" else f"+{self.server.name}"
+        return "+".join([f.name for f in self.filters] + [self.edge.name]) + f" / {self.cloud.name}{server}"
 
 
 class TaskDraft(_Strict):
@@ -105,11 +159,28 @@ class TaskDraft(_Strict):
     aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
     seed: int = Field(0, ge=0, lt=2**63, description="seeds trainer selection (bmfl.rounds.seeds)")
 
+    sizes_known_at_run: ClassVar[bool] = False
+    """Whether σ may be calibrated later, on the vehicles' real sizes (the simulator)."""
+
     @model_validator(mode="after")
     def _escrow_covers_block_rewards(self) -> "TaskDraft":
         """``createTask`` reverts ``InsufficientEscrow`` otherwise."""
         if self.reward_wei < self.rounds * self.block_reward_wei:
             raise ValueError("reward_wei must cover rounds × block_reward_wei")
+        return self
+
+    @model_validator(mode="after")
+    def _sigma_from_target_epsilon(self) -> "TaskDraft":
+        """σ derived from ``training.target_epsilon`` for ``rounds`` rounds on
+        ``plan_samples`` samples (``TrainingSpec.calibrated``), so every party reads one σ."""
+        training = self.training
+        if training.target_epsilon is None:
+            return self
+        if training.plan_samples is None:
+            if self.sizes_known_at_run:
+                return self
+            raise ValueError("target_epsilon_needs_plan_samples: state the local dataset size σ is planned for")
+        self.training = training.calibrated(self.rounds, [training.plan_samples])
         return self
 
 

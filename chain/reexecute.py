@@ -30,7 +30,9 @@ from bmfl.params import flatten, load_vector
 from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, recover
 from bmfl.protocol.testset import decode_test_set
-from bmfl.rounds import EdgeOutcome, aggregate_cloud, aggregate_edge, cloud_rule, cross_scores, edge_rule, root_updater, task_scorer
+from bmfl.rounds import (
+    EdgeOutcome, aggregate_cloud, aggregate_edge, cloud_rule, cross_scores, edge_rule, root_updater, server_optimizer, task_scorer,
+)  # fmt: skip
 from bmfl.training import evaluate
 from chain.audit import Auditor, Comparison, TaskLogs
 from chain.base import ContractRevert
@@ -270,9 +272,13 @@ class Reexecution:
 
     def _globals(self, logs: TaskLogs) -> list[Comparison]:
         """Each finalized global model: ``aggregate_cloud`` over the recorded preliminaries
-        (weighted by their recorded samples) and its test-set accuracy."""
+        (weighted by their recorded samples), then the task's server optimiser, whose
+        state is rebuilt round by round from the recorded w^{r−1} and the re-executed
+        aggregates; and its test-set accuracy."""
         out = []
-        for ev in logs.finalized:
+        server = server_optimizer(self.spec.aggregation)  # its state: a pure function of the rounds before
+        stateful = self.spec.aggregation.server.name != "paper"
+        for ev in sorted(logs.finalized, key=lambda e: e.round):
             r = ev.round
             recorded = [x for x in logs.recorded if x.round == r and x.preliminary_cid]
             models = {x.edge: self._vector(x.preliminary_cid) for x in recorded}
@@ -280,9 +286,12 @@ class Reexecution:
             reference = self._vector(reference_cid)
             if reference is None or any(m is None for m in models.values()):
                 self.notes.append(f"round {r} global model: not re-executed (a model blob is unavailable)")
+                if stateful:
+                    self.notes.append(f"rounds after {r}: not re-executed (the {server.name} state needs round {r})")
+                    break
                 continue
             samples = {x.edge: x.samples for x in recorded}
-            outcome = aggregate_cloud(cloud_rule(self.spec.aggregation), models, samples, reference, r)  # type: ignore[arg-type]
+            outcome = aggregate_cloud(cloud_rule(self.spec.aggregation), models, samples, reference, r, server)  # type: ignore[arg-type]
             if outcome is None:
                 same = ev.globalDigest.lower() == reference_digest
                 out.append(Comparison(section="global", subject=f"round {r} global model is w^(r-1) (no edge carried data)",

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
 import requests
+import safetensors.torch
 
 from bmfl.blobs.codec import BlobMeta, blob_digest, decode_state, encode_state
 from bmfl.blobs.errors import BlobError
@@ -39,7 +40,8 @@ from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, unflatten
 from bmfl import rounds
-from bmfl.rounds import aggregate_cloud, cloud_rule
+from bmfl.aggregation.server import ServerOptimizer
+from bmfl.rounds import aggregate_cloud, cloud_rule, server_optimizer
 from bmfl.rounds.traffic import Blob, round_transfers, summarise
 from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreRequest, TaskSpec
 from service_kit.chain_access import ChainAccess
@@ -238,7 +240,10 @@ class TaskRunner(threading.Thread):
         cid, digest = self._global_model(r - 1)
         previous = self.ctx.store.get(cid)
         reference = flatten(decode_state(previous, self.spec.model)[0])
-        outcome = aggregate_cloud(cloud_rule(self.spec.aggregation), preliminaries, samples, reference, r)
+        server = self._server(r - 1)
+        outcome = aggregate_cloud(cloud_rule(self.spec.aggregation), preliminaries, samples, reference, r, server)
+        if server.name != "paper":
+            self.ctx.state.put_server_state(self.task_id, r, safetensors.torch.save(server.state()))
         if outcome is None:
             blob, new_cid = previous, cid
         else:
@@ -282,6 +287,16 @@ class TaskRunner(threading.Thread):
             except EdgeCallError as exc:
                 log.warning("task %s: %s", self.task_id, exc)
         return answers
+
+    def _server(self, round_: int) -> ServerOptimizer:
+        """The task's server optimiser with its state after ``round_`` (fresh at 0)."""
+        server = server_optimizer(self.spec.aggregation)
+        if server.name == "paper" or round_ == 0:
+            return server
+        state = self.ctx.state.server_state(self.task_id, round_)
+        if state is None:
+            raise RoundFailed(f"the {server.name} state after round {round_} is not in the cloud's state")
+        return server.load(safetensors.torch.load(state))
 
     def _edge(self, edge_index: int) -> EdgeClient:
         return next(e for e in self.ctx.edges if e.info.index == edge_index)

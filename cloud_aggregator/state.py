@@ -26,6 +26,12 @@ CREATE TABLE IF NOT EXISTS rounds (
     record TEXT NOT NULL,
     PRIMARY KEY (task_id, round)
 );
+CREATE TABLE IF NOT EXISTS server_state (
+    task_id INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (task_id, round)
+);
 """
 
 
@@ -63,6 +69,15 @@ class CloudState:
 
     def put_round(self, task_id: int, round_: int, record: dict[str, Any]) -> None:
         self._rows("INSERT OR REPLACE INTO rounds (task_id, round, record) VALUES (?, ?, ?)", task_id, round_, json.dumps(record))
+
+    def put_server_state(self, task_id: int, round_: int, state: bytes) -> None:
+        """The server optimiser's state after ``round_`` (safetensors), kept before the
+        round is finalized on chain, so a retried finalize starts from round − 1's."""
+        self._rows("INSERT OR REPLACE INTO server_state (task_id, round, state) VALUES (?, ?, ?)", task_id, round_, state)
+
+    def server_state(self, task_id: int, round_: int) -> bytes | None:
+        rows = self._rows("SELECT state FROM server_state WHERE task_id = ? AND round = ?", task_id, round_)
+        return rows[0][0] if rows else None
 
     def rounds(self, task_id: int) -> list[dict[str, Any]]:
         rows = self._rows("SELECT record FROM rounds WHERE task_id = ? ORDER BY round", task_id)

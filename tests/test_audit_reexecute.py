@@ -26,7 +26,7 @@ from bmfl.blobs.local import LocalBlobStore
 from bmfl.data import load_dataset
 from bmfl.protocol.signing import receipt_message, sign
 from bmfl.protocol.testset import encode_test_set
-from bmfl.task import TaskDraft, TrainingSpec
+from bmfl.task import AggregationSpec, TaskDraft, TrainingSpec
 from chain.anvil import dev_key, free_port
 from cloud_aggregator.app import create_app as cloud_app
 from bmfl.incentives import to_fixed
@@ -69,7 +69,7 @@ class Stack:
     publisher: Publisher
     chain_id: int
 
-    def run_task(self) -> tuple[int, bytes]:
+    def run_task(self, draft: TaskDraft = DRAFT) -> tuple[int, bytes]:
         """Publish a task, let the fleet train until the cloud reports it finished; the
         task id and the exact test-set bytes the publisher escrowed (and later reveals)."""
         sent: list[bytes] = []
@@ -80,7 +80,7 @@ class Stack:
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(publisher_module, "encode_test_set", keep)
-            task_id = self.publisher.publish(DRAFT, load_dataset("mnist")[1].subset(list(range(300))))["task_id"]
+            task_id = self.publisher.publish(draft, load_dataset("mnist")[1].subset(list(range(300))))["task_id"]
         stop = threading.Event()
         worker = threading.Thread(target=self.fleet.run, kwargs={"stop_event": stop, "task_ids": [task_id], "show_progress": False})
         worker.start()
@@ -172,6 +172,18 @@ def test_an_honest_task_re_executes_clean(stack: Stack, tmp_path: Path) -> None:
     # a test set that is not the escrowed one is refused before anything runs
     code, out = stack.audit(task_id, LocalBlobStore(stack.blobs).put(test_set + b" "))
     assert code == 1 and "test set revealed test set matches testSetDigest" in out and "re-execution skipped" in out
+
+
+def test_a_server_optimiser_re_executes_from_the_chain_alone(stack: Stack) -> None:
+    """FedAdam at the cloud (its w^r is far from the plain average a^r): its state is
+    rebuilt from the recorded w^{r−1} and the re-executed aggregates, and every global
+    model matches the recorded one."""
+    draft = DRAFT.model_copy(update={"rounds": 3, "aggregation": AggregationSpec(server={"name": "fedadam", "lr": 0.05})})
+    task_id, test_set = stack.run_task(draft)
+    cid = LocalBlobStore(stack.blobs).put(test_set)
+    code, raw = stack.audit(task_id, cid, "--json")
+    globals_ = [c for c in json.loads(raw)["comparisons"] if c["section"] == "global" and "global model" in c["subject"]]
+    assert code == 0 and len(globals_) == 3 and all(c["ok"] for c in globals_), raw
 
 
 def test_a_lying_edge_is_named_for_each_lie(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -20,12 +20,26 @@ def test_bmfl_cnn_has_exactly_21840_parameters():
     "name, x, out_shape",
     [
         ("bmfl_cnn", torch.zeros(3, 1, 28, 28), (3, 10)),
+        ("bmfl_cnn_gn", torch.zeros(3, 1, 28, 28), (3, 10)),
         ("mlp", torch.zeros(3, 1, 28, 28), (3, 10)),
         ("lstm_forecaster", torch.zeros(3, 6), (3,)),
     ],
 )
 def test_models_forward_shapes(name, x, out_shape):
     assert create_model(name)(x).shape == out_shape
+
+
+def test_the_group_norm_cnn_treats_each_sample_alone_so_dp_sgd_can_stack_it():
+    from bmfl.data import TensorData
+    from bmfl.training.fleet import can_vectorise
+
+    torch.manual_seed(0)
+    model = create_model("bmfl_cnn_gn")
+    assert count_parameters(model) == 21_900 and not list(model.buffers())
+    x = torch.randn(4, 1, 28, 28)
+    alone = torch.cat([model(x[i : i + 1]) for i in range(4)])
+    assert torch.allclose(model(x), alone, atol=1e-6)  # no batch statistics: batch norm would fail this
+    assert can_vectorise(model, TensorData(x, torch.tensor([0, 1, 2, 3]), 10))
 
 
 def test_registry_rejects_unknown_and_duplicate_names():

@@ -25,7 +25,7 @@ def _fields(model: type[BaseModel], prefix: str = ""):
 
 def test_every_config_field_has_a_description_and_appears_in_the_example():
     text = EXAMPLE.read_text()
-    keys = set(re.findall(r"^\s*#?\s*([a-z_]+)\s*=", text, flags=re.M))
+    keys = set(re.findall(r"^\s*#?\s*([a-z_][a-z_0-9]*)\s*=", text, flags=re.M))
     tables = set(re.findall(r"^\[+([a-z_.]+)\]+", text, flags=re.M))
     for path, info in _fields(SimulationConfig):
         leaf = path.split(".")[-1]

@@ -102,6 +102,12 @@ def test_the_clouds_dry_run(cloud: ServerThread, tmp_path: Path) -> None:
     assert (refused.status_code, refused.json()["reason"]) == (422, "invalid_task")
     assert [p["reason"] for p in refused.json()["problems"]] == ["unknown_model", "invalid_spec"]
     assert dry_run(cloud.url, {"owner": "me"}).json()["problems"][0]["reason"] == "invalid_spec"
+    # a target ε: σ is derived into the draft; a σ that disagrees with it is refused with the reason
+    planned = dry_run(cloud.url, {"rounds": 3, "training": {"target_epsilon": 8.0, "plan_samples": 160}}, model, test_set)
+    assert planned.status_code == 200 and planned.json()["draft"]["training"]["noise_multiplier"] > 1.0, planned.text
+    both = {"training": {"target_epsilon": 8.0, "plan_samples": 160, "noise_multiplier": 1.0}}
+    problem = dry_run(cloud.url, both, model, test_set).json()["problems"][0]
+    assert problem["reason"] == "invalid_spec" and "sigma_disagrees_with_target_epsilon" in problem["detail"], problem
     too_big = dry_run(cloud.url, {}, bytes(5 << 20))
     assert (too_big.status_code, too_big.json()["reason"]) == (413, "too_large")
     stray = httpx.post(cloud.url + "/tasks/validate", files={"spec": (None, "{}"), "extra": ("x", b"1")})

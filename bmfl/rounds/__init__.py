@@ -23,6 +23,7 @@ _EXPORTS = {
     "apply_buffer": "bmfl.rounds.asynchronous", "buffer_ready": "bmfl.rounds.asynchronous",
     "polynomial": "bmfl.rounds.asynchronous", "stale_verdict": "bmfl.rounds.asynchronous",
     "CloudOutcome": "bmfl.rounds.cloud", "aggregate_cloud": "bmfl.rounds.cloud", "cloud_rule": "bmfl.rounds.cloud",
+    "server_optimizer": "bmfl.rounds.cloud",
     "cross_scores": "bmfl.rounds.consensus", "medians_and_leader": "bmfl.rounds.consensus",
     "task_scorer": "bmfl.rounds.consensus",
     "NOT_APPLICABLE": "bmfl.rounds.edge", "EdgeOutcome": "bmfl.rounds.edge", "aggregate_edge": "bmfl.rounds.edge",

@@ -15,6 +15,7 @@ from typing import Mapping
 import torch
 
 from bmfl.aggregation import Aggregator
+from bmfl.aggregation.server import ServerOptimizer
 from bmfl.rounds.edge import build_rule
 from bmfl.task import AggregationSpec
 
@@ -24,23 +25,32 @@ def cloud_rule(spec: AggregationSpec) -> Aggregator:
     return build_rule(spec.cloud, [], {})
 
 
+def server_optimizer(spec: AggregationSpec) -> ServerOptimizer:
+    """A fresh server optimiser for one task (its state lives at the cloud)."""
+    return ServerOptimizer(**spec.server.model_dump())
+
+
 @dataclass(frozen=True)
 class CloudOutcome:
-    """w^r and each aggregated edge's share of it."""
+    """w^r, the rule's aggregate a^r (= w^r without a server optimiser) and each
+    aggregated edge's share of it."""
 
     model: torch.Tensor
     weights: dict[int, float]
+    aggregate: torch.Tensor
 
 
 def aggregate_cloud(
     rule: Aggregator, preliminaries: Mapping[int, torch.Tensor], samples: Mapping[int, int], reference: torch.Tensor,
-    round_index: int,
+    round_index: int, server: ServerOptimizer | None = None,
 ) -> CloudOutcome | None:  # fmt: skip
     """``rule`` over the preliminaries of the edges whose model carries data
-    (``samples`` > 0), in edge order; None when there is none (w^r = w^{r-1})."""
+    (``samples`` > 0), in edge order, then ``server``'s step (which updates its state);
+    None when there is none (w^r = w^{r-1}, the state unchanged)."""
     edges = [e for e in sorted(preliminaries) if samples[e] > 0]
     if not edges:
         return None
     n = torch.tensor([float(samples[e]) for e in edges], dtype=torch.float64)
     result = rule(torch.stack([preliminaries[e] for e in edges]), n, reference, round_index=round_index)
-    return CloudOutcome(result.aggregate, dict(zip(edges, result.weights.tolist())))
+    model = result.aggregate if server is None else server.step(reference, result.aggregate)
+    return CloudOutcome(model, dict(zip(edges, result.weights.tolist())), result.aggregate)

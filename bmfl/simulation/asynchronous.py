@@ -64,6 +64,7 @@ def run_async(
     """Run ``config`` asynchronously for up to ``rounds`` global updates (or to its
     target accuracy); per update the same metrics as a synchronous round."""
     s = prepare(config)
+    config = s.config
     spec = config.asynchrony
     attack, attackers = s.attack, s.attackers
     result = SimulationResult(config, attackers=sorted(attackers))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -85,6 +85,8 @@ class SimulationConfig(TaskDraft):
     """A task (``bmfl.task.TaskDraft``: model, rounds, target, fraction V, training,
     aggregation, rewards, seed) plus what only a simulation needs. The seed also deals
     the data and draws the attackers, the mobility and the training noise."""
+
+    sizes_known_at_run: ClassVar[bool] = True  # σ from a target ε is planned on the partition's sizes
 
     name: str = Field("bmfl", description="run name, used for the output folder")
     vehicles: int = Field(50, ge=1, description="M, number of vehicles")

@@ -60,6 +60,7 @@ from bmfl.rounds import (
     aggregate_edge,
     choose_attackers,
     cloud_rule,
+    server_optimizer,
     cross_scores,
     edge_rule,
     medians_and_leader,
@@ -183,10 +184,12 @@ def edge_test_set(test: TensorData, config: SimulationConfig) -> TensorData:
 
 @dataclass
 class Setup:
-    """What both modes build from a config before the first update: w⁰, the edge rule,
+    """What both modes build from a config before the first update: the config with σ
+    calibrated where it states a target ε, w⁰, the edge rule,
     the attackers, the vehicles (their data, random sources and privacy engines: a
     :class:`Fleet`) and the simulated clock."""
 
+    config: SimulationConfig
     test: TensorData
     sizes: dict[int, int]
     model: torch.nn.Module
@@ -205,6 +208,8 @@ def prepare(config: SimulationConfig) -> Setup:
     train, test = load_dataset(config.data.name, **config.data.options)
     labels = train.groups if config.partition.kind == "by_group" else train.y
     partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
+    # σ from a target ε is planned on the vehicles' real sizes (bmfl.privacy.calibrate)
+    config = config.model_copy(update={"training": config.training.calibrated(config.rounds, partition.sizes)})
     counts = config.sample_counts or partition.sizes
     model = initial_model(config)
     edge_test = edge_test_set(test, config)
@@ -221,7 +226,7 @@ def prepare(config: SimulationConfig) -> Setup:
         config.training.delta, config.training.accountant,
     )  # fmt: skip
     clock = ComputeClock(config.stragglers, config.vehicles, config.seed)
-    return Setup(test, dict(enumerate(counts)), model, scorer, local_cfg, edge_agg, attack, attackers, excluded,
+    return Setup(config, test, dict(enumerate(counts)), model, scorer, local_cfg, edge_agg, attack, attackers, excluded,
                  fleet, clock)  # fmt: skip
 
 
@@ -250,13 +255,14 @@ def run_simulation(
 
         return run_async(config, progress, on_round, keep_models)
     setup = prepare(config)
-    test, sizes, model, scorer, fleet, clock = setup.test, setup.sizes, setup.model, setup.scorer, setup.fleet, setup.clock
+    config, test, sizes, model, scorer, fleet, clock = setup.config, setup.test, setup.sizes, setup.model, setup.scorer, setup.fleet, setup.clock
     local_cfg, edge_agg, attack, attackers, excluded = (
         setup.local_cfg, setup.edge_agg, setup.attack, setup.attackers, setup.excluded
     )
     global_vec = flatten(model.state_dict())
     previous_vec = None
     cloud_agg = cloud_rule(config.aggregation)
+    server = server_optimizer(config.aggregation)
     sim_time = 0.0
     if ray_address is None:
         trainer = InProcess(fleet)
@@ -330,7 +336,9 @@ def run_simulation(
                     leaders.append(leader)
             transfers = meter.round(r, global_vec, upload_blobs, preliminaries)
             traffic = summarise(transfers, compute)
-            cloud = aggregate_cloud(cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r)
+            cloud = aggregate_cloud(
+                cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r, server
+            )
             if cloud is not None:
                 previous_vec, global_vec = global_vec, cloud.model
                 for e, p in cloud.weights.items():
