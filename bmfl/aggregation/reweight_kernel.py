@@ -7,6 +7,8 @@ without a branch so that the compiler vectorises it:
 
 - ranks (step 1) are counted, not sorted: upload a ranks above upload b when it is
   larger, or equal and later (a stable order), one comparison per pair;
+- a slope whose rank gap is a power of two is multiplied by the exact reciprocal (the
+  same float as the division, which costs several times more);
 - every median comes from a *selection* network: Batcher's odd–even merge sort pruned to
   the comparators its middle output(s) depend on (the 0–1 principle holds per output).
 
@@ -107,7 +109,10 @@ def _middle(buf: np.ndarray, n: int, out: np.ndarray, width: int, offset: int = 
 def _ranks(y: np.ndarray, ys: np.ndarray, rank: np.ndarray, width: int) -> None:  # pragma: no cover - compiled
     """Stable ranks of each column of ``y`` (ties in upload order) and the sorted ``ys``."""
     k = y.shape[0]
-    rank[:, :width] = 0
+    for a in range(k):
+        ra = rank[a]
+        for c in range(width):
+            ra[c] = 0
     for a in range(k):
         for b in range(a + 1, k):
             ya = y[a]
@@ -132,11 +137,17 @@ def _slope(ys: np.ndarray, buf: np.ndarray, inner: np.ndarray, net: np.ndarray, 
         bottom = ys[i]
         for j in range(k):
             if j != i:
+                gap = abs(j - i)
                 dx = np.float32(j - i)
                 top = ys[j]
                 dst = buf[row]
-                for c in range(width):
-                    dst[c] = (top[c] - bottom[c]) / dx
+                if gap & (gap - 1) == 0:  # a power of two: × 1/dx is exact, the same as ÷ dx
+                    inv = np.float32(1) / dx
+                    for c in range(width):
+                        dst[c] = (top[c] - bottom[c]) * inv
+                else:
+                    for c in range(width):
+                        dst[c] = (top[c] - bottom[c]) / dx
                 row += 1
         sort_columns(buf, net, width)
         _middle(buf, k - 1, inner[i], width)
@@ -177,7 +188,11 @@ def reweight_pass(
     half = f32((k - 1) / 2)
     for start in range(0, d, block):
         width = min(block, d - start)
-        y[:, :width] = updates[:, start : start + width]
+        for a in range(k):
+            src = updates[a, start : start + width]
+            dst = y[a]
+            for c in range(width):
+                dst[c] = src[c]
         _ranks(y, ys, rank, width)  # step 1
         _slope(ys, buf, inner, net_inner, width)  # step 2
         sort_columns(inner, net_outer, width)
@@ -193,16 +208,25 @@ def reweight_pass(
         for c in range(width):
             tau[c] = scale * tau[c] + f32(1e-7)
         for a in range(k):  # steps 4–6: leverage, confidence, replacement
+            ya = y[a]
+            ra = rank[a]
+            va = varpi[a]
+            ca = corrected[a, start : start + width]
             for c in range(width):
-                r = rank[a, c]
+                r = ra[c]
                 line = beta0[c] + beta1[c] * f32(r)
-                v = min(f32(1.0), clip[r] / abs((y[a, c] - line) / tau[c]))  # e = 0 → ∞ → 1
-                varpi[a, c] = v
-                out = v < threshold
-                corrected[a, start + c] = line if out else y[a, c]
-                low[a, c] += out
-                if paper:  # step 7, summed per column (a sum across c would not vectorise)
-                    kept[a, c] += 0.0 if out else v
+                v = min(f32(1.0), clip[r] / abs((ya[c] - line) / tau[c]))  # e = 0 → ∞ → 1
+                va[c] = v
+                ca[c] = line if v < threshold else ya[c]
+        for a in range(k):  # step 7 and the counts, summed per column (a sum across c would not vectorise)
+            va = varpi[a]
+            la = low[a]
+            ka = kept[a]
+            for c in range(width):
+                out = va[c] < threshold
+                la[c] += out
+                if paper:
+                    ka[c] += 0.0 if out else va[c]
         if not paper:
             total[:width] = 0.0
             for a in range(k):
