@@ -14,9 +14,8 @@ import torch
 
 from bmfl.aggregation import get_aggregator
 from bmfl.aggregation.reweight import chunk_for
-from bmfl.aggregation.reweight_kernel import (
-    BLOCK_MAX, BLOCK_MIN, BUFFER_BUDGET, BYTES_PER_VALUE, block_for, median_network, sort_columns, sorting_network,
-)
+from bmfl.aggregation.reweight_kernel import BLOCK_MAX, BLOCK_MIN, BUFFER_BUDGET, BYTES_PER_VALUE, block_for
+from bmfl.aggregation.reweight_kernel import median_network, sort_columns, sorting_network
 
 
 @pytest.mark.parametrize("n", range(1, 17))

@@ -173,7 +173,7 @@ def reweight_pass(
     beta1 = np.empty(block, f32)
     beta0 = np.empty(block, f32)
     tau = np.empty(block, f32)
-    total = np.empty(block)
+    mean = np.empty(block)
     var = np.empty(block)
     kept = np.zeros((k, block))
     low = np.zeros((k, block), np.int64)
@@ -228,16 +228,16 @@ def reweight_pass(
                 if paper:
                     ka[c] += 0.0 if out else va[c]
         if not paper:
-            total[:width] = 0.0
+            mean[:width] = 0.0
             for a in range(k):
                 for c in range(width):
-                    total[c] += varpi[a, c]
+                    mean[c] += varpi[a, c]
             for c in range(width):
-                total[c] /= k
+                mean[c] /= k
             var[:width] = 0.0
             for a in range(k):
                 for c in range(width):
-                    var[c] += (varpi[a, c] - total[c]) ** 2
+                    var[c] += (varpi[a, c] - mean[c]) ** 2
             for c in range(width):
                 spread[c] = f32(math.sqrt(var[c] / (k - 1)))
             for a in range(k):
