@@ -95,9 +95,9 @@ def confidences(y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor
 @register_aggregator("reweight")
 class ResidualReweighting(Aggregator):
     """``lam`` λ = 2, ``threshold`` ς = 0.1, ``theta`` ∈ {"paper", "reference"} (step 7).
-    On the CPU with K ≥ 3 the rule runs as one compiled pass (``compiled``; memory
-    O(K·256)); elsewhere, or with ``compiled=False``, as tensor ops in chunks of
-    ``chunk_size`` coordinates (default: :func:`chunk_for`, memory ≈ chunk·K²·4 bytes
+    On the CPU with K ≥ 3 the rule runs as one compiled pass (``compiled``; buffers
+    within 4 MiB whatever K is); elsewhere, or with ``compiled=False``, as tensor ops in
+    chunks of ``chunk_size`` coordinates (default: :func:`chunk_for`, memory ≈ chunk·K²·4 bytes
     within :data:`MEMORY_BUDGET`). Both give the same result."""
 
     def __init__(
