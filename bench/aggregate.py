@@ -1,18 +1,21 @@
 """Residual reweighting (BMFL Eq. 14–23) at K = 10, 50, 100 uploads and d = 21,840 (the
-BMFL CNN), 1.2M and 11M parameters: our vectorised rule vs a straightforward
+BMFL CNN), 1.2M and 11M parameters: our compiled pass (one thread) vs a straightforward
 per-coordinate port of the same maths (one Python/NumPy iteration per coordinate, as in
 the authors' reference code), and against the rule's vectorised tensor path (what it
 ran on the CPU before the compiled pass, and still runs off the CPU), measured in one run
-on synthetic uploads (20 % sign flippers, γ = −10).
+on synthetic uploads (20 % sign flippers, γ = −10); and the peak memory of the rule at an
+edge of 500 trainers.
 
 The per-coordinate port costs the same for every coordinate, so it is timed on a subset
 of coordinates (about ``--sample`` seconds' worth) and extrapolated linearly to d. Ours
 is timed on all d coordinates when its first chunk predicts at most ``--budget``
 seconds, else on a subset too and extrapolated (it works in independent chunks of
 coordinates); the table says which. On the port's subset both must give the same
-aggregate (max |difference| printed).
+aggregate (max |difference| printed). Last, the peak resident memory of one edge's rule
+at K = 500 uploads of the BMFL CNN (d = 21,840), ours against the vectorised path, each
+in its own process (``bench.isolate``).
 
-    python -m bench.aggregate [--k 10 50 100] [--d 21840 1200000 11000000] [--budget 120]
+    python -m bench.aggregate [--k 10 50 100] [--d 21840 1200000 11000000] [--budget 120] [--edge-k 500]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 from bench.common import Row, print_rows, progress
+from bench.isolate import run_isolated
 from bmfl.aggregation import get_aggregator
 
 CHUNK = 4096  # the rule's default chunk of coordinates
@@ -119,17 +123,52 @@ def measure(k: int, d: int, budget: float, sample: float) -> list[Row]:
     ]  # fmt: skip
 
 
+def edge_rule(k: int, d: int, compiled: bool):
+    """(prepare, measured) for ``bench.isolate``: the rule on K synthetic uploads of d
+    coordinates; ``prepare`` builds them and compiles (or loads) the pass on a few."""
+    rule = get_aggregator("reweight", compiled=compiled)
+    data: dict[str, torch.Tensor] = {}
+
+    def prepare() -> None:
+        data["updates"], data["ref"] = synthetic(k, d)
+        rule(data["updates"][:, :8], None, data["ref"][:8])
+
+    def measured() -> dict:
+        return {"weight_sum": float(rule(data["updates"], None, data["ref"]).weights.sum())}
+
+    return prepare, measured
+
+
+def memory(k: int = 500, d: int = 21_840) -> Row:
+    """Memory the rule's call adds to its process (peak RSS − RSS before the call) at K
+    uploads, ours vs the vectorised path, each in its own process; the processes' peaks
+    (interpreter, torch and numba included) in ``extra``."""
+    ours = run_isolated("bench.aggregate:edge_rule", k=k, d=d, compiled=True)
+    vec = run_isolated("bench.aggregate:edge_rule", k=k, d=d, compiled=False)
+    mib = 1 << 20
+    return Row("aggregate", f"reweight K={k}, d={d:,}: memory of the call", (ours.peak_bytes - ours.before_bytes) / mib,
+               "vectorised tensor path", (vec.peak_bytes - vec.before_bytes) / mib, "MiB", kind="less memory",
+               note=f"peak RSS of the process {ours.peak_bytes / mib:,.0f} / {vec.peak_bytes / mib:,.0f} MiB; "
+                    f"time {ours.seconds:.1f} s / {vec.seconds:.1f} s",
+               extra={"peak_mib": ours.peak_bytes / mib, "baseline_peak_mib": vec.peak_bytes / mib})  # fmt: skip
+
+
 KS, DS = (10, 50, 100), (21_840, 1_200_000, 11_000_000)
 
 
-def run(ks: tuple[int, ...] = KS, ds: tuple[int, ...] = DS, budget: float = 120.0, sample: float = 10.0) -> list[Row]:
+def run(
+    ks: tuple[int, ...] = KS, ds: tuple[int, ...] = DS, budget: float = 120.0, sample: float = 10.0, edge_k: int = 500
+) -> list[Row]:  # fmt: skip
     rows = []
     with progress() as bar:
-        task = bar.add_task("aggregate: K × d grid", total=len(ks) * len(ds))
+        task = bar.add_task("aggregate: K × d grid, then memory", total=len(ks) * len(ds) + 1)
         for k in ks:
             for d in ds:
                 rows += measure(k, d, budget, sample)
                 bar.advance(task)
+        if edge_k:
+            rows.append(memory(edge_k))
+        bar.advance(task)
     return rows
 
 
@@ -139,8 +178,10 @@ def main() -> None:
     parser.add_argument("--d", type=int, nargs="+", default=list(DS))
     parser.add_argument("--budget", type=float, default=120.0, help="largest full run of ours, seconds")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds of the port per cell")
+    parser.add_argument("--edge-k", type=int, default=500, help="uploads of the memory row (0: skip it)")
     args = parser.parse_args()
-    print_rows(f"residual reweighting, {torch.get_num_threads()} torch thread(s)", run(args.k, args.d, args.budget, args.sample))
+    rows = run(args.k, args.d, args.budget, args.sample, args.edge_k)
+    print_rows(f"residual reweighting, {torch.get_num_threads()} torch thread(s)", rows)
 
 
 if __name__ == "__main__":

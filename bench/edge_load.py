@@ -7,9 +7,10 @@ progress and SQLite hold each vehicle once, replaying every upload gets 409
 ``duplicate`` for all of them, and after the close the chain's ``RoundRecorded``
 holds every vehicle exactly once with the digest of what it sent.
 
-The close aggregates with FedAvg and no filter by default: the task default (the
-self-reliability filter and the repeated-median rule) holds a chunk × K² slope tensor,
-about 16 GB for K = 500 trainers at one edge (``--aggregation default`` to see it).
+The close aggregates with FedAvg and no filter by default; ``--aggregation default``
+closes with the task default (the self-reliability filter and the repeated-median rule,
+whose buffers no longer grow with K², issue 24). The peak printed last (and in the JSON)
+includes the close when it runs.
 
 Usage: ``python bench/edge_load.py [--updates 500] [--workers 16] [--no-close]
 [--aggregation fedavg|default]`` (documented figures: docs/security.md).
@@ -224,8 +225,10 @@ def run(updates: int, workers: int, close: bool, aggregation: str, directory: Pa
             recorded_rounds = TasksClient(w3, dep.tasks).recorded_rounds(task_id, dep.block_number)
             records = [r for rr in recorded_rounds for r in rr.decoded()]
             on_chain = {r.vehicle: "0x" + r.update_digest.hex() for r in records}
+            after = memory_kib(edge_process.pid)  # type: ignore[arg-type]
             print(f"close ({aggregation}): {len(recorded['trainers'])} trainers aggregated and recorded in {time.perf_counter() - start:.1f} s; "
-                  f"on chain {len(records)} records, {len(on_chain)} distinct, digests equal: {on_chain == expected}")  # fmt: skip
+                  f"on chain {len(records)} records, {len(on_chain)} distinct, digests equal: {on_chain == expected}; "
+                  f"edge RSS peak {after['VmHWM'] / 1024:.0f} MiB")  # fmt: skip
             assert len(records) == updates and on_chain == expected
         print(json.dumps({
             "updates": updates, "workers": workers, "wall_s": round(wall, 3), "accepted_per_s": round(accepted / wall, 1),

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 
-from bench.aggregate import measure, reference_reweight, synthetic  # noqa: E402
+from bench.aggregate import measure, memory, reference_reweight, synthetic  # noqa: E402
 from bench.common import Row  # noqa: E402
 from bench.isolate import run_isolated  # noqa: E402
 from bench.run_all import Section, acceptance, render  # noqa: E402
@@ -75,6 +75,26 @@ def test_ratios_and_acceptance_come_from_the_measured_rows():
     assert scale[-1] == "- 10,000-vehicle round in-process: peak 647.0 MiB (target ≤ 4 GiB: met)."
     text = render({"CPU": "test CPU"}, [Section("dp_step", "doc", rows[2:], 1.0, "now", "0 / 0 / 0")])
     assert "| test CPU |" in text and "| DP-SGD step vs Opacus | 9.000 ms | Opacus: 8.000 ms | 0.89× speed-up |" in text
+
+
+def test_reweight_targets_are_checked_against_their_rows():
+    vs = "vectorised tensor path"
+    rows = [
+        Row("aggregate", "reweight K=10, d=11,000,000 (compiled vs vectorised)", 2.5, vs, 25.0, "s"),
+        Row("aggregate", "reweight K=100, d=1,200,000 (compiled vs vectorised)", 31.0, vs, 217.0, "s"),
+        Row("aggregate", "reweight K=500, d=21,840: memory of the call", 80.0, vs, 160.0, "MiB", "less memory",
+            extra={"peak_mib": 700.0, "baseline_peak_mib": 600.0}),
+    ]
+    text = "\n".join(acceptance(rows))
+    assert "K = 10, d = 11,000,000: 2.500 s on one thread, 10.0× the vectorised path (target ≤ 3 s: met)" in text
+    assert "K = 100, d = 1,200,000: 31.0 s on one thread, 7.0× the vectorised path (target ≤ 30 s: not met)" in text
+    assert "the call adds 80.0 MiB (2.0× less than the vectorised path), its process peaks at 700.0 MiB (target ≤ 2 GiB: met" in text
+
+
+def test_the_memory_row_runs_each_path_in_its_own_process():
+    row = memory(k=5, d=300)
+    assert row.unit == "MiB" and row.kind == "less memory" and row.extra["peak_mib"] > row.ours >= 0
+    assert row.case == "reweight K=5, d=300: memory of the call" and row.extra["baseline_peak_mib"] > 0
 
 
 def allocating(mib: int):

@@ -27,7 +27,8 @@ Independently for every coordinate n, over the K uploads:
 
 With K ≤ 2 the line passes through every point, all residuals vanish and ϖ = 1.
 On the CPU the steps run as one compiled pass over blocks of coordinates
-(``bmfl.aggregation.reweight_kernel``: sorting networks, O(K) memory per coordinate);
+(``bmfl.aggregation.reweight_kernel``: ranks counted, medians from selection networks,
+buffers of O(K) bytes per coordinate of a block);
 elsewhere (CUDA) as tensor ops over chunks of coordinates sized from K and a memory
 budget. The two agree (``tests/test_reweight_kernel.py``).
 Known limit (docs/algorithms.md §3): like the median it breaks down beyond 50 % attackers;
@@ -94,9 +95,9 @@ def confidences(y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor
 @register_aggregator("reweight")
 class ResidualReweighting(Aggregator):
     """``lam`` λ = 2, ``threshold`` ς = 0.1, ``theta`` ∈ {"paper", "reference"} (step 7).
-    On the CPU with K ≥ 3 the rule runs as one compiled pass (``compiled``; memory
-    O(K·256)); elsewhere, or with ``compiled=False``, as tensor ops in chunks of
-    ``chunk_size`` coordinates (default: :func:`chunk_for`, memory ≈ chunk·K²·4 bytes
+    On the CPU with K ≥ 3 the rule runs as one compiled pass (``compiled``; buffers
+    within 4 MiB whatever K is); elsewhere, or with ``compiled=False``, as tensor ops in
+    chunks of ``chunk_size`` coordinates (default: :func:`chunk_for`, memory ≈ chunk·K²·4 bytes
     within :data:`MEMORY_BUDGET`). Both give the same result."""
 
     def __init__(
@@ -150,7 +151,7 @@ class ResidualReweighting(Aggregator):
 
     def _compiled(self, updates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The same steps as one compiled pass (``reweight_kernel``), on the CPU."""
-        from bmfl.aggregation.reweight_kernel import reweight_pass, sorting_network
+        from bmfl.aggregation.reweight_kernel import block_for, median_network, reweight_pass
 
         k, d = updates.shape
         values = updates.detach().contiguous().numpy()
@@ -158,7 +159,7 @@ class ResidualReweighting(Aggregator):
         theta = np.zeros(k)
         replaced = np.zeros(k)
         reweight_pass(
-            values, self.lam, self.threshold, self.theta == "paper",
-            sorting_network(k), sorting_network(k - 1), corrected, theta, replaced,
+            values, self.lam, self.threshold, self.theta == "paper", block_for(k),
+            median_network(k - 1), median_network(k), median_network(k, 1), corrected, theta, replaced,
         )  # fmt: skip
         return torch.from_numpy(corrected), torch.from_numpy(theta), torch.from_numpy(replaced)

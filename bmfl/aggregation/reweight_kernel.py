@@ -1,13 +1,20 @@
 """Residual reweighting (docs/algorithms.md §3) on the CPU as one compiled pass over the
-coordinates, with memory independent of K² (issue 24).
+coordinates, with memory independent of d and bounded in K (issue 24).
 
 Steps 1–7 of ``bmfl.aggregation.reweight`` for a block of B coordinates at a time, in
-float32 like the vectorised rule: every median (of the K − 1 slopes of each upload, of
-the K inner medians, of the values, of the residuals) comes from a sorting network
-(Batcher's odd–even merge sort, comparators that touch only padding left out) applied to
-a (n, B) buffer column-wise, so the inner loop runs over B coordinates without a branch
-and the compiler vectorises it. Buffers are O(K·B); nothing of size K²·d is formed.
-The result equals the vectorised rule's (bit for bit on the tests; ``tests/test_reweight_kernel.py``).
+float32 like the vectorised rule, every loop running over the B coordinates of a block
+without a branch so that the compiler vectorises it:
+
+- ranks (step 1) are counted, not sorted: upload a ranks above upload b when it is
+  larger, or equal and later (a stable order), one comparison per pair;
+- a slope whose rank gap is a power of two is multiplied by the exact reciprocal (the
+  same float as the division, which costs several times more);
+- every median comes from a *selection* network: Batcher's odd–even merge sort pruned to
+  the comparators its middle output(s) depend on (the 0–1 principle holds per output).
+
+Buffers take O(K·B) bytes, with B chosen from K and a byte budget (:func:`block_for`);
+nothing of size K²·d (or K²) is formed. The result equals the vectorised
+rule's (``tests/test_reweight_kernel.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +25,24 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-BLOCK = 256
-"""Coordinates per block: (K, B) buffers stay in the L1/L2 cache for the K of edges."""
+BLOCK_MAX = 256
+"""Most coordinates per block."""
+BLOCK_MIN = 16
+"""Fewest coordinates per block (a few vector registers' worth)."""
+BUFFER_BUDGET = 4 << 20
+"""Bytes the per-block buffers may take, whatever K is."""
+BYTES_PER_VALUE = 40
+"""Buffer bytes per (upload, coordinate) of a block: six float32 / int32 arrays and two
+8-byte accumulators."""
+
+
+def block_for(k: int, budget: int = BUFFER_BUDGET) -> int:
+    """Coordinates per block: the largest power of two in [BLOCK_MIN, BLOCK_MAX] whose
+    (K, B) buffers fit ``budget`` (256 up to K = 409, 128 at K = 500)."""
+    block = BLOCK_MAX
+    while block > BLOCK_MIN and k * block * BYTES_PER_VALUE > budget:
+        block //= 2
+    return block
 
 
 @lru_cache(maxsize=None)
@@ -42,106 +65,184 @@ def sorting_network(n: int) -> np.ndarray:
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
-@numba.njit(cache=True, nogil=True)
+@lru_cache(maxsize=None)
+def median_network(n: int, offset: int = 0) -> np.ndarray:
+    """The comparators of ``sorting_network(n)`` that the median of its outputs
+    ``offset … n−1`` depends on (positions ``offset + (m−1)//2`` and ``offset + m//2``,
+    m = n − offset), walked back from those outputs."""
+    m = n - offset
+    needed = {offset + (m - 1) // 2, offset + m // 2}
+    kept = []
+    for a, b in sorting_network(n)[::-1]:
+        if a in needed or b in needed:
+            kept.append((a, b))
+            needed |= {int(a), int(b)}
+    return np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def sort_columns(buf: np.ndarray, net: np.ndarray, width: int) -> None:  # pragma: no cover - compiled
-    """Sort each of the first ``width`` columns of ``buf`` in place with ``net``."""
+    """Apply ``net`` to each of the first ``width`` columns of ``buf`` in place."""
     for t in range(net.shape[0]):
-        a = net[t, 0]
-        b = net[t, 1]
+        lo = buf[net[t, 0]]
+        hi = buf[net[t, 1]]
         for c in range(width):
-            x = buf[a, c]
-            y = buf[b, c]
-            buf[a, c] = min(x, y)
-            buf[b, c] = max(x, y)
+            x = lo[c]
+            y = hi[c]
+            lo[c] = min(x, y)
+            hi[c] = max(x, y)
 
 
-@numba.njit(cache=True, nogil=True)
-def _middle(buf: np.ndarray, n: int, c: int, offset: int = 0) -> np.float32:  # pragma: no cover - compiled
-    """Median of the sorted ``buf[offset : offset + n, c]``."""
-    lo = offset + (n - 1) // 2
-    hi = offset + n // 2
-    if lo == hi:
-        return buf[hi, c]
-    return (buf[lo, c] + buf[hi, c]) / np.float32(2)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _middle(buf: np.ndarray, n: int, out: np.ndarray, width: int, offset: int = 0) -> None:  # pragma: no cover - compiled
+    """``out[c]``: the median of the sorted ``buf[offset : offset + n, c]``."""
+    lo = buf[offset + (n - 1) // 2]
+    hi = buf[offset + n // 2]
+    if (n - 1) // 2 == n // 2:
+        out[:width] = hi[:width]
+    else:
+        for c in range(width):
+            out[c] = (lo[c] + hi[c]) / np.float32(2)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _ranks(y: np.ndarray, ys: np.ndarray, rank: np.ndarray, width: int) -> None:  # pragma: no cover - compiled
+    """Stable ranks of each column of ``y`` (ties in upload order) and the sorted ``ys``."""
+    k = y.shape[0]
+    for a in range(k):
+        ra = rank[a]
+        for c in range(width):
+            ra[c] = 0
+    for a in range(k):
+        for b in range(a + 1, k):
+            ya = y[a]
+            yb = y[b]
+            ra = rank[a]
+            rb = rank[b]
+            for c in range(width):
+                later = np.int32(ya[c] <= yb[c])
+                rb[c] += later
+                ra[c] += 1 - later
+    for a in range(k):
+        for c in range(width):
+            ys[rank[a, c], c] = y[a, c]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _slope(ys: np.ndarray, buf: np.ndarray, inner: np.ndarray, net: np.ndarray, width: int) -> None:  # pragma: no cover - compiled
+    """``inner[i]``: the median over j ≠ i of the slopes (ys_j − ys_i)/(j − i) (step 2)."""
+    k = ys.shape[0]
+    for i in range(k):
+        row = 0
+        bottom = ys[i]
+        for j in range(k):
+            if j != i:
+                gap = abs(j - i)
+                dx = np.float32(j - i)
+                top = ys[j]
+                dst = buf[row]
+                if gap & (gap - 1) == 0:  # a power of two: × 1/dx is exact, the same as ÷ dx
+                    inv = np.float32(1) / dx
+                    for c in range(width):
+                        dst[c] = (top[c] - bottom[c]) * inv
+                else:
+                    for c in range(width):
+                        dst[c] = (top[c] - bottom[c]) / dx
+                row += 1
+        sort_columns(buf, net, width)
+        _middle(buf, k - 1, inner[i], width)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def reweight_pass(
-    updates: np.ndarray, lam: float, threshold: float, paper: bool,
-    net_k: np.ndarray, net_km1: np.ndarray, corrected: np.ndarray, theta: np.ndarray, replaced: np.ndarray,
+    updates: np.ndarray, lam: float, threshold: float, paper: bool, block: int,
+    net_inner: np.ndarray, net_outer: np.ndarray, net_tail: np.ndarray,
+    corrected: np.ndarray, theta: np.ndarray, replaced: np.ndarray,
 ) -> None:  # pragma: no cover - compiled; fmt: skip
     """Fill ``corrected`` (K, d) and add each upload's θ and replaced-coordinate count
-    into ``theta`` and ``replaced`` (float64, K). Needs K ≥ 3."""
+    into ``theta`` and ``replaced`` (float64, K). Needs K ≥ 3; the networks are
+    ``median_network(K − 1)``, ``median_network(K)`` and ``median_network(K, 1)``."""
     k, d = updates.shape
-    ys = np.empty((k, BLOCK), np.float32)
-    order = np.empty((k, BLOCK), np.int64)
-    buf = np.empty((k, BLOCK), np.float32)
-    inner = np.empty((k, BLOCK), np.float32)
-    varpi = np.empty(k, np.float32)
+    f32 = np.float32
+    y = np.empty((k, block), f32)
+    ys = np.empty((k, block), f32)
+    rank = np.empty((k, block), np.int32)
+    buf = np.empty((k, block), f32)
+    inner = np.empty((k, block), f32)
+    varpi = np.empty((k, block), f32)
+    beta1 = np.empty(block, f32)
+    beta0 = np.empty(block, f32)
+    tau = np.empty(block, f32)
+    mean = np.empty(block)
+    var = np.empty(block)
+    kept = np.zeros((k, block))
+    low = np.zeros((k, block), np.int64)
+    spread = np.empty(block, f32)
     z = lam * math.sqrt(2.0 / k)
     centre = (k - 1) / 2.0
     sxx = k * (k * k - 1) / 12.0
-    scale = np.float32(1.4826 * (1 + 5 / (k - 1)))
-    for start in range(0, d, BLOCK):
-        width = min(BLOCK, d - start)
-        for c in range(width):  # step 1: a stable argsort (ties keep upload order)
-            for a in range(k):
-                order[a, c] = a
-            for a in range(1, k):
-                o = order[a, c]
-                v = updates[o, start + c]
-                b = a - 1
-                while b >= 0 and updates[order[b, c], start + c] > v:
-                    order[b + 1, c] = order[b, c]
-                    b -= 1
-                order[b + 1, c] = o
-            for a in range(k):
-                ys[a, c] = updates[order[a, c], start + c]
-        for i in range(k):  # step 2: each rank's median slope to the others
-            row = 0
-            for j in range(k):
-                if j != i:
-                    dx = np.float32(j - i)
-                    for c in range(width):
-                        buf[row, c] = (ys[j, c] - ys[i, c]) / dx
-                    row += 1
-            sort_columns(buf, net_km1, width)
+    clip = np.empty(k, f32)  # Z·sqrt(1 − h) per rank (step 5)
+    for r in range(k):
+        clip[r] = f32(z * math.sqrt(1 - (1.0 / k + (r - centre) ** 2 / sxx)))
+    scale = f32(1.4826 * (1 + 5 / (k - 1)))
+    half = f32((k - 1) / 2)
+    for start in range(0, d, block):
+        width = min(block, d - start)
+        for a in range(k):
+            src = updates[a, start : start + width]
+            dst = y[a]
             for c in range(width):
-                inner[i, c] = _middle(buf, k - 1, c)
-        sort_columns(inner, net_k, width)
-        for c in range(width):  # β1 and β0 kept in rows 0, 1 of inner
-            beta1 = _middle(inner, k, c)
-            inner[1, c] = _middle(ys, k, c) - beta1 * np.float32((k - 1) / 2)
-            inner[0, c] = beta1
-        for a in range(k):  # step 3: |residuals|, sorted for the scale τ
-            for c in range(width):
-                buf[a, c] = abs(ys[a, c] - (inner[1, c] + inner[0, c] * np.float32(a)))
-        sort_columns(buf, net_k, width)
+                dst[c] = src[c]
+        _ranks(y, ys, rank, width)  # step 1
+        _slope(ys, buf, inner, net_inner, width)  # step 2
+        sort_columns(inner, net_outer, width)
+        _middle(inner, k, beta1, width)
+        _middle(ys, k, beta0, width)
         for c in range(width):
-            tau = scale * _middle(buf, k - 1, c, 1) + np.float32(1e-7)
-            total = 0.0
-            for a in range(k):  # steps 4–6: leverage, confidence, replacement
-                line = inner[1, c] + inner[0, c] * np.float32(a)
-                e = (ys[a, c] - line) / tau
-                lev = 1.0 / k + (a - centre) ** 2 / sxx
-                v = np.float32(1.0) if e == 0 else min(np.float32(1.0), np.float32(z * math.sqrt(1 - lev)) / abs(e))
-                o = order[a, c]
-                varpi[o] = v
-                total += v
-                if v < threshold:
-                    corrected[o, start + c] = line
-                    replaced[o] += 1.0
-                else:
-                    corrected[o, start + c] = ys[a, c]
-            if paper:  # step 7
-                for o in range(k):
-                    if varpi[o] >= threshold:
-                        theta[o] += varpi[o]
-            else:
-                mean = total / k
-                var = 0.0
-                for o in range(k):
-                    var += (varpi[o] - mean) ** 2
-                spread = np.float32(math.sqrt(var / (k - 1)))
-                for o in range(k):
-                    theta[o] += varpi[o] * spread
+            beta0[c] = beta0[c] - beta1[c] * half
+        for a in range(k):  # step 3: |residuals| and their scale τ
+            for c in range(width):
+                buf[a, c] = abs(y[a, c] - (beta0[c] + beta1[c] * f32(rank[a, c])))
+        sort_columns(buf, net_tail, width)
+        _middle(buf, k - 1, tau, width, 1)
+        for c in range(width):
+            tau[c] = scale * tau[c] + f32(1e-7)
+        for a in range(k):  # steps 4–6: leverage, confidence, replacement
+            ya = y[a]
+            ra = rank[a]
+            va = varpi[a]
+            ca = corrected[a, start : start + width]
+            for c in range(width):
+                r = ra[c]
+                line = beta0[c] + beta1[c] * f32(r)
+                v = min(f32(1.0), clip[r] / abs((ya[c] - line) / tau[c]))  # e = 0 → ∞ → 1
+                va[c] = v
+                ca[c] = line if v < threshold else ya[c]
+        for a in range(k):  # step 7 and the counts, summed per column (a sum across c would not vectorise)
+            va = varpi[a]
+            la = low[a]
+            ka = kept[a]
+            for c in range(width):
+                out = va[c] < threshold
+                la[c] += out
+                if paper:
+                    ka[c] += 0.0 if out else va[c]
+        if not paper:
+            mean[:width] = 0.0
+            for a in range(k):
+                for c in range(width):
+                    mean[c] += varpi[a, c]
+            for c in range(width):
+                mean[c] /= k
+            var[:width] = 0.0
+            for a in range(k):
+                for c in range(width):
+                    var[c] += (varpi[a, c] - mean[c]) ** 2
+            for c in range(width):
+                spread[c] = f32(math.sqrt(var[c] / (k - 1)))
+            for a in range(k):
+                for c in range(width):
+                    kept[a, c] += varpi[a, c] * spread[c]
+    for a in range(k):
+        theta[a] += kept[a].sum()
+        replaced[a] += low[a].sum()
