@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -61,8 +62,10 @@ def run_grid(
     """Records by run key, and timing: ``cpu_s`` the grid's cost (CPU seconds summed
     over its distinct runs, reused ones included), ``wall_s`` this invocation's wall
     time, ``reused`` the number of runs taken from ``reuse`` (records by fingerprint).
-    ``jobs`` > 1 runs that many simulations at once, each in its own process with one
-    torch thread (the records do not depend on it: every run is seeded)."""
+    ``jobs`` > 1 runs that many simulations at once, each in its own process. Every run
+    uses one torch thread, here too: torch's reductions split by thread count, so a
+    run's losses would otherwise differ in the last digits between ``jobs`` settings and
+    machines (every run is seeded, so the records do not depend on ``jobs``)."""
     done: dict[str, dict[str, Any]] = {}
     todo: dict[str, Run] = {}  # by fingerprint: the first run of each distinct config
     for run in runs:
@@ -83,11 +86,16 @@ def run_grid(
             progress.advance(overall, sum(1 for run in runs if fingerprint(run.config) == fp))
 
         if jobs <= 1:
-            for fp, run in todo.items():
-                config = SimulationConfig.model_validate({**run.config, "name": run.key})
-                cpu = time.process_time()
-                result = run_simulation(config, console, progress=progress)
-                finished(fp, record(result, fp, time.process_time() - cpu))
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                for fp, run in todo.items():
+                    config = SimulationConfig.model_validate({**run.config, "name": run.key})
+                    cpu = time.process_time()
+                    result = run_simulation(config, console, progress=progress)
+                    finished(fp, record(result, fp, time.process_time() - cpu))
+            finally:
+                torch.set_num_threads(threads)
         else:
             context = multiprocessing.get_context("spawn")  # no forked torch thread pools
             with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
