@@ -34,9 +34,12 @@ demo: setup
 	$(VENV)/bin/bmfl demo
 
 # with line coverage (pytest-cov; [tool.coverage] in pyproject.toml): the total is the
-# last line of the table; CI=true (set by CI runners) fails on a missing Anvil/node/IPFS
+# last line of the table; CI=true (set by CI runners) fails on a missing Anvil/node/IPFS.
+# TEST_JOBS pytest-xdist workers, one test file each at a time (a file's module fixtures,
+# e.g. its Anvil, stay in one worker); most end-to-end tests wait on their processes.
+TEST_JOBS ?= 2
 test: setup
-	$(PY) -m pytest -q --durations=15 --cov --cov-report=term:skip-covered
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=15 --cov --cov-report=term:skip-covered
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
