@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
 import requests
-import safetensors.torch
+from safetensors.torch import load as tensors_from_bytes
+from safetensors.torch import save as tensors_to_bytes
 
 from bmfl.blobs.codec import BlobMeta, blob_digest, decode_state, encode_state
 from bmfl.blobs.errors import BlobError
@@ -243,7 +244,7 @@ class TaskRunner(threading.Thread):
         server = self._server(r - 1)
         outcome = aggregate_cloud(cloud_rule(self.spec.aggregation), preliminaries, samples, reference, r, server)
         if server.name != "paper":
-            self.ctx.state.put_server_state(self.task_id, r, safetensors.torch.save(server.state()))
+            self.ctx.state.put_server_state(self.task_id, r, tensors_to_bytes(server.state()))
         if outcome is None:
             blob, new_cid = previous, cid
         else:
@@ -296,7 +297,7 @@ class TaskRunner(threading.Thread):
         state = self.ctx.state.server_state(self.task_id, round_)
         if state is None:
             raise RoundFailed(f"the {server.name} state after round {round_} is not in the cloud's state")
-        return server.load(safetensors.torch.load(state))
+        return server.load(tensors_from_bytes(state))
 
     def _edge(self, edge_index: int) -> EdgeClient:
         return next(e for e in self.ctx.edges if e.info.index == edge_index)

@@ -248,8 +248,8 @@ def test_a_lying_edge_is_named_for_each_lie(stack: Stack, monkeypatch: pytest.Mo
 
 
 def test_a_lying_cloud_is_named(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def shifted(rule, preliminaries, samples, reference, round_index):  # type: ignore[no-untyped-def]
-        outcome = aggregate_cloud(rule, preliminaries, samples, reference, round_index)
+    def shifted(rule, preliminaries, samples, reference, round_index, server):  # type: ignore[no-untyped-def]
+        outcome = aggregate_cloud(rule, preliminaries, samples, reference, round_index, server)
         return dataclasses.replace(outcome, model=outcome.model + 0.01) if outcome and round_index == 1 else outcome
 
     monkeypatch.setattr(orchestrator, "aggregate_cloud", shifted)  # round 1: another global model

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
+from bmfl.task import TrainingSpec
 from bmfl.training.local import LocalTrainingConfig, round_plan
 
 
@@ -55,7 +56,10 @@ class DPNoiseFloor(UpdateFilter):
             raise ValueError("z must be positive")
         self.training = dict(training)
         self.z = z
-        self._config = LocalTrainingConfig(**{k: v for k, v in self.training.items() if k != "accountant"})
+        spec = TrainingSpec.model_validate(self.training)
+        if spec.target_epsilon is not None and "noise_multiplier" not in spec.model_fields_set:
+            raise ValueError("dp_floor needs the task's σ: pass the calibrated training spec (TrainingSpec.calibrated)")
+        self._config = spec.local()
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
         if sizes is None:
