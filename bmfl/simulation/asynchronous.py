@@ -25,7 +25,7 @@ import torch
 from rich.progress import Progress
 
 from bmfl.attacks import PixelBackdoor, attack_success_rate, shape_edge_uploads
-from bmfl.incentives import split_payouts, to_fixed
+from bmfl.incentives import to_fixed
 from bmfl.params import flatten, load_vector
 from bmfl.rounds import stop_reached, target_fixed
 from bmfl.rounds.asynchronous import STALE, BufferOutcome, Report, apply_buffer, buffer_ready
@@ -103,13 +103,11 @@ def run_async(
             contributions[edge][v] = contributions[edge].get(v, 0) + to_fixed(verdict.theta)
         ev = evaluate(load_vector(s.model, global_vec), s.test)
         metrics = _metrics(version, ev, outcome, edge_of, s, now, time.perf_counter() - started)
-        result.rounds.append(metrics)
-        result.selected.append({0: sorted(buffer)})
-        result.verdicts.append({0: outcome.verdicts})
-        result.participation.append({v: (int(edge_of[v]), to_fixed(x.theta)) for v, x in outcome.verdicts.items()})
-        result.leaders.append(None)
-        if keep_models:
-            result.models.append(global_vec)
+        result.record(
+            metrics, participation={v: (int(edge_of[v]), to_fixed(x.theta)) for v, x in outcome.verdicts.items()},
+            selected={0: sorted(buffer)}, verdicts={0: outcome.verdicts}, leader=None, transfers=[],
+            model=global_vec if keep_models else None,
+        )  # fmt: skip
         progress.advance(rounds_task)
         if on_round:
             on_round(metrics)
@@ -119,12 +117,8 @@ def run_async(
         edge_of = next(assoc)
         fleet.start(restart, now, global_vec, previous_vec, version, edge_of)
     progress.remove_task(rounds_task)
-    result.epsilons = {v: e.epsilon() for v, e in sorted(s.fleet.engines.items()) if e.steps}
-    result.final_vector = global_vec
-    result.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
     # no consensus: every edge scores 1 (S_ℓ equal), no block rewards
-    scores = {e: 1 for e in result.contributions}
-    result.payouts = split_payouts(config.reward_wei, config.block_reward_wei, [], scores, result.contributions)
+    result.settle(s.fleet.engines, global_vec, contributions, [], {e: 1 for e in contributions})
     return result
 
 

@@ -146,6 +146,28 @@ class SimulationResult:
     def rows(self) -> list[dict]:
         return [asdict(r) for r in self.rounds]
 
+    def record(self, metrics: RoundMetrics, *, participation: dict[int, tuple[int, int]],
+               selected: dict[int, list[int]], verdicts: dict[int, dict[int, Verdict]], leader: int | None,
+               transfers: list[Transfer], model: torch.Tensor | None) -> None:  # fmt: skip
+        """One round's (or asynchronous update's) bookkeeping; ``model`` kept when given."""
+        self.rounds.append(metrics)
+        self.participation.append(participation)
+        self.selected.append(selected)
+        self.verdicts.append(verdicts)
+        self.leaders.append(leader)
+        self.transfers.append(transfers)
+        if model is not None:
+            self.models.append(model)
+
+    def settle(self, engines: dict, final_vector: torch.Tensor, contributions: dict[int, dict[int, int]],
+               leaders: list[int], scores: dict[int, int]) -> None:  # fmt: skip
+        """The run's end: each vehicle's ε, w^R, the contributions and the payout split."""
+        self.epsilons = {v: e.epsilon() for v, e in sorted(engines.items()) if e.steps}
+        self.final_vector = final_vector
+        self.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
+        self.payouts = split_payouts(self.config.reward_wei, self.config.block_reward_wei, leaders, scores,
+                                     self.contributions)  # fmt: skip
+
 
 SIMULATED_TASK_ID = 1
 """The task id that seeds trainer selection (``bmfl.rounds.select_trainers``): the first
@@ -382,14 +404,11 @@ def run_simulation(
                 **_traffic_fields(traffic),
             )
             sim_time += slowest
-            result.rounds.append(metrics)
-            result.participation.append(participation)
-            result.selected.append({e: chosen for e, chosen in enumerate(selected) if chosen})
-            result.verdicts.append({e: o.verdicts for e, o in outcomes.items()})
-            result.leaders.append(leader)
-            result.transfers.append(transfers)
-            if keep_models:
-                result.models.append(global_vec)
+            result.record(
+                metrics, participation=participation, selected={e: chosen for e, chosen in enumerate(selected) if chosen},
+                verdicts={e: o.verdicts for e, o in outcomes.items()}, leader=leader, transfers=transfers,
+                model=global_vec if keep_models else None,
+            )  # fmt: skip
             progress.advance(rounds_task)
             if on_round:
                 on_round(metrics)
@@ -399,9 +418,6 @@ def run_simulation(
         progress.remove_task(rounds_task)
     finally:
         trainer.close()
-    result.epsilons = {v: e.epsilon() for v, e in sorted(fleet.engines.items()) if e.steps}
-    result.final_vector = global_vec
-    result.contributions = {e: dict(sorted(c.items())) for e, c in sorted(contributions.items())}
     scores = {e: edge_scores.get(e, 0) for e in sorted(set(contributions) | set(edge_scores))}
-    result.payouts = split_payouts(config.reward_wei, config.block_reward_wei, leaders, scores, result.contributions)
+    result.settle(fleet.engines, global_vec, contributions, leaders, scores)
     return result
