@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bmfl.models import create_model
-from bmfl.params import flatten, get_state, load_vector, unflatten
+from bmfl.params import all_finite, flatten, get_state, load_vector, unflatten
 
 
 def test_flatten_unflatten_round_trip_keeps_names_shapes_and_values():
@@ -26,3 +26,12 @@ def test_load_vector_writes_into_model():
     model = create_model("mlp", hidden=(4,))
     load_vector(model, torch.arange(float(sum(p.numel() for p in model.parameters()))))
     assert float(model.net[0].weight.detach()[0, 1]) == 1.0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", [0, 7, -1])
+def test_all_finite_finds_one_bad_value_anywhere(bad: float, where: int) -> None:
+    x = torch.randn(3, 50)
+    assert all_finite(x) and all_finite(torch.empty(0))
+    x.view(-1)[where] = bad
+    assert not all_finite(x) and not bool(torch.isfinite(x).all())

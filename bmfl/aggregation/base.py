@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from bmfl.params import all_finite
 from bmfl.registry import ParamsRepr, Registry
 
 
@@ -74,7 +75,7 @@ def check_inputs(updates: torch.Tensor, sizes: torch.Tensor | None, reference: t
         raise ValueError(f"updates must be a non-empty (K, d) tensor, got shape {tuple(updates.shape)}")
     if reference.shape != updates.shape[1:]:
         raise ValueError(f"reference has shape {tuple(reference.shape)}, expected ({updates.shape[1]},)")
-    if not bool(torch.isfinite(updates).all()) or not bool(torch.isfinite(reference).all()):
+    if not all_finite(updates) or not all_finite(reference):
         raise ValueError("updates and reference must be finite")
     k = updates.shape[0]
     sizes = torch.ones(k, dtype=torch.float64) if sizes is None else torch.as_tensor(sizes, dtype=torch.float64)

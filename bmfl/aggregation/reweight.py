@@ -125,7 +125,7 @@ class ResidualReweighting(Aggregator):
             theta = (theta / theta.max()) ** 2
         total = theta.sum()
         weights = theta / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)
-        aggregate = (weights.to(updates.dtype)[:, None] * corrected).sum(0)
+        aggregate = torch.mv(corrected.T, weights.to(updates.dtype))  # Σ_m weight_m·corrected_m, no (K, d) temporary
         info = {"theta": raw_theta, "replaced_fraction": replaced / d, "variant": self.theta}
         return AggregationResult(aggregate, weights, info)
 

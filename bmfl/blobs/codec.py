@@ -19,7 +19,7 @@ from safetensors.torch import load as _st_load
 
 from bmfl.blobs.errors import BlobCodecError, CodecReason
 from bmfl.models import create_model
-from bmfl.params import State
+from bmfl.params import State, all_finite
 
 MAX_HEADER_BYTES = 1 << 20
 _DTYPES: dict[torch.dtype, str] = {
@@ -240,7 +240,7 @@ def decode_state(
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for t in spec.tensors:
         tensor = loaded[t.name]
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not all_finite(tensor):
             raise BlobCodecError(CodecReason.NON_FINITE, f"{t.name} holds NaN or Inf")
         state[t.name] = tensor
     return state, meta

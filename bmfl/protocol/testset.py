@@ -22,6 +22,7 @@ from safetensors.torch import load as st_load
 
 from bmfl.blobs.codec import canonical_safetensors
 from bmfl.data.base import TensorData
+from bmfl.params import all_finite
 
 KIND = "bmfl-testset"
 MAX_TEST_SET_BYTES = 256 << 20
@@ -78,13 +79,13 @@ def decode_test_set(raw: bytes, max_bytes: int = MAX_TEST_SET_BYTES) -> TensorDa
         raise TestSetError("x must be a non-empty float32 tensor with a batch dimension")
     if len(y) != len(x):
         raise TestSetError(f"x has {len(x)} rows but y has {len(y)}")
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise TestSetError("x holds NaN or Inf")
     if num_classes is not None:
         if y.dtype != torch.int64 or y.dim() != 1:
             raise TestSetError("classification labels must be a 1-D int64 tensor")
         if bool(((y < 0) | (y >= num_classes)).any()):
             raise TestSetError(f"labels outside [0, {num_classes})")
-    elif y.dtype != torch.float32 or not bool(torch.isfinite(y).all()):
+    elif y.dtype != torch.float32 or not all_finite(y):
         raise TestSetError("regression targets must be finite float32")
     return TensorData(x, y, num_classes)

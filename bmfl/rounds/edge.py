@@ -23,7 +23,7 @@ from bmfl.aggregation.fltrust import RootUpdate
 from bmfl.data.base import TensorData
 from bmfl.filters import Evaluator
 from bmfl.filters.base import FILTERS
-from bmfl.params import flatten, load_vector
+from bmfl.params import all_finite, flatten, load_vector
 from bmfl.registry import Registry
 from bmfl.task import AggregationSpec, RuleSpec
 from bmfl.training.local import LocalTrainingConfig, train_local
@@ -133,7 +133,7 @@ def aggregate_edge(
     reason (they need no upload). Non-finite uploads are flagged ``non_finite``."""
     verdicts = {v: Verdict(0.0, True, reason) for v, reason in (excluded or {}).items()}
     for v in sorted(uploads):
-        if v not in verdicts and not bool(torch.isfinite(uploads[v]).all()):
+        if v not in verdicts and not all_finite(uploads[v]):
             verdicts[v] = Verdict(0.0, True, "non_finite")
     order = [v for v in sorted(uploads) if v not in verdicts]
     if not order:
