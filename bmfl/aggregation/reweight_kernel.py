@@ -80,7 +80,7 @@ def median_network(n: int, offset: int = 0) -> np.ndarray:
     return np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"nnan", "nsz"})
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def sort_columns(buf: np.ndarray, net: np.ndarray, width: int) -> None:  # pragma: no cover - compiled
     """Apply ``net`` to each of the first ``width`` columns of ``buf`` in place."""
     for t in range(net.shape[0]):
