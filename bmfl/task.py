@@ -70,6 +70,21 @@ class TrainingSpec(_Strict):
 
         return LocalTrainingConfig(**self.model_dump(exclude={"accountant", "target_epsilon", "plan_samples"}))
 
+    def plans(self, rounds: int, sizes: Iterable[int]) -> set[tuple[float, int]]:
+        """Each vehicle's privacy plan over ``rounds`` rounds on a local dataset of each
+        of ``sizes``: (q, ``rounds`` × its round's steps) (``bmfl.training.round_plan``)."""
+        from bmfl.training.local import round_plan  # torch: on use
+
+        local = self.local()
+        return {(p.sampling_rate, rounds * p.steps) for p in (round_plan(local, n) for n in sizes)}
+
+    def epsilon(self, rounds: int, sizes: Iterable[int]) -> float:
+        """The largest ε at δ that training with this spec spends over ``rounds`` rounds
+        on local datasets of ``sizes`` (the accountant alone: nothing is trained)."""
+        from bmfl.privacy.calibrate import epsilon_of
+
+        return epsilon_of(self.noise_multiplier, self.plans(rounds, sizes), self.delta, self.accountant)
+
     def calibrated(self, rounds: int, sizes: Iterable[int]) -> "TrainingSpec":
         """This spec with σ derived from ``target_epsilon`` for ``rounds`` rounds on local
         datasets of ``sizes`` (each vehicle's plan: ``rounds`` × its round's steps at its
@@ -83,10 +98,8 @@ class TrainingSpec(_Strict):
             calibrate_sigma,
             epsilon_of,
         )
-        from bmfl.training.local import round_plan
 
-        local = self.local()
-        plans = {(p.sampling_rate, rounds * p.steps) for p in (round_plan(local, n) for n in sizes)}
+        plans = self.plans(rounds, sizes)
         if "noise_multiplier" not in self.model_fields_set:
             sigma = calibrate_sigma(self.target_epsilon, self.delta, plans, self.accountant)
             return self.model_copy(update={"noise_multiplier": sigma})
