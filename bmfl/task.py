@@ -118,12 +118,16 @@ PAPER_TRAINING = TrainingSpec(epochs=5, batch_size=64, lr=0.01, momentum=0.9, no
 """BMFL §V-B: E = 5, B = 64, η = 0.01, β = 0.9, C = 1, σ = 2, δ = 1e-5."""
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "private": {"training": {"epochs": 2, "target_epsilon": 8.0}},
+    "private": {
+        "training": {"epochs": 1, "max_steps": 3, "lr": 0.3, "momentum": 0.5, "target_epsilon": 8.0},
+        "aggregation": {"server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5}},
+    },
     "paper": {"training": PAPER_TRAINING.model_dump(exclude_unset=True)},
 }
 """Named starting points for a task's fields. ``private``: the best point measured in
-the demo's setting at ε = 8, δ = 1e-5 (docs/demo_defaults.md), σ derived from the target
-for the task's rounds and ``plan_samples``; ``paper``: the BMFL paper's training."""
+the demo's setting at ε = 8, δ = 1e-5 (docs/demo_defaults.md: 3 DP-SGD steps of B = 64
+a round, FedAvgM at the cloud), σ derived from the target for the task's rounds and
+``plan_samples``; ``paper``: the BMFL paper's training."""
 
 
 def with_preset(name: str, fields: dict[str, Any]) -> dict[str, Any]:

@@ -183,7 +183,7 @@ def test_the_robustness_plot_bands_over_seeds(tmp_path: Path, monkeypatch: pytes
 def test_bmfl_demos_report_fills_every_column_and_flagged_vehicles_are_in_the_payouts(tmp_path: Path) -> None:
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "launcher.cli", "demo", "--vehicles", "9", "--edges", "3", "--rounds", "2", "--epochs", "1",
-               "--attack-fraction", "0.25", "--output", str(tmp_path / "demo")]  # fmt: skip
+               "--attack-fraction", "0.25", "--attack", "same_value", "--output", str(tmp_path / "demo")]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     after_rule = [line for line in done.stdout.splitlines() if line.strip() and "BMFL demo" not in line and "─" not in line]
