@@ -5,7 +5,9 @@ size, data, partition, attacks and mobility).
 
 Every default is stated once, here (docs/algorithms.md gives the maths): the platform's
 defaults move a freshly initialised model in a few rounds on small local datasets.
-``PAPER_TRAINING`` is the BMFL paper's setting (§V-B), kept for reproduction.
+``PAPER_TRAINING`` is the BMFL paper's setting (§V-B), kept for reproduction;
+``PRESETS`` names starting points (the measured private one, the paper's) that a
+publisher's own fields override.
 """
 
 from __future__ import annotations
@@ -70,6 +72,21 @@ class TrainingSpec(_Strict):
 
         return LocalTrainingConfig(**self.model_dump(exclude={"accountant", "target_epsilon", "plan_samples"}))
 
+    def plans(self, rounds: int, sizes: Iterable[int]) -> set[tuple[float, int]]:
+        """Each vehicle's privacy plan over ``rounds`` rounds on a local dataset of each
+        of ``sizes``: (q, ``rounds`` × its round's steps) (``bmfl.training.round_plan``)."""
+        from bmfl.training.local import round_plan  # torch: on use
+
+        local = self.local()
+        return {(p.sampling_rate, rounds * p.steps) for p in (round_plan(local, n) for n in sizes)}
+
+    def epsilon(self, rounds: int, sizes: Iterable[int]) -> float:
+        """The largest ε at δ that training with this spec spends over ``rounds`` rounds
+        on local datasets of ``sizes`` (the accountant alone: nothing is trained)."""
+        from bmfl.privacy.calibrate import epsilon_of
+
+        return epsilon_of(self.noise_multiplier, self.plans(rounds, sizes), self.delta, self.accountant)
+
     def calibrated(self, rounds: int, sizes: Iterable[int]) -> "TrainingSpec":
         """This spec with σ derived from ``target_epsilon`` for ``rounds`` rounds on local
         datasets of ``sizes`` (each vehicle's plan: ``rounds`` × its round's steps at its
@@ -83,10 +100,8 @@ class TrainingSpec(_Strict):
             calibrate_sigma,
             epsilon_of,
         )
-        from bmfl.training.local import round_plan
 
-        local = self.local()
-        plans = {(p.sampling_rate, rounds * p.steps) for p in (round_plan(local, n) for n in sizes)}
+        plans = self.plans(rounds, sizes)
         if "noise_multiplier" not in self.model_fields_set:
             sigma = calibrate_sigma(self.target_epsilon, self.delta, plans, self.accountant)
             return self.model_copy(update={"noise_multiplier": sigma})
@@ -101,6 +116,32 @@ class TrainingSpec(_Strict):
 
 PAPER_TRAINING = TrainingSpec(epochs=5, batch_size=64, lr=0.01, momentum=0.9, noise_multiplier=2.0)
 """BMFL §V-B: E = 5, B = 64, η = 0.01, β = 0.9, C = 1, σ = 2, δ = 1e-5."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "private": {
+        "training": {"epochs": 1, "max_steps": 3, "lr": 0.3, "momentum": 0.5, "target_epsilon": 8.0},
+        "aggregation": {"server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5}},
+    },
+    "paper": {"training": PAPER_TRAINING.model_dump(exclude_unset=True)},
+}
+"""Named starting points for a task's fields. ``private``: the best point measured in
+the demo's setting at ε = 8, δ = 1e-5 (docs/demo_defaults.md: 3 DP-SGD steps of B = 64
+a round, FedAvgM at the cloud), σ derived from the target for the task's rounds and
+``plan_samples``; ``paper``: the BMFL paper's training."""
+
+
+def with_preset(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """TaskDraft fields: ``fields`` over preset ``name``, sections merged key by key."""
+
+    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: one of {sorted(PRESETS)}")
+    return merge(PRESETS[name], fields)
 
 
 class RuleSpec(_Strict):

@@ -24,16 +24,17 @@ task_app.command("refund")(refund_command)
 DONE = ("finished", "cancelled", "failed")
 
 
-def load_spec(path: Path, reward_wei: Optional[int]):  # -> TaskDraft
+def load_spec(path: Path, reward_wei: Optional[int], preset: Optional[str] = None):  # -> TaskDraft
     """A TaskDraft from a TOML or JSON file (``bmfl.task.TaskDraft``'s fields; unknown
-    fields are errors); ``reward_wei`` overrides the file's."""
-    from bmfl.task import TaskDraft
+    fields are errors) over ``preset`` (``bmfl.task.PRESETS``) when one is named;
+    ``reward_wei`` overrides the file's."""
+    from bmfl.task import TaskDraft, with_preset
 
     text = path.read_text()
     data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     if reward_wei is not None:
         data["reward_wei"] = reward_wei
-    return TaskDraft.model_validate(data)
+    return TaskDraft.model_validate(with_preset(preset, data) if preset else data)
 
 
 def get_json(url: str) -> Any:
@@ -53,6 +54,7 @@ def publish(
     test_set: Path = typer.Option(..., "--test-set", exists=True, dir_okay=False, help="test set file from `bmfl task encode-test-set` (sent byte for byte)"),
     initial_model: Optional[Path] = typer.Option(None, "--initial-model", exists=True, dir_okay=False, help="w⁰ as a safetensors blob (default: the model's seeded initialisation)"),
     reward_wei: Optional[int] = typer.Option(None, "--reward-wei", min=1, help="escrow ρ_total in wei (default: the spec's reward_wei)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="start from a named preset the file's fields override: private (measured at ε = 8; state training.plan_samples) or paper"),
     key_file: Optional[Path] = KeyFile, cloud_url: str = CloudUrl, rpc_url: str = RpcUrl, deployment: Optional[Path] = Deployment,
 ) -> None:  # fmt: skip
     """Validate the task (here and with the cloud's dry run), then escrow the reward on chain,
@@ -65,7 +67,7 @@ def publish(
     from launcher.publisher import PublishFailed, Publisher
 
     try:
-        draft = load_spec(spec, reward_wei)
+        draft = load_spec(spec, reward_wei, preset)
     except (ValidationError, ValueError, tomllib.TOMLDecodeError) as exc:
         raise fail(f"invalid_spec: {spec}: {exc}\nnothing was escrowed") from None
     chain = connect_account(key_file, rpc_url, deployment)

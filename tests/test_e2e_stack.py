@@ -16,6 +16,7 @@ from web3 import Web3
 
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.data import load_dataset
+from bmfl.privacy import COUNT_NOISE
 from bmfl.protocol.schemas import TaskDraft, TrainingSpec
 from launcher.stack import OPERATOR, LocalStack, run_task
 from chain.anvil import dev_key
@@ -31,6 +32,7 @@ pytestmark = [pytest.mark.slow, requires_anvil]
 
 ESCROW = 10**18
 BLOCK_REWARD = 10**16
+TARGET = 6.0  # ε at δ = 1e-5 over the task, under the vehicles' default budget of 10
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +49,12 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
             train_data=train.subset(list(range(2400))),
         )  # fmt: skip
         fleet.setup()
-        draft = TaskDraft(
-            rounds=2, reward_wei=ESCROW, block_reward_wei=BLOCK_REWARD, training=TrainingSpec(epochs=1), challenge_period_s=2
-        )  # fmt: skip
+        # σ from a target ε, planned for the fleet's smallest vehicle (the publisher calibrates)
+        training = TrainingSpec(epochs=1, target_epsilon=TARGET, plan_samples=min(len(v.data) for v in fleet.vehicles))
+        draft = TaskDraft(rounds=2, reward_wei=ESCROW, block_reward_wei=BLOCK_REWARD, training=training, challenge_period_s=2)
         task_id, view = run_task(stack, fleet, draft, test.subset(list(range(500))))
         deployment = Deployment.model_validate_json(Path(stack.deployment_file).read_text())
+        view["draft"] = draft
         yield stack, fleet, task_id, view, Web3(Web3.HTTPProvider(stack.rpc_url)), deployment
         fleet.close()
 
@@ -115,3 +118,17 @@ def test_cloud_reports_rounds_and_privacy_spend(finished) -> None:
     assert httpx.get(f"{stack.cloud.url}/tasks/{task_id}/rounds/9").status_code == 404
     metrics = httpx.get(f"{stack.cloud.url}/metrics").text
     assert "bmfl_tasks_published_total 1.0" in metrics
+
+
+def test_every_party_trains_with_the_sigma_calibrated_from_the_target(finished) -> None:
+    """The publisher derives σ from the target ε; the cloud, the edges' assignments and
+    the vehicles' accountants use that σ, and the smallest vehicle spends the target
+    (its noisy sample count adds less than 0.01)."""
+    stack, fleet, task_id, view, _, _ = finished
+    sigma = view["draft"].training.noise_multiplier
+    assert sigma != TrainingSpec().noise_multiplier and view["spec"]["training"]["noise_multiplier"] == sigma
+    for v in fleet.vehicles:
+        if v.attack is None:
+            assert {s for _, s in v.privacy.accountant._steps} == {sigma, COUNT_NOISE}
+    assert 0.99 * TARGET <= view["epsilon_max"] <= TARGET + 0.01
+    assert all(e <= view["epsilon_max"] for e in view["epsilon"].values())

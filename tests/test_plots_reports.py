@@ -29,6 +29,7 @@ from bmfl.simulation import SimulationConfig
 from bmfl.simulation.output import rounds_figure
 from bmfl.simulation.runner import run_simulation
 from chain.audit import Comparison
+from launcher.demo import COUNT_ROOM, DEMO_EPSILON
 from launcher.report import payout_rows, task_figure, write_report
 from test_reproduce import _fake_records
 from rich.console import Console
@@ -182,11 +183,13 @@ def test_the_robustness_plot_bands_over_seeds(tmp_path: Path, monkeypatch: pytes
 def test_bmfl_demos_report_fills_every_column_and_flagged_vehicles_are_in_the_payouts(tmp_path: Path) -> None:
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "launcher.cli", "demo", "--vehicles", "9", "--edges", "3", "--rounds", "2", "--epochs", "1",
-               "--attack-fraction", "0.25", "--output", str(tmp_path / "demo")]  # fmt: skip
+               "--attack-fraction", "0.25", "--attack", "same_value", "--output", str(tmp_path / "demo")]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     after_rule = [line for line in done.stdout.splitlines() if line.strip() and "BMFL demo" not in line and "─" not in line]
     assert re.match(r"dashboard  http://127\.0\.0\.1:\d+/ui ", after_rule[0]), done.stdout[:2000]
+    spent = re.search(r"privacy: ε = (\d+\.\d\d) at δ = 1e-05 spent", done.stdout)  # within the target and the count's room
+    assert spent and 0 < float(spent[1]) <= DEMO_EPSILON + COUNT_ROOM, done.stdout[-3000:]
     text = (tmp_path / "demo" / "report.md").read_text()
     rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows and all(cell.strip() for row in rows for cell in row), rows

@@ -83,6 +83,17 @@ def test_old_tasks_keep_their_stated_sigma_and_a_simulation_plans_on_its_sizes()
     assert TrainingSpec(noise_multiplier=1.0).calibrated(5, sizes).noise_multiplier == 1.0
 
 
+def test_a_spec_states_what_it_would_spend_without_training() -> None:
+    """TrainingSpec.epsilon is the accountant on the spec's plans: the demo's former
+    default (E = 2, B = 64, σ = 1) on its vehicles (80 to 304 samples) spends the
+    ε = 33.65 its 8-round simulation reported; a calibrated spec spends its target."""
+    sizes = [80, 200, 304]
+    assert TrainingSpec(epochs=2).epsilon(8, sizes) == pytest.approx(33.6498, abs=1e-3)
+    assert TrainingSpec(epochs=2).epsilon(8, sizes) == TrainingSpec(epochs=2).epsilon(8, [80])  # the smallest spends most
+    calibrated = TrainingSpec(epochs=2, target_epsilon=8.0).calibrated(8, sizes)
+    assert (1 - RTOL) * 8.0 <= calibrated.epsilon(8, sizes) <= 8.0
+
+
 def test_a_simulation_spends_its_target_on_the_vehicle_that_spends_most() -> None:
     """Every vehicle trains every round (V = 1), so the plan that spends most is spent in
     full: the largest ε any vehicle reports is within 1 % under the target."""

@@ -2,7 +2,8 @@
 the same in every process, keys never come from argv, a typo in the spec (a field name,
 a model, a filter) costs no escrow through ``bmfl task publish`` against a real Anvil
 and a real cloud (balance, nonce and task count unchanged, nothing published), and the
-cloud's OpenAPI documents the signature headers and the problem bodies."""
+cloud's OpenAPI documents the signature headers and the problem bodies; ``--preset``
+fills what a spec file leaves out."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from bmfl.data import TensorData
+from bmfl.privacy.calibrate import RTOL
 from bmfl.protocol.testset import decode_test_set, encode_test_set
+from bmfl.task import PAPER_TRAINING, PRESETS, TrainingSpec
 from chain.anvil import dev_key
 from launcher.account import KeyMissing, load_key
 from launcher.cli import app as cli
+from launcher.task_cli import load_spec
 from service_kit.serve import ServerThread
 from service_fixtures import PUBLISHER, ServiceChain
 from service_fixtures import cloud, service_chain  # noqa: F401
@@ -75,6 +79,21 @@ def test_encode_test_set_cli_from_a_plain_safetensors_file(tmp_path: Path) -> No
     assert decode_test_set(written).num_classes == 10
     bad = CliRunner().invoke(cli, ["task", "encode-test-set", str(tmp_path / "u.st"), "--from", str(tmp_path / "plain.safetensors"), "--num-classes", "3"])
     assert bad.exit_code == 2 and "labels outside [0, 3)" in bad.output and not (tmp_path / "u.st").exists()
+
+
+def test_a_preset_fills_the_fields_a_spec_file_leaves_out(tmp_path: Path) -> None:
+    """``--preset``: the file's fields win; ``private`` derives σ from its target ε for
+    the file's rounds and plan_samples, ``paper`` is the paper's training."""
+    spec = tmp_path / "task.toml"
+    spec.write_text("rounds = 8\n[training]\nplan_samples = 80\nlr = 0.05\n")
+    private = load_spec(spec, None, "private").training
+    assert private.lr == 0.05 and private.target_epsilon == PRESETS["private"]["training"]["target_epsilon"]
+    assert (1 - RTOL) * private.target_epsilon <= private.epsilon(8, [80]) <= private.target_epsilon
+    paper = load_spec(spec, None, "paper").training
+    assert paper.model_dump(exclude={"lr", "plan_samples"}) == PAPER_TRAINING.model_dump(exclude={"lr", "plan_samples"})
+    assert load_spec(spec, None).training.noise_multiplier == TrainingSpec().noise_multiplier  # no preset: the defaults
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_spec(spec, None, "fast")
 
 
 def test_keys_come_from_a_file_or_the_environment_never_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
