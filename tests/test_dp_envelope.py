@@ -162,3 +162,26 @@ def test_cc_aware_sits_just_inside_the_radius():
     assert float((sent[0].double() - centre).norm()) == pytest.approx(0.99 * tau, rel=1e-5)
     assert float(sent[0].double() @ deltas.mean(0)) < float(centre @ deltas.mean(0))  # against the descent
     assert torch.equal(sent[0], sent[1])
+
+
+def test_root_floor_raises_only_projections_below_the_noise_floor():
+    ref, ups, v = honest_uploads(6, seed=7)
+    root = torch.zeros(D)
+    root[:100] = 1.0  # the root update's direction: u = e_{0..99}/10
+    unit = root / root.norm()
+    attack = ref - 1.5 * unit + math.sqrt(v) * torch.randn(D, generator=torch.Generator().manual_seed(9))
+    stacked = torch.cat([ups, attack[None]])
+    f = get_filter("root_floor", root_update=lambda w: w + 0.3 * root, training=dict(BMFL_TRAINING))
+    res = f(stacked, torch.full((7,), float(N)), ref)
+    assert res.keep.all()
+    floor = -4 * math.sqrt(v)
+    proj = (stacked.double() - ref.double()) @ unit.double()
+    after = (res.updates.double() - ref.double()) @ unit.double()
+    assert torch.allclose(after, proj.clamp_min(floor), atol=1e-6)
+    assert res.info["raised"].tolist() == (proj < floor).tolist() and bool(res.info["raised"][6])
+    # nothing changes orthogonally to u
+    ortho = lambda x: (x.double() - ref.double()) - ((x.double() - ref.double()) @ unit.double())[:, None] * unit.double()
+    assert torch.allclose(ortho(res.updates), ortho(stacked), atol=1e-5)
+    # a zero root update leaves every upload as it was
+    idle = get_filter("root_floor", root_update=lambda w: w, training=dict(BMFL_TRAINING))(stacked, torch.full((7,), float(N)), ref)
+    assert idle.updates is None and idle.keep.all()

@@ -56,6 +56,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
     clip = {"name": "norm_clip", "options": {}}
     dp_floor = {"name": "dp_floor", "options": {"training": dict(BMFL_TRAINING)}}
     envelope = {"name": "dp_envelope", "options": {"training": dict(BMFL_TRAINING)}}
+    root_floor = {"name": "root_floor", "options": {"training": dict(BMFL_TRAINING)}}
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -70,6 +71,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "CC": {"edge": {"name": "centered_clip"}, "filters": []},
         "Envelope+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope]},
         "Envelope+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, SELF_RELIABILITY]},
+        "Envelope+RootFloor+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope, root_floor]},
     }
 
 
