@@ -1,7 +1,7 @@
 """Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
 Krum, Multi-Krum, trimmed mean, coordinate-wise median, repeated-median residual
 reweighting, FLAME (clustering, clipping, noise), FLTrust (trust scores against a root
-update), DP-FedAvg (user-level DP), BAFDP's L1 sign aggregation (RSA) and FBFL's random-pick
+update), centered clipping, DP-FedAvg (user-level DP), BAFDP's L1 sign aggregation (RSA) and FBFL's random-pick
 baseline, plus
 filter wrappers.
 
@@ -17,6 +17,7 @@ from bmfl.aggregation.base import (
     get_aggregator,
     register_aggregator,
 )
+from bmfl.aggregation.centered_clip import CenteredClip
 from bmfl.aggregation.dp_fedavg import DpFedAvg
 from bmfl.aggregation.fedavg import FedAvg
 from bmfl.aggregation.flame import Flame
@@ -37,6 +38,7 @@ __all__ = [
     "available_aggregators",
     "get_aggregator",
     "register_aggregator",
+    "CenteredClip",
     "DpFedAvg",
     "FedAvg",
     "Flame",

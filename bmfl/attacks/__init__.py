@@ -5,10 +5,12 @@ from bmfl.attacks.agr_agnostic import MinMax, MinSum
 from bmfl.attacks.alie import ALIE, z_max
 from bmfl.attacks.backdoor import PixelBackdoor, add_trigger, attack_success_rate, trigger_mask
 from bmfl.attacks.base import Attack, AttackContext, EdgeView, available_attacks, get_attack, register_attack
+from bmfl.attacks.cc_aware import CenteredClipAware
 from bmfl.attacks.clip_aware import ClipAware
 from bmfl.attacks.collusion import shape_edge_uploads
 from bmfl.attacks.behaviour import local_upload
 from bmfl.attacks.data_noise import DataNoise
+from bmfl.attacks.envelope_aware import EnvelopeAware
 from bmfl.attacks.gaussian import GaussianNoise
 from bmfl.attacks.ipm import InnerProductManipulation
 from bmfl.attacks.label_flip import LabelFlip
@@ -25,7 +27,9 @@ __all__ = [
     "EdgeView",
     "shape_edge_uploads",
     "ALIE",
+    "CenteredClipAware",
     "ClipAware",
+    "EnvelopeAware",
     "z_max",
     "InnerProductManipulation",
     "MinMax",

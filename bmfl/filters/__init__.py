@@ -1,14 +1,16 @@
 """Malicious-update filters and data sanitization: the self-reliability filter (BMFL
 Eq. 11–13), the L2-norm anomaly detector (`001` §V-D) and adjacent-distance sanitization
 for time series (`001` §V-A), and the issue-17 defences: adaptive norm clipping,
-DnC's spectral filter, a scale-free accuracy test and the DP noise floor. Update filters share one registry (``get_filter``)."""
+DnC's spectral filter, a scale-free accuracy test, the DP noise floor the DP-SGD envelope (norm and pairwise Gram bounds) and a noise-aware floor along the root update. Update filters share one registry (``get_filter``)."""
 
 from bmfl.filters.accuracy_test import AccuracyTest
 from bmfl.filters.base import FilterResult, UpdateFilter, available_filters, get_filter, register_filter
 from bmfl.filters.dnc import DivideAndConquer
+from bmfl.filters.dp_envelope import DPEnvelope
 from bmfl.filters.dp_floor import DPNoiseFloor
 from bmfl.filters.l2_norm import L2NormDetector, norm_bounds
 from bmfl.filters.norm_clip import NormClip
+from bmfl.filters.root_floor import RootFloor
 from bmfl.filters.sanitization import adjacent_distance, sanitize
 from bmfl.filters.self_reliability import (
     Evaluator,
@@ -28,8 +30,10 @@ __all__ = [
     "register_filter",
     "AccuracyTest",
     "DivideAndConquer",
+    "DPEnvelope",
     "DPNoiseFloor",
     "NormClip",
+    "RootFloor",
     "L2NormDetector",
     "norm_bounds",
     "adjacent_distance",

@@ -16,7 +16,10 @@ Every attack colludes at its edge and is omniscient (sees the honest uploads of 
 edge); ``reliability_aware`` knows the self-reliability filter's tolerance as the BMFL
 pipeline configures it; ``clip_aware`` sends the reversed mean update at the median
 honest norm, which norm clipping leaves whole; ``trust_aware`` sends an update 45° off the
-benign mean, which FLTrust trusts more than a DP-noised honest one. DP is on for every vehicle except the backdoor attackers.
+benign mean, which FLTrust trusts more than a DP-noised honest one; ``cc_aware`` sends the
+reversed mean update just inside centered clipping's radius around its centre;
+``envelope_aware`` sends its own fresh DP-sized noise minus the largest clipped signal the
+``dp_envelope`` filter admits, along the attackers' DP-free descent direction. DP is on for every vehicle except the backdoor attackers.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
     acc_test = {"name": "accuracy_test", "options": {"test_size": test_size}}
     clip = {"name": "norm_clip", "options": {}}
     dp_floor = {"name": "dp_floor", "options": {"training": dict(BMFL_TRAINING)}}
+    envelope = {"name": "dp_envelope", "options": {"training": dict(BMFL_TRAINING)}}
+    root_floor = {"name": "root_floor", "options": {"training": dict(BMFL_TRAINING)}}
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -63,6 +68,10 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "AccTest+Clip+FedAvg": {"edge": {"name": "fedavg"}, "filters": [acc_test, clip]},
         "DPFloor+BMFL": {"edge": {"name": "reweight"}, "filters": [dp_floor, SELF_RELIABILITY]},
         "DPFloor+Clip+Reweight": {"edge": {"name": "reweight"}, "filters": [dp_floor, clip]},
+        "CC": {"edge": {"name": "centered_clip"}, "filters": []},
+        "Envelope+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope]},
+        "Envelope+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, SELF_RELIABILITY]},
+        "Envelope+RootFloor+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope, root_floor]},
     }
 
 
@@ -76,6 +85,8 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "SR-aware": ("reliability_aware", {"tolerance": SELF_RELIABILITY["options"]["tolerance"]}),
     "clip-aware": ("clip_aware", {}),
     "FLTrust-aware": ("trust_aware", {}),
+    "CC-aware": ("cc_aware", {}),
+    "envelope-aware": ("envelope_aware", {"training": dict(BMFL_TRAINING)}),
     "sign flip": ("sign_flip", {}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
 }

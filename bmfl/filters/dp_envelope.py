@@ -1,0 +1,140 @@
+"""The DP-SGD envelope: flag uploads that cannot be an honest DP-SGD update, from the
+Gram matrix of the updates (issue 17, attackers who hide inside the DP noise).
+
+With DP-SGD (BMFL Algorithm 1, Eq. 9; docs/algorithms.md §1) an honest update is
+
+    Δ_m = w̃_m − w^{r-1} = s_m + n_m,
+
+where n_m ~ N(0, v_m I) is the sum of the vehicle's noise draws (v_m as in ``dp_floor``:
+v = η²(σC/B)² Σ_s c_s², c_s = (1 − β^{T−s+1})/(1 − β)) and s_m is a weighted sum of T
+batch means of per-sample gradients each clipped to C, so ‖s_m‖ ≤ S_m = η·C·κ·Σ_s c_s.
+κ = 1 + z·√((1 − q)/B) covers the Poisson batch being larger than its expectation B
+(q = B/n). The edge knows η, σ, C, B, β and T from the task and n_m from the upload,
+so it knows what any honest Δ_m can look like, without trusting any other upload:
+
+1. **Norm** (the diagonal of G = Δ Δᵀ): ‖n_m‖²/v_m ~ χ²_d, so, with probability about
+   1 − 6·10⁻⁵ each at z = 4,
+   d·v_m(1 − z√(2/d)) ≤ G_mm ≤ d·v_m(1 + z√(2/d)) + S_m² + 2z·S_m·√v_m.
+   The lower half is ``dp_floor``; the upper half flags updates that carry more than
+   the noise plus the largest clipped signal (ALIE's μ − z·σ with z > 1, sign flip).
+2. **Pairs** (the off-diagonal): honest vehicles draw their noise independently, so
+   G_ij = ⟨s_i, s_j⟩ + ⟨s_i, n_j⟩ + ⟨n_i, s_j⟩ + ⟨n_i, n_j⟩ and
+   |G_ij| ≤ ŝ_i ŝ_j + z(ŝ_i√v_j + ŝ_j√v_i) + z·√(d·v_i·v_j),
+   where ŝ_m = min(S_m, z√v_m + √(z²v_m + max(0, G_mm − d·v_m(1 − z√(2/d))))) bounds
+   ‖s_m‖ from the upload's own norm (an honest update with a small signal cannot have
+   a large inner product with anything). An upload built from other uploads' noise
+   (ALIE's μ − zσ, IPM's −εμ, min-max's μ + γ∇p, the clip-aware reversed mean, copies
+   sent by colluders) has an inner product of order d·v/K with them, far outside this
+   bound; under DP the honest ones are nearly orthogonal.
+
+Uploads failing (1) are flagged. Among the rest, two that fail (2) cannot both be
+honest; the filter keeps a largest set of uploads with no failing pair (a maximum
+independent set of the conflict graph: exact by enumeration for up to ``exact_max``
+uploads, greedy removal of the most-conflicting upload above that) and flags the others.
+Ties between equally large sets go to the one first in upload (vehicle) order. An
+attacker that passes must send its own fresh Gaussian noise of the right variance plus a
+"signal" no larger than an honest vehicle's largest clipped signal S_m, so its harm is
+bounded by what one honest vehicle can move (``envelope_aware`` is that attacker).
+
+``info`` holds the Gram matrix, the bounds, the norm ratio G_mm/(d·v_m) (1 for pure
+noise) and the conflict graph; no reliability score is recorded (the test is two-sided
+and pairwise, not a score to reach). The cost is
+one K×K Gram matrix, O(K²d). Without DP (v = 0) no upload is flagged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import torch
+
+from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
+from bmfl.filters.dp_floor import noise_variance
+from bmfl.task import TrainingSpec
+from bmfl.training.local import LocalTrainingConfig, round_plan
+
+
+def signal_bound(config: LocalTrainingConfig, num_samples: int, z: float) -> float:
+    """S: the largest norm the clipped-gradient part of an honest update can have,
+    η·C·κ·Σ_s c_s with the Poisson batch slack κ = 1 + z√((1 − q)/B)."""
+    plan = round_plan(config, num_samples)
+    batch = min(config.batch_size, num_samples)
+    weights = [sum(config.momentum**j for j in range(plan.steps - s + 1)) for s in range(1, plan.steps + 1)]
+    slack = 1 + z * math.sqrt(max(0.0, 1 - plan.sampling_rate) / batch)
+    return config.lr * config.clip * slack * sum(weights)
+
+
+def maximum_independent_set(conflicts: list[set[int]], exact_max: int) -> list[int]:
+    """A largest set of vertices with no edge between them (``conflicts[i]``: the
+    neighbours of i), ties to the first in vertex order; exact up to ``exact_max``
+    vertices, greedy (drop the vertex with most conflicts, the last on ties) above."""
+    k = len(conflicts)
+    if k <= exact_max:
+        for size in range(k, 0, -1):
+            for subset in itertools.combinations(range(k), size):
+                chosen = set(subset)
+                if all(not (conflicts[i] & chosen) for i in subset):
+                    return list(subset)
+        return []
+    alive = set(range(k))
+    while True:
+        degree = {i: len(conflicts[i] & alive) for i in alive}
+        worst = max(alive, key=lambda i: (degree[i], i))
+        if degree[worst] == 0:
+            return sorted(alive)
+        alive.remove(worst)
+
+
+@register_filter("dp_envelope")
+class DPEnvelope(UpdateFilter):
+    def __init__(self, training: dict[str, Any], z: float = 4.0, exact_max: int = 12) -> None:
+        if z <= 0:
+            raise ValueError("z must be positive")
+        if exact_max < 0:
+            raise ValueError("exact_max must be non-negative")
+        self.training = dict(training)
+        self.z = z
+        self.exact_max = exact_max
+        spec = TrainingSpec.model_validate(self.training)
+        if spec.target_epsilon is not None and "noise_multiplier" not in spec.model_fields_set:
+            raise ValueError("dp_envelope needs the task's σ: pass the calibrated training spec")
+        self._config = spec.local()
+
+    def bounds(self, sizes: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K,) noise variances v_m and signal bounds S_m for uploads of these sizes."""
+        ns = [max(1, int(n)) for n in sizes.tolist()]
+        v = torch.tensor([noise_variance(self._config, n) for n in ns], dtype=torch.float64)
+        s = torch.tensor([signal_bound(self._config, n, self.z) for n in ns], dtype=torch.float64)
+        return v, s
+
+    def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
+        if sizes is None:
+            raise ValueError("dp_envelope needs the uploads' data sizes")
+        k, d = updates.shape
+        z = self.z
+        deltas = updates.to(torch.float64) - reference.to(torch.float64)
+        gram = deltas @ deltas.T
+        v, s = self.bounds(sizes, d)
+        diag = gram.diagonal()
+        if not bool((v > 0).all()):
+            ones = torch.ones(k, dtype=torch.bool)
+            return FilterResult(ones, {"gram": gram})
+        low = d * v * (1 - z * math.sqrt(2 / d))
+        high = d * v * (1 + z * math.sqrt(2 / d)) + s**2 + 2 * z * s * v.sqrt()
+        norm_ok = (diag >= low) & (diag <= high)
+        shat = torch.minimum(s, z * v.sqrt() + (z * z * v + (diag - low).clamp_min(0)).sqrt())
+        sd = v.sqrt()
+        pair_bound = (shat[:, None] * shat[None, :] + z * (shat[:, None] * sd[None, :] + sd[:, None] * shat[None, :])
+                      + z * torch.sqrt(d * v[:, None] * v[None, :]))
+        conflict = (gram.abs() > pair_bound) & norm_ok[:, None] & norm_ok[None, :]
+        conflict.fill_diagonal_(False)
+        candidates = torch.nonzero(norm_ok).flatten().tolist()
+        graph = [{candidates.index(j) for j in torch.nonzero(conflict[i]).flatten().tolist()} for i in candidates]
+        kept = [candidates[i] for i in maximum_independent_set(graph, self.exact_max)]
+        keep = torch.zeros(k, dtype=torch.bool)
+        keep[kept] = True
+        info = {"gram": gram, "noise_variance": v, "signal_bound": s, "norm_ratio": diag / (d * v),
+                "norm_ok": norm_ok, "conflict": conflict, "pair_bound": pair_bound}
+        return FilterResult(keep, info)

@@ -1,0 +1,187 @@
+"""Known answers and invariants for the DP-SGD envelope filter (``dp_envelope``), its
+defence-aware attacker (``envelope_aware``), centered clipping (``centered_clip``) and
+its defence-aware attacker (``cc_aware``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bmfl.aggregation import compose, get_aggregator
+from bmfl.attacks import get_attack
+from bmfl.attacks.alie import mean_minus_z_std
+from bmfl.attacks.base import EdgeView
+from bmfl.filters import get_filter
+from bmfl.filters.dp_envelope import maximum_independent_set, signal_bound
+from bmfl.filters.dp_floor import noise_variance
+from bmfl.reproduce.grid import BMFL_TRAINING
+from bmfl.task import TrainingSpec
+
+D = 20_000
+N = 400  # data size of every upload: ⌈400/64⌉ > max_steps, so T = 3
+CONFIG = TrainingSpec.model_validate(dict(BMFL_TRAINING)).local()
+
+
+def honest_uploads(k: int, seed: int = 0, signal: float = 0.5):
+    """w^{r-1} and k honest DP-SGD uploads: a shared signal direction of norm ``signal``
+    plus a little heterogeneity, plus N(0, v I) noise as the task's DP-SGD adds."""
+    g = torch.Generator().manual_seed(seed)
+    v = noise_variance(CONFIG, N)
+    ref = torch.randn(D, generator=g)
+    direction = torch.randn(D, generator=g)
+    direction = direction / direction.norm()
+    deltas = []
+    for _ in range(k):
+        own = torch.randn(D, generator=g)
+        s = signal * (0.8 * direction + 0.2 * own / own.norm())
+        deltas.append(s + math.sqrt(v) * torch.randn(D, generator=g))
+    return ref, ref + torch.stack(deltas), v
+
+
+def envelope():
+    return get_filter("dp_envelope", training=dict(BMFL_TRAINING))
+
+
+def test_signal_bound_known_answer():
+    # η·C·κ·Σ c_s with c = (1.75, 1.5, 1) and κ = 1 + 4·√((1 − 64/400)/64)
+    kappa = 1 + 4 * math.sqrt((1 - 64 / 400) / 64)
+    assert signal_bound(CONFIG, N, 4.0) == pytest.approx(0.3 * 1.0 * kappa * 4.25)
+
+
+def test_maximum_independent_set_known_answers():
+    # path 0–1–2: {0, 2}; triangle 0–1–2 plus isolated 3: {0, 3} (ties to vertex order)
+    assert maximum_independent_set([{1}, {0, 2}, {1}], exact_max=12) == [0, 2]
+    assert maximum_independent_set([{1, 2}, {0, 2}, {0, 1}, set()], exact_max=12) == [0, 3]
+    # star centred on 0 with 4 leaves: greedy drops the centre first
+    star = [{1, 2, 3, 4}, {0}, {0}, {0}, {0}]
+    assert maximum_independent_set(star, exact_max=0) == [1, 2, 3, 4]
+    assert maximum_independent_set(star, exact_max=12) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_honest_dp_uploads_are_all_kept(seed):
+    ref, ups, _ = honest_uploads(10, seed)
+    res = envelope()(ups, torch.full((10,), float(N)), ref)
+    assert res.keep.all()
+    assert not res.info["conflict"].any()
+    assert (res.info["norm_ratio"] - 1).abs().max() < 0.1
+
+
+def test_alie_and_copies_are_flagged_honest_kept():
+    ref, ups, _ = honest_uploads(8, seed=3)
+    honest = ups[:6]
+    alie = mean_minus_z_std(honest - ref, 1.5) + ref  # norm² ≈ 2.25·d·v: above the norm bound
+    z1 = mean_minus_z_std(honest - ref, 1.0) + ref  # norm ≈ honest, but built from honest noise
+    ipm = ref - 0.5 * (honest - ref).mean(0)  # far too little noise
+    clip_aware = ref - (honest - ref).mean(0) / (honest - ref).mean(0).norm() * (honest - ref).norm(dim=1).median()
+    for bad, reason in ((alie, "norm"), (z1, "pair"), (ipm, "norm"), (clip_aware, "pair")):
+        stacked = torch.cat([honest, bad.expand(2, D)])
+        res = envelope()(stacked, torch.full((8,), float(N)), ref)
+        assert res.keep.tolist() == [True] * 6 + [False] * 2, reason
+        assert bool(res.info["norm_ok"][6]) == (reason == "pair")
+
+
+def test_a_duplicated_honest_upload_loses_exactly_one_copy():
+    ref, ups, _ = honest_uploads(5, seed=4)
+    stacked = torch.cat([ups, ups[1:2]])  # upload 5 copies upload 1
+    res = envelope()(stacked, torch.full((6,), float(N)), ref)
+    assert res.keep.tolist() == [True] * 5 + [False]  # ties go to the first in order
+    assert res.info["conflict"][1, 5]
+
+
+def test_composes_and_without_dp_keeps_everything():
+    ref, ups, _ = honest_uploads(4, seed=5)
+    bad = torch.cat([ups, (ref + 10 * (ups[0] - ref))[None]])
+    agg = compose(get_aggregator("fedavg"), envelope())(bad, torch.full((5,), float(N)), ref)
+    assert torch.allclose(agg.aggregate, ups.mean(0), atol=1e-5)
+    assert [v.reason for v in agg.verdicts] == [None] * 4 + ["filter:dp_envelope"]
+    no_dp = get_filter("dp_envelope", training={**BMFL_TRAINING, "dp": False})
+    assert no_dp(bad, torch.full((5,), float(N)), ref).keep.all()
+    with pytest.raises(ValueError):
+        envelope()(bad, None, ref)
+
+
+def test_envelope_aware_attack_passes_the_envelope_by_construction():
+    ref, ups, v = honest_uploads(8, seed=6)
+    attack = get_attack("envelope_aware", training=dict(BMFL_TRAINING))
+    assert not attack.training_config(CONFIG).dp
+    own = ref + 0.7 * (ups[5:] - ref).mean(0)  # stands in for the attackers' DP-free updates
+    view = EdgeView(edge=0, vehicles=[5, 6, 7], own=own.expand(3, D).clone(), reference=ref,
+                    generator=torch.Generator().manual_seed(0), total=8)
+    sent = attack.collude(view)
+    direction = (own - ref) / (own - ref).norm()
+    step = 0.95 * signal_bound(CONFIG, 10_000, 4.0)
+    # each attacker: −step along the clean direction, plus its own fresh noise of variance v
+    for row in sent - ref:
+        assert float(row @ direction) == pytest.approx(-step, abs=5 * math.sqrt(v))
+        assert float((row + step * direction).pow(2).mean()) == pytest.approx(v, rel=0.05)
+    assert not torch.equal(sent[0], sent[1])
+    res = envelope()(torch.cat([ups[:5], sent]), torch.full((8,), float(N)), ref)
+    assert res.keep.all()
+
+
+def test_centered_clip_known_answers():
+    ref = torch.zeros(2)
+    ups = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # τ so large nothing is clipped: one iteration from any centre is the weighted mean
+    wide = get_aggregator("centered_clip", factor=1e6, iterations=1)(ups, torch.tensor([1.0, 1.0, 2.0]), ref)
+    assert torch.allclose(wide.aggregate, torch.tensor([0.75, 0.75]))
+    # median centre (1, 1); distances 1, 1, 0 → τ = 1: nothing clipped either
+    res = get_aggregator("centered_clip", iterations=1)(ups, None, ref)
+    assert res.info["tau"] == pytest.approx(1.0)
+    assert torch.allclose(res.aggregate, torch.tensor([2 / 3, 2 / 3]))
+
+
+def test_centered_clip_bounds_an_outliers_pull_and_is_translation_equivariant():
+    torch.manual_seed(0)
+    honest = torch.randn(6, 50)
+    rule = get_aggregator("centered_clip", iterations=3)
+    base = rule(honest, None, torch.zeros(50))
+    for scale in (1e2, 1e6):
+        bad = torch.cat([honest, scale * torch.ones(1, 50)])
+        res = rule(bad, None, torch.zeros(50))
+        # the outlier moves each iteration by at most τ/K; the median centre by a bounded amount
+        assert float((res.aggregate - base.aggregate).norm()) < 2 * float(honest.norm(dim=1).max())
+    shift = torch.full((50,), 3.0)
+    moved = rule(honest + shift, None, shift)
+    assert torch.allclose(moved.aggregate, base.aggregate + shift, atol=1e-5)
+
+
+def test_cc_aware_sits_just_inside_the_radius():
+    torch.manual_seed(1)
+    ref = torch.zeros(40)
+    honest = torch.randn(5, 40) + 0.5
+    view = EdgeView(edge=0, vehicles=[5, 6], own=torch.zeros(2, 40), reference=ref,
+                    generator=torch.Generator().manual_seed(0), total=7, honest=honest)
+    sent = get_attack("cc_aware").collude(view)
+    deltas = honest.double()
+    centre = deltas.median(dim=0).values
+    tau = float((deltas - centre).norm(dim=1).median())
+    assert float((sent[0].double() - centre).norm()) == pytest.approx(0.99 * tau, rel=1e-5)
+    assert float(sent[0].double() @ deltas.mean(0)) < float(centre @ deltas.mean(0))  # against the descent
+    assert torch.equal(sent[0], sent[1])
+
+
+def test_root_floor_raises_only_projections_below_the_noise_floor():
+    ref, ups, v = honest_uploads(6, seed=7)
+    root = torch.zeros(D)
+    root[:100] = 1.0  # the root update's direction: u = e_{0..99}/10
+    unit = root / root.norm()
+    attack = ref - 1.5 * unit + math.sqrt(v) * torch.randn(D, generator=torch.Generator().manual_seed(9))
+    stacked = torch.cat([ups, attack[None]])
+    f = get_filter("root_floor", root_update=lambda w: w + 0.3 * root, training=dict(BMFL_TRAINING))
+    res = f(stacked, torch.full((7,), float(N)), ref)
+    assert res.keep.all()
+    floor = -4 * math.sqrt(v)
+    proj = (stacked.double() - ref.double()) @ unit.double()
+    after = (res.updates.double() - ref.double()) @ unit.double()
+    assert torch.allclose(after, proj.clamp_min(floor), atol=1e-6)
+    assert res.info["raised"].tolist() == (proj < floor).tolist() and bool(res.info["raised"][6])
+    # nothing changes orthogonally to u
+    ortho = lambda x: (x.double() - ref.double()) - ((x.double() - ref.double()) @ unit.double())[:, None] * unit.double()
+    assert torch.allclose(ortho(res.updates), ortho(stacked), atol=1e-5)
+    # a zero root update leaves every upload as it was
+    idle = get_filter("root_floor", root_update=lambda w: w, training=dict(BMFL_TRAINING))(stacked, torch.full((7,), float(N)), ref)
+    assert idle.updates is None and idle.keep.all()
