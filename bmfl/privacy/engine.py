@@ -141,9 +141,15 @@ class PrivacyEngine:
         """Record the vehicle's one input-DP release (``bmfl.privacy.input_dp``): one
         Gaussian step with noise multiplier σ_x (sensitivity C_x under zero-out
         neighbouring), composed with DP-SGD's steps. ``whole_sample``: targets were
-        perturbed too, so training without noise afterwards is post-processing."""
+        perturbed too, so training without noise afterwards is post-processing.
+        :class:`BudgetExceeded` (nothing spent) when the release alone passes the budget."""
         if self.inputs_released:
             raise ValueError("input DP is released once per vehicle; a second release would spend again")
+        if not math.isinf(self.budget):
+            probe = copy.deepcopy(self.accountant)
+            probe.step(1.0, sigma)
+            if probe.epsilon() > self.budget:
+                raise BudgetExceeded(f"the input release would take ε to {probe.epsilon():.3g} > budget {self.budget:.3g}")
         self.accountant.step(1.0, sigma)
         self.inputs_released = True
         self.post_processing = whole_sample
