@@ -14,7 +14,7 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="the small CI grid (minutes) instead of the full one"),
     out: Path | None = typer.Option(None, help=f"folder for results.md and results/ (PNGs, raw metrics); default {RUNS_OUT}"),
     publish: bool = typer.Option(False, "--publish", help=f"write to {PUBLISHED}/ (the committed report) instead of {RUNS_OUT}/"),
-    only: list[str] = typer.Option([], "--only", help="run and render only these sections: fig5, fig6, fig7, fbfl, traffic, fedaux (repeatable)"),
+    only: list[str] = typer.Option([], "--only", help="run and render only these sections: fig5, fig6, fig7, fbfl, traffic, fedaux, bafdp (repeatable)"),
     report_only: bool = typer.Option(False, "--report-only", help="re-render OUT/results.md from OUT/results/runs.jsonl"),
     resume: bool = typer.Option(False, "--resume", help="reuse runs of OUT/results/runs.jsonl whose config is unchanged"),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="simulations run at once, each in its own process on one thread"),
