@@ -140,3 +140,14 @@ def test_bafdp_quick_section_runs_and_states_every_seed(tmp_path):
     assert epsilons == sorted(epsilons, reverse=True) and epsilons[-1] == pytest.approx(1.0126, abs=1e-3)
     assert "| sign_flip | 25% |" in section and "| gaussian | 25% |" in section
     assert (tmp_path / "results" / "bafdp.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bafdp_runs_on_telecom_italia_files_when_given():
+    runs = [r for r in grid(FULL, ("milan-2013-11-01.txt",)) if r.key.startswith("bafdp/")]
+    assert runs and all(r.config["data"] == {"name": "traffic_telecom_italia", "options": {
+        "paths": ["milan-2013-11-01.txt"], "cells": [4958, 4959, 4960, 4961, 4962, 5058, 5059, 5060, 5061, 5062]}}
+        for r in runs)  # fmt: skip
+    assert all(r.config["vehicles"] == 10 for r in runs)  # one vehicle per cell (by_group)
+    synthetic = {r.key: r.config for r in grid(FULL) if r.key.startswith("bafdp/")}
+    assert {r.key for r in runs} == synthetic.keys()
+    assert all(c["data"]["name"] == "traffic_synthetic" for c in synthetic.values())

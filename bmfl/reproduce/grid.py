@@ -103,6 +103,8 @@ BAFDP_INPUT_CLIP = 3.0  # C_x on the standardised (x, y) vector (7 values)
 BAFDP_INPUT_SIGMAS = (0.5, 1.0, 2.0, 4.0)  # ε ≈ 10.7, 4.7, 2.2, 1.0 at δ = 1e-5
 BAFDP_ATTACKS = {"sign_flip": {}, "gaussian": {}}
 BAFDP_TARGET = 1.1  # time to 1.1 × the seed's sync FedAvg final RMSE (standardised scale)
+BAFDP_MILAN_CELLS = (4958, 4959, 4960, 4961, 4962, 5058, 5059, 5060, 5061, 5062)
+"""With Telecom Italia files (``bmfl reproduce --telecom-italia``): central Milan cells, the first ``bafdp_cells``."""
 
 
 @dataclass(frozen=True)
@@ -233,32 +235,41 @@ def bafdp_key(part: str, seed: int) -> str:
     return f"bafdp/{part}/seed {seed}"
 
 
-def _bafdp(scale: Scale, seed: int, rule: str, mode: str, **extra: Any) -> dict[str, Any]:
+def _bafdp_data(scale: Scale, telecom: tuple[str, ...]) -> dict[str, Any]:
+    """Synthetic traffic of ``bafdp_cells`` cells, or those of the user's Telecom Italia files."""
+    if telecom:
+        return {"name": "traffic_telecom_italia",
+                "options": {"paths": list(telecom), "cells": list(BAFDP_MILAN_CELLS[: scale.bafdp_cells])}}  # fmt: skip
+    return {"name": "traffic_synthetic", "options": {"num_cells": scale.bafdp_cells, "days": 28}}
+
+
+def _bafdp(scale: Scale, seed: int, rule: str, mode: str, telecom: tuple[str, ...], **extra: Any) -> dict[str, Any]:
     n = scale.bafdp_cells
     rounds = scale.bafdp_rounds * (2 if mode == "async" else 1)
     asynchrony = {"mode": "async", "buffer_size": n // 2, "tau_max": 4, "weighting": "fedbuff"} if mode == "async" else {}
     return {
         "seed": seed, "rounds": rounds, "vehicles": n, "edges": 1, "model": "mlp_forecaster",
-        "data": {"name": "traffic_synthetic", "options": {"num_cells": n, "days": 28}},
-        "partition": {"kind": "by_group", "options": {}}, "training": dict(BAFDP_TRAINING),
+        "data": _bafdp_data(scale, telecom), "partition": {"kind": "by_group", "options": {}},
+        "training": dict(BAFDP_TRAINING),
         "aggregation": {"edge": dict(BAFDP_RULES[rule]), "filters": [], "cloud": {"name": "fedavg"}},
         "stragglers": {"kind": "slow_fraction"}, "asynchrony": asynchrony, **extra,
     }  # fmt: skip
 
 
-def bafdp_runs(scale: Scale) -> list[Run]:
+def bafdp_runs(scale: Scale, telecom: tuple[str, ...] = ()) -> list[Run]:
+    """BAFDP's runs on synthetic traffic, or on ``telecom`` (Telecom Italia files)."""
     runs = []
     for seed in bafdp_seeds(scale):
-        runs += [Run(bafdp_key(f"{mode}/{rule}", seed), _bafdp(scale, seed, rule, mode))
+        runs += [Run(bafdp_key(f"{mode}/{rule}", seed), _bafdp(scale, seed, rule, mode, telecom))
                  for mode in BAFDP_MODES for rule in BAFDP_RULES]  # fmt: skip
         for sigma in BAFDP_INPUT_SIGMAS:
             private = {**BAFDP_TRAINING, "input_dp": {"sigma": sigma, "clip": BAFDP_INPUT_CLIP, "targets": True}}
             runs.append(Run(bafdp_key(f"privacy/{sigma:g}", seed),
-                            _bafdp(scale, seed, BAFDP_PRIVATE_RULE, "async", training=private)))  # fmt: skip
+                            _bafdp(scale, seed, BAFDP_PRIVATE_RULE, "async", telecom, training=private)))  # fmt: skip
         for attack, options in BAFDP_ATTACKS.items():
             for fraction in scale.bafdp_fractions:
                 runs += [Run(bafdp_key(f"{attack}/{fraction:g}/{rule}", seed), _bafdp(
-                    scale, seed, rule, "async", attack={"name": attack, "fraction": fraction, "options": dict(options)}))
+                    scale, seed, rule, "async", telecom, attack={"name": attack, "fraction": fraction, "options": dict(options)}))
                     for rule in BAFDP_RULES]  # fmt: skip
     return runs
 
@@ -271,9 +282,9 @@ def fig6_key(attack: str, fraction: float, method: str) -> str:
     return f"fig6/ideal/{fraction}" if method == IDEAL else f"fig6/{attack}/{fraction}/{method}"
 
 
-def grid(scale: Scale) -> list[Run]:
-    """Every run of the grid, in execution order."""
-    runs = bmfl_runs(scale) + fbfl_runs(scale) + traffic_runs(scale) + fedaux_runs(scale) + bafdp_runs(scale)
+def grid(scale: Scale, telecom: tuple[str, ...] = ()) -> list[Run]:
+    """Every run of the grid, in execution order (BAFDP's on ``telecom`` files when given)."""
+    runs = bmfl_runs(scale) + fbfl_runs(scale) + traffic_runs(scale) + fedaux_runs(scale) + bafdp_runs(scale, telecom)
     keys = [r.key for r in runs]
     if len(set(keys)) != len(keys):
         raise AssertionError("duplicate run keys")

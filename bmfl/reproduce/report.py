@@ -389,9 +389,13 @@ def bafdp(rep: Report) -> None:
     s, t = rep.scale, BAFDP_TRAINING
     seeds = bafdp_seeds(s)
     n = len(seeds)
+    milan = rep.records[bafdp_key("sync/FedAvg", seeds[0])].get("data") == "traffic_telecom_italia"
+    data = (f"{s.bafdp_cells} central Milan cells of the user's Telecom Italia files (`traffic_telecom_italia`, hourly "
+            "Internet traffic" if milan else f"{s.bafdp_cells} cells of synthetic hourly traffic (`traffic_synthetic`, "
+            "28 days")  # fmt: skip
     rep.add("## BAFDP: MLP traffic prediction, sync and async, under attack and with input DP", "",
-            f"Seed `000`, at a scale that runs in a few CPU-minutes: {s.bafdp_cells} cells of synthetic hourly traffic "
-            "(`traffic_synthetic`, 28 days, the last 7 for testing), one vehicle per cell, flat FL; inputs are 3 "
+            f"Seed `000`, at a scale that runs in a few CPU-minutes: {data}, the last 7 days for testing), one "
+            "vehicle per cell, flat FL; inputs are 3 "
             "closeness + 3 period values of log1p-standardised traffic, the model an MLP 6→64→64→1 "
             f"(`mlp_forecaster`); every vehicle trains one epoch per update (η = {t['lr']}, β = {t['momentum']}, "
             f"B = {t['batch_size']}), no DP-SGD. In every run 30 % of the vehicles are 5× slower on the simulated "
@@ -401,8 +405,9 @@ def bafdp(rep: Report) -> None:
             "BAFDP's L1 sign rule (`sign_l1`, η = 1, λ = 10⁻³), the coordinate-wise median and BMFL's residual "
             "reweighting. RMSE and MAE are of the final model on the test days, on the original traffic scale "
             f"(the standardisation undone); each cell is the median [min–max] over seeds {', '.join(map(str, seeds))}.", "",
-            "Deviations from the paper: synthetic traffic instead of Milano, Trento and LTE (no cellular dataset "
-            "ships offline; `traffic_telecom_italia` loads the Telecom Italia files when a user has them); far fewer "
+            "Deviations from the paper: " + ("Milan cells only, not Trento or LTE" if milan else "synthetic traffic "
+            "instead of Milano, Trento and LTE (no cellular dataset ships offline; `bmfl reproduce --telecom-italia "
+            "FILE` runs this section on Telecom Italia files)") + "; far fewer "
             "clients and rounds; no Wasserstein DRO term (the clients train plain MSE on the perturbed data); the L1 "
             "rule is its sign form (one server step per buffer, no dual variables, λ not tuned); BMFL's "
             "self-reliability filter needs a classification test set, so BMFL here is the reweighting rule alone; the "

@@ -57,6 +57,7 @@ def record(result, fp: str, cpu_s: float) -> dict[str, Any]:
     paid = sum(payouts.vehicles.values())
     to_attackers = sum(w for v, w in payouts.vehicles.items() if v in set(result.attackers))
     return {
+        "data": result.config.data.name,
         "original": original_scale(result),
         "rows": [{k: row[k] for k in KEPT_FIELDS} for row in result.rows()],
         "attackers": result.attackers,
