@@ -484,9 +484,10 @@ def bafdp(rep: Report) -> None:
         high = [max(v) - m for m, v in zip(medians, per_fraction)]
         left.errorbar([100 * f for f in fractions], medians, yerr=[low, high], label=rule, capsize=3, **style)
     left.set_yscale("log")
+    left.set_ylim(0.1, 10.0)  # diverged runs leave the chart (the table gives them)
     left.set_xlabel("attackers (%)")
     left.set_xticks([100 * f for f in fractions])
-    left.set_ylabel("test RMSE (original scale)")
+    left.set_ylabel("test RMSE (original scale, ≤ 10 shown)")
     left.grid(alpha=0.3)
     left.set_title(setting("sign_flip", max(fractions), "each rule, async", None), fontsize=8)
     legend_outside(left, fontsize=7)
