@@ -28,8 +28,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class InputDPSpec(_Strict):
+    """Local DP on inputs (BAFDP, seed ``000``; ``bmfl.privacy.input_dp``): once, each
+    vehicle clips every sample's vector to L2 ≤ C_x and adds N(0, σ_x² C_x²), kept."""
+
+    sigma: float = Field(gt=0, description="σ_x: the noise std is σ_x·C_x (the noise multiplier of the release)")
+    clip: float = Field(gt=0, description="C_x, the L2 bound of each sample's vector")
+    targets: bool = Field(
+        False, description="perturb (x, y) together (regression only); false: features only, labels stay exact"
+    )
+
+
 class TrainingSpec(_Strict):
-    """Local training every trainer runs (BMFL Algorithm 1, DP-SGD)."""
+    """Local training every trainer runs (BMFL Algorithm 1, DP-SGD), with optional
+    local DP on its inputs."""
 
     epochs: int = Field(2, ge=1, le=100, description="E, local epochs per round")
     batch_size: int = Field(64, ge=1, le=4096, description="B, expected batch size")
@@ -51,6 +63,9 @@ class TrainingSpec(_Strict):
         description="ε at δ each vehicle may spend over the task's rounds: σ is derived from it (bmfl.privacy.calibrate); "
         "a task stating σ too is refused unless σ spends between 99 % and 100 % of it; None = σ as stated",
     )  # fmt: skip
+    input_dp: InputDPSpec | None = Field(
+        None, description="local DP on inputs before any training (its ε composes with DP-SGD's); None = off"
+    )
     plan_samples: int | None = Field(
         None, ge=1,
         description="with target_epsilon: the local dataset size σ is planned for (the smallest a vehicle trains on; a "
@@ -64,13 +79,15 @@ class TrainingSpec(_Strict):
             raise ValueError("fixed_batches_with_dp: DP training needs sampling = 'poisson'")
         if self.target_epsilon is not None and not self.dp:
             raise ValueError("target_epsilon_without_dp: a target ε needs dp = true")
+        if self.target_epsilon is not None and self.input_dp is not None:
+            raise ValueError("target_epsilon_with_input_dp: σ is planned for DP-SGD alone; state σ with input_dp")
         return self
 
     def local(self) -> "LocalTrainingConfig":
         """The core training call's parameters."""
         from bmfl.training.local import LocalTrainingConfig
 
-        return LocalTrainingConfig(**self.model_dump(exclude={"accountant", "target_epsilon", "plan_samples"}))
+        return LocalTrainingConfig(**self.model_dump(exclude={"accountant", "target_epsilon", "plan_samples", "input_dp"}))
 
     def plans(self, rounds: int, sizes: Iterable[int]) -> set[tuple[float, int]]:
         """Each vehicle's privacy plan over ``rounds`` rounds on a local dataset of each

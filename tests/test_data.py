@@ -117,3 +117,17 @@ def test_traffic_task_holds_out_last_days_per_cell():
     assert len(train) == 4 * (14 * 24 - 3 * 24 - 7 * 24)
     assert train.groups.unique().tolist() == [0, 1, 2, 3]
     assert abs(float(train.y.mean())) < 0.2  # scaled with training statistics
+
+
+def test_traffic_errors_on_the_original_scale_undo_the_standardisation():
+    from bmfl.data.registry import traffic_standardisation
+    from bmfl.data.traffic import original_errors
+
+    _, test = load_dataset("traffic_synthetic", num_cells=2, days=14, seed=3)
+    mean, std = traffic_standardisation("traffic_synthetic", num_cells=2, days=14, seed=3)
+    raw = synthetic_traffic(2, 14, 60, 0.1, 3).values[:, -7 * 24 :].reshape(-1)  # the test days, cell by cell
+    assert torch.allclose(torch.expm1(test.y.double() * std + mean), torch.as_tensor(raw), rtol=1e-5)
+    assert original_errors(test.y, test.y, mean, std) == (0.0, 0.0)
+    shifted = torch.log1p(torch.as_tensor(raw) + 2.0).sub(mean).div(std)  # every prediction 2 too high
+    rmse, mae = original_errors(shifted, test.y, mean, std)
+    assert rmse == pytest.approx(2.0, rel=1e-4) and mae == pytest.approx(2.0, rel=1e-4)

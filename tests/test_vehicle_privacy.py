@@ -81,3 +81,27 @@ def test_an_attack_that_does_not_train_spends_no_privacy() -> None:
     assert v.plan(assignment().training).steps == 0
     v.train(assignment(1), global_state())
     assert v.privacy.steps == 0 and v.epsilon() == 0.0
+
+
+def test_input_dp_is_released_once_from_the_secure_source_and_composes_with_dp_sgd() -> None:
+    v = vehicle(budget=math.inf)
+    task = {"input_dp": {"sigma": 2.0, "clip": 5.0}}
+    for r in (1, 2):
+        update = v.train(assignment(r, **task), global_state())
+        expected = PrivacyAccountant(1e-5)
+        expected.step(1.0, 2.0)  # the one input release: a Gaussian step at σ_x
+        expected.step(8 / 24, 1.0, 3 * r)
+        assert update.epsilon == pytest.approx(expected.epsilon())
+    assert v.privacy.steps == 1 + 6
+    released = v.training_data(assignment(**task).training)
+    assert released is v.released and torch.equal(released.y, v.data.y)
+    assert not torch.equal(released.x, v.data.x)
+    again = Vehicle(Account.from_key(dev_key(6)), image_data(), CHAIN_ID, epsilon_budget=math.inf)
+    assert not torch.equal(again.training_data(assignment(**task).training).x, released.x)  # no seed decides the noise
+
+
+def test_an_input_release_past_the_budget_is_refused_and_spends_nothing() -> None:
+    v = vehicle(budget=0.5)  # σ_x = 2 alone spends ≈ 2.2
+    with pytest.raises(BudgetExceeded, match="input release"):
+        v.train(assignment(1, input_dp={"sigma": 2.0, "clip": 5.0}), global_state())
+    assert v.privacy.steps == 0 and v.released is None

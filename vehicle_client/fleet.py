@@ -337,7 +337,7 @@ class Fleet:
             return []
         spec = ready[0][1]
         trained = fleet_uploads(
-            create_model(spec.model), [v.data for v, _, _ in ready], spec.training.local(), [c for _, _, c in ready],
+            create_model(spec.model), [v.training_data(spec.training) for v, _, _ in ready], spec.training.local(), [c for _, _, c in ready],
             [v.attack for v, _, _ in ready], [v.privacy for v, _, _ in ready],
         )  # fmt: skip
         futures = []

@@ -29,6 +29,7 @@ from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.data.base import TensorData
 from bmfl.models import create_model
 from bmfl.params import State, flatten, unflatten
+from bmfl.privacy.input_dp import privatise
 from bmfl.privacy import DEFAULT_BUDGET, BudgetExceeded, PrivacyEngine, PrivacyRefused, RoundPlan, SecureGenerator, require_secure
 from bmfl.protocol.schemas import Assignment, AssociateRequest, Association, TrainingSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, associate_message, now_ms, receipt_message, sign, update_message, verify
@@ -88,6 +89,7 @@ class Vehicle:
         self.generator = SecureGenerator()  # batches and DP noise: no seed, key or public value determines them
         self.salt = os.urandom(32)  # opens the profile commitment; never leaves the vehicle
         self.registered_samples: int | None = None  # the noisy count released on chain
+        self.released: TensorData | None = None  # the one input-DP release of data, once a task asked for it
         self._own_http = http is None
         self.http = http or httpx.Client(timeout=60.0)
         self.index: int | None = None
@@ -216,6 +218,20 @@ class Vehicle:
         infinite for a plan that trains without DP noise (:meth:`PrivacyEngine.epsilon`)."""
         return self.privacy.epsilon(delta, plan)
 
+    def training_data(self, spec: TrainingSpec) -> TensorData:
+        """What a task trains on: with ``spec.input_dp``, the vehicle's one input-DP
+        release of its data (``bmfl.privacy.input_dp``; made from the secure source on
+        the first such task, recorded in :attr:`privacy` and kept, so a later task reuses
+        it and spends nothing more), else the data itself."""
+        inputs = spec.input_dp
+        if inputs is None:
+            return self.data
+        if self.released is None:
+            require_secure(self.generator)
+            self.privacy.release_inputs(inputs.sigma, inputs.targets)
+            self.released = privatise(self.data, inputs.clip, inputs.sigma, inputs.targets, self.generator)
+        return self.released
+
     def train(self, assignment: Assignment, global_state: State) -> TrainedUpdate:
         """One round from ``global_state`` through the core's training path, as a fleet
         of one (``bmfl.training.fleet_uploads``).
@@ -224,16 +240,19 @@ class Vehicle:
         is trained or spent); the core then records its steps in :attr:`privacy`.
         """
         context = self.prepare(assignment, global_state)
-        upload = fleet_uploads(create_model(assignment.model), [self.data], assignment.training.local(), [context],
+        data = self.training_data(assignment.training)
+        upload = fleet_uploads(create_model(assignment.model), [data], assignment.training.local(), [context],
                                [self.attack], [self.privacy])[0]  # fmt: skip
         return self.finish(assignment, context, upload)
 
     def prepare(self, assignment: Assignment, global_state: State) -> AttackContext:
-        """Check the round's privacy (:class:`PrivacyRefused` for one the accountant
+        """Release the inputs when the task asks for input DP (:meth:`training_data`),
+        check the round's privacy (:class:`PrivacyRefused` for one the accountant
         cannot state exactly, e.g. δ ≥ 1/n; :class:`BudgetExceeded` past the budget) and
         return its context for ``bmfl.training.fleet_uploads`` (alone, or with other
         vehicles: the fleet trains many at once)."""
         require_secure(self.generator)
+        self.training_data(assignment.training)  # the input release comes first, and is checked against the budget
         plan = self.plan(assignment.training)
         if plan.trains:
             config = assignment.training.local()
@@ -249,7 +268,8 @@ class Vehicle:
         self._references[assignment.task_id] = (assignment.round, context.reference)
         meta = BlobMeta(task=str(assignment.task_id), round=assignment.round, producer=self.address, model=assignment.model)
         blob = encode_state(unflatten(upload.cpu(), create_model(assignment.model).state_dict()), meta)
-        private = assignment.training.dp and assignment.training.noise_multiplier > 0
+        training = assignment.training
+        private = (training.dp and training.noise_multiplier > 0) or training.input_dp is not None
         spent = self.privacy.epsilon(assignment.training.delta) if private else math.inf
         return TrainedUpdate(blob, spent if math.isfinite(spent) else None, self.plan(assignment.training).steps)
 

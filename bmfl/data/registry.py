@@ -4,11 +4,12 @@ out among themselves, and the task's held-out test set (the publisher's private 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 from bmfl.data.base import TensorData, train_test_split
 from bmfl.data.flows import load_packet_csv, synthetic_flows
 from bmfl.data.mnist import FASHION_MNIST_DIR, load_idx_dataset, load_mnist
-from bmfl.data.traffic import load_telecom_italia, synthetic_traffic, traffic_task
+from bmfl.data.traffic import TrafficSeries, load_telecom_italia, standardisation, synthetic_traffic, traffic_task
 from bmfl.registry import Registry
 
 DATASETS: Registry[tuple[TensorData, TensorData]] = Registry("dataset")
@@ -42,18 +43,40 @@ def _fashion_mnist(path: str | None = None) -> tuple[TensorData, TensorData]:
     return load_idx_dataset(folder, "train"), load_idx_dataset(folder, "test")
 
 
+def _synthetic_series(num_cells: int = 10, days: int = 28, noise: float = 0.1, seed: int = 0) -> TrafficSeries:
+    return synthetic_traffic(num_cells, days, 60, noise, seed)
+
+
+def _telecom_series(paths: list[str], kind: str = "internet", cells: list[int] | None = None) -> TrafficSeries:
+    return load_telecom_italia(paths, kind, 60, cells)
+
+
+TRAFFIC_SERIES: dict[str, Callable[..., TrafficSeries]] = {
+    "traffic_synthetic": _synthetic_series, "traffic_telecom_italia": _telecom_series,
+}  # fmt: skip
+"""The traffic datasets by name: the hourly series each windows (``bmfl.data.traffic``)."""
+WINDOW_OPTIONS = ("closeness", "period", "test_days")
+
+
 @register_dataset("traffic_synthetic")
 def _traffic_synthetic(
     num_cells: int = 10, days: int = 28, noise: float = 0.1, closeness: int = 3, period: int = 3, test_days: int = 7, seed: int = 0
 ) -> tuple[TensorData, TensorData]:
-    return traffic_task(synthetic_traffic(num_cells, days, 60, noise, seed), closeness, period, test_days)
+    return traffic_task(_synthetic_series(num_cells, days, noise, seed), closeness, period, test_days)
 
 
 @register_dataset("traffic_telecom_italia")
 def _traffic_telecom_italia(
     paths: list[str], kind: str = "internet", cells: list[int] | None = None, closeness: int = 3, period: int = 3, test_days: int = 7
 ) -> tuple[TensorData, TensorData]:
-    return traffic_task(load_telecom_italia(paths, kind, 60, cells), closeness, period, test_days)
+    return traffic_task(_telecom_series(paths, kind, cells), closeness, period, test_days)
+
+
+def traffic_standardisation(name: str, **options: Any) -> tuple[float, float]:
+    """(mean, std) the traffic dataset ``name`` with loader ``options`` was standardised
+    with (``bmfl.data.traffic.standardisation``), to report errors on the original scale."""
+    series = TRAFFIC_SERIES[name](**{k: v for k, v in options.items() if k not in WINDOW_OPTIONS})
+    return standardisation(series, options.get("test_days", 7))
 
 
 @register_dataset("flows_synthetic")

@@ -116,6 +116,29 @@ def sliding_windows(series: np.ndarray, closeness: int, period: int, period_leng
     return x, v[t]
 
 
+def _split(traffic: TrafficSeries, test_days: int) -> int:
+    """Index of the first test time step (the last ``test_days`` days are test data)."""
+    split = traffic.values.shape[1] - test_days * traffic.steps_per_day
+    if split <= 0:
+        raise ValueError("not enough days of traffic for the test split")
+    return split
+
+
+def standardisation(traffic: TrafficSeries, test_days: int = 7) -> tuple[float, float]:
+    """(mean, std) of log1p traffic over the training days: :func:`traffic_task`'s
+    samples are z = (log1p(v) − mean) / std."""
+    logged = np.log1p(np.maximum(traffic.values[:, : _split(traffic, test_days)], 0.0))
+    return float(logged.mean()), float(logged.std()) + 1e-8
+
+
+def original_errors(predicted: torch.Tensor, target: torch.Tensor, mean: float, std: float) -> tuple[float, float]:
+    """(RMSE, MAE) of standardised predictions on the original traffic scale, after
+    undoing :func:`traffic_task`'s scaling: v = expm1(z·std + mean)."""
+    back = lambda z: torch.expm1(z.to(torch.float64) * std + mean)  # noqa: E731
+    error = back(predicted) - back(target)
+    return float(error.pow(2).mean().sqrt()), float(error.abs().mean())
+
+
 def traffic_task(
     traffic: TrafficSeries, closeness: int = 3, period: int = 3, test_days: int = 7
 ) -> tuple[TensorData, TensorData]:
@@ -125,13 +148,9 @@ def traffic_task(
     (the scaler never sees test data). ``groups`` holds each row's cell index so a
     federated run gives each base station its own cell.
     """
-    per_day = traffic.steps_per_day
-    split = traffic.values.shape[1] - test_days * per_day
-    if split <= 0:
-        raise ValueError("not enough days of traffic for the test split")
-    logged = np.log1p(np.maximum(traffic.values, 0.0))
-    mean, std = logged[:, :split].mean(), logged[:, :split].std() + 1e-8
-    scaled = (logged - mean) / std
+    per_day, split = traffic.steps_per_day, _split(traffic, test_days)
+    mean, std = standardisation(traffic, test_days)
+    scaled = (np.log1p(np.maximum(traffic.values, 0.0)) - mean) / std
     parts: dict[str, list] = {"train_x": [], "train_y": [], "train_g": [], "test_x": [], "test_y": [], "test_g": []}
     for cell, series in enumerate(scaled):
         x, y = sliding_windows(series, closeness, period, per_day)

@@ -5,8 +5,10 @@ A round of DP-SGD (BMFL Algorithm 1) is planned first — steps, sampling rate q
 noise multiplier σ, a :class:`RoundPlan` — and checked against the budget before
 anything is trained (:meth:`PrivacyEngine.check` raises :class:`BudgetExceeded`); once
 the round has trained, the training path records its steps with
-:meth:`PrivacyEngine.record`, the only place a vehicle's accountant is stepped. A plan
-that trains without noise has ε = ∞, and so has every vehicle that ran one.
+:meth:`PrivacyEngine.record`. A plan that trains without noise has ε = ∞, and so has
+every vehicle that ran one, unless the vehicle released its whole samples through
+input DP first (:meth:`PrivacyEngine.release_inputs`): training on them is then
+post-processing.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class PrivacyEngine:
         self.accountant = accountant if accountant is not None else PrivacyAccountant(delta, method)
         self.budget = budget
         self.unbounded = False  # trained without noise at least once: ε = ∞
+        self.inputs_released = False  # input DP applied (bmfl.privacy.input_dp)
+        self.post_processing = False  # its whole samples (features and targets) went through input DP
         self._checked: tuple[object, float] | None = None
 
     @classmethod
@@ -97,7 +101,7 @@ class PrivacyEngine:
     def epsilon(self, delta: float | None = None, plan: RoundPlan | None = None) -> float:
         """ε spent so far (plus ``plan``'s steps) at ``delta`` (default: the budget's δ);
         ∞ once the vehicle trained without noise, or for such a ``plan``."""
-        if self.unbounded or (plan is not None and plan.trains and not plan.private):
+        if self.unbounded or (plan is not None and plan.trains and not plan.private and not self.post_processing):
             return math.inf
         extra = plan is not None and plan.trains
         if not extra and (delta is None or delta == self.delta):
@@ -129,9 +133,26 @@ class PrivacyEngine:
         if not plan.trains:
             return
         if not plan.private:
-            self.unbounded = True
+            self.unbounded = self.unbounded or not self.post_processing
             return
         self.accountant.step(plan.sampling_rate, plan.noise_multiplier, plan.steps)
+
+    def release_inputs(self, sigma: float, whole_sample: bool) -> None:
+        """Record the vehicle's one input-DP release (``bmfl.privacy.input_dp``): one
+        Gaussian step with noise multiplier σ_x (sensitivity C_x under zero-out
+        neighbouring), composed with DP-SGD's steps. ``whole_sample``: targets were
+        perturbed too, so training without noise afterwards is post-processing.
+        :class:`BudgetExceeded` (nothing spent) when the release alone passes the budget."""
+        if self.inputs_released:
+            raise ValueError("input DP is released once per vehicle; a second release would spend again")
+        if not math.isinf(self.budget):
+            probe = copy.deepcopy(self.accountant)
+            probe.step(1.0, sigma)
+            if probe.epsilon() > self.budget:
+                raise BudgetExceeded(f"the input release would take ε to {probe.epsilon():.3g} > budget {self.budget:.3g}")
+        self.accountant.step(1.0, sigma)
+        self.inputs_released = True
+        self.post_processing = whole_sample
 
     def release_count(self, count: int, source: RandomSource, sigma: float = COUNT_NOISE) -> int:
         """``count`` through the Gaussian mechanism (sensitivity 1, std ``sigma``), rounded

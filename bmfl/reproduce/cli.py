@@ -14,9 +14,13 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="the small CI grid (minutes) instead of the full one"),
     out: Path | None = typer.Option(None, help=f"folder for results.md and results/ (PNGs, raw metrics); default {RUNS_OUT}"),
     publish: bool = typer.Option(False, "--publish", help=f"write to {PUBLISHED}/ (the committed report) instead of {RUNS_OUT}/"),
-    only: list[str] = typer.Option([], "--only", help="run and render only these sections: fig5, fig6, fig7, fbfl, traffic, fedaux (repeatable)"),
+    only: list[str] = typer.Option([], "--only", help="run and render only these sections: fig5, fig6, fig7, fbfl, traffic, fedaux, bafdp (repeatable)"),
     report_only: bool = typer.Option(False, "--report-only", help="re-render OUT/results.md from OUT/results/runs.jsonl"),
     resume: bool = typer.Option(False, "--resume", help="reuse runs of OUT/results/runs.jsonl whose config is unchanged"),
+    telecom_italia: list[Path] = typer.Option(
+        [], "--telecom-italia", help="Telecom Italia grid files: the bafdp section runs on central Milan cells from them "
+        "instead of synthetic traffic (repeatable)",
+    ),  # fmt: skip
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="simulations run at once, each in its own process on one thread"),
 ) -> None:
     """Run the papers' experiment grid and write OUT/results.md with tables and plots
@@ -42,9 +46,10 @@ def reproduce(
     torch.set_num_threads(1)
     scale = SCALES["quick" if quick else "full"]
     console = Console()
-    runs = [r for r in grid(scale) if not only or r.key.split("/")[0] in run_prefixes(only)]
+    runs = [r for r in grid(scale, tuple(str(p) for p in telecom_italia)) if not only or r.key.split("/")[0] in run_prefixes(only)]
     console.print(f"[bold]bmfl reproduce[/]: {scale.name} grid, {len(runs)} runs → {out}")
     records, timing = run_grid(runs, console, reuse, jobs)
-    command = "bmfl reproduce" + (" --quick" if quick else "") + "".join(f" --only {n}" for n in only)
+    command = "bmfl reproduce" + (" --quick" if quick else "") + "".join(f" --only {n}" for n in only) + "".join(
+        f" --telecom-italia {p}" for p in telecom_italia)
     path = write_report(records, scale, out, timing, command, only or None)
     console.print(f"[bold green]done[/] in {timing['cpu_s'] / 60:.1f} min CPU, {timing['wall_s'] / 60:.1f} min wall: {path}")

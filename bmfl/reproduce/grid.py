@@ -7,7 +7,8 @@ same-value attackers at 20/40/60 %), Fig. 7 (backdoor over 50 rounds); FBFL (cli
 local epochs, IID vs non-IID, aggregation rules, three attacks); ``001`` (LSTM traffic
 forecasting under tuning-and-scaling, robust rules and L2-norm anomaly detection);
 FedAuxHMTL (``002``: multi-task vs single-task traffic classification, rounds, megabytes
-and compute to a target accuracy).
+and compute to a target accuracy); BAFDP (``000``: MLP traffic prediction, sync and
+async rounds, robust rules, local DP on inputs, Byzantine fractions).
 """
 
 from __future__ import annotations
@@ -57,11 +58,16 @@ class Scale:
     fedaux_flows: int = 4000
     fedaux_rounds: int = 60  # at most: the runs stop at FEDAUX_TARGET
     fedaux_seeds: int = 3  # each method on seeds SEED, SEED + 1, …
+    bafdp_cells: int = 10  # BAFDP (seed `000`): vehicles, one traffic cell each
+    bafdp_rounds: int = 10  # sync rounds; async runs apply 2× as many buffers of half the fleet
+    bafdp_seeds: int = 3
+    bafdp_fractions: tuple[float, ...] = (0.1, 0.2, 0.3)
 
 
 FULL = Scale("full", "mnist", 200, 50, 5, 80, 5, 50, 0.2, 10, (5, 10, 20), (1, 2, 5), 8, 100, 40, 2000)
 QUICK = Scale("quick", "mnist_5k", 200, 10, 2, 2, 1, 3, 0.2, 10, (5, 10), (1, 2), 2, 20, 2, 500,
-              fedaux_vehicles=6, fedaux_edges=3, fedaux_flows=600, fedaux_rounds=2, fedaux_seeds=1)
+              fedaux_vehicles=6, fedaux_edges=3, fedaux_flows=600, fedaux_rounds=2, fedaux_seeds=1,
+              bafdp_cells=4, bafdp_rounds=2, bafdp_seeds=2, bafdp_fractions=(0.25,))
 SCALES = {"full": FULL, "quick": QUICK}
 
 # BMFL §V-B with the deviations listed in docs/results.md (E = 1, at most 3 local steps,
@@ -84,6 +90,21 @@ FEDAUX_METHODS = {"FedAuxHMTL": "mtl_cnn1d", "FedAvg": "cnn1d"}
 FEDAUX_TRAINING = {"epochs": 1, "max_steps": 5, "batch_size": 32, "lr": 0.02, "momentum": 0.5, "dp": False}
 FEDAUX_TARGET = 0.6
 FEDAUX_ALPHA = 0.5
+# BAFDP (seed `000`): an MLP one-step forecaster per cell, flat FL; 30 % of the vehicles
+# 5× slower in every run (only the clock differs between sync and async). Async: FedBuff
+# over buffers of half the fleet, τ_max = 4. BMFL's self-reliability filter needs a
+# classification test set, so on traffic its pipeline is the residual reweighting alone.
+BAFDP_RULES = {"FedAvg": {"name": "fedavg"}, "L1 sign (BAFDP)": {"name": "sign_l1"}, "median": {"name": "median"},
+               "BMFL (reweight)": {"name": "reweight"}}
+BAFDP_TRAINING = {"epochs": 1, "batch_size": 50, "lr": 0.05, "momentum": 0.9, "dp": False}
+BAFDP_MODES = ("sync", "async")
+BAFDP_PRIVATE_RULE = "L1 sign (BAFDP)"  # the privacy sweep: BAFDP's own rule, async
+BAFDP_INPUT_CLIP = 3.0  # C_x on the standardised (x, y) vector (7 values)
+BAFDP_INPUT_SIGMAS = (0.5, 1.0, 2.0, 4.0)  # ε ≈ 10.7, 4.7, 2.2, 1.0 at δ = 1e-5
+BAFDP_ATTACKS = {"sign_flip": {}, "gaussian": {}}
+BAFDP_TARGET = 1.1  # time to 1.1 × the seed's sync FedAvg final RMSE (standardised scale)
+BAFDP_MILAN_CELLS = (4958, 4959, 4960, 4961, 4962, 5058, 5059, 5060, 5061, 5062)
+"""With Telecom Italia files (``bmfl reproduce --telecom-italia``): central Milan cells, the first ``bafdp_cells``."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +225,55 @@ def fedaux_runs(scale: Scale) -> list[Run]:
     }) for method, model in FEDAUX_METHODS.items() for seed in fedaux_seeds(scale)]
 
 
+def bafdp_seeds(scale: Scale) -> list[int]:
+    return [SEED + i for i in range(scale.bafdp_seeds)]
+
+
+def bafdp_key(part: str, seed: int) -> str:
+    """``bafdp/<part>/seed <seed>``; ``part`` is ``<mode>/<rule>``, ``privacy/<σ_x>`` or
+    ``<attack>/<fraction>/<rule>``."""
+    return f"bafdp/{part}/seed {seed}"
+
+
+def _bafdp_data(scale: Scale, telecom: tuple[str, ...]) -> dict[str, Any]:
+    """Synthetic traffic of ``bafdp_cells`` cells, or those of the user's Telecom Italia files."""
+    if telecom:
+        return {"name": "traffic_telecom_italia",
+                "options": {"paths": list(telecom), "cells": list(BAFDP_MILAN_CELLS[: scale.bafdp_cells])}}  # fmt: skip
+    return {"name": "traffic_synthetic", "options": {"num_cells": scale.bafdp_cells, "days": 28}}
+
+
+def _bafdp(scale: Scale, seed: int, rule: str, mode: str, telecom: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    n = scale.bafdp_cells
+    rounds = scale.bafdp_rounds * (2 if mode == "async" else 1)
+    asynchrony = {"mode": "async", "buffer_size": n // 2, "tau_max": 4, "weighting": "fedbuff"} if mode == "async" else {}
+    return {
+        "seed": seed, "rounds": rounds, "vehicles": n, "edges": 1, "model": "mlp_forecaster",
+        "data": _bafdp_data(scale, telecom), "partition": {"kind": "by_group", "options": {}},
+        "training": dict(BAFDP_TRAINING),
+        "aggregation": {"edge": dict(BAFDP_RULES[rule]), "filters": [], "cloud": {"name": "fedavg"}},
+        "stragglers": {"kind": "slow_fraction"}, "asynchrony": asynchrony, **extra,
+    }  # fmt: skip
+
+
+def bafdp_runs(scale: Scale, telecom: tuple[str, ...] = ()) -> list[Run]:
+    """BAFDP's runs on synthetic traffic, or on ``telecom`` (Telecom Italia files)."""
+    runs = []
+    for seed in bafdp_seeds(scale):
+        runs += [Run(bafdp_key(f"{mode}/{rule}", seed), _bafdp(scale, seed, rule, mode, telecom))
+                 for mode in BAFDP_MODES for rule in BAFDP_RULES]  # fmt: skip
+        for sigma in BAFDP_INPUT_SIGMAS:
+            private = {**BAFDP_TRAINING, "input_dp": {"sigma": sigma, "clip": BAFDP_INPUT_CLIP, "targets": True}}
+            runs.append(Run(bafdp_key(f"privacy/{sigma:g}", seed),
+                            _bafdp(scale, seed, BAFDP_PRIVATE_RULE, "async", telecom, training=private)))  # fmt: skip
+        for attack, options in BAFDP_ATTACKS.items():
+            for fraction in scale.bafdp_fractions:
+                runs += [Run(bafdp_key(f"{attack}/{fraction:g}/{rule}", seed), _bafdp(
+                    scale, seed, rule, "async", telecom, attack={"name": attack, "fraction": fraction, "options": dict(options)}))
+                    for rule in BAFDP_RULES]  # fmt: skip
+    return runs
+
+
 def fig6_key(attack: str, fraction: float, method: str) -> str:
     """The run behind a Fig. 6 cell; 0 % is the clean DP run of Fig. 5 (the ideal
     filter's 0 % is clean FedAvg)."""
@@ -212,9 +282,9 @@ def fig6_key(attack: str, fraction: float, method: str) -> str:
     return f"fig6/ideal/{fraction}" if method == IDEAL else f"fig6/{attack}/{fraction}/{method}"
 
 
-def grid(scale: Scale) -> list[Run]:
-    """Every run of the grid, in execution order."""
-    runs = bmfl_runs(scale) + fbfl_runs(scale) + traffic_runs(scale) + fedaux_runs(scale)
+def grid(scale: Scale, telecom: tuple[str, ...] = ()) -> list[Run]:
+    """Every run of the grid, in execution order (BAFDP's on ``telecom`` files when given)."""
+    runs = bmfl_runs(scale) + fbfl_runs(scale) + traffic_runs(scale) + fedaux_runs(scale) + bafdp_runs(scale, telecom)
     keys = [r.key for r in runs]
     if len(set(keys)) != len(keys):
         raise AssertionError("duplicate run keys")

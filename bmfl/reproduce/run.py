@@ -14,15 +14,20 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bmfl.data import load_dataset
+from bmfl.data.registry import TRAFFIC_SERIES, traffic_standardisation
+from bmfl.data.traffic import original_errors
+from bmfl.params import load_vector
 from bmfl.reproduce.grid import Run
 from bmfl.simulation import SimulationConfig, run_simulation
+from bmfl.simulation.runner import initial_model
 from bmfl.simulation.output import summary_line
 
 KEPT_FIELDS = (
     "round", "accuracy", "loss", "mae", "attack_success_rate", "trainers", "attackers_selected",
     "attackers_flagged", "honest_flagged", "attacker_weight", "epsilon_max", "upstream_bytes_cloud",
     "upstream_bytes_flat", "bytes_up_vehicles", "bytes_down_vehicles", "bytes_up_edges", "bytes_down_edges",
-    "bytes_up_cloud", "bytes_down_cloud", "compute_s_vehicles", "wall_time_s",
+    "bytes_up_cloud", "bytes_down_cloud", "compute_s_vehicles", "wall_time_s", "sim_time_s",
 )
 
 
@@ -31,12 +36,29 @@ def fingerprint(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in config.items() if k != "name"}, sort_keys=True)
 
 
+def original_scale(result) -> dict[str, float] | None:
+    """RMSE and MAE of a traffic run's final model on the original traffic scale (its
+    test set, ``bmfl.data.traffic.original_errors``); None for other data."""
+    data = result.config.data
+    if data.name not in TRAFFIC_SERIES:
+        return None
+    _, test = load_dataset(data.name, **data.options)
+    model = load_vector(initial_model(result.config), result.final_vector)
+    with torch.no_grad():
+        predicted = model(test.x)
+    rmse, mae = original_errors(predicted, test.y, *traffic_standardisation(data.name, **data.options))
+    return {"rmse": rmse, "mae": mae}
+
+
 def record(result, fp: str, cpu_s: float) -> dict[str, Any]:
-    """What the report needs from one run: its per-round metrics, payout outcome and cost."""
+    """What the report needs from one run: its per-round metrics, payout outcome, cost
+    and, for traffic, its final errors on the original scale."""
     payouts = result.payouts
     paid = sum(payouts.vehicles.values())
     to_attackers = sum(w for v, w in payouts.vehicles.items() if v in set(result.attackers))
     return {
+        "data": result.config.data.name,
+        "original": original_scale(result),
         "rows": [{k: row[k] for k in KEPT_FIELDS} for row in result.rows()],
         "attackers": result.attackers,
         "payout_share_attackers": to_attackers / paid if paid else 0.0,

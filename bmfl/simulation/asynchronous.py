@@ -129,8 +129,7 @@ def _metrics(version: int, ev, outcome: BufferOutcome, edge_of, s: Setup, now: f
     n_att = sum(a for a, _ in flags)
     att_flagged = sum(a and f for a, f in flags)
     kept_theta = sum(x.theta for v, x in outcome.verdicts.items() if v in attackers)
-    dp = s.local_cfg.dp and s.local_cfg.noise_multiplier > 0
-    eps = [e.epsilon() for e in s.fleet.engines.values() if e.steps] if dp else []
+    eps = [e.epsilon() for e in s.fleet.engines.values() if e.steps] if s.private else []
     return RoundMetrics(
         round=version,
         accuracy=ev.accuracy,

@@ -224,6 +224,12 @@ class Setup:
     fleet: Fleet
     clock: ComputeClock
 
+    @property
+    def private(self) -> bool:
+        """Whether the vehicles report ε: DP-SGD adds noise, or inputs went through input DP."""
+        noisy = self.local_cfg.dp and self.local_cfg.noise_multiplier > 0
+        return noisy or self.config.training.input_dp is not None
+
 
 def prepare(config: SimulationConfig) -> Setup:
     """Everything a run needs before its first update (the seed draws all of it)."""
@@ -247,6 +253,8 @@ def prepare(config: SimulationConfig) -> Setup:
         model, train, partition.indices, local_cfg, attack, attackers, config.seed, config.insecure_reproducible_noise,
         config.training.delta, config.training.accountant,
     )  # fmt: skip
+    if (inputs := config.training.input_dp) is not None:
+        fleet.release_inputs(inputs.sigma, inputs.clip, inputs.targets)
     clock = ComputeClock(config.stragglers, config.vehicles, config.seed)
     return Setup(config, test, dict(enumerate(counts)), model, scorer, local_cfg, edge_agg, attack, attackers, excluded,
                  fleet, clock)  # fmt: skip
@@ -278,9 +286,7 @@ def run_simulation(
         return run_async(config, progress, on_round, keep_models)
     setup = prepare(config)
     config, test, sizes, model, scorer, fleet, clock = setup.config, setup.test, setup.sizes, setup.model, setup.scorer, setup.fleet, setup.clock
-    local_cfg, edge_agg, attack, attackers, excluded = (
-        setup.local_cfg, setup.edge_agg, setup.attack, setup.attackers, setup.excluded
-    )
+    edge_agg, attack, attackers, excluded = setup.edge_agg, setup.attack, setup.attackers, setup.excluded
     global_vec = flatten(model.state_dict())
     previous_vec = None
     cloud_agg = cloud_rule(config.aggregation)
@@ -369,7 +375,7 @@ def run_simulation(
                 previous_vec = global_vec
             ev = evaluate(load_vector(model, global_vec), test)
             asr = attack_success_rate(model, test, attack.target) if isinstance(attack, PixelBackdoor) else None
-            eps = [e.epsilon() for e in fleet.engines.values() if e.steps] if local_cfg.dp and local_cfg.noise_multiplier > 0 else []
+            eps = [e.epsilon() for e in fleet.engines.values() if e.steps] if setup.private else []
             flags = [(v in attackers, verdict.flagged) for o in outcomes.values() for v, verdict in o.verdicts.items()]
             n_att = sum(a for a, _ in flags)
             att_flagged = sum(a and f for a, f in flags)

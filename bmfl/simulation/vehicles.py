@@ -5,13 +5,15 @@ Per vehicle the driver keeps only what must persist between rounds: its random s
 and its privacy engine, each made on the vehicle's first round (a seeded generator
 made late draws the same stream as one made early). Its data is the shared training
 set's rows (partition indices), cut out only while it trains, so a fleet of 10,000
-holds the training set once and no per-vehicle copies.
+holds the training set once and no per-vehicle copies. With input DP
+(:meth:`Fleet.release_inputs`) those rows are replaced, once, by each vehicle's
+perturbed release.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import torch
@@ -20,6 +22,7 @@ from torch import nn
 from bmfl.attacks import Attack, AttackContext
 from bmfl.data import TensorData
 from bmfl.privacy import PrivacyEngine, SecureGenerator
+from bmfl.privacy.input_dp import privatise
 from bmfl.rounds import vehicle_seed
 from bmfl.training import LocalTrainingConfig
 from bmfl.training.fleet import fleet_uploads, plan_upload
@@ -61,6 +64,19 @@ class Fleet:
         if v not in self.engines:
             self.engines[v] = PrivacyEngine(self.delta, method=self.accountant)
         return self.engines[v]
+
+    def release_inputs(self, sigma: float, clip: float, targets: bool) -> None:
+        """Every vehicle's one input-DP release (``bmfl.privacy.input_dp``), drawn from
+        its own random source and recorded in its engine, written over its rows."""
+        rows = torch.cat([torch.as_tensor(p, dtype=torch.long) for p in self.parts])
+        if len(rows.unique()) != len(rows):
+            raise ValueError("input DP needs disjoint vehicle datasets (a shared row would be released twice)")
+        x, y = self.train.x.clone(), self.train.y.clone()
+        for v, part in enumerate(self.parts):
+            released = privatise(self.data(v), clip, sigma, targets, self.generator(v))
+            x[part], y[part] = released.x, released.y
+            self.engine(v).release_inputs(sigma, targets)
+        self.train = replace(self.train, x=x, y=y)
 
     def attack_of(self, v: int) -> Attack | None:
         return self.attack if v in self.attackers else None
