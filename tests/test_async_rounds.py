@@ -7,13 +7,15 @@ import pytest
 import torch
 from rich.console import Console
 
-from bmfl.aggregation import Verdict, get_aggregator
+from bmfl.aggregation import Verdict, compose, get_aggregator
+from bmfl.filters.base import FilterResult, UpdateFilter, get_filter
+from bmfl.filters.dp_floor import noise_variance
 from bmfl.rounds.asynchronous import STALE, Report, apply_buffer, buffer_ready, polynomial, stale_verdict
 from bmfl.simulation import SimulationConfig, run_simulation
 from bmfl.simulation.config import StragglerConfig
 from bmfl.simulation.output import cost_to_target
 from bmfl.simulation.stragglers import ComputeClock, slowdowns
-from bmfl.task import AsyncSpec
+from bmfl.task import AsyncSpec, TrainingSpec
 
 FEDAVG = get_aggregator("fedavg")
 
@@ -62,6 +64,47 @@ def test_fedbuff_rebases_scaled_deltas_and_applies_the_server_lr():
     assert out.staleness == {0: 0, 1: 3, 2: 5} and out.rate == 2.0 and out.samples == 2
     assert out.verdicts[2] == Verdict(0.0, True, STALE)
     assert [out.verdicts[v].theta for v in (0, 1)] == pytest.approx([0.5, 0.5])
+
+
+class _Seen(UpdateFilter):
+    """Keeps every upload and records what it was shown."""
+
+    name = "seen"
+
+    def __init__(self) -> None:
+        self.shown: list[torch.Tensor] = []
+
+    def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
+        self.shown.append(updates.clone())
+        return FilterResult(torch.ones(len(updates), dtype=torch.bool))
+
+
+def test_fedbuff_filters_judge_the_delta_as_sent_and_the_rule_the_scaled_one():
+    spec = AsyncSpec(mode="async", weighting="fedbuff", tau_max=4, exponent=0.5)
+    seen = _Seen()
+    out = apply_buffer(compose(FEDAVG, seen), _reports(), {0: 1, 1: 1, 2: 1}, torch.ones(2), 3, spec)
+    # the filter sees vehicle 1's delta (2, 2) rebased on w_3 unscaled: (3, 3), not (2, 2)
+    (shown,) = seen.shown
+    assert torch.equal(shown, torch.tensor([[3.0, 1.0], [3.0, 3.0]]))
+    # the rule sees it scaled by 4^(−1/2), as FedBuff without a filter: the same model
+    assert torch.allclose(out.model, apply_buffer(FEDAVG, _reports(), {0: 1, 1: 1, 2: 1}, torch.ones(2), 3, spec).model)
+    assert torch.allclose(out.model, torch.tensor([2.5, 1.5]))
+
+
+def test_a_dp_floor_keeps_a_stale_honest_delta_that_scaling_would_have_shrunk_below_its_noise():
+    training = {"epochs": 1, "lr": 0.1, "batch_size": 8, "clip": 1.0, "noise_multiplier": 1.0, "max_steps": 2}
+    floor = get_filter("dp_floor", training=training)
+    d, n = 20_000, 64
+    v = noise_variance(TrainingSpec.model_validate(training).local(), n)
+    g = torch.Generator().manual_seed(0)
+    current = torch.zeros(d)
+    fresh = {m: Report(current + v**0.5 * torch.randn(d, generator=g), current, 8) for m in (0, 1)}
+    base = torch.full((d,), 0.01)
+    stale = Report(base + v**0.5 * torch.randn(d, generator=g), base, 5)  # τ = 3: s = 1/2 shrinks ‖Δ‖² by 4
+    spec = AsyncSpec(mode="async", weighting="fedbuff", tau_max=4, exponent=0.5)
+    out = apply_buffer(compose(FEDAVG, floor), {**fresh, 2: stale}, dict.fromkeys(range(3), n), current, 8, spec)
+    assert not any(x.flagged for x in out.verdicts.values())
+    assert floor(torch.stack([current + 0.5 * (stale.upload - base)]), torch.tensor([float(n)]), current).keep.tolist() == [False]
 
 
 def test_fedasync_mixes_the_uploads_with_the_mean_polynomial_rate():

@@ -14,7 +14,7 @@ from bmfl.attacks import get_attack
 from bmfl.attacks.alie import mean_minus_z_std
 from bmfl.attacks.base import EdgeView
 from bmfl.filters import get_filter
-from bmfl.filters.dp_envelope import maximum_independent_set, signal_bound
+from bmfl.filters.dp_envelope import gram_matrix, maximum_independent_set, signal_bound
 from bmfl.filters.dp_floor import noise_variance
 from bmfl.reproduce.grid import BMFL_TRAINING
 from bmfl.task import TrainingSpec
@@ -48,6 +48,14 @@ def test_signal_bound_known_answer():
     # η·C·κ·Σ c_s with c = (1.75, 1.5, 1) and κ = 1 + 4·√((1 − 64/400)/64)
     kappa = 1 + 4 * math.sqrt((1 - 64 / 400) / 64)
     assert signal_bound(CONFIG, N, 4.0) == pytest.approx(0.3 * 1.0 * kappa * 4.25)
+
+
+def test_gram_in_blocks_equals_the_whole_product():
+    ref, uploads, _ = honest_uploads(5)
+    deltas = uploads.double() - ref.double()
+    whole = deltas @ deltas.T
+    for budget in (8 * 5, 8 * 5 * 7, 8 * 5 * D):  # one coordinate, 7 (a ragged last block), all at once
+        assert torch.allclose(gram_matrix(uploads, ref, budget), whole, rtol=1e-12, atol=0)
 
 
 def test_maximum_independent_set_known_answers():

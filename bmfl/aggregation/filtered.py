@@ -7,6 +7,11 @@ passes them on in ``FilterResult.updates``; the rule aggregates those. If no upl
 w^{r-1} unchanged and every weight is 0.
 Wrappers nest, so several filters chain: ``compose(rule, f1, f2)`` runs f1, then f2 on
 what f1 kept, then the rule.
+
+``scales`` (asynchronous rounds: the staleness weights s(τ)) shrink each upload's delta
+to w^{r-1} *after* the filters and before the rule, so a filter judges what a vehicle
+actually sent (a stale honest delta scaled down would fall below its own DP noise)
+while the rule aggregates the weighted deltas (:func:`aggregate_scaled`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ class FilteredAggregator(Aggregator):
         self.inner = inner
         self.name = f"{filter.name}+{inner.name}"
 
-    def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> AggregationResult:
+    def __call__(self, updates, sizes, reference, *, round_index: int = 1, scales=None) -> AggregationResult:
         sizes = check_inputs(updates, sizes, reference)
         updates, reference = updates.to(torch.float32), reference.to(torch.float32)
         verdict = self.filter(updates, sizes, reference, round_index=round_index)
@@ -39,7 +44,10 @@ class FilteredAggregator(Aggregator):
         verdicts = [Verdict(0.0, True, f"filter:{self.filter.name}", s, verdict.threshold) for s in scores]
         if len(kept) == 0:
             return AggregationResult(reference.clone(), weights, info, verdicts)
-        inner = self.inner(updates[kept], sizes[kept], reference, round_index=round_index)
+        inner = aggregate_scaled(
+            self.inner, updates[kept], sizes[kept], reference, round_index=round_index,
+            scales=None if scales is None else scales[kept],
+        )  # fmt: skip
         weights[kept] = inner.weights.to(torch.float64)
         info["rule"] = inner.info
         for i, v in zip(kept.tolist(), inner.verdicts):
@@ -47,6 +55,26 @@ class FilteredAggregator(Aggregator):
                 v = replace(v, reliability=scores[i], threshold=verdict.threshold)
             verdicts[i] = v
         return AggregationResult(inner.aggregate, weights, info, verdicts)
+
+
+def rescale(updates: torch.Tensor, reference: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``reference + s·(u − reference)``; a row with s = 1 is returned bit for bit."""
+    if scales is None or bool((scales == 1).all()):
+        return updates
+    out = updates.clone()
+    for i in torch.nonzero(scales != 1).flatten().tolist():
+        out[i] = reference + float(scales[i]) * (updates[i] - reference)
+    return out
+
+
+def aggregate_scaled(
+    rule: Aggregator, updates, sizes, reference, *, round_index: int = 1, scales: torch.Tensor | None = None
+) -> AggregationResult:
+    """``rule`` over ``updates`` whose filters see them as given and whose aggregation
+    rule sees them :func:`rescale`-d by ``scales`` (None: no scaling)."""
+    if isinstance(rule, FilteredAggregator):
+        return rule(updates, sizes, reference, round_index=round_index, scales=scales)
+    return rule(rescale(updates, reference, scales), sizes, reference, round_index=round_index)
 
 
 def compose(rule: Aggregator, *filters: UpdateFilter) -> Aggregator:

@@ -39,7 +39,9 @@ bounded by what one honest vehicle can move (``envelope_aware`` is that attacker
 ``info`` holds the Gram matrix, the bounds, the norm ratio G_mm/(d·v_m) (1 for pure
 noise) and the conflict graph; no reliability score is recorded (the test is two-sided
 and pairwise, not a score to reach). The cost is
-one K×K Gram matrix, O(K²d). Without DP (v = 0) no upload is flagged.
+one K×K Gram matrix, O(K²d) time, built over blocks of coordinates so that its memory is
+``GRAM_BUDGET`` bytes beyond the uploads whatever K and d are (:func:`gram_matrix`).
+Without DP (v = 0) no upload is flagged.
 """
 
 from __future__ import annotations
@@ -54,6 +56,22 @@ from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
 from bmfl.filters.dp_floor import noise_variance
 from bmfl.task import TrainingSpec
 from bmfl.training.local import LocalTrainingConfig, round_plan
+
+
+GRAM_BUDGET = 64 << 20
+"""Bytes of float64 deltas :func:`gram_matrix` holds at a time."""
+
+
+def gram_matrix(updates: torch.Tensor, reference: torch.Tensor, budget: int = GRAM_BUDGET) -> torch.Tensor:
+    """G = Δ Δᵀ in float64 for Δ = updates − reference, summed over blocks of
+    coordinates of at most ``budget`` bytes (never the whole K×d in float64)."""
+    k, d = updates.shape
+    step = max(1, budget // (8 * k))
+    gram = torch.zeros(k, k, dtype=torch.float64)
+    for start in range(0, d, step):
+        block = updates[:, start : start + step].to(torch.float64) - reference[start : start + step].to(torch.float64)
+        gram += block @ block.T
+    return gram
 
 
 def signal_bound(config: LocalTrainingConfig, num_samples: int, z: float) -> float:
@@ -114,8 +132,7 @@ class DPEnvelope(UpdateFilter):
             raise ValueError("dp_envelope needs the uploads' data sizes")
         k, d = updates.shape
         z = self.z
-        deltas = updates.to(torch.float64) - reference.to(torch.float64)
-        gram = deltas @ deltas.T
+        gram = gram_matrix(updates, reference)
         v, s = self.bounds(sizes, d)
         diag = gram.diagonal()
         if not bool((v > 0).all()):

@@ -77,7 +77,9 @@ def apply_buffer(
     """Aggregate a buffer (vehicle → :class:`Report`) into w_{t+1} from w_t = ``current``.
 
     fedbuff (Nguyen et al. 2022, Alg. 1): each delta Δ_m = w̃_m − w_base is rebased on
-    w_t and scaled by (τ_m+1)^(−a); the rule gives agg over w_t + s(τ_m)Δ_m; then
+    w_t; the filters judge w_t + Δ_m (the delta as the vehicle sent it, so a stale honest
+    one keeps its DP noise level), and the rule aggregates w_t + s(τ_m)Δ_m with
+    s(τ) = (τ+1)^(−a) into agg; then
     w_{t+1} = w_t + η_g(agg − w_t). fedasync (Xie et al. 2019, Eq. 2 over a buffer): the
     rule runs over the uploads as sent, and w_{t+1} = (1 − ᾱ)w_t + ᾱ·agg with
     ᾱ = mean over kept reports of α(τ_m+1)^(−a); one report per buffer is FedAsync itself.
@@ -88,14 +90,15 @@ def apply_buffer(
         verdict = stale_verdict(version, r.version, spec.tau_max)
         if verdict is not None:
             refused[v] = verdict.reason
-    inputs = {}
+    inputs, scales = {}, {}
     for v, r in reports.items():
         tau = staleness[v]
         if spec.weighting == "fedbuff" and tau > 0 and v not in refused:
-            inputs[v] = current + polynomial(tau, 1.0, spec.exponent) * (r.upload - r.base)
+            inputs[v] = current + (r.upload - r.base)
+            scales[v] = polynomial(tau, 1.0, spec.exponent)
         else:
             inputs[v] = r.upload
-    outcome = aggregate_edge(rule, inputs, sizes, current, version + 1, refused)
+    outcome = aggregate_edge(rule, inputs, sizes, current, version + 1, refused, scales)
     if outcome.preliminary is None:
         return BufferOutcome(None, outcome.verdicts, staleness, 0.0, 0)
     agg = outcome.preliminary

@@ -19,6 +19,7 @@ from torch import nn
 
 from bmfl.aggregation import Aggregator, Verdict, compose
 from bmfl.aggregation.base import AGGREGATORS
+from bmfl.aggregation.filtered import aggregate_scaled
 from bmfl.aggregation.fltrust import RootUpdate
 from bmfl.data.base import TensorData
 from bmfl.filters import Evaluator
@@ -126,11 +127,14 @@ def aggregate_edge(
     reference: torch.Tensor,
     round_index: int,
     excluded: Mapping[int, str] | None = None,
+    scales: Mapping[int, float] | None = None,
 ) -> EdgeOutcome:
     """Filter and aggregate ``uploads`` (vehicle → flat w̃_m) against w^{r-1}
     (``reference``) in vehicle order, so the result does not depend on arrival order.
     ``sizes``: vehicle → n_m; ``excluded``: vehicles dropped before the rule, with the
-    reason (they need no upload). Non-finite uploads are flagged ``non_finite``."""
+    reason (they need no upload). Non-finite uploads are flagged ``non_finite``.
+    ``scales``: vehicle → the weight of its delta to w^{r-1} in the rule, applied after
+    the filters (asynchronous staleness; absent: 1)."""
     verdicts = {v: Verdict(0.0, True, reason) for v, reason in (excluded or {}).items()}
     for v in sorted(uploads):
         if v not in verdicts and not all_finite(uploads[v]):
@@ -140,8 +144,9 @@ def aggregate_edge(
         return EdgeOutcome(None, 0, verdicts)
     stacked = torch.stack([uploads[v] for v in order])
     n = torch.tensor([float(sizes[v]) for v in order], dtype=torch.float64)
+    weights = None if scales is None else torch.tensor([float(scales.get(v, 1.0)) for v in order])
     try:
-        result = rule(stacked, n, reference, round_index=round_index)
+        result = aggregate_scaled(rule, stacked, n, reference, round_index=round_index, scales=weights)
     except ValueError:
         verdicts.update({v: Verdict(0.0, True, NOT_APPLICABLE) for v in order})
         return EdgeOutcome(None, 0, verdicts)
