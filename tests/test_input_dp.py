@@ -55,6 +55,25 @@ def test_the_release_happens_once():
         engine.release_inputs(2.0, whole_sample=True)
 
 
+def test_a_vehicle_reuses_its_release_only_for_the_settings_it_was_made_with():
+    from eth_account import Account
+
+    from vehicle_client.vehicle import PrivacyRefused, Vehicle
+
+    data = TensorData(torch.randn(40, 6), torch.randint(0, 3, (40,)))
+    vehicle = Vehicle(Account.create(), data, 31337)
+    asked = TrainingSpec.model_validate({"input_dp": {"sigma": 2.0, "clip": 1.0}})
+    first = vehicle.training_data(asked)
+    spent = vehicle.epsilon()
+    assert vehicle.training_data(TrainingSpec.model_validate({"epochs": 3, "input_dp": {"sigma": 2.0, "clip": 1.0}})) is first
+    for other in ({"sigma": 4.0, "clip": 1.0}, {"sigma": 2.0, "clip": 0.5}):
+        with pytest.raises(PrivacyRefused, match="input_release_differs"):
+            vehicle.training_data(TrainingSpec.model_validate({"input_dp": other}))
+    assert vehicle.epsilon() == spent  # nothing spent by a refusal
+    assert vehicle.training_data(TrainingSpec()) is data
+    vehicle.close()
+
+
 def test_training_without_noise_is_post_processing_only_for_whole_samples():
     plain = RoundPlan(steps=10, sampling_rate=0.1, noise_multiplier=0.0)
     whole, features = PrivacyEngine(1e-5), PrivacyEngine(1e-5)

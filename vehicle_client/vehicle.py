@@ -29,10 +29,11 @@ from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.data.base import TensorData
 from bmfl.models import create_model
 from bmfl.params import State, flatten, unflatten
-from bmfl.privacy.input_dp import privatise
 from bmfl.privacy import DEFAULT_BUDGET, BudgetExceeded, PrivacyEngine, PrivacyRefused, RoundPlan, SecureGenerator, require_secure
+from bmfl.privacy.input_dp import privatise
 from bmfl.protocol.schemas import Assignment, AssociateRequest, Association, TrainingSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, associate_message, now_ms, receipt_message, sign, update_message, verify
+from bmfl.task import InputDPSpec
 from service_kit.chain_access import ChainAccess
 from bmfl.training.fleet import fleet_uploads, plan_upload
 from bmfl.training.local import refuse_unsound
@@ -90,6 +91,7 @@ class Vehicle:
         self.salt = os.urandom(32)  # opens the profile commitment; never leaves the vehicle
         self.registered_samples: int | None = None  # the noisy count released on chain
         self.released: TensorData | None = None  # the one input-DP release of data, once a task asked for it
+        self.released_with: InputDPSpec | None = None  # the settings it was made with
         self._own_http = http is None
         self.http = http or httpx.Client(timeout=60.0)
         self.index: int | None = None
@@ -221,8 +223,11 @@ class Vehicle:
     def training_data(self, spec: TrainingSpec) -> TensorData:
         """What a task trains on: with ``spec.input_dp``, the vehicle's one input-DP
         release of its data (``bmfl.privacy.input_dp``; made from the secure source on
-        the first such task, recorded in :attr:`privacy` and kept, so a later task reuses
-        it and spends nothing more), else the data itself."""
+        the first such task, recorded in :attr:`privacy` and kept, so a later task with
+        the same settings reuses it and spends nothing more), else the data itself. A task
+        stating other settings is refused (:class:`PrivacyRefused`
+        ``input_release_differs``): the kept release would not carry the noise it states,
+        and a second release would spend again."""
         inputs = spec.input_dp
         if inputs is None:
             return self.data
@@ -230,6 +235,12 @@ class Vehicle:
             require_secure(self.generator)
             self.privacy.release_inputs(inputs.sigma, inputs.targets)
             self.released = privatise(self.data, inputs.clip, inputs.sigma, inputs.targets, self.generator)
+            self.released_with = inputs
+        elif inputs != self.released_with:
+            raise PrivacyRefused(
+                "input_release_differs",
+                f"this vehicle released its data once with {self.released_with}; the task asks for {inputs}",
+            )
         return self.released
 
     def train(self, assignment: Assignment, global_state: State) -> TrainedUpdate:
