@@ -1,6 +1,7 @@
 """The robustness matrix of issue 17: edge pipelines × adaptive attacks × attacker
-fractions × partitions, over several seeds, generated into ``OUT/robustness_matrix.md``
-with a plot (never hand-edited).
+fractions × partitions, over several seeds, generated into ``OUT/NAME.md`` with a plot
+(never hand-edited; ``--name``, default ``robustness_matrix``; the project's own matrix
+is ``docs/robustness.md``).
 
 ``python -m bmfl.reproduce.robustness --quick`` is the CI version (tiny data, one seed,
 well under a minute); without ``--quick`` it runs the ``full`` scale below. Every cell
@@ -226,9 +227,12 @@ def plot(scale: Scale, records: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(scale: Scale, records: dict[str, dict[str, Any]], out: Path, cpu_s: float, command: str) -> Path:
+def write_report(
+    scale: Scale, records: dict[str, dict[str, Any]], out: Path, cpu_s: float, command: str, name: str = "robustness_matrix"
+) -> Path:  # fmt: skip
+    """``out``/``name``.md and its plot ``name``.png."""
     table = cells(scale, records)
-    figure = out / "robustness_matrix.png"
+    figure = out / f"{name}.png"
     plot(scale, records, figure)
     lines = [
         "# Robustness matrix (issue 17)", "",
@@ -270,7 +274,7 @@ def write_report(scale: Scale, records: dict[str, dict[str, Any]], out: Path, cp
                 lines += [f"### {title}", ""]
                 _table(lines, ["attack", "attackers", *scale.pipelines], rows)
     lines += [f"![accuracy per round]({figure.name})", ""]
-    path = out / "robustness_matrix.md"
+    path = out / f"{name}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -279,6 +283,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the CI matrix (tiny data, one seed)")
     parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--name", default="robustness_matrix", help="file names in OUT: NAME.md, NAME.png, NAME.cache.jsonl")
     parser.add_argument("--jobs", "-j", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="reuse the runs cached in OUT by an earlier invocation")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> Path:
     runs = matrix(scale)
     console.print(f"robustness matrix, scale {scale.name}: {len(runs)} runs")
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.out / "robustness_matrix.cache.jsonl"
+    cache = args.out / f"{args.name}.cache.jsonl"
     saved = [json.loads(line) for line in cache.read_text().splitlines()] if args.resume and cache.exists() else []
     reuse = {r["fingerprint"]: r for r in saved}
     if not args.resume:
@@ -327,7 +332,7 @@ def main(argv: list[str] | None = None) -> Path:
     cpu_s = sum(r["cpu_s"] for fp, r in reuse.items() if fp in used)
     console.print(f"{cpu_s / 60:.1f} CPU-minutes of simulation, {(time.perf_counter() - start) / 60:.1f} min wall")
     command = shlex.join(["python", "-m", "bmfl.reproduce.robustness", *(sys.argv[1:] if argv is None else argv)])
-    path = write_report(scale, records, args.out, cpu_s, command)
+    path = write_report(scale, records, args.out, cpu_s, command, args.name)
     console.print(f"wrote {path}")
     return path
 
