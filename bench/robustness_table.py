@@ -1,7 +1,7 @@
 """Robustness table: weight mass given to attackers and distance to the honest mean,
 per aggregation rule, per attack, at 20 / 40 / 60 % attackers among K = 10 uploads,
-on synthetic updates and on real MNIST-5k updates. Writes docs/robustness.md and
-docs/robustness.png.
+on synthetic updates and on real MNIST-5k updates. Writes docs/robustness_rules.md and
+docs/robustness_rules.png.
 
     .venv/bin/python bench/robustness_table.py [--out docs]
 
@@ -269,12 +269,12 @@ def main() -> None:
         "## Synthetic updates",
         table(rows, "synthetic", SYNTHETIC_ATTACKS, None),
         "",
-        "![weight mass to attackers](robustness.png)",
+        "![weight mass to attackers](robustness_rules.png)",
         "",
     ]
-    (out / "robustness.md").write_text("\n".join(md))
-    plot(rows, out / "robustness.png")
-    print(f"wrote {out / 'robustness.md'} and {out / 'robustness.png'} in {elapsed:.0f} s")
+    (out / "robustness_rules.md").write_text("\n".join(md))
+    plot(rows, out / "robustness_rules.png")
+    print(f"wrote {out / 'robustness_rules.md'} and {out / 'robustness_rules.png'} in {elapsed:.0f} s")
 
 
 if __name__ == "__main__":

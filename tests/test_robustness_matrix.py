@@ -40,13 +40,14 @@ def test_cells_relative_to_the_same_pipelines_clean_run_per_seed():
 
 
 def test_quick_matrix_writes_the_report_and_plot(tmp_path):
-    path = rm.main(["--quick", "--out", str(tmp_path)])
+    path = rm.main(["--quick", "--out", str(tmp_path), "--name", "robustness"])
+    assert path == tmp_path / "robustness.md"
     text = path.read_text()
     for pipeline in rm.QUICK.pipelines:
         assert pipeline in text
-    assert "| ALIE z=1.5 | 20% |" in text
-    assert (tmp_path / "robustness_matrix.png").stat().st_size > 10_000
-    cached = (tmp_path / "robustness_matrix.cache.jsonl").read_text().splitlines()
+    assert "| ALIE z=1.5 | 20% |" in text and "![accuracy per round](robustness.png)" in text
+    assert (tmp_path / "robustness.png").stat().st_size > 10_000
+    cached = (tmp_path / "robustness.cache.jsonl").read_text().splitlines()
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
-    again = rm.main(["--quick", "--out", str(tmp_path), "--resume"])  # all reused: no simulation
+    again = rm.main(["--quick", "--out", str(tmp_path), "--name", "robustness", "--resume"])  # all reused: no simulation
     assert again.read_text().split("\n", 3)[3] == text.split("\n", 3)[3]

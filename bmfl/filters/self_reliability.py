@@ -29,7 +29,7 @@ round 1 changes the freshly initialised CNN by a relative squared distance D of 
 (160 samples, E = 2, η = 0.3) to 21 (800 samples), while sign-flipped uploads have
 D = ∞ and same-value ones D ≈ 10⁶. The reproduction grid (``bmfl.reproduce.grid``)
 trains far fewer steps per round and uses 1.0 (honest D well below 1 there, see
-``docs/robustness.md``). Updates far smaller than these (few steps, no DP noise) make
+``docs/robustness_rules.md``). Updates far smaller than these (few steps, no DP noise) make
 a flipped update's D small too; lower the tolerance for such tasks.
 """
 

@@ -228,11 +228,11 @@ def plot(scale: Scale, records: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def write_report(
-    scale: Scale, records: dict[str, dict[str, Any]], out: Path, cpu_s: float, command: str, name: str = "robustness_matrix"
+    scale: Scale, records: dict[str, dict[str, Any]], out: Path, cpu_s: float, command: str, stem: str = "robustness_matrix"
 ) -> Path:  # fmt: skip
-    """``out``/``name``.md and its plot ``name``.png."""
+    """``out``/``stem``.md and its plot ``stem``.png."""
     table = cells(scale, records)
-    figure = out / f"{name}.png"
+    figure = out / f"{stem}.png"
     plot(scale, records, figure)
     lines = [
         "# Robustness matrix (issue 17)", "",
@@ -274,7 +274,7 @@ def write_report(
                 lines += [f"### {title}", ""]
                 _table(lines, ["attack", "attackers", *scale.pipelines], rows)
     lines += [f"![accuracy per round]({figure.name})", ""]
-    path = out / f"{name}.md"
+    path = out / f"{stem}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
