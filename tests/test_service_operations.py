@@ -100,6 +100,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         for reason, reply in refused.items():
             assert reply.status_code >= 400 and reply.json()["reason"] == reason, (reason, reply.text)
         poll("task finished", lambda: httpx.get(f"{stack.cloud.url}/tasks/{task_id}").json()["status"] == "finished")
+        phase = ("bmfl_task_phase", (("bmfl_task_phase", "finished"), ("task", str(task_id))))
+        poll("the cloud's metrics see the finish", lambda: samples(stack.cloud.url).get(phase) == 1)  # before the chain stops
         stack.services["chain"].stop()  # last: the edge's health check meets an unreachable chain node
         down = httpx.get(edge_url + "/healthz")
         assert down.status_code == 503 and down.json()["reason"] == "chain_unavailable", down.text
