@@ -62,8 +62,8 @@ def rescale(updates: torch.Tensor, reference: torch.Tensor, scales: torch.Tensor
     if scales is None or bool((scales == 1).all()):
         return updates
     out = updates.clone()
-    for i in torch.nonzero(scales != 1).flatten().tolist():
-        out[i] = reference + float(scales[i]) * (updates[i] - reference)
+    rows = scales != 1
+    out[rows] = reference + scales[rows, None].to(updates.dtype) * (updates[rows] - reference)
     return out
 
 
