@@ -139,12 +139,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "training": {"epochs": 1, "max_steps": 3, "lr": 0.3, "momentum": 0.5, "target_epsilon": 8.0},
         "aggregation": {"server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5}},
     },
-    "paper": {"training": PAPER_TRAINING.model_dump(exclude_unset=True)},
+    "paper": {
+        "training": PAPER_TRAINING.model_dump(exclude_unset=True),
+        "aggregation": {"filters": [{"name": "self_reliability"}]},
+    },
 }
 """Named starting points for a task's fields. ``private``: the best point measured in
 the demo's setting at ε = 8, δ = 1e-5 (docs/demo_defaults.md: 3 DP-SGD steps of B = 64
 a round, FedAvgM at the cloud), σ derived from the target for the task's rounds and
-``plan_samples``; ``paper``: the BMFL paper's training."""
+``plan_samples``; ``paper``: the BMFL paper's training and edge pipeline (the
+self-reliability filter without the DP envelope)."""
 
 
 def with_preset(name: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -181,12 +185,14 @@ class ServerSpec(_Strict):
 
 class AggregationSpec(_Strict):
     """Filters then rule at each edge (BMFL §IV-C), then the cloud's rule over the
-    edges' preliminary models (FedAvg by data, Eq. 3)."""
+    edges' preliminary models (FedAvg by data, Eq. 3). The default puts the DP envelope
+    in front of BMFL's pipeline (chosen from the robustness matrix, docs/robustness.md)."""
 
     edge: RuleSpec = Field(default_factory=lambda: RuleSpec(name="reweight"), description="edge (first) rule")
     filters: list[RuleSpec] = Field(
-        default_factory=lambda: [RuleSpec(name="self_reliability")],
-        description="update filters every edge runs, in order, before its rule",
+        default_factory=lambda: [RuleSpec(name="dp_envelope"), RuleSpec(name="self_reliability")],
+        description="update filters every edge runs, in order, before its rule (default: the DP envelope, then "
+        "BMFL's self-reliability filter; the paper's pipeline is the self-reliability filter alone)",
     )
     cloud: RuleSpec = Field(default_factory=lambda: RuleSpec(name="fedavg"), description="cloud (second) rule")
     server: ServerSpec = Field(default_factory=ServerSpec, description="the cloud's server optimiser over its rule's aggregate")

@@ -206,7 +206,9 @@ class Reexecution:
             return out
         sizes = {v: self.auditor.registry.vehicle(v).samples for v in uploads}
         root_update = root_updater(self.model, self.test, self.spec.training.local())
-        rule = edge_rule(self.spec.aggregation, self.scorer if self.test.is_classification else None, root_update)
+        rule = edge_rule(
+            self.spec.aggregation, self.scorer if self.test.is_classification else None, root_update, self.spec.training
+        )
         outcome = aggregate_edge(rule, uploads, sizes, reference, recorded.round)
         for v, rec in records.items():
             verdict = outcome.verdicts[v]

@@ -213,7 +213,8 @@ class RoundEngine:
         test_set = self.node.test_set(spec.task_id)
         root_update = root_updater(create_model(spec.model, default_device()), test_set, spec.training.local())
         rule = edge_rule(
-            spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None, root_update
+            spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None, root_update,
+            spec.training,
         )
         outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
         by_vehicle = {u.vehicle: u for u in updates}

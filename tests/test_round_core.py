@@ -23,7 +23,8 @@ from bmfl.rounds import (
     medians_and_leader,
     select_trainers,
 )
-from bmfl.task import AggregationSpec, RuleSpec
+from bmfl.filters.dp_floor import noise_variance
+from bmfl.task import AggregationSpec, RuleSpec, TrainingSpec
 
 
 def test_selection_is_seeded_stateless_and_takes_the_ceiling() -> None:
@@ -105,7 +106,9 @@ class _Rejects(UpdateFilter):
 
 def test_filters_get_what_they_declare_and_are_refused_without_it() -> None:
     with pytest.raises(ValueError, match="needs evaluate"):
-        edge_rule(AggregationSpec(), None)  # the default self-reliability filter needs an evaluator
+        edge_rule(AggregationSpec(), None, training=TrainingSpec())  # the default self-reliability filter
+    with pytest.raises(ValueError, match="needs training"):
+        edge_rule(AggregationSpec(), lambda v: v)  # the default DP envelope needs the task's training
     with pytest.raises(ValueError, match="supplied by the round"):
         edge_rule(AggregationSpec(filters=[RuleSpec(name="self_reliability", options={"evaluate": 1})]), lambda v: v)
     with pytest.raises(KeyError, match="unknown filter"):
@@ -147,3 +150,29 @@ def test_the_cloud_weights_edges_by_their_data_and_skips_edges_without_any() -> 
     outcome = aggregate_cloud(rule, prelims, {0: 1, 1: 3, 2: 0}, torch.zeros(2), 1)
     assert torch.allclose(outcome.model, torch.full((2,), 0.75)) and outcome.weights == {0: 0.25, 1: 0.75}
     assert aggregate_cloud(rule, prelims, {0: 0, 1: 0, 2: 0}, torch.zeros(2), 1) is None
+
+
+def test_the_dp_filters_judge_uploads_by_the_tasks_own_training() -> None:
+    """The round core supplies the task's calibrated training spec (``needs``), so a
+    task's filters cannot disagree with its training: uploads carrying exactly the noise
+    of σ = 2 pass the envelope built for σ = 2, and the same uploads are too large for
+    a task that states σ = 0.5; a noiseless one is flagged either way."""
+    spec = AggregationSpec(edge=RuleSpec(name="fedavg"), filters=[RuleSpec(name="dp_envelope")])
+    with pytest.raises(ValueError, match="supplied by the round"):
+        edge_rule(spec.model_copy(update={"filters": [RuleSpec(name="dp_envelope", options={"training": {}})]}), None,
+                  training=TrainingSpec())  # fmt: skip
+    with pytest.raises(ValueError, match="calibrated"):
+        edge_rule(spec, None, training=TrainingSpec(target_epsilon=8.0, plan_samples=200))
+    n, d = 200, 20_000
+    task = TrainingSpec(epochs=1, max_steps=3, batch_size=64, lr=0.3, momentum=0.5, noise_multiplier=2.0)
+    std = noise_variance(task.local(), n) ** 0.5
+    g = torch.Generator().manual_seed(0)
+    uploads = {v: std * torch.randn(d, generator=g, dtype=torch.float64).float() for v in range(4)}
+    uploads[4] = torch.zeros(d)  # no DP noise at all
+    sizes = dict.fromkeys(uploads, n)
+    reference = torch.zeros(d)
+    same = aggregate_edge(edge_rule(spec, None, training=task), uploads, sizes, reference, 1)
+    assert [v for v, verdict in same.verdicts.items() if verdict.flagged] == [4]
+    quieter = task.model_copy(update={"noise_multiplier": 0.5})
+    other = aggregate_edge(edge_rule(spec, None, training=quieter), uploads, sizes, reference, 1)
+    assert all(verdict.flagged for verdict in other.verdicts.values())

@@ -48,12 +48,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
-from bmfl.filters.dp_floor import noise_variance
+from bmfl.filters.dp_floor import noise_config, noise_variance
 from bmfl.task import TrainingSpec
 from bmfl.training.local import LocalTrainingConfig, round_plan
 
@@ -107,18 +107,16 @@ def maximum_independent_set(conflicts: list[set[int]], exact_max: int) -> list[i
 
 @register_filter("dp_envelope")
 class DPEnvelope(UpdateFilter):
-    def __init__(self, training: dict[str, Any], z: float = 4.0, exact_max: int = 12) -> None:
+    needs = frozenset({"training"})
+
+    def __init__(self, training: TrainingSpec | Mapping[str, Any], z: float = 4.0, exact_max: int = 12) -> None:
         if z <= 0:
             raise ValueError("z must be positive")
         if exact_max < 0:
             raise ValueError("exact_max must be non-negative")
-        self.training = dict(training)
         self.z = z
         self.exact_max = exact_max
-        spec = TrainingSpec.model_validate(self.training)
-        if spec.target_epsilon is not None and "noise_multiplier" not in spec.model_fields_set:
-            raise ValueError("dp_envelope needs the task's σ: pass the calibrated training spec")
-        self._config = spec.local()
+        self._config = noise_config(training, self.name)
 
     def bounds(self, sizes: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(K,) noise variances v_m and signal bounds S_m for uploads of these sizes."""

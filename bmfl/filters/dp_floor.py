@@ -29,7 +29,7 @@ attackers' weight (0.19 → 0.11) but the backdoor still succeeds (ASR 0.97).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -49,17 +49,25 @@ def noise_variance(config: LocalTrainingConfig, num_samples: int) -> float:
     return (config.lr * config.noise_multiplier * config.clip / batch) ** 2 * sum(c * c for c in weights)
 
 
+def noise_config(training: TrainingSpec | Mapping[str, Any], name: str) -> LocalTrainingConfig:
+    """The local training behind honest updates, from the task's calibrated training
+    spec (supplied by the round core, ``needs = {"training"}``); refused when σ is still
+    to be derived from a target ε."""
+    spec = TrainingSpec.model_validate(training)
+    if spec.target_epsilon is not None and "noise_multiplier" not in spec.model_fields_set:
+        raise ValueError(f"{name} needs the task's σ: pass the calibrated training spec (TrainingSpec.calibrated)")
+    return spec.local()
+
+
 @register_filter("dp_floor")
 class DPNoiseFloor(UpdateFilter):
-    def __init__(self, training: dict[str, Any], z: float = 4.0) -> None:
+    needs = frozenset({"training"})
+
+    def __init__(self, training: TrainingSpec | Mapping[str, Any], z: float = 4.0) -> None:
         if z <= 0:
             raise ValueError("z must be positive")
-        self.training = dict(training)
         self.z = z
-        spec = TrainingSpec.model_validate(self.training)
-        if spec.target_epsilon is not None and "noise_multiplier" not in spec.model_fields_set:
-            raise ValueError("dp_floor needs the task's σ: pass the calibrated training spec (TrainingSpec.calibrated)")
-        self._config = spec.local()
+        self._config = noise_config(training, self.name)
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
         if sizes is None:

@@ -25,30 +25,26 @@ were raised. Cost: one root training per edge and round, plus K inner products.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
-from bmfl.filters.dp_floor import noise_variance
+from bmfl.filters.dp_floor import noise_config, noise_variance
 from bmfl.task import TrainingSpec
 
 
 @register_filter("root_floor")
 class RootFloor(UpdateFilter):
-    needs = frozenset({"root_update"})
+    needs = frozenset({"root_update", "training"})
 
-    def __init__(self, root_update: Callable[[torch.Tensor], torch.Tensor], training: dict[str, Any],
-                 z: float = 4.0) -> None:
+    def __init__(self, root_update: Callable[[torch.Tensor], torch.Tensor],
+                 training: TrainingSpec | Mapping[str, Any], z: float = 4.0) -> None:
         if z < 0:
             raise ValueError("z must be non-negative")
         self.root_update = root_update
-        self.training = dict(training)
         self.z = z
-        spec = TrainingSpec.model_validate(self.training)
-        if spec.target_epsilon is not None and "noise_multiplier" not in spec.model_fields_set:
-            raise ValueError("root_floor needs the task's σ: pass the calibrated training spec")
-        self._config = spec.local()
+        self._config = noise_config(training, self.name)
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
         if sizes is None:

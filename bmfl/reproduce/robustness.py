@@ -44,6 +44,7 @@ from rich.console import Console  # noqa: E402
 
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
 from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
+from bmfl.task import AggregationSpec  # noqa: E402
 
 CLEAN = "clean"
 BACKDOOR_ATTACK = "scaled_backdoor"
@@ -51,13 +52,13 @@ BACKDOOR_ATTACK = "scaled_backdoor"
 
 def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
     """Edge pipelines by label (``bmfl.task.AggregationSpec`` without the cloud rule).
-    ``accuracy_test`` is told the edges' test-set size and ``dp_floor`` the task's
-    training settings, which the edge knows."""
+    ``accuracy_test`` is told the edges' test-set size; the DP-aware filters get the
+    task's training settings from the round core."""
     acc_test = {"name": "accuracy_test", "options": {"test_size": test_size}}
     clip = {"name": "norm_clip", "options": {}}
-    dp_floor = {"name": "dp_floor", "options": {"training": dict(BMFL_TRAINING)}}
-    envelope = {"name": "dp_envelope", "options": {"training": dict(BMFL_TRAINING)}}
-    root_floor = {"name": "root_floor", "options": {"training": dict(BMFL_TRAINING)}}
+    dp_floor = {"name": "dp_floor", "options": {}}
+    envelope = {"name": "dp_envelope", "options": {}}
+    root_floor = {"name": "root_floor", "options": {}}
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -243,9 +244,13 @@ def write_report(
         "training as `bmfl.reproduce.grid.BMFL_TRAINING` (DP-SGD σ = 2, C = 1). Cells: mean ± sd over the seeds.", "",
         "Pipelines (edge filters → rule; the cloud averages by data):", "",
     ]
+    default = AggregationSpec()
     for name in scale.pipelines:
         spec = pipelines(scale.edge_test_samples)[name]
-        lines.append(f"- **{name}**: " + " → ".join([f["name"] for f in spec["filters"]] + [spec["edge"]["name"]]))
+        steps = [f["name"] for f in spec["filters"]] + [spec["edge"]["name"]]
+        label = " (the filters and rule of the default pipeline)" if steps == [f.name for f in default.filters] + [
+            default.edge.name] else " (the paper's pipeline)" if name == "BMFL" else ""
+        lines.append(f"- **{name}**{label}: " + " → ".join(steps))
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
     for label in scale.attacks:
         name, options = ATTACKS[label]

@@ -26,7 +26,7 @@ from bmfl.filters import Evaluator
 from bmfl.filters.base import FILTERS
 from bmfl.params import all_finite, flatten, load_vector
 from bmfl.registry import Registry
-from bmfl.task import AggregationSpec, RuleSpec
+from bmfl.task import AggregationSpec, RuleSpec, TrainingSpec
 from bmfl.training.local import LocalTrainingConfig, train_local
 
 NOT_APPLICABLE = "rule_not_applicable"
@@ -53,19 +53,22 @@ def _build(registry: Registry, spec: RuleSpec, supplies: Mapping[str, Any]) -> A
 def build_rule(rule: RuleSpec, filters: Sequence[RuleSpec], supplies: Mapping[str, Any]) -> Aggregator:
     """``rule`` behind ``filters`` (applied in order). Each filter and the rule receive
     the arguments they declare in ``needs`` from ``supplies`` (``evaluate``,
-    ``root_update``); one whose needs the task cannot supply is refused with the reason."""
+    ``root_update``, ``training``); one whose needs the task cannot supply is refused with the reason."""
     built = [_build(FILTERS, f, supplies) for f in filters]
     return compose(_build(AGGREGATORS, rule, supplies), *built)
 
 
-def edge_rule(spec: AggregationSpec, evaluate: Evaluator | None, root_update: RootUpdate | None = None) -> Aggregator:
+def edge_rule(
+    spec: AggregationSpec, evaluate: Evaluator | None, root_update: RootUpdate | None = None,
+    training: TrainingSpec | None = None,
+) -> Aggregator:  # fmt: skip
     """The edge's filters and rule; ``evaluate`` is the test-set accuracy evaluator
     (None for a task that is not classification), ``root_update`` FLTrust's root update
-    (:func:`root_updater`; None where the caller cannot train one)."""
-    supplies: dict[str, Any] = {} if evaluate is None else {"evaluate": evaluate}
-    if root_update is not None:
-        supplies["root_update"] = root_update
-    return build_rule(spec.edge, spec.filters, supplies)
+    (:func:`root_updater`; None where the caller cannot train one), ``training`` the
+    task's calibrated training spec, from which the DP-aware filters derive the noise an
+    honest update carries (None where the caller has none)."""
+    supplied = {"evaluate": evaluate, "root_update": root_update, "training": training}
+    return build_rule(spec.edge, spec.filters, {k: v for k, v in supplied.items() if v is not None})
 
 
 ROOT_SIZE = 100

@@ -74,7 +74,7 @@ def validate_task(
     classification = test_set is None or decoded is None or decoded.is_classification
     try:
         evaluate = (lambda state: 0.0) if classification else None  # only whether one exists matters here
-        edge_rule(draft.aggregation, evaluate, root_update=lambda reference: reference)
+        edge_rule(draft.aggregation, evaluate, root_update=lambda reference: reference, training=draft.training)
         cloud_rule(draft.aggregation)
     except (KeyError, TypeError, ValueError) as exc:
         problems.append(Problem("invalid_spec", f"aggregation: {exc}"))

@@ -244,7 +244,8 @@ def prepare(config: SimulationConfig) -> Setup:
     local_cfg = config.training.local()
     scorer = task_scorer(model, edge_test)
     edge_agg = edge_rule(
-        config.aggregation, scorer if edge_test.is_classification else None, root_updater(model, edge_test, local_cfg)
+        config.aggregation, scorer if edge_test.is_classification else None, root_updater(model, edge_test, local_cfg),
+        config.training,
     )
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
