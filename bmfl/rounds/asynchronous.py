@@ -30,6 +30,12 @@ def polynomial(tau: int, alpha: float = 1.0, a: float = 0.5) -> float:
     return alpha * (tau + 1) ** (-a)
 
 
+def staleness_weight(tau: int, spec: AsyncSpec) -> float:
+    """s(τ) = (τ+1)^(−a), the staleness discount of FedBuff's deltas and FedAsync's α(τ)/α;
+    a report's contribution to the payouts is θ_m·s(τ_m) (exactly θ_m at τ = 0)."""
+    return polynomial(tau, 1.0, spec.exponent)
+
+
 def stale_verdict(version: int, base: int, tau_max: int) -> Verdict | None:
     """The refusal of a report trained from ``base`` when the model is at ``version``
     (τ = version − base > τ_max), or None when it is admitted."""
@@ -61,13 +67,15 @@ class BufferOutcome:
     """``model``: w_{t+1} (None: nothing applicable, w stays); ``verdicts`` per vehicle
     (``stale`` for refused reports); ``staleness`` τ per vehicle; ``rate``: the share of
     the buffer's aggregate in w_{t+1} (fedasync's ᾱ, fedbuff's η_g); ``samples``: the
-    data behind the kept reports."""
+    data behind the kept reports; ``contributions``: θ_m·s(τ_m) per vehicle
+    (:func:`staleness_weight`), what the chain records and the payouts split."""
 
     model: torch.Tensor | None
     verdicts: dict[int, Verdict]
     staleness: dict[int, int]
     rate: float
     samples: int
+    contributions: dict[int, float]
 
 
 def apply_buffer(
@@ -95,12 +103,13 @@ def apply_buffer(
         tau = staleness[v]
         if spec.weighting == "fedbuff" and tau > 0 and v not in refused:
             inputs[v] = current + (r.upload - r.base)
-            scales[v] = polynomial(tau, 1.0, spec.exponent)
+            scales[v] = staleness_weight(tau, spec)
         else:
             inputs[v] = r.upload
     outcome = aggregate_edge(rule, inputs, sizes, current, version + 1, refused, scales)
+    contributions = {v: x.theta * staleness_weight(staleness[v], spec) for v, x in outcome.verdicts.items()}
     if outcome.preliminary is None:
-        return BufferOutcome(None, outcome.verdicts, staleness, 0.0, 0)
+        return BufferOutcome(None, outcome.verdicts, staleness, 0.0, 0, contributions)
     agg = outcome.preliminary
     if spec.weighting == "fedbuff":
         rate = spec.server_lr
@@ -109,4 +118,4 @@ def apply_buffer(
         kept = [staleness[v] for v, verdict in outcome.verdicts.items() if verdict.kept]
         rate = sum(polynomial(t, spec.alpha, spec.exponent) for t in kept) / len(kept) if kept else 0.0
         model = (1.0 - rate) * current + rate * agg
-    return BufferOutcome(model, outcome.verdicts, staleness, rate, outcome.samples)
+    return BufferOutcome(model, outcome.verdicts, staleness, rate, outcome.samples, contributions)
