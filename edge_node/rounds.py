@@ -25,12 +25,14 @@ import logging
 import threading
 from dataclasses import dataclass
 
+import torch
+
 from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
 from bmfl.device import default_device
 from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
-from bmfl.rounds import EdgeOutcome, Report, aggregate_edge, apply_buffer, cross_scores, edge_rule, root_updater, select_trainers
+from bmfl.rounds import close_edge, cross_scores, edge_rule, root_updater, select_trainers
 from bmfl.protocol.schemas import (
     EdgeTask,
     EvaluateRequest,
@@ -214,11 +216,8 @@ class RoundEngine:
             spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None, root_update
         )
         by_vehicle = {u.vehicle: u for u in updates}
-        if spec.asynchrony.mode == "async":
-            outcome, thetas = self._buffer(spec, round_, rule, uploads, sizes, reference, by_vehicle)
-        else:
-            outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
-            thetas = {v: x.theta for v, x in outcome.verdicts.items()}
+        bases = self._bases(spec, updates) if spec.asynchrony.mode == "async" else {}
+        outcome, thetas = close_edge(rule, uploads, sizes, reference, round_, spec.asynchrony, bases)
         records = [
             TrainerRecord(
                 vehicle=v, update_digest=bytes.fromhex(by_vehicle[v].digest.removeprefix("0x")),
@@ -247,18 +246,13 @@ class RoundEngine:
         manifest_cid = self.node.store.put(json.dumps(manifest, sort_keys=True).encode(), pin=True)
         return Preliminary(cid, digest, outcome.samples, records, manifest_cid)
 
-    def _buffer(self, spec, round_, rule, uploads, sizes, reference, by_vehicle) -> tuple[EdgeOutcome, dict[int, float]]:  # fmt: skip
-        """An asynchronous close: ``apply_buffer`` over w_t = ``reference`` (version
-        ``round_`` − 1), each report with the model of the round it trained from; returns
-        the outcome and the contributions θ·s(τ)."""
-        bases: dict[int, object] = {}
-        for u in by_vehicle.values():
-            if u.base not in bases:
-                cid = self._round(spec.task_id, u.base).global_cid
-                bases[u.base] = flatten(self.node.decode(self.node.fetch(cid), spec.model)[0])
-        reports = {v: Report(up, bases[by_vehicle[v].base], by_vehicle[v].base - 1) for v, up in uploads.items()}  # type: ignore[arg-type]
-        buffer = apply_buffer(rule, reports, sizes, reference, round_ - 1, spec.asynchrony)
-        return EdgeOutcome(buffer.model, buffer.samples, buffer.verdicts), buffer.contributions
+    def _bases(self, spec: TaskSpec, updates: list[UpdateRow]) -> dict[int, tuple[int, torch.Tensor]]:
+        """Vehicle → (base round, the global model that round started from)."""
+        models = {}
+        for base in {u.base for u in updates}:
+            cid = self._round(spec.task_id, base).global_cid
+            models[base] = flatten(self.node.decode(self.node.fetch(cid), spec.model)[0])
+        return {u.vehicle: (u.base, models[u.base]) for u in updates}
 
     def _prescore(self, task: EdgeTask, cid: str) -> None:
         """Score the stored model ``cid`` on the test set in the background."""

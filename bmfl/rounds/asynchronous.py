@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 
 from bmfl.aggregation import Aggregator, Verdict
-from bmfl.rounds.edge import aggregate_edge
+from bmfl.rounds.edge import EdgeOutcome, aggregate_edge
 from bmfl.task import AsyncSpec
 
 STALE = "stale"
@@ -119,3 +119,20 @@ def apply_buffer(
         rate = sum(polynomial(t, spec.alpha, spec.exponent) for t in kept) / len(kept) if kept else 0.0
         model = (1.0 - rate) * current + rate * agg
     return BufferOutcome(model, outcome.verdicts, staleness, rate, outcome.samples, contributions)
+
+
+def close_edge(
+    rule: Aggregator, uploads: Mapping[int, torch.Tensor], sizes: Mapping[int, int], reference: torch.Tensor, round_: int,
+    spec: AsyncSpec, bases: Mapping[int, tuple[int, torch.Tensor]],
+) -> tuple[EdgeOutcome, dict[int, float]]:  # fmt: skip
+    """An edge's close of round ``round_`` from w^{round−1} = ``reference``, as the edge
+    and the re-execution audit run it: synchronous, :func:`aggregate_edge`; asynchronous,
+    :func:`apply_buffer` (version round − 1) over reports trained from ``bases`` (vehicle →
+    (base round, that round's global model)). Returns the outcome and each vehicle's
+    contribution, θ·s(τ) (θ in a synchronous task)."""
+    if spec.mode == "sync":
+        outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
+        return outcome, {v: x.theta for v, x in outcome.verdicts.items()}
+    reports = {v: Report(up, bases[v][1], bases[v][0] - 1) for v, up in uploads.items()}
+    buffer = apply_buffer(rule, reports, sizes, reference, round_ - 1, spec)
+    return EdgeOutcome(buffer.model, buffer.samples, buffer.verdicts), buffer.contributions
