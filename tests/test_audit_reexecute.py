@@ -35,7 +35,7 @@ from chain.tasks import TasksClient
 from chain.anvil import dev_key, free_port
 from cloud_aggregator.app import create_app as cloud_app
 from bmfl.incentives import to_fixed
-from bmfl.rounds import aggregate_cloud
+from bmfl.rounds import aggregate_cloud, staleness_weight
 from cloud_aggregator import orchestrator
 from cloud_aggregator.orchestrator import SETTLED
 from cloud_aggregator.settings import CloudSettings, EdgeEndpoint
@@ -281,13 +281,13 @@ ASYNC_DRAFT = DRAFT.model_copy(update={
 })  # fmt: skip
 
 
-def slow_vehicles(stack: Stack, known: int, out: dict[str, object]) -> None:
+def slow_vehicles(stack: Stack, known: int, out: dict[str, object], seed: int) -> None:
     """Two vehicles outside the fleet, selected in version 1: ``slow`` trains from version 1
     and uploads once version 2 is open (τ = 1, accepted, its receipt names round 2);
     ``late`` uploads its version-1 update once version 3 is open (τ = 2 > τ_max: 409 ``stale``)."""
     fleet = Fleet(FleetSettings(
         cloud_url=stack.cloud_url, rpc_url=stack.rpc_url, deployment=stack.deployment, funder_key=dev_key(OPERATOR),
-        vehicles=2, seed=77, categories=2,
+        vehicles=2, seed=seed, categories=2,
     ), console=Console(quiet=True))  # fmt: skip
     fleet.setup()
     out["ready"] = True
@@ -328,14 +328,11 @@ def wait_open(vehicle, fleet: Fleet, task_id: int, version: int):  # type: ignor
     raise TimeoutError(f"version {version} never opened")
 
 
-def test_an_asynchronous_task_finishes_pays_and_re_executes_clean(stack: Stack) -> None:
-    """An async task (τ_max = 1, S = fleet + 1, timeout 15 s) through the real services: the
-    cloud advances without the slow vehicles, a version-1 report enters version 2 with
-    τ = 1 and θ·s(1), one 2 versions old is refused; the task finishes, pays the slow
-    vehicle, and the re-executed audit (which recomputes θ·s(τ) from the chain's τ) passes."""
+def run_async(stack: Stack, seed: int) -> tuple[int, bytes, dict[str, object]]:
+    """:data:`ASYNC_DRAFT` run by the fleet with :func:`slow_vehicles` (keys from ``seed``) beside it."""
     known = max([t["task_id"] for t in httpx.get(f"{stack.cloud_url}/tasks").json()], default=0)
     out: dict[str, object] = {}
-    helper = threading.Thread(target=slow_vehicles, args=(stack, known, out))
+    helper = threading.Thread(target=slow_vehicles, args=(stack, known, out, seed))
     helper.start()
     while "ready" not in out and helper.is_alive():
         time.sleep(0.2)
@@ -343,6 +340,15 @@ def test_an_asynchronous_task_finishes_pays_and_re_executes_clean(stack: Stack) 
         task_id, test_set = stack.run_task(ASYNC_DRAFT)
     finally:
         helper.join(300)
+    return task_id, test_set, out
+
+
+def test_an_asynchronous_task_finishes_pays_and_re_executes_clean(stack: Stack) -> None:
+    """An async task (τ_max = 1, S = fleet + 1, timeout 15 s) through the real services: the
+    cloud advances without the slow vehicles, a version-1 report enters version 2 with
+    τ = 1 and θ·s(1), one 2 versions old is refused; the task finishes, pays the slow
+    vehicle, and the re-executed audit (which recomputes θ·s(τ) from the chain's τ) passes."""
+    task_id, test_set, out = run_async(stack, seed=77)
     assert out["slow_selected"] and out["late_selected"]
     assert isinstance(out["slow"], UploadReceipt) and out["slow"].round == 2, out["slow"]
     assert isinstance(out["late"], ServiceError) and (out["late"].status, out["late"].reason) == (409, "stale")
@@ -362,3 +368,24 @@ def test_an_asynchronous_task_finishes_pays_and_re_executes_clean(stack: Stack) 
     assert code == 0, raw
     weighted = [c for c in json.loads(raw)["comparisons"] if f"vehicle {slow} θ·s(τ = 1)" in c["subject"]]
     assert len(weighted) == 1 and weighted[0]["ok"] and weighted[0]["on_chain"] == stale_theta
+
+
+def test_an_edge_that_does_not_discount_a_stale_report_is_named(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edge records the stale report with its right τ (the signature forces it) but θ
+    without the staleness weight s(τ), to pay its vehicle more: the re-execution names it."""
+    aggregate = RoundEngine._aggregate
+
+    def undiscounted(self, spec, round_, global_cid, updates):  # type: ignore[no-untyped-def]
+        prelim = aggregate(self, spec, round_, global_cid, updates)
+        weight = staleness_weight(1, spec.asynchrony)
+        records = [r.model_copy(update={"theta": round(r.theta / weight)}) if r.staleness == 1 else r for r in prelim.records]
+        return dataclasses.replace(prelim, records=records)
+
+    monkeypatch.setattr(RoundEngine, "_aggregate", undiscounted)
+    task_id, test_set, out = run_async(stack, seed=78)
+    slow = out["indices"][0]  # type: ignore[index]
+    cid = LocalBlobStore(stack.blobs).put(test_set)
+    code, output = stack.audit(task_id, cid, "--reexecute")
+    mismatches = [line.removeprefix("MISMATCH ") for line in output.splitlines() if line.startswith("MISMATCH")]
+    assert code == 1 and len(mismatches) == 1, output
+    assert mismatches[0].startswith("verdict round 2 edge ") and f"vehicle {slow} θ·s(τ = 1): on chain " in mismatches[0]
