@@ -203,6 +203,32 @@ class AggregationSpec(_Strict):
         return "+".join([f.name for f in self.filters] + [self.edge.name]) + f" / {self.cloud.name}{server}"
 
 
+class AsyncSpec(_Strict):
+    """Asynchronous rounds with bounded staleness (BAFDP, seed ``000``;
+    docs/algorithms.md, "Asynchronous rounds"): the aggregator applies a buffer of S
+    reports (or what arrived before ``timeout_s``); a report whose base version is more
+    than ``tau_max`` versions old is refused as ``stale``."""
+
+    mode: Literal["sync", "async"] = Field("sync", description="sync: lock-step rounds; async: buffered updates")
+    buffer_size: int | None = Field(
+        None, ge=1, description="S, reports per global update; None = every participating vehicle"
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="apply a non-empty buffer this long after the previous update; None = wait for S"
+    )
+    tau_max: int = Field(4, ge=0, description="τ_max: reports older than this many versions are refused")
+    weighting: Literal["fedasync", "fedbuff"] = Field(
+        "fedbuff",
+        description="fedasync: mix w ← (1−ᾱ)w + ᾱ·agg with ᾱ = α·mean (τ+1)^(−a) (Xie et al. 2019); fedbuff: "
+        "w ← w + η_g·(agg − w) over deltas rebased on w, each scaled by (τ+1)^(−a) (Nguyen et al. 2022)",
+    )
+    alpha: float = Field(0.6, gt=0, le=1, description="fedasync: α, the mixing rate of a fresh report")
+    exponent: float = Field(
+        0.5, ge=0, description="a in (τ+1)^(−a): fedasync's polynomial staleness; fedbuff's delta scaling (0 = plain mean)"
+    )
+    server_lr: float = Field(1.0, gt=0, description="fedbuff: η_g, the server learning rate")
+
+
 class TaskDraft(_Strict):
     """A task before it is escrowed on chain. The escrow, block reward, rounds, target,
     category, round duration and challenge period go on chain too (``createTask``) and must match."""
@@ -221,6 +247,7 @@ class TaskDraft(_Strict):
     )  # fmt: skip
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
+    asynchrony: AsyncSpec = Field(default_factory=AsyncSpec, description="sync (default) or async rounds")
     seed: int = Field(0, ge=0, lt=2**63, description="seeds trainer selection (bmfl.rounds.seeds)")
 
     sizes_known_at_run: ClassVar[bool] = False
@@ -252,29 +279,3 @@ class TaskSpec(TaskDraft):
     """A published task: the draft with the id ``createTask`` returned."""
 
     task_id: int = Field(ge=1, le=MAX_TASK_ID, description="id returned by BMFLTasks.createTask")
-
-
-class AsyncSpec(_Strict):
-    """Asynchronous rounds with bounded staleness (BAFDP, seed ``000``;
-    docs/algorithms.md, "Asynchronous rounds"): the aggregator applies a buffer of S
-    reports (or what arrived before ``timeout_s``); a report whose base version is more
-    than ``tau_max`` versions old is refused as ``stale``."""
-
-    mode: Literal["sync", "async"] = Field("sync", description="sync: lock-step rounds; async: buffered updates")
-    buffer_size: int | None = Field(
-        None, ge=1, description="S, reports per global update; None = every participating vehicle"
-    )
-    timeout_s: float | None = Field(
-        None, gt=0, description="apply a non-empty buffer this long after the previous update; None = wait for S"
-    )
-    tau_max: int = Field(4, ge=0, description="τ_max: reports older than this many versions are refused")
-    weighting: Literal["fedasync", "fedbuff"] = Field(
-        "fedbuff",
-        description="fedasync: mix w ← (1−ᾱ)w + ᾱ·agg with ᾱ = α·mean (τ+1)^(−a) (Xie et al. 2019); fedbuff: "
-        "w ← w + η_g·(agg − w) over deltas rebased on w, each scaled by (τ+1)^(−a) (Nguyen et al. 2022)",
-    )
-    alpha: float = Field(0.6, gt=0, le=1, description="fedasync: α, the mixing rate of a fresh report")
-    exponent: float = Field(
-        0.5, ge=0, description="a in (τ+1)^(−a): fedasync's polynomial staleness; fedbuff's delta scaling (0 = plain mean)"
-    )
-    server_lr: float = Field(1.0, gt=0, description="fedbuff: η_g, the server learning rate")

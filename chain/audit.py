@@ -239,21 +239,31 @@ class Auditor:
         return out
 
     def _signatures(self, task_id: int, logs: TaskLogs) -> list[Comparison]:
-        """Every record is signed by its vehicle for this task, round and edge, or was voided."""
+        """Every record is signed by its vehicle for this task, its base version (round − τ)
+        and edge, or was voided; and no edge counts one vehicle's upload from one base
+        version twice (an asynchronous replay, ``challengeReplay``) unless the repeat was voided."""
         chain_id = self.tasks.w3.eth.chain_id
         voided = self._voided(logs)
         edges = {e: self.registry.edge_at(e) for e in {r.edge for r in logs.recorded}}
+        seen: set[tuple[int, int, int]] = set()
         out = []
         for recorded in logs.recorded:
             for rec in recorded.decoded():
-                message = update_message(chain_id, task_id, recorded.round, edges[recorded.edge], rec.update_digest)
+                base = recorded.round - rec.staleness
+                message = update_message(chain_id, task_id, base, edges[recorded.edge], rec.update_digest)
+                is_voided = (recorded.edge, recorded.round, rec.vehicle) in voided
                 try:
                     verify(message, "0x" + rec.signature.hex(), self.vehicle_account(rec.vehicle))
                     valid = True
                 except (SignatureError, ContractRevert):  # an unknown vehicle index reverts
-                    valid = (recorded.edge, recorded.round, rec.vehicle) in voided
+                    valid = is_voided
                 subject = f"round {recorded.round} edge {recorded.edge} vehicle {rec.vehicle}"
                 out.append(Comparison(section="signature", subject=subject, recomputed=1, on_chain=int(valid)))
+                key = (recorded.edge, rec.vehicle, base)
+                if key in seen and not is_voided:
+                    out.append(Comparison(section="protocol", subject=f"{subject} repeats its upload from version {base}",
+                                          recomputed=0, on_chain=1))  # fmt: skip
+                seen.add(key)
         return out
 
     def _protocol(self, logs: TaskLogs) -> list[Comparison]:

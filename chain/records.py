@@ -20,6 +20,8 @@ from bmfl.incentives import SCALE, to_fixed
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 RECORD_BYTES = 117
 """``BMFLTasks.RECORD_BYTES``: vehicle 4 · digest 32 · Λ 8 · θ 8 · flags 1 · r 32 · yParity‖s 32."""
+MAX_STALENESS = 127
+"""``BMFLTasks.MAX_STALENESS``: τ lives in the 7 high bits of the flags byte (bit 0: flagged)."""
 
 
 def fixed_reliability(value: float | None) -> int:
@@ -32,7 +34,8 @@ def fixed_reliability(value: float | None) -> int:
 
 class TrainerRecord(BaseModel):
     """One update an edge records: a flagged update has ``theta`` 0; ``signature`` is the
-    vehicle's 65-byte signature of its update message (``bmfl.protocol.signing.update_message``)."""
+    vehicle's 65-byte signature of its update message (``bmfl.protocol.signing.update_message``)
+    for its base version, the record's round − ``staleness`` (τ = 0 in a synchronous task)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -42,12 +45,14 @@ class TrainerRecord(BaseModel):
     theta: int = Field(ge=0, lt=2**64)
     malicious: bool = False
     signature: bytes = Field(min_length=65, max_length=65)
+    staleness: int = Field(0, ge=0, le=MAX_STALENESS)
 
     def pack(self) -> bytes:
         """The record's packed bytes (``RECORD_BYTES``), with the signature in EIP-2098 form."""
         return (
             self.vehicle.to_bytes(4, "big") + self.update_digest + self.reliability.to_bytes(8, "big", signed=True)
-            + self.theta.to_bytes(8, "big") + bytes([self.malicious]) + compact_signature(self.signature)
+            + self.theta.to_bytes(8, "big") + bytes([self.malicious | self.staleness << 1])
+            + compact_signature(self.signature)
         )  # fmt: skip
 
     @classmethod
@@ -58,7 +63,7 @@ class TrainerRecord(BaseModel):
         return cls(
             vehicle=int.from_bytes(raw[:4], "big"), update_digest=raw[4:36],
             reliability=int.from_bytes(raw[36:44], "big", signed=True), theta=int.from_bytes(raw[44:52], "big"),
-            malicious=raw[52] & 1 == 1, signature=expand_signature(raw[53:117]),
+            malicious=raw[52] & 1 == 1, signature=expand_signature(raw[53:117]), staleness=raw[52] >> 1,
         )  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, recover
 from bmfl.protocol.testset import decode_test_set
 from bmfl.rounds import (
-    EdgeOutcome, aggregate_cloud, aggregate_edge, cloud_rule, cross_scores, edge_rule, root_updater, server_optimizer, task_scorer,
+    EdgeOutcome, aggregate_cloud, close_edge, cloud_rule, cross_scores, edge_rule, root_updater, server_optimizer, task_scorer,
 )  # fmt: skip
 from bmfl.training import evaluate
 from chain.audit import Auditor, Comparison, TaskLogs
@@ -168,7 +168,8 @@ class Reexecution:
 
     def _edge(self, task_id: int, recorded: RecordedRound, logs: TaskLogs) -> list[Comparison]:
         """One edge-round: each record's update blob by its manifest CID (sha2-256 = the
-        signed digest), then ``aggregate_edge`` with the task's rule: flags, Λ, θ, samples
+        signed digest), then ``close_edge`` with the task's rule (``apply_buffer`` from each
+        record's base version round − τ in an asynchronous task): flags, Λ, θ·s(τ), samples
         and the preliminary model."""
         where = f"round {recorded.round} edge {recorded.edge}"
         records = {r.vehicle: r for r in recorded.decoded()}
@@ -204,19 +205,24 @@ class Reexecution:
         if reference is None:
             self.notes.append(f"{where}: not re-executed (the round's global model is unavailable)")
             return out
+        bases = self._bases(recorded, logs)
+        if bases is None:
+            self.notes.append(f"{where}: not re-executed (a base version's global model is unavailable)")
+            return out
         sizes = {v: self.auditor.registry.vehicle(v).samples for v in uploads}
         root_update = root_updater(self.model, self.test, self.spec.training.local())
         rule = edge_rule(
             self.spec.aggregation, self.scorer if self.test.is_classification else None, root_update, self.spec.training
         )
-        outcome = aggregate_edge(rule, uploads, sizes, reference, recorded.round)
+        outcome, thetas = close_edge(rule, uploads, sizes, reference, recorded.round, self.spec.asynchrony, bases)
         for v, rec in records.items():
             verdict = outcome.verdicts[v]
             subject = f"{where} vehicle {v}"
             out += [
                 Comparison(section="verdict", subject=f"{subject} flagged", recomputed=int(verdict.flagged), on_chain=int(rec.malicious),
                            detail=f"re-executed: {verdict.reason or 'kept'}" if verdict.flagged != rec.malicious else ""),
-                Comparison(section="verdict", subject=f"{subject} θ", recomputed=to_fixed(verdict.theta), on_chain=rec.theta, tolerance=TOLERANCE),
+                Comparison(section="verdict", subject=f"{subject} θ" + (f"·s(τ = {rec.staleness})" if rec.staleness else ""),
+                           recomputed=to_fixed(thetas[v]), on_chain=rec.theta, tolerance=TOLERANCE),
                 Comparison(section="verdict", subject=f"{subject} Λ", recomputed=fixed_reliability(verdict.reliability),
                            on_chain=rec.reliability, tolerance=TOLERANCE),
             ]  # fmt: skip
@@ -225,6 +231,20 @@ class Reexecution:
             out.append(self._noisy_model(where, uploads, outcome, reference, recorded.preliminary_cid))
         else:
             out.append(self._model(f"{where} preliminary model", outcome.preliminary, recorded.preliminary_cid))
+        return out
+
+    def _bases(self, recorded: RecordedRound, logs: TaskLogs) -> dict[int, tuple[int, torch.Tensor]] | None:
+        """Vehicle → (base round = round − τ on chain, that round's global model from its
+        ``RoundStarted``); None when a model is unavailable. Empty for a synchronous task."""
+        if self.spec.asynchrony.mode == "sync":
+            return {}
+        out = {}
+        for rec in recorded.decoded():
+            base = recorded.round - rec.staleness
+            model = self._vector(self._started(logs, base)[0])
+            if model is None:
+                return None
+            out[rec.vehicle] = (base, model)
         return out
 
     def _noisy_model(

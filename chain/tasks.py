@@ -11,7 +11,7 @@ from bmfl.incentives import SCALE
 from bmfl.protocol.schemas import TaskDraft
 from bmfl.rounds.stop import target_fixed
 from chain.base import ChainEvent, ContractClient, Receipt
-from chain.records import RECORD_BYTES, RoundLog, TrainerRecord, pack_records, unpack_records
+from chain.records import MAX_STALENESS, RECORD_BYTES, RoundLog, TrainerRecord, pack_records, unpack_records
 
 ACCURACY_SCALE = SCALE
 """Fixed-point scale of accuracies and scores on chain: ``BMFLTasks.ACCURACY_SCALE``, which
@@ -52,12 +52,13 @@ class TaskParams(_Frozen):
     initial_model_digest: bytes = Field(min_length=32, max_length=32)
     initial_model_cid: str = ""
     test_set_digest: bytes = Field(min_length=32, max_length=32)
+    tau_max: int = Field(default=0, ge=0, le=MAX_STALENESS)
 
     def as_tuple(self) -> tuple[object, ...]:
         """ABI tuple of ``BMFLTasks.TaskParams``."""
         return (
             self.block_reward, self.category, self.max_rounds, self.target_accuracy, self.round_duration,
-            self.challenge_period, self.initial_model_digest, self.initial_model_cid, self.test_set_digest,
+            self.challenge_period, self.initial_model_digest, self.initial_model_cid, self.test_set_digest, self.tau_max,
         )  # fmt: skip
 
     @classmethod
@@ -76,13 +77,15 @@ def _camel(name: str) -> str:
 
 def task_params(draft: TaskDraft, initial_model_digest: bytes, initial_model_cid: str, test_set_digest: bytes) -> TaskParams:
     """``createTask``'s parameters for ``draft`` (escrow: ``draft.reward_wei``, sent as the
-    value), the one mapping the publisher sends and the cloud checks the chain against;
+    value), the one mapping the publisher sends and the cloud checks the chain against
+    (τ_max: the draft's in an asynchronous task, 0 in a synchronous one);
     raises pydantic's ``ValidationError`` (a ``ValueError``) for a draft the contract cannot hold."""
     return TaskParams(
         block_reward=draft.block_reward_wei, category=draft.category, max_rounds=draft.rounds,
         target_accuracy=target_fixed(draft.target_accuracy), round_duration=draft.round_duration_s,
         challenge_period=draft.challenge_period_s, initial_model_digest=initial_model_digest,
         initial_model_cid=initial_model_cid, test_set_digest=test_set_digest,
+        tau_max=draft.asynchrony.tau_max if draft.asynchrony.mode == "async" else 0,
     )  # fmt: skip
 
 
@@ -96,6 +99,7 @@ class TaskInfo(_Frozen):
     deadline: int
     recorded_edges: int
     scored_edges: int
+    tau_max: int
     publisher: str
     category: int
     round_duration: int
@@ -221,6 +225,15 @@ class TasksClient(ContractClient):
         """Void a record its vehicle did not sign for this edge and round (or of the wrong category)."""
         entries = [e.as_tuple() for e in log]
         return self.send(self.contract.functions.challengeRecord(task_id, edge, entries, (log_index, position, record, proof)))
+
+    def challenge_replay(
+        self, task_id: int, edge: int, log: list[RoundLog], earlier: tuple[int, int, bytes, list[bytes]],
+        later: tuple[int, int, bytes, list[bytes]],
+    ) -> Receipt:  # fmt: skip
+        """Void ``later`` (log index, position, record, proof), which repeats ``earlier``: the
+        same vehicle and base version in an earlier entry of ``edge``'s log."""
+        entries = [e.as_tuple() for e in log]
+        return self.send(self.contract.functions.challengeReplay(task_id, edge, entries, earlier, later))
 
     def settle(self, task_id: int, edge: int, log: list[RoundLog], claims: list[PayeeClaim]) -> Receipt:
         """Credit payees of ``edge`` from their proven records."""

@@ -42,7 +42,7 @@ from bmfl.models import create_model
 from bmfl.params import flatten, unflatten
 from bmfl import rounds
 from bmfl.aggregation.server import ServerOptimizer
-from bmfl.rounds import aggregate_cloud, cloud_rule, server_optimizer
+from bmfl.rounds import aggregate_cloud, buffer_ready, cloud_rule, server_optimizer
 from bmfl.rounds.traffic import Blob, round_transfers, summarise
 from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreRequest, TaskSpec
 from service_kit.chain_access import ChainAccess
@@ -209,15 +209,20 @@ class TaskRunner(threading.Thread):
         return False
 
     def _collect(self, r: int, selected: set[int]) -> bool:
-        """Wait until every selected vehicle has uploaded somewhere, or the timeout;
-        ``False`` if the cloud is shutting down."""
-        deadline = time.monotonic() + self.ctx.round_timeout_s
-        while time.monotonic() < deadline:
+        """Wait until every selected vehicle has uploaded somewhere, or the timeout; in an
+        asynchronous task only until the edges hold the buffer (``buffer_ready``: S reports,
+        stale ones included, or ``timeout_s`` with one). ``False`` if the cloud is shutting down."""
+        started = time.monotonic()
+        asynchrony = self.spec.asynchrony
+        while time.monotonic() < started + self.ctx.round_timeout_s:
             if self.stop.is_set():
                 return False
             received = {v for p in self._each(lambda e: e.progress(self.task_id, r)).values() for v in p.received}
             self.progress["received"] = len(received & selected)
             if selected <= received:
+                break
+            waited = time.monotonic() - started
+            if asynchrony.mode == "async" and buffer_ready(len(received), waited, asynchrony, len(selected)):
                 break
             time.sleep(self.ctx.poll_interval_s)
         return True

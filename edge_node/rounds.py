@@ -11,13 +11,11 @@ Each step is idempotent: a repeated call returns the stored result, and a step w
 transaction was mined before a crash is recognised from the chain's events (the edge's
 own ``RoundRecorded`` / ``ScoresSubmitted``), never sent twice.
 
-Asynchronous mode (BAFDP): the synchronous round closes once, on the cloud's ``close``.
-An asynchronous mode would plug in at :meth:`RoundEngine.close`: the cloud would call it
-after S reports, the edge would aggregate what arrived so far with the same
-``aggregate_edge`` (``begin_close`` already
-snapshots the accepted updates), and late uploads of round r − τ … r − 1 would enter the
-next aggregation weighted by their staleness instead of being refused as
-``round_not_open`` (the ``updates`` table is keyed by round for that reason).
+Asynchronous tasks (docs/algorithms.md §15): the cloud closes a round once the edge holds
+S reports or ``timeout_s`` passed; uploads trained from an older round b enter the open
+round t while t − b ≤ τ_max (``edge_node.uploads``), and the close applies the buffer
+with the round core's ``apply_buffer`` (deltas rebased on w_t, staleness weights); each
+record carries τ and θ·s(τ).
 """
 
 from __future__ import annotations
@@ -27,12 +25,14 @@ import logging
 import threading
 from dataclasses import dataclass
 
+import torch
+
 from bmfl.blobs.codec import BlobMeta, blob_digest, encode_state
 from bmfl.device import default_device
 from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
-from bmfl.rounds import aggregate_edge, cross_scores, edge_rule, root_updater, select_trainers
+from bmfl.rounds import close_edge, cross_scores, edge_rule, root_updater, select_trainers
 from bmfl.protocol.schemas import (
     EdgeTask,
     EvaluateRequest,
@@ -216,13 +216,15 @@ class RoundEngine:
             spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None, root_update,
             spec.training,
         )
-        outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
         by_vehicle = {u.vehicle: u for u in updates}
+        bases = self._bases(spec, updates) if spec.asynchrony.mode == "async" else {}
+        outcome, thetas = close_edge(rule, uploads, sizes, reference, round_, spec.asynchrony, bases)
         records = [
             TrainerRecord(
                 vehicle=v, update_digest=bytes.fromhex(by_vehicle[v].digest.removeprefix("0x")),
-                reliability=fixed_reliability(verdict.reliability), theta=to_fixed(verdict.theta),
+                reliability=fixed_reliability(verdict.reliability), theta=to_fixed(thetas[v]),
                 malicious=verdict.flagged, signature=bytes.fromhex(by_vehicle[v].signature.removeprefix("0x")),
+                staleness=round_ - by_vehicle[v].base,
             )  # fmt: skip
             for v, verdict in outcome.verdicts.items()
         ]
@@ -237,13 +239,21 @@ class RoundEngine:
             "updates": [
                 {
                     "vehicle": v, "address": by_vehicle[v].address, "cid": by_vehicle[v].cid,
-                    "digest": by_vehicle[v].digest, "size": sizes[v], "reason": verdict.reason,
+                    "digest": by_vehicle[v].digest, "size": sizes[v], "reason": verdict.reason, "base": by_vehicle[v].base,
                 }
                 for v, verdict in outcome.verdicts.items()
             ],
         }  # fmt: skip
         manifest_cid = self.node.store.put(json.dumps(manifest, sort_keys=True).encode(), pin=True)
         return Preliminary(cid, digest, outcome.samples, records, manifest_cid)
+
+    def _bases(self, spec: TaskSpec, updates: list[UpdateRow]) -> dict[int, tuple[int, torch.Tensor]]:
+        """Vehicle → (base round, the global model that round started from)."""
+        models = {}
+        for base in {u.base for u in updates}:
+            cid = self._round(spec.task_id, base).global_cid
+            models[base] = flatten(self.node.decode(self.node.fetch(cid), spec.model)[0])
+        return {u.vehicle: (u.base, models[u.base]) for u in updates}
 
     def _prescore(self, task: EdgeTask, cid: str) -> None:
         """Score the stored model ``cid`` on the test set in the background."""

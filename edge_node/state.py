@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS rounds (
 CREATE TABLE IF NOT EXISTS updates (
   task_id INTEGER NOT NULL, round INTEGER NOT NULL, vehicle INTEGER NOT NULL,
   address TEXT NOT NULL, digest TEXT NOT NULL, cid TEXT NOT NULL, epsilon REAL,
-  signature TEXT NOT NULL, PRIMARY KEY (task_id, round, vehicle));
+  signature TEXT NOT NULL, base INTEGER NOT NULL, PRIMARY KEY (task_id, round, vehicle));
 """
 
 
@@ -76,6 +76,9 @@ class UpdateRow:
     cid: str
     epsilon: float | None
     signature: str
+    base: int
+    """The version the vehicle trained from and signed: ``round`` in a synchronous task,
+    round − τ for a stale asynchronous report."""
 
 
 @dataclass
@@ -101,6 +104,9 @@ class EdgeState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        if "base" not in {c[1] for c in self._db.execute("PRAGMA table_info(updates)")}:  # a state from before async
+            self._db.execute("ALTER TABLE updates ADD COLUMN base INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("UPDATE updates SET base = round")
         # reads use their own connection (WAL: they see every committed write and never
         # wait for a commit's fsync)
         self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -278,19 +284,19 @@ class EdgeState:
         phase = db.execute("SELECT phase FROM rounds WHERE task_id = ? AND round = ?", (row.task_id, row.round)).fetchone()
         if phase is None or phase[0] != "open":
             return "round_not_open"
-        exists = db.execute(
-            "SELECT 1 FROM updates WHERE task_id = ? AND round = ? AND vehicle = ?",
-            (row.task_id, row.round, row.vehicle),
+        exists = db.execute(  # one update per round, and one per base version (its signature)
+            "SELECT 1 FROM updates WHERE task_id = ? AND vehicle = ? AND (round = ? OR base = ?)",
+            (row.task_id, row.vehicle, row.round, row.base),
         ).fetchone()
         if exists:
             return "duplicate"
-        db.execute("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(row.__dict__.values()))
+        db.execute("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", tuple(row.__dict__.values()))
         return None
 
-    def has_update(self, task_id: int, round_: int, vehicle: int) -> bool:
-        return bool(
-            self._rows("SELECT 1 FROM updates WHERE task_id = ? AND round = ? AND vehicle = ?", task_id, round_, vehicle)
-        )
+    def has_update(self, task_id: int, round_: int, vehicle: int, base: int) -> bool:
+        """Whether ``vehicle`` has an update in ``round_`` or one trained from ``base``."""
+        sql = "SELECT 1 FROM updates WHERE task_id = ? AND vehicle = ? AND (round = ? OR base = ?)"
+        return bool(self._rows(sql, task_id, vehicle, round_, base))
 
     def updates(self, task_id: int, round_: int) -> list[UpdateRow]:
         rows = self._rows("SELECT * FROM updates WHERE task_id = ? AND round = ? ORDER BY vehicle", task_id, round_)

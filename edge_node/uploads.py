@@ -16,13 +16,13 @@ from eth_utils import to_checksum_address
 
 from bmfl.blobs.codec import Digest, blob_digest
 from bmfl.params import flatten
-from bmfl.protocol.schemas import UploadReceipt
+from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, sign, update_message, verify
 from service_kit.problems import ProblemError
 from chain.tasks import Phase, Status
 from edge_node.chain_view import Head
 from edge_node.node import EdgeNode
-from edge_node.state import UpdateRow
+from edge_node.state import RoundRow, UpdateRow
 
 
 T = TypeVar("T")
@@ -107,34 +107,51 @@ class _Deferred(Generic[T]):
         return self.value  # type: ignore[return-value]
 
 
-def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> UploadReceipt:
-    """Check and persist one update; raises :class:`ProblemError` with the first failed
-    check, in the order of docs/protocol.md. The chain's head is read while the update
-    itself is read, and, for a vehicle this edge already knows as a trainer of the round,
-    while its signature and blob are checked: those answers wait for their turn."""
-    spec = node.task(task_id).spec
-    row = node.state.round(task_id, round_)
+def _intake_round(node: EdgeNode, spec: TaskSpec, base: int) -> RoundRow:
+    """The open round that takes an update trained from round ``base``: ``base`` itself,
+    or in an asynchronous task the newest open round t once ``base`` closed, with
+    τ = t − ``base`` ≤ τ_max (docs/algorithms.md §15; beyond: 409 ``stale``)."""
+    row = node.state.round(spec.task_id, base)
+    latest = node.state.latest_round(spec.task_id)
+    if spec.asynchrony.mode == "async" and row is not None and latest is not None and latest.round > base:
+        if latest.round - base > spec.asynchrony.tau_max:
+            detail = f"trained from round {base}, {latest.round - base} versions behind round {latest.round}: τ_max is {spec.asynchrony.tau_max}"  # pragma: no mutate
+            raise ProblemError(409, "stale", detail)
+        row = latest
     if row is None or row.phase != "open":
-        detail = f"round {round_} of task {task_id} is not open at this edge"  # pragma: no mutate
+        detail = f"round {base} of task {spec.task_id} is not open at this edge"  # pragma: no mutate
         raise ProblemError(409, "round_not_open", detail)
+    return row
+
+
+def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> UploadReceipt:
+    """Check and persist one update trained from round ``round_`` (its base version, which
+    the vehicle signs); raises :class:`ProblemError` with the first failed check, in the
+    order of docs/protocol.md. It enters :func:`_intake_round`. The chain's head is read
+    while the update itself is read, and, for a vehicle this edge already knows as a
+    trainer of the round, while its signature and blob are checked: those answers wait
+    for their turn."""
+    spec = node.task(task_id).spec
+    row = _intake_round(node, spec, round_)
+    trainers = row.selected if row.round == round_ else node.state.round(task_id, round_).selected  # type: ignore[union-attr]
     head = node.view.head_soon()
     data = _Deferred(lambda: _read_blob(node, upload))
     digest = blob_digest(data.value) if data.value is not None else None
     signed = decoded = None
-    if digest is not None and node.known_index(upload.vehicle) in row.selected:
+    if digest is not None and node.known_index(upload.vehicle) in trainers:
         signed = _Deferred(lambda: _check_signature(node, task_id, round_, upload, digest))
         decoded = _Deferred(lambda: _decode(node, task_id, round_, spec.model, data.value))  # type: ignore[arg-type]
-    _check_chain_round(node, task_id, round_, head.result())
+    _check_chain_round(node, task_id, row.round, head.result())
     blob = data.result()
     digest = digest or blob_digest(blob)
     vehicle = node.vehicle_index(upload.vehicle, fresh=False)
     address = to_checksum_address(upload.vehicle)
-    if vehicle not in row.selected:
+    if vehicle not in trainers:
         detail = f"vehicle {vehicle} is not a trainer of round {round_}"  # pragma: no mutate
         raise ProblemError(403, "not_selected", detail)
     (signed or _Deferred(lambda: _check_signature(node, task_id, round_, upload, digest))).result()
-    if node.state.has_update(task_id, round_, vehicle):
-        detail = f"vehicle {vehicle} already uploaded in round {round_}"  # pragma: no mutate
+    if node.state.has_update(task_id, row.round, vehicle, round_):
+        detail = f"vehicle {vehicle} already uploaded in round {row.round} or from round {round_}"  # pragma: no mutate
         raise ProblemError(409, "duplicate", detail)
     state = (decoded or _Deferred(lambda: _decode(node, task_id, round_, spec.model, blob))).result()
     if upload.cid is None:
@@ -142,11 +159,11 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
     else:
         cid = upload.cid
         node.store.pin(cid)
-    update = UpdateRow(task_id, round_, vehicle, address, digest.hex0x, cid, upload.epsilon, upload.signature)  # type: ignore[arg-type]
+    update = UpdateRow(task_id, row.round, vehicle, address, digest.hex0x, cid, upload.epsilon, upload.signature, round_)  # type: ignore[arg-type]
     refused = node.state.add_update(update)
     if refused is not None:  # the round closed, or a twin upload won, while this one was checked
-        detail = f"vehicle {vehicle}, round {round_}: {refused}"  # pragma: no mutate
+        detail = f"vehicle {vehicle}, round {row.round}: {refused}"  # pragma: no mutate
         raise ProblemError(409, refused, detail)
     node.prescore(task_id, lambda: flatten(state))  # α for the filter at close
-    receipt = sign(node.chain.account, receipt_message(node.chain_id, task_id, round_, address, digest.raw))
-    return UploadReceipt(task_id=task_id, round=round_, vehicle=vehicle, digest=digest.hex0x, cid=cid, signature=receipt)
+    receipt = sign(node.chain.account, receipt_message(node.chain_id, task_id, row.round, address, digest.raw))
+    return UploadReceipt(task_id=task_id, round=row.round, vehicle=vehicle, digest=digest.hex0x, cid=cid, signature=receipt)

@@ -82,19 +82,21 @@ class Chain:
     def record(
         self, task_id: int, round_: int, edge: int, vehicle: int, theta: int, malicious: bool = False, *,
         signer: LocalAccount | None = None, signed_edge: str | None = None, signed_round: int | None = None,
-        signed_task: int | None = None, update: bytes | None = None,
+        signed_task: int | None = None, update: bytes | None = None, staleness: int = 0,
     ) -> TrainerRecord:  # fmt: skip
         """A record of ``vehicle``'s upload to edge index ``edge``, signed by the vehicle's own
-        key for this task, round and edge (the keyword arguments forge any part of it)."""
+        key for this task, its base version round − ``staleness`` and edge (the keyword
+        arguments forge any part of it)."""
         upload = update if update is not None else self.update_digest(task_id, round_, vehicle)
         message = update_message(
             self.w3.eth.chain_id, task_id if signed_task is None else signed_task,
-            round_ if signed_round is None else signed_round, signed_edge or self.edges[edge], upload,
+            round_ - staleness if signed_round is None else signed_round, signed_edge or self.edges[edge], upload,
         )  # fmt: skip
         signature = sign(signer or self.vehicle_key(vehicle), message)
         return TrainerRecord(
             vehicle=vehicle, update_digest=upload, reliability=-5 if malicious else 900_000,
             theta=0 if malicious else theta, malicious=malicious, signature=bytes.fromhex(signature[2:]),
+            staleness=staleness,
         )  # fmt: skip
 
     def records(self, task_id: int, round_: int, edge: int, vehicles: list[int], thetas: dict[int, int]) -> list[TrainerRecord]:

@@ -184,11 +184,13 @@ def mnist_task_data(store: BlobStore, test_rows: int = 200, seed: int = 0) -> Ta
 
 def create_task(chain: ServiceChain, data: TaskData, category: int = 1, rounds: int = 3, **spec: Any) -> TaskSpec:
     """``createTask`` from the publisher's account; returns the matching spec (1-epoch
-    non-DP training by default, to keep tests fast)."""
+    non-DP training by default, to keep tests fast; τ_max on chain from ``asynchrony``)."""
+    asynchrony = spec.get("asynchrony")
     params = TaskParams(
         block_reward=10**15, category=category, max_rounds=rounds, round_duration=3600, challenge_period=0,
         initial_model_digest=blob_digest(data.initial_model).raw, initial_model_cid=data.initial_cid,
         test_set_digest=blob_digest(data.test_set).raw,
+        tau_max=asynchrony.tau_max if asynchrony is not None and asynchrony.mode == "async" else 0,
     )  # fmt: skip
     task_id, _ = chain.access(dev_key(PUBLISHER)).tasks.create_task(params, 10**18)
     defaults: dict[str, Any] = dict(

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
+from web3 import Web3
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -26,11 +27,15 @@ from bmfl.blobs.local import LocalBlobStore
 from bmfl.data import load_dataset
 from bmfl.protocol.signing import receipt_message, sign
 from bmfl.protocol.testset import encode_test_set
-from bmfl.task import AggregationSpec, TaskDraft, TrainingSpec
+from bmfl.blobs.gateway_client import GatewayClient
+from bmfl.protocol.schemas import UploadReceipt
+from bmfl.task import AggregationSpec, AsyncSpec, TaskDraft, TaskSpec, TrainingSpec
+from chain.deploy import Deployment
+from chain.tasks import TasksClient
 from chain.anvil import dev_key, free_port
 from cloud_aggregator.app import create_app as cloud_app
 from bmfl.incentives import to_fixed
-from bmfl.rounds import aggregate_cloud
+from bmfl.rounds import aggregate_cloud, staleness_weight
 from cloud_aggregator import orchestrator
 from cloud_aggregator.orchestrator import SETTLED
 from cloud_aggregator.settings import CloudSettings, EdgeEndpoint
@@ -41,11 +46,12 @@ from chain.reexecute import TOLERANCE
 from launcher.cli import app
 from launcher import publisher as publisher_module
 from launcher.publisher import Publisher
-from service_fixtures import CLOUD, OPERATOR, PUBLISHER, start_service_chain
+from service_fixtures import CLOUD, OPERATOR, PUBLISHER, start_service_chain, update_blob
 from service_kit.chain_access import connect
 from service_kit.serve import ServerThread
 from tooling import require_anvil
 from vehicle_client.fleet import Fleet
+from vehicle_client.http import ServiceError
 from vehicle_client.settings import FleetSettings
 
 pytestmark = pytest.mark.slow
@@ -265,3 +271,121 @@ def test_a_lying_cloud_is_named(stack: Stack, monkeypatch: pytest.MonkeyPatch, t
     accuracy = [line for line in mismatches if line.startswith("global round")]
     assert [line.split(":")[0] for line in accuracy if "accuracy" in line] == ["global round 1 accuracy", "global round 2 accuracy"]
     assert all(line.startswith("global round") for line in mismatches), mismatches  # the edges are not blamed
+
+
+# ---------------------------------------------------------------- asynchronous task
+
+ASYNC_DRAFT = DRAFT.model_copy(update={
+    "rounds": 3, "category": 3,  # the fleet (category 1) and two slow vehicles (category 2), kept out of the other tasks
+    "asynchrony": AsyncSpec(mode="async", buffer_size=VEHICLES + 1, timeout_s=15, tau_max=1),
+})  # fmt: skip
+
+
+def slow_vehicles(stack: Stack, known: int, out: dict[str, object], seed: int) -> None:
+    """Two vehicles outside the fleet, selected in version 1: ``slow`` trains from version 1
+    and uploads once version 2 is open (τ = 1, accepted, its receipt names round 2);
+    ``late`` uploads its version-1 update once version 3 is open (τ = 2 > τ_max: 409 ``stale``)."""
+    fleet = Fleet(FleetSettings(
+        cloud_url=stack.cloud_url, rpc_url=stack.rpc_url, deployment=stack.deployment, funder_key=dev_key(OPERATOR),
+        vehicles=2, seed=seed, categories=2,
+    ), console=Console(quiet=True))  # fmt: skip
+    fleet.setup()
+    out["ready"] = True
+    try:
+        while not (tasks := [t for t in httpx.get(f"{stack.cloud_url}/tasks").json() if t["task_id"] > known]):
+            time.sleep(0.2)
+        task_id = tasks[0]["task_id"]
+        spec = TaskSpec.model_validate(httpx.get(f"{stack.cloud_url}/tasks/{task_id}").json()["spec"])
+        blobs = {}
+        for name, vehicle in zip(("slow", "late"), fleet.vehicles):
+            a = wait_open(vehicle, fleet, task_id, 1)
+            out[f"{name}_selected"] = a.selected
+            blobs[name] = update_blob(GatewayClient(fleet.edge_of(vehicle).url).fetch(str(a.global_cid)), spec, 1, vehicle)
+        for name, version in (("slow", 2), ("late", 3)):
+            vehicle = fleet.vehicles[0 if name == "slow" else 1]
+            wait_open(vehicle, fleet, task_id, version)
+            edge = fleet.edge_of(vehicle)
+            try:
+                out[name] = vehicle.upload(edge.url, edge.address, task_id, 1, blobs[name])
+            except ServiceError as exc:
+                out[name] = exc
+        out["indices"] = [v.index for v in fleet.vehicles]
+    finally:
+        fleet.close()
+
+
+def wait_open(vehicle, fleet: Fleet, task_id: int, version: int):  # type: ignore[no-untyped-def]
+    """The vehicle's assignment once ``version`` (or a later one) is open at its edge."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            a = vehicle.poll(fleet.edge_of(vehicle).url, task_id)
+            if a.open and a.round >= version:
+                return a
+        except ServiceError:
+            pass  # the edge has not got the task yet
+        time.sleep(0.2)
+    raise TimeoutError(f"version {version} never opened")
+
+
+def run_async(stack: Stack, seed: int) -> tuple[int, bytes, dict[str, object]]:
+    """:data:`ASYNC_DRAFT` run by the fleet with :func:`slow_vehicles` (keys from ``seed``) beside it."""
+    known = max([t["task_id"] for t in httpx.get(f"{stack.cloud_url}/tasks").json()], default=0)
+    out: dict[str, object] = {}
+    helper = threading.Thread(target=slow_vehicles, args=(stack, known, out, seed))
+    helper.start()
+    while "ready" not in out and helper.is_alive():
+        time.sleep(0.2)
+    try:
+        task_id, test_set = stack.run_task(ASYNC_DRAFT)
+    finally:
+        helper.join(300)
+    return task_id, test_set, out
+
+
+def test_an_asynchronous_task_finishes_pays_and_re_executes_clean(stack: Stack) -> None:
+    """An async task (τ_max = 1, S = fleet + 1, timeout 15 s) through the real services: the
+    cloud advances without the slow vehicles, a version-1 report enters version 2 with
+    τ = 1 and θ·s(1), one 2 versions old is refused; the task finishes, pays the slow
+    vehicle, and the re-executed audit (which recomputes θ·s(τ) from the chain's τ) passes."""
+    task_id, test_set, out = run_async(stack, seed=77)
+    assert out["slow_selected"] and out["late_selected"]
+    assert isinstance(out["slow"], UploadReceipt) and out["slow"].round == 2, out["slow"]
+    assert isinstance(out["late"], ServiceError) and (out["late"].status, out["late"].reason) == (409, "stale")
+    w3 = Web3(Web3.HTTPProvider(stack.rpc_url))
+    deployment = Deployment.model_validate_json(stack.deployment.read_text())
+    tasks = TasksClient(w3, deployment.tasks)
+    assert tasks.task(task_id).tau_max == 1
+    slow, late = out["indices"]  # type: ignore[misc]
+    records = [(r.round, rec) for r in tasks.recorded_rounds(task_id, deployment.block_number) for rec in r.decoded()]
+    assert [(r, rec.staleness) for r, rec in records if rec.vehicle == slow] == [(2, 1)]
+    assert all(rec.staleness == 0 for _, rec in records if rec.vehicle != slow) and late not in {rec.vehicle for _, rec in records}
+    payees = {ev.vehicle for ev in tasks.events("PayoutCredited", deployment.block_number, taskId=task_id)}  # type: ignore[attr-defined]
+    stale_theta = next(rec.theta for _, rec in records if rec.vehicle == slow)
+    assert (slow in payees) == (stale_theta > 0)
+    cid = LocalBlobStore(stack.blobs).put(test_set)
+    code, raw = stack.audit(task_id, cid, "--reexecute", "--json")
+    assert code == 0, raw
+    weighted = [c for c in json.loads(raw)["comparisons"] if f"vehicle {slow} θ·s(τ = 1)" in c["subject"]]
+    assert len(weighted) == 1 and weighted[0]["ok"] and weighted[0]["on_chain"] == stale_theta
+
+
+def test_an_edge_that_does_not_discount_a_stale_report_is_named(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edge records the stale report with its right τ (the signature forces it) but θ
+    without the staleness weight s(τ), to pay its vehicle more: the re-execution names it."""
+    aggregate = RoundEngine._aggregate
+
+    def undiscounted(self, spec, round_, global_cid, updates):  # type: ignore[no-untyped-def]
+        prelim = aggregate(self, spec, round_, global_cid, updates)
+        weight = staleness_weight(1, spec.asynchrony)
+        records = [r.model_copy(update={"theta": round(r.theta / weight)}) if r.staleness == 1 else r for r in prelim.records]
+        return dataclasses.replace(prelim, records=records)
+
+    monkeypatch.setattr(RoundEngine, "_aggregate", undiscounted)
+    task_id, test_set, out = run_async(stack, seed=78)
+    slow = out["indices"][0]  # type: ignore[index]
+    cid = LocalBlobStore(stack.blobs).put(test_set)
+    code, output = stack.audit(task_id, cid, "--reexecute")
+    mismatches = [line.removeprefix("MISMATCH ") for line in output.splitlines() if line.startswith("MISMATCH")]
+    assert code == 1 and len(mismatches) == 1, output
+    assert mismatches[0].startswith("verdict round 2 edge ") and f"vehicle {slow} θ·s(τ = 1): on chain " in mismatches[0]

@@ -29,7 +29,7 @@ state = EdgeState(Path(sys.argv[1]))
 state.open_round(1, 1, "cid", "0x00", list(range(10000)))
 lock = threading.Lock()
 def add(v):
-    assert state.add_update(UpdateRow(1, 1, v, "0xabc", f"0x{v:064x}", f"cid{v}", None, "0xsig")) is None
+    assert state.add_update(UpdateRow(1, 1, v, "0xabc", f"0x{v:064x}", f"cid{v}", None, "0xsig", 1)) is None
     with lock:
         sys.stdout.write(f"{v}\\n"); sys.stdout.flush()
 print("ready", flush=True)
@@ -39,7 +39,7 @@ with ThreadPoolExecutor(8) as pool:
 
 
 def row(vehicle: int, round_: int = 1, digest: str = "0x01") -> UpdateRow:
-    return UpdateRow(1, round_, vehicle, "0xabc", digest, f"cid{vehicle}", None, "0xsig")
+    return UpdateRow(1, round_, vehicle, "0xabc", digest, f"cid{vehicle}", None, "0xsig", round_)
 
 
 def test_concurrent_inserts_each_get_their_answer(tmp_path: Path) -> None:

@@ -196,15 +196,17 @@ class Vehicle:
     ) -> UploadReceipt:
         """``POST /tasks/{id}/rounds/{r}/updates`` (multipart: the form and file ``blob``); the
         receipt must be the edge's signed promise to record this very update (kept: with it
-        the vehicle can prove an omission), else :class:`SignatureError`."""
+        the vehicle can prove an omission), else :class:`SignatureError`. In an asynchronous
+        task ``round_`` is the version trained from and the receipt may name a later round,
+        the one the edge records it in."""
         url = f"{edge_url}/tasks/{task_id}/rounds/{round_}/updates"
         files = {"blob": ("update.safetensors", blob, "application/octet-stream")}
         form = self.upload_form(edge_address, task_id, round_, blob, epsilon)
         receipt = UploadReceipt.model_validate(send(self.http, "POST", url, 202, data=form, files=files).json())
         digest = blob_digest(blob)
-        if receipt.digest != digest.hex0x:
-            raise SignatureError(f"the edge acknowledged {receipt.digest}, not this update")
-        verify(receipt_message(self.chain_id, task_id, round_, self.address, digest.raw), receipt.signature, edge_address)
+        if receipt.digest != digest.hex0x or receipt.round < round_:
+            raise SignatureError(f"the edge acknowledged {receipt.digest} in round {receipt.round}, not this update")
+        verify(receipt_message(self.chain_id, task_id, receipt.round, self.address, digest.raw), receipt.signature, edge_address)
         return receipt
 
     # ------------------------------------------------------------ training and privacy

@@ -22,6 +22,7 @@ _EXPORTS = {
     "BufferOutcome": "bmfl.rounds.asynchronous", "Report": "bmfl.rounds.asynchronous", "STALE": "bmfl.rounds.asynchronous",
     "apply_buffer": "bmfl.rounds.asynchronous", "buffer_ready": "bmfl.rounds.asynchronous",
     "polynomial": "bmfl.rounds.asynchronous", "stale_verdict": "bmfl.rounds.asynchronous",
+    "staleness_weight": "bmfl.rounds.asynchronous", "close_edge": "bmfl.rounds.asynchronous",
     "CloudOutcome": "bmfl.rounds.cloud", "aggregate_cloud": "bmfl.rounds.cloud", "cloud_rule": "bmfl.rounds.cloud",
     "server_optimizer": "bmfl.rounds.cloud",
     "cross_scores": "bmfl.rounds.consensus", "medians_and_leader": "bmfl.rounds.consensus",

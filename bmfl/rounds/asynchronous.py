@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 
 from bmfl.aggregation import Aggregator, Verdict
-from bmfl.rounds.edge import aggregate_edge
+from bmfl.rounds.edge import EdgeOutcome, aggregate_edge
 from bmfl.task import AsyncSpec
 
 STALE = "stale"
@@ -28,6 +28,12 @@ def polynomial(tau: int, alpha: float = 1.0, a: float = 0.5) -> float:
     if tau < 0:
         raise ValueError(f"staleness must be non-negative, got {tau}")
     return alpha * (tau + 1) ** (-a)
+
+
+def staleness_weight(tau: int, spec: AsyncSpec) -> float:
+    """s(τ) = (τ+1)^(−a), the staleness discount of FedBuff's deltas and FedAsync's α(τ)/α;
+    a report's contribution to the payouts is θ_m·s(τ_m) (exactly θ_m at τ = 0)."""
+    return polynomial(tau, 1.0, spec.exponent)
 
 
 def stale_verdict(version: int, base: int, tau_max: int) -> Verdict | None:
@@ -61,13 +67,15 @@ class BufferOutcome:
     """``model``: w_{t+1} (None: nothing applicable, w stays); ``verdicts`` per vehicle
     (``stale`` for refused reports); ``staleness`` τ per vehicle; ``rate``: the share of
     the buffer's aggregate in w_{t+1} (fedasync's ᾱ, fedbuff's η_g); ``samples``: the
-    data behind the kept reports."""
+    data behind the kept reports; ``contributions``: θ_m·s(τ_m) per vehicle
+    (:func:`staleness_weight`), what the chain records and the payouts split."""
 
     model: torch.Tensor | None
     verdicts: dict[int, Verdict]
     staleness: dict[int, int]
     rate: float
     samples: int
+    contributions: dict[int, float]
 
 
 def apply_buffer(
@@ -95,12 +103,13 @@ def apply_buffer(
         tau = staleness[v]
         if spec.weighting == "fedbuff" and tau > 0 and v not in refused:
             inputs[v] = current + (r.upload - r.base)
-            scales[v] = polynomial(tau, 1.0, spec.exponent)
+            scales[v] = staleness_weight(tau, spec)
         else:
             inputs[v] = r.upload
     outcome = aggregate_edge(rule, inputs, sizes, current, version + 1, refused, scales)
+    contributions = {v: x.theta * staleness_weight(staleness[v], spec) for v, x in outcome.verdicts.items()}
     if outcome.preliminary is None:
-        return BufferOutcome(None, outcome.verdicts, staleness, 0.0, 0)
+        return BufferOutcome(None, outcome.verdicts, staleness, 0.0, 0, contributions)
     agg = outcome.preliminary
     if spec.weighting == "fedbuff":
         rate = spec.server_lr
@@ -109,4 +118,21 @@ def apply_buffer(
         kept = [staleness[v] for v, verdict in outcome.verdicts.items() if verdict.kept]
         rate = sum(polynomial(t, spec.alpha, spec.exponent) for t in kept) / len(kept) if kept else 0.0
         model = (1.0 - rate) * current + rate * agg
-    return BufferOutcome(model, outcome.verdicts, staleness, rate, outcome.samples)
+    return BufferOutcome(model, outcome.verdicts, staleness, rate, outcome.samples, contributions)
+
+
+def close_edge(
+    rule: Aggregator, uploads: Mapping[int, torch.Tensor], sizes: Mapping[int, int], reference: torch.Tensor, round_: int,
+    spec: AsyncSpec, bases: Mapping[int, tuple[int, torch.Tensor]],
+) -> tuple[EdgeOutcome, dict[int, float]]:  # fmt: skip
+    """An edge's close of round ``round_`` from w^{round−1} = ``reference``, as the edge
+    and the re-execution audit run it: synchronous, :func:`aggregate_edge`; asynchronous,
+    :func:`apply_buffer` (version round − 1) over reports trained from ``bases`` (vehicle →
+    (base round, that round's global model)). Returns the outcome and each vehicle's
+    contribution, θ·s(τ) (θ in a synchronous task)."""
+    if spec.mode == "sync":
+        outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
+        return outcome, {v: x.theta for v, x in outcome.verdicts.items()}
+    reports = {v: Report(up, bases[v][1], bases[v][0] - 1) for v, up in uploads.items()}
+    buffer = apply_buffer(rule, reports, sizes, reference, round_ - 1, spec)
+    return EdgeOutcome(buffer.model, buffer.samples, buffer.verdicts), buffer.contributions

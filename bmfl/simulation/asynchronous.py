@@ -98,13 +98,13 @@ def run_async(
         if outcome.model is not None:
             previous_vec, global_vec = global_vec, outcome.model
         version += 1
-        for v, verdict in outcome.verdicts.items():
+        for v, theta in outcome.contributions.items():  # θ·s(τ), as an edge records it
             edge = int(edge_of[v])
-            contributions[edge][v] = contributions[edge].get(v, 0) + to_fixed(verdict.theta)
+            contributions[edge][v] = contributions[edge].get(v, 0) + to_fixed(theta)
         ev = evaluate(load_vector(s.model, global_vec), s.test)
         metrics = _metrics(version, ev, outcome, edge_of, s, now, time.perf_counter() - started)
         result.record(
-            metrics, participation={v: (int(edge_of[v]), to_fixed(x.theta)) for v, x in outcome.verdicts.items()},
+            metrics, participation={v: (int(edge_of[v]), to_fixed(x)) for v, x in outcome.contributions.items()},
             selected={0: sorted(buffer)}, verdicts={0: outcome.verdicts}, leader=None, transfers=[],
             model=global_vec if keep_models else None,
         )  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bmfl.task import AsyncSpec, TaskDraft
+from bmfl.task import TaskDraft
 
 
 class _Strict(BaseModel):
@@ -97,7 +97,6 @@ class SimulationConfig(TaskDraft):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     assignment: AssignmentConfig = Field(default_factory=AssignmentConfig)
     stragglers: StragglerConfig = Field(default_factory=StragglerConfig)
-    asynchrony: AsyncSpec = Field(default_factory=AsyncSpec, description="sync (default) or async rounds")
     output_dir: str = Field("runs", description="metrics, CSV and plots go to output_dir/name")
     insecure_reproducible_noise: bool = Field(
         True,

@@ -32,6 +32,13 @@ import {BMFLRegistry} from "./BMFLRegistry.sol";
  * this edge, or that does not hold the task's data category, can be voided by anyone
  * with a proof until settlement opens.
  *
+ * Asynchronous tasks (docs/algorithms.md §15): a round is one global version t. A record
+ * carries its staleness τ = t − b, b the version whose model the vehicle trained from and
+ * signed ({updateMessage} names b, not t), so an edge that shortens τ breaks the signature
+ * and the record can be voided; the contract refuses τ > the task's {Task-tauMax} and bases
+ * before version 1. A synchronous task is the case τ_max = 0: every record has τ = 0 and is
+ * byte for byte a synchronous record.
+ *
  * Payout of the pair (edge ℓ, vehicle m), floored once: available · S_ℓ · C_{m,ℓ} /
  * (Σ_i S_i · C_ℓ), with available = escrow − block rewards paid, S_ℓ = Σ over rounds with a
  * quorum of ℓ's consensus score, C_{m,ℓ} = Σθ of m's valid records at ℓ, C_ℓ = Σ_m C_{m,ℓ}.
@@ -47,9 +54,12 @@ contract BMFLTasks is ReentrancyGuardTransient {
     uint256 public constant CLAIM_WINDOW = 90 days;
     /// @notice Bytes of one record in {recordRound}: vehicle index (uint32), update digest
     /// (bytes32, sha2-256 of the blob), self-reliability Λ (int64, 1e6 fixed point), weight θ
-    /// (uint64, 1e6 fixed point; 0 when flagged), flags (uint8, bit 0 = flagged), and the
+    /// (uint64, 1e6 fixed point; 0 when flagged), flags (uint8, bit 0 = flagged, bits 1–7 =
+    /// staleness τ of an asynchronous report, 0 in a synchronous task), and the
     /// vehicle's EIP-2098 compact signature (r, yParity‖s) of its update message; big-endian.
     uint256 public constant RECORD_BYTES = 117;
+    /// @notice Largest τ_max a task may set (τ fits the 7 high bits of a record's flags).
+    uint8 public constant MAX_STALENESS = 127;
     /// @notice Leader index of a round without consensus.
     uint8 public constant NO_LEADER = type(uint8).max;
 
@@ -73,7 +83,8 @@ contract BMFLTasks is ReentrancyGuardTransient {
     enum Fault {
         BadSignature, // the vehicle did not sign this update for this edge and round
         UnknownVehicle, // no vehicle has the index
-        WrongCategory // the vehicle does not hold the task's data category
+        WrongCategory, // the vehicle does not hold the task's data category
+        Replayed // an earlier record of the edge holds the vehicle's upload from the same base version
     }
 
     /// @notice A task; the first slot holds everything round calls touch.
@@ -85,6 +96,7 @@ contract BMFLTasks is ReentrancyGuardTransient {
         uint64 deadline;
         uint64 recordedEdges;
         uint64 scoredEdges;
+        uint8 tauMax;
         address publisher;
         uint32 category;
         uint32 roundDuration;
@@ -113,6 +125,7 @@ contract BMFLTasks is ReentrancyGuardTransient {
         bytes32 initialModelDigest;
         string initialModelCid;
         bytes32 testSetDigest;
+        uint8 tauMax; // τ_max: largest staleness a record may carry; 0 = synchronous rounds
     }
 
     /// @notice What an edge accumulated over a task.
@@ -187,7 +200,8 @@ contract BMFLTasks is ReentrancyGuardTransient {
         uint32 challengePeriod,
         bytes32 initialModelDigest,
         string initialModelCid,
-        bytes32 testSetDigest
+        bytes32 testSetDigest,
+        uint8 tauMax
     );
     /// @notice The cloud started `round` from the global model `globalDigest`.
     event RoundStarted(uint256 indexed taskId, uint16 indexed round, bytes32 globalDigest, string globalCid, uint64 deadline);
@@ -273,6 +287,10 @@ contract BMFLTasks is ReentrancyGuardTransient {
     error RecordsLength(uint256 length);
     /// @dev Records must be sorted by strictly increasing vehicle index.
     error RecordsUnsorted(uint32 vehicle);
+    /// @dev A record is staler than the task's τ_max (asynchronous rounds; 0 in a synchronous task).
+    error StaleRecord(uint32 vehicle, uint8 staleness, uint8 tauMax);
+    /// @dev A record's base version t − τ is before version 1 (no model of that version exists).
+    error BaseBeforeStart(uint32 vehicle, uint8 staleness, uint16 round);
     /// @dev A flagged record must carry θ = 0.
     error FlaggedWithWeight(uint32 vehicle);
     /// @dev The record log given does not hash to the edge's.
@@ -310,7 +328,9 @@ contract BMFLTasks is ReentrancyGuardTransient {
      * @return taskId The new task's id.
      */
     function createTask(TaskParams calldata p) external payable returns (uint256 taskId) {
-        if (p.maxRounds == 0 || p.roundDuration == 0 || p.category == 0) revert InvalidTask();
+        if (p.maxRounds == 0 || p.roundDuration == 0 || p.category == 0 || p.tauMax > MAX_STALENESS) {
+            revert InvalidTask();
+        }
         if (p.targetAccuracy > ACCURACY_SCALE) revert AccuracyOutOfRange(p.targetAccuracy);
         uint256 required = uint256(p.maxRounds) * p.blockReward;
         if (msg.value < required || msg.value == 0) revert InsufficientEscrow(required, msg.value);
@@ -329,6 +349,7 @@ contract BMFLTasks is ReentrancyGuardTransient {
         t.targetAccuracy = p.targetAccuracy;
         t.testSetDigest = p.testSetDigest;
         t.initialModelDigest = p.initialModelDigest;
+        t.tauMax = p.tauMax;
         emit TaskCreated(
             taskId,
             msg.sender,
@@ -341,7 +362,8 @@ contract BMFLTasks is ReentrancyGuardTransient {
             p.challengePeriod,
             p.initialModelDigest,
             p.initialModelCid,
-            p.testSetDigest
+            p.testSetDigest,
+            p.tauMax
         );
     }
 
@@ -463,7 +485,7 @@ contract BMFLTasks is ReentrancyGuardTransient {
      * @notice Records the caller edge's round: its preliminary model and every update it
      * received, each with the vehicle's signature (packed as at {RECORD_BYTES}, sorted by
      * vehicle index). An edge without updates records an empty round so that recording
-     * can close early.
+     * can close early. Each record's staleness τ is at most the task's τ_max and below `round`.
      */
     function recordRound(
         uint256 taskId,
@@ -484,7 +506,7 @@ contract BMFLTasks is ReentrancyGuardTransient {
         uint64 recorded = t.recordedEdges;
         if (recorded & edgeBit != 0) revert EdgeAlreadyRecorded(edge);
         t.recordedEdges = recorded | edgeBit;
-        (bytes32 root, uint32 count, uint64 thetaTotal) = _recordTree(records);
+        (bytes32 root, uint32 count, uint64 thetaTotal) = _recordTree(records, round, t.tauMax);
         EdgeBook storage book = _books[taskId][edge];
         book.thetaTotal += thetaTotal;
         book.roundsRecorded += 1;
@@ -533,21 +555,37 @@ contract BMFLTasks is ReentrancyGuardTransient {
      * @param log The edge's whole record log (from its {RoundRecorded} events and calls).
      */
     function challengeRecord(uint256 taskId, uint8 edge, RoundLog[] calldata log, RecordProof calldata p) external {
-        Task storage t = _tasks[taskId];
-        if (t.status == Status.None) revert UnknownTask(taskId);
-        bool open = t.status == Status.Active || (t.status == Status.Finished && block.timestamp <= t.settleAfter);
-        if (!open) revert ChallengesClosed(t.settleAfter);
-        _checkLog(taskId, edge, log);
+        uint32 category = _challengeable(taskId, edge, log);
         RoundLog calldata entry = log[p.logIndex];
         _checkRecord(entry, p);
-        uint32 vehicle = uint32(bytes4(p.record[0:4]));
-        (bool faulty, Fault fault) = _fault(taskId, t.category, entry.round, edge, p.record);
-        if (!faulty) revert RecordValid(vehicle);
-        bytes32 key = keccak256(abi.encode(edge, p.logIndex, vehicle));
-        if (_voided[taskId][key]) revert AlreadyVoided(vehicle);
-        _voided[taskId][key] = true;
-        _books[taskId][edge].thetaTotal -= uint64(bytes8(p.record[44:52]));
-        emit RecordVoided(taskId, edge, entry.round, vehicle, fault);
+        (bool faulty, Fault fault) = _fault(taskId, category, entry.round, edge, p.record);
+        if (!faulty) revert RecordValid(uint32(bytes4(p.record[0:4])));
+        _void(taskId, edge, entry.round, p, fault);
+    }
+
+    /**
+     * @notice Voids `later`, a record of `edge` that repeats `earlier`, a record in an earlier
+     * entry of its log from the same vehicle and base version: a signed upload counts once
+     * (in an asynchronous task the signature allows τ_max + 1 rounds). Anyone may call, as
+     * {challengeRecord}.
+     */
+    function challengeReplay(
+        uint256 taskId,
+        uint8 edge,
+        RoundLog[] calldata log,
+        RecordProof calldata earlier,
+        RecordProof calldata later
+    ) external {
+        _challengeable(taskId, edge, log);
+        RoundLog calldata first = log[earlier.logIndex];
+        RoundLog calldata second = log[later.logIndex];
+        _checkRecord(first, earlier);
+        _checkRecord(second, later);
+        uint32 vehicle = uint32(bytes4(later.record[0:4]));
+        bool replay = earlier.logIndex < later.logIndex && uint32(bytes4(earlier.record[0:4])) == vehicle
+            && _base(first.round, earlier.record) == _base(second.round, later.record);
+        if (!replay) revert RecordValid(vehicle);
+        _void(taskId, edge, second.round, later, Fault.Replayed);
     }
 
     // ---------------------------------------------------------------- payees
@@ -628,7 +666,8 @@ contract BMFLTasks is ReentrancyGuardTransient {
         return _payout(t.escrow - t.rewardsPaid, t.scoreTotal, _books[taskId][edge], theta);
     }
 
-    /// @notice The message a vehicle signs to upload `digest` to `edge` in `round`.
+    /// @notice The message a vehicle signs to upload `digest` to `edge` in `round` (in an
+    /// asynchronous task: the version it trained from).
     function updateMessage(uint256 taskId, uint16 round, address edge, bytes32 digest)
         public
         view
@@ -651,8 +690,13 @@ contract BMFLTasks is ReentrancyGuardTransient {
     // ---------------------------------------------------------------- internals
 
     /// @dev Validates the records and builds their Merkle tree: leaf = keccak(0x00 ‖ record),
-    /// node = keccak(0x01 ‖ left ‖ right), padded with zero leaves to a power of two.
-    function _recordTree(bytes calldata records) private pure returns (bytes32 root, uint32 count, uint64 thetaTotal) {
+    /// node = keccak(0x01 ‖ left ‖ right), padded with zero leaves to a power of two; refuses
+    /// a staleness above `tauMax` or reaching before version 1 of `round`.
+    function _recordTree(bytes calldata records, uint16 round, uint8 tauMax)
+        private
+        pure
+        returns (bytes32 root, uint32 count, uint64 thetaTotal)
+    {
         uint256 n = records.length / RECORD_BYTES;
         if (n == 0) return (bytes32(0), 0, 0);
         uint256 size = 1;
@@ -665,7 +709,11 @@ contract BMFLTasks is ReentrancyGuardTransient {
             if (i != 0 && v <= previous) revert RecordsUnsorted(v);
             previous = v;
             uint64 theta = uint64(bytes8(rec[44:52]));
-            if (uint8(rec[52]) & 1 == 1 && theta != 0) revert FlaggedWithWeight(v);
+            uint8 flags = uint8(rec[52]);
+            if (flags & 1 == 1 && theta != 0) revert FlaggedWithWeight(v);
+            uint8 tau = flags >> 1;
+            if (tau > tauMax) revert StaleRecord(v, tau, tauMax);
+            if (tau >= round) revert BaseBeforeStart(v, tau, round);
             thetaTotal += theta;
             level[i] = keccak256(abi.encodePacked(bytes1(0x00), rec));
         }
@@ -703,7 +751,34 @@ contract BMFLTasks is ReentrancyGuardTransient {
         if (node != entry.root) revert BadProof(p.logIndex, p.position);
     }
 
-    /// @dev Whether `record`, recorded by `edge` in `round`, is faulty, and why.
+    /// @dev Checks that records of `taskId` can be challenged now and that `log` is `edge`'s;
+    /// returns the task's category.
+    function _challengeable(uint256 taskId, uint8 edge, RoundLog[] calldata log) private view returns (uint32) {
+        Task storage t = _tasks[taskId];
+        if (t.status == Status.None) revert UnknownTask(taskId);
+        bool open = t.status == Status.Active || (t.status == Status.Finished && block.timestamp <= t.settleAfter);
+        if (!open) revert ChallengesClosed(t.settleAfter);
+        _checkLog(taskId, edge, log);
+        return t.category;
+    }
+
+    /// @dev Voids the proven record `p` (recorded in `round`): its θ leaves the edge's C_ℓ.
+    function _void(uint256 taskId, uint8 edge, uint16 round, RecordProof calldata p, Fault fault) private {
+        uint32 vehicle = uint32(bytes4(p.record[0:4]));
+        bytes32 key = keccak256(abi.encode(edge, p.logIndex, vehicle));
+        if (_voided[taskId][key]) revert AlreadyVoided(vehicle);
+        _voided[taskId][key] = true;
+        _books[taskId][edge].thetaTotal -= uint64(bytes8(p.record[44:52]));
+        emit RecordVoided(taskId, edge, round, vehicle, fault);
+    }
+
+    /// @dev The base version of `record` recorded in `round`: round − τ.
+    function _base(uint16 round, bytes calldata record) private pure returns (uint16) {
+        return round - (uint8(record[52]) >> 1);
+    }
+
+    /// @dev Whether `record`, recorded by `edge` in `round`, is faulty, and why; the vehicle
+    /// signed its base version round − τ.
     function _fault(uint256 taskId, uint32 category, uint16 round, uint8 edge, bytes calldata record)
         private
         view
@@ -712,7 +787,7 @@ contract BMFLTasks is ReentrancyGuardTransient {
         uint32 vehicle = uint32(bytes4(record[0:4]));
         if (vehicle >= registry.vehicleCount()) return (true, Fault.UnknownVehicle);
         (BMFLRegistry.Vehicle memory v,) = registry.vehicle(vehicle);
-        string memory message = updateMessage(taskId, round, registry.edgeAt(edge), bytes32(record[4:36]));
+        string memory message = updateMessage(taskId, _base(round, record), registry.edgeAt(edge), bytes32(record[4:36]));
         bytes32 hash = MessageHashUtils.toEthSignedMessageHash(bytes(message));
         (address signer, ECDSA.RecoverError err,) =
             ECDSA.tryRecover(hash, bytes32(record[53:85]), bytes32(record[85:117]));

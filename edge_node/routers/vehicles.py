@@ -16,7 +16,7 @@ from edge_node.uploads import Upload, accept_update
 
 UPLOAD_PROBLEMS = {
     401: ["unsigned", "bad_signature"], 403: ["unregistered", "not_selected"], 404: ["unknown_task"],
-    409: ["round_not_open", "deadline_passed", "duplicate"], 413: ["too_large"],
+    409: ["round_not_open", "stale", "deadline_passed", "duplicate"], 413: ["too_large"],
     422: ["invalid_request", "wrong_round", "blob_unavailable", *(r.value for r in CodecReason)],
 }  # fmt: skip
 
