@@ -27,6 +27,7 @@ from bmfl.blobs.codec import decode_state, model_spec
 from bmfl.incentives import to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
+from bmfl.privacy.engine import COUNT_NOISE
 from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, recover
 from bmfl.protocol.testset import decode_test_set
@@ -212,7 +213,8 @@ class Reexecution:
         sizes = {v: self.auditor.registry.vehicle(v).samples for v in uploads}
         root_update = root_updater(self.model, self.test, self.spec.training.local())
         rule = edge_rule(
-            self.spec.aggregation, self.scorer if self.test.is_classification else None, root_update, self.spec.training
+            self.spec.aggregation, self.scorer if self.test.is_classification else None, root_update, self.spec.training,
+            COUNT_NOISE,
         )
         outcome, thetas = close_edge(rule, uploads, sizes, reference, recorded.round, self.spec.asynchrony, bases)
         for v, rec in records.items():

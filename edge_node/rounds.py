@@ -32,6 +32,7 @@ from bmfl.device import default_device
 from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
+from bmfl.privacy.engine import COUNT_NOISE
 from bmfl.rounds import close_edge, cross_scores, edge_rule, root_updater, select_trainers
 from bmfl.protocol.schemas import (
     EdgeTask,
@@ -214,7 +215,7 @@ class RoundEngine:
         root_update = root_updater(create_model(spec.model, default_device()), test_set, spec.training.local())
         rule = edge_rule(
             spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None, root_update,
-            spec.training,
+            spec.training, COUNT_NOISE,
         )
         by_vehicle = {u.vehicle: u for u in updates}
         bases = self._bases(spec, updates) if spec.asynchrony.mode == "async" else {}

@@ -24,6 +24,7 @@ from bmfl.rounds import (
     select_trainers,
 )
 from bmfl.filters.dp_floor import noise_variance
+from bmfl.privacy import COUNT_NOISE
 from bmfl.task import AggregationSpec, RuleSpec, TrainingSpec
 
 
@@ -106,8 +107,8 @@ class _Rejects(UpdateFilter):
 
 def test_filters_get_what_they_declare_and_are_refused_without_it() -> None:
     with pytest.raises(ValueError, match="needs evaluate"):
-        edge_rule(AggregationSpec(), None, training=TrainingSpec())  # the default self-reliability filter
-    with pytest.raises(ValueError, match="needs training"):
+        edge_rule(AggregationSpec(), None, training=TrainingSpec(), count_noise=0.0)  # the self-reliability filter
+    with pytest.raises(ValueError, match="needs count_noise, training"):
         edge_rule(AggregationSpec(), lambda v: v)  # the default DP envelope needs the task's training
     with pytest.raises(ValueError, match="supplied by the round"):
         edge_rule(AggregationSpec(filters=[RuleSpec(name="self_reliability", options={"evaluate": 1})]), lambda v: v)
@@ -160,9 +161,11 @@ def test_the_dp_filters_judge_uploads_by_the_tasks_own_training() -> None:
     spec = AggregationSpec(edge=RuleSpec(name="fedavg"), filters=[RuleSpec(name="dp_envelope")])
     with pytest.raises(ValueError, match="supplied by the round"):
         edge_rule(spec.model_copy(update={"filters": [RuleSpec(name="dp_envelope", options={"training": {}})]}), None,
-                  training=TrainingSpec())  # fmt: skip
+                  training=TrainingSpec(), count_noise=0.0)  # fmt: skip
+    with pytest.raises(ValueError, match="needs count_noise"):
+        edge_rule(spec, None, training=TrainingSpec())
     with pytest.raises(ValueError, match="calibrated"):
-        edge_rule(spec, None, training=TrainingSpec(target_epsilon=8.0, plan_samples=200))
+        edge_rule(spec, None, training=TrainingSpec(target_epsilon=8.0, plan_samples=200), count_noise=0.0)
     n, d = 200, 20_000
     task = TrainingSpec(epochs=1, max_steps=3, batch_size=64, lr=0.3, momentum=0.5, noise_multiplier=2.0)
     std = noise_variance(task.local(), n) ** 0.5
@@ -171,8 +174,30 @@ def test_the_dp_filters_judge_uploads_by_the_tasks_own_training() -> None:
     uploads[4] = torch.zeros(d)  # no DP noise at all
     sizes = dict.fromkeys(uploads, n)
     reference = torch.zeros(d)
-    same = aggregate_edge(edge_rule(spec, None, training=task), uploads, sizes, reference, 1)
+    same = aggregate_edge(edge_rule(spec, None, training=task, count_noise=0.0), uploads, sizes, reference, 1)
     assert [v for v, verdict in same.verdicts.items() if verdict.flagged] == [4]
     quieter = task.model_copy(update={"noise_multiplier": 0.5})
-    other = aggregate_edge(edge_rule(spec, None, training=quieter), uploads, sizes, reference, 1)
+    other = aggregate_edge(edge_rule(spec, None, training=quieter, count_noise=0.0), uploads, sizes, reference, 1)
     assert all(verdict.flagged for verdict in other.verdicts.values())
+
+
+def test_the_envelope_keeps_honest_vehicles_whose_declared_count_is_noisy() -> None:
+    """In the services a vehicle registers its data size with DP noise (σ_c =
+    COUNT_NOISE), and the number of DP-SGD steps, hence its noise, follows from its true
+    size. An honest vehicle with 300 samples (5 steps of B = 64) that declared 350 (6
+    steps) carries less noise than 350 samples would: with exact sizes it is flagged, with
+    the count's noise supplied by the round core it is kept, and an upload with no noise
+    is still flagged."""
+    spec = AggregationSpec(edge=RuleSpec(name="fedavg"), filters=[RuleSpec(name="dp_envelope")])
+    task = TrainingSpec(epochs=1, batch_size=64, lr=0.3, momentum=0.5, noise_multiplier=2.0)
+    d, true_size, declared = 20_000, 300, 350
+    std = noise_variance(task.local(), true_size) ** 0.5
+    g = torch.Generator().manual_seed(1)
+    uploads = {v: std * torch.randn(d, generator=g, dtype=torch.float64).float() for v in range(4)}
+    uploads[4] = torch.zeros(d)
+    sizes = dict.fromkeys(uploads, declared)
+    exact = aggregate_edge(edge_rule(spec, None, training=task, count_noise=0.0), uploads, sizes, torch.zeros(d), 1)
+    assert all(verdict.flagged for verdict in exact.verdicts.values())
+    counted = aggregate_edge(edge_rule(spec, None, training=task, count_noise=COUNT_NOISE), uploads, sizes,
+                             torch.zeros(d), 1)  # fmt: skip
+    assert [v for v, verdict in counted.verdicts.items() if verdict.flagged] == [4]

@@ -9,8 +9,13 @@ where n_m ~ N(0, v_m I) is the sum of the vehicle's noise draws (v_m as in ``dp_
 v = η²(σC/B)² Σ_s c_s², c_s = (1 − β^{T−s+1})/(1 − β)) and s_m is a weighted sum of T
 batch means of per-sample gradients each clipped to C, so ‖s_m‖ ≤ S_m = η·C·κ·Σ_s c_s.
 κ = 1 + z·√((1 − q)/B) covers the Poisson batch being larger than its expectation B
-(q = B/n). The edge knows η, σ, C, B, β and T from the task and n_m from the upload,
-so it knows what any honest Δ_m can look like, without trusting any other upload:
+(q = B/n). The edge knows η, σ, C, B, β and T from the task and n_m from the upload's
+declared data size, so it knows what any honest Δ_m can look like, without trusting any
+other upload. Where declared sizes are DP counts (the services: each vehicle registers
+n + N(0, σ_c²), ``bmfl.privacy.COUNT_NOISE``), T and B are only known up to the n the
+count allows, so every bound below is taken over n̂ ± z·σ_c (``count_noise``, supplied by
+the round core; 0 where sizes are exact): the lower norm bound at the least v_m, the
+others at the largest v_m and S_m.
 
 1. **Norm** (the diagonal of G = Δ Δᵀ): ‖n_m‖²/v_m ~ χ²_d, so, with probability about
    1 − 6·10⁻⁵ each at z = 4,
@@ -53,7 +58,7 @@ from typing import Any, Mapping
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
-from bmfl.filters.dp_floor import noise_config, noise_variance
+from bmfl.filters.dp_floor import noise_config, size_range, variance_range
 from bmfl.task import TrainingSpec
 from bmfl.training.local import LocalTrainingConfig, round_plan
 
@@ -107,23 +112,34 @@ def maximum_independent_set(conflicts: list[set[int]], exact_max: int) -> list[i
 
 @register_filter("dp_envelope")
 class DPEnvelope(UpdateFilter):
-    needs = frozenset({"training"})
+    needs = frozenset({"training", "count_noise"})
 
-    def __init__(self, training: TrainingSpec | Mapping[str, Any], z: float = 4.0, exact_max: int = 12) -> None:
+    def __init__(
+        self, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, z: float = 4.0, exact_max: int = 12,
+    ) -> None:  # fmt: skip
         if z <= 0:
             raise ValueError("z must be positive")
         if exact_max < 0:
             raise ValueError("exact_max must be non-negative")
+        if count_noise < 0:
+            raise ValueError("count_noise must be non-negative")
         self.z = z
+        self.count_noise = count_noise
         self.exact_max = exact_max
         self._config = noise_config(training, self.name)
 
-    def bounds(self, sizes: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K,) noise variances v_m and signal bounds S_m for uploads of these sizes."""
-        ns = [max(1, int(n)) for n in sizes.tolist()]
-        v = torch.tensor([noise_variance(self._config, n) for n in ns], dtype=torch.float64)
-        s = torch.tensor([signal_bound(self._config, n, self.z) for n in ns], dtype=torch.float64)
-        return v, s
+    def bounds(self, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(K,) least and largest noise variances v_m and largest signal bounds S_m over
+        the data sizes each declared size allows (``bmfl.filters.dp_floor.size_range``;
+        one size, so v_low = v_high, when the sizes are exact)."""
+        low, high, signal = [], [], []
+        for declared in (max(1, int(n)) for n in sizes.tolist()):
+            v_low, v_high = variance_range(self._config, declared, self.count_noise, self.z)
+            low.append(v_low)
+            high.append(v_high)
+            signal.append(max(signal_bound(self._config, n, self.z)
+                              for n in size_range(declared, self.count_noise, self.z)))
+        return tuple(torch.tensor(x, dtype=torch.float64) for x in (low, high, signal))  # type: ignore[return-value]
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
         if sizes is None:
@@ -131,12 +147,12 @@ class DPEnvelope(UpdateFilter):
         k, d = updates.shape
         z = self.z
         gram = gram_matrix(updates, reference)
-        v, s = self.bounds(sizes, d)
+        v_low, v, s = self.bounds(sizes)
         diag = gram.diagonal()
-        if not bool((v > 0).all()):
+        if not bool((v_low > 0).all()):
             ones = torch.ones(k, dtype=torch.bool)
             return FilterResult(ones, {"gram": gram})
-        low = d * v * (1 - z * math.sqrt(2 / d))
+        low = d * v_low * (1 - z * math.sqrt(2 / d))
         high = d * v * (1 + z * math.sqrt(2 / d)) + s**2 + 2 * z * s * v.sqrt()
         norm_ok = (diag >= low) & (diag <= high)
         shat = torch.minimum(s, z * v.sqrt() + (z * z * v + (diag - low).clamp_min(0)).sqrt())

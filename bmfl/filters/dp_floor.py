@@ -49,6 +49,23 @@ def noise_variance(config: LocalTrainingConfig, num_samples: int) -> float:
     return (config.lr * config.noise_multiplier * config.clip / batch) ** 2 * sum(c * c for c in weights)
 
 
+def size_range(declared: int, count_noise: float, z: float) -> range:
+    """The data sizes an honest vehicle that declared ``declared`` samples may hold:
+    n̂ ± z·σ_c, at least 1, where σ_c is the std of the noise on declared counts
+    (``bmfl.privacy.COUNT_NOISE`` where vehicles register a DP count; 0 where the sizes
+    are exact)."""
+    slack = math.ceil(z * count_noise)
+    return range(max(1, declared - slack), max(1, declared + slack) + 1)
+
+
+def variance_range(config: LocalTrainingConfig, declared: int, count_noise: float, z: float) -> tuple[float, float]:
+    """(min, max) of :func:`noise_variance` over :func:`size_range`: v depends on n only
+    through the round's steps and batch, so each distinct pair is computed once."""
+    plans = {(round_plan(config, n).steps, min(config.batch_size, n)): n for n in size_range(declared, count_noise, z)}
+    values = [noise_variance(config, n) for n in plans.values()]
+    return min(values), max(values)
+
+
 def noise_config(training: TrainingSpec | Mapping[str, Any], name: str) -> LocalTrainingConfig:
     """The local training behind honest updates, from the task's calibrated training
     spec (supplied by the round core, ``needs = {"training"}``); refused when σ is still
@@ -61,12 +78,15 @@ def noise_config(training: TrainingSpec | Mapping[str, Any], name: str) -> Local
 
 @register_filter("dp_floor")
 class DPNoiseFloor(UpdateFilter):
-    needs = frozenset({"training"})
+    needs = frozenset({"training", "count_noise"})
 
-    def __init__(self, training: TrainingSpec | Mapping[str, Any], z: float = 4.0) -> None:
+    def __init__(self, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, z: float = 4.0) -> None:
         if z <= 0:
             raise ValueError("z must be positive")
+        if count_noise < 0:
+            raise ValueError("count_noise must be non-negative")
         self.z = z
+        self.count_noise = count_noise
         self._config = noise_config(training, self.name)
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
@@ -74,8 +94,8 @@ class DPNoiseFloor(UpdateFilter):
             raise ValueError("dp_floor needs the uploads' data sizes")
         d = updates.shape[1]
         sq = (updates.to(torch.float64) - reference.to(torch.float64)).pow(2).sum(dim=1)
-        floor = torch.tensor([d * noise_variance(self._config, max(1, int(n))) for n in sizes.tolist()],
-                             dtype=torch.float64)
+        floor = torch.tensor([d * variance_range(self._config, max(1, int(n)), self.count_noise, self.z)[0]
+                              for n in sizes.tolist()], dtype=torch.float64)
         threshold = 1 - self.z * math.sqrt(2 / d)
         score = torch.where(floor > 0, sq / floor.clamp_min(1e-300), torch.full_like(sq, math.inf))
         return FilterResult(score >= threshold, {"noise_floor": floor, "squared_norm": sq},

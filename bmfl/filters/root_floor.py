@@ -30,20 +30,23 @@ from typing import Any, Callable, Mapping
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
-from bmfl.filters.dp_floor import noise_config, noise_variance
+from bmfl.filters.dp_floor import noise_config, variance_range
 from bmfl.task import TrainingSpec
 
 
 @register_filter("root_floor")
 class RootFloor(UpdateFilter):
-    needs = frozenset({"root_update", "training"})
+    needs = frozenset({"root_update", "training", "count_noise"})
 
     def __init__(self, root_update: Callable[[torch.Tensor], torch.Tensor],
-                 training: TrainingSpec | Mapping[str, Any], z: float = 4.0) -> None:
+                 training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, z: float = 4.0) -> None:
         if z < 0:
             raise ValueError("z must be non-negative")
+        if count_noise < 0:
+            raise ValueError("count_noise must be non-negative")
         self.root_update = root_update
         self.z = z
+        self.count_noise = count_noise
         self._config = noise_config(training, self.name)
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
@@ -58,7 +61,7 @@ class RootFloor(UpdateFilter):
             return FilterResult(keep, {"root_norm": norm})
         unit = root / norm
         proj = deltas @ unit
-        floor = torch.tensor([-self.z * math.sqrt(noise_variance(self._config, max(1, int(n))))
+        floor = torch.tensor([-self.z * math.sqrt(variance_range(self._config, max(1, int(n)), self.count_noise, self.z)[1])
                               for n in sizes.tolist()], dtype=torch.float64)
         lift = (floor - proj).clamp_min(0)
         raised = deltas + lift[:, None] * unit[None, :]

@@ -53,21 +53,23 @@ def _build(registry: Registry, spec: RuleSpec, supplies: Mapping[str, Any]) -> A
 def build_rule(rule: RuleSpec, filters: Sequence[RuleSpec], supplies: Mapping[str, Any]) -> Aggregator:
     """``rule`` behind ``filters`` (applied in order). Each filter and the rule receive
     the arguments they declare in ``needs`` from ``supplies`` (``evaluate``,
-    ``root_update``, ``training``); one whose needs the task cannot supply is refused with the reason."""
+    ``root_update``, ``training``, ``count_noise``); one whose needs the task cannot supply is refused with the reason."""
     built = [_build(FILTERS, f, supplies) for f in filters]
     return compose(_build(AGGREGATORS, rule, supplies), *built)
 
 
 def edge_rule(
     spec: AggregationSpec, evaluate: Evaluator | None, root_update: RootUpdate | None = None,
-    training: TrainingSpec | None = None,
+    training: TrainingSpec | None = None, count_noise: float | None = None,
 ) -> Aggregator:  # fmt: skip
     """The edge's filters and rule; ``evaluate`` is the test-set accuracy evaluator
     (None for a task that is not classification), ``root_update`` FLTrust's root update
     (:func:`root_updater`; None where the caller cannot train one), ``training`` the
     task's calibrated training spec, from which the DP-aware filters derive the noise an
-    honest update carries (None where the caller has none)."""
-    supplied = {"evaluate": evaluate, "root_update": root_update, "training": training}
+    honest update carries, and ``count_noise`` the std of the noise on the data sizes the
+    uploads declare (``bmfl.privacy.COUNT_NOISE`` for registered counts, 0 for exact
+    sizes); None where the caller has none."""
+    supplied = {"evaluate": evaluate, "root_update": root_update, "training": training, "count_noise": count_noise}
     return build_rule(spec.edge, spec.filters, {k: v for k, v in supplied.items() if v is not None})
 
 

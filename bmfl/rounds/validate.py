@@ -20,6 +20,7 @@ from bmfl.blobs.errors import BlobCodecError
 from bmfl.data.base import TensorData
 from bmfl.models import MODELS
 from bmfl.protocol.testset import MAX_TEST_SET_BYTES, TestSetError, decode_test_set, encode_test_set
+from bmfl.privacy.engine import COUNT_NOISE
 from bmfl.rounds.cloud import cloud_rule
 from bmfl.rounds.edge import edge_rule
 from bmfl.task import TaskDraft
@@ -74,7 +75,8 @@ def validate_task(
     classification = test_set is None or decoded is None or decoded.is_classification
     try:
         evaluate = (lambda state: 0.0) if classification else None  # only whether one exists matters here
-        edge_rule(draft.aggregation, evaluate, root_update=lambda reference: reference, training=draft.training)
+        edge_rule(draft.aggregation, evaluate, root_update=lambda reference: reference, training=draft.training,
+                  count_noise=COUNT_NOISE)
         cloud_rule(draft.aggregation)
     except (KeyError, TypeError, ValueError) as exc:
         problems.append(Problem("invalid_spec", f"aggregation: {exc}"))

@@ -71,6 +71,7 @@ from bmfl.rounds import (
     task_scorer,
 )
 from bmfl.blobs.store import BlobStore
+from bmfl.privacy.engine import COUNT_NOISE
 from bmfl.rounds.traffic import Transfer, summarise
 from bmfl.simulation.accounting import BlobMeter, share_compute
 from bmfl.simulation.assignment import assign_vehicles, associations, members
@@ -245,7 +246,7 @@ def prepare(config: SimulationConfig) -> Setup:
     scorer = task_scorer(model, edge_test)
     edge_agg = edge_rule(
         config.aggregation, scorer if edge_test.is_classification else None, root_updater(model, edge_test, local_cfg),
-        config.training,
+        config.training, 0.0 if config.sample_counts is None else COUNT_NOISE,
     )
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
