@@ -1,0 +1,21 @@
+"""The long run of ``test_contracts_payouts.py``'s fuzz (60 more hypothesis scenarios of
+the contract's payouts against ``split_payouts`` and the exact-fraction reference, to the
+wei), in a file of its own so that ``--dist loadfile`` can run it on one worker, with its
+own Anvil, while the short run and the rest of the suite use the other (slow)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+
+from chain_fixtures import Chain, chain, chain_module  # noqa: F401
+from payout_fuzz import check_against_reference, fuzz, scenarios
+
+
+@pytest.mark.slow
+@fuzz(60)
+@given(case=scenarios())
+def test_contract_payouts_equal_reference_long(chain: Chain, case: dict[str, Any]) -> None:
+    check_against_reference(chain, case)
