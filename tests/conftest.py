@@ -5,9 +5,14 @@ from a ``skipif`` mark, a fixture, ``pytest.skip`` or a module-level skip.
 Files with a ``slow`` test are collected first (``make test`` hands files to its workers
 in collection order, ``--dist loadfile --no-loadscope-reorder``): the long files start
 while the many short ones are still queued to fill in after them, instead of being
-handed out last, where one long file keeps one worker busy while the other idles."""
+handed out last, where one long file keeps one worker busy while the other idles.
+
+A test marked ``no_cover`` runs its call without the coverage tracer, also in an xdist
+worker, where pytest-cov's own pause leaves the test's thread traced."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 
@@ -61,3 +66,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return (path not in slow, -count[path], first[path])
 
     items.sort(key=key)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    """``no_cover``: no trace function in the test's thread during its call (innermost, so
+    pytest-cov's pause and resume around it are unchanged)."""
+    if item.get_closest_marker("no_cover") is None:
+        return (yield)
+    tracer = sys.gettrace()
+    sys.settrace(None)
+    try:
+        return (yield)
+    finally:
+        sys.settrace(tracer)
