@@ -36,10 +36,11 @@ demo: setup
 # with line coverage (pytest-cov; [tool.coverage] in pyproject.toml): the total is the
 # last line of the table; CI=true (set by CI runners) fails on a missing Anvil/node/IPFS.
 # TEST_JOBS pytest-xdist workers, one test file each at a time (a file's module fixtures,
-# e.g. its Anvil, stay in one worker); most end-to-end tests wait on their processes.
+# e.g. its Anvil, stay in one worker); most end-to-end tests wait on their processes. Files
+# go out in collection order, those with a slow test first (tests/conftest.py).
 TEST_JOBS ?= 2
 test: setup
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=15 --cov --cov-report=term:skip-covered
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=15 --cov --cov-report=term:skip-covered
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -135,6 +135,7 @@ class ContractClient:
         self.address = to_checksum_address(address)
         self.sender = to_checksum_address(sender) if sender else None
         self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact(self.artifact).abi)
+        self._by_topic: dict[HexBytes, Any] | None = None
 
     def as_sender(self, sender: str) -> Self:
         """The same client sending from ``sender``."""
@@ -201,10 +202,16 @@ class ContractClient:
 
     def _event_for(self, log: Any) -> Any:
         topic = HexBytes(log["topics"][0]) if log["topics"] else None
-        for ev in self.contract.all_events():
-            if HexBytes(ev.topic) == topic:
-                return ev
-        return None
+        return self._events_by_topic().get(topic)
+
+    def _events_by_topic(self) -> dict[HexBytes, Any]:
+        """The contract's events by topic, built once per client (each topic is a keccak of
+        the event's signature: recomputed for every log it cost more than the decoding)."""
+        if self._by_topic is None:
+            self._by_topic = {}
+            for ev in self.contract.all_events():
+                self._by_topic.setdefault(HexBytes(ev.topic), ev)
+        return self._by_topic
 
     def _decode_log(self, log: Any) -> ChainEvent:
         ev = self._event_for(log)

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+import requests
 from web3 import Web3
+from web3.types import RPCEndpoint
 
 from bmfl.protocol.signing import sign, update_message
 
@@ -58,10 +60,19 @@ class Chain:
     vehicles: list[str]
 
     def registry(self, sender: str | None = None) -> RegistryClient:
-        return RegistryClient(self.w3, self.deployment.registry, sender)
+        return self._client(RegistryClient, self.deployment.registry, sender)
 
     def tasks(self, sender: str | None = None) -> TasksClient:
-        return TasksClient(self.w3, self.deployment.tasks, sender)
+        return self._client(TasksClient, self.deployment.tasks, sender)
+
+    def _client(self, kind: Any, address: str, sender: str | None) -> Any:
+        """One client per (contract, sender) for the module: a client holds no chain state,
+        and building web3's contract object from the ABI costs more than most calls."""
+        cache: dict[tuple[Any, str, str | None], Any] = self.__dict__.setdefault("_clients", {})
+        key = (kind, address, sender)
+        if key not in cache:
+            cache[key] = kind(self.w3, address, sender)
+        return cache[key]
 
     def params(self, **overrides: object) -> TaskParams:
         base: dict[str, object] = dict(
@@ -190,10 +201,20 @@ def vehicle_account(index: int) -> LocalAccount:
     return Account.from_key(dev_key(index))
 
 
+def local_web3(url: str) -> Web3:
+    """``Web3`` on a local node as the services connect (``service_kit.chain_access``): the chain
+    id, which web3 asks for before every call, answered from the provider's cache after the
+    first; and no proxy lookup in the environment on every request (the node is local)."""
+    session = requests.Session()
+    session.trust_env = False
+    provider = Web3.HTTPProvider(url, session=session, cache_allowed_requests=True, cacheable_requests={RPCEndpoint("eth_chainId")})
+    return Web3(provider)
+
+
 def start_chain() -> Chain:
     """Start Anvil, deploy, add the edges and cloud, register the vehicles."""
     node = AnvilNode(accounts=4 + N_EDGES + N_VEHICLES).start()
-    w3 = Web3(Web3.HTTPProvider(node.url))
+    w3 = local_web3(node.url)
     accounts = list(w3.eth.accounts)
     operator, cloud, publisher, outsider = accounts[:4]
     edges = accounts[4 : 4 + N_EDGES]

@@ -106,10 +106,25 @@ def test_parallel_jobs_give_the_records_of_a_sequential_run():
     assert timing["cpu_s"] > 0 and timing["reused"] == 0
 
 
+@pytest.fixture(scope="module")
+def bafdp_quick():
+    """The quick grid's BAFDP runs, run once for the module (one process, as ``--only bafdp``
+    runs them): :func:`test_bafdp_quick_section_runs_and_states_every_seed` checks them, and
+    :func:`test_quick_grid_runs_end_to_end` takes them by fingerprint, the resume path of
+    ``run_grid``, instead of simulating the same 40 configs a second time."""
+    runs = [run for run in grid(QUICK) if run.key.startswith("bafdp/")]
+    records, timing = run_grid(runs, Console(quiet=True))
+    return runs, records, timing
+
+
 @pytest.mark.slow
-def test_quick_grid_runs_end_to_end(tmp_path):
+def test_quick_grid_runs_end_to_end(tmp_path, bafdp_quick):
     runs = grid(QUICK)
-    records, timing = run_grid(runs, Console(quiet=True), jobs=2)
+    bafdp_runs, bafdp_records, _ = bafdp_quick
+    reuse = {rec["fingerprint"]: rec for rec in bafdp_records.values()}
+    records, timing = run_grid(runs, Console(quiet=True), reuse, jobs=2)
+    assert timing["reused"] == len(reuse) and {r.key for r in bafdp_runs} <= records.keys()
+    assert records.keys() == {r.key for r in runs}
     text = write_report(records, QUICK, tmp_path, timing, "bmfl reproduce --quick").read_text()
     for section in SECTIONS:
         assert section in text
@@ -120,11 +135,11 @@ def test_quick_grid_runs_end_to_end(tmp_path):
     assert sum(r["attackers_flagged"] for r in bmfl) == sum(r["attackers_selected"] for r in bmfl) > 0
 
 
-def test_bafdp_quick_section_runs_and_states_every_seed(tmp_path):
+def test_bafdp_quick_section_runs_and_states_every_seed(tmp_path, bafdp_quick):
     """BAFDP's quick form end to end: finite errors on the original scale, MAE ≤ RMSE,
     every seed in the table, ε falling as σ_x grows, the attack table and the plot."""
-    runs = [run for run in grid(QUICK) if run.key.startswith("bafdp/")]
-    records, timing = run_grid(runs, Console(quiet=True))
+    runs, records, timing = bafdp_quick
+    assert records.keys() == {r.key for r in runs} and timing["reused"] == 0
     text = write_report(records, QUICK, tmp_path, timing, "bmfl reproduce --quick --only bafdp", ["bafdp"]).read_text()
     section = text.split("## BAFDP", 1)[1]
     for heading in ("### Accuracy of the rules", "### Accuracy vs privacy budget", "### Degradation vs the Byzantine",

@@ -27,7 +27,7 @@ from chain.records import TrainerRecord, record_proofs
 from chain.settlement import edge_logs
 from chain.tasks import PayeeClaim, Phase, TasksClient
 from chain_fixtures import Chain, chain, chain_module, digest, reverts  # noqa: F401
-from test_contracts_payouts import check_against_reference
+from payout_fuzz import check_against_reference
 
 UINT96_MAX, UINT64_MAX = 2**96 - 1, 2**64 - 1
 
