@@ -58,7 +58,7 @@ from typing import Any, Mapping
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
-from bmfl.filters.dp_floor import noise_config, size_range, variance_range
+from bmfl.filters.dp_floor import momentum_sums, noise_config, size_range, variance_range
 from bmfl.task import TrainingSpec
 from bmfl.training.local import LocalTrainingConfig, round_plan
 
@@ -84,9 +84,8 @@ def signal_bound(config: LocalTrainingConfig, num_samples: int, z: float) -> flo
     η·C·κ·Σ_s c_s with the Poisson batch slack κ = 1 + z√((1 − q)/B)."""
     plan = round_plan(config, num_samples)
     batch = min(config.batch_size, num_samples)
-    weights = [sum(config.momentum**j for j in range(plan.steps - s + 1)) for s in range(1, plan.steps + 1)]
     slack = 1 + z * math.sqrt(max(0.0, 1 - plan.sampling_rate) / batch)
-    return config.lr * config.clip * slack * sum(weights)
+    return config.lr * config.clip * slack * momentum_sums(plan.steps, config.momentum)[0]
 
 
 def maximum_independent_set(conflicts: list[set[int]], exact_max: int) -> list[int]:
@@ -131,14 +130,17 @@ class DPEnvelope(UpdateFilter):
     def bounds(self, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(K,) least and largest noise variances v_m and largest signal bounds S_m over
         the data sizes each declared size allows (``bmfl.filters.dp_floor.size_range``;
-        one size, so v_low = v_high, when the sizes are exact)."""
-        low, high, signal = [], [], []
+        one size, so v_low = v_high, when the sizes are exact). S_m grows with n at fixed
+        steps and batch (its Poisson slack does), so it is computed once per such pair, at
+        the largest n of the pair."""
+        config, low, high, signal = self._config, [], [], []
         for declared in (max(1, int(n)) for n in sizes.tolist()):
-            v_low, v_high = variance_range(self._config, declared, self.count_noise, self.z)
+            v_low, v_high = variance_range(config, declared, self.count_noise, self.z)
             low.append(v_low)
             high.append(v_high)
-            signal.append(max(signal_bound(self._config, n, self.z)
-                              for n in size_range(declared, self.count_noise, self.z)))
+            largest = {(round_plan(config, n).steps, min(config.batch_size, n)): n
+                       for n in size_range(declared, self.count_noise, self.z)}
+            signal.append(max(signal_bound(config, n, self.z) for n in largest.values()))
         return tuple(torch.tensor(x, dtype=torch.float64) for x in (low, high, signal))  # type: ignore[return-value]
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:

@@ -28,6 +28,7 @@ attackers' weight (0.19 → 0.11) but the backdoor still succeeds (ASR 0.97).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Mapping
 
@@ -44,9 +45,19 @@ def noise_variance(config: LocalTrainingConfig, num_samples: int) -> float:
         return 0.0
     steps = round_plan(config, num_samples).steps
     batch = min(config.batch_size, num_samples)
-    beta = config.momentum
-    weights = [sum(beta**j for j in range(steps - s + 1)) for s in range(1, steps + 1)]
-    return (config.lr * config.noise_multiplier * config.clip / batch) ** 2 * sum(c * c for c in weights)
+    return (config.lr * config.noise_multiplier * config.clip / batch) ** 2 * momentum_sums(steps, config.momentum)[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def momentum_sums(steps: int, beta: float) -> tuple[float, float]:
+    """(Σ_s c_s, Σ_s c_s²) over s = 1…T for c_s = Σ_{j=0}^{T−s} β^j, the weight with
+    which step s's gradient and noise enter the update under heavy-ball momentum."""
+    total = squares = c = 0.0
+    for _ in range(steps):  # c_T = 1, c_s = 1 + β·c_{s+1}
+        c = 1.0 + beta * c
+        total += c
+        squares += c * c
+    return total, squares
 
 
 def size_range(declared: int, count_noise: float, z: float) -> range:
