@@ -120,13 +120,14 @@ def test_publish_with_http_and_raw_signing_only(stack: dict, tmp_path: Path) -> 
     assert create["params"]["initialModelDigest"] == "0x" + hashlib.sha256(model.content).hexdigest()
 
     # createTask, as step 4 of the doc
-    signature = "createTask((uint96,uint32,uint16,uint32,uint32,uint32,bytes32,string,bytes32))"
+    signature = "createTask((uint96,uint32,uint16,uint32,uint32,uint32,bytes32,string,bytes32,uint8))"
     selector = keccak(text=signature)[:4]
     assert f"`0x{selector.hex()}`" in DOC and "createTask((uint96 blockReward" in DOC
     p = create["params"]
     args = (p["blockReward"], p["category"], p["maxRounds"], p["targetAccuracy"], p["roundDuration"], p["challengePeriod"],
-            bytes.fromhex(p["initialModelDigest"][2:]), p["initialModelCid"], bytes.fromhex(p["testSetDigest"][2:]))  # fmt: skip
-    data = selector + encode(["(uint96,uint32,uint16,uint32,uint32,uint32,bytes32,string,bytes32)"], [args])
+            bytes.fromhex(p["initialModelDigest"][2:]), p["initialModelCid"], bytes.fromhex(p["testSetDigest"][2:]),
+            p["tauMax"])  # fmt: skip
+    data = selector + encode(["(uint96,uint32,uint16,uint32,uint32,uint32,bytes32,string,bytes32,uint8)"], [args])
     tx = {
         "to": tasks_address, "value": create["value_wei"], "data": data, "gas": 3_000_000, "nonce": int(nonce, 16),
         "gasPrice": int(rpc(node, "eth_gasPrice"), 16), "chainId": int(rpc(node, "eth_chainId"), 16),

@@ -163,9 +163,9 @@ def _create_task(draft: TaskDraft, model_digest: bytes, cid: str, test_digest: b
     """``createTask``'s arguments as the chain's client sends them (``chain.tasks.task_params``)."""
     params = task_params(draft, model_digest, cid, test_digest)
     names = ["blockReward", "category", "maxRounds", "targetAccuracy", "roundDuration", "challengePeriod",
-             "initialModelDigest", "initialModelCid", "testSetDigest"]  # fmt: skip
+             "initialModelDigest", "initialModelCid", "testSetDigest", "tauMax"]  # fmt: skip
     values = ["0x" + v.hex() if isinstance(v, bytes) else v for v in params.as_tuple()]
-    return {"params": dict(zip(names, values)), "value_wei": draft.reward_wei}
+    return {"params": dict(zip(names, values, strict=True)), "value_wei": draft.reward_wei}
 
 
 @models.get(
