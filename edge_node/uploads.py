@@ -112,8 +112,8 @@ def _intake_round(node: EdgeNode, spec: TaskSpec, base: int) -> RoundRow:
     or in an asynchronous task the newest open round t once ``base`` closed, with
     τ = t − ``base`` ≤ τ_max (docs/algorithms.md §15; beyond: 409 ``stale``)."""
     row = node.state.round(spec.task_id, base)
-    latest = node.state.latest_round(spec.task_id)
-    if spec.asynchrony.mode == "async" and row is not None and latest is not None and latest.round > base:
+    latest = node.state.latest_round(spec.task_id) if spec.asynchrony.mode == "async" and row is not None else None
+    if latest is not None and latest.round > base:
         if latest.round - base > spec.asynchrony.tau_max:
             detail = f"trained from round {base}, {latest.round - base} versions behind round {latest.round}: τ_max is {spec.asynchrony.tau_max}"  # pragma: no mutate
             raise ProblemError(409, "stale", detail)
