@@ -196,8 +196,14 @@ class TaskRunner(threading.Thread):
             send()
 
     def _settle(self, info: TaskInfo) -> bool:
-        """Settle every payee once the challenge period is over; ``False`` when done."""
-        if info.swept or self.ctx.state.task(self.task_id).get("detail") == SETTLED:
+        """Settle every payee once the challenge period is over; ``False`` when done. A task
+        swept at its finish (no round reached consensus, so the escrow went back to the
+        publisher) has nothing left to settle."""
+        if self.ctx.state.task(self.task_id).get("detail") == SETTLED:
+            return False
+        if info.swept:
+            self.ctx.state.set_status(self.task_id, "finished", SETTLED)
+            log.info("task %s: nothing to split, the escrow went back to the publisher", self.task_id, extra=task_fields(self.task_id))
             return False
         wait_s = info.settle_after + 1 - time.time()
         if wait_s > 0:

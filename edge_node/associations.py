@@ -37,7 +37,9 @@ class HandoverResult(BaseModel):
     vehicle: str
     released: bool = Field(description="the vehicle was associated here and is not any more")
     trainer_of: list[tuple[int, int]] = Field(
-        default_factory=list, description="(task, round) open here that selected the vehicle; it trains there now"
+        default_factory=list,
+        description="(task, round) here that selected the vehicle and that it may still report from: open rounds, and in an "
+        "asynchronous task closed rounds within τ_max; it reports to the new edge now",
     )
 
 
@@ -117,6 +119,13 @@ def handover(node: EdgeNode, req: HandoverRequest, signer: str) -> HandoverResul
     index = known.vehicle_index if known else node.vehicle_index(vehicle)
     node.state.save_association(AssociationRow(vehicle, index, new_edge, assoc.x, assoc.y, assoc.timestamp_ms))
     released = known is not None and known.edge == node.address
-    trainer_of = node.state.release_trainer(index) if released else []
+    trainer_of = node.state.release_trainer(index, lambda task_id: _reach(node, task_id)) if released else []
     node.metrics.associations.labels("handed_over").inc()
     return HandoverResult(vehicle=vehicle, released=released, trainer_of=trainer_of)
+
+
+def _reach(node: EdgeNode, task_id: int) -> int:
+    """How many closed rounds back a report of the task may still come from: τ_max in an
+    asynchronous task, else none."""
+    asynchrony = node.task(task_id).spec.asynchrony
+    return asynchrony.tau_max if asynchrony.mode == "async" else 0

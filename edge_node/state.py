@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,16 +182,25 @@ class EdgeState:
                 (task_id, round_, global_cid, global_digest, json.dumps(selected)),
             )
 
-    def release_trainer(self, vehicle: int) -> list[tuple[int, int]]:
-        """Drop ``vehicle`` from the trainers of every open round it has not uploaded to
-        (it moved to another edge); returns those (task, round)."""
+    def release_trainer(self, vehicle: int, reach: Callable[[int], int] = lambda task_id: 0) -> list[tuple[int, int]]:
+        """Drop ``vehicle`` (it moved to another edge) from the trainers of every open round
+        it has not uploaded to, and of every closed round it may still report from: in a
+        task where ``reach(task)`` = τ_max > 0 (asynchronous), one of the task's last τ_max
+        rounds here that has no upload of it from that base. Returns those (task, round)."""
         released = []
         with self._tx() as db:
-            rows = db.execute("SELECT task_id, round, selected FROM rounds WHERE phase = 'open'").fetchall()
-            for task_id, round_, selected_json in rows:
+            rows = db.execute("SELECT task_id, round, selected, 1 FROM rounds WHERE phase = 'open'").fetchall()
+            for task_id, newest in db.execute("SELECT task_id, MAX(round) FROM rounds GROUP BY task_id").fetchall():
+                if (back := reach(task_id)) > 0:
+                    rows += db.execute(
+                        "SELECT task_id, round, selected, 0 FROM rounds WHERE task_id = ? AND round >= ? AND phase != 'open'",
+                        (task_id, newest - back),
+                    ).fetchall()
+            for task_id, round_, selected_json, is_open in rows:
                 selected = json.loads(selected_json)
-                uploaded = db.execute(
-                    "SELECT 1 FROM updates WHERE task_id = ? AND round = ? AND vehicle = ?", (task_id, round_, vehicle)
+                uploaded = db.execute(  # open: an upload into the round; closed: one trained from it
+                    f"SELECT 1 FROM updates WHERE task_id = ? AND vehicle = ? AND {'round' if is_open else 'base'} = ?",
+                    (task_id, vehicle, round_),
                 ).fetchone()
                 if vehicle in selected and not uploaded:
                     selected.remove(vehicle)
@@ -203,12 +212,11 @@ class EdgeState:
         return released
 
     def adopt_trainer(self, vehicle: int, rounds: list[tuple[int, int]]) -> None:
-        """Add ``vehicle``, handed over by the edge that selected it, to those open rounds here."""
+        """Add ``vehicle``, handed over by the edge that selected it, to those rounds here:
+        open ones, and closed ones an asynchronous task's stale report may still come from."""
         with self._tx() as db:
             for task_id, round_ in rounds:
-                row = db.execute(
-                    "SELECT selected FROM rounds WHERE task_id = ? AND round = ? AND phase = 'open'", (task_id, round_)
-                ).fetchone()
+                row = db.execute("SELECT selected FROM rounds WHERE task_id = ? AND round = ?", (task_id, round_)).fetchone()
                 if row is not None and vehicle not in (selected := json.loads(row[0])):
                     db.execute(
                         "UPDATE rounds SET selected = ? WHERE task_id = ? AND round = ?",

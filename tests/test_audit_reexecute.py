@@ -36,6 +36,8 @@ from chain.anvil import dev_key, free_port
 from cloud_aggregator.app import create_app as cloud_app
 from bmfl.incentives import to_fixed
 from bmfl.rounds import aggregate_cloud, staleness_weight
+from bmfl.simulation.config import StragglerConfig
+from bmfl.simulation.stragglers import slowdowns
 from cloud_aggregator import orchestrator
 from cloud_aggregator.orchestrator import SETTLED
 from cloud_aggregator.settings import CloudSettings, EdgeEndpoint
@@ -389,3 +391,32 @@ def test_an_edge_that_does_not_discount_a_stale_report_is_named(stack: Stack, mo
     mismatches = [line.removeprefix("MISMATCH ") for line in output.splitlines() if line.startswith("MISMATCH")]
     assert code == 1 and len(mismatches) == 1, output
     assert mismatches[0].startswith("verdict round 2 edge ") and f"vehicle {slow} θ·s(τ = 1): on chain " in mismatches[0]
+
+
+def test_a_fleet_with_stragglers_is_not_waited_for(stack: Stack) -> None:
+    """A fleet whose slow vehicles take 5× as long (``FleetSettings.stragglers``, the
+    simulator's compute model) in an async task (S = the fast vehicles): the cloud
+    advances on the fast reports, each slow vehicle's report is recorded in a later version
+    with τ ≥ 1 (held, then sent again while no version is open, never refused as stale),
+    and the fleet loses no upload but those still on their way when the task ended."""
+    stragglers = StragglerConfig(kind="slow_fraction", slow_fraction=0.4, slowdown=5.0, seconds_per_sample=1 / 128)
+    fleet = Fleet(FleetSettings(
+        cloud_url=stack.cloud_url, rpc_url=stack.rpc_url, deployment=stack.deployment, funder_key=dev_key(OPERATOR),
+        vehicles=5, seed=91, categories=4, stragglers=stragglers, poll_interval_s=0.2,
+    ), console=Console(quiet=True))  # fmt: skip
+    fleet.setup()
+    draft = DRAFT.model_copy(update={  # 2 steps of B = 64: 128 samples, 1 s per job (5 s for a slow vehicle)
+        "rounds": 4, "category": 4, "asynchrony": AsyncSpec(mode="async", buffer_size=3, tau_max=3),
+    })  # fmt: skip
+    try:
+        task_id = stack.publisher.publish(draft, load_dataset("mnist")[1].subset(list(range(300))))["task_id"]
+        report = fleet.run(task_ids=[task_id], show_progress=False)
+        records = [rec for r in TasksClient(Web3(Web3.HTTPProvider(stack.rpc_url)), Deployment.model_validate_json(
+            stack.deployment.read_text()).tasks).recorded_rounds(task_id) for rec in r.decoded()]  # fmt: skip
+        slow = {v.index for v, factor in zip(fleet.vehicles, slowdowns(stragglers, 5, 91)) if factor > 1}
+    finally:
+        fleet.close()
+    assert len(slow) == 2
+    assert {rec.vehicle for rec in records if rec.staleness > 0} >= slow, records  # each slow vehicle's first report
+    assert sum(rec.vehicle not in slow for rec in records) > sum(rec.vehicle in slow for rec in records)
+    assert set(report.failures) <= {"task_over"}, report

@@ -18,7 +18,7 @@ from chain.anvil import dev_key
 from chain.audit import Auditor
 from chain.records import record_proofs
 from chain_fixtures import reverts
-from service_fixtures import CLOUD, EdgeStack, create_task, update_blob
+from service_fixtures import CLOUD, EdgeStack, association_request, create_task, update_blob
 from service_fixtures import edge_stack as stack  # noqa: F401
 from service_fixtures import service_chain  # noqa: F401
 
@@ -96,3 +96,33 @@ def test_stale_report_is_weighted_and_one_beyond_tau_max_refused(stack: EdgeStac
     too_old = stack.upload(0, late, task_id, 1, late_blob)
     assert (too_old.status_code, too_old.json()["reason"]) == (409, "stale")
     assert httpx.get(f"{stack.url(0)}/tasks/{task_id}/rounds/3").json()["received"] == []
+
+
+def test_a_vehicle_that_moves_takes_its_stale_report_to_the_new_edge(stack: EdgeStack) -> None:
+    """Selected at edge 0 in version 1, the vehicle hands over to edge 1 after version 1
+    closed: edge 0 releases it from version 1 too (a report from there may still come,
+    τ_max = 1), so edge 1 files its version-1 report in version 2 and edge 0 refuses one
+    signed for it (no double report)."""
+    spec = create_task(stack.chain, stack.data, category=256, rounds=3, asynchrony=ASYNC, aggregation=FEDAVG)
+    stack.serve_task(spec)
+    task_id, w0, cid0 = spec.task_id, stack.data.initial_model, stack.data.initial_cid
+    mover, stayer = stack.vehicles_at(0, 2, 256, first_row=256)
+    stack.start_round(task_id, w0, cid0)
+    assert stack.open_round(0, task_id, 1, w0, cid0) == sorted(v.index for v in (mover, stayer))
+    assert stack.open_round(1, task_id, 1, w0, cid0) == []
+    assert stack.upload(0, stayer, task_id, 1, update_blob(w0, spec, 1, stayer, seed=1)).status_code == 202
+    report = update_blob(w0, spec, 1, mover, seed=2)
+    w1, cid1 = close_version(stack, task_id, 1)
+
+    stack.start_round(task_id, w1, cid1)
+    stack.open_round(0, task_id, 2, w1, cid1)
+    stack.open_round(1, task_id, 2, w1, cid1)
+    body = association_request(mover.account, stack.chain.chain_id, stack.address(1), x=1000.0, previous_edge=stack.address(0))
+    assert httpx.post(stack.url(1) + "/associate", json=body).json()["released_by_previous"] is True
+    assert mover.index in httpx.get(f"{stack.url(1)}/tasks/{task_id}/rounds/1").json()["selected"]
+    assert mover.index not in httpx.get(f"{stack.url(0)}/tasks/{task_id}/rounds/1").json()["selected"]
+    at_old = stack.upload(0, mover, task_id, 1, report)
+    assert (at_old.status_code, at_old.json()["reason"]) == (403, "not_selected")
+    moved = stack.upload(1, mover, task_id, 1, report)
+    assert moved.status_code == 202 and moved.json()["round"] == 2, moved.text
+    assert httpx.get(f"{stack.url(1)}/tasks/{task_id}/rounds/2").json()["received"] == [mover.index]

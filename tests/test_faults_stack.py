@@ -38,6 +38,7 @@ from launcher.stack import FIRST_EDGE, PUBLISHER, LocalStack
 from chain.anvil import AnvilNode, dev_key
 from chain.deploy import Deployment
 from chain.tasks import Phase, Status, TasksClient
+from cloud_aggregator.orchestrator import SETTLED
 from launcher.publisher import Publisher
 from security_fixtures import edge_state
 from service_fixtures import ServiceChain, Vehicle, association_request, register_vehicle, update_blob, update_form
@@ -243,3 +244,6 @@ def test_chain_restart_and_a_vehicle_that_never_uploads(task: Task) -> None:
     assert absent.index not in task.recorded(2)
     assert task.tasks.task(task.spec.task_id).status == Status.FINISHED
     assert task.tasks.task(task.spec.task_id).phase == Phase.FINALIZED
+    # two edges never reach consensus: the escrow went back at the finish, and the cloud says there is nothing left
+    assert task.tasks.task(task.spec.task_id).swept
+    wait("the cloud to report the task settled", lambda: task.cloud_view().get("detail") == SETTLED)

@@ -6,11 +6,20 @@ each round the vehicles poll their assignments, move (optional) once their edge 
 selected its trainers, hand over to a nearer edge, and the selected ones train through
 the core, ``train_batch`` at a time (``bmfl.training.fleet``), and upload to the edge
 they are at (each batch's uploads go out while the next batch trains).
+
+With ``stragglers`` set (the simulator's ``StragglerConfig``: seeded slowdowns and
+coverage gaps), a vehicle's upload is held until its modelled compute time has passed
+since its training started, as if each vehicle trained on its own hardware; the fleet
+goes on serving while it waits, and the vehicle takes no new work until it has uploaded.
+In an asynchronous task an upload that arrives while no version is open at its edge
+(409 ``round_not_open``) is sent again once the next version opens, as long as its base
+version stays within τ_max.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,11 +43,12 @@ from bmfl.params import State
 from bmfl.partition import make_partition
 from bmfl.protocol.schemas import Assignment, EdgeInfo
 from bmfl.rounds.seeds import choose_attackers
+from bmfl.simulation.stragglers import ComputeClock
 from service_kit.chain_access import ChainAccess
 from bmfl.training.fleet import fleet_uploads
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
-from chain.tasks import Phase, TasksClient
+from chain.tasks import Phase, Status, TasksClient
 from vehicle_client.accounts import fleet_accounts, fund
 from vehicle_client.http import ServiceError, send
 from vehicle_client.mobility import Area, nearest_edge
@@ -48,6 +58,8 @@ from vehicle_client.vehicle import BudgetExceeded, PrivacyRefused, TrainedUpdate
 ACTIVE_STATUSES = ("ready", "running")
 """Cloud task statuses in which vehicles still train; any other status is final."""
 MODEL_CACHE = 4
+RESUBMIT_FOR_S = 600.0
+"""How long an asynchronous task's upload is offered again while no version is open."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,18 @@ class UploadEvent:
     digest: str
     epsilon: float | None
     attack: str | None
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """A trained update on its way to the edge the vehicle was at when it trained."""
+
+    vehicle: Vehicle
+    edge: EdgeInfo
+    assignment: Assignment
+    update: TrainedUpdate
+    on_upload: Callable[[UploadEvent], None] | None
+    since: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -91,6 +115,10 @@ class Fleet:
         self._tx_lock = threading.Lock()
         self._uploader = ThreadPoolExecutor(1, thread_name_prefix="upload")
         self._report_lock = threading.Lock()  # the uploader reports too
+        self._clock = ComputeClock(settings.stragglers, settings.vehicles, settings.seed)
+        self._jobs: Counter[str] = Counter()  # vehicle → jobs started (the clock's job index)
+        self._busy: set[str] = set()  # vehicles between training and their upload's answer
+        self._timers: set[threading.Timer] = set()
 
     @property
     def attackers(self) -> list[Vehicle]:
@@ -109,6 +137,7 @@ class Fleet:
         self.edges = self.edge_directory()
         self.area = Area.around(self.edges)
         attackers = choose_attackers(s.vehicles, s.attack_fraction, s.seed) if s.attack else frozenset()
+        self._number = {account.address: i for i, account in enumerate(accounts)}  # the clock's vehicle index
         for i, (account, data) in enumerate(zip(accounts, self._vehicle_data())):
             attack = get_attack(s.attack, **s.attack_options) if i in attackers else None
             self.vehicles.append(Vehicle(
@@ -248,15 +277,16 @@ class Fleet:
         on_upload: Callable[[UploadEvent], None] | None = None,
     ) -> bool:
         """One pass over a task: poll each vehicle that has not had its turn in the round
-        yet; the selected ones (one that moves hands over first) train in batches of
-        ``train_batch`` as they are found, and each batch uploads while the next one
-        trains. Returns whether any vehicle trained."""
+        yet and is not busy with an earlier one; the selected ones (one that moves hands
+        over first) train in batches of ``train_batch`` as they are found, and each batch
+        uploads while the next one trains (an upload held for a straggler's compute time
+        is not waited for). Returns whether any vehicle trained."""
         stop = stop or threading.Event()
         progress = progress or Progress(disable=True)
         info = self.tasks.task(task_id)
         if info.phase != Phase.TRAINING:
             return False
-        waiting = [v for v in self.vehicles if (v.address, task_id, info.round) not in self._done]
+        waiting = [v for v in self.vehicles if (v.address, task_id, info.round) not in self._done and v.address not in self._busy]
         bar, batch, uploads = None, [], []
         for i, vehicle in enumerate(waiting):
             if stop.is_set():
@@ -320,8 +350,9 @@ class Fleet:
         """Train the batch's vehicles together now (``fleet_uploads``: one task and
         round, so one training config; each vehicle's budget is checked in
         :meth:`Vehicle.prepare` and its steps recorded in its engine by the core),
-        upload in the background (the returned futures); each vehicle gets one turn per
-        round, whatever its outcome."""
+        upload in the background: at once (the returned futures), or once a straggler's
+        modelled compute time has passed (:meth:`_upload_after`); each vehicle gets one
+        turn per round, whatever its outcome."""
         ready: list[tuple[Vehicle, Assignment, AttackContext]] = []
         for vehicle, assignment in batch:
             self._done.add((vehicle.address, assignment.task_id, assignment.round))
@@ -335,6 +366,7 @@ class Fleet:
                 self._fail(vehicle, "global_model", f"global model {assignment.global_cid}: {exc}")
         if not ready:
             return []
+        started = time.monotonic()
         spec = ready[0][1]
         trained = fleet_uploads(
             create_model(spec.model), [v.training_data(spec.training) for v, _, _ in ready], spec.training.local(), [c for _, _, c in ready],
@@ -343,32 +375,96 @@ class Fleet:
         futures = []
         for (vehicle, assignment, context), upload in zip(ready, trained):
             update = vehicle.finish(assignment, context, upload)
-            edge = self._edge_of[vehicle.address]
-            futures.append(self._uploader.submit(self._upload, vehicle, edge, assignment, update, on_upload))
+            job = _Upload(vehicle, self._edge_of[vehicle.address], assignment, update, on_upload)
+            self._busy.add(vehicle.address)
+            delay = started + self._compute_s(vehicle, assignment, update) - time.monotonic()
+            if delay > 0:
+                self._upload_after(delay, job)
+            else:
+                futures.append(self._uploader.submit(self._upload, job))
         return futures
 
-    def _upload(
-        self, vehicle: Vehicle, edge: EdgeInfo, assignment: Assignment, update: TrainedUpdate,
-        on_upload: Callable[[UploadEvent], None] | None,
-    ) -> None:  # fmt: skip
+    def _compute_s(self, vehicle: Vehicle, assignment: Assignment, update: TrainedUpdate) -> float:
+        """The job's modelled compute time (``bmfl.simulation.stragglers.ComputeClock``, the
+        simulator's: work = steps × batch samples); 0 without ``stragglers``."""
+        s = self.settings.stragglers
+        if s.kind == "none" and s.gap_probability == 0:
+            return 0.0
+        job = self._jobs[vehicle.address]
+        self._jobs[vehicle.address] += 1
+        work = update.steps * min(assignment.training.batch_size, len(vehicle.data))
+        return self._clock.duration(self._number[vehicle.address], work, job)
+
+    def _upload_after(self, delay: float, job: "_Upload") -> None:
+        """Hand ``job`` to the uploader in ``delay`` seconds (the serve loop goes on)."""
+
+        def due() -> None:
+            self._timers.discard(timer)
+            try:
+                self._uploader.submit(self._upload, job).add_done_callback(report_error)
+            except RuntimeError:  # the fleet closed meanwhile
+                pass
+
+        def report_error(sent: Future[None]) -> None:  # nobody waits on a held upload's future
+            if (exc := sent.exception()) is not None:
+                self._fail(job.vehicle, type(exc).__name__, f"upload to edge {job.edge.index}: {exc}")
+
+        timer = threading.Timer(delay, due)
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+
+    def _upload(self, job: "_Upload") -> None:
+        """Send ``job``; the vehicle is free for new work once it is answered, unless it is
+        to be offered again."""
+        again = False
+        try:
+            again = self._send(job)
+        finally:
+            if not again:
+                self._busy.discard(job.vehicle.address)
+
+    def _send(self, job: "_Upload") -> bool:
+        """One attempt; returns whether to offer the upload again later."""
+        vehicle, edge, assignment, update = job.vehicle, job.edge, job.assignment, job.update
         try:
             reported = update.epsilon if self.settings.report_epsilon else None  # ε reveals q = B/n, hence n
             receipt = vehicle.upload(edge.url, edge.address, assignment.task_id, assignment.round, update.blob, reported)
         except ServiceError as exc:
-            self._fail(vehicle, exc.reason, f"upload to edge {edge.index}: {exc}")
-            return
+            reason = self._refused_between_versions(job) if exc.reason == "round_not_open" else exc.reason
+            if reason == "offer_again":
+                self._upload_after(self.settings.poll_interval_s, job)
+                return True
+            self._fail(vehicle, reason, f"upload to edge {edge.index}: {exc}")
+            return False
+        self._done.add((vehicle.address, receipt.task_id, receipt.round))  # a stale report takes its turn in that round
         if self.settings.receipts is not None:  # one uploader thread: appends never interleave
             self.settings.receipts.parent.mkdir(parents=True, exist_ok=True)
             with self.settings.receipts.open("a") as f:
                 f.write(receipt.model_dump_json() + "\n")
         with self._report_lock:
             self.report.uploads += 1
-        if on_upload is not None:
-            on_upload(UploadEvent(
+        if job.on_upload is not None:
+            job.on_upload(UploadEvent(
                 vehicle=receipt.vehicle, address=vehicle.address, task_id=receipt.task_id, round=receipt.round,
                 edge=edge.index, digest=receipt.digest, epsilon=update.epsilon,
                 attack=vehicle.attack.name if vehicle.attack else None,
             ))  # fmt: skip
+        return False
+
+    def _refused_between_versions(self, job: "_Upload") -> str:
+        """What to do with an upload refused as ``round_not_open``: ``offer_again`` when
+        the task is asynchronous and active and its next version keeps the upload within
+        τ_max (for at most :data:`RESUBMIT_FOR_S`); ``task_over`` when the task ended while
+        it was on its way; else ``round_not_open`` (lost)."""
+        info = self.tasks.task(job.assignment.task_id)
+        if info.status != Status.ACTIVE:
+            return "task_over"
+        next_version = info.round + (info.phase != Phase.TRAINING)
+        fresh = next_version - job.assignment.round <= info.tau_max
+        if info.tau_max > 0 and fresh and time.monotonic() < job.since + RESUBMIT_FOR_S:
+            return "offer_again"
+        return "round_not_open"
 
     def _fail(self, vehicle: Vehicle, reason: str, message: str) -> None:
         with self._report_lock:
@@ -376,5 +472,8 @@ class Fleet:
         self.console.log(f"vehicle {vehicle.index}: {message}")
 
     def close(self) -> None:
+        """Drop held uploads, finish the ones under way, close the HTTP client."""
+        for timer in list(self._timers):
+            timer.cancel()
         self._uploader.shutdown(wait=True)
         self.http.close()

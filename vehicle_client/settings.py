@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bmfl.privacy import DEFAULT_BUDGET
+from bmfl.simulation.config import StragglerConfig
 
 
 class FleetSettings(BaseSettings):
@@ -36,3 +37,8 @@ class FleetSettings(BaseSettings):
     report_epsilon: bool = Field(False, description="send each vehicle's ε so far with its uploads (it reveals q = B/n, hence the sample count, to the edge and in the cloud's task view)")
     receipts: Path | None = Field(None, description="JSON-lines file every edge-signed upload receipt is appended to: a vehicle's proof of an update an edge dropped (bmfl audit --receipts); unset: not kept")
     poll_interval_s: float = Field(0.5, gt=0, description="how often idle vehicles poll for work")
+    stragglers: StragglerConfig = Field(
+        default_factory=StragglerConfig,
+        description='JSON: the simulator\'s compute model, e.g. {"kind": "slow_fraction", "seconds_per_sample": 0.01} '
+        "(30 % of the vehicles 5× slower); each upload waits until its job's modelled time has passed (default: none, no wait)",
+    )
