@@ -228,6 +228,12 @@ class AsyncSpec(_Strict):
     )
     server_lr: float = Field(1.0, gt=0, description="fedbuff: η_g, the server learning rate")
 
+    @property
+    def reach(self) -> int:
+        """How many versions back a report may be trained from: τ_max in an asynchronous
+        task, 0 in a synchronous one (what the chain stores as ``tauMax``)."""
+        return self.tau_max if self.mode == "async" else 0
+
 
 class TaskDraft(_Strict):
     """A task before it is escrowed on chain. The escrow, block reward, rounds, target,

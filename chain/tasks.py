@@ -85,7 +85,7 @@ def task_params(draft: TaskDraft, initial_model_digest: bytes, initial_model_cid
         target_accuracy=target_fixed(draft.target_accuracy), round_duration=draft.round_duration_s,
         challenge_period=draft.challenge_period_s, initial_model_digest=initial_model_digest,
         initial_model_cid=initial_model_cid, test_set_digest=test_set_digest,
-        tau_max=draft.asynchrony.tau_max if draft.asynchrony.mode == "async" else 0,
+        tau_max=draft.asynchrony.reach,
     )  # fmt: skip
 
 

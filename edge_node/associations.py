@@ -74,7 +74,7 @@ def associate(node: EdgeNode, req: AssociateRequest) -> Association:
     if req.previous_edge is not None and to_checksum_address(req.previous_edge) != node.address:
         released, trainer_of = _release_at_previous(node, req)
     node.state.save_association(AssociationRow(vehicle, index, node.address, req.x, req.y, req.timestamp_ms))
-    node.state.adopt_trainer(index, trainer_of)
+    node.state.adopt_trainer(index, trainer_of, lambda task_id: node.task(task_id).spec.asynchrony.reach)
     node.metrics.associations.labels("associated").inc()
     return Association(
         vehicle=vehicle, vehicle_index=index, edge=node.address, edge_index=node.index,
@@ -119,13 +119,7 @@ def handover(node: EdgeNode, req: HandoverRequest, signer: str) -> HandoverResul
     index = known.vehicle_index if known else node.vehicle_index(vehicle)
     node.state.save_association(AssociationRow(vehicle, index, new_edge, assoc.x, assoc.y, assoc.timestamp_ms))
     released = known is not None and known.edge == node.address
-    trainer_of = node.state.release_trainer(index, lambda task_id: _reach(node, task_id)) if released else []
+    trainer_of = node.state.release_trainer(index, lambda task_id: node.task(task_id).spec.asynchrony.reach) if released else []
     node.metrics.associations.labels("handed_over").inc()
     return HandoverResult(vehicle=vehicle, released=released, trainer_of=trainer_of)
 
-
-def _reach(node: EdgeNode, task_id: int) -> int:
-    """How many closed rounds back a report of the task may still come from: τ_max in an
-    asynchronous task, else none."""
-    asynchrony = node.task(task_id).spec.asynchrony
-    return asynchrony.tau_max if asynchrony.mode == "async" else 0

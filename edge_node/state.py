@@ -182,23 +182,29 @@ class EdgeState:
                 (task_id, round_, global_cid, global_digest, json.dumps(selected)),
             )
 
+    def _reachable(self, db: sqlite3.Connection, reach: Callable[[int], int], open_rows: list[tuple]) -> list[tuple]:
+        """(task, round, selected, open) of the rounds a report may still enter from here:
+        every open round, and in a task where ``reach(task)`` = τ_max > 0 (asynchronous)
+        each closed round among the task's last τ_max."""
+        rows = list(open_rows)
+        for task_id, newest in db.execute("SELECT task_id, MAX(round) FROM rounds GROUP BY task_id").fetchall():
+            if (back := reach(task_id)) > 0:
+                rows += db.execute(
+                    "SELECT task_id, round, selected, 0 FROM rounds WHERE task_id = ? AND round >= ? AND phase != 'open'",
+                    (task_id, newest - back),
+                ).fetchall()
+        return rows
+
     def release_trainer(self, vehicle: int, reach: Callable[[int], int] = lambda task_id: 0) -> list[tuple[int, int]]:
-        """Drop ``vehicle`` (it moved to another edge) from the trainers of every open round
-        it has not uploaded to, and of every closed round it may still report from: in a
-        task where ``reach(task)`` = τ_max > 0 (asynchronous), one of the task's last τ_max
-        rounds here that has no upload of it from that base. Returns those (task, round)."""
+        """Drop ``vehicle`` (it moved to another edge) from the trainers of every round a
+        report of it may still enter from here (:meth:`_reachable`) that has no upload of it
+        (open: into the round; closed: trained from it). Returns those (task, round)."""
         released = []
         with self._tx() as db:
-            rows = db.execute("SELECT task_id, round, selected, 1 FROM rounds WHERE phase = 'open'").fetchall()
-            for task_id, newest in db.execute("SELECT task_id, MAX(round) FROM rounds GROUP BY task_id").fetchall():
-                if (back := reach(task_id)) > 0:
-                    rows += db.execute(
-                        "SELECT task_id, round, selected, 0 FROM rounds WHERE task_id = ? AND round >= ? AND phase != 'open'",
-                        (task_id, newest - back),
-                    ).fetchall()
-            for task_id, round_, selected_json, is_open in rows:
+            open_rows = db.execute("SELECT task_id, round, selected, 1 FROM rounds WHERE phase = 'open'").fetchall()
+            for task_id, round_, selected_json, is_open in self._reachable(db, reach, open_rows):
                 selected = json.loads(selected_json)
-                uploaded = db.execute(  # open: an upload into the round; closed: one trained from it
+                uploaded = db.execute(
                     f"SELECT 1 FROM updates WHERE task_id = ? AND vehicle = ? AND {'round' if is_open else 'base'} = ?",
                     (task_id, vehicle, round_),
                 ).fetchone()
@@ -211,13 +217,17 @@ class EdgeState:
                     released.append((task_id, round_))
         return released
 
-    def adopt_trainer(self, vehicle: int, rounds: list[tuple[int, int]]) -> None:
-        """Add ``vehicle``, handed over by the edge that selected it, to those rounds here:
-        open ones, and closed ones an asynchronous task's stale report may still come from."""
+    def adopt_trainer(
+        self, vehicle: int, rounds: list[tuple[int, int]], reach: Callable[[int], int] = lambda task_id: 0
+    ) -> None:
+        """Add ``vehicle``, handed over by the edge that selected it, to those of ``rounds``
+        a report may still enter from here (:meth:`_reachable`, the rule the releasing edge
+        applies): a previous edge that names other rounds gains the vehicle nothing."""
         with self._tx() as db:
-            for task_id, round_ in rounds:
-                row = db.execute("SELECT selected FROM rounds WHERE task_id = ? AND round = ?", (task_id, round_)).fetchone()
-                if row is not None and vehicle not in (selected := json.loads(row[0])):
+            open_rows = db.execute("SELECT task_id, round, selected, 1 FROM rounds WHERE phase = 'open'").fetchall()
+            wanted = set(rounds)
+            for task_id, round_, selected_json, _ in self._reachable(db, reach, open_rows):
+                if (task_id, round_) in wanted and vehicle not in (selected := json.loads(selected_json)):
                     db.execute(
                         "UPDATE rounds SET selected = ? WHERE task_id = ? AND round = ?",
                         (json.dumps(sorted(selected + [vehicle])), task_id, round_),

@@ -82,3 +82,23 @@ def test_acknowledged_updates_survive_sigkill(tmp_path: Path) -> None:
         state.close()
     assert set(acked) <= stored
     assert len(stored) < 10000  # it was killed before it could finish
+
+
+def test_a_previous_edge_cannot_hand_over_rounds_no_report_can_enter(tmp_path: Path) -> None:
+    """Adoption applies the releasing edge's own rule: an open round, or in an asynchronous
+    task (reach τ_max) a closed round among the last τ_max; any other round a lying
+    previous edge names is ignored."""
+    state = EdgeState(tmp_path / "edge.sqlite3")
+    try:
+        for r in (1, 2, 3):
+            state.open_round(1, r, "cid", "0x00", [5])
+            if r < 3:
+                state.begin_close(1, r)
+        named = [(1, 1), (1, 2), (1, 3), (9, 1)]  # (9, 1): a round this edge never opened
+        state.adopt_trainer(7, named)  # synchronous: only the open round
+        assert [state.round(1, r).selected for r in (1, 2, 3)] == [[5], [5], [5, 7]]  # type: ignore[union-attr]
+        state.adopt_trainer(8, named, lambda task_id: 1)  # τ_max = 1: round 2 too, not round 1
+        assert [state.round(1, r).selected for r in (1, 2, 3)] == [[5], [5, 8], [5, 7, 8]]  # type: ignore[union-attr]
+        assert state.release_trainer(8, lambda task_id: 1) == [(1, 3), (1, 2)]
+    finally:
+        state.close()

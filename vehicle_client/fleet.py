@@ -43,7 +43,7 @@ from bmfl.params import State
 from bmfl.partition import make_partition
 from bmfl.protocol.schemas import Assignment, EdgeInfo
 from bmfl.rounds.seeds import choose_attackers
-from bmfl.simulation.stragglers import ComputeClock
+from bmfl.simulation.stragglers import ComputeClock, job_work
 from service_kit.chain_access import ChainAccess
 from bmfl.training.fleet import fleet_uploads
 from chain.deploy import Deployment
@@ -392,7 +392,7 @@ class Fleet:
             return 0.0
         job = self._jobs[vehicle.address]
         self._jobs[vehicle.address] += 1
-        work = update.steps * min(assignment.training.batch_size, len(vehicle.data))
+        work = job_work(update.steps, assignment.training.batch_size, len(vehicle.data))
         return self._clock.duration(self._number[vehicle.address], work, job)
 
     def _upload_after(self, delay: float, job: "_Upload") -> None:

@@ -24,6 +24,11 @@ def slowdowns(config: StragglerConfig, vehicles: int, seed: int) -> np.ndarray:
     return factors
 
 
+def job_work(steps: int, batch_size: int, samples: int) -> int:
+    """A job's work in samples: its steps × the expected batch (at most the data held)."""
+    return steps * min(batch_size, samples)
+
+
 class ComputeClock:
     """Simulated seconds of one vehicle job: compute, then a possible coverage gap."""
 

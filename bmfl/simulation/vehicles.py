@@ -26,6 +26,7 @@ from bmfl.privacy.input_dp import privatise
 from bmfl.rounds import vehicle_seed
 from bmfl.training import LocalTrainingConfig
 from bmfl.training.fleet import fleet_uploads, plan_upload
+from bmfl.simulation.stragglers import job_work
 
 CHUNK = 64
 """Vehicles per :func:`train_vehicles` call (one progress step, one Ray task). The
@@ -106,7 +107,7 @@ def train_vehicles(
     began = time.process_time()
     uploads = fleet_uploads(model, datasets, config, contexts, attacks, engines)
     seconds = time.process_time() - began
-    work = {v: plan_upload(d, config, a).steps * min(config.batch_size, len(d)) for v, d, a in zip(vehicles, datasets, attacks)}
+    work = {v: job_work(plan_upload(d, config, a).steps, config.batch_size, len(d)) for v, d, a in zip(vehicles, datasets, attacks)}
     return Trained(list(vehicles), uploads, seconds, work)
 
 
