@@ -14,7 +14,7 @@ from bmfl.attacks import get_attack
 from bmfl.attacks.alie import mean_minus_z_std
 from bmfl.attacks.base import EdgeView
 from bmfl.filters import get_filter
-from bmfl.filters.dp_envelope import gram_matrix, maximum_independent_set, signal_bound
+from bmfl.filters.dp_envelope import SHAPE_QUANTILES, gram_matrix, maximum_independent_set, shape_excess, signal_bound
 from bmfl.filters.dp_floor import noise_variance
 from bmfl.reproduce.grid import BMFL_TRAINING
 from bmfl.task import TrainingSpec
@@ -111,6 +111,60 @@ def test_composes_and_without_dp_keeps_everything():
         envelope()(bad, None, ref)
 
 
+def test_shape_excess_known_answers():
+    ref = torch.zeros(4_000)
+    # every coordinate at w^{r-1}: all below the first threshold, F̂ = 1 where p = 1/32
+    assert float(shape_excess(ref[None], ref, torch.ones(1))) == pytest.approx(1 - 1 / SHAPE_QUANTILES)
+    # far from w^{r-1} everywhere: no coordinate below any threshold, the excess is −1/32
+    assert float(shape_excess(ref[None] + 100.0, ref, torch.ones(1))) == pytest.approx(-1 / SHAPE_QUANTILES)
+    # half the coordinates at 0, half far out: F̂ = 1/2 at every threshold, the excess peaks at p = 1/32
+    half = torch.cat([torch.zeros(2_000), torch.full((2_000,), 100.0)])
+    assert float(shape_excess(half[None], ref, torch.ones(1))) == pytest.approx(0.5 - 1 / SHAPE_QUANTILES)
+    # scale-free: the thresholds follow √v
+    noise = torch.randn(4_000, generator=torch.Generator().manual_seed(0))
+    assert float(shape_excess((3 * noise)[None], ref, torch.full((1,), 9.0))) == pytest.approx(
+        float(shape_excess(noise[None], ref, torch.ones(1))), abs=1e-12)
+
+
+def heavy_tailed_signal(seed: int) -> torch.Tensor:
+    """A gradient-like direction: most coordinates near 0, a few large (Laplace cubed)."""
+    g = torch.Generator().manual_seed(seed)
+    laplace = torch.distributions.Laplace(0.0, 1.0).icdf(torch.rand(D, generator=g).clamp(1e-6, 1 - 1e-6))
+    return laplace**3 / (laplace**3).norm()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_signal_scaled_to_an_honest_norm_fails_the_shape_not_the_norm(seed):
+    """The constrain-and-scale backdoor: no noise, a signal at the median honest norm. Its
+    norm passes; its coordinates are not those of Gaussian noise, so the shape flags it,
+    while the same signal sent at S with fresh noise (what an honest vehicle may carry)
+    passes."""
+    ref, ups, v = honest_uploads(6, seed=seed)
+    direction = heavy_tailed_signal(seed)
+    median = float((ups - ref).norm(dim=1).median())
+    scaled = ref + 0.99 * median * direction
+    res = envelope()(torch.cat([ups, scaled[None]]), torch.full((7,), float(N)), ref)
+    assert res.keep.tolist() == [True] * 6 + [False]
+    assert bool(res.info["norm_ok"][6])
+    assert float(res.info["shape_excess"][6]) > 10 * res.info["shape_bound"]
+    assert (res.info["shape_excess"][:6] <= res.info["shape_bound"]).all()
+    noisy = ref + 0.95 * signal_bound(CONFIG, N, 4.0) * direction + math.sqrt(v) * torch.randn(
+        D, generator=torch.Generator().manual_seed(100 + seed))
+    assert envelope()(torch.cat([ups, noisy[None]]), torch.full((7,), float(N)), ref).keep.all()
+
+
+def test_pure_noise_passes_the_shape_at_the_stated_rate():
+    """Pure N(0, v) noise of the least variance: the shape's bound holds for all of 200
+    uploads (each fails with probability ≤ 3·10⁻⁵), and with a variance 10 % too small
+    (the noise an honest vehicle must add, missing) every upload fails."""
+    g = torch.Generator().manual_seed(11)
+    ref = torch.zeros(D)
+    noise = torch.randn(200, D, generator=g)
+    bound = envelope()(noise[:2], torch.full((2,), float(N)), ref).info["shape_bound"]
+    assert (shape_excess(noise, ref, torch.ones(200)) <= bound).all()
+    assert (shape_excess(0.9 * noise, ref, torch.ones(200)) > bound).all()
+
+
 def test_envelope_aware_attack_passes_the_envelope_by_construction():
     ref, ups, v = honest_uploads(8, seed=6)
     attack = get_attack("envelope_aware", training=dict(BMFL_TRAINING))
@@ -193,3 +247,20 @@ def test_root_floor_raises_only_projections_below_the_noise_floor():
     # a zero root update leaves every upload as it was
     idle = get_filter("root_floor", root_update=lambda w: w, training=dict(BMFL_TRAINING))(stacked, torch.full((7,), float(N)), ref)
     assert idle.updates is None and idle.keep.all()
+
+
+def test_envelope_backdoor_sends_its_backdoor_direction_at_s_with_fresh_noise_and_passes():
+    ref, ups, v = honest_uploads(8, seed=8)
+    attack = get_attack("envelope_backdoor", training=dict(BMFL_TRAINING))
+    assert not attack.training_config(CONFIG).dp and attack.training_config(CONFIG).epochs == 10
+    own = ref + heavy_tailed_signal(8).expand(3, D) * torch.tensor([[1.0], [2.0], [3.0]])  # the backdoored updates
+    view = EdgeView(edge=0, vehicles=[5, 6, 7], own=own, reference=ref,
+                    generator=torch.Generator().manual_seed(0), total=8)
+    sent = attack.collude(view)
+    direction = heavy_tailed_signal(8).double()
+    step = 0.95 * signal_bound(CONFIG, 10_000, 4.0)
+    for row in sent.double() - ref.double():
+        assert float(row @ direction) == pytest.approx(step, abs=5 * math.sqrt(v))  # along the backdoor, not against
+        assert float((row - step * direction).pow(2).mean()) == pytest.approx(v, rel=0.05)
+    assert not torch.equal(sent[0], sent[1])
+    assert envelope()(torch.cat([ups[:5], sent]), torch.full((8,), float(N)), ref).keep.all()

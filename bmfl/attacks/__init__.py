@@ -11,6 +11,7 @@ from bmfl.attacks.collusion import shape_edge_uploads
 from bmfl.attacks.behaviour import local_upload
 from bmfl.attacks.data_noise import DataNoise
 from bmfl.attacks.envelope_aware import EnvelopeAware
+from bmfl.attacks.envelope_backdoor import EnvelopeBackdoor
 from bmfl.attacks.gaussian import GaussianNoise
 from bmfl.attacks.ipm import InnerProductManipulation
 from bmfl.attacks.label_flip import LabelFlip
@@ -30,6 +31,7 @@ __all__ = [
     "CenteredClipAware",
     "ClipAware",
     "EnvelopeAware",
+    "EnvelopeBackdoor",
     "z_max",
     "InnerProductManipulation",
     "MinMax",

@@ -48,10 +48,19 @@ class EnvelopeAware(Attack):
         return replace(config, dp=False)
 
     def collude(self, view: EdgeView) -> torch.Tensor:
-        ref = view.reference.to(torch.float64)
-        direction = (view.own.to(torch.float64) - ref).mean(dim=0)
-        unit = direction / direction.norm().clamp_min(1e-12)
-        v = noise_variance(self._config, self.num_samples)
-        step = self.scale * signal_bound(self._config, self.num_samples, self.z)
-        noise = torch.randn(view.own.shape, generator=view.generator, dtype=torch.float64) * v**0.5
-        return (ref - step * unit + noise).to(view.own.dtype)
+        direction = (view.own.to(torch.float64) - view.reference.to(torch.float64)).mean(dim=0)
+        return inside_envelope(view, -direction, self._config, self.num_samples, self.scale, self.z)
+
+
+def inside_envelope(
+    view: EdgeView, direction: torch.Tensor, config: LocalTrainingConfig, num_samples: int, scale: float, z: float,
+) -> torch.Tensor:  # fmt: skip
+    """The edge's attackers' uploads w^{r-1} + ``scale``·S·u/‖u‖ + n along ``direction``
+    u, with n ~ N(0, v I) drawn fresh per attacker, v and S as ``dp_envelope`` computes
+    them for ``num_samples``."""
+    ref = view.reference.to(torch.float64)
+    unit = direction / direction.norm().clamp_min(1e-12)
+    v = noise_variance(config, num_samples)
+    step = scale * signal_bound(config, num_samples, z)
+    noise = torch.randn(view.own.shape, generator=view.generator, dtype=torch.float64) * v**0.5
+    return (ref + step * unit + noise).to(view.own.dtype)

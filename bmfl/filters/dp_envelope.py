@@ -32,7 +32,21 @@ others at the largest v_m and S_m.
    sent by colluders) has an inner product of order d·v/K with them, far outside this
    bound; under DP the honest ones are nearly orthogonal.
 
-Uploads failing (1) are flagged. Among the rest, two that fail (2) cannot both be
+3. **Shape** (each upload's coordinates): the noise in every coordinate is N(0, v_m)
+   and independent of the signal, and adding anything independent to a centred normal
+   can only move its mass away from 0 (Anderson's inequality), so each |Δ_mi| is
+   stochastically at least |N(0, v_m)|. The empirical CDF of |Δ_m| therefore lies below
+   the half-normal's F_v(t) = 2Φ(t/√v) − 1 up to sampling error: by the one-sided
+   Dvoretzky–Kiefer–Wolfowitz inequality (Massart's constant),
+   max_t F̂_m(t) − F_v(t) ≤ √(ln(1/α)/(2d)) with probability at least 1 − α, where
+   α = P(N(0, 1) > z) is the other tests' one-sided failure probability (3·10⁻⁵ at
+   z = 4), checked at ``SHAPE_QUANTILES`` thresholds t (the noise's quantiles at the
+   least v_m). This is
+   what a norm cannot see: an update without fresh noise (a signal scaled to an honest
+   norm, the constrain-and-scale backdoor) has the energy of the noise but not its
+   shape, since a gradient's coordinates are far from Gaussian (most are small).
+
+Uploads failing (1) or (3) are flagged. Among the rest, two that fail (2) cannot both be
 honest; the filter keeps a largest set of uploads with no failing pair (a maximum
 independent set of the conflict graph: exact by enumeration for up to ``exact_max``
 uploads, greedy removal of the most-conflicting upload above that) and flags the others.
@@ -42,9 +56,9 @@ attacker that passes must send its own fresh Gaussian noise of the right varianc
 bounded by what one honest vehicle can move (``envelope_aware`` is that attacker).
 
 ``info`` holds the Gram matrix, the bounds, the norm ratio G_mm/(d·v_m) (1 for pure
-noise) and the conflict graph; no reliability score is recorded (the test is two-sided
+noise), the shape excess max_t F̂_m(t) − F_v(t) with its bound, and the conflict graph; no reliability score is recorded (the test is two-sided
 and pairwise, not a score to reach). The cost is
-one K×K Gram matrix, O(K²d) time, built over blocks of coordinates so that its memory is
+one K×K Gram matrix, O(K²d) time, and one pass over each upload for its shape, built over blocks of coordinates so that its memory is
 ``GRAM_BUDGET`` bytes beyond the uploads whatever K and d are (:func:`gram_matrix`).
 Without DP (v = 0) no upload is flagged.
 """
@@ -65,6 +79,8 @@ from bmfl.training.local import LocalTrainingConfig, round_plan
 
 GRAM_BUDGET = 64 << 20
 """Bytes of float64 deltas :func:`gram_matrix` holds at a time."""
+SHAPE_QUANTILES = 32
+"""The shape test compares the CDFs at the noise's j/32-quantiles, j = 1…31."""
 
 
 def gram_matrix(updates: torch.Tensor, reference: torch.Tensor, budget: int = GRAM_BUDGET) -> torch.Tensor:
@@ -77,6 +93,22 @@ def gram_matrix(updates: torch.Tensor, reference: torch.Tensor, budget: int = GR
         block = updates[:, start : start + step].to(torch.float64) - reference[start : start + step].to(torch.float64)
         gram += block @ block.T
     return gram
+
+
+def shape_excess(updates: torch.Tensor, reference: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    """(K,) max_j F̂_m(t_mj) − p_j: how far more of upload m's coordinates lie within
+    t_mj of w^{r-1} than N(0, v_m) noise puts there, at the thresholds t_mj with
+    P(|N(0, v_m)| ≤ t_mj) = p_j = j/``SHAPE_QUANTILES`` (≤ 0 for pure noise, up to
+    sampling error; one upload in float64 at a time)."""
+    p = torch.arange(1, SHAPE_QUANTILES, dtype=torch.float64, device=updates.device) / SHAPE_QUANTILES
+    quantiles = math.sqrt(2) * torch.erfinv(p)  # of |N(0, 1)|
+    ref = reference.to(torch.float64)
+    excess = []
+    for row, v in zip(updates, variance.tolist()):
+        scaled = (row.to(torch.float64) - ref).abs_() / math.sqrt(v)
+        below = torch.bucketize(scaled, quantiles, right=False).bincount(minlength=len(p) + 1).cumsum(0)[:-1]
+        excess.append(float((below.to(torch.float64) / row.numel() - p).max()))
+    return torch.tensor(excess, dtype=torch.float64)
 
 
 def signal_bound(config: LocalTrainingConfig, num_samples: int, z: float) -> float:
@@ -156,18 +188,22 @@ class DPEnvelope(UpdateFilter):
             return FilterResult(ones, {"gram": gram})
         low = d * v_low * (1 - z * math.sqrt(2 / d))
         high = d * v * (1 + z * math.sqrt(2 / d)) + s**2 + 2 * z * s * v.sqrt()
+        shape = shape_excess(updates, reference, v_low)
+        shape_bound = math.sqrt(-math.log(0.5 * math.erfc(z / math.sqrt(2))) / (2 * d))
         norm_ok = (diag >= low) & (diag <= high)
+        alone_ok = norm_ok & (shape <= shape_bound)
         shat = torch.minimum(s, z * v.sqrt() + (z * z * v + (diag - low).clamp_min(0)).sqrt())
         sd = v.sqrt()
         pair_bound = (shat[:, None] * shat[None, :] + z * (shat[:, None] * sd[None, :] + sd[:, None] * shat[None, :])
                       + z * torch.sqrt(d * v[:, None] * v[None, :]))
-        conflict = (gram.abs() > pair_bound) & norm_ok[:, None] & norm_ok[None, :]
+        conflict = (gram.abs() > pair_bound) & alone_ok[:, None] & alone_ok[None, :]
         conflict.fill_diagonal_(False)
-        candidates = torch.nonzero(norm_ok).flatten().tolist()
+        candidates = torch.nonzero(alone_ok).flatten().tolist()
         graph = [{candidates.index(j) for j in torch.nonzero(conflict[i]).flatten().tolist()} for i in candidates]
         kept = [candidates[i] for i in maximum_independent_set(graph, self.exact_max)]
         keep = torch.zeros(k, dtype=torch.bool)
         keep[kept] = True
         info = {"gram": gram, "noise_variance": v, "signal_bound": s, "norm_ratio": diag / (d * v),
-                "norm_ok": norm_ok, "conflict": conflict, "pair_bound": pair_bound}
+                "shape_excess": shape, "shape_bound": shape_bound, "norm_ok": norm_ok, "conflict": conflict,
+                "pair_bound": pair_bound}
         return FilterResult(keep, info)

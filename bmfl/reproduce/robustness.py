@@ -20,7 +20,9 @@ honest norm, which norm clipping leaves whole; ``trust_aware`` sends an update 4
 benign mean, which FLTrust trusts more than a DP-noised honest one; ``cc_aware`` sends the
 reversed mean update just inside centered clipping's radius around its centre;
 ``envelope_aware`` sends its own fresh DP-sized noise minus the largest clipped signal the
-``dp_envelope`` filter admits, along the attackers' DP-free descent direction. DP is on for every vehicle except the backdoor attackers.
+``dp_envelope`` filter admits, along the attackers' DP-free descent direction;
+``envelope_backdoor`` sends the same noise plus that largest signal along the attackers'
+backdoored update. DP is on for every vehicle except the backdoor attackers.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "envelope-aware": ("envelope_aware", {"training": dict(BMFL_TRAINING)}),
     "sign flip": ("sign_flip", {}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
+    "envelope backdoor": ("envelope_backdoor", {**BACKDOOR, "training": dict(BMFL_TRAINING)}),
 }
 
 
