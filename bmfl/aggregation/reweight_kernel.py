@@ -10,7 +10,9 @@ without a branch so that the compiler vectorises it:
 - a slope whose rank gap is a power of two is multiplied by the exact reciprocal (the
   same float as the division, which costs several times more);
 - every median comes from a *selection* network: Batcher's odd–even merge sort pruned to
-  the comparators its middle output(s) depend on (the 0–1 principle holds per output).
+  the comparators its middle output(s) depend on (the 0–1 principle holds per output),
+  its first four merge stages run per block of 16 rows held in registers (one load and
+  one store per value instead of two per comparator; :func:`median_plan`).
 
 Buffers take O(K·B) bytes, with B chosen from K and a byte budget (:func:`block_for`);
 nothing of size K²·d (or K²) is formed. The result equals the vectorised
