@@ -151,7 +151,7 @@ class ResidualReweighting(Aggregator):
 
     def _compiled(self, updates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The same steps as one compiled pass (``reweight_kernel``), on the CPU."""
-        from bmfl.aggregation.reweight_kernel import block_for, median_network, reweight_pass
+        from bmfl.aggregation.reweight_kernel import block_for, median_plan, reweight_pass
 
         k, d = updates.shape
         values = updates.detach().contiguous().numpy()
@@ -160,6 +160,6 @@ class ResidualReweighting(Aggregator):
         replaced = np.zeros(k)
         reweight_pass(
             values, self.lam, self.threshold, self.theta == "paper", block_for(k),
-            median_network(k - 1), median_network(k), median_network(k, 1), corrected, theta, replaced,
+            median_plan(k - 1), median_plan(k), median_plan(k, 1), corrected, theta, replaced,
         )  # fmt: skip
         return torch.from_numpy(corrected), torch.from_numpy(theta), torch.from_numpy(replaced)

@@ -10,7 +10,9 @@ without a branch so that the compiler vectorises it:
 - a slope whose rank gap is a power of two is multiplied by the exact reciprocal (the
   same float as the division, which costs several times more);
 - every median comes from a *selection* network: Batcher's odd–even merge sort pruned to
-  the comparators its middle output(s) depend on (the 0–1 principle holds per output).
+  the comparators its middle output(s) depend on (the 0–1 principle holds per output),
+  its first four merge stages run per block of 16 rows held in registers (one load and
+  one store per value instead of two per comparator; :func:`median_plan`).
 
 Buffers take O(K·B) bytes, with B chosen from K and a byte budget (:func:`block_for`);
 nothing of size K²·d (or K²) is formed. The result equals the vectorised
@@ -65,32 +67,100 @@ def sorting_network(n: int) -> np.ndarray:
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
-@lru_cache(maxsize=None)
-def median_network(n: int, offset: int = 0) -> np.ndarray:
-    """The comparators of ``sorting_network(n)`` that the median of its outputs
-    ``offset … n−1`` depends on (positions ``offset + (m−1)//2`` and ``offset + m//2``,
-    m = n − offset), walked back from those outputs."""
+def _kept(n: int, offset: int) -> list[int]:
+    """Indices into ``sorting_network(n)`` of the comparators that the median of its
+    outputs ``offset … n−1`` depends on (positions ``offset + (m−1)//2`` and
+    ``offset + m//2``, m = n − offset), walked back from those outputs."""
     m = n - offset
     needed = {offset + (m - 1) // 2, offset + m // 2}
     kept = []
-    for a, b in sorting_network(n)[::-1]:
+    net = sorting_network(n)
+    for t in range(len(net) - 1, -1, -1):
+        a, b = int(net[t, 0]), int(net[t, 1])
         if a in needed or b in needed:
-            kept.append((a, b))
-            needed |= {int(a), int(b)}
-    return np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
+            kept.append(t)
+            needed |= {a, b}
+    return kept[::-1]
+
+
+@lru_cache(maxsize=None)
+def median_network(n: int, offset: int = 0) -> np.ndarray:
+    """The comparators of ``sorting_network(n)`` that the median of its outputs
+    ``offset … n−1`` depends on (:func:`_kept`)."""
+    return sorting_network(n)[_kept(n, offset)].reshape(-1, 2)
+
+
+TILE = 16
+"""Rows that one op of :func:`select_columns` sorts in registers (``_sort_tile``)."""
+
+
+@lru_cache(maxsize=None)
+def median_plan(n: int, offset: int = 0) -> np.ndarray:
+    """``median_network(n, offset)`` as ops for :func:`select_columns`: the merge stages
+    that stay within aligned blocks of ``TILE`` rows (the first four) become, for each
+    such block below n, one op ``(row, −1)`` that sorts the block in registers with
+    ``sorting_network(TILE)``. It runs the comparators of those stages that the median
+    does not need too, which changes only rows that no later comparator reads, so the
+    median is the same value, bit for bit."""
+    net = sorting_network(n)
+    crossing = [t for t in range(len(net)) if net[t, 0] // TILE != net[t, 1] // TILE]
+    head = crossing[0] if crossing else len(net)  # the first comparator of stage TILE
+    tiled = n // TILE * TILE  # rows in whole blocks
+    ops = []
+    tiles = set()
+    for t in _kept(n, offset):
+        a, b = int(net[t, 0]), int(net[t, 1])
+        if t >= head or a >= tiled:
+            ops.append((a, b))
+        elif a // TILE not in tiles:
+            tiles.add(a // TILE)
+            ops.append((a // TILE * TILE, -1))
+    return np.array(ops, dtype=np.int64).reshape(-1, 2)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _cx(x: np.float32, y: np.float32) -> tuple[np.float32, np.float32]:  # pragma: no cover - compiled
+    """One comparator: (min, max)."""
+    return min(x, y), max(x, y)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def sort_columns(buf: np.ndarray, net: np.ndarray, width: int) -> None:  # pragma: no cover - compiled
-    """Apply ``net`` to each of the first ``width`` columns of ``buf`` in place."""
-    for t in range(net.shape[0]):
-        lo = buf[net[t, 0]]
-        hi = buf[net[t, 1]]
-        for c in range(width):
-            x = lo[c]
-            y = hi[c]
-            lo[c] = min(x, y)
-            hi[c] = max(x, y)
+def _sort_tile(buf: np.ndarray, r: int, width: int) -> None:  # pragma: no cover - compiled
+    """Sort rows ``r … r + 15`` of each of the first ``width`` columns of ``buf`` in place,
+    with the comparators of ``sorting_network(16)`` in their order (10 layers), the 16
+    values held in registers."""
+    for c in range(width):
+        v0, v1, v2, v3, v4, v5, v6, v7 = buf[r, c], buf[r + 1, c], buf[r + 2, c], buf[r + 3, c], buf[r + 4, c], buf[r + 5, c], buf[r + 6, c], buf[r + 7, c]
+        v8, v9, v10, v11, v12, v13, v14, v15 = buf[r + 8, c], buf[r + 9, c], buf[r + 10, c], buf[r + 11, c], buf[r + 12, c], buf[r + 13, c], buf[r + 14, c], buf[r + 15, c]
+        (v0, v1), (v2, v3), (v4, v5), (v6, v7), (v8, v9), (v10, v11), (v12, v13), (v14, v15) = _cx(v0, v1), _cx(v2, v3), _cx(v4, v5), _cx(v6, v7), _cx(v8, v9), _cx(v10, v11), _cx(v12, v13), _cx(v14, v15)
+        (v0, v2), (v1, v3), (v4, v6), (v5, v7), (v8, v10), (v9, v11), (v12, v14), (v13, v15) = _cx(v0, v2), _cx(v1, v3), _cx(v4, v6), _cx(v5, v7), _cx(v8, v10), _cx(v9, v11), _cx(v12, v14), _cx(v13, v15)
+        (v1, v2), (v5, v6), (v9, v10), (v13, v14), (v0, v4) = _cx(v1, v2), _cx(v5, v6), _cx(v9, v10), _cx(v13, v14), _cx(v0, v4)
+        (v1, v5), (v2, v6), (v3, v7), (v8, v12), (v9, v13), (v10, v14), (v11, v15) = _cx(v1, v5), _cx(v2, v6), _cx(v3, v7), _cx(v8, v12), _cx(v9, v13), _cx(v10, v14), _cx(v11, v15)
+        (v2, v4), (v3, v5), (v10, v12), (v11, v13) = _cx(v2, v4), _cx(v3, v5), _cx(v10, v12), _cx(v11, v13)
+        (v1, v2), (v3, v4), (v5, v6), (v9, v10), (v11, v12), (v13, v14), (v0, v8) = _cx(v1, v2), _cx(v3, v4), _cx(v5, v6), _cx(v9, v10), _cx(v11, v12), _cx(v13, v14), _cx(v0, v8)
+        (v1, v9), (v2, v10), (v3, v11), (v4, v12), (v5, v13), (v6, v14), (v7, v15) = _cx(v1, v9), _cx(v2, v10), _cx(v3, v11), _cx(v4, v12), _cx(v5, v13), _cx(v6, v14), _cx(v7, v15)
+        (v4, v8), (v5, v9), (v6, v10), (v7, v11) = _cx(v4, v8), _cx(v5, v9), _cx(v6, v10), _cx(v7, v11)
+        (v2, v4), (v3, v5), (v6, v8), (v7, v9), (v10, v12), (v11, v13) = _cx(v2, v4), _cx(v3, v5), _cx(v6, v8), _cx(v7, v9), _cx(v10, v12), _cx(v11, v13)
+        (v1, v2), (v3, v4), (v5, v6), (v7, v8), (v9, v10), (v11, v12), (v13, v14) = _cx(v1, v2), _cx(v3, v4), _cx(v5, v6), _cx(v7, v8), _cx(v9, v10), _cx(v11, v12), _cx(v13, v14)
+        buf[r, c], buf[r + 1, c], buf[r + 2, c], buf[r + 3, c], buf[r + 4, c], buf[r + 5, c], buf[r + 6, c], buf[r + 7, c] = v0, v1, v2, v3, v4, v5, v6, v7
+        buf[r + 8, c], buf[r + 9, c], buf[r + 10, c], buf[r + 11, c], buf[r + 12, c], buf[r + 13, c], buf[r + 14, c], buf[r + 15, c] = v8, v9, v10, v11, v12, v13, v14, v15
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def select_columns(buf: np.ndarray, plan: np.ndarray, width: int) -> None:  # pragma: no cover - compiled
+    """Apply ``plan`` (comparators ``(a, b)`` and tiles ``(row, −1)``, :func:`median_plan`)
+    to each of the first ``width`` columns of ``buf`` in place."""
+    for t in range(plan.shape[0]):
+        a = plan[t, 0]
+        b = plan[t, 1]
+        if b < 0:
+            _sort_tile(buf, a, width)
+        else:
+            for c in range(width):
+                x = buf[a, c]
+                y = buf[b, c]
+                buf[a, c] = min(x, y)
+                buf[b, c] = max(x, y)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -149,7 +219,7 @@ def _slope(ys: np.ndarray, buf: np.ndarray, inner: np.ndarray, net: np.ndarray, 
                     for c in range(width):
                         dst[c] = (top[c] - bottom[c]) / dx
                 row += 1
-        sort_columns(buf, net, width)
+        select_columns(buf, net, width)
         _middle(buf, k - 1, inner[i], width)
 
 
@@ -161,7 +231,7 @@ def reweight_pass(
 ) -> None:  # pragma: no cover - compiled; fmt: skip
     """Fill ``corrected`` (K, d) and add each upload's θ and replaced-coordinate count
     into ``theta`` and ``replaced`` (float64, K). Needs K ≥ 3; the networks are
-    ``median_network(K − 1)``, ``median_network(K)`` and ``median_network(K, 1)``."""
+    ``median_plan(K − 1)``, ``median_plan(K)`` and ``median_plan(K, 1)``."""
     k, d = updates.shape
     f32 = np.float32
     y = np.empty((k, block), f32)
@@ -195,7 +265,7 @@ def reweight_pass(
                 dst[c] = src[c]
         _ranks(y, ys, rank, width)  # step 1
         _slope(ys, buf, inner, net_inner, width)  # step 2
-        sort_columns(inner, net_outer, width)
+        select_columns(inner, net_outer, width)
         _middle(inner, k, beta1, width)
         _middle(ys, k, beta0, width)
         for c in range(width):
@@ -203,7 +273,7 @@ def reweight_pass(
         for a in range(k):  # step 3: |residuals| and their scale τ
             for c in range(width):
                 buf[a, c] = abs(y[a, c] - (beta0[c] + beta1[c] * f32(rank[a, c])))
-        sort_columns(buf, net_tail, width)
+        select_columns(buf, net_tail, width)
         _middle(buf, k - 1, tau, width, 1)
         for c in range(width):
             tau[c] = scale * tau[c] + f32(1e-7)
