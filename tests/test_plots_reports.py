@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from bmfl.incentives import SCALE
 from bmfl.plots import band, round_axis
 from bmfl.reproduce import robustness as rm
-from bmfl.reproduce.grid import QUICK
+from bmfl.reproduce.grid import QUICK, SECTION_NAMES
 from bmfl.reproduce.report import FIGURES, Report, run_prefixes
 from bmfl.simulation import SimulationConfig
 from bmfl.simulation.output import rounds_figure
@@ -101,6 +101,10 @@ def test_bands_show_the_spread_over_seeds_only_when_seeds_vary() -> None:
 
 def test_fig6_needs_the_clean_runs_of_fig5() -> None:
     assert run_prefixes(["fig7"]) == {"fig7"} and run_prefixes(["fig6"]) == {"fig5", "fig6"}
+
+
+def test_the_sections_the_command_accepts_are_the_reports() -> None:
+    assert tuple(FIGURES) == SECTION_NAMES  # `bmfl reproduce --only` checks names against SECTION_NAMES
 
 
 # ------------------------------------------------------------------ the demo's report
