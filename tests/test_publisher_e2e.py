@@ -45,8 +45,8 @@ def bmfl(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 def bmfl_here(args: list[str], env: dict[str, str]) -> Result:
     """``bmfl`` run in this process (typer's runner, the same app, ``env`` as its
-    environment): for the many ``bmfl claim`` calls, each of which as a process spends
-    about 2 s importing web3 before one call and one transaction."""
+    environment): for the many short commands (``bmfl claim`` per payee, ``task show`` and
+    ``list``), each of which as a process spends about 2 s importing before one request."""
     return CliRunner().invoke(app, args, env=env)
 
 
@@ -130,7 +130,7 @@ def test_every_payee_claims_exactly_its_credit(published) -> None:
         assert claim["balance_after_wei"] == claim["balance_before_wei"] + p["credited_wei"] - claim["gas_wei"]
         again = bmfl_here(["claim"], env | {"BMFL_KEY": keys[p["payee"]]})
         assert again.exit_code == 0 and "nothing to claim" in again.stdout, again.output
-    after = json.loads(bmfl(["task", "show", "1", "--json"], work, env).stdout)["ledger"]
+    after = json.loads(bmfl_here(["task", "show", "1", "--json"], env).stdout)["ledger"]
     assert all(p["outstanding_wei"] == 0 and p["claimed_wei"] == p["credited_wei"] for p in after["payees"])
     assert after["claimed_wei"] == ledger["block_rewards_wei"] + ledger["payouts_wei"] and after["outstanding_wei"] == 0
 
@@ -142,9 +142,9 @@ def test_the_audit_passes_and_the_list_shows_the_task(published) -> None:
                   "--gateway", stack.cloud.url, "--json"], work, env)  # fmt: skip
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert json.loads(audit.stdout)["passed"] is True
-    listed = json.loads(bmfl(["task", "list", "--json"], work, env).stdout)
+    listed = json.loads(bmfl_here(["task", "list", "--json"], env).stdout)
     assert [(t["task_id"], t["status"]) for t in listed] == [(1, "finished")]
-    shown = bmfl(["task", "show", "1"], work, env).stdout
+    shown = bmfl_here(["task", "show", "1"], env).stdout
     assert "round 2: accuracy" in shown and "uploads 8/8" in shown and "claimed" in shown
 
 
