@@ -239,7 +239,7 @@ class TasksClient(ContractClient):
         """Credit payees of ``edge`` from their proven records."""
         entries = [e.as_tuple() for e in log]
         fn = self.contract.functions.settle(task_id, edge, entries, [c.as_tuple() for c in claims])
-        return self.send(fn, gas=SETTLE_GAS)
+        return self.send(fn, gas=SETTLE_GAS, abi_ready=True)  # ints and bytes: thousands of proof hashes per page
 
     def sweep(self, task_id: int) -> Receipt:
         """Return what was not settled to the publisher once the claim window ended."""

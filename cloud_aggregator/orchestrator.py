@@ -54,11 +54,11 @@ from cloud_aggregator.telemetry import CloudTelemetry
 from chain.base import ContractRevert
 from chain.settlement import settle_task
 from chain.tasks import Phase, Status, TaskInfo
+from cloud_aggregator.status import SETTLED
 
 log = logging.getLogger("bmfl.cloud")
 T = TypeVar("T")
 CHAIN_RETRY_S, MAX_CHAIN_RETRY_S = 0.5, 10.0
-SETTLED = "every payee settled"
 
 
 class RoundFailed(RuntimeError):

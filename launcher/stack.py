@@ -275,7 +275,7 @@ def wait_settled(cloud_url: str, task_id: int, timeout_s: float = 120) -> dict:
     (or once ``timeout_s`` passed)."""
     import httpx
 
-    from cloud_aggregator.orchestrator import SETTLED
+    from cloud_aggregator.status import SETTLED
 
     deadline = time.monotonic() + timeout_s
     while True:

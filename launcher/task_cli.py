@@ -156,7 +156,7 @@ def watch(
     """Follow a task live (one line per change: round, accuracy, flagged, ε, ETA, spend);
     exits 0 when it finished (and with --settled, once payouts are credited), 1 if it failed
     or was cancelled, 3 on timeout."""
-    from cloud_aggregator.orchestrator import SETTLED
+    from cloud_aggregator.status import SETTLED
 
     url = f"{cloud_url.rstrip('/')}/tasks/{task_id}"
     deadline = time.monotonic() + timeout if timeout else None

@@ -5,7 +5,10 @@ wei, double claim, reentrancy on claim, cancel/refund of a stalled task."""
 
 from __future__ import annotations
 
-from chain.base import ContractClient
+from web3 import Web3
+
+from chain.artifacts import load_artifact
+from chain.base import ContractClient, calldata
 from chain.records import RoundLog, log_hash, pack_records, records_root
 from chain.tasks import Phase, Status
 from chain_fixtures import Chain, chain, chain_module, digest, reverts  # noqa: F401
@@ -20,6 +23,17 @@ class Attacker(ContractClient):
 def new_task(chain: Chain, escrow: int = 10**18, **overrides: object) -> int:
     task_id, _ = chain.tasks(chain.publisher).create_task(chain.params(**overrides), escrow)
     return task_id
+
+
+def test_settles_calldata_is_web3s_encoding() -> None:
+    """``settle`` is sent with :func:`chain.base.calldata` (no web3 normalisation): the
+    same bytes web3 encodes, for a page with several payees, records and proofs."""
+    w3 = Web3()
+    tasks = w3.eth.contract(address="0x" + "11" * 20, abi=load_artifact("BMFLTasks").abi)
+    log = [(1, digest("r1"), 3, 9), (2, digest("r2"), 2, 4)]
+    claims = [(v, [(0, v, bytes([v]) * 41, [digest(f"p{v}{i}") for i in range(v)]), (1, 0, b"", [])]) for v in range(4)]
+    fn = tasks.functions.settle(7, 2, log, claims)
+    assert calldata(w3, fn) == fn._encode_transaction_data()
 
 
 def test_create_task_and_its_reverts(chain: Chain) -> None:

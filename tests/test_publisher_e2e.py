@@ -18,8 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner, Result
 
 from chain.anvil import dev_key
+from launcher.cli import app
 from launcher.stack import FIRST_EDGE, LocalStack
 from launcher.task_cli import summary
 from tooling import requires_anvil
@@ -39,6 +41,13 @@ def quickstart(user: str = "publisher") -> str:
 
 def bmfl(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(["bmfl", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def bmfl_here(args: list[str], env: dict[str, str]) -> Result:
+    """``bmfl`` run in this process (typer's runner, the same app, ``env`` as its
+    environment): for the many short commands (``bmfl claim`` per payee, ``task show`` and
+    ``list``), each of which as a process spends about 2 s importing before one request."""
+    return CliRunner().invoke(app, args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +123,14 @@ def test_every_payee_claims_exactly_its_credit(published) -> None:
     assert {p["role"] for p in payees} == {"edge", "vehicle"} and len([p for p in payees if p["role"] == "vehicle"]) >= 1
     for p in payees:
         assert p["outstanding_wei"] == p["credited_wei"] and p["claimed_wei"] == 0
-        out = bmfl(["claim", "--json"], work, env | {"BMFL_KEY": keys[p["payee"]]})
-        assert out.returncode == 0, out.stderr
+        out = bmfl_here(["claim", "--json"], env | {"BMFL_KEY": keys[p["payee"]]})
+        assert out.exit_code == 0, out.output
         claim = json.loads(out.stdout)
         assert claim["account"] == p["payee"] and claim["claimed_wei"] == claim["owed_wei"] == p["credited_wei"]
         assert claim["balance_after_wei"] == claim["balance_before_wei"] + p["credited_wei"] - claim["gas_wei"]
-        again = bmfl(["claim"], work, env | {"BMFL_KEY": keys[p["payee"]]})
-        assert "nothing to claim" in again.stdout
-    after = json.loads(bmfl(["task", "show", "1", "--json"], work, env).stdout)["ledger"]
+        again = bmfl_here(["claim"], env | {"BMFL_KEY": keys[p["payee"]]})
+        assert again.exit_code == 0 and "nothing to claim" in again.stdout, again.output
+    after = json.loads(bmfl_here(["task", "show", "1", "--json"], env).stdout)["ledger"]
     assert all(p["outstanding_wei"] == 0 and p["claimed_wei"] == p["credited_wei"] for p in after["payees"])
     assert after["claimed_wei"] == ledger["block_rewards_wei"] + ledger["payouts_wei"] and after["outstanding_wei"] == 0
 
@@ -133,9 +142,9 @@ def test_the_audit_passes_and_the_list_shows_the_task(published) -> None:
                   "--gateway", stack.cloud.url, "--json"], work, env)  # fmt: skip
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert json.loads(audit.stdout)["passed"] is True
-    listed = json.loads(bmfl(["task", "list", "--json"], work, env).stdout)
+    listed = json.loads(bmfl_here(["task", "list", "--json"], env).stdout)
     assert [(t["task_id"], t["status"]) for t in listed] == [(1, "finished")]
-    shown = bmfl(["task", "show", "1"], work, env).stdout
+    shown = bmfl_here(["task", "show", "1"], env).stdout
     assert "round 2: accuracy" in shown and "uploads 8/8" in shown and "claimed" in shown
 
 

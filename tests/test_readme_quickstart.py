@@ -1,7 +1,8 @@
 """The README's quick start for the operator and the researcher, run verbatim: each
 ``bash`` block under "## Quick start: operator" / "## Quick start: researcher" runs with
 ``bash -e`` from the repository root, with the virtual environment's ``bmfl``
-first on PATH, and leaves what the README says it leaves."""
+first on PATH, and leaves what the README says it leaves (``bmfl reproduce --quick --only
+fig7``: that one figure in runs/reproduce, nothing written under docs/)."""
 
 from __future__ import annotations
 
@@ -58,5 +59,9 @@ def test_the_researchers_quick_start() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in ("metrics.jsonl", "metrics.csv", "config.json", "payouts.json", "accuracy.png"):
         assert name in done.stdout and (ROOT / "runs" / "quickstart" / "example" / name).is_file()
-    assert "## BMFL Fig. 7" in (ROOT / "runs" / "reproduce" / "results.md").read_text()
+    # `bmfl reproduce --quick --only fig7`: that one figure, written to runs/, docs/ left alone
+    text = (ROOT / "runs" / "reproduce" / "results.md").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert [h for h in headings if "Fig." in h or "FBFL" in h or "001" in h] == ["## BMFL Fig. 7: backdoor attack success over the rounds"]
+    assert sorted(p.name for p in (ROOT / "runs" / "reproduce" / "results").iterdir()) == ["fig7.png", "runs.jsonl"]
     assert sorted((p.relative_to(ROOT), p.stat().st_mtime) for p in (ROOT / "docs").rglob("*")) == before

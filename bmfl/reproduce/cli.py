@@ -25,13 +25,14 @@ def reproduce(
 ) -> None:
     """Run the papers' experiment grid and write OUT/results.md with tables and plots
     (runs/reproduce/ unless --publish writes the committed docs/)."""
-    from bmfl.reproduce.grid import SCALES, grid
-    from bmfl.reproduce.report import FIGURES, read_records, run_prefixes, write_report
+    from bmfl.reproduce.grid import SCALES, SECTION_NAMES, grid
 
     if publish and out is not None:
         raise typer.BadParameter("give --out or --publish, not both", param_hint="--publish")
-    if unknown := set(only) - set(FIGURES):
-        raise typer.BadParameter(f"unknown section {', '.join(sorted(unknown))}; one of {', '.join(FIGURES)}", param_hint="--only")
+    if unknown := set(only) - set(SECTION_NAMES):
+        raise typer.BadParameter(f"unknown section {', '.join(sorted(unknown))}; one of {', '.join(SECTION_NAMES)}", param_hint="--only")
+    from bmfl.reproduce.report import read_records, run_prefixes, write_report  # torch, matplotlib: after the checks
+
     out = PUBLISHED if publish else out or RUNS_OUT
     saved = out / "results" / "runs.jsonl"
     if report_only:

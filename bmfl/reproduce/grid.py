@@ -31,6 +31,9 @@ BMFL_METHODS = {
     "Reweighting": {"edge": {"name": "reweight"}, "filters": []},
     "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
 }
+SECTION_NAMES = ("fig5", "fig6", "fig7", "fbfl", "traffic", "fedaux", "bafdp")
+"""The report's sections (``bmfl.reproduce.report.FIGURES``) by the name ``bmfl reproduce
+--only`` takes: known here, so that the command refuses a wrong one before importing torch."""
 SEED = 0  # every run's seed: data split, partition, attackers, training noise
 IDEAL = "ideal filter"  # reference: the edges drop exactly the attackers (FedAvg on the honest vehicles)
 
