@@ -103,11 +103,33 @@ READING = """## Reading the numbers
   raises on a division by zero, a branch that keeps a loop from vectorising); selection
   networks (Batcher's pruned to the comparators the median depends on: 24 of 28 for 9
   values, 891 of 1,094 for 99); power-of-two rank gaps multiplied by the exact
-  reciprocal. Tried and dropped: computing each slope once
-  for its mirror (copying it back from a K²/2 triangle cost more than the division it
-  saved). K = 100 stays bound by its 100 selection networks of 891 comparators per
-  coordinate. Memory no longer grows with K²: the buffers stay within 4 MiB, and an
-  edge closing with 500 trainers peaked at 916 MiB RSS (`bench/edge_load.py`, docs/security.md).
+  reciprocal. Second pass (2026-12-03): a comparator applied across a block costs two
+  loads and two stores per value and that memory traffic, not the min/max, bounds the
+  networks, so their first four merge stages (all within aligned blocks of 16 rows: 383
+  of the 891 comparators for 99 values) now run as one op per block that loads its 16
+  rows once, applies `sorting_network(16)` in registers and stores them once
+  (`median_plan`; comparators of those stages that the median does not need run too but
+  change only rows that nothing later reads), so the result is bit for bit the old one
+  (checked on all outputs, ties and signed zeros included). Timed interleaved in one
+  process (old, new, new, old), one thread, load average 3.5–5.1 on the 2 shared cores,
+  two runs: K = 100, d = 1.2 M 49.7/56.0 s → 29.4/30.4 s (`reweight_pass` alone) and
+  35.6/55.7 s → 26.6/22.1 s (the rule, as in the issue's timing script): 1.3–2.5× pair
+  by pair, the old pass suffering more from the load. Idle (load average below 1, the
+  issue's timing script, wall = CPU time): K = 100, d = 1.2 M 28.3/33.4 s before (the
+  same day) → 26.5/26.3/25.7/24.2 s after, under the 30 s target; K = 10, d = 11 M
+  1.55–2.29 s old against 1.51–2.26 s new, interleaved three calls each (it has no
+  block of 16; the spread is the 440 MB of uploads), under the 3 s target. Tried and
+  dropped: computing each slope once for its mirror (copying it back from a K²/2
+  triangle cost more than the division it saved); a bitonic network run as 4- and
+  8-row register tiles of two or three layers (each tile closed, but 1,462 comparators
+  for 99 values against 891 ate the saving); tiles of 32 rows and the whole network as
+  straight-line code (LLVM no longer vectorises them); AVX-512 (`-prefer-256-bit`
+  off: no gain), a row stride off powers of two, min/max without masked stores, and
+  blocks of 32–128 (256 stays fastest). The 508 comparators after the fourth stage, run
+  one by one at about twice the cost of a tiled one, are now about three quarters of
+  the network time at K = 100. Memory no longer grows with K²: the buffers stay within
+  4 MiB, and an edge closing with 500 trainers peaked at 916 MiB RSS
+  (`bench/edge_load.py`, docs/security.md).
 - **Round overhead, second pass** (1.54–1.69× before it, 50 vehicles): the fleet no
   longer polls vehicles that had their turn in the round (600 → ~60 polls), trains a
   vehicle as soon as its poll selects it and uploads while the next one trains; the
