@@ -36,31 +36,38 @@ class EnvelopeAware(Attack):
     knowledge = "own"
 
     def __init__(self, training: dict[str, Any], num_samples: int = 10_000, scale: float = 0.95, z: float = 4.0) -> None:
-        if scale <= 0 or num_samples < 1:
-            raise ValueError("need scale > 0 and num_samples >= 1")
         self.training = dict(training)
         self.num_samples = num_samples
         self.scale = scale
         self.z = z
-        self._config = TrainingSpec.model_validate(self.training).local()
+        self._push = EnvelopePush(self.training, num_samples, scale, z)
 
     def training_config(self, config: LocalTrainingConfig) -> LocalTrainingConfig:
         return replace(config, dp=False)
 
     def collude(self, view: EdgeView) -> torch.Tensor:
-        direction = (view.own.to(torch.float64) - view.reference.to(torch.float64)).mean(dim=0)
-        return inside_envelope(view, -direction, self._config, self.num_samples, self.scale, self.z)
+        return self._push.send(view, -self._push.mean_update(view))
 
 
-def inside_envelope(
-    view: EdgeView, direction: torch.Tensor, config: LocalTrainingConfig, num_samples: int, scale: float, z: float,
-) -> torch.Tensor:  # fmt: skip
-    """The edge's attackers' uploads w^{r-1} + ``scale``·S·u/‖u‖ + n along ``direction``
-    u, with n ~ N(0, v I) drawn fresh per attacker, v and S as ``dp_envelope`` computes
-    them for ``num_samples``."""
-    ref = view.reference.to(torch.float64)
-    unit = direction / direction.norm().clamp_min(1e-12)
-    v = noise_variance(config, num_samples)
-    step = scale * signal_bound(config, num_samples, z)
-    noise = torch.randn(view.own.shape, generator=view.generator, dtype=torch.float64) * v**0.5
-    return (ref + step * unit + noise).to(view.own.dtype)
+class EnvelopePush:
+    """What an attacker inside the envelope sends: w^{r-1} + ``scale``·S·u/‖u‖ + n along
+    a direction u, with n ~ N(0, v I) drawn fresh per attacker, v and S as ``dp_envelope``
+    computes them for ``num_samples`` from the task's public training settings."""
+
+    def __init__(self, training: dict[str, Any], num_samples: int, scale: float, z: float) -> None:
+        if scale <= 0 or num_samples < 1:
+            raise ValueError("need scale > 0 and num_samples >= 1")
+        config = TrainingSpec.model_validate(training).local()
+        self.variance = noise_variance(config, num_samples)
+        self.step = scale * signal_bound(config, num_samples, z)
+
+    @staticmethod
+    def mean_update(view: EdgeView) -> torch.Tensor:
+        """The mean of the edge's attackers' own trained updates (no honest noise in it)."""
+        return (view.own.to(torch.float64) - view.reference.to(torch.float64)).mean(dim=0)
+
+    def send(self, view: EdgeView, direction: torch.Tensor) -> torch.Tensor:
+        """The attackers' uploads, one fresh noise draw each."""
+        unit = direction / direction.norm().clamp_min(1e-12)
+        noise = torch.randn(view.own.shape, generator=view.generator, dtype=torch.float64) * self.variance**0.5
+        return (view.reference.to(torch.float64) + self.step * unit + noise).to(view.own.dtype)

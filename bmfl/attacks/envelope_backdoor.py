@@ -23,8 +23,7 @@ import torch
 
 from bmfl.attacks.backdoor import PixelBackdoor
 from bmfl.attacks.base import EdgeView, register_attack
-from bmfl.attacks.envelope_aware import inside_envelope
-from bmfl.task import TrainingSpec
+from bmfl.attacks.envelope_aware import EnvelopePush
 
 
 @register_attack("envelope_backdoor")
@@ -37,14 +36,11 @@ class EnvelopeBackdoor(PixelBackdoor):
         dp: bool | None = False, num_samples: int = 10_000, scale: float = 0.95, z: float = 4.0,
     ) -> None:  # fmt: skip
         super().__init__(target, lr, epochs, poison_fraction, dp)
-        if scale <= 0 or num_samples < 1:
-            raise ValueError("need scale > 0 and num_samples >= 1")
         self.training = dict(training)
         self.num_samples = num_samples
         self.scale = scale
         self.z = z
-        self._config = TrainingSpec.model_validate(self.training).local()
+        self._push = EnvelopePush(self.training, num_samples, scale, z)
 
     def collude(self, view: EdgeView) -> torch.Tensor:
-        direction = (view.own.to(torch.float64) - view.reference.to(torch.float64)).mean(dim=0)
-        return inside_envelope(view, direction, self._config, self.num_samples, self.scale, self.z)
+        return self._push.send(view, self._push.mean_update(view))
