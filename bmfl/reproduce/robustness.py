@@ -92,6 +92,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "CC-aware": ("cc_aware", {}),
     "envelope-aware": ("envelope_aware", {"training": dict(BMFL_TRAINING)}),
     "sign flip": ("sign_flip", {}),
+    "pixel backdoor": ("backdoor", {**BACKDOOR}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
     "envelope backdoor": ("envelope_backdoor", {**BACKDOOR, "training": dict(BMFL_TRAINING)}),
 }
