@@ -41,25 +41,30 @@ others at the largest v_m and S_m.
    max_t F̂_m(t) − F_v(t) ≤ √(ln(1/α)/(2d)) with probability at least 1 − α, where
    α = P(N(0, 1) > z) is the other tests' one-sided failure probability (3·10⁻⁵ at
    z = 4), checked at ``SHAPE_QUANTILES`` thresholds t (the noise's quantiles at the
-   least v_m). This is
-   what a norm cannot see: an update without fresh noise (a signal scaled to an honest
-   norm, the constrain-and-scale backdoor) has the energy of the noise but not its
-   shape, since a gradient's coordinates are far from Gaussian (most are small).
+   least v_m). This is what a norm cannot see: an update without fresh noise (a signal
+   scaled to an honest norm, the constrain-and-scale backdoor) has the energy of the
+   noise but not its shape, since a gradient's coordinates are far from Gaussian (most
+   are small). The test reads the coordinates' distribution, not where they point: a
+   signal whose magnitudes are remapped onto the half-normal's quantiles (signs and
+   ranks kept) passes it without noise, keeping what of its direction survives that
+   remapping.
 
 Uploads failing (1) or (3) are flagged. Among the rest, two that fail (2) cannot both be
 honest; the filter keeps a largest set of uploads with no failing pair (a maximum
 independent set of the conflict graph: exact by enumeration for up to ``exact_max``
 uploads, greedy removal of the most-conflicting upload above that) and flags the others.
 Ties between equally large sets go to the one first in upload (vehicle) order. An
-attacker that passes must send its own fresh Gaussian noise of the right variance plus a
-"signal" no larger than an honest vehicle's largest clipped signal S_m, so its harm is
-bounded by what one honest vehicle can move (``envelope_aware`` is that attacker).
+attacker that passes sends something shaped like fresh noise of the right variance plus
+a "signal" no larger than an honest vehicle's largest clipped signal S_m
+(``envelope_aware`` and ``envelope_backdoor`` send exactly that), short of the remapping
+above.
 
 ``info`` holds the Gram matrix, the bounds, the norm ratio G_mm/(d·v_m) (1 for pure
-noise), the shape excess max_t F̂_m(t) − F_v(t) with its bound, and the conflict graph; no reliability score is recorded (the test is two-sided
-and pairwise, not a score to reach). The cost is
-one K×K Gram matrix, O(K²d) time, and one pass over each upload for its shape, built over blocks of coordinates so that its memory is
-``GRAM_BUDGET`` bytes beyond the uploads whatever K and d are (:func:`gram_matrix`).
+noise), the shape excess max_t F̂_m(t) − F_v(t) with its bound, and the conflict graph;
+no reliability score is recorded (the test is two-sided and pairwise, not a score to
+reach). The cost is one K×K Gram matrix, O(K²d) time, built over blocks of coordinates
+so that its memory is ``GRAM_BUDGET`` bytes beyond the uploads whatever K and d are
+(:func:`gram_matrix`), and one pass over each upload for its shape.
 Without DP (v = 0) no upload is flagged.
 """
 
