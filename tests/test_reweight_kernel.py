@@ -38,15 +38,19 @@ def test_the_network_sorts_random_columns_of_larger_sizes(n: int) -> None:
     assert np.array_equal(out, np.sort(values, axis=0))
 
 
+ZERO_ONE_CASES = [(median_network, n) for n in range(2, 17)] + [(median_plan, n) for n in (TILE - 1, TILE, TILE + 1, TILE + 2)]
+
+
 @pytest.mark.parametrize("offset", [0, 1])
-@pytest.mark.parametrize("n", range(2, 17))
-def test_the_median_network_selects_the_median_of_every_zero_one_input(n: int, offset: int) -> None:
-    # the 0-1 principle holds for each output position of a comparator network
+@pytest.mark.parametrize(("build", "n"), ZERO_ONE_CASES)
+def test_the_median_network_and_its_tiled_plan_select_the_median_of_every_zero_one_input(build, n: int, offset: int) -> None:
+    # the 0-1 principle holds for each output position of a comparator network (the
+    # tiled plan around one tile of 16 rows: whole, short by one, one or two past it)
     columns = np.array(list(itertools.product((0.0, 1.0), repeat=n)), dtype=np.float32).T.copy()
     expected = np.sort(columns, axis=0)
     m = n - offset
     middle = [offset + (m - 1) // 2, offset + m // 2]
-    select_columns(columns, median_network(n, offset), columns.shape[1])
+    select_columns(columns, build(n, offset), columns.shape[1])
     assert np.array_equal(columns[middle], expected[middle])
     assert len(median_network(n, offset)) <= len(sorting_network(n))
 
@@ -61,16 +65,6 @@ def test_the_median_network_selects_the_median_of_random_columns(n: int) -> None
     assert np.array_equal(out[middle], np.sort(values, axis=0)[middle])
     assert len(median_network(n)) < 0.85 * len(sorting_network(n))  # the pruning pays
 
-
-@pytest.mark.parametrize("offset", [0, 1])
-@pytest.mark.parametrize("n", [TILE - 1, TILE, TILE + 1, TILE + 2])
-def test_the_tiled_plan_selects_the_median_of_every_zero_one_input(n: int, offset: int) -> None:
-    columns = np.array(list(itertools.product((0.0, 1.0), repeat=n)), dtype=np.float32).T.copy()
-    expected = np.sort(columns, axis=0)
-    m = n - offset
-    middle = [offset + (m - 1) // 2, offset + m // 2]
-    select_columns(columns, median_plan(n, offset), columns.shape[1])
-    assert np.array_equal(columns[middle], expected[middle])
 
 
 @pytest.mark.parametrize("offset", [0, 1])
