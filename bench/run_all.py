@@ -2,9 +2,11 @@
 the acceptance targets checked against the measured figures, and each benchmark's
 table (ours, the baseline, the ratio); the rows also go to ``docs/performance.json``,
 from which ``--only`` keeps the benchmarks it does not re-run. Benchmarks run one after
-another; each interleaves its own contenders.
+another; each interleaves its own contenders. Where torch sees a GPU, ``bench.gpu`` runs
+last and its run goes to ``docs/performance_gpu.json``; elsewhere the report shows the
+last GPU run from there. ``--render`` writes the report from the stored results only.
 
-    python -m bench.run_all [--out docs/performance.md] [--only fleet_round ...]
+    python -m bench.run_all [--out docs/performance.md] [--only fleet_round ... gpu] [--render]
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from bench.common import Row, console, fmt, machine, print_rows
+from bench.gpu import __doc__ as BENCH_GPU_DOC
+from bench.gpu import measure_and_store
 
 BENCHES = ("dp_step", "fleet_round", "aggregate", "round_overhead", "intake", "memory", "ray_scale")
 TARGETS = (
@@ -293,7 +299,30 @@ class Section:
     error: str | None = None
 
 
-def render(host: dict[str, str], sections: list[Section]) -> str:
+def gpu_lines(record: dict | None) -> list[str]:
+    """The GPU column's acceptance line and its section (``bench.gpu``), from the last
+    run on a machine with a GPU."""
+    if record is None:
+        return [], []
+    rows = [Row(**r) for r in record["rows"]]
+    gpu = record["machine"]["GPU"]
+    vs_cpu = _find(rows, "gpu", "round on the GPU vs on the CPU")
+    vs_floor = _find(rows, "gpu", "round on the GPU vs its non-private training floor on the GPU")
+    line = [
+        f"- GPU ({gpu}, {record['started']}): a round {fmt(vs_cpu.ours, 's')}, **{vs_cpu.ratio:.2f}×** faster than the "
+        f"same round on that machine's {record['machine']['cores']}-core CPU and {vs_floor.ratio:.2f}× the non-private "
+        "training floor on the GPU; the same verdicts on both (tests/test_device.py, run there; section gpu)."
+    ] if vs_cpu and vs_floor else []  # fmt: skip
+    section = [
+        "## gpu", "", " ".join(BENCH_GPU_DOC.split("\n\n")[0].split()).replace("``", "`"), "",
+        f"Run {record['started']} on another machine than the sections above (`python -m bench.gpu`; `make bench` "
+        f"re-runs it where torch sees a GPU), load average at its start {record['load']}:", "",
+        "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in record["machine"].items()], "", *_table(rows), "",
+    ]  # fmt: skip
+    return line, section
+
+
+def render(host: dict[str, str], sections: list[Section], gpu: dict | None = None) -> str:
     lines = [
         "# Performance",
         "",
@@ -314,6 +343,7 @@ def render(host: dict[str, str], sections: list[Section]) -> str:
         f"## Acceptance targets ({TARGETS})",
         "",
         *acceptance([r for section in sections for r in section.rows]),
+        *gpu_lines(gpu)[0],
         "",
         READING,
         INTAKE_PROFILE,
@@ -322,15 +352,17 @@ def render(host: dict[str, str], sections: list[Section]) -> str:
         lines += [f"## {sec.name}", "", sec.doc, "",
                   f"Run {sec.started}, {sec.seconds:.0f} s, load average (1/5/15 min) at its start {sec.load}.", ""]  # fmt: skip
         lines += [f"**Failed**: `{sec.error}`", ""] if sec.error else _table(sec.rows) + [""]
-    return "\n".join(lines)
+    return "\n".join(lines + gpu_lines(gpu)[1])
 
 
-def _load(path: Path) -> dict[str, Section]:
-    """Sections of the last run, kept in ``path`` (JSON) next to the report."""
+def _load(path: Path) -> tuple[dict[str, str] | None, dict[str, Section]]:
+    """The machine and the sections of the last run, kept in ``path`` (JSON) next to the
+    report (an older store holds the sections alone)."""
     if not path.exists():
-        return {}
+        return None, {}
     raw = json.loads(path.read_text())
-    return {s["name"]: Section(**{**s, "rows": [Row(**r) for r in s["rows"]]}) for s in raw}
+    host, raw = (raw["machine"], raw["sections"]) if isinstance(raw, dict) else (None, raw)
+    return host, {s["name"]: Section(**{**s, "rows": [Row(**r) for r in s["rows"]]}) for s in raw}
 
 
 def run_one(name: str) -> Section:
@@ -351,19 +383,28 @@ def run_one(name: str) -> Section:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/performance.md"))
-    parser.add_argument("--only", nargs="+", choices=BENCHES, help="re-run these; keep the others' last results")
+    parser.add_argument("--only", nargs="+", choices=(*BENCHES, "gpu"), help="re-run these; keep the others' last results")
+    parser.add_argument("--render", action="store_true", help="run nothing: write the report from the stored results")
     args = parser.parse_args()
-    store = args.out.with_suffix(".json")
-    sections = _load(store) if args.only else {}
-    host = machine()
+    store, gpu_store = args.out.with_suffix(".json"), args.out.with_name(args.out.stem + "_gpu.json")
+    stored_host, sections = _load(store) if args.only or args.render else (None, {})
+    gpu = json.loads(gpu_store.read_text()) if gpu_store.exists() else None
+    host = stored_host if args.render and stored_host else machine()
     failed = False
-    for name in args.only or BENCHES:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for name in [] if args.render else [n for n in args.only or BENCHES if n != "gpu"]:
         sections[name] = run_one(name)
         failed |= sections[name].error is not None
         ordered = [sections[n] for n in BENCHES if n in sections]
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        store.write_text(json.dumps([asdict(s) for s in ordered], indent=1))
-        args.out.write_text(render(host, ordered) + "\n")
+        store.write_text(json.dumps({"machine": host, "sections": [asdict(s) for s in ordered]}, indent=1))
+        args.out.write_text(render(host, ordered, gpu) + "\n")
+    if not args.render and (not args.only or "gpu" in args.only):
+        if torch.cuda.is_available():
+            console.rule("[bold]gpu")
+            gpu = measure_and_store(gpu_store)
+        else:
+            console.print(f"gpu: torch sees no GPU here; the report keeps the last GPU run ({gpu_store})")
+    args.out.write_text(render(host, [sections[n] for n in BENCHES if n in sections], gpu) + "\n")
     console.print(f"wrote {args.out} and {store}")
     sys.exit(1 if failed else 0)
 

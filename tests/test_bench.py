@@ -80,6 +80,19 @@ def test_ratios_and_acceptance_come_from_the_measured_rows():
     assert "| test CPU |" in text and "| DP-SGD step vs Opacus | 9.000 ms | Opacus: 8.000 ms | 0.89× speed-up |" in text
 
 
+def test_the_gpu_run_is_reported_with_its_own_machine():
+    rows = [Row("gpu", "round on the GPU vs on the CPU", 1.0, "the same round on the CPU", 4.0, "s"),
+            Row("gpu", "round on the GPU vs its non-private training floor on the GPU", 1.0, "floor on the GPU", 2.0, "s",
+                "overhead")]  # fmt: skip
+    record = {"machine": {"GPU": "Test GPU", "cores": "16"}, "started": "then", "load": "1 / 1 / 1",
+              "rows": [vars(r) for r in rows]}  # fmt: skip
+    text = render({"CPU": "test CPU"}, [], record)
+    assert ("- GPU (Test GPU, then): a round 1.000 s, **4.00×** faster than the same round on that machine's 16-core "
+            "CPU and 0.50× the non-private training floor on the GPU") in text  # fmt: skip
+    assert "| GPU | Test GPU |" in text and "| round on the GPU vs on the CPU | 1.000 s |" in text.split("## gpu")[1]
+    assert "## gpu" not in render({"CPU": "test CPU"}, [])
+
+
 def test_reweight_targets_are_checked_against_their_rows():
     vs = "vectorised tensor path"
     rows = [

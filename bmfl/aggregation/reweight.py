@@ -44,6 +44,7 @@ import torch
 
 from bmfl.aggregation.base import AggregationResult, Aggregator, register_aggregator
 from bmfl.aggregation.stats import median
+from bmfl.device import default_device
 
 THETA_VARIANTS = ("paper", "reference")
 MEMORY_BUDGET = 256 << 20
@@ -60,7 +61,7 @@ def repeated_median_line(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Slope and intercept per row of ``y`` (n, K) against the ranks 0 … K−1 (steps 1–2)."""
     k = y.shape[1]
     ys = y.sort(dim=1).values
-    x = torch.arange(k, dtype=y.dtype)
+    x = torch.arange(k, dtype=y.dtype, device=y.device)
     dx = x[None, :] - x[:, None]
     slopes = (ys[:, None, :] - ys[:, :, None]) / dx
     slopes.diagonal(dim1=1, dim2=2).fill_(float("inf"))
@@ -78,7 +79,7 @@ def confidences(y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor
     beta1, beta0 = repeated_median_line(y)
     order = y.argsort(dim=1, stable=True)
     ranks = torch.empty_like(y)
-    ranks.scatter_(1, order, torch.arange(k, dtype=y.dtype).expand(n, k).contiguous())
+    ranks.scatter_(1, order, torch.arange(k, dtype=y.dtype, device=y.device).expand(n, k).contiguous())
     line = beta0[:, None] + beta1[:, None] * ranks
     residual = y - line
     spread = median(residual.abs().sort(dim=1).values[:, 1:], dim=1)
@@ -96,7 +97,8 @@ def confidences(y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor
 class ResidualReweighting(Aggregator):
     """``lam`` λ = 2, ``threshold`` ς = 0.1, ``theta`` ∈ {"paper", "reference"} (step 7).
     On the CPU with K ≥ 3 the rule runs as one compiled pass (``compiled``; buffers
-    within 4 MiB whatever K is); elsewhere, or with ``compiled=False``, as tensor ops in
+    within 4 MiB whatever K is); on a GPU (``bmfl.device.default_device``, or where the
+    updates are), or with ``compiled=False``, as tensor ops in
     chunks of ``chunk_size`` coordinates (default: :func:`chunk_for`, memory ≈ chunk·K²·4 bytes
     within :data:`MEMORY_BUDGET`). Both give the same result."""
 
@@ -116,32 +118,34 @@ class ResidualReweighting(Aggregator):
 
     def aggregate(self, updates: torch.Tensor, sizes: torch.Tensor, reference: torch.Tensor) -> AggregationResult:
         k, d = updates.shape
-        if updates.device.type == "cpu" and k >= 3 and self.compiled:
+        device = updates.device if updates.device.type != "cpu" else default_device()
+        if device.type == "cpu" and k >= 3 and self.compiled:
             corrected, theta, replaced = self._compiled(updates)
         else:
-            corrected, theta, replaced = self._vectorised(updates)
+            corrected, theta, replaced = self._vectorised(updates, device)
         raw_theta = theta.clone()
         if self.theta == "reference" and theta.max() > 0:
             theta = (theta / theta.max()) ** 2
         total = theta.sum()
         weights = theta / total if total > 0 else torch.full((k,), 1.0 / k, dtype=torch.float64)
-        aggregate = torch.mv(corrected.T, weights.to(updates.dtype))  # Σ_m weight_m·corrected_m, no (K, d) temporary
+        aggregate = torch.mv(corrected.T, weights.to(corrected.device, updates.dtype))  # Σ_m weight_m·corrected_m, no (K, d) temporary
         info = {"theta": raw_theta, "replaced_fraction": replaced / d, "variant": self.theta}
         return AggregationResult(aggregate, weights, info)
 
-    def _vectorised(self, updates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Steps 1–7 with tensor ops in chunks of coordinates (any device): corrected
-        uploads, θ before normalisation and the replaced-coordinate counts."""
+    def _vectorised(self, updates: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 1–7 with tensor ops in chunks of coordinates on ``device``: corrected
+        uploads (where ``updates`` are), θ before normalisation and the
+        replaced-coordinate counts."""
         k, d = updates.shape
         chunk = self.chunk_size or chunk_for(k)
         corrected = torch.empty_like(updates)
         theta = torch.zeros(k, dtype=torch.float64)
         replaced = torch.zeros(k, dtype=torch.float64)
         for lo in range(0, d, chunk):
-            y = updates[:, lo : lo + chunk].T
+            y = updates[:, lo : lo + chunk].T.to(device)
             varpi, line = confidences(y, self.lam)
             low = varpi < self.threshold
-            corrected[:, lo : lo + chunk] = torch.where(low, line, y).T
+            corrected[:, lo : lo + chunk] = torch.where(low, line, y).T.to(corrected.device)
             replaced += low.sum(0, dtype=torch.float64).cpu()
             if self.theta == "paper":
                 theta += torch.where(low, 0.0, varpi).sum(0, dtype=torch.float64).cpu()

@@ -72,7 +72,7 @@ def run_async(
     assoc = associations(config)
     edge_of = next(assoc)
     participants = [v for v in range(config.vehicles) if v not in s.excluded]
-    global_vec = flatten(s.model.state_dict())
+    global_vec = flatten(s.model.state_dict()).cpu()
     previous_vec = None
     fleet = _Fleet(s)
     fleet.start(participants, 0.0, global_vec, previous_vec, 0, edge_of)

@@ -1,6 +1,6 @@
 """``bmfl simulate`` (the in-process simulator; ``bmfl simulate bmfl/configs/demo.toml``
 runs the demo setting without services; ``--ray auto`` trains its vehicles on a Ray
-cluster)."""
+cluster, ``--device cuda`` on this machine's GPU)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-def _run(config, console: Console, ray_address: str | None = None) -> None:
+def _run(config, console: Console, ray_address: str | None = None, device: str | None = None) -> None:
     """Run and report (torch and the simulator load here, so ``bmfl --help`` stays fast)."""
+    from bmfl.device import default_device, using
     from bmfl.simulation.output import round_line, summary_line, summary_table, write_outputs
     from bmfl.simulation.runner import run_simulation
 
@@ -19,9 +20,11 @@ def _run(config, console: Console, ray_address: str | None = None) -> None:
     console.print(
         f"[bold]{config.name}[/]: {config.vehicles} vehicles, {config.edges} edges ({config.assignment.kind}), "
         f"model {config.model}, data {config.data.name} ({config.partition.kind}), "
-        f"DP {'on' if config.training.dp else 'off'}, aggregation {config.aggregation.describe()}, attack {attack}, {config.rounds} rounds"
+        f"DP {'on' if config.training.dp else 'off'}, aggregation {config.aggregation.describe()}, attack {attack}, {config.rounds} rounds, "
+        f"device {device or default_device()}"
     )
-    result = run_simulation(config, console, on_round=lambda m: console.print(round_line(m)), ray_address=ray_address)
+    with using(device or default_device()):
+        result = run_simulation(config, console, on_round=lambda m: console.print(round_line(m)), ray_address=ray_address)
     console.print(summary_table(result))
     paths = write_outputs(result, Path(config.output_dir) / config.name)
     console.print(f"[bold green]done[/]: {summary_line(result)}; outputs in {paths['jsonl'].parent}")
@@ -36,6 +39,11 @@ def simulate(
         help="train the vehicles in Ray tasks: 'auto' joins this machine's Ray cluster, ADDRESS a cluster's "
         "(ray://head:10001), 'local' starts a private instance; same results as in-process (needs bmfl[ray])",
     ),
+    device: Optional[str] = typer.Option(
+        None, "--device", metavar="cpu|cuda|cuda:N",
+        help="where vehicles train and edges score and reweight (default: BMFL_DEVICE, else cuda when a GPU is "
+        "visible, else cpu); the same verdicts on every device",
+    ),
 ) -> None:
     """Run a BMFL simulation in-process (edges + cloud + vehicles, no services)."""
     from bmfl.simulation.config import load_config
@@ -47,6 +55,22 @@ def simulate(
             require_ray()
         except RayMissing as exc:
             raise typer.BadParameter(str(exc), param_hint="--ray") from None
+    if device is not None:
+        _check_device(device)
     overrides = {k: v for k, v in {"rounds": rounds, "output_dir": str(output_dir) if output_dir else None}.items() if v is not None}
-    _run(load_config(config, overrides), Console(), ray)
+    _run(load_config(config, overrides), Console(), ray, device)
+
+
+def _check_device(device: str) -> None:
+    """A device torch can parse, and a GPU present when it names cuda."""
+    import torch
+
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"{device!r}: use cpu, cuda or cuda:N", param_hint="--device")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("cuda asked for, but torch sees no GPU", param_hint="--device")
 

@@ -14,6 +14,7 @@ numpy arrays, which every worker on a node reads without copying.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import deque
 from typing import Iterator, Sequence
@@ -93,7 +94,8 @@ class RayFleet:
                 include_dashboard=False, log_to_driver=False,
             )  # fmt: skip
         self.task = ray.remote(num_cpus=1)(train_task)
-        self.shared = [ray.put(x) for x in (_arrays(fleet.train), fleet.model, fleet.config, fleet.attack)]
+        cpu_model = copy.deepcopy(fleet.model).cpu()  # Ray's workers train on their CPUs
+        self.shared = [ray.put(x) for x in (_arrays(fleet.train), cpu_model, fleet.config, fleet.attack)]
 
     def train(
         self, vehicles: Sequence[int], round_: int, reference: torch.Tensor, previous: torch.Tensor | None, edge_of

@@ -51,6 +51,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bmfl.aggregation import Aggregator, Verdict
 from bmfl.attacks import PixelBackdoor, attack_success_rate, shape_edge_uploads
 from bmfl.data import TensorData, load_dataset
+from bmfl.device import default_device
 from bmfl.incentives import SCALE, Payouts, split_payouts, to_fixed
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
@@ -233,15 +234,19 @@ class Setup:
 
 
 def prepare(config: SimulationConfig) -> Setup:
-    """Everything a run needs before its first update (the seed draws all of it)."""
+    """Everything a run needs before its first update (the seed draws all of it). The
+    vehicles train and the edges score on ``bmfl.device.default_device()`` (w⁰ is drawn
+    on the CPU first, so every device starts from the same w⁰); the round's vectors stay
+    on the CPU."""
+    device = default_device()
     train, test = load_dataset(config.data.name, **config.data.options)
     labels = train.groups if config.partition.kind == "by_group" else train.y
     partition = make_partition(config.partition.kind, labels, config.vehicles, config.seed, **config.partition.options)
     # σ from a target ε is planned on the vehicles' real sizes (bmfl.privacy.calibrate)
     config = config.model_copy(update={"training": config.training.calibrated(config.rounds, partition.sizes)})
     counts = config.sample_counts or partition.sizes
-    model = initial_model(config)
-    edge_test = edge_test_set(test, config)
+    model = initial_model(config).to(device)
+    edge_test = edge_test_set(test, config).to(device)
     local_cfg = config.training.local()
     scorer = task_scorer(model, edge_test)
     edge_agg = edge_rule(
@@ -289,7 +294,7 @@ def run_simulation(
     setup = prepare(config)
     config, test, sizes, model, scorer, fleet, clock = setup.config, setup.test, setup.sizes, setup.model, setup.scorer, setup.fleet, setup.clock
     edge_agg, attack, attackers, excluded = setup.edge_agg, setup.attack, setup.attackers, setup.excluded
-    global_vec = flatten(model.state_dict())
+    global_vec = flatten(model.state_dict()).cpu()
     previous_vec = None
     cloud_agg = cloud_rule(config.aggregation)
     server = server_optimizer(config.aggregation)

@@ -444,8 +444,9 @@ def fleet_uploads(
     None for an honest vehicle) — data, config, start vector, training, upload — with
     one stacked :func:`train_fleet` per distinct training config, and its steps are
     recorded in its engine. An attack with ``trains = False`` is applied to w^{r-1}
-    without training (and spends nothing). ``model`` gives the architecture and is not
-    changed."""
+    without training (and spends nothing). ``model`` gives the architecture and the
+    device the vehicles train on, and is not changed; each upload is returned where its
+    context's reference w^{r-1} is (``bmfl.device``: on the CPU)."""
     count = len(datasets)
     attacks = list(attacks) if attacks is not None else [None] * count
     engines = _engines(engines, count)
@@ -478,6 +479,6 @@ def fleet_uploads(
             samples_per_step=samples_per_step, record_losses=False,
         )  # fmt: skip
         for i, result in zip(members, results):
-            upload = flatten(result.state)
+            upload = flatten(result.state).to(contexts[i].reference.device)
             uploads[i] = upload if attacks[i] is None else attacks[i].poison_update(upload, contexts[i])
     return uploads  # type: ignore[return-value]
