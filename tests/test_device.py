@@ -5,10 +5,17 @@ GPU comparisons run where torch sees a GPU and skip elsewhere."""
 import pytest
 import torch
 
-from bmfl.aggregation.reweight import ResidualReweighting
-from bmfl.device import default_device, using
-from bmfl.simulation import SimulationConfig, run_simulation
 from rich.console import Console
+
+from bmfl.aggregation.reweight import ResidualReweighting
+from bmfl.attacks import AttackContext
+from bmfl.data import load_dataset
+from bmfl.device import default_device, using
+from bmfl.models import create_model
+from bmfl.params import flatten
+from bmfl.simulation import SimulationConfig, run_simulation
+from bmfl.training import LocalTrainingConfig
+from bmfl.training.fleet import fleet_uploads
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
@@ -98,3 +105,20 @@ def test_a_round_on_the_gpu_gives_the_cpu_s_verdicts_and_model(attack: dict) -> 
         torch.testing.assert_close(gpu_model, cpu_model, rtol=0, atol=1e-3)
     assert on_gpu.final.accuracy == pytest.approx(on_cpu.final.accuracy, abs=0.01)
     assert on_gpu.epsilons == on_cpu.epsilons
+
+
+@cuda
+def test_vehicles_train_on_the_gpu_and_upload_on_the_cpu() -> None:
+    """The vehicle client's call: the model on the device, w^{r-1} decoded on the CPU."""
+    train, _ = load_dataset("mnist_5k")
+    datasets = [train.subset(list(range(100 * i, 100 * i + 100))) for i in range(3)]
+    config = LocalTrainingConfig(epochs=1, batch_size=32, lr=0.1, dp=True, clip=1.0, noise_multiplier=1.0)
+    reference = flatten(create_model("bmfl_cnn").state_dict())
+
+    def uploads(device: str) -> list[torch.Tensor]:
+        contexts = [AttackContext(reference, torch.Generator().manual_seed(i), None, 1) for i in range(3)]
+        return fleet_uploads(create_model("bmfl_cnn", device), datasets, config, contexts)
+
+    for on_cpu, on_gpu in zip(uploads("cpu"), uploads("cuda"), strict=True):
+        assert on_gpu.device.type == "cpu" and not torch.equal(on_cpu, reference)
+        torch.testing.assert_close(on_gpu, on_cpu, rtol=0, atol=1e-4)

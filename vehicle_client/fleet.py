@@ -38,6 +38,7 @@ from web3.middleware import ExtraDataToPOAMiddleware, SignAndSendRawMiddlewareBu
 from bmfl.attacks import AttackContext, get_attack
 from bmfl.blobs.errors import BlobError
 from bmfl.data import TensorData, load_dataset
+from bmfl.device import default_device
 from bmfl.models import create_model
 from bmfl.params import State
 from bmfl.partition import make_partition
@@ -369,7 +370,7 @@ class Fleet:
         started = time.monotonic()
         spec = ready[0][1]
         trained = fleet_uploads(
-            create_model(spec.model), [v.training_data(spec.training) for v, _, _ in ready], spec.training.local(), [c for _, _, c in ready],
+            create_model(spec.model, default_device()), [v.training_data(spec.training) for v, _, _ in ready], spec.training.local(), [c for _, _, c in ready],
             [v.attack for v, _, _ in ready], [v.privacy for v, _, _ in ready],
         )  # fmt: skip
         futures = []

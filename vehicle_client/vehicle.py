@@ -27,6 +27,7 @@ from bmfl.blobs.codec import BlobMeta, blob_digest, decode_state, encode_state
 from bmfl.blobs.errors import BlobIntegrityError
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.data.base import TensorData
+from bmfl.device import default_device
 from bmfl.models import create_model
 from bmfl.params import State, flatten, unflatten
 from bmfl.privacy import DEFAULT_BUDGET, BudgetExceeded, PrivacyEngine, PrivacyRefused, RoundPlan, SecureGenerator, require_secure
@@ -254,7 +255,7 @@ class Vehicle:
         """
         context = self.prepare(assignment, global_state)
         data = self.training_data(assignment.training)
-        upload = fleet_uploads(create_model(assignment.model), [data], assignment.training.local(), [context],
+        upload = fleet_uploads(create_model(assignment.model, default_device()), [data], assignment.training.local(), [context],
                                [self.attack], [self.privacy])[0]  # fmt: skip
         return self.finish(assignment, context, upload)
 
