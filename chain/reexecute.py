@@ -32,7 +32,7 @@ from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, recover
 from bmfl.protocol.testset import decode_test_set
 from bmfl.rounds import (
-    EdgeOutcome, aggregate_cloud, close_edge, cloud_rule, cross_scores, edge_rule, root_updater, server_optimizer, task_scorer,
+    EdgeOutcome, aggregate_cloud, close_edge, cloud_rule, cross_scores, server_optimizer, task_edge_rule, task_scorer,
 )  # fmt: skip
 from bmfl.training import evaluate
 from chain.audit import Auditor, Comparison, TaskLogs
@@ -211,11 +211,7 @@ class Reexecution:
             self.notes.append(f"{where}: not re-executed (a base version's global model is unavailable)")
             return out
         sizes = {v: self.auditor.registry.vehicle(v).samples for v in uploads}
-        root_update = root_updater(self.model, self.test, self.spec.training.local())
-        rule = edge_rule(
-            self.spec.aggregation, self.scorer if self.test.is_classification else None, root_update, self.spec.training,
-            COUNT_NOISE,
-        )
+        rule = task_edge_rule(self.spec.aggregation, self.model, self.test, self.scorer, self.spec.training, COUNT_NOISE)
         outcome, thetas = close_edge(rule, uploads, sizes, reference, recorded.round, self.spec.asynchrony, bases)
         for v, rec in records.items():
             verdict = outcome.verdicts[v]

@@ -33,7 +33,7 @@ from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
 from bmfl.privacy.engine import COUNT_NOISE
-from bmfl.rounds import close_edge, cross_scores, edge_rule, root_updater, select_trainers
+from bmfl.rounds import close_edge, cross_scores, select_trainers, task_edge_rule
 from bmfl.protocol.schemas import (
     EdgeTask,
     EvaluateRequest,
@@ -212,11 +212,10 @@ class RoundEngine:
         uploads = {u.vehicle: flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates}
         sizes = {u.vehicle: self.node.chain.registry.vehicle(u.vehicle).samples for u in updates}
         test_set = self.node.test_set(spec.task_id)
-        root_update = root_updater(create_model(spec.model, default_device()), test_set, spec.training.local())
-        rule = edge_rule(
-            spec.aggregation, self.node.scorer(spec.task_id) if test_set.is_classification else None, root_update,
+        rule = task_edge_rule(
+            spec.aggregation, create_model(spec.model, default_device()), test_set, self.node.scorer(spec.task_id),
             spec.training, COUNT_NOISE,
-        )
+        )  # fmt: skip
         by_vehicle = {u.vehicle: u for u in updates}
         bases = self._bases(spec, updates) if spec.asynchrony.mode == "async" else {}
         outcome, thetas = close_edge(rule, uploads, sizes, reference, round_, spec.asynchrony, bases)

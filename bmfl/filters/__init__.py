@@ -1,10 +1,11 @@
 """Malicious-update filters and data sanitization: the self-reliability filter (BMFL
 Eq. 11–13), the L2-norm anomaly detector (`001` §V-D) and adjacent-distance sanitization
 for time series (`001` §V-A), and the issue-17 defences: adaptive norm clipping,
-DnC's spectral filter, a scale-free accuracy test, the DP noise floor the DP-SGD envelope (norm and pairwise Gram bounds) and a noise-aware floor along the root update. Update filters share one registry (``get_filter``)."""
+DnC's spectral filter, a scale-free accuracy test, the DP noise floor the DP-SGD envelope (norm and pairwise Gram bounds) a noise-aware floor along the root update and one per class of the test set. Update filters share one registry (``get_filter``)."""
 
 from bmfl.filters.accuracy_test import AccuracyTest
 from bmfl.filters.base import FilterResult, UpdateFilter, available_filters, get_filter, register_filter
+from bmfl.filters.class_floor import ClassFloor
 from bmfl.filters.dnc import DivideAndConquer
 from bmfl.filters.dp_envelope import DPEnvelope
 from bmfl.filters.dp_floor import DPNoiseFloor
@@ -29,6 +30,7 @@ __all__ = [
     "get_filter",
     "register_filter",
     "AccuracyTest",
+    "ClassFloor",
     "DivideAndConquer",
     "DPEnvelope",
     "DPNoiseFloor",

@@ -61,6 +61,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
     dp_floor = {"name": "dp_floor", "options": {}}
     envelope = {"name": "dp_envelope", "options": {}}
     root_floor = {"name": "root_floor", "options": {}}
+    class_floor = {"name": "class_floor", "options": {}}
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -76,6 +77,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "Envelope+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope]},
         "Envelope+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, SELF_RELIABILITY]},
         "Envelope+RootFloor+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope, root_floor]},
+        "Envelope+ClassFloor+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, class_floor, SELF_RELIABILITY]},
     }
 
 

@@ -10,11 +10,13 @@ with staleness weights applied to ``sizes``; the verdict types stay the same.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import torch
 
+import torch.nn.functional as F
 from torch import nn
 
 from bmfl.aggregation import Aggregator, Verdict, compose
@@ -24,6 +26,7 @@ from bmfl.aggregation.fltrust import RootUpdate
 from bmfl.data.base import TensorData
 from bmfl.filters import Evaluator
 from bmfl.filters.base import FILTERS
+from bmfl.filters.class_floor import ClassDescent
 from bmfl.params import all_finite, flatten, load_vector
 from bmfl.registry import Registry
 from bmfl.task import AggregationSpec, RuleSpec, TrainingSpec
@@ -53,24 +56,41 @@ def _build(registry: Registry, spec: RuleSpec, supplies: Mapping[str, Any]) -> A
 def build_rule(rule: RuleSpec, filters: Sequence[RuleSpec], supplies: Mapping[str, Any]) -> Aggregator:
     """``rule`` behind ``filters`` (applied in order). Each filter and the rule receive
     the arguments they declare in ``needs`` from ``supplies`` (``evaluate``,
-    ``root_update``, ``training``, ``count_noise``); one whose needs the task cannot supply is refused with the reason."""
+    ``root_update``, ``training``, ``count_noise``, ``class_descent``); one whose needs the task cannot supply is refused with the reason."""
     built = [_build(FILTERS, f, supplies) for f in filters]
     return compose(_build(AGGREGATORS, rule, supplies), *built)
 
 
 def edge_rule(
     spec: AggregationSpec, evaluate: Evaluator | None, root_update: RootUpdate | None = None,
-    training: TrainingSpec | None = None, count_noise: float | None = None,
+    training: TrainingSpec | None = None, count_noise: float | None = None, class_descent: ClassDescent | None = None,
 ) -> Aggregator:  # fmt: skip
     """The edge's filters and rule; ``evaluate`` is the test-set accuracy evaluator
     (None for a task that is not classification), ``root_update`` FLTrust's root update
     (:func:`root_updater`; None where the caller cannot train one), ``training`` the
     task's calibrated training spec, from which the DP-aware filters derive the noise an
-    honest update carries, and ``count_noise`` the std of the noise on the data sizes the
+    honest update carries, ``count_noise`` the std of the noise on the data sizes the
     uploads declare (``bmfl.privacy.COUNT_NOISE`` for registered counts, 0 for exact
-    sizes); None where the caller has none."""
-    supplied = {"evaluate": evaluate, "root_update": root_update, "training": training, "count_noise": count_noise}
+    sizes) and ``class_descent`` the test set's per-class descent directions
+    (:func:`class_descent`, classification only); None where the caller has none."""
+    supplied = {"evaluate": evaluate, "root_update": root_update, "training": training, "count_noise": count_noise,
+                "class_descent": class_descent}
     return build_rule(spec.edge, spec.filters, {k: v for k, v in supplied.items() if v is not None})
+
+
+def task_edge_rule(
+    spec: AggregationSpec, model: nn.Module, test_set: TensorData, scorer: Evaluator, training: TrainingSpec,
+    count_noise: float,
+) -> Aggregator:  # fmt: skip
+    """:func:`edge_rule` with everything the round derives from the task's model
+    architecture and the publisher's test set: the scorer (classification only), FLTrust's
+    root update and the per-class descent directions. The simulator, the edge service and
+    the audit's re-execution all build their rule here."""
+    classification = test_set.is_classification
+    return edge_rule(
+        spec, scorer if classification else None, root_updater(model, test_set, training.local()), training,
+        count_noise, class_descent(model, test_set) if classification else None,
+    )  # fmt: skip
 
 
 ROOT_SIZE = 100
@@ -100,6 +120,33 @@ def root_updater(model: nn.Module, test_set: TensorData, training: LocalTraining
         return flatten(local.state_dict()).to(reference.device)
 
     return update
+
+
+def class_descent(model: nn.Module, test_set: TensorData) -> ClassDescent:
+    """The per-class descent directions of ``class_floor``: at w^{r-1}, for each class
+    with examples in the publisher's test set (in class order), −∇ of the mean
+    cross-entropy over its examples, as a unit vector in ``flatten``'s order (zero for
+    buffers); a class whose gradient vanishes gets no row. No randomness: every edge and
+    an auditor get the same directions. Rows are float64, on the CPU."""
+    template = copy.deepcopy(model)
+    groups = [torch.nonzero(test_set.y == c).flatten() for c in range(test_set.num_classes or 0)]
+    groups = [g for g in groups if len(g)]
+
+    def directions(reference: torch.Tensor) -> torch.Tensor:
+        local = load_vector(template, reference)
+        params = dict(local.named_parameters())
+        rows = []
+        for idx in groups:
+            loss = F.cross_entropy(local(test_set.x[idx]), test_set.y[idx])
+            grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+            g = torch.cat([grads[k].reshape(-1) if k in grads else torch.zeros(t.numel(), device=t.device)
+                           for k, t in local.state_dict().items()]).to("cpu", torch.float64)  # fmt: skip
+            norm = float(g.norm())
+            if norm > 0 and math.isfinite(norm):
+                rows.append(-g / norm)
+        return torch.stack(rows) if rows else torch.zeros(0, reference.numel(), dtype=torch.float64)
+
+    return directions
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def validate_task(
     try:
         evaluate = (lambda state: 0.0) if classification else None  # only whether one exists matters here
         edge_rule(draft.aggregation, evaluate, root_update=lambda reference: reference, training=draft.training,
-                  count_noise=COUNT_NOISE)
+                  count_noise=COUNT_NOISE, class_descent=(lambda reference: reference[None]) if classification else None)
         cloud_rule(draft.aggregation)
     except (KeyError, TypeError, ValueError) as exc:
         problems.append(Problem("invalid_spec", f"aggregation: {exc}"))

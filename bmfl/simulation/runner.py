@@ -63,12 +63,11 @@ from bmfl.rounds import (
     cloud_rule,
     server_optimizer,
     cross_scores,
-    edge_rule,
     medians_and_leader,
-    root_updater,
     select_trainers,
     stop_reached,
     target_fixed,
+    task_edge_rule,
     task_scorer,
 )
 from bmfl.blobs.store import BlobStore
@@ -249,9 +248,8 @@ def prepare(config: SimulationConfig) -> Setup:
     edge_test = edge_test_set(test, config).to(device)
     local_cfg = config.training.local()
     scorer = task_scorer(model, edge_test)
-    edge_agg = edge_rule(
-        config.aggregation, scorer if edge_test.is_classification else None, root_updater(model, edge_test, local_cfg),
-        config.training, 0.0 if config.sample_counts is None else COUNT_NOISE,
+    edge_agg = task_edge_rule(
+        config.aggregation, model, edge_test, scorer, config.training, 0.0 if config.sample_counts is None else COUNT_NOISE
     )
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
