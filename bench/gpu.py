@@ -2,7 +2,7 @@
 run, through the one device choice (``bmfl.device``): one BMFL round of the fleet_round
 workload (50 vehicles, DP-SGD, self-reliability filter, residual reweighting at 5 edges,
 consensus, cloud FedAvg) split into the vehicles' training and the edges' work, against
-the non-private training floor on the same device; scoring 51 models on the 2,000-image
+the non-private training floor on the same device; a 1,000-vehicle round; scoring 51 models on the 2,000-image
 test set; residual reweighting at K = 10, d = 11 M and K = 100, d = 1.2 M (the CPU's
 compiled pass on one thread). Both devices must give the same verdicts (the round's
 w¹ and the reweighting's weights are compared). It needs a GPU; ``make bench`` runs it
@@ -113,6 +113,20 @@ def round_rows(w: Workload, gpu: torch.device, repeats: int) -> list[Row]:
     ]  # fmt: skip
 
 
+def fleet_row(gpu: torch.device, vehicles: int = 1_000, test_samples: int = 500) -> Row:
+    """A round of ``vehicles`` vehicles (E = 1, equal IID shares, edges of 10, the first
+    ``test_samples`` test images), where the GPU's stacked steps hold many vehicles
+    each: one timed round per device after a warm-up."""
+    w = build(vehicles, epochs=1, partition="iid", test_samples=test_samples)
+    times, models = {}, {}
+    for device in (gpu, torch.device("cpu")):
+        times[device.type], models[device.type] = _seconds(lambda: edges(w, train(w, device), device), device, 1)
+    gap = float((models["cuda"] - models["cpu"]).abs().max())
+    return Row("gpu", f"{vehicles:,}-vehicle round (E = 1): GPU vs CPU", times["cuda"], "CPU", times["cpu"], "s",
+               note=f"{vehicles // 10} edges, {test_samples} test images; one timed round each; "
+               f"max |w¹ GPU − w¹ CPU| {gap:.1e}")  # fmt: skip
+
+
 def scoring_row(w: Workload, gpu: torch.device, repeats: int) -> Row:
     g = torch.Generator().manual_seed(1)
     vectors = w.reference + 0.01 * torch.randn(51, w.reference.numel(), generator=g)
@@ -153,8 +167,10 @@ def run(vehicles: int = 50, repeats: int = 3) -> list[Row]:
     gpu = torch.device("cuda")
     w = build(vehicles)
     with progress() as bar:
-        task = bar.add_task("gpu: round, scoring, reweighting", total=3)
+        task = bar.add_task("gpu: rounds, scoring, reweighting", total=4)
         rows = round_rows(w, gpu, repeats)
+        bar.advance(task)
+        rows.append(fleet_row(gpu))
         bar.advance(task)
         rows.append(scoring_row(w, gpu, repeats))
         bar.advance(task)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import torch
-
 import torch.nn.functional as F
 from torch import nn
 
