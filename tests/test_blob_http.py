@@ -9,6 +9,7 @@ stall check the refusals, bounded retries and timeouts.
 
 from __future__ import annotations
 
+import asyncio
 import email.parser
 import email.policy
 import socket
@@ -71,8 +72,8 @@ def fake_kubo(mode: str = "honest", failures: int = 0) -> tuple[FastAPI, dict]:
         state["calls"] += 1
         if mode == "down" or state["calls"] <= failures:
             return Response("busy", status_code=503)
-        if mode == "stall":
-            time.sleep(0.5)
+        if mode == "stall":  # answers late without holding the server's loop: every attempt is counted on arrival
+            await asyncio.sleep(0.5)
         return await call_next(request)
 
     @api.post("/api/v0/add")

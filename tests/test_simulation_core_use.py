@@ -45,7 +45,7 @@ def test_simulation_and_reproduce_code_contains_no_aggregation_filter_or_dp_math
 def test_the_runner_uses_the_core_objects_themselves():
     assert vehicles.fleet_uploads is bmfl.training.fleet.fleet_uploads  # both backends train through it
     assert vehicles.vehicle_seed is bmfl.rounds.vehicle_seed
-    for step in ("aggregate_edge", "aggregate_cloud", "edge_rule", "cloud_rule", "cross_scores", "medians_and_leader",
+    for step in ("aggregate_edge", "aggregate_cloud", "task_edge_rule", "cloud_rule", "cross_scores", "medians_and_leader",
                  "select_trainers", "choose_attackers", "task_scorer"):
         assert getattr(runner, step) is getattr(bmfl.rounds, step), step
     assert runner.split_payouts is bmfl.incentives.split_payouts
