@@ -38,13 +38,12 @@ test set at w^{r-1} per edge and round, plus K·C inner products.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping
 
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
-from bmfl.filters.dp_floor import noise_config, variance_range
+from bmfl.filters.dp_floor import noise_config, projection_floor
 from bmfl.task import TrainingSpec
 
 ClassDescent = Callable[[torch.Tensor], torch.Tensor]
@@ -91,8 +90,7 @@ class ClassFloor(UpdateFilter):
         ref = reference.to(torch.float64)
         deltas = updates.to(torch.float64) - ref
         proj = deltas @ directions.T
-        floor = torch.tensor([self.z * math.sqrt(variance_range(self._config, max(1, int(n)), self.count_noise, self.z)[1])
-                              for n in sizes.tolist()], dtype=torch.float64)  # fmt: skip
+        floor = projection_floor(self._config, sizes, self.count_noise, self.z)
         lam = floor_projection(directions @ directions.T, proj + floor[:, None])
         raised = deltas + lam @ directions
         info = {"classes": len(directions), "projection": proj, "floor": -floor, "raised": (lam > 0).any(dim=1)}

@@ -77,6 +77,14 @@ def variance_range(config: LocalTrainingConfig, declared: int, count_noise: floa
     return min(values), max(values)
 
 
+def projection_floor(config: LocalTrainingConfig, sizes: torch.Tensor, count_noise: float, z: float) -> torch.Tensor:
+    """(K,) t_m = z·√v_m at the largest variance each declared size allows: how far an
+    honest upload's DP noise alone moves its projection onto a fixed unit direction
+    (``root_floor``, ``class_floor``)."""
+    return torch.tensor([z * math.sqrt(variance_range(config, max(1, int(n)), count_noise, z)[1]) for n in sizes.tolist()],
+                        dtype=torch.float64)  # fmt: skip
+
+
 def noise_config(training: TrainingSpec | Mapping[str, Any], name: str) -> LocalTrainingConfig:
     """The local training behind honest updates, from the task's calibrated training
     spec (supplied by the round core, ``needs = {"training"}``); refused when σ is still

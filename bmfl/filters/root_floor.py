@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
-from bmfl.filters.dp_floor import noise_config, variance_range
+from bmfl.filters.dp_floor import noise_config, projection_floor
 from bmfl.task import TrainingSpec
 
 
@@ -61,8 +61,7 @@ class RootFloor(UpdateFilter):
             return FilterResult(keep, {"root_norm": norm})
         unit = root / norm
         proj = deltas @ unit
-        floor = torch.tensor([-self.z * math.sqrt(variance_range(self._config, max(1, int(n)), self.count_noise, self.z)[1])
-                              for n in sizes.tolist()], dtype=torch.float64)
+        floor = -projection_floor(self._config, sizes, self.count_noise, self.z)
         lift = (floor - proj).clamp_min(0)
         raised = deltas + lift[:, None] * unit[None, :]
         info = {"root_norm": norm, "projection": proj, "floor": floor, "raised": lift > 0}
