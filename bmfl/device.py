@@ -1,4 +1,5 @@
-"""The compute device, chosen once for a process: ``cuda`` when available, else ``cpu``.
+"""The compute device, chosen once for a process (or for a block, :func:`using`): ``cuda``
+when available, else ``cpu``.
 
 Tensors pass between modules (uploads, w^{r-1}, weights, verdicts) on the CPU; the work
 that pays off on an accelerator moves there inside its module and returns its results
