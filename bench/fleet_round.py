@@ -14,7 +14,7 @@ Memory is the peak resident memory of the contender's process tree (Ray's proces
 included). All three must compute the same w^1 (max |difference| shown). Flower is
 skipped with a message when ``flwr[simulation]`` is not installed.
 
-    python -m bench.fleet_round [--vehicles 50 --epochs 5 --repeats 3]
+    python -m bench.fleet_round [--vehicles 50 --epochs 5 --repeats 5]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ ROUNDS = {"ours": ours_round, "plain": plain_round, "floor": training_floor}
 
 
 def run(
-    vehicles: int = 50, epochs: int = 5, repeats: int = 3, partition: str = "dirichlet", test_samples: int | None = None,
+    vehicles: int = 50, epochs: int = 5, repeats: int = 5, partition: str = "dirichlet", test_samples: int | None = None,
     flower_rounds: int = 2, bench: str = "fleet_round",
 ) -> list[Row]:
     """Rows: wall time and peak memory, ours vs the plain loop and vs Flower (its last
@@ -112,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vehicles", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print_rows(f"one BMFL round, {torch.get_num_threads()} torch thread(s)", run(args.vehicles, args.epochs, args.repeats))
 

@@ -43,8 +43,11 @@ READING = """## Reading the numbers
   whose 512-bit vectors the compiled reweighting pass uses: there K = 10, d = 11 M took
   1.5–2.3 s and K = 100, d = 1.2 M 24–26 s (both targets met), here 4.5 s and 58 s (not
   met). The other targets do not depend on the vector width: dp_step is met here
-  (1.02×), fleet_round is at 1.54× its floor (floor runs of 6.9–10.6 s) and 2.43× Flower,
-  intake is 0.32× the sink and Ray 1.43× with 2 workers over 1.
+  (1.02×), intake is 0.32× the sink and Ray 1.43× with 2 workers over 1. fleet_round sits
+  on its targets: three idle runs gave 1.54×, 1.45× and 1.51× its floor and 2.43×, 2.64×
+  and 2.47× Flower (the first with 3 repeats, the others with 5; the floor alone varies
+  from 6.9 to 10.6 s between runs), so it now takes the median of 5 and its table below
+  is the third run.
 - **Stacking vehicles on CPU.** `bmfl.training.fleet` stacks vehicles with `vmap`; for
   the BMFL CNN at B = 64 a stacked step is slower on CPU than separate ones (dp_step,
   "all vehicles stacked"): `vmap` turns each convolution into a grouped one, which
