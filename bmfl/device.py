@@ -45,12 +45,25 @@ def default_device() -> torch.device:
     return _chosen[-1] if _chosen else _detected()
 
 
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device: ``cpu``, ``cuda`` or ``cuda:N``, the latter only
+    where torch sees a GPU; ValueError with the reason otherwise."""
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"{device!r}: {exc}") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise ValueError(f"{device!r}: use cpu, cuda or cuda:N")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("cuda asked for, but torch sees no GPU")
+    return chosen
+
+
 @contextmanager
 def using(device: str | torch.device) -> Iterator[torch.device]:
-    """Make ``device`` the default device inside the block (``bmfl simulate --device``)."""
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda asked for, but torch sees no GPU")
+    """Make ``device`` (:func:`parse_device`) the default device inside the block
+    (``bmfl simulate --device``)."""
+    chosen = parse_device(device)
     _chosen.append(_full_precision(chosen))
     try:
         yield chosen

@@ -126,12 +126,15 @@ def class_descent(model: nn.Module, test_set: TensorData) -> ClassDescent:
     with examples in the publisher's test set (in class order), −∇ of the mean
     cross-entropy over its examples, as a unit vector in ``flatten``'s order (zero for
     buffers); a class whose gradient vanishes gets no row. No randomness: every edge and
-    an auditor get the same directions. Rows are float64, on the CPU."""
-    template = copy.deepcopy(model)
-    groups = [torch.nonzero(test_set.y == c).flatten() for c in range(test_set.num_classes or 0)]
-    groups = [g for g in groups if len(g)]
+    an auditor get the same directions. Rows are float64, on the CPU. Nothing is copied or
+    computed until a filter asks (most pipelines never do)."""
+    made: list = []
 
     def directions(reference: torch.Tensor) -> torch.Tensor:
+        if not made:
+            groups = [torch.nonzero(test_set.y == c).flatten() for c in range(test_set.num_classes or 0)]
+            made.extend([copy.deepcopy(model), [g for g in groups if len(g)]])
+        template, groups = made
         local = load_vector(template, reference)
         params = dict(local.named_parameters())
         rows = []

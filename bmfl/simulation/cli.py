@@ -56,21 +56,12 @@ def simulate(
         except RayMissing as exc:
             raise typer.BadParameter(str(exc), param_hint="--ray") from None
     if device is not None:
-        _check_device(device)
+        from bmfl.device import parse_device
+
+        try:
+            parse_device(device)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--device") from None
     overrides = {k: v for k, v in {"rounds": rounds, "output_dir": str(output_dir) if output_dir else None}.items() if v is not None}
     _run(load_config(config, overrides), Console(), ray, device)
-
-
-def _check_device(device: str) -> None:
-    """A device torch can parse, and a GPU present when it names cuda."""
-    import torch
-
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--device") from None
-    if chosen.type not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"{device!r}: use cpu, cuda or cuda:N", param_hint="--device")
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter("cuda asked for, but torch sees no GPU", param_hint="--device")
 
