@@ -45,6 +45,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from bmfl.data.base import TensorData
+from bmfl.models.features import featurized
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
 from bmfl.params import load_vector, unflatten
 
@@ -80,6 +81,7 @@ def batched_accuracy_evaluator(
     activations in cache. Accuracies of the last ``memo`` distinct vectors are kept,
     so w^{r-1}, which every edge's filter scores, is evaluated once per round."""
     work = copy.deepcopy(model).eval()
+    data = featurized(work, data)
     template = work.state_dict()
     device = next(work.parameters()).device
     stacked = device.type != "cpu" if vectorise is None else vectorise

@@ -28,4 +28,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-from bmfl.models import cnn, lstm, mlp, multitask  # noqa: E402,F401  (registration side effects)
+from bmfl.models import cnn, lstm, mlp, multitask, scatter  # noqa: E402,F401  (registration side effects)

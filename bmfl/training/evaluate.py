@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bmfl.data.base import TensorData
+from bmfl.models.features import featurized
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TensorData, batch_size: int = 2048) -> Evaluation:
+    data = featurized(model, data)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

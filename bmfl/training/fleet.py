@@ -52,6 +52,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from bmfl.data.base import TensorData
+from bmfl.models.features import featurized
 from bmfl.params import flatten, unflatten
 from bmfl.privacy.accountant import PrivacyAccountant
 from bmfl.privacy.engine import PrivacyEngine, RoundPlan
@@ -239,6 +240,7 @@ def _train_fleet(
         raise ValueError("no training data")
     if samples_per_step is not None and samples_per_step < 1:
         raise ValueError("samples_per_step must be positive")
+    datasets = [featurized(model, d) for d in datasets]
     if starts is None:
         starts = flatten(model.state_dict()).expand(count, -1)
     if starts.shape[0] != count:

@@ -36,6 +36,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from bmfl.data.base import TensorData
+from bmfl.models.features import featurized
 from bmfl.privacy.engine import PrivacyRefused, RoundPlan
 from bmfl.privacy.noise import RandomSource, gaussian, poisson_mask
 from bmfl.task import PAPER_TRAINING
@@ -163,6 +164,7 @@ def train_local(
     """
     if len(data) == 0:
         raise ValueError("no training data")
+    data = featurized(model, data)
     device = next(model.parameters()).device
     x, y = data.x.to(device), training_targets(data, model).to(device)
     loss_sum = loss_function(data, model)
