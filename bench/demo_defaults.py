@@ -27,31 +27,40 @@ from bmfl.training.local import round_plan
 
 RUNS = Path("runs/demo_defaults")
 OUT = Path("docs/demo_defaults.md")
+RECORDS = Path("docs/demo_defaults.json")
+"""Every rendered run's record (:func:`record`), so a later render keeps runs made on other machines."""
 EPSILON = 8.0
 """The stated budget: ε at δ = 1e-5 each vehicle may spend over the demo's rounds."""
 ROUNDS, VEHICLES, EDGES = 8, 50, 5
 FRONTIER = {"epochs": 1, "lr": 0.3, "momentum": 0.5}  # docs/frontier.md's local training
 ADAM = {"name": "fedadam", "lr": 0.01}
-# name → (training, server, model); "today" is the demo's former TrainingSpec(epochs=2) at σ = 1
+AVGM9 = {"name": "fedavgm", "lr": 1.0, "beta1": 0.9}
+# the DP noise of a small expected batch moves scatter_linear's small initial weights by a relative squared distance
+# of 30 to 150 in round 1: the self-reliability filter that takes the noise out of D keeps those vehicles
+SCATTER_FILTERS = [{"name": "dp_envelope"}, {"name": "dp_self_reliability"}]
+# name → (training, aggregation, model); "today" is the demo's former TrainingSpec(epochs=2) at σ = 1
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
-    "today": ({"epochs": 2}, {"name": "paper"}, "bmfl_cnn"),
-    "e2b64": ({"epochs": 2}, {"name": "paper"}, "bmfl_cnn"),
-    "b64s3_avgm": ({**FRONTIER, "max_steps": 3}, {"name": "fedavgm", "lr": 1.0, "beta1": 0.5}, "bmfl_cnn"),
-    "b256s1_adam": ({**FRONTIER, "batch_size": 256, "max_steps": 1}, ADAM, "bmfl_cnn"),
-    "b256s1_adam_gn": ({**FRONTIER, "batch_size": 256, "max_steps": 1}, ADAM, "bmfl_cnn_gn"),
+    "today": ({"epochs": 2}, {"server": {"name": "paper"}}, "bmfl_cnn"),
+    "e2b64": ({"epochs": 2}, {"server": {"name": "paper"}}, "bmfl_cnn"),
+    "b64s3_avgm": ({**FRONTIER, "max_steps": 3}, {"server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5}}, "bmfl_cnn"),
+    "b256s1_adam": ({**FRONTIER, "batch_size": 256, "max_steps": 1}, {"server": ADAM}, "bmfl_cnn"),
+    "b256s1_adam_gn": ({**FRONTIER, "batch_size": 256, "max_steps": 1}, {"server": ADAM}, "bmfl_cnn_gn"),
+    "scatter_b64s3_avgm9": ({**FRONTIER, "lr": 0.6, "max_steps": 3}, {"server": AVGM9, "filters": SCATTER_FILTERS}, "scatter_linear"),
+    "scatter_q25_b64s3_avgm9": ({**FRONTIER, "lr": 0.6, "max_steps": 3, "max_sampling_rate": 0.25},
+                                {"server": AVGM9, "filters": SCATTER_FILTERS}, "scatter_linear"),
 }
 
 
 def config(name: str, seed: int, eps: float) -> SimulationConfig:
     """The run ``name`` on ``seed``, σ derived from ``eps`` (``today``: σ = 1 as stated)."""
-    training, server, model = SETTINGS[name]
+    training, aggregation, model = SETTINGS[name]
     training = dict(training) if name == "today" else {**training, "target_epsilon": eps}
     return SimulationConfig.model_validate({
         "name": f"{name}_eps{eps:g}_s{seed}" if name != "today" else f"today_s{seed}", "seed": seed,
         "rounds": ROUNDS, "vehicles": VEHICLES, "edges": EDGES, "model": model,
         "data": {"name": "mnist"}, "partition": {"kind": "dirichlet", "options": {"alpha": 0.9}},
         "attack": {"name": "sign_flip", "fraction": 0.1}, "training": training,
-        "aggregation": {"server": server},
+        "aggregation": aggregation,
     })  # fmt: skip
 
 
@@ -72,6 +81,7 @@ def record(folder: Path) -> dict[str, Any]:
     return {
         "setting": folder.name.rsplit("_s", 1)[0], "seed": cfg["seed"], "target": t.get("target_epsilon"),
         "sigma": t["noise_multiplier"], "B": t["batch_size"], "E": t["epochs"], "steps": t["max_steps"],
+        "qmax": t.get("max_sampling_rate", 1.0),
         "lr": t["lr"], "momentum": t["momentum"], "model": cfg["model"], "server": cfg["aggregation"]["server"],
         "final": rows[-1]["accuracy"], "epsilon": rows[-1]["epsilon_max"], "wall": sum(r["wall_time_s"] for r in rows),
         "compute": sum(r["compute_s_vehicles"] for r in rows), "work": work(cfg),
@@ -86,7 +96,9 @@ def _mean_sd(values: list[float], digits: int) -> str:
 
 
 def _server(server: dict[str, Any]) -> str:
-    return server["name"] if server["name"] == "paper" else f"{server['name']} η={server['lr']:g}"
+    if server["name"] == "paper":
+        return "paper"
+    return f"{server['name']} η={server['lr']:g}" + (f" β₁={server['beta1']:g}" if server["name"] == "fedavgm" else "")
 
 
 def mean(rs: list[dict[str, Any]], key: str) -> float:
@@ -109,9 +121,15 @@ def _choice(settings: dict[str, list[dict[str, Any]]]) -> str:
     )
 
 
-def render(runs: Path, out: Path) -> None:
-    """docs/demo_defaults.md: one row per setting (mean ± sd over its seeds), then per seed."""
-    records = sorted((record(f) for f in runs.iterdir() if (f / "metrics.jsonl").exists()), key=lambda r: (r["setting"], r["seed"]))
+def render(runs: Path, out: Path, stored: Path = RECORDS) -> None:
+    """docs/demo_defaults.md: one row per setting (mean ± sd over its seeds), then per seed; from the records kept in
+    ``stored`` and the runs under ``runs`` (a run replaces the stored record of its setting and seed), all of
+    which are then kept in ``stored``."""
+    known = {(r["setting"], r["seed"]): r for r in (json.loads(stored.read_text()) if stored.exists() else [])}
+    if runs.exists():
+        known |= {(r["setting"], r["seed"]): r for r in (record(f) for f in runs.iterdir() if (f / "metrics.jsonl").exists())}
+    records = sorted(known.values(), key=lambda r: (r["setting"], r["seed"]))
+    stored.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     settings: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         settings.setdefault(r["setting"], []).append(r)
@@ -119,25 +137,31 @@ def render(runs: Path, out: Path) -> None:
         "# The demo's default (issue 22; generated by `bench/demo_defaults.py render`)", "",
         (
             f"The simulator in `bmfl demo`'s setting: MNIST-10k dealt Dirichlet(0.9) to {VEHICLES} vehicles, {EDGES} edges, "
-            f"{ROUNDS} rounds, 10 % sign-flip attackers, self-reliability then reweighting at the edges, FedAvg at the cloud "
+            f"{ROUNDS} rounds, 10 % sign-flip attackers; at the edges self-reliability then reweighting for the CNN "
+            "settings (run before the DP envelope became the default), and the DP envelope, then `dp_self_reliability` "
+            "(self-reliability with the DP noise taken out of its distance), then reweighting for the `scatter_` "
+            "settings; FedAvg at the cloud "
             "then the server optimiser listed; C = 1, δ = 1e-5. σ is derived from the target ε for the run's rounds and "
-            "the vehicles' sizes (docs/algorithms.md §1.2); `today` is the demo's former TrainingSpec(epochs=2) at σ = 1. "
+            "the vehicles' sizes (docs/algorithms.md §1.2); q_max caps each sample's chance to be in a batch "
+            "(§1.4); `today` is the demo's former TrainingSpec(epochs=2) at σ = 1. "
             "ε is the largest any vehicle spent on training (RDP; the demo's vehicles also spend a little on their noisy "
             "sample count). Wall time is the simulator's, summed over rounds, on a shared 2-core machine (one torch "
             "thread; other jobs ran beside it, so it varies by up to 2×); training s is the vehicles' training time "
             "alone, summed over trainers and rounds; samples/round is what DP-SGD trains on per round, expected, over all "
             "vehicles (steps × q·n each), the load-free cost the choice compares. Each "
-            "setting: `bench/demo_defaults.py run NAME --seeds 0 1 2` (`--eps E` for the target), then `render`."
+            "setting: `bench/demo_defaults.py run NAME --seeds 0 1 2` (`--eps E` for the target), then `render`, which "
+            "keeps every run's record in docs/demo_defaults.json (runs made on other machines stay in the table)."
         ), "",
-        "| setting | target ε | σ | E | B | steps/round | η | β | model | server | seeds | final accuracy | ε spent | wall s | training s | samples/round |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | target ε | σ | E | B | q_max | steps/round | η | β | model | server | seeds | final accuracy | ε spent | wall s | training s | samples/round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for name, rs in settings.items():
         r = rs[0]
         target = "—" if r["target"] is None else f"{r['target']:g}"
         steps = "E epochs" if r["steps"] is None else r["steps"]
         lines.append(
-            f"| {name} | {target} | {r['sigma']:.3f} | {r['E']} | {r['B']} | {steps} | {r['lr']:g} | {r['momentum']:g} | "
+            f"| {name} | {target} | {r['sigma']:.3f} | {r['E']} | {r['B']} | {r.get('qmax', 1.0):g} | {steps} | {r['lr']:g} | "
+            f"{r['momentum']:g} | "
             f"{r['model']} | {_server(r['server'])} | {len(rs)} | {_mean_sd([x['final'] for x in rs], 4)} | "
             f"{_mean_sd([x['epsilon'] for x in rs], 2)} | {_mean_sd([x['wall'] for x in rs], 0)} | "
             f"{_mean_sd([x['compute'] for x in rs], 0)} | {_mean_sd([x['work'] for x in rs], 0)} |"

@@ -50,10 +50,13 @@ def _training(draft) -> str:
     """The task's training and cloud settings, in a line."""
     t, server = draft.training, draft.aggregation.server
     steps = f"{t.max_steps} steps" if t.max_steps else f"E = {t.epochs}"
-    cloud = "" if server.name == "paper" else f", {server.name} at the cloud (η = {server.lr:g})"
+    cloud = "" if server.name == "paper" else f", {server.name} at the cloud (η = {server.lr:g}, β₁ = {server.beta1:g})"
+    cap = f" (q ≤ {t.max_sampling_rate:g})" if t.max_sampling_rate < 1 else ""
+    filters = " + ".join(f.name for f in draft.aggregation.filters)
     return (
-        f"{draft.model}, {steps}, B = {t.batch_size}, η = {t.lr:g}, β = {t.momentum:g}, DP-SGD σ = "
-        f"{t.noise_multiplier:.3f} (from target ε = {t.target_epsilon:g} at δ = {t.delta:g}), C = {t.clip:g}{cloud}"
+        f"{draft.model}, {steps}, B = {t.batch_size}{cap}, η = {t.lr:g}, β = {t.momentum:g}, DP-SGD σ = "
+        f"{t.noise_multiplier:.3f} (from target ε = {t.target_epsilon:g} at δ = {t.delta:g}), C = {t.clip:g}{cloud}; "
+        f"edges: {filters} + {draft.aggregation.edge.name}"
     )
 
 

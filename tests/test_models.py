@@ -22,6 +22,7 @@ def test_bmfl_cnn_has_exactly_21840_parameters():
         ("bmfl_cnn", torch.zeros(3, 1, 28, 28), (3, 10)),
         ("bmfl_cnn_gn", torch.zeros(3, 1, 28, 28), (3, 10)),
         ("mlp", torch.zeros(3, 1, 28, 28), (3, 10)),
+        ("scatter_linear", torch.zeros(3, 1, 28, 28), (3, 10)),
         ("lstm_forecaster", torch.zeros(3, 6), (3,)),
         ("mlp_forecaster", torch.zeros(3, 6), (3,)),
     ],

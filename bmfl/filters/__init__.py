@@ -9,6 +9,7 @@ from bmfl.filters.class_floor import ClassFloor
 from bmfl.filters.dnc import DivideAndConquer
 from bmfl.filters.dp_envelope import DPEnvelope
 from bmfl.filters.dp_floor import DPNoiseFloor
+from bmfl.filters.dp_self_reliability import DPSelfReliabilityFilter
 from bmfl.filters.l2_norm import L2NormDetector, norm_bounds
 from bmfl.filters.norm_clip import NormClip
 from bmfl.filters.root_floor import RootFloor
@@ -34,6 +35,7 @@ __all__ = [
     "DivideAndConquer",
     "DPEnvelope",
     "DPNoiseFloor",
+    "DPSelfReliabilityFilter",
     "NormClip",
     "RootFloor",
     "L2NormDetector",

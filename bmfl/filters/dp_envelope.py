@@ -79,7 +79,7 @@ import torch
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
 from bmfl.filters.dp_floor import momentum_sums, noise_config, size_range, variance_range
 from bmfl.task import TrainingSpec
-from bmfl.training.local import LocalTrainingConfig, round_plan
+from bmfl.training.local import LocalTrainingConfig, expected_batch, round_plan
 
 
 GRAM_BUDGET = 64 << 20
@@ -120,7 +120,7 @@ def signal_bound(config: LocalTrainingConfig, num_samples: int, z: float) -> flo
     """S: the largest norm the clipped-gradient part of an honest update can have,
     η·C·κ·Σ_s c_s with the Poisson batch slack κ = 1 + z√((1 − q)/B)."""
     plan = round_plan(config, num_samples)
-    batch = min(config.batch_size, num_samples)
+    batch = expected_batch(config, num_samples)
     slack = 1 + z * math.sqrt(max(0.0, 1 - plan.sampling_rate) / batch)
     return config.lr * config.clip * slack * momentum_sums(plan.steps, config.momentum)[0]
 
@@ -175,7 +175,7 @@ class DPEnvelope(UpdateFilter):
             v_low, v_high = variance_range(config, declared, self.count_noise, self.z)
             low.append(v_low)
             high.append(v_high)
-            largest = {(round_plan(config, n).steps, min(config.batch_size, n)): n
+            largest = {(round_plan(config, n).steps, expected_batch(config, n)): n
                        for n in size_range(declared, self.count_noise, self.z)}
             signal.append(max(signal_bound(config, n, self.z) for n in largest.values()))
         return tuple(torch.tensor(x, dtype=torch.float64) for x in (low, high, signal))  # type: ignore[return-value]

@@ -36,7 +36,7 @@ import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
 from bmfl.task import TrainingSpec
-from bmfl.training.local import LocalTrainingConfig, round_plan
+from bmfl.training.local import LocalTrainingConfig, expected_batch, round_plan
 
 
 def noise_variance(config: LocalTrainingConfig, num_samples: int) -> float:
@@ -44,7 +44,7 @@ def noise_variance(config: LocalTrainingConfig, num_samples: int) -> float:
     if not config.dp or config.noise_multiplier == 0:
         return 0.0
     steps = round_plan(config, num_samples).steps
-    batch = min(config.batch_size, num_samples)
+    batch = expected_batch(config, num_samples)
     return (config.lr * config.noise_multiplier * config.clip / batch) ** 2 * momentum_sums(steps, config.momentum)[1]
 
 
@@ -72,7 +72,7 @@ def size_range(declared: int, count_noise: float, z: float) -> range:
 def variance_range(config: LocalTrainingConfig, declared: int, count_noise: float, z: float) -> tuple[float, float]:
     """(min, max) of :func:`noise_variance` over :func:`size_range`: v depends on n only
     through the round's steps and batch, so each distinct pair is computed once."""
-    plans = {(round_plan(config, n).steps, min(config.batch_size, n)): n for n in size_range(declared, count_noise, z)}
+    plans = {(round_plan(config, n).steps, expected_batch(config, n)): n for n in size_range(declared, count_noise, z)}
     values = [noise_variance(config, n) for n in plans.values()]
     return min(values), max(values)
 

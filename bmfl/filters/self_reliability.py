@@ -170,7 +170,7 @@ class SelfReliabilityFilter(UpdateFilter):
         acc = torch.as_tensor(self.evaluate(scored), dtype=torch.float64)
         alpha = acc[1:] if need_ref else acc
         dirs = directions(updates, reference)
-        dist = distances(updates, reference, self.normalize)
+        dist = self.distances(updates, sizes, reference)
         lam = reliability(alpha, dist, dirs, round_index, self.chi)
         if need_ref:
             alpha_ref = float(acc[0])
@@ -181,3 +181,7 @@ class SelfReliabilityFilter(UpdateFilter):
         info = {"reliability": lam, "alpha": alpha, "distance": dist, "direction": dirs,
                 "threshold": threshold, "alpha_reference": alpha_ref}
         return FilterResult(keep, info, reliability=lam, threshold=threshold)
+
+    def distances(self, updates: torch.Tensor, sizes: torch.Tensor | None, reference: torch.Tensor) -> torch.Tensor:
+        """D_m of Eq. 12 (before the direction rule), as ``normalize`` says."""
+        return distances(updates, reference, self.normalize)

@@ -12,6 +12,7 @@ perturbed release.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
@@ -26,6 +27,7 @@ from bmfl.privacy.input_dp import privatise
 from bmfl.rounds import vehicle_seed
 from bmfl.training import LocalTrainingConfig
 from bmfl.training.fleet import fleet_uploads, plan_upload
+from bmfl.training.local import expected_batch
 from bmfl.simulation.stragglers import job_work
 
 CHUNK = 64
@@ -107,7 +109,8 @@ def train_vehicles(
     began = time.process_time()
     uploads = fleet_uploads(model, datasets, config, contexts, attacks, engines)
     seconds = time.process_time() - began
-    work = {v: job_work(plan_upload(d, config, a).steps, config.batch_size, len(d)) for v, d, a in zip(vehicles, datasets, attacks)}
+    work = {v: job_work(plan_upload(d, config, a).steps, math.ceil(expected_batch(config, len(d))), len(d))
+            for v, d, a in zip(vehicles, datasets, attacks)}
     return Trained(list(vehicles), uploads, seconds, work)
 
 

@@ -59,8 +59,8 @@ from bmfl.privacy.engine import PrivacyEngine, RoundPlan
 from bmfl.privacy.noise import gaussian
 from bmfl.training.ghost import clipped_sum, supports
 from bmfl.training.local import (
-    LocalTrainingConfig, LocalTrainingResult, _batches, begin_step, loss_function, refuse_unsound, round_plan,
-    train_local, training_targets,
+    LocalTrainingConfig, LocalTrainingResult, _batches, begin_step, expected_batch, loss_function, refuse_unsound,
+    round_plan, sampling_rate, train_local, training_targets,
 )  # fmt: skip
 
 Tensors = dict[str, torch.Tensor]
@@ -165,7 +165,7 @@ class _Vehicle:
     def __init__(self, data: TensorData, config: LocalTrainingConfig, generator: torch.Generator, device: torch.device) -> None:
         self.n = len(data)
         self.generator = generator
-        self.expected_batch = min(config.batch_size, self.n)
+        self.expected_batch = expected_batch(config, self.n)
         self.batches: Iterator[torch.Tensor] = itertools.islice(
             _batches(self.n, config, generator, device), config.max_steps
         )
@@ -411,7 +411,7 @@ def _result(vehicle: _Vehicle, params: Tensors, n: int, config: LocalTrainingCon
     return LocalTrainingResult(
         state=OrderedDict((k, t.detach().clone()) for k, t in params.items()),
         steps=vehicle.steps,
-        sampling_rate=min(1.0, config.batch_size / n),
+        sampling_rate=sampling_rate(config, n),
         mean_loss=sum(losses) / len(losses) if losses else float("nan"),
         losses=losses,
     )
@@ -421,7 +421,7 @@ def plan_upload(data: TensorData, config: LocalTrainingConfig, attack=None) -> R
     """What :func:`fleet_uploads` will train for one vehicle: its attack's config over
     its data (no steps for an attack that does not train)."""
     if attack is not None and not attack.trains:
-        return RoundPlan(0, min(1.0, config.batch_size / max(1, len(data))), 0.0)
+        return RoundPlan(0, sampling_rate(config, max(1, len(data))), 0.0)
     return round_plan(attack.training_config(config) if attack is not None else config, len(data))
 
 

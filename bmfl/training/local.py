@@ -61,6 +61,7 @@ class LocalTrainingConfig:
     sampling: Literal["poisson", "fixed"] = PAPER_TRAINING.sampling
     maximize: bool = False  # gradient ascent on the loss (model-poisoning attacks)
     max_steps: int | None = None  # cap on the steps of one call (None: E full epochs)
+    max_sampling_rate: float = 1.0  # cap on q (Poisson sampling): small datasets keep amplification by sampling
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -71,6 +72,10 @@ class LocalTrainingConfig:
             raise ValueError("max_steps must be positive (or None)")
         if self.dp and (self.clip <= 0 or self.noise_multiplier < 0):
             raise ValueError("DP needs clip > 0 and noise_multiplier ≥ 0")
+        if not 0 < self.max_sampling_rate <= 1:
+            raise ValueError("max_sampling_rate must be in (0, 1]")
+        if self.max_sampling_rate < 1 and self.sampling != "poisson":
+            raise ValueError("max_sampling_rate caps Poisson sampling; fixed-size batches have none")
 
 
 @dataclass
@@ -110,16 +115,35 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
     return max(1, math.ceil(num_samples / batch_size))
 
 
+def sampling_rate(config: LocalTrainingConfig, num_samples: int) -> float:
+    """q = min(1, B/n, q_max): each sample's chance to be in a Poisson batch."""
+    return min(1.0, config.batch_size / num_samples, config.max_sampling_rate)
+
+
+def expected_batch(config: LocalTrainingConfig, num_samples: int) -> float:
+    """q·n = min(B, n, q_max·n): the expected batch, the divisor of a DP-SGD step."""
+    return min(config.batch_size, num_samples, config.max_sampling_rate * num_samples)
+
+
+def _steps_per_epoch(config: LocalTrainingConfig, num_samples: int) -> int:
+    """⌈n/B⌉, or ⌈1/q_max⌉ where the cap on q binds (an epoch is 1/q expected batches)."""
+    per_epoch = steps_per_epoch(num_samples, config.batch_size)
+    if config.max_sampling_rate < 1:
+        per_epoch = max(per_epoch, math.ceil(round(1 / config.max_sampling_rate, 9)))
+    return per_epoch
+
+
 def round_plan(config: LocalTrainingConfig, num_samples: int) -> RoundPlan:
-    """The steps :func:`train_local` takes on ``num_samples`` samples — E·⌈n/B⌉, capped
-    by ``max_steps`` — at rate q = min(1, B/n), with σ (0 without DP)."""
+    """The steps :func:`train_local` takes on ``num_samples`` samples — E·⌈n/B⌉ (E·⌈1/q⌉
+    where ``max_sampling_rate`` binds), capped by ``max_steps`` — at rate
+    q = :func:`sampling_rate`, with σ (0 without DP)."""
     if num_samples < 1:
         raise ValueError("no training data")
-    steps = config.epochs * steps_per_epoch(num_samples, config.batch_size)
+    steps = config.epochs * _steps_per_epoch(config, num_samples)
     if config.max_steps is not None:
         steps = min(steps, config.max_steps)
     sigma = config.noise_multiplier if config.dp else 0.0
-    return RoundPlan(steps, min(1.0, config.batch_size / num_samples), sigma)
+    return RoundPlan(steps, sampling_rate(config, num_samples), sigma)
 
 
 def refuse_unsound(config: LocalTrainingConfig, num_samples: int) -> None:
@@ -138,8 +162,8 @@ def refuse_unsound(config: LocalTrainingConfig, num_samples: int) -> None:
 
 def _batches(n: int, config: LocalTrainingConfig, gen: RandomSource, device: torch.device):
     """Index batches for E epochs: Poisson-sampled (rate q) or shuffled fixed-size."""
-    per_epoch = steps_per_epoch(n, config.batch_size)
-    q = min(1.0, config.batch_size / n)
+    per_epoch = _steps_per_epoch(config, n)
+    q = sampling_rate(config, n)
     for _ in range(config.epochs):
         if config.sampling == "poisson":
             for _ in range(per_epoch):
@@ -172,7 +196,7 @@ def train_local(
     params: Tensors = {k: p.detach() for k, p in model.named_parameters()}
     buffers: Tensors = {k: b.detach() for k, b in model.named_buffers()}
     velocity: Tensors = {k: torch.zeros_like(p) for k, p in params.items()}
-    expected_batch = min(config.batch_size, len(data))
+    divisor = expected_batch(config, len(data))
 
     def batch_loss(p: Tensors, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return sign * loss_sum(functional_call(model, (p, buffers), (xb,)), yb)
@@ -199,7 +223,7 @@ def train_local(
             for k, g in summed.items():
                 summed[k] = g + gaussian(g.shape, std, generator).to(device)
         for k, p in params.items():
-            velocity[k] = summed[k] / expected_batch + config.momentum * velocity[k]
+            velocity[k] = summed[k] / divisor + config.momentum * velocity[k]
             params[k] = p - config.lr * velocity[k]
         if len(idx):
             with torch.no_grad():
@@ -210,7 +234,7 @@ def train_local(
     return LocalTrainingResult(
         state=OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items()),
         steps=steps,
-        sampling_rate=min(1.0, config.batch_size / len(data)),
+        sampling_rate=sampling_rate(config, len(data)),
         mean_loss=sum(losses) / len(losses) if losses else float("nan"),
         losses=losses,
     )
