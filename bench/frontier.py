@@ -58,6 +58,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
                        "model": "bmfl_cnn_gn"},
     "scatter_q25_avgm9": {"training": {"lr": 0.6, "max_sampling_rate": 0.25}, "server": AVGM9, **SCATTER},
     "scatter_q10_avgm5": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER},
+    # the same behind the DP envelope, as the private preset's edges run it
+    "scatter_q10_avgm5_env": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
+                              "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]]},
 }
 # Without DP (the ceiling): training over BMFL_TRAINING with dp = false and η = NO_DP_LR unless stated.
 SETTINGS |= {
@@ -215,10 +218,10 @@ def render(runs: Path, out: Path, plot: Path = FRONTIER_PLOT) -> None:
     ]  # fmt: skip
     for r in sorted(rows, key=lambda r: (r["partition"], r["run"])):
         target = "—" if r["target"] is None else f"{r['target']:g}"
-        eps = f"{r['epsilon']:.2f}" if r["dp"] else "—"
+        eps, sigma = (f"{r['epsilon']:.2f}", f"{r['sigma']:.3f}") if r["dp"] else ("—", "—")
         attack = f"{r['attack']} {r['fraction']:.0%}" if r["attack"] else "—"
         lines.append(
-            f"| {r['run']} | {r['partition']} | {attack} | {target} | {eps} | {r['sigma']:.3f} | {r['qmax']:g} | "
+            f"| {r['run']} | {r['partition']} | {attack} | {target} | {eps} | {sigma} | {r['qmax']:g} | "
             f"{r['B']} | {r['steps']} | {r['lr']:g} | {r['momentum']:g} | {r['model']} | {r['server']} | "
             f"{r['final']:.4f} | {r['last']:.4f} | {r['flagged']} | {r['wall_s'] / 60:.1f} min |"
         )  # fmt: skip

@@ -95,7 +95,7 @@ class Stack:
         try:
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
-                view = httpx.get(f"{self.cloud_url}/tasks/{task_id}").json()
+                view = httpx.get(f"{self.cloud_url}/tasks/{task_id}", timeout=30).json()
                 if view["status"] == "failed" or view["detail"] == SETTLED:
                     break  # settled: the chain no longer changes under the audit
                 time.sleep(1)

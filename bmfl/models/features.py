@@ -1,8 +1,9 @@
 """Inputs mapped once through a model's fixed front end.
 
 A model may start with a front end that has no trainable parameters and no state (the
-wavelet scattering of ``scatter_linear``): it then exposes ``fixed_features(x)`` and
-``feature_shape``, and its ``forward`` accepts either raw inputs or those features.
+wavelet scattering of ``scatter_linear``): it then exposes ``fixed_features(x)``,
+``feature_shape`` and ``front_description`` (what its cache entries are keyed by, beside
+the input), and its ``forward`` accepts either raw inputs or those features.
 Training and scoring call :func:`featurized` on a whole dataset first, so that each
 image goes through the front end once per process instead of once per step, per
 round and per candidate model. Results are kept by the SHA-256 of the input tensor's
@@ -39,7 +40,8 @@ def has_fixed_front(model: nn.Module) -> bool:
 
 
 def _key(model: nn.Module, x: torch.Tensor) -> bytes:
-    digest = hashlib.sha256(f"{model.front_description}|{x.dtype}|{tuple(x.shape)}|{x.device}".encode())
+    front = getattr(model, "front_description", type(model).__qualname__)
+    digest = hashlib.sha256(f"{front}|{x.dtype}|{tuple(x.shape)}|{x.device}".encode())
     digest.update(x.detach().contiguous().cpu().numpy().tobytes())
     return digest.digest()
 

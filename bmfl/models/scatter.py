@@ -57,9 +57,9 @@ def _fold(spectrum: torch.Tensor, k: int) -> torch.Tensor:
 
 class Scattering2D(nn.Module):
     """Scattering coefficients S0, S1, S2 of 1-channel square images (B, 1, n, n) →
-    (B, 81, n/4, n/4) for J = 2, L = 8: S0 = x ⋆ φ, S1 = |x ⋆ ψ_{j,θ}| ⋆ φ and
+    (B, 1 + 2L + L², n/4, n/4) for J = 2 and L orientations (81 channels for L = 8): S0 = x ⋆ φ, S1 = |x ⋆ ψ_{j,θ}| ⋆ φ and
     S2 = ||x ⋆ ψ_{0,θ}| ⋆ ψ_{1,θ'}| ⋆ φ, every 4th pixel. Computed by FFT on images
-    padded by repeating its border, ``pad`` pixels on each side (to a power-of-two grid);
+    padded by repeating its border, ``pad`` pixels on each side (28 + 2·2 = 32);
     a map made with a wavelet of scale 2^1 is kept at half resolution, and every
     subsampling is done in the Fourier domain (:func:`_fold`)."""
 
@@ -80,8 +80,10 @@ class Scattering2D(nn.Module):
         self.register_buffer("phi_hat", phi_hat.to(torch.complex64), persistent=False)
         self.register_buffer("phi_hat_half", _fold(phi_hat, 2).to(torch.complex64), persistent=False)
 
-    channels = 81
-    """1 + J·L + L²·J(J − 1)/2 for J = 2, L = 8."""
+    @property
+    def channels(self) -> int:
+        """1 + J·L + L²·J(J − 1)/2 for J = 2: 81 for L = 8."""
+        return 1 + 2 * self.orientations + self.orientations**2
 
     def _average(self, u_hat: torch.Tensor, full: bool) -> torch.Tensor:
         """Low-pass the maps whose spectra are ``u_hat`` (at full or half resolution),
