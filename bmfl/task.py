@@ -59,10 +59,10 @@ class TrainingSpec(_Strict):
         None, ge=1, description="cap on local steps per round (local iterations); None = E full epochs (the paper)"
     )
     max_sampling_rate: float = Field(
-        1.0, gt=0, le=1,
+        1.0, ge=0.01, le=1,
         description="q_max: cap on each sample's chance to be in a Poisson batch, q = min(1, B/n, q_max); below 1 a "
         "vehicle with fewer than B/q_max samples keeps amplification by sampling (an epoch is then ⌈1/q_max⌉ steps of "
-        "q_max·n samples); 1 = the paper's q = min(1, B/n)",
+        "q_max·n samples, at most 100 steps); 1 = the paper's q = min(1, B/n)",
     )  # fmt: skip
     target_epsilon: float | None = Field(
         None, gt=0,

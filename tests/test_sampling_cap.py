@@ -81,6 +81,13 @@ def test_a_cap_outside_zero_one_is_refused(bad):
         TrainingSpec(max_sampling_rate=bad)
 
 
+def test_a_task_cannot_make_an_epoch_longer_than_100_steps():
+    """⌈1/q_max⌉ steps an epoch: a publisher's tiny cap would make every vehicle train without end."""
+    with pytest.raises(ValueError, match="greater than or equal to 0.01"):
+        TrainingSpec(max_sampling_rate=0.001)
+    assert round_plan(TrainingSpec(epochs=1, max_sampling_rate=0.01).local(), 20).steps == 100
+
+
 def test_fixed_batches_have_no_rate_to_cap():
     with pytest.raises(ValueError, match="Poisson"):
         LocalTrainingConfig(dp=False, sampling="fixed", max_sampling_rate=0.5)
