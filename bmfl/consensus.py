@@ -23,6 +23,7 @@ from torch import nn
 
 from bmfl.data.base import TensorData
 from bmfl.incentives import to_fixed
+from bmfl.models.features import featurized
 from bmfl.params import load_vector
 from bmfl.training.evaluate import Evaluation, evaluate
 
@@ -105,6 +106,7 @@ def score_evaluator(model: nn.Module, data: TensorData, batch_size: int = 2048) 
     """Stacked flat vectors → :func:`consensus_score` on ``data`` (``model`` gives the
     architecture; a private copy is used), for :func:`consensus_accuracies`."""
     work = copy.deepcopy(model)
+    data = featurized(work, data)  # once, not once per candidate
 
     def score(vectors: torch.Tensor) -> torch.Tensor:
         out = [consensus_score(evaluate(load_vector(work, v), data, batch_size)) for v in vectors]

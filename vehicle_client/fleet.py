@@ -393,7 +393,7 @@ class Fleet:
             return 0.0
         job = self._jobs[vehicle.address]
         self._jobs[vehicle.address] += 1
-        work = job_work(update.steps, assignment.training.batch_size, len(vehicle.data))
+        work = job_work(update.steps, assignment.training.local(), len(vehicle.data))
         return self._clock.duration(self._number[vehicle.address], work, job)
 
     def _upload_after(self, delay: float, job: "_Upload") -> None:

@@ -61,6 +61,7 @@ def accuracy_evaluator(model: nn.Module, data: TensorData, batch_size: int = 204
     from bmfl.training.evaluate import evaluate
 
     work = copy.deepcopy(model)
+    data = featurized(work, data)  # once, not once per candidate
 
     def score(vectors: torch.Tensor) -> torch.Tensor:
         out = [evaluate(load_vector(work, v), data, batch_size).accuracy for v in vectors]

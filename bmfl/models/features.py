@@ -42,7 +42,7 @@ def has_fixed_front(model: nn.Module) -> bool:
 def _key(model: nn.Module, x: torch.Tensor) -> bytes:
     front = getattr(model, "front_description", type(model).__qualname__)
     digest = hashlib.sha256(f"{front}|{x.dtype}|{tuple(x.shape)}|{x.device}".encode())
-    digest.update(x.detach().contiguous().cpu().numpy().tobytes())
+    digest.update(x.detach().cpu().contiguous().numpy().reshape(-1).view("uint8"))  # the bytes, not a copy of them
     return digest.digest()
 
 

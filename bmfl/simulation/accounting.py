@@ -52,7 +52,7 @@ class BlobMeter:
         )
 
 
-def share_compute(seconds: float, work: dict[int, int]) -> dict[int, float]:
+def share_compute(seconds: float, work: dict[int, float]) -> dict[int, float]:
     """Split ``seconds`` of one stacked call over its vehicles in proportion to ``work``."""
     total = sum(work.values())
     return {v: seconds * w / total if total else 0.0 for v, w in work.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from bmfl.simulation.config import StragglerConfig
+from bmfl.training.local import LocalTrainingConfig, expected_batch
 
 _SPEED, _GAP = 0x5EED, 0x6A9  # stream tags
 
@@ -24,9 +25,9 @@ def slowdowns(config: StragglerConfig, vehicles: int, seed: int) -> np.ndarray:
     return factors
 
 
-def job_work(steps: int, batch_size: int, samples: int) -> int:
-    """A job's work in samples: its steps × the expected batch (at most the data held)."""
-    return steps * min(batch_size, samples)
+def job_work(steps: int, config: LocalTrainingConfig, samples: int) -> float:
+    """A job's work in samples: its steps × the expected batch q·n (``expected_batch``)."""
+    return steps * expected_batch(config, samples)
 
 
 class ComputeClock:
@@ -36,7 +37,7 @@ class ComputeClock:
         self.config, self.seed = config, seed
         self.slowdown = slowdowns(config, vehicles, seed)
 
-    def duration(self, vehicle: int, samples: int, job: int) -> float:
+    def duration(self, vehicle: int, samples: float, job: int) -> float:
         """Seconds of ``vehicle``'s ``job``-th job over ``samples`` samples (same for a seed)."""
         c = self.config
         seconds = samples * c.seconds_per_sample * float(self.slowdown[vehicle])

@@ -12,7 +12,6 @@ perturbed release.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
@@ -27,7 +26,6 @@ from bmfl.privacy.input_dp import privatise
 from bmfl.rounds import vehicle_seed
 from bmfl.training import LocalTrainingConfig
 from bmfl.training.fleet import fleet_uploads, plan_upload
-from bmfl.training.local import expected_batch
 from bmfl.simulation.stragglers import job_work
 
 CHUNK = 64
@@ -93,7 +91,7 @@ class Trained:
     vehicles: list[int]
     uploads: list[torch.Tensor]
     seconds: float
-    work: dict[int, int]
+    work: dict[int, float]
 
 
 def train_vehicles(
@@ -109,8 +107,7 @@ def train_vehicles(
     began = time.process_time()
     uploads = fleet_uploads(model, datasets, config, contexts, attacks, engines)
     seconds = time.process_time() - began
-    work = {v: job_work(plan_upload(d, config, a).steps, math.ceil(expected_batch(config, len(d))), len(d))
-            for v, d, a in zip(vehicles, datasets, attacks)}
+    work = {v: job_work(plan_upload(d, config, a).steps, config, len(d)) for v, d, a in zip(vehicles, datasets, attacks)}
     return Trained(list(vehicles), uploads, seconds, work)
 
 
