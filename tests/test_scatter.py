@@ -138,3 +138,30 @@ def test_dp_training_of_the_fleet_equals_each_vehicle_alone():
 def test_scatter_linear_refuses_colour_images():
     with pytest.raises(ValueError, match="1-channel"):
         create_model("scatter_linear", in_channels=3)
+
+
+def test_the_simulated_fleet_maps_its_training_set_once_and_trains_as_on_raw_rows():
+    from bmfl.attacks import AttackContext, PixelBackdoor
+    from bmfl.privacy import PrivacyEngine
+    from bmfl.simulation.vehicles import Fleet, InProcess, train_vehicles
+
+    model = create_model("scatter_linear")
+    train = TensorData(_digits(30, 11), torch.randint(0, 10, (30,), generator=torch.Generator().manual_seed(1)), 10)
+    parts = [torch.arange(0, 12), torch.arange(12, 20), torch.arange(20, 30)]
+    config = LocalTrainingConfig(epochs=1, batch_size=4, lr=0.5, noise_multiplier=1.0)
+    backdoor = PixelBackdoor(epochs=1)
+    fleet = Fleet(model, train, parts, config, backdoor, frozenset({2}), seed=3, reproducible=True, delta=1e-5, accountant="rdp")
+    assert fleet.data(0).x.shape[1:] == model.feature_shape
+    assert torch.equal(fleet.data(1).x, model.fixed_features(train.x)[12:20])  # rows of one map of the whole set
+    assert fleet.data(2).x.shape[1:] == (1, 28, 28)  # the backdoor writes its trigger into pixels
+    reference = flatten(model.state_dict())
+    ours = next(InProcess(fleet).train([0, 1, 2], 1, reference, None, [0, 0, 0]))
+    gens = [torch.Generator().manual_seed(fleet.generators[v].initial_seed()) for v in range(3)]
+    raw = train_vehicles(
+        model, [train.subset(p) for p in parts], config, [0, 1, 2],
+        [AttackContext(reference, g, None, 1, v, 0) for v, g in enumerate(gens)], [None, None, backdoor],
+        [PrivacyEngine(1e-5) for _ in range(3)],
+    )  # fmt: skip
+    for a, b in zip(ours.uploads, raw.uploads):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.equal(ours.uploads[0], reference)

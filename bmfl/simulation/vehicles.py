@@ -5,9 +5,11 @@ Per vehicle the driver keeps only what must persist between rounds: its random s
 and its privacy engine, each made on the vehicle's first round (a seeded generator
 made late draws the same stream as one made early). Its data is the shared training
 set's rows (partition indices), cut out only while it trains, so a fleet of 10,000
-holds the training set once and no per-vehicle copies. With input DP
-(:meth:`Fleet.release_inputs`) those rows are replaced, once, by each vehicle's
-perturbed release.
+holds the training set once and no per-vehicle copies. A model with a fixed front end
+(``scatter_linear``) has the whole training set mapped through it once, on the first
+round, and honest vehicles train on their rows of that map; attackers keep the raw rows
+(a backdoor adds its trigger to pixels). With input DP (:meth:`Fleet.release_inputs`)
+those rows are replaced, once, by each vehicle's perturbed release.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 
 from bmfl.attacks import Attack, AttackContext
 from bmfl.data import TensorData
+from bmfl.models.features import featurized, has_fixed_front
 from bmfl.privacy import PrivacyEngine, SecureGenerator
 from bmfl.privacy.input_dp import privatise
 from bmfl.rounds import vehicle_seed
@@ -49,9 +52,17 @@ class Fleet:
     accountant: str
     generators: dict[int, torch.Generator] = field(default_factory=dict)
     engines: dict[int, PrivacyEngine] = field(default_factory=dict)
+    mapped: TensorData | None = None
 
     def data(self, v: int) -> TensorData:
-        return self.train.subset(self.parts[v])
+        """Vehicle ``v``'s rows: of the training set mapped through the model's fixed
+        front end for an honest vehicle of such a model (one map for the whole fleet,
+        not one per vehicle per round), of the raw training set otherwise."""
+        if v in self.attackers or not has_fixed_front(self.model):
+            return self.train.subset(self.parts[v])
+        if self.mapped is None:
+            self.mapped = featurized(self.model, self.train)
+        return self.mapped.subset(self.parts[v])
 
     def generator(self, v: int) -> torch.Generator:
         """Vehicle ``v``'s training random source: seeded by (seed, v) in the insecure
@@ -77,7 +88,7 @@ class Fleet:
             released = privatise(self.data(v), clip, sigma, targets, self.generator(v))
             x[part], y[part] = released.x, released.y
             self.engine(v).release_inputs(sigma, targets)
-        self.train = replace(self.train, x=x, y=y)
+        self.train, self.mapped = replace(self.train, x=x, y=y), None
 
     def attack_of(self, v: int) -> Attack | None:
         return self.attack if v in self.attackers else None
