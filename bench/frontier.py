@@ -61,6 +61,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # the same behind the DP envelope, as the private preset's edges run it
     "scatter_q10_avgm5_env": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
                               "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]]},
+    # the same training with plain FedAvg at the edges (no filter): Fig. 5's and Fig. 6's baseline
+    "scatter_q10_avgm5_fedavg": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5,
+                                 "model": "scatter_linear", "filters": [], "edge": {"name": "fedavg"}},
 }
 # Without DP (the ceiling): training over BMFL_TRAINING with dp = false and η = NO_DP_LR unless stated.
 SETTINGS |= {
@@ -70,6 +73,8 @@ SETTINGS |= {
     "nodp_b64s5_avgm9": {"training": {"max_steps": 5}, "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9}},
     "nodp_b64s3_avgm9_gn": {"training": {}, "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9}, "model": "bmfl_cnn_gn"},
     "nodp_scatter_avgm9": {"training": {"lr": 0.01}, "server": AVGM9, **SCATTER},
+    "nodp_scatter_avgm9_fedavg": {"training": {"lr": 0.01}, "server": AVGM9, "model": "scatter_linear", "filters": [],
+                                  "edge": {"name": "fedavg"}},
 }  # fmt: skip
 LAST = 3  # the table also gives the mean accuracy of the last LAST rounds
 CEILING_LAST = 5  # docs/ceiling.md: the mean of the last 5 rounds, as Fig. 6 reports
@@ -82,11 +87,12 @@ REPRODUCTION = (45.09, 0.738)
 
 def config(
     name: str, eps: float, rounds: int, quick: bool, seed: int = 0, partition: str = "complete",
-    attack: str | None = None, fraction: float = 0.0,
+    attack: str | None = None, fraction: float = 0.0, data: str = "mnist",
 ) -> SimulationConfig:
     """The run ``name`` at target ``eps`` (``today``: σ = 2 whatever ``eps``; ``nodp_``
     settings: no DP, ``eps`` unused), dealt by ``partition`` and trained with ``seed``,
-    with a ``fraction`` of ``attack`` vehicles when one is named."""
+    with a ``fraction`` of ``attack`` vehicles when one is named, on dataset ``data``
+    (a registry name; runs on another than MNIST-10k carry it in their name)."""
     setting = SETTINGS[name]
     training = dict(BMFL_TRAINING)
     if name.startswith(NODP):
@@ -97,14 +103,17 @@ def config(
     aggregation = {**BMFL_METHODS["BMFL"], "cloud": {"name": "fedavg"}, "server": setting.get("server", {"name": "paper"})}
     if "filters" in setting:
         aggregation["filters"] = setting["filters"]
+    if "edge" in setting:
+        aggregation["edge"] = setting["edge"]
     label = name if name == "today" else f"{name}_r{rounds}" if name.startswith(NODP) else f"{name}_eps{eps:g}"
+    label += "" if data == "mnist" else f"_{data}"
     label += "" if partition == "complete" else f"_{partition}"
     label += f"_{attack}{round(fraction * 100)}" if attack else ""
     label += f"_s{seed}" if seed or name.startswith(NODP) else ""
     extra = {"attack": {"name": attack, "fraction": fraction}} if attack else {}
     return SimulationConfig.model_validate({
         "name": label, "seed": seed, "rounds": 2 if quick else rounds, "vehicles": 10 if quick else 50, "edges": 2 if quick else 5,
-        "model": setting.get("model", "bmfl_cnn"), "data": {"name": "mnist_5k" if quick else "mnist", "edge_test_samples": 200},
+        "model": setting.get("model", "bmfl_cnn"), "data": {"name": "mnist_5k" if quick else data, "edge_test_samples": 200},
         "partition": PARTITIONS[partition], "training": training, "aggregation": aggregation, **extra,
     })  # fmt: skip
 
@@ -117,13 +126,14 @@ def record(folder: Path, last: int = LAST) -> dict[str, Any]:
     acc = [r["accuracy"] for r in rows]
     attack = cfg.get("attack") or {}
     return {
-        "run": folder.name, "rounds": len(rows),
+        "run": folder.name, "rounds": len(rows), "dataset": cfg["data"]["name"],
         "data": f"{cfg['data']['name']}, {cfg['partition']['kind']}, {cfg['vehicles']} vehicles / {cfg['edges']} edges",
         "partition": cfg["partition"]["kind"], "attack": attack.get("name"), "fraction": attack.get("fraction", 0.0),
         "target": t.get("target_epsilon"), "qmax": t.get("max_sampling_rate", 1.0),
         "epsilon": rows[-1]["epsilon_max"], "sigma": t["noise_multiplier"], "B": t["batch_size"], "steps": t["max_steps"],
         "lr": t["lr"], "momentum": t["momentum"], "model": cfg["model"], "server": _server(server),
         "final": acc[-1], "last": sum(acc[-last:]) / len(acc[-last:]), "flagged": sum(r["honest_flagged"] for r in rows),
+        "attackers_flagged": sum(r["attackers_flagged"] for r in rows), "attacker_uploads": sum(r["attackers_selected"] for r in rows),
         "seed": cfg["seed"], "dp": t["dp"], "epochs": t["epochs"], "best": max(acc), "best_round": acc.index(max(acc)) + 1,
         "accuracy": acc, "wall_s": sum(r["wall_time_s"] for r in rows),
     }  # fmt: skip

@@ -51,3 +51,22 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
     again = rm.main(["--quick", "--out", str(tmp_path), "--name", "robustness", "--resume"])  # all reused: no simulation
     assert again.read_text().split("\n", 3)[3] == text.split("\n", 3)[3]
+
+def test_a_profile_sets_every_runs_training_and_the_envelope_attackers_knowledge():
+    from bmfl.reproduce.grid import BMFL_TRAINING
+    from bmfl.simulation import SimulationConfig
+    from bmfl.task import TrainingSpec
+
+    scale = dataclasses.replace(rm.QUICK, attacks=("envelope-aware", "sign flip"), pipelines=("Envelope+DPSR+BMFL",))
+    cnn = {r.key: r.config for r in rm.matrix(scale)}
+    private = {r.key: r.config for r in rm.matrix(dataclasses.replace(scale, profile="private"))}
+    assert cnn.keys() == private.keys()
+    for key, cfg in private.items():
+        assert cfg["model"] == "scatter_linear" and cfg["aggregation"]["server"]["name"] == "fedavgm"
+        assert cfg["aggregation"]["filters"] == [{"name": "dp_envelope", "options": {}},
+                                                 {"name": "dp_self_reliability", "options": {}}]
+        assert "server" not in cnn[key]["aggregation"] and cnn[key]["training"] == BMFL_TRAINING
+        SimulationConfig.model_validate(cfg)
+    aware = [c["attack"]["options"]["training"] for c in private.values() if c.get("attack", {}).get("name") == "envelope_aware"]
+    assert aware and all(t == rm.PROFILES["private"].training for t in aware)  # what the vehicles train with
+    assert TrainingSpec.model_validate(aware[0]).local().max_sampling_rate == 0.25

@@ -141,7 +141,7 @@ def test_scatter_linear_refuses_colour_images():
 
 
 def test_the_simulated_fleet_maps_its_training_set_once_and_trains_as_on_raw_rows():
-    from bmfl.attacks import AttackContext, PixelBackdoor
+    from bmfl.attacks import AttackContext, PixelBackdoor, SignFlip
     from bmfl.privacy import PrivacyEngine
     from bmfl.simulation.vehicles import Fleet, InProcess, train_vehicles
 
@@ -154,6 +154,8 @@ def test_the_simulated_fleet_maps_its_training_set_once_and_trains_as_on_raw_row
     assert fleet.data(0).x.shape[1:] == model.feature_shape
     assert torch.equal(fleet.data(1).x, model.fixed_features(train.x)[12:20])  # rows of one map of the whole set
     assert fleet.data(2).x.shape[1:] == (1, 28, 28)  # the backdoor writes its trigger into pixels
+    flipper = Fleet(model, train, parts, config, SignFlip(), frozenset({2}), 3, True, 1e-5, "rdp")
+    assert flipper.data(2).x.shape[1:] == model.feature_shape  # its data is its own: the map serves it
     reference = flatten(model.state_dict())
     ours = next(InProcess(fleet).train([0, 1, 2], 1, reference, None, [0, 0, 0]))
     gens = [torch.Generator().manual_seed(fleet.generators[v].initial_seed()) for v in range(3)]

@@ -46,7 +46,7 @@ from rich.console import Console  # noqa: E402
 
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
 from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
-from bmfl.task import AggregationSpec  # noqa: E402
+from bmfl.task import PRESETS, AggregationSpec  # noqa: E402
 
 CLEAN = "clean"
 BACKDOOR_ATTACK = "scaled_backdoor"
@@ -62,6 +62,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
     envelope = {"name": "dp_envelope", "options": {}}
     root_floor = {"name": "root_floor", "options": {}}
     class_floor = {"name": "class_floor", "options": {}}
+    dp_reliability = {"name": "dp_self_reliability", "options": {}}
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -78,6 +79,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "Envelope+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, SELF_RELIABILITY]},
         "Envelope+RootFloor+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope, root_floor]},
         "Envelope+ClassFloor+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, class_floor, SELF_RELIABILITY]},
+        "Envelope+DPSR+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, dp_reliability]},
     }
 
 
@@ -101,6 +103,32 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 @dataclass(frozen=True)
+class Profile:
+    """What every vehicle trains and what the cloud does with the edges' models, whatever
+    the pipeline: the model, its DP-SGD settings (also the envelope attackers' public
+    knowledge) and the cloud's server optimiser."""
+
+    model: str
+    training: dict[str, Any]
+    server: dict[str, Any]
+    description: str
+
+
+PROFILES = {
+    "cnn": Profile("bmfl_cnn", dict(BMFL_TRAINING), {"name": "paper"},
+                   "the 21,840-parameter CNN trained as `bmfl.reproduce.grid.BMFL_TRAINING` (DP-SGD σ = 2, C = 1)"),
+    "private": Profile(
+        "scatter_linear",
+        {"epochs": 1, "max_steps": 3, "batch_size": 64, "lr": 0.6, "momentum": 0.5, "max_sampling_rate": 0.25,
+         "dp": True, "clip": 1.0, "noise_multiplier": 1.135, "delta": 1e-5},
+        {"name": "fedavgm", "lr": 1.0, "beta1": 0.9},
+        "the `private` preset's training: `scatter_linear`, 3 DP-SGD steps of B = 64 at q ≤ 0.25, η = 0.6, β = 0.5, "
+        "C = 1, σ = 1.135 (what the preset derives for ε = 8 over the demo's 8 rounds), FedAvgM (β₁ = 0.9) at the cloud",
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Scale:
     name: str
     mnist: str
@@ -114,6 +142,7 @@ class Scale:
     attacks: tuple[str, ...]
     pipelines: tuple[str, ...]
     partitions: tuple[str, ...]
+    profile: str = "cnn"
 
 
 PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
@@ -126,15 +155,27 @@ SCALES = {"quick": QUICK, "full": FULL}
 
 
 def _config(scale: Scale, seed: int, partition: str, pipeline: str, attack: dict | None) -> dict[str, Any]:
+    profile = PROFILES[scale.profile]
     cfg = {
-        "seed": seed, "rounds": scale.rounds, "vehicles": scale.vehicles, "edges": scale.edges, "model": "bmfl_cnn",
+        "seed": seed, "rounds": scale.rounds, "vehicles": scale.vehicles, "edges": scale.edges, "model": profile.model,
         "data": {"name": scale.mnist, "edge_test_samples": scale.edge_test_samples},
-        "partition": PARTITIONS[partition], "training": dict(BMFL_TRAINING),
+        "partition": PARTITIONS[partition], "training": dict(profile.training),
         "aggregation": {**pipelines(scale.edge_test_samples)[pipeline], "cloud": {"name": "fedavg"}},
     }
+    if profile.server["name"] != "paper":
+        cfg["aggregation"]["server"] = dict(profile.server)
     if attack is not None:
         cfg["attack"] = attack
     return cfg
+
+
+def attack_options(scale: Scale, label: str) -> tuple[str, dict[str, Any]]:
+    """Attack ``label``'s registry name and options; an attack that knows the task's
+    training settings is told the scale's profile's."""
+    name, options = ATTACKS[label]
+    if "training" in options:
+        options = {**options, "training": dict(PROFILES[scale.profile].training)}
+    return name, dict(options)
 
 
 def key(partition: str, attack: str, fraction: float, pipeline: str, seed: int) -> str:
@@ -150,7 +191,7 @@ def matrix(scale: Scale) -> list[Run]:
             for pipeline in scale.pipelines:
                 runs.append(Run(key(partition, CLEAN, 0.0, pipeline, seed), _config(scale, seed, partition, pipeline, None)))
                 for label in scale.attacks:
-                    name, options = ATTACKS[label]
+                    name, options = attack_options(scale, label)
                     for fraction in scale.fractions:
                         attack = {"name": name, "fraction": fraction, "options": dict(options)}
                         runs.append(Run(key(partition, label, fraction, pipeline, seed),
@@ -247,19 +288,21 @@ def write_report(
         f"CPU-minutes. Scale `{scale.name}`: {scale.mnist}, {scale.vehicles} vehicles, "
         f"{scale.edges} edges, {scale.rounds} rounds, metrics over the last {scale.settle} round(s), "
         f"edge test set {scale.edge_test_samples} images, seeds {', '.join(map(str, scale.seeds))}; "
-        "training as `bmfl.reproduce.grid.BMFL_TRAINING` (DP-SGD σ = 2, C = 1). Cells: mean ± sd over the seeds.", "",
+        f"training profile `{scale.profile}`: {PROFILES[scale.profile].description}. Cells: mean ± sd over the seeds.", "",
         "Pipelines (edge filters → rule; the cloud averages by data):", "",
     ]
     default = AggregationSpec()
     for name in scale.pipelines:
         spec = pipelines(scale.edge_test_samples)[name]
         steps = [f["name"] for f in spec["filters"]] + [spec["edge"]["name"]]
-        label = " (the filters and rule of the default pipeline)" if steps == [f.name for f in default.filters] + [
-            default.edge.name] else " (the paper's pipeline)" if name == "BMFL" else ""
+        private = [f["name"] for f in PRESETS["private"]["aggregation"]["filters"]] + [default.edge.name]
+        label = (" (the filters and rule of the default pipeline)" if steps == [f.name for f in default.filters] + [
+            default.edge.name] else " (the `private` preset's filters and rule)" if steps == private
+            else " (the paper's pipeline)" if name == "BMFL" else "")
         lines.append(f"- **{name}**{label}: " + " → ".join(steps))
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
     for label in scale.attacks:
-        name, options = ATTACKS[label]
+        name, options = attack_options(scale, label)
         lines.append(f"- **{label}**: `{name}` {json.dumps(options, ensure_ascii=False)}")
     lines.append("")
     for partition in scale.partitions:
@@ -307,6 +350,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--pipelines", nargs="+", help="pipeline labels (see pipelines())")
     parser.add_argument("--partitions", nargs="+", help="partition labels")
     parser.add_argument("--fractions", type=float, nargs="+")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="what the vehicles train (default: the scale's, cnn)")
     args = parser.parse_args(argv)
     import dataclasses
 
@@ -314,7 +358,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     torch.set_num_threads(1)
     scale = SCALES["quick" if args.quick else "full"]
-    overrides = {f: getattr(args, f) for f in ("vehicles", "edges", "rounds", "settle", "mnist")
+    overrides = {f: getattr(args, f) for f in ("vehicles", "edges", "rounds", "settle", "mnist", "profile")
                  if getattr(args, f) is not None}
     for f in ("seeds", "attacks", "pipelines", "partitions", "fractions"):
         if getattr(args, f):

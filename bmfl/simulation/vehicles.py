@@ -7,8 +7,8 @@ made late draws the same stream as one made early). Its data is the shared train
 set's rows (partition indices), cut out only while it trains, so a fleet of 10,000
 holds the training set once and no per-vehicle copies. A model with a fixed front end
 (``scatter_linear``) has the whole training set mapped through it once, on the first
-round, and honest vehicles train on their rows of that map; attackers keep the raw rows
-(a backdoor adds its trigger to pixels). With input DP (:meth:`Fleet.release_inputs`)
+round, and vehicles train on their rows of that map, except attackers that rewrite their
+data (a backdoor adds its trigger to pixels), which keep the raw rows. With input DP (:meth:`Fleet.release_inputs`)
 those rows are replaced, once, by each vehicle's perturbed release.
 """
 
@@ -56,9 +56,11 @@ class Fleet:
 
     def data(self, v: int) -> TensorData:
         """Vehicle ``v``'s rows: of the training set mapped through the model's fixed
-        front end for an honest vehicle of such a model (one map for the whole fleet,
-        not one per vehicle per round), of the raw training set otherwise."""
-        if v in self.attackers or not has_fixed_front(self.model):
+        front end where the model has one (one map for the whole fleet, not one per
+        vehicle per round), of the raw training set for other models and for an attack
+        that rewrites its data."""
+        attack = self.attack_of(v)
+        if not has_fixed_front(self.model) or (attack is not None and type(attack).poison_data is not Attack.poison_data):
             return self.train.subset(self.parts[v])
         if self.mapped is None:
             self.mapped = featurized(self.model, self.train)
