@@ -48,6 +48,9 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "scatter_b64s3_avgm9": ({**FRONTIER, "lr": 0.6, "max_steps": 3}, {"server": AVGM9, "filters": SCATTER_FILTERS}, "scatter_linear"),
     "scatter_q25_b64s3_avgm9": ({**FRONTIER, "lr": 0.6, "max_steps": 3, "max_sampling_rate": 0.25},
                                 {"server": AVGM9, "filters": SCATTER_FILTERS}, "scatter_linear"),
+    # the same filters, then plain averaging at the edges instead of reweighting
+    "scatter_q25_b64s3_avgm9_avg": ({**FRONTIER, "lr": 0.6, "max_steps": 3, "max_sampling_rate": 0.25},
+                                    {"server": AVGM9, "filters": SCATTER_FILTERS, "edge": {"name": "fedavg"}}, "scatter_linear"),
 }
 
 
