@@ -211,11 +211,16 @@ def render(runs: Path, out: Path, plot: Path = FRONTIER_PLOT) -> None:
                   f"{CEILING_LAST}: mean | ε spent (max) | σ |", "|---|---|---|---|---|---|---|"]
         targets = sorted({v[0]["target"] for v in part.values() if v[0]["target"] is not None})
         for target in targets:
-            name, rs = max(((k[1], v) for k, v in part.items() if v[0]["target"] == target),
-                           key=lambda kv: statistics.fmean(r["final"] for r in kv[1]))
-            lines.append(f"| {target:g} | {name} | {len(rs)} | {_spread([r['final'] for r in rs])} | "
-                         f"{statistics.fmean(r['last'] for r in rs):.4f} | {max(r['epsilon'] for r in rs):.2f} | "
-                         f"{rs[0]['sigma']:.3f} |")
+            at = [(k[1], v) for k, v in part.items() if v[0]["target"] == target]
+            best = max(at, key=lambda kv: statistics.fmean(r["final"] for r in kv[1]))
+            reweighted = [kv for kv in at if kv[1][0]["edge"].endswith("reweight")]
+            shown = [best] + ([max(reweighted, key=lambda kv: statistics.fmean(r["final"] for r in kv[1]))]
+                              if reweighted and not best[1][0]["edge"].endswith("reweight") else [])
+            for name, rs in shown:
+                label = name if name == best[0] else f"{name} (best with reweighting, the default edge rule)"
+                lines.append(f"| {target:g} | {label} | {len(rs)} | {_spread([r['final'] for r in rs])} | "
+                             f"{statistics.fmean(r['last'] for r in rs):.4f} | {max(r['epsilon'] for r in rs):.2f} | "
+                             f"{rs[0]['sigma']:.3f} |")
         for (_, name, _, _), rs in part.items():
             if rs[0]["target"] is None:
                 lines.append(f"| — ({name}) | {name} | {len(rs)} | {_spread([r['final'] for r in rs])} | "
