@@ -167,3 +167,8 @@ def test_the_simulated_fleet_maps_its_training_set_once_and_trains_as_on_raw_row
     for a, b in zip(ours.uploads, raw.uploads):
         assert torch.allclose(a, b, atol=1e-6)
     assert not torch.equal(ours.uploads[0], reference)
+    before = fleet.data(0).x.clone()
+    fleet.release_inputs(sigma=1.0, clip=3.0, targets=False)  # input DP perturbs pixels, then the map is redone
+    assert fleet.train.x.shape[1:] == (1, 28, 28)
+    assert fleet.data(0).x.shape[1:] == model.feature_shape and not torch.equal(fleet.data(0).x, before)
+    assert torch.equal(fleet.data(1).x, model.fixed_features(fleet.train.x)[12:20])

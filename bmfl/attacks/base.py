@@ -91,6 +91,12 @@ class Attack(ParamsRepr):
     def poison_data(self, data: TensorData, generator: torch.Generator) -> TensorData:
         return data
 
+    @property
+    def rewrites_data(self) -> bool:
+        """Whether :meth:`poison_data` changes the vehicle's data (then it needs the raw
+        inputs: a backdoor draws its trigger on pixels, not on mapped features)."""
+        return type(self).poison_data is not Attack.poison_data
+
     def training_config(self, config: LocalTrainingConfig) -> LocalTrainingConfig:
         return config
 

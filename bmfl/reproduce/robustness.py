@@ -80,7 +80,6 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "Envelope+RootFloor+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope, root_floor]},
         "Envelope+ClassFloor+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, class_floor, SELF_RELIABILITY]},
         "Envelope+DPSR+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, dp_reliability]},
-        "Envelope+DPSR+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope, dp_reliability]},
     }
 
 
@@ -293,10 +292,10 @@ def write_report(
         "Pipelines (edge filters → rule; the cloud averages by data):", "",
     ]
     default = AggregationSpec()
+    private = [f["name"] for f in PRESETS["private"]["aggregation"]["filters"]] + [default.edge.name]
     for name in scale.pipelines:
         spec = pipelines(scale.edge_test_samples)[name]
         steps = [f["name"] for f in spec["filters"]] + [spec["edge"]["name"]]
-        private = [f["name"] for f in PRESETS["private"]["aggregation"]["filters"]] + [default.edge.name]
         label = (" (the filters and rule of the default pipeline)" if steps == [f.name for f in default.filters] + [
             default.edge.name] else " (the `private` preset's filters and rule)" if steps == private
             else " (the paper's pipeline)" if name == "BMFL" else "")

@@ -60,7 +60,7 @@ class Fleet:
         vehicle per round), of the raw training set for other models and for an attack
         that rewrites its data."""
         attack = self.attack_of(v)
-        if not has_fixed_front(self.model) or (attack is not None and type(attack).poison_data is not Attack.poison_data):
+        if not has_fixed_front(self.model) or (attack is not None and attack.rewrites_data):
             return self.train.subset(self.parts[v])
         if self.mapped is None:
             self.mapped = featurized(self.model, self.train)
@@ -87,7 +87,7 @@ class Fleet:
             raise ValueError("input DP needs disjoint vehicle datasets (a shared row would be released twice)")
         x, y = self.train.x.clone(), self.train.y.clone()
         for v, part in enumerate(self.parts):
-            released = privatise(self.data(v), clip, sigma, targets, self.generator(v))
+            released = privatise(self.train.subset(part), clip, sigma, targets, self.generator(v))  # pixels, not features
             x[part], y[part] = released.x, released.y
             self.engine(v).release_inputs(sigma, targets)
         self.train, self.mapped = replace(self.train, x=x, y=y), None
