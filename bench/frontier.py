@@ -44,6 +44,8 @@ AVGM5, AVGM9 = ({"name": "fedavgm", "lr": 1.0, "beta1": b} for b in (0.5, 0.9))
 # the DP noise of a small expected batch moves scatter_linear's small initial weights by a relative squared distance
 # of 30 to 150 in round 1: BMFL's filter with the noise taken out of D (dp_self_reliability) keeps those vehicles
 SCATTER = {"model": "scatter_linear", "filters": [{"name": "dp_self_reliability", "options": {"tolerance": 1.0}}]}
+CAPPED = {"name": "fedavg", "options": {"cap": "median"}}
+PRECISION = {"name": "noise_weighted"}
 NODP = "nodp_"  # settings without DP: training over BMFL_TRAINING with dp = false and η = NO_DP_LR
 # Training and cloud settings explored at a target ε (σ derived); "today" keeps σ = 2.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -64,6 +66,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # the same filters with plain averaging at the edges instead of reweighting
     "scatter_q10_avgm5_env_avg": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
                                   "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": {"name": "fedavg"}},
+    # the same filters, then averaging with each declared size capped at the median (the default edge rule)
+    "scatter_q10_avgm5_env_cap": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
+                                  "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": CAPPED},
+    "scatter_q10_avgm5_env_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
+                                 "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": PRECISION},
+    "scatter_q25_avgm5_env_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.25}, "server": AVGM5, **SCATTER,
+                                 "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": PRECISION},
+    "scatter_q10_avgm9_env_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM9, **SCATTER,
+                                 "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": PRECISION},
+    "scatter_q10_lr1_avgm5_env_nw": {"training": {"lr": 1.0, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
+                                     "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": PRECISION},
     # the same training with plain FedAvg at the edges (no filter): Fig. 5's and Fig. 6's baseline
     "scatter_q10_avgm5_fedavg": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5,
                                  "model": "scatter_linear", "filters": [], "edge": {"name": "fedavg"}},
@@ -77,9 +90,11 @@ SETTINGS |= {
     "nodp_b64s3_avgm9_gn": {"training": {}, "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9}, "model": "bmfl_cnn_gn"},
     "nodp_scatter_avgm9": {"training": {"lr": 0.01}, "server": AVGM9, **SCATTER},
     "nodp_scatter_avgm9_sr_avg": {"training": {"lr": 0.01}, "server": AVGM9, **SCATTER, "edge": {"name": "fedavg"}},
+    "nodp_scatter_avgm9_sr_cap": {"training": {"lr": 0.01}, "server": AVGM9, **SCATTER, "edge": CAPPED},
     "nodp_scatter_avgm9_fedavg": {"training": {"lr": 0.01}, "server": AVGM9, "model": "scatter_linear", "filters": [],
                                   "edge": {"name": "fedavg"}},
 }  # fmt: skip
+DEFAULT_EDGE = "noise_weighted"  # bmfl.task.AggregationSpec's edge rule
 LAST = 3  # the table also gives the mean accuracy of the last LAST rounds
 CEILING_LAST = 5  # docs/ceiling.md: the mean of the last 5 rounds, as Fig. 6 reports
 TARGET = 0.97  # issue 22: non-private, complete non-IID MNIST-10k, 80 rounds
@@ -122,6 +137,17 @@ def config(
     })  # fmt: skip
 
 
+def _rule(spec: dict[str, Any]) -> str:
+    """A rule's name with its options, ``fedavg(cap=median)``."""
+    options = ", ".join(f"{k}={v}" for k, v in sorted(spec.get("options", {}).items()))
+    return f"{spec['name']}({options})" if options else spec["name"]
+
+
+def _default_rule(rs: list[dict[str, Any]]) -> bool:
+    """The runs' edges end in the default edge rule (``noise_weighted``)."""
+    return rs[0]["edge"].endswith(DEFAULT_EDGE)
+
+
 def record(folder: Path, last: int = LAST) -> dict[str, Any]:
     """One run's row, from its config.json and metrics.jsonl."""
     cfg = json.loads((folder / "config.json").read_text())
@@ -136,7 +162,7 @@ def record(folder: Path, last: int = LAST) -> dict[str, Any]:
         "target": t.get("target_epsilon"), "qmax": t.get("max_sampling_rate", 1.0),
         "epsilon": rows[-1]["epsilon_max"], "sigma": t["noise_multiplier"], "B": t["batch_size"], "steps": t["max_steps"],
         "lr": t["lr"], "momentum": t["momentum"], "model": cfg["model"], "server": _server(server),
-        "edge": " → ".join([f["name"] for f in cfg["aggregation"]["filters"]] + [cfg["aggregation"]["edge"]["name"]]),
+        "edge": " → ".join([f["name"] for f in cfg["aggregation"]["filters"]] + [_rule(cfg["aggregation"]["edge"])]),
         "final": acc[-1], "last": sum(acc[-last:]) / len(acc[-last:]), "flagged": sum(r["honest_flagged"] for r in rows),
         "attackers_flagged": sum(r["attackers_flagged"] for r in rows), "attacker_uploads": sum(r["attackers_selected"] for r in rows),
         "seed": cfg["seed"], "dp": t["dp"], "epochs": t["epochs"], "best": max(acc), "best_round": acc.index(max(acc)) + 1,
@@ -180,8 +206,9 @@ def render(runs: Path, out: Path, plot: Path = FRONTIER_PLOT) -> None:
             f"MNIST-10k (8,000 training images dealt to 50 vehicles on 5 edges, the held-out 2,000 scored each round), "
             f"{FRONTIER_ROUNDS} rounds, every vehicle trains every round, BMFL's edge method (self-reliability, for the "
             "`scatter_` settings with the DP noise taken out of its distance, `dp_self_reliability`, tolerance 1; the "
-            "`_env` settings put the DP envelope in front, as the `private` preset does; then reweighting; the `_avg` "
-            "settings average what the same filters pass by declared data size instead of reweighting it, see the "
+            "`_env` settings put the DP envelope in front, as the `private` preset does; then reweighting, except: "
+            "`_nw` averages what the filters pass weighted by the precision of each upload's DP noise (`noise_weighted`, "
+            "the default edge rule), `_cap` by declared size capped at the median, `_avg` by declared size; see the "
             "note below) and FedAvg at the cloud, then the server optimiser listed; DP-SGD on every vehicle with C = 1 and δ = 1e-5. σ is "
             "derived from the target ε for the run's rounds over every vehicle's plan (its q and steps, docs/algorithms.md "
             "§1.2), so no vehicle spends more; 'ε spent' is the largest any vehicle spent (RDP). "
@@ -196,13 +223,14 @@ def render(runs: Path, out: Path, plot: Path = FRONTIER_PLOT) -> None:
             "0.91 at ε = 8 (docs/demo_defaults.md): at a fixed ε, 80 rounds of the same steps need 2.3× its σ."
         ), "",
         (
-            "**The `_avg` settings are not a default.** On complete non-IID data reweighting costs accuracy: its robust "
+            "**The edge rule.** On complete non-IID data reweighting (the paper's rule) costs accuracy: its robust "
             "weights discount the minority updates that 2 classes a vehicle make necessary, and the same filters followed "
-            "by plain averaging end higher (the tables below). But plain averaging weights each upload by its vehicle's "
+            "by averaging end higher (the tables below). Plain averaging (`_avg`) weights each upload by its vehicle's "
             "declared data size, which the registry does not bound (`registerVehicle` takes any `uint32`): one vehicle "
-            "declaring 2³² − 1 samples would own its edge's aggregate and its pay, while reweighting's θ does not read "
-            "sizes. Until declared sizes are bounded at the edges, the `_avg` points show what the training reaches, "
-            "not what a deployment should run."
+            "declaring 2³² − 1 samples would own its edge's aggregate and its pay, so it is not a default. The default, "
+            "`noise_weighted` (`_nw`), weights by the precision of the DP noise each declared size implies, which stops "
+            "growing once the batch is full: no declared size buys more than a full-batch vehicle's weight "
+            "(docs/algorithms.md §4.2). Without DP it caps each size at the median (`_cap`, the same weights)."
         ), "",
     ]  # fmt: skip
     for partition in sorted({k[0] for k in clean}):
@@ -213,11 +241,11 @@ def render(runs: Path, out: Path, plot: Path = FRONTIER_PLOT) -> None:
         for target in targets:
             at = [(k[1], v) for k, v in part.items() if v[0]["target"] == target]
             best = max(at, key=lambda kv: statistics.fmean(r["final"] for r in kv[1]))
-            reweighted = [kv for kv in at if kv[1][0]["edge"].endswith("reweight")]
-            shown = [best] + ([max(reweighted, key=lambda kv: statistics.fmean(r["final"] for r in kv[1]))]
-                              if reweighted and not best[1][0]["edge"].endswith("reweight") else [])
+            default = [kv for kv in at if _default_rule(kv[1])]
+            shown = [best] + ([max(default, key=lambda kv: statistics.fmean(r["final"] for r in kv[1]))]
+                              if default and not _default_rule(best[1]) else [])
             for name, rs in shown:
-                label = name if name == best[0] else f"{name} (best with reweighting, the default edge rule)"
+                label = name if name == best[0] else f"{name} (best with the default edge rule, {DEFAULT_EDGE})"
                 lines.append(f"| {target:g} | {label} | {len(rs)} | {_spread([r['final'] for r in rs])} | "
                              f"{statistics.fmean(r['last'] for r in rs):.4f} | {max(r['epsilon'] for r in rs):.2f} | "
                              f"{rs[0]['sigma']:.3f} |")
@@ -280,7 +308,7 @@ def _plot_frontier(groups: dict[tuple, list[dict[str, Any]]], plot: Path) -> Non
     for ax, partition in zip(axes[0], partitions):
         part = {k: v for k, v in groups.items() if k[0] == partition and not k[2]}
         curves = {"best setting at the target (min–max)": lambda rs: True,
-                  "best with reweighting, the default edge rule": lambda rs: rs[0]["edge"].endswith("reweight")}
+                  f"best with the default edge rule ({DEFAULT_EDGE})": _default_rule}
         drawn: list[dict[float, list[dict[str, Any]]]] = []
         for label, admits in curves.items():
             best: dict[float, list[dict[str, Any]]] = {}

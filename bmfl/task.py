@@ -151,7 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "paper": {
         "training": PAPER_TRAINING.model_dump(exclude_unset=True),
-        "aggregation": {"filters": [{"name": "self_reliability"}]},
+        "aggregation": {"edge": {"name": "reweight"}, "filters": [{"name": "self_reliability"}]},
     },
 }
 """Named starting points for a task's fields. ``private``: the best point measured in
@@ -200,7 +200,11 @@ class AggregationSpec(_Strict):
     edges' preliminary models (FedAvg by data, Eq. 3). The default puts the DP envelope
     in front of BMFL's pipeline (chosen from the robustness matrix, docs/robustness.md)."""
 
-    edge: RuleSpec = Field(default_factory=lambda: RuleSpec(name="reweight"), description="edge (first) rule")
+    edge: RuleSpec = Field(
+        default_factory=lambda: RuleSpec(name="noise_weighted"),
+        description="edge (first) rule (default: inverse-noise averaging, which bounds what a declared data size buys; "
+        "the paper's rule is reweight)",
+    )
     filters: list[RuleSpec] = Field(
         default_factory=lambda: [RuleSpec(name="dp_envelope"), RuleSpec(name="self_reliability")],
         description="update filters every edge runs, in order, before its rule (default: the DP envelope, then "

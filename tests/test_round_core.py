@@ -27,6 +27,8 @@ from bmfl.filters.dp_floor import noise_variance
 from bmfl.privacy import COUNT_NOISE
 from bmfl.task import AggregationSpec, RuleSpec, TrainingSpec
 
+REWEIGHT = RuleSpec(name="reweight")  # the filter tests below run behind the paper's rule, which needs nothing
+
 
 def test_selection_is_seeded_stateless_and_takes_the_ceiling() -> None:
     candidates = list(range(10))
@@ -49,7 +51,7 @@ def _mnist_updates() -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
 def test_verdicts_name_the_filter_and_carry_reliability(order: tuple[str, str]) -> None:
     test = load_dataset("mnist")[1].subset(list(range(100)))
     reference, uploads = _mnist_updates()
-    spec = AggregationSpec(filters=[RuleSpec(name=name) for name in order])
+    spec = AggregationSpec(edge=REWEIGHT, filters=[RuleSpec(name=name) for name in order])
     rule = edge_rule(spec, accuracy_evaluator(create_model("bmfl_cnn"), test))
     outcome = aggregate_edge(rule, uploads, {2: 10, 5: 20, 7: 30, 9: 40}, reference, 1)
     assert list(outcome.verdicts) == [2, 5, 7, 9]
@@ -59,12 +61,12 @@ def test_verdicts_name_the_filter_and_carry_reliability(order: tuple[str, str]) 
     kept = [outcome.verdicts[v] for v in (2, 5, 9)]
     assert not any(v.flagged for v in kept) and all(v.reliability is not None for v in kept)
     assert sum(v.theta for v in kept) == pytest.approx(1.0)
-    assert outcome.samples == 70  # the data behind the kept uploads only
+    assert outcome.samples == 10 + 20 + 20  # the kept uploads' data, each size capped at their median (20)
 
 
 def test_the_edge_step_does_not_depend_on_arrival_order() -> None:
     reference, uploads = _mnist_updates()
-    rule = edge_rule(AggregationSpec(filters=[RuleSpec(name="l2_norm")]), None)
+    rule = edge_rule(AggregationSpec(edge=REWEIGHT, filters=[RuleSpec(name="l2_norm")]), None)
     sizes = {2: 10, 5: 20, 7: 30, 9: 40}
     forward = aggregate_edge(rule, uploads, sizes, reference, 3)
     backward = aggregate_edge(rule, dict(reversed(list(uploads.items()))), sizes, reference, 3)
@@ -78,7 +80,7 @@ def test_non_finite_excluded_and_inapplicable_uploads_are_flagged_with_their_rea
     outcome = aggregate_edge(rule, uploads, {1: 1, 2: 1, 3: 3, 4: 5}, reference, 1, excluded={4: "ideal_filter"})
     assert outcome.verdicts[2] == Verdict(0.0, True, "non_finite")
     assert outcome.verdicts[4] == Verdict(0.0, True, "ideal_filter")
-    assert torch.allclose(outcome.preliminary, torch.full((4,), 1.75)) and outcome.samples == 4
+    assert torch.allclose(outcome.preliminary, torch.full((4,), 1.75)) and outcome.samples == 1 + 1  # capped at the lower median
     trimmed = build_rule(RuleSpec(name="trimmed_mean", options={"beta": 2}), [], {})
     silent = aggregate_edge(trimmed, {1: torch.ones(4), 3: torch.ones(4)}, {1: 1, 3: 1}, reference, 1)
     assert silent.preliminary is None and {v.reason for v in silent.verdicts.values()} == {NOT_APPLICABLE}
@@ -111,14 +113,14 @@ def test_filters_get_what_they_declare_and_are_refused_without_it() -> None:
     with pytest.raises(ValueError, match="needs count_noise, training"):
         edge_rule(AggregationSpec(), lambda v: v)  # the default DP envelope needs the task's training
     with pytest.raises(ValueError, match="supplied by the round"):
-        edge_rule(AggregationSpec(filters=[RuleSpec(name="self_reliability", options={"evaluate": 1})]), lambda v: v)
+        edge_rule(AggregationSpec(edge=REWEIGHT, filters=[RuleSpec(name="self_reliability", options={"evaluate": 1})]), lambda v: v)
     with pytest.raises(KeyError, match="unknown filter"):
-        edge_rule(AggregationSpec(filters=[RuleSpec(name="no_such_filter")]), None)
+        edge_rule(AggregationSpec(edge=REWEIGHT, filters=[RuleSpec(name="no_such_filter")]), None)
     from bmfl.filters.base import FILTERS, register_filter
 
     register_filter("test_rejects")(_Rejects)
     try:
-        rule = edge_rule(AggregationSpec(filters=[RuleSpec(name="test_rejects")]), lambda v: v)
+        rule = edge_rule(AggregationSpec(edge=REWEIGHT, filters=[RuleSpec(name="test_rejects")]), lambda v: v)
         outcome = aggregate_edge(rule, {1: torch.ones(2)}, {1: 4}, torch.zeros(2), 1)
     finally:
         del FILTERS._factories["test_rejects"]

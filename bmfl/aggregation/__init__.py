@@ -1,7 +1,7 @@
 """Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
 Krum, Multi-Krum, trimmed mean, coordinate-wise median, repeated-median residual
 reweighting, FLAME (clustering, clipping, noise), FLTrust (trust scores against a root
-update), centered clipping, DP-FedAvg (user-level DP), BAFDP's L1 sign aggregation (RSA) and FBFL's random-pick
+update), centered clipping, inverse-noise averaging, DP-FedAvg (user-level DP), BAFDP's L1 sign aggregation (RSA) and FBFL's random-pick
 baseline, plus
 filter wrappers.
 
@@ -25,6 +25,7 @@ from bmfl.aggregation.fltrust import FLTrust, trust_scores
 from bmfl.aggregation.filtered import FilteredAggregator, compose
 from bmfl.aggregation.krum import Krum, MultiKrum, krum_scores
 from bmfl.aggregation.median import CoordinateMedian
+from bmfl.aggregation.noise_weighted import NoiseWeighted
 from bmfl.aggregation.random_pick import RandomPick
 from bmfl.aggregation.reweight import ResidualReweighting, confidences, repeated_median_line
 from bmfl.aggregation.sign_l1 import SignL1
@@ -34,6 +35,7 @@ from bmfl.aggregation.trimmed_mean import TrimmedMean
 __all__ = [
     "AggregationResult",
     "Aggregator",
+    "NoiseWeighted",
     "Verdict",
     "available_aggregators",
     "get_aggregator",

@@ -80,6 +80,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "Envelope+RootFloor+FedAvg": {"edge": {"name": "fedavg"}, "filters": [envelope, root_floor]},
         "Envelope+ClassFloor+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, class_floor, SELF_RELIABILITY]},
         "Envelope+DPSR+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, dp_reliability]},
+        "Envelope+DPSR+NW": {"edge": {"name": "noise_weighted"}, "filters": [envelope, dp_reliability]},
     }
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from bmfl.aggregation import Aggregator, Verdict, compose
 from bmfl.aggregation.base import AGGREGATORS
+from bmfl.aggregation.fedavg import median_capped
 from bmfl.aggregation.filtered import aggregate_scaled
 from bmfl.aggregation.fltrust import RootUpdate
 from bmfl.data.base import TensorData
@@ -154,8 +155,9 @@ def class_descent(model: nn.Module, test_set: TensorData) -> ClassDescent:
 @dataclass(frozen=True)
 class EdgeOutcome:
     """``preliminary``: w_ℓ, or None when there is nothing to record (no upload, none
-    finite, or the rule not applicable); ``samples``: the data behind it (Σ n_m over
-    unflagged uploads, 0 when every upload was flagged and w_ℓ = w^{r-1});
+    finite, or the rule not applicable); ``samples``: the data behind it, the cloud's
+    weight for w_ℓ (Σ min(n_m, median n) over the unflagged uploads, so no declared size
+    counts for more than the median one; 0 when every upload was flagged and w_ℓ = w^{r-1});
     ``verdicts``: vehicle → its verdict, for every vehicle given;
     ``user_level_epsilon``: the user-level ε a ``dp_fedavg`` rule reports after this
     round (None for other rules)."""
@@ -205,5 +207,6 @@ def aggregate_edge(
         verdicts.update({v: Verdict(0.0, True, NOT_APPLICABLE) for v in order})
         return EdgeOutcome(None, 0, verdicts)
     verdicts.update(zip(order, result.verdicts))
-    samples = sum(int(sizes[v]) for v in order if not verdicts[v].flagged)
+    kept = [v for v in order if not verdicts[v].flagged]
+    samples = int(median_capped(n[[order.index(v) for v in kept]]).sum()) if kept else 0
     return EdgeOutcome(result.aggregate, samples, dict(sorted(verdicts.items())), _user_level_epsilon(result.info))
