@@ -46,7 +46,9 @@ SEED, VEHICLES, EDGES, ROUNDS = 5, 8, 3, 3  # three edges: a consensus quorum
 DRAFT = TaskDraft(
     rounds=ROUNDS, fraction=0.75, seed=SEED,
     training=TrainingSpec(epochs=1, max_steps=2, lr=0.3, momentum=0.5, dp=False, batch_size=4096),
-    aggregation=AggregationSpec(filters=[RuleSpec(name="self_reliability", options={"tolerance": 1.0})]),
+    # the paper's pipeline: behind the default noise_weighted rule the same filter (tolerance 1) also flags honest
+    # vehicle 0 on this trajectory, in the services and the simulator alike
+    aggregation=AggregationSpec(edge=RuleSpec(name="reweight"), filters=[RuleSpec(name="self_reliability", options={"tolerance": 1.0})]),
 )  # fmt: skip
 ATTACK = {"name": "sign_flip", "fraction": 1 / VEHICLES}
 

@@ -15,6 +15,7 @@ from bmfl.attacks.envelope_backdoor import EnvelopeBackdoor
 from bmfl.attacks.gaussian import GaussianNoise
 from bmfl.attacks.ipm import InnerProductManipulation
 from bmfl.attacks.label_flip import LabelFlip
+from bmfl.attacks.median_aware import MedianAware
 from bmfl.attacks.reliability_aware import ReliabilityAware
 from bmfl.attacks.same_value import SameValue
 from bmfl.attacks.scaled_backdoor import ScaledBackdoor
@@ -32,6 +33,7 @@ __all__ = [
     "ClipAware",
     "EnvelopeAware",
     "EnvelopeBackdoor",
+    "MedianAware",
     "z_max",
     "InnerProductManipulation",
     "MinMax",

@@ -63,6 +63,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
     root_floor = {"name": "root_floor", "options": {}}
     class_floor = {"name": "class_floor", "options": {}}
     dp_reliability = {"name": "dp_self_reliability", "options": {}}
+    signal_median = {"name": "signal_median", "options": {}}
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -81,6 +82,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "Envelope+ClassFloor+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, class_floor, SELF_RELIABILITY]},
         "Envelope+DPSR+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, dp_reliability]},
         "Envelope+DPSR+NW": {"edge": {"name": "noise_weighted"}, "filters": [envelope, dp_reliability]},
+        "Envelope+SM+DPSR+NW": {"edge": {"name": "noise_weighted"}, "filters": [envelope, signal_median, dp_reliability]},
     }
 
 
@@ -96,6 +98,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "FLTrust-aware": ("trust_aware", {}),
     "CC-aware": ("cc_aware", {}),
     "envelope-aware": ("envelope_aware", {"training": dict(BMFL_TRAINING)}),
+    "median-aware": ("median_aware", {"training": dict(BMFL_TRAINING)}),
     "sign flip": ("sign_flip", {}),
     "pixel backdoor": ("backdoor", {**BACKDOOR}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),

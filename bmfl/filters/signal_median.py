@@ -1,0 +1,128 @@
+"""The signal median: flag uploads whose DP-SGD signal lies far from the edge's robust
+centre, with the DP noise taken out of every distance (issue 17; docs/algorithms.md §8.4).
+
+Under DP-SGD an honest update is Δ_m = s_m + n_m with n_m ~ N(0, v_m I) independent
+across vehicles (``dp_envelope``). Raw distances between uploads are dominated by the
+noise (d·v_m ≈ 28 against signal energies ≈ 1 in the `private` preset), which is why
+distance-based rules see nothing under DP. But the noise's contribution is known: from
+the Gram matrix G = Δ Δᵀ,
+
+    H = G − diag(d·v_m),   E[H] = S Sᵀ  (S the signals),
+
+since E⟨n_i, n_j⟩ = 0 for i ≠ j and E‖n_m‖² = d·v_m. H_mm estimates ‖s_m‖² with
+standard deviation about √(2d)·v_m (≈ 0.2 there), so distances between *signals*,
+D_ij = H_ii + H_jj − 2H_ij, are measured far more precisely than the uploads' own norms
+suggest. The filter computes the geometric median of the signals, z = Σ_i α_i s_i, by
+Weiszfeld's iteration on the coefficients α (only H is needed: ‖s_m − z‖² =
+H_mm − 2(Hα)_m + αᵀHα), and flags upload m when
+
+    ‖s_m − z‖² > c²·median_i ‖s_i − z‖² + a_m,
+
+c = ``factor`` (3), a_m = z·√(2d)·v_m + d·(v_high − v_low)/2 the error of the noise
+correction (z = 4; the second term is the spread of v_m over the data sizes a noisy
+declared count allows, 0 for exact sizes). The geometric median has a breakdown point of
+one half, so while the honest signals are a majority it stays among them, and an
+attacker's signal may lie no farther from it than c times the typical honest one. An
+attacker inside the DP envelope who pushes by S, the largest clipped signal
+(``envelope_aware``: energy ≈ 13 against honest 0.3–2), is flagged; one that passes
+(``median_aware``) must keep its push within c median distances of the honest centre,
+and is then clipped to one.
+
+The uploads it keeps are then clipped around the centre (centred clipping, Karimireddy
+et al. 2021, with the geometric median as the centre and the distances measured on the
+signals): with r_m = ‖s_m − z‖ and ρ the median r over the kept uploads,
+
+    Δ_m' = z_Δ + min(1, ρ/r_m)·(Δ_m − z_Δ),   z_Δ = Σ_i α_i Δ_i,
+
+so no kept upload moves the aggregate farther from the centre than a typical one does
+(its noise shrinks with it, which costs no vehicle privacy). ρ is 0 when every signal
+sits at the centre within the correction's error; then every kept upload becomes z_Δ,
+an average of the uploads.
+
+Without DP (v = 0) H = G and the filter is a geometric-median distance filter on the
+raw updates. With fewer than 3 uploads nothing is flagged or clipped. ``info`` holds H,
+the coefficients α, the distances, the threshold, the correction error a_m, ρ and the
+shrink factors. Cost: one
+K×K Gram matrix (``gram_matrix``, bounded memory) and O(K²) per Weiszfeld step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+
+from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
+from bmfl.filters.dp_envelope import gram_matrix
+from bmfl.filters.dp_floor import noise_config, variance_range
+from bmfl.task import TrainingSpec
+
+
+def geometric_median_weights(h: torch.Tensor, floor: float, iterations: int = 200, tol: float = 1e-10) -> torch.Tensor:
+    """(K,) α with z = Σ α_i s_i the geometric median of vectors with Gram matrix ``h``
+    (Weiszfeld: α ∝ 1/max(‖s_i − z‖, ``floor``), from the mean)."""
+    k = h.shape[0]
+    alpha = torch.full((k,), 1.0 / k, dtype=torch.float64)
+    for _ in range(iterations):
+        weights = 1.0 / distances_to(h, alpha).sqrt().clamp_min(floor)
+        new = weights / weights.sum()
+        done = float((new - alpha).abs().max()) < tol
+        alpha = new
+        if done:
+            break
+    return alpha
+
+
+def distances_to(h: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """(K,) ‖s_m − Σ_i α_i s_i‖² from the Gram matrix ``h`` (clamped at 0: a noise-corrected
+    H need not be positive semi-definite)."""
+    ha = h @ alpha
+    return (h.diagonal() - 2 * ha + alpha @ ha).clamp_min(0.0)
+
+
+@register_filter("signal_median")
+class SignalMedian(UpdateFilter):
+    needs = frozenset({"training", "count_noise"})
+
+    def __init__(
+        self, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, factor: float = 3.0, z: float = 4.0,
+    ) -> None:  # fmt: skip
+        if factor <= 1 or z < 0 or count_noise < 0:
+            raise ValueError("need factor > 1, z >= 0 and count_noise >= 0")
+        self.factor = factor
+        self.z = z
+        self.count_noise = count_noise
+        self._config = noise_config(training, self.name)
+
+    def corrected_gram(self, updates: torch.Tensor, sizes: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, a): the Gram matrix of the uploads' deltas less each upload's expected noise
+        energy d·v_m (v_m mid-range over the sizes its declared count allows), and the
+        error allowance a_m of that correction."""
+        d = updates.shape[1]
+        ranges = [variance_range(self._config, max(1, int(n)), self.count_noise, self.z) for n in sizes.tolist()]
+        low, high = (torch.tensor(x, dtype=torch.float64) for x in zip(*ranges))
+        h = gram_matrix(updates, reference)
+        h.diagonal().sub_(d * (low + high) / 2)
+        return h, self.z * math.sqrt(2 * d) * high + d * (high - low) / 2
+
+    def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
+        if sizes is None:
+            raise ValueError("signal_median needs the uploads' data sizes")
+        k = updates.shape[0]
+        if k < 3:
+            return FilterResult(torch.ones(k, dtype=torch.bool))
+        h, allowance = self.corrected_gram(updates, sizes, reference)
+        floor = math.sqrt(float(allowance.mean())) or 1e-12
+        alpha = geometric_median_weights(h, floor)
+        dist = distances_to(h, alpha)
+        threshold = self.factor**2 * float(dist.median()) + allowance
+        keep = dist <= threshold
+        radius = float(dist[keep].median().sqrt())
+        shrink = (radius / dist.sqrt().clamp_min(1e-30)).clamp(max=1.0)
+        deltas = updates.to(torch.float64) - reference.to(torch.float64)
+        centre = alpha @ deltas
+        clipped = reference.to(torch.float64) + centre + shrink[:, None] * (deltas - centre)
+        info = {"corrected_gram": h, "alpha": alpha, "distance": dist, "threshold": threshold, "allowance": allowance,
+                "radius": radius, "shrink": shrink}
+        return FilterResult(keep, info, updates=clipped.to(updates.dtype))

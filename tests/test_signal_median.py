@@ -1,0 +1,81 @@
+"""signal_median: the geometric median of the uploads' signals with the DP noise taken out
+of the distances, and median_aware, the attacker that knows it (issue 17)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bmfl.attacks import EdgeView, get_attack
+from bmfl.filters import get_filter
+from bmfl.filters.dp_floor import noise_variance
+from bmfl.filters.signal_median import distances_to, geometric_median_weights
+from bmfl.task import TrainingSpec
+
+# B = 64 for n ≥ 640: v = (η σ C / B)² with one step; S ≈ η C κ
+TRAINING = TrainingSpec(epochs=1, max_steps=1, batch_size=64, max_sampling_rate=0.1, lr=0.5, noise_multiplier=1.0,
+                        clip=1.0, momentum=0.0)  # fmt: skip
+D, N = 20_000, 1000
+V = noise_variance(TRAINING.local(), N)
+
+
+def _fleet(seed: int, attackers: int, push: float, honest: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Honest signals 0.5·u plus a spread of 0.2, attackers push·u, each with fresh N(0, v) noise."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.zeros(D)
+    u[:100] = 0.1  # a unit direction
+    signals = [0.5 * u + 0.2 * torch.randn(D, generator=g) / math.sqrt(D) for _ in range(honest)]
+    signals += [push * u for _ in range(attackers)]
+    noise = math.sqrt(V) * torch.randn(len(signals), D, generator=g)
+    return torch.stack(signals) + noise, u
+
+
+def test_the_geometric_median_of_known_points() -> None:
+    """Points 0, 1 and 10 on a line: the median is 1 (Weiszfeld from the mean)."""
+    x = torch.tensor([[0.0], [1.0], [10.0]], dtype=torch.float64)
+    alpha = geometric_median_weights(x @ x.T, floor=1e-9, iterations=2000)
+    assert float(alpha @ x[:, 0]) == pytest.approx(1.0, abs=1e-3)
+    assert torch.allclose(distances_to(x @ x.T, alpha), torch.tensor([1.0, 0.0, 81.0], dtype=torch.float64), atol=1e-2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_honest_upload_is_flagged_and_the_noise_hides_nothing(seed: int) -> None:
+    """Raw distances are all noise (d·v ≈ 1.2 against signals of 0.5); the corrected ones
+    are the signals'."""
+    updates, _ = _fleet(seed, 0, 0.0)
+    result = get_filter("signal_median", training=TRAINING)(updates, torch.full((8,), float(N)), torch.zeros(D))
+    assert bool(result.keep.all())
+    assert float(result.info["distance"].max()) < 0.5 * D * V  # far below the raw noise energy
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_push_by_the_largest_clipped_signal_is_flagged(seed: int) -> None:
+    """Two attackers push by −3·u inside the DP envelope (envelope_aware's upload): plain
+    averaging would move the model against u; the filter flags both, and clipping the
+    others to the median radius leaves the honest direction."""
+    updates, u = _fleet(seed, 2, -3.0)
+    assert float(updates.mean(0) @ u) < 0  # the attack works on the average
+    result = get_filter("signal_median", training=TRAINING)(updates, torch.full((10,), float(N)), torch.zeros(D))
+    assert result.keep.tolist() == [True] * 8 + [False] * 2
+    kept = result.updates[result.keep]
+    assert float(kept.mean(0) @ u) > 0.3
+
+
+def test_the_attacker_that_knows_the_filter_is_kept_and_pushes_less() -> None:
+    """median_aware searches for the longest push the filter admits: all its uploads are
+    kept, its push is shorter than envelope_aware's S (which the filter flags), and the
+    filter clips what lies beyond the honest uploads' median radius."""
+    updates, u = _fleet(0, 0, 0.0)
+    own = torch.stack([0.5 * u, 0.5 * u])  # the attackers' clean updates point along u
+    view = EdgeView(edge=0, vehicles=[8, 9], own=own, reference=torch.zeros(D), generator=torch.Generator().manual_seed(5),
+                    total=10, honest=updates)  # fmt: skip
+    attack = get_attack("median_aware", training=TRAINING.model_dump(), num_samples=N)
+    sent = attack.collude(view)
+    push = -float(sent.mean(0) @ u)
+    envelope = get_attack("envelope_aware", training=TRAINING.model_dump(), num_samples=N)._push.step
+    assert 0 < push < envelope
+    result = get_filter("signal_median", training=TRAINING)(torch.cat([updates, sent]), torch.full((10,), float(N)), torch.zeros(D))
+    assert bool(result.keep.all())
+    assert bool((result.info["shrink"][8:] < 0.9).all())  # beyond the median radius: clipped back to it
