@@ -71,6 +71,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                   "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": CAPPED},
     "scatter_q10_avgm5_env_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
                                  "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": PRECISION},
+    # the signal median between the envelope and the self-reliability filter (docs/algorithms.md §8.4)
+    "scatter_q10_avgm5_env_sm_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
+                                    "filters": [{"name": "dp_envelope"}, {"name": "signal_median"}, *SCATTER["filters"]],
+                                    "edge": PRECISION},
+    "scatter_q10_avgm5_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
+                                        "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
+                                                    *SCATTER["filters"]], "edge": PRECISION},
     "scatter_q25_avgm5_env_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.25}, "server": AVGM5, **SCATTER,
                                  "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": PRECISION},
     "scatter_q10_avgm9_env_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM9, **SCATTER,

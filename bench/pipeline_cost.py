@@ -34,9 +34,12 @@ BASE = "self_reliability+reweight"
 def pipelines(evaluate) -> dict:
     return {
         BASE: compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=evaluate)),
-        "dp_envelope+self_reliability+reweight (default)": compose(
+        "dp_envelope+self_reliability+reweight (the default before noise_weighted)": compose(
             get_aggregator("reweight"), get_filter("dp_envelope", training=TRAINING),
             get_filter("self_reliability", evaluate=evaluate)),
+        "dp_envelope+signal_median+self_reliability+noise_weighted (default)": compose(
+            get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
+            get_filter("signal_median", training=TRAINING, clip=False), get_filter("self_reliability", evaluate=evaluate)),
         "accuracy_test+norm_clip+reweight": compose(
             get_aggregator("reweight"), get_filter("accuracy_test", evaluate=evaluate, test_size=TEST_IMAGES),
             get_filter("norm_clip")),

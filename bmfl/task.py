@@ -145,7 +145,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": "scatter_linear",
         "training": {"epochs": 1, "max_steps": 3, "lr": 0.6, "momentum": 0.5, "max_sampling_rate": 0.25, "target_epsilon": 8.0},
         "aggregation": {
-            "filters": [{"name": "dp_envelope"}, {"name": "dp_self_reliability"}],
+            "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}}, {"name": "dp_self_reliability"}],
             "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9},
         },
     },
@@ -157,8 +157,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Named starting points for a task's fields. ``private``: the best point measured in
 the demo's setting at ε = 8, δ = 1e-5 (docs/demo_defaults.md): for 28 × 28 one-channel
 images, a linear model on fixed scattering features (``scatter_linear``), 3 DP-SGD steps
-of B = 64 a round at q ≤ 0.25, FedAvgM (β₁ = 0.9) at the cloud, the DP envelope then
-self-reliability with the DP noise taken out of its distance at the edges; σ derived
+of B = 64 a round at q ≤ 0.25, FedAvgM (β₁ = 0.9) at the cloud, the DP envelope, the
+signal median (flagging only) and self-reliability with the DP noise taken out of its
+distance at the edges, then inverse-noise averaging (the default rule); σ derived
 from the target for the task's rounds and ``plan_samples``. ``paper``: the BMFL paper's
 training and edge pipeline (the self-reliability filter without the DP envelope)."""
 
@@ -198,7 +199,9 @@ class ServerSpec(_Strict):
 class AggregationSpec(_Strict):
     """Filters then rule at each edge (BMFL §IV-C), then the cloud's rule over the
     edges' preliminary models (FedAvg by data, Eq. 3). The default puts the DP envelope
-    in front of BMFL's pipeline (chosen from the robustness matrix, docs/robustness.md)."""
+    and the signal median in front of BMFL's self-reliability filter and averages what
+    they keep by the precision of each upload's DP noise (chosen from the robustness
+    matrix, docs/robustness_private.md, and the frontier, docs/frontier.md)."""
 
     edge: RuleSpec = Field(
         default_factory=lambda: RuleSpec(name="noise_weighted"),
@@ -206,9 +209,10 @@ class AggregationSpec(_Strict):
         "the paper's rule is reweight)",
     )
     filters: list[RuleSpec] = Field(
-        default_factory=lambda: [RuleSpec(name="dp_envelope"), RuleSpec(name="self_reliability")],
-        description="update filters every edge runs, in order, before its rule (default: the DP envelope, then "
-        "BMFL's self-reliability filter; the paper's pipeline is the self-reliability filter alone)",
+        default_factory=lambda: [RuleSpec(name="dp_envelope"), RuleSpec(name="signal_median", options={"clip": False}),
+                                 RuleSpec(name="self_reliability")],
+        description="update filters every edge runs, in order, before its rule (default: the DP envelope, the signal "
+        "median, then BMFL's self-reliability filter; the paper's pipeline is the self-reliability filter alone)",
     )
     cloud: RuleSpec = Field(default_factory=lambda: RuleSpec(name="fedavg"), description="cloud (second) rule")
     server: ServerSpec = Field(default_factory=ServerSpec, description="the cloud's server optimiser over its rule's aggregate")

@@ -87,10 +87,12 @@ class SignalMedian(UpdateFilter):
 
     def __init__(
         self, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, factor: float = 3.0, z: float = 4.0,
+        clip: bool = True,
     ) -> None:  # fmt: skip
         if factor <= 1 or z < 0 or count_noise < 0:
             raise ValueError("need factor > 1, z >= 0 and count_noise >= 0")
         self.factor = factor
+        self.clip = clip
         self.z = z
         self.count_noise = count_noise
         self._config = noise_config(training, self.name)
@@ -118,11 +120,13 @@ class SignalMedian(UpdateFilter):
         dist = distances_to(h, alpha)
         threshold = self.factor**2 * float(dist.median()) + allowance
         keep = dist <= threshold
+        info = {"corrected_gram": h, "alpha": alpha, "distance": dist, "threshold": threshold, "allowance": allowance}
+        if not self.clip:
+            return FilterResult(keep, info)
         radius = float(dist[keep].median().sqrt())
         shrink = (radius / dist.sqrt().clamp_min(1e-30)).clamp(max=1.0)
         deltas = updates.to(torch.float64) - reference.to(torch.float64)
         centre = alpha @ deltas
         clipped = reference.to(torch.float64) + centre + shrink[:, None] * (deltas - centre)
-        info = {"corrected_gram": h, "alpha": alpha, "distance": dist, "threshold": threshold, "allowance": allowance,
-                "radius": radius, "shrink": shrink}
+        info |= {"radius": radius, "shrink": shrink}
         return FilterResult(keep, info, updates=clipped.to(updates.dtype))

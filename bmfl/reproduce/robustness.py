@@ -83,6 +83,8 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "Envelope+DPSR+BMFL": {"edge": {"name": "reweight"}, "filters": [envelope, dp_reliability]},
         "Envelope+DPSR+NW": {"edge": {"name": "noise_weighted"}, "filters": [envelope, dp_reliability]},
         "Envelope+SM+DPSR+NW": {"edge": {"name": "noise_weighted"}, "filters": [envelope, signal_median, dp_reliability]},
+        "Envelope+SMflag+DPSR+NW": {"edge": {"name": "noise_weighted"},
+                                    "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability]},
     }
 
 
@@ -279,6 +281,12 @@ def plot(scale: Scale, records: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _steps(rules: list[dict[str, Any]]) -> list[str]:
+    """Filters and rule as ``name`` or ``name(option=value, …)``."""
+    return [r["name"] + (f"({', '.join(f'{k}={v}' for k, v in sorted(opts.items()))})" if (opts := r.get("options")) else "")
+            for r in rules]
+
+
 def write_report(
     scale: Scale, records: dict[str, dict[str, Any]], out: Path, cpu_s: float, command: str, stem: str = "robustness_matrix"
 ) -> Path:  # fmt: skip
@@ -295,14 +303,15 @@ def write_report(
         f"training profile `{scale.profile}`: {PROFILES[scale.profile].description}. Cells: mean ± sd over the seeds.", "",
         "Pipelines (edge filters → rule; the cloud averages by data):", "",
     ]
-    default = AggregationSpec()
-    private = [f["name"] for f in PRESETS["private"]["aggregation"]["filters"]] + [default.edge.name]
+    default = AggregationSpec().model_dump()
+    default_steps = _steps(default["filters"] + [default["edge"]])
+    private = _steps(PRESETS["private"]["aggregation"]["filters"] + [default["edge"]])
     for name in scale.pipelines:
         spec = pipelines(scale.edge_test_samples)[name]
-        steps = [f["name"] for f in spec["filters"]] + [spec["edge"]["name"]]
-        label = (" (the filters and rule of the default pipeline)" if steps == [f.name for f in default.filters] + [
-            default.edge.name] else " (the `private` preset's filters and rule)" if steps == private
-            else " (the paper's pipeline)" if name == "BMFL" else "")
+        steps = _steps(spec["filters"] + [spec["edge"]])
+        label = (" (the filters and rule of the default pipeline)" if steps == default_steps
+                 else " (the `private` preset's filters and rule)" if steps == private
+                 else " (the paper's pipeline)" if name == "BMFL" else "")
         lines.append(f"- **{name}**{label}: " + " → ".join(steps))
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
     for label in scale.attacks:
