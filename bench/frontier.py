@@ -78,6 +78,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "scatter_q10_avgm5_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
                                         "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
                                                     *SCATTER["filters"]], "edge": PRECISION},
+    # the default pipeline on the Dirichlet frontier's best training (scatter_q25_avgm9)
+    "scatter_q25_avgm9_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.25}, "server": AVGM9, **SCATTER,
+                                        "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
+                                                    *SCATTER["filters"]], "edge": PRECISION},
     "scatter_q25_avgm5_env_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.25}, "server": AVGM5, **SCATTER,
                                  "filters": [{"name": "dp_envelope"}, *SCATTER["filters"]], "edge": PRECISION},
     "scatter_q10_avgm9_env_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM9, **SCATTER,
@@ -98,6 +102,9 @@ SETTINGS |= {
     "nodp_scatter_avgm9": {"training": {"lr": 0.01}, "server": AVGM9, **SCATTER},
     "nodp_scatter_avgm9_sr_avg": {"training": {"lr": 0.01}, "server": AVGM9, **SCATTER, "edge": {"name": "fedavg"}},
     "nodp_scatter_avgm9_sr_cap": {"training": {"lr": 0.01}, "server": AVGM9, **SCATTER, "edge": CAPPED},
+    "nodp_scatter_avgm9_env_smflag_nw": {"training": {"lr": 0.01}, "server": AVGM9, **SCATTER, "edge": PRECISION,
+                                         "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
+                                                     *SCATTER["filters"]]},
     "nodp_scatter_avgm9_fedavg": {"training": {"lr": 0.01}, "server": AVGM9, "model": "scatter_linear", "filters": [],
                                   "edge": {"name": "fedavg"}},
 }  # fmt: skip

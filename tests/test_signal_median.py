@@ -79,3 +79,12 @@ def test_the_attacker_that_knows_the_filter_is_kept_and_pushes_less() -> None:
     result = get_filter("signal_median", training=TRAINING)(torch.cat([updates, sent]), torch.full((10,), float(N)), torch.zeros(D))
     assert bool(result.keep.all())
     assert bool((result.info["shrink"][8:] < 0.9).all())  # beyond the median radius: clipped back to it
+
+
+def test_without_dp_nothing_is_flagged_or_clipped() -> None:
+    """No noise, no signal estimate: a raw distance test would flag diverse honest
+    vehicles, so the filter passes everything through."""
+    updates = torch.tensor([[0.0, 1.0], [0.0, 1.1], [0.0, 0.9], [50.0, -50.0]])
+    result = get_filter("signal_median", training=TRAINING.model_copy(update={"dp": False}))(
+        updates, torch.full((4,), float(N)), torch.zeros(2))
+    assert bool(result.keep.all()) and result.updates is None
