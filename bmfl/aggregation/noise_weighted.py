@@ -1,5 +1,5 @@
 """Inverse-noise averaging: FedAvg with each upload weighted by the precision of its DP
-noise instead of its declared data size (docs/algorithms.md §4.1).
+noise instead of its declared data size (docs/algorithms.md §4.2).
 
 Under DP-SGD an honest update is Δ_m = s_m + n_m with n_m ~ N(0, v_m I), v_m the noise
 variance the task's training implies for the vehicle's data size (``dp_floor``:
@@ -13,7 +13,7 @@ buys: v_m falls as the declared size grows only until the batch reaches its cap
 (B = min(batch_size, q_max·n)), so declaring 2³² − 1 samples weighs no more than any
 vehicle with a full batch, and declaring a tiny size, which widens the noise
 ``dp_envelope`` admits (its standard deviation grows as 1/n), shrinks the declarer's
-weight as 1/√v_m² = 1/v_m: its weighted push falls as √v_m·(1/v_m) = 1/√v_m.
+weight as 1/v_m, so its weighted push falls as √v_m/v_m = 1/√v_m.
 
 With noisy declared counts (``count_noise`` > 0) v_m is taken at the largest variance
 the count allows, as the envelope's upper bounds are. Without DP (v = 0) there is no

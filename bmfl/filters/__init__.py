@@ -1,8 +1,10 @@
 """Malicious-update filters and data sanitization: the self-reliability filter (BMFL
 Eq. 11–13), the L2-norm anomaly detector (`001` §V-D) and adjacent-distance sanitization
 for time series (`001` §V-A), and the issue-17 defences: adaptive norm clipping,
-DnC's spectral filter, a scale-free accuracy test, the DP noise floor the DP-SGD envelope (norm and pairwise Gram bounds) a noise-aware floor along the root update and one per class of the test set, and the
-geometric median of the uploads' signals with the DP noise taken out of the distances. Update filters share one registry (``get_filter``)."""
+DnC's spectral filter, a scale-free accuracy test, the DP noise floor, the DP-SGD envelope
+(norm and pairwise Gram bounds), a noise-aware floor along the root update and one per
+class of the test set, and the geometric median of the uploads' signals with the DP
+noise taken out of the distances. Update filters share one registry (``get_filter``)."""
 
 from bmfl.filters.accuracy_test import AccuracyTest
 from bmfl.filters.base import FilterResult, UpdateFilter, available_filters, get_filter, register_filter

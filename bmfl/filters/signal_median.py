@@ -25,11 +25,12 @@ one half, so while the honest signals are a majority it stays among them, and an
 attacker's signal may lie no farther from it than c times the typical honest one. An
 attacker inside the DP envelope who pushes by S, the largest clipped signal
 (``envelope_aware``: energy ≈ 13 against honest 0.3–2), is flagged; one that passes
-(``median_aware``) must keep its push within c median distances of the honest centre,
-and is then clipped to one.
+(``median_aware``) must keep its push within c median distances of the honest centre
+(and, with ``clip``, is then clipped to one).
 
-The uploads it keeps are then clipped around the centre (centred clipping, Karimireddy
-et al. 2021, with the geometric median as the centre and the distances measured on the
+With ``clip`` (the filter's default; the default task pipeline only flags, §8.4) the
+uploads it keeps are then clipped around the centre (centred clipping, Karimireddy et
+al. 2021, with the geometric median as the centre and the distances measured on the
 signals): with r_m = ‖s_m − z‖ and ρ the median r over the kept uploads,
 
     Δ_m' = z_Δ + min(1, ρ/r_m)·(Δ_m − z_Δ),   z_Δ = Σ_i α_i Δ_i,
@@ -43,10 +44,10 @@ Without DP (v = 0) there is no noise to take out and the test has nothing to res
 raw distances between honest non-private updates of complete non-IID vehicles differ
 by more than 3× (measured: 21 of 50 honest vehicles flagged a round on one seed), so
 the filter keeps every upload unchanged, as ``dp_envelope`` does. With fewer than 3
-uploads nothing is flagged or clipped. ``info`` holds H,
-the coefficients α, the distances, the threshold, the correction error a_m, ρ and the
-shrink factors. Cost: one
-K×K Gram matrix (``gram_matrix``, bounded memory) and O(K²) per Weiszfeld step.
+uploads nothing is flagged or clipped. ``info`` holds H, the coefficients α, the
+distances, the threshold, the correction error a_m and, with ``clip``, ρ and the shrink
+factors. Cost: one K×K Gram matrix (``gram_matrix``, bounded memory) and O(K²) per
+Weiszfeld step.
 """
 
 from __future__ import annotations

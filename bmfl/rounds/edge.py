@@ -207,6 +207,6 @@ def aggregate_edge(
         verdicts.update({v: Verdict(0.0, True, NOT_APPLICABLE) for v in order})
         return EdgeOutcome(None, 0, verdicts)
     verdicts.update(zip(order, result.verdicts))
-    kept = [v for v in order if not verdicts[v].flagged]
-    samples = int(median_capped(n[[order.index(v) for v in kept]]).sum()) if kept else 0
+    kept = torch.tensor([not verdicts[v].flagged for v in order])
+    samples = int(median_capped(n[kept]).sum()) if bool(kept.any()) else 0
     return EdgeOutcome(result.aggregate, samples, dict(sorted(verdicts.items())), _user_level_epsilon(result.info))
