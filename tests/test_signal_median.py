@@ -11,7 +11,7 @@ import torch
 from bmfl.attacks import EdgeView, get_attack
 from bmfl.filters import get_filter
 from bmfl.filters.dp_floor import noise_variance
-from bmfl.filters.signal_median import distances_to, geometric_median_weights
+from bmfl.filters.signal_median import MEDIAN_SE, distances_to, geometric_median_weights, noise_estimate
 from bmfl.task import TrainingSpec
 
 # B = 64 for n ≥ 640: v = (η σ C / B)² with one step; S ≈ η C κ
@@ -88,3 +88,22 @@ def test_without_dp_nothing_is_flagged_or_clipped() -> None:
     result = get_filter("signal_median", training=TRAINING.model_copy(update={"dp": False}))(
         updates, torch.full((4,), float(N)), torch.zeros(2))
     assert bool(result.keep.all()) and result.updates is None
+
+
+def test_with_noisy_counts_the_noise_is_read_from_each_upload() -> None:
+    """Registered counts carry N(0, 20²): n = 200 may be 120–280, so B = 0.1·n and v range
+    over a factor of 5, d·(v_high − v_low) ≈ 28 against an attacker's excess of ≈ 12
+    (a correction at mid-range keeps the attackers). Read from the uploads' own
+    coordinates, v̂ is within its stated error of the truth, the honest uploads are kept
+    and the push by −3·u is still flagged."""
+    n, g = 200, torch.Generator().manual_seed(3)
+    v = noise_variance(TRAINING.local(), n)
+    u = torch.zeros(D)
+    u[:100] = 0.1
+    signals = [0.5 * u + 0.2 * torch.randn(D, generator=g) / math.sqrt(D) for _ in range(8)] + [-3.0 * u] * 2
+    updates = torch.stack(signals) + math.sqrt(v) * torch.randn(10, D, generator=g)
+    estimate = noise_estimate(updates, torch.zeros(D))
+    assert bool(((estimate / v - 1).abs() < 4 * MEDIAN_SE / math.sqrt(D)).all())
+    declared = torch.tensor([n + 20.0 * k for k in (-2, -1, 0, 1, 2, -2, 0, 2, 1, -1)])
+    result = get_filter("signal_median", training=TRAINING, count_noise=20.0)(updates, declared, torch.zeros(D))
+    assert result.keep.tolist() == [True] * 8 + [False] * 2

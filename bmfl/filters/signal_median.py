@@ -18,9 +18,11 @@ H_mm − 2(Hα)_m + αᵀHα), and flags upload m when
 
     ‖s_m − z‖² > c²·median_i ‖s_i − z‖² + a_m,
 
-c = ``factor`` (3), a_m = z·√(2d)·v_m + d·(v_high − v_low)/2 the error of the noise
-correction (z = 4; the second term is the spread of v_m over the data sizes a noisy
-declared count allows, 0 for exact sizes). The geometric median has a breakdown point of
+c = ``factor`` (3), a_m = z·√(2d)·v_m the error of the noise correction (z = 4). Where
+sizes are noisy DP counts (the services), v_m is only known to lie in [v_low, v_high]
+over the sizes the count allows; there it is read from the upload's own coordinates,
+v̂_m = median_i Δ_mi² / median(χ²₁), clamped to that range, and a_m gains the estimate's
+own error z·2.33·√d·v̂_m (the sample median's standard error). The geometric median has a breakdown point of
 one half, so while the honest signals are a majority it stays among them, and an
 attacker's signal may lie no farther from it than c times the typical honest one. An
 attacker inside the DP envelope who pushes by S, the largest clipped signal
@@ -63,6 +65,22 @@ from bmfl.filters.dp_floor import noise_config, variance_range
 from bmfl.task import TrainingSpec
 
 
+MEDIAN_CHI2 = 0.454936423119572
+"""The median of χ²₁: median(x²) = 0.4549·v for x ~ N(0, v)."""
+MEDIAN_SE = 2.3328
+"""The relative standard error of v̂ = median(x²)/0.4549 from d coordinates, times √d:
+1/(2 f(m) m) with f the χ²₁ density at its median m."""
+
+
+def noise_estimate(updates: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(K,) v̂_m = median_i (Δ_mi)² / median(χ²₁): each upload's noise variance read from its
+    own coordinates. A signal concentrated on few coordinates barely moves it; one spread
+    over all of them is partly counted as noise, which only hides signal energy (the
+    estimate is kept within what the declared count allows)."""
+    deltas = updates.to(torch.float64) - reference.to(torch.float64)
+    return deltas.square().median(dim=1).values / MEDIAN_CHI2
+
+
 def geometric_median_weights(h: torch.Tensor, floor: float, iterations: int = 200, tol: float = 1e-10) -> torch.Tensor:
     """(K,) α with z = Σ α_i s_i the geometric median of vectors with Gram matrix ``h``
     (Weiszfeld: α ∝ 1/max(‖s_i − z‖, ``floor``), from the mean)."""
@@ -102,15 +120,19 @@ class SignalMedian(UpdateFilter):
         self._config = noise_config(training, self.name)
 
     def corrected_gram(self, updates: torch.Tensor, sizes: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(H, a): the Gram matrix of the uploads' deltas less each upload's expected noise
-        energy d·v_m (v_m mid-range over the sizes its declared count allows), and the
-        error allowance a_m of that correction."""
+        """(H, a): the Gram matrix of the uploads' deltas less each upload's noise energy
+        d·v_m, and the error allowance a_m of that correction. With exact sizes v_m is the
+        task's; where a noisy declared count allows a range [v_low, v_high], v_m is read
+        from the upload itself (:func:`noise_estimate`) within that range."""
         d = updates.shape[1]
         ranges = [variance_range(self._config, max(1, int(n)), self.count_noise, self.z) for n in sizes.tolist()]
         low, high = (torch.tensor(x, dtype=torch.float64) for x in zip(*ranges))
         h = gram_matrix(updates, reference)
-        h.diagonal().sub_(d * (low + high) / 2)
-        return h, self.z * math.sqrt(2 * d) * high + d * (high - low) / 2
+        exact = bool((low == high).all())
+        v = low if exact else torch.minimum(torch.maximum(noise_estimate(updates, reference), low), high)
+        h.diagonal().sub_(d * v)
+        estimate_error = 0.0 if exact else MEDIAN_SE * math.sqrt(d) * v
+        return h, self.z * (math.sqrt(2 * d) * v + estimate_error)
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
         if sizes is None:
