@@ -6,10 +6,11 @@ own data without DP and take the negated mean of their clean updates as the dire
 (as ``envelope_aware``). Each draws its fresh noise n_a ~ N(0, v I) once, then the edge's
 attackers search for the largest step t ≤ S (the envelope's largest clipped signal) at
 which ``signal_median``, given the honest uploads and their own w^{r-1} + t·u/‖u‖ + n_a,
-keeps every one of theirs (bisection on t), and send ``margin``·t. Sizes are taken as
-``num_samples`` for every upload. They know the filter's rule and thresholds (``factor``,
-``z``); what the search cannot know is the edge's own reading of the uploads' sizes, which
-the margin covers.
+keeps every one of theirs (bisection on t), and send ``margin``·t. They know the filter's
+rule and thresholds (``factor``, ``z``) and read each honest upload's noise variance from
+its coordinates (``noise_estimate``, as the filter does for noisy counts; their own is
+v for ``num_samples``); what the search cannot know exactly is the edge's reading of the
+sizes, which the margin covers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from bmfl.attacks.base import Attack, EdgeView, register_attack
 from bmfl.attacks.envelope_aware import EnvelopePush
-from bmfl.filters.signal_median import SignalMedian
+from bmfl.filters.signal_median import SignalMedian, noise_estimate
 from bmfl.training.local import LocalTrainingConfig
 
 
@@ -58,10 +59,12 @@ class MedianAware(Attack):
         def uploads(step: float) -> torch.Tensor:
             return ref + step * unit + noise
 
+        # each honest upload's noise variance read from its coordinates, as the filter reads
+        # a noisy count's (the sizes behind it are public on chain; this needs none of them)
+        variance = torch.cat([noise_estimate(honest, ref), torch.full((len(noise),), self._push.variance, dtype=torch.float64)])
+
         def passes(step: float) -> bool:
-            candidates = torch.cat([honest, uploads(step)])
-            sizes = torch.full((len(candidates),), float(self.num_samples))
-            return bool(self._filter(candidates, sizes, ref).keep[len(honest):].all())
+            return bool(self._filter.keeps(torch.cat([honest, uploads(step)]), ref, variance)[len(honest):].all())
 
         low, high = 0.0, self._push.step  # the envelope's S
         if passes(high):

@@ -134,6 +134,21 @@ class SignalMedian(UpdateFilter):
         estimate_error = 0.0 if exact else MEDIAN_SE * math.sqrt(d) * v
         return h, self.z * (math.sqrt(2 * d) * v + estimate_error)
 
+    def _verdicts(self, h: torch.Tensor, allowance: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(keep, α, ‖s_m − z‖², threshold) from the corrected Gram matrix."""
+        alpha = geometric_median_weights(h, math.sqrt(float(allowance.mean())) or 1e-12)
+        dist = distances_to(h, alpha)
+        threshold = self.factor**2 * float(dist.median()) + allowance
+        return dist <= threshold, alpha, dist, threshold
+
+    def keeps(self, updates: torch.Tensor, reference: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+        """(K,) which uploads the filter keeps when each one's noise variance v_m is given
+        (an attacker's model of it, ``median_aware``)."""
+        d = updates.shape[1]
+        h = gram_matrix(updates, reference)
+        h.diagonal().sub_(d * variance)
+        return self._verdicts(h, self.z * math.sqrt(2 * d) * variance)[0]
+
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
         if sizes is None:
             raise ValueError("signal_median needs the uploads' data sizes")
@@ -141,11 +156,7 @@ class SignalMedian(UpdateFilter):
         h, allowance = self.corrected_gram(updates, sizes, reference)
         if k < 3 or not bool((allowance > 0).all()):  # without DP noise there is no signal to separate
             return FilterResult(torch.ones(k, dtype=torch.bool), {"corrected_gram": h})
-        floor = math.sqrt(float(allowance.mean())) or 1e-12
-        alpha = geometric_median_weights(h, floor)
-        dist = distances_to(h, alpha)
-        threshold = self.factor**2 * float(dist.median()) + allowance
-        keep = dist <= threshold
+        keep, alpha, dist, threshold = self._verdicts(h, allowance)
         info = {"corrected_gram": h, "alpha": alpha, "distance": dist, "threshold": threshold, "allowance": allowance}
         if not self.clip:
             return FilterResult(keep, info)
