@@ -111,7 +111,7 @@ def test_the_same_trainers_are_selected(both) -> None:
 def test_every_upload_gets_the_same_verdict_theta_and_reliability(both) -> None:
     chain, _, simulated, fleet = both
     (attacker,) = fleet.attackers
-    flagged = 0
+    caught = 0
     for ev in chain["RoundRecorded"]:
         expected = simulated.verdicts[ev.round - 1][ev.edge]
         records = {rec.vehicle: rec for rec in ev.decoded()}
@@ -121,9 +121,11 @@ def test_every_upload_gets_the_same_verdict_theta_and_reliability(both) -> None:
             assert rec.malicious == verdict.flagged, (ev.round, vehicle)
             assert abs(rec.theta - to_fixed(verdict.theta)) <= 1  # θ to 1e-6
             assert abs(rec.reliability - fixed_reliability(verdict.reliability)) <= 1
-            flagged += rec.malicious
-            assert not rec.malicious or vehicle == attacker.index  # no honest vehicle flagged
-    assert flagged >= 1 and len(chain["RoundRecorded"]) == EDGES * ROUNDS
+            caught += rec.malicious and vehicle == attacker.index
+    # the paper's filter at tolerance 1 also flags an honest vehicle on some runs: the registered counts carry
+    # fresh DP noise each run, which moves the cloud's weights and so the trajectory (issue 17); the verdicts
+    # still agree between the services and the simulator, which is what this test checks
+    assert caught >= 1 and len(chain["RoundRecorded"]) == EDGES * ROUNDS
 
 
 def test_the_same_leaders_are_elected(both) -> None:
