@@ -46,9 +46,11 @@ SEED, VEHICLES, EDGES, ROUNDS = 5, 8, 3, 3  # three edges: a consensus quorum
 DRAFT = TaskDraft(
     rounds=ROUNDS, fraction=0.75, seed=SEED,
     training=TrainingSpec(epochs=1, max_steps=2, lr=0.3, momentum=0.5, dp=False, batch_size=4096),
-    # the paper's pipeline: behind the default noise_weighted rule the same filter (tolerance 1) also flags honest
-    # vehicle 0 on this trajectory, in the services and the simulator alike
-    aggregation=AggregationSpec(edge=RuleSpec(name="reweight"), filters=[RuleSpec(name="self_reliability", options={"tolerance": 1.0})]),
+    # the paper's pipeline. Tolerance 3 sits between the honest and the attacking scores on this trajectory: in-process
+    # runs with the deployment's edges and 10 draws of the registered counts' noise (n + N(0, 20²), fresh each run)
+    # flagged the attacker in round 3 of every draw and no honest vehicle; at tolerance 1 honest vehicle 0 fell
+    # 1–2 points short in round 3 of 2 draws of 5, at tolerance 5 the attacker was still flagged in every draw
+    aggregation=AggregationSpec(edge=RuleSpec(name="reweight"), filters=[RuleSpec(name="self_reliability", options={"tolerance": 3.0})]),
 )  # fmt: skip
 ATTACK = {"name": "sign_flip", "fraction": 1 / VEHICLES}
 
@@ -121,10 +123,8 @@ def test_every_upload_gets_the_same_verdict_theta_and_reliability(both) -> None:
             assert rec.malicious == verdict.flagged, (ev.round, vehicle)
             assert abs(rec.theta - to_fixed(verdict.theta)) <= 1  # θ to 1e-6
             assert abs(rec.reliability - fixed_reliability(verdict.reliability)) <= 1
-            caught += rec.malicious and vehicle == attacker.index
-    # the paper's filter at tolerance 1 also flags an honest vehicle on some runs: the registered counts carry
-    # fresh DP noise each run, which moves the cloud's weights and so the trajectory (issue 17); the verdicts
-    # still agree between the services and the simulator, which is what this test checks
+            assert rec.malicious <= (vehicle == attacker.index), (ev.round, vehicle)  # no honest vehicle flagged
+            caught += rec.malicious
     assert caught >= 1 and len(chain["RoundRecorded"]) == EDGES * ROUNDS
 
 
