@@ -41,6 +41,7 @@ CEILING_PLOT = Path("docs/results/ceiling.png")
 FRONTIER_PLOT = Path("docs/results/frontier.png")
 PARTITIONS = {"complete": COMPLETE_NON_IID, "dirichlet": DIRICHLET}
 AVGM5, AVGM9 = ({"name": "fedavgm", "lr": 1.0, "beta1": b} for b in (0.5, 0.9))
+AVGM5_COS, AVGM9_COS = ({**server, "schedule": "cosine"} for server in (AVGM5, AVGM9))
 # the DP noise of a small expected batch moves scatter_linear's small initial weights by a relative squared distance
 # of 30 to 150 in round 1: BMFL's filter with the noise taken out of D (dp_self_reliability) keeps those vehicles
 SCATTER = {"model": "scatter_linear", "filters": [{"name": "dp_self_reliability", "options": {"tolerance": 1.0}}]}
@@ -78,6 +79,15 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "scatter_q10_avgm5_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
                                         "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
                                                     *SCATTER["filters"]], "edge": PRECISION},
+    # the same with the cloud's step decayed over the task (cosine), and B = 256 (q = 0.1 for every n ≤ 2,560: the
+    # planned q_max, so σ is unchanged, while vehicles with n > 640 average their noise over larger batches)
+    "scatter_q10_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5_COS, **SCATTER,
+                                           "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
+                                                       *SCATTER["filters"]], "edge": PRECISION},
+    "scatter_q10_b256_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256}, "server": AVGM5_COS,
+                                                **SCATTER, "edge": PRECISION,
+                                                "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
+                                                            *SCATTER["filters"]]},
     # the default pipeline on the Dirichlet frontier's best training (scatter_q25_avgm9)
     "scatter_q25_avgm9_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.25}, "server": AVGM9, **SCATTER,
                                         "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
@@ -189,6 +199,7 @@ def _server(server: dict[str, Any]) -> str:
     if server["name"] == "paper":
         return "paper"
     extra = f" β₂={server['beta2']:g} τ={server['tau']:g}" if server["name"] != "fedavgm" else ""
+    extra += f", {server['schedule']}" if server.get("schedule", "constant") != "constant" else ""
     return f"{server['name']} η={server['lr']:g} β₁={server['beta1']:g}{extra}"
 
 

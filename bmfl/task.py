@@ -194,6 +194,15 @@ class ServerSpec(_Strict):
     beta1: float = Field(0.9, ge=0, lt=1, description="β₁, momentum of the pseudo-gradient")
     beta2: float = Field(0.99, ge=0, lt=1, description="β₂, decay of its second moment (fedadam, fedyogi)")
     tau: float = Field(1e-3, gt=0, description="τ, adaptivity (fedadam, fedyogi)")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="η over the task's planned rounds: constant, or cosine decay from η towards 0 in the last round"
+    )
+
+    @model_validator(mode="after")
+    def _schedule_needs_a_step(self) -> "ServerSpec":
+        if self.schedule != "constant" and self.name == "paper":
+            raise ValueError("schedule_without_server_optimiser: 'paper' takes the aggregate as is; name an optimiser")
+        return self
 
 
 class AggregationSpec(_Strict):
@@ -220,6 +229,7 @@ class AggregationSpec(_Strict):
     def describe(self) -> str:
         """``filter+…+edge rule / cloud rule[+server optimiser]``, for logs and plot titles."""
         server = "" if self.server.name == "paper" else f"+{self.server.name}"
+        server += "" if self.server.schedule == "constant" else f"({self.server.schedule})"
         return "+".join([f.name for f in self.filters] + [self.edge.name]) + f" / {self.cloud.name}{server}"
 
 

@@ -296,7 +296,7 @@ class Reexecution:
         state is rebuilt round by round from the recorded w^{r−1} and the re-executed
         aggregates; and its test-set accuracy."""
         out = []
-        server = server_optimizer(self.spec.aggregation)  # its state: a pure function of the rounds before
+        server = server_optimizer(self.spec.aggregation, self.spec.rounds)  # its state: a pure function of the rounds before
         stateful = self.spec.aggregation.server.name != "paper"
         for ev in sorted(logs.finalized, key=lambda e: e.round):
             r = ev.round

@@ -302,7 +302,7 @@ class TaskRunner(threading.Thread):
 
     def _server(self, round_: int) -> ServerOptimizer:
         """The task's server optimiser with its state after ``round_`` (fresh at 0)."""
-        server = server_optimizer(self.spec.aggregation)
+        server = server_optimizer(self.spec.aggregation, self.spec.rounds)
         if server.name == "paper" or round_ == 0:
             return server
         state = self.ctx.state.server_state(self.task_id, round_)

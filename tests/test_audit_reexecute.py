@@ -183,10 +183,12 @@ def test_an_honest_task_re_executes_clean(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_a_server_optimiser_re_executes_from_the_chain_alone(stack: Stack) -> None:
-    """FedAdam at the cloud (its w^r is far from the plain average a^r): its state is
-    rebuilt from the recorded w^{r−1} and the re-executed aggregates, and every global
-    model matches the recorded one."""
-    draft = DRAFT.model_copy(update={"rounds": 3, "aggregation": AggregationSpec(server={"name": "fedadam", "lr": 0.05})})
+    """FedAdam at the cloud with a cosine schedule (its w^r is far from the plain
+    average a^r, by a step that changes each round): its state is rebuilt from the
+    recorded w^{r−1} and the re-executed aggregates, η_r from the round index and the
+    task's planned rounds, and every global model matches the recorded one."""
+    server = {"name": "fedadam", "lr": 0.05, "schedule": "cosine"}
+    draft = DRAFT.model_copy(update={"rounds": 3, "aggregation": AggregationSpec(server=server)})
     task_id, test_set = stack.run_task(draft)
     cid = LocalBlobStore(stack.blobs).put(test_set)
     code, raw = stack.audit(task_id, cid, "--json")

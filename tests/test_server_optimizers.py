@@ -69,14 +69,38 @@ def test_state_round_trips_through_safetensors_and_continues_identically() -> No
 def test_the_round_core_applies_it_to_the_clouds_aggregate() -> None:
     spec = AggregationSpec(server={"name": "fedavgm", "lr": 2.0, "beta1": 0.0})
     prelims = {0: torch.tensor([2.0, 0.0]), 1: torch.tensor([0.0, 2.0])}
-    out = aggregate_cloud(cloud_rule(spec), prelims, {0: 1, 1: 3}, torch.zeros(2), 1, server_optimizer(spec))
+    out = aggregate_cloud(cloud_rule(spec), prelims, {0: 1, 1: 3}, torch.zeros(2), 1, server_optimizer(spec, 10))
     assert torch.allclose(out.aggregate, torch.tensor([0.5, 1.5]))  # FedAvg by samples (Eq. 3)
     assert torch.allclose(out.model, torch.tensor([1.0, 3.0]))  # w⁰ + η·Δ
     assert spec.describe().endswith("fedavg+fedavgm")
     assert AggregationSpec().server.name == "paper" and AggregationSpec().describe().endswith("/ fedavg")
 
 
+def test_cosine_schedule_decays_the_step_over_the_planned_rounds() -> None:
+    # R = 4: η_r = η·½(1 + cos(π(r − 1)/4)) = η·(1, 0.8536, 0.5, 0.1464); with β₁ = 0 each move is η_r·Δ
+    opt = ServerOptimizer("fedavgm", lr=2.0, beta1=0.0, schedule="cosine", rounds=4)
+    factors = [1.0, (1 + math.sqrt(0.5)) / 2, 0.5, (1 - math.sqrt(0.5)) / 2]
+    w = torch.zeros(1)
+    for r, f in enumerate(factors, start=1):
+        assert opt.rate(r) == pytest.approx(2.0 * f)
+        nxt = opt.step(w, w + 1.0, r)  # Δ = 1
+        assert (nxt - w).item() == pytest.approx(2.0 * f)
+        w = nxt
+    assert opt.rate(9) == opt.rate(4)  # a task past its plan (never: K is its maximum) keeps the last step
+    constant = ServerOptimizer("fedavgm", lr=2.0, beta1=0.0)
+    assert [constant.rate(r) for r in (1, 4)] == [2.0, 2.0]
+    # the round core passes the round index: round 3 of 4 moves by η/2
+    spec = AggregationSpec(server={"name": "fedavgm", "lr": 2.0, "beta1": 0.0, "schedule": "cosine"})
+    out = aggregate_cloud(cloud_rule(spec), {0: torch.ones(1)}, {0: 1}, torch.zeros(1), 3, server_optimizer(spec, 4))
+    assert out.model.item() == pytest.approx(1.0)
+    assert spec.describe().endswith("fedavg+fedavgm(cosine)")
+
+
 def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValidationError, match="schedule_without_server_optimiser"):
+        AggregationSpec(server={"name": "paper", "schedule": "cosine"})
+    with pytest.raises(ValueError, match="planned rounds"):
+        ServerOptimizer("fedavgm", schedule="cosine")
     with pytest.raises(ValidationError):
         AggregationSpec(server={"name": "fedsgd"})
     with pytest.raises(ValueError):

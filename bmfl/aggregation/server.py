@@ -12,29 +12,53 @@ m⁰ = 0 and v⁰ = τ² (the paper's v₋₁ ≥ τ²); no bias correction, as 
 is float64 and a pure function of the sequence of (w^{r−1}, a^r) — a round without an
 aggregate leaves it unchanged — so the re-execution audit recomputes it from the
 chain's recorded models; :meth:`state` / :meth:`load` carry it across a cloud restart.
+
+η may follow a schedule over the task's R planned rounds: ``constant``, or ``cosine``
+(Loshchilov & Hutter 2017, without restarts): η_r = η·½(1 + cos(π(r − 1)/R)) in round r,
+from η in round 1 towards 0 in round R. Under DP the global model wanders in a noise
+floor whose width scales with the step; the decay shrinks it at the end of the task. It
+is a function of the round index alone, so it needs no state and the audit recomputes it.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 SERVER_OPTIMIZERS = ("paper", "fedavgm", "fedadam", "fedyogi")
+SCHEDULES = ("constant", "cosine")
 
 
 class ServerOptimizer:
     """One task's optimiser state at the cloud; :meth:`step` gives w^r."""
 
-    def __init__(self, name: str = "paper", lr: float = 1.0, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> None:
+    def __init__(
+        self, name: str = "paper", lr: float = 1.0, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3,
+        schedule: str = "constant", rounds: int | None = None,
+    ) -> None:  # fmt: skip
         if name not in SERVER_OPTIMIZERS:
             raise ValueError(f"unknown server optimiser {name!r}; one of {SERVER_OPTIMIZERS}")
         if not (lr > 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1 and tau > 0):
             raise ValueError("server optimiser needs lr > 0, β₁, β₂ in [0, 1) and τ > 0")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; one of {SCHEDULES}")
+        if schedule != "constant" and (name == "paper" or rounds is None or rounds < 1):
+            raise ValueError("a schedule needs a server optimiser (not 'paper') and the task's planned rounds")
         self.name, self.lr, self.beta1, self.beta2, self.tau = name, lr, beta1, beta2, tau
+        self.schedule, self.rounds = schedule, rounds
         self.m: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
 
-    def step(self, reference: torch.Tensor, aggregate: torch.Tensor) -> torch.Tensor:
-        """w^r from w^{r−1} (``reference``) and the cloud rule's ``aggregate`` a^r."""
+    def rate(self, round_index: int) -> float:
+        """η_r, the step size of round ``round_index`` (1-based) under the schedule."""
+        if self.schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (min(round_index, self.rounds) - 1) / self.rounds))
+
+    def step(self, reference: torch.Tensor, aggregate: torch.Tensor, round_index: int = 1) -> torch.Tensor:
+        """w^r from w^{r−1} (``reference``) and the cloud rule's ``aggregate`` a^r in
+        round ``round_index`` (which sets η_r under a schedule)."""
         if self.name == "paper":
             return aggregate
         delta = aggregate.to(torch.float64) - reference.to(torch.float64)
@@ -43,7 +67,7 @@ class ServerOptimizer:
             self.v = torch.full_like(delta, self.tau**2)
         if self.name == "fedavgm":
             self.m = self.beta1 * self.m + delta
-            move = self.lr * self.m
+            move = self.rate(round_index) * self.m
         else:
             self.m = self.beta1 * self.m + (1 - self.beta1) * delta
             square = delta * delta
@@ -51,7 +75,7 @@ class ServerOptimizer:
                 self.v = self.beta2 * self.v + (1 - self.beta2) * square
             else:
                 self.v = self.v - (1 - self.beta2) * square * torch.sign(self.v - square)
-            move = self.lr * self.m / (self.v.sqrt() + self.tau)
+            move = self.rate(round_index) * self.m / (self.v.sqrt() + self.tau)
         return (reference.to(torch.float64) + move).to(aggregate.dtype)
 
     def state(self) -> dict[str, torch.Tensor]:

@@ -25,9 +25,10 @@ def cloud_rule(spec: AggregationSpec) -> Aggregator:
     return build_rule(spec.cloud, [], {})
 
 
-def server_optimizer(spec: AggregationSpec) -> ServerOptimizer:
-    """A fresh server optimiser for one task (its state lives at the cloud)."""
-    return ServerOptimizer(**spec.server.model_dump())
+def server_optimizer(spec: AggregationSpec, rounds: int) -> ServerOptimizer:
+    """A fresh server optimiser for one task of ``rounds`` planned rounds (its state
+    lives at the cloud; its schedule runs over those rounds)."""
+    return ServerOptimizer(**spec.server.model_dump(), rounds=rounds)
 
 
 @dataclass(frozen=True)
@@ -52,5 +53,5 @@ def aggregate_cloud(
         return None
     n = torch.tensor([float(samples[e]) for e in edges], dtype=torch.float64)
     result = rule(torch.stack([preliminaries[e] for e in edges]), n, reference, round_index=round_index)
-    model = result.aggregate if server is None else server.step(reference, result.aggregate)
+    model = result.aggregate if server is None else server.step(reference, result.aggregate, round_index)
     return CloudOutcome(model, dict(zip(edges, result.weights.tolist())), result.aggregate)

@@ -295,7 +295,7 @@ def run_simulation(
     global_vec = flatten(model.state_dict()).cpu()
     previous_vec = None
     cloud_agg = cloud_rule(config.aggregation)
-    server = server_optimizer(config.aggregation)
+    server = server_optimizer(config.aggregation, config.rounds)
     sim_time = 0.0
     if ray_address is None:
         trainer = InProcess(fleet)
