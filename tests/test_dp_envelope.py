@@ -14,8 +14,10 @@ from bmfl.attacks import get_attack
 from bmfl.attacks.alie import mean_minus_z_std
 from bmfl.attacks.base import EdgeView
 from bmfl.filters import get_filter
-from bmfl.filters.dp_envelope import SHAPE_QUANTILES, gram_matrix, maximum_independent_set, shape_excess, signal_bound
+from bmfl.filters import gram
+from bmfl.filters.dp_envelope import SHAPE_QUANTILES, maximum_independent_set, shape_excess, signal_bound
 from bmfl.filters.dp_floor import noise_variance
+from bmfl.filters.gram import carry_gram, gram_matrix
 from bmfl.reproduce.grid import BMFL_TRAINING
 from bmfl.task import TrainingSpec
 
@@ -55,7 +57,38 @@ def test_gram_in_blocks_equals_the_whole_product():
     deltas = uploads.double() - ref.double()
     whole = deltas @ deltas.T
     for budget in (8 * 5, 8 * 5 * 7, 8 * 5 * D):  # one coordinate, 7 (a ragged last block), all at once
-        assert torch.allclose(gram_matrix(uploads, ref, budget), whole, rtol=1e-12, atol=0)
+        fresh = uploads.clone()  # no memo: each budget computes its own blocks
+        assert torch.allclose(gram_matrix(fresh, ref, budget), whole, rtol=1e-12, atol=0)
+
+
+def test_the_gram_matrix_is_computed_once_a_round_and_follows_the_kept_subset(monkeypatch):
+    """The default pipeline's dp_envelope and signal_median read one Gram pass; a kept
+    subset carries the exact sub-matrix; an in-place change of the uploads recomputes;
+    callers may edit their copy."""
+    ref, uploads, _ = honest_uploads(6)
+    deltas = uploads.double() - ref.double()
+    first = gram_matrix(uploads, ref)
+    first.diagonal().sub_(1e6)  # a caller's in-place edit does not reach the memo
+    assert torch.allclose(gram_matrix(uploads, ref), deltas @ deltas.T, rtol=1e-12, atol=0)
+    rows = torch.tensor([0, 2, 5])
+    subset = uploads[rows]
+    carry_gram(uploads, subset, rows, ref)
+    passes = []
+    product = gram._product
+    monkeypatch.setattr(gram, "_product", lambda *args: passes.append(args[0].shape[0]) or product(*args))
+    sub = gram_matrix(subset, ref)
+    assert passes == [] and torch.allclose(sub, deltas[rows] @ deltas[rows].T, rtol=1e-12, atol=0)
+    subset[0] += 1.0  # changed in place: the memo no longer applies
+    moved = subset.double() - ref.double()
+    assert torch.allclose(gram_matrix(subset, ref), moved @ moved.T, rtol=1e-12, atol=0) and passes
+    count = len(passes)
+    gram_matrix(uploads, ref.clone())  # another reference: computed afresh
+    assert len(passes) == count + 1
+    # the pipeline: envelope, then signal median over what it kept, one pass over the uploads
+    passes.clear()
+    rule = compose(get_aggregator("fedavg"), envelope(), get_filter("signal_median", training=dict(BMFL_TRAINING)))
+    out = rule(uploads.clone(), torch.full((6,), float(N)), ref)
+    assert passes == [6] and out.info["keep"].all()  # the envelope's pass over all six; the median reads it
 
 
 def test_maximum_independent_set_known_answers():

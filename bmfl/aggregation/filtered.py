@@ -22,6 +22,7 @@ import torch
 
 from bmfl.aggregation.base import AggregationResult, Aggregator, Verdict, check_inputs
 from bmfl.filters.base import UpdateFilter
+from bmfl.filters.gram import carry_gram
 
 
 class FilteredAggregator(Aggregator):
@@ -34,7 +35,8 @@ class FilteredAggregator(Aggregator):
         sizes = check_inputs(updates, sizes, reference)
         updates, reference = updates.to(torch.float32), reference.to(torch.float32)
         verdict = self.filter(updates, sizes, reference, round_index=round_index)
-        if verdict.updates is not None:
+        passed_on = verdict.updates is None
+        if not passed_on:
             updates = verdict.updates.to(torch.float32)
         keep = verdict.keep.to(torch.bool)
         kept = torch.nonzero(keep).flatten()
@@ -44,8 +46,11 @@ class FilteredAggregator(Aggregator):
         verdicts = [Verdict(0.0, True, f"filter:{self.filter.name}", s, verdict.threshold) for s in scores]
         if len(kept) == 0:
             return AggregationResult(reference.clone(), weights, info, verdicts)
+        subset = updates[kept]
+        if passed_on:
+            carry_gram(updates, subset, kept, reference)  # the next filter reads its Gram matrix, not the uploads
         inner = aggregate_scaled(
-            self.inner, updates[kept], sizes[kept], reference, round_index=round_index,
+            self.inner, subset, sizes[kept], reference, round_index=round_index,
             scales=None if scales is None else scales[kept],
         )  # fmt: skip
         weights[kept] = inner.weights.to(torch.float64)

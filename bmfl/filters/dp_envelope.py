@@ -64,7 +64,8 @@ noise), the shape excess max_t F̂_m(t) − F_v(t) with its bound, and the confl
 no reliability score is recorded (the test is two-sided and pairwise, not a score to
 reach). The cost is one K×K Gram matrix, O(K²d) time, built over blocks of coordinates
 so that its memory is ``GRAM_BUDGET`` bytes beyond the uploads whatever K and d are
-(:func:`gram_matrix`), and one pass over each upload for its shape.
+(:func:`bmfl.filters.gram.gram_matrix`, shared with the filters after it), and one pass
+over each upload for its shape.
 Without DP (v = 0) no upload is flagged.
 """
 
@@ -78,26 +79,13 @@ import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
 from bmfl.filters.dp_floor import momentum_sums, noise_config, size_range, variance_range
+from bmfl.filters.gram import gram_matrix
 from bmfl.task import TrainingSpec
 from bmfl.training.local import LocalTrainingConfig, expected_batch, round_plan
 
 
-GRAM_BUDGET = 64 << 20
-"""Bytes of float64 deltas :func:`gram_matrix` holds at a time."""
 SHAPE_QUANTILES = 32
 """The shape test compares the CDFs at the noise's j/32-quantiles, j = 1…31."""
-
-
-def gram_matrix(updates: torch.Tensor, reference: torch.Tensor, budget: int = GRAM_BUDGET) -> torch.Tensor:
-    """G = Δ Δᵀ in float64 for Δ = updates − reference, summed over blocks of
-    coordinates of at most ``budget`` bytes (never the whole K×d in float64)."""
-    k, d = updates.shape
-    step = max(1, budget // (8 * k))
-    gram = torch.zeros(k, k, dtype=torch.float64)
-    for start in range(0, d, step):
-        block = updates[:, start : start + step].to(torch.float64) - reference[start : start + step].to(torch.float64)
-        gram += block @ block.T
-    return gram
 
 
 def shape_excess(updates: torch.Tensor, reference: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:

@@ -48,8 +48,8 @@ by more than 3× (measured: 21 of 50 honest vehicles flagged a round on one seed
 the filter keeps every upload unchanged, as ``dp_envelope`` does. With fewer than 3
 uploads nothing is flagged or clipped. ``info`` holds H, the coefficients α, the
 distances, the threshold, the correction error a_m and, with ``clip``, ρ and the shrink
-factors. Cost: one K×K Gram matrix (``gram_matrix``, bounded memory) and O(K²) per
-Weiszfeld step.
+factors. Cost: one K×K Gram matrix (``gram_matrix``, bounded memory; the DP envelope's,
+when it runs first, is reused) and O(K²) per Weiszfeld step.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from typing import Any, Mapping
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
-from bmfl.filters.dp_envelope import gram_matrix
+from bmfl.filters.gram import gram_matrix
 from bmfl.filters.dp_floor import noise_config, variance_range
 from bmfl.task import TrainingSpec
 
