@@ -22,7 +22,7 @@ from bmfl.data import load_dataset
 from bmfl.partition import make_partition
 from bmfl.simulation import SimulationConfig, run_simulation
 from bmfl.simulation.output import write_outputs
-from bmfl.task import TrainingSpec
+from bmfl.task import PRESETS, TrainingSpec
 from bmfl.training.local import round_plan
 
 RUNS = Path("runs/demo_defaults")
@@ -38,6 +38,8 @@ AVGM9 = {"name": "fedavgm", "lr": 1.0, "beta1": 0.9}
 # the DP noise of a small expected batch moves scatter_linear's small initial weights by a relative squared distance
 # of 30 to 150 in round 1: the self-reliability filter that takes the noise out of D keeps those vehicles
 SCATTER_FILTERS = [{"name": "dp_envelope"}, {"name": "dp_self_reliability"}]
+PRIVATE_TRAINING = {k: v for k, v in PRESETS["private"]["training"].items() if k != "target_epsilon"}
+PRIVATE_AGGREGATION = PRESETS["private"]["aggregation"]
 # name → (training, aggregation, model); "today" is the demo's former TrainingSpec(epochs=2) at σ = 1
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "today": ({"epochs": 2}, {"server": {"name": "paper"}}, "bmfl_cnn"),
@@ -51,6 +53,11 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     # the same filters, then plain averaging at the edges instead of reweighting
     "scatter_q25_b64s3_avgm9_avg": ({**FRONTIER, "lr": 0.6, "max_steps": 3, "max_sampling_rate": 0.25},
                                     {"server": AVGM9, "filters": SCATTER_FILTERS, "edge": {"name": "fedavg"}}, "scatter_linear"),
+    # the private preset as it stands (its edges: envelope, signal median, dp_self_reliability, noise_weighted), and
+    # with the cloud's step decayed over the rounds (cosine, docs/algorithms.md §4.1)
+    "private": (PRIVATE_TRAINING, {**PRIVATE_AGGREGATION, "edge": {"name": "noise_weighted"}}, "scatter_linear"),
+    "private_cos": (PRIVATE_TRAINING, {**PRIVATE_AGGREGATION, "edge": {"name": "noise_weighted"},
+                                       "server": {**PRIVATE_AGGREGATION["server"], "schedule": "cosine"}}, "scatter_linear"),
 }
 
 

@@ -102,6 +102,33 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "scatter_q10_avgm5_fedavg": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5,
                                  "model": "scatter_linear", "filters": [], "edge": {"name": "fedavg"}},
 }
+SMFLAG_NW = {"filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}}, *SCATTER["filters"]],
+             "edge": PRECISION}
+# variations of scatter_q10_b256_avgm5cos_env_smflag_nw: batch, steps, local η, q_max, server momentum
+SETTINGS |= {
+    "scatter_q10_b1024_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 1024},
+                                                 "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_b256s5_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 5},
+                                                  "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_b256s2_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 2},
+                                                  "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_b256s1_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 1},
+                                                  "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_b256s1_avgm5_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 1},
+                                               "server": AVGM5, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_s1_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "max_steps": 1},
+                                              "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_b256s1_lr1_avgm5cos_env_smflag_nw": {"training": {"lr": 1.0, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 1},
+                                                      "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_b256s2_lr1_avgm5cos_env_smflag_nw": {"training": {"lr": 1.0, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 2},
+                                                      "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_b256_lr04_avgm5cos_env_smflag_nw": {"training": {"lr": 0.4, "max_sampling_rate": 0.1, "batch_size": 256},
+                                                     "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q15_b256_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.15, "batch_size": 256},
+                                                "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_b256_avgm9cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256},
+                                                "server": AVGM9_COS, **SCATTER, **SMFLAG_NW},
+}  # fmt: skip
 # Without DP (the ceiling): training over BMFL_TRAINING with dp = false and η = NO_DP_LR unless stated.
 SETTINGS |= {
     "nodp_e1": {"training": {"max_steps": None, "batch_size": 32, "momentum": 0.9}},
@@ -120,6 +147,7 @@ SETTINGS |= {
 }  # fmt: skip
 DEFAULT_EDGE = "noise_weighted"  # bmfl.task.AggregationSpec's edge rule
 LAST = 3  # the table also gives the mean accuracy of the last LAST rounds
+MIN_SEEDS = 3  # the best setting at a target is chosen among those run on this many seeds
 CEILING_LAST = 5  # docs/ceiling.md: the mean of the last 5 rounds, as Fig. 6 reports
 TARGET = 0.97  # issue 22: non-private, complete non-IID MNIST-10k, 80 rounds
 FRONTIER_ROUNDS = 80  # docs/frontier.md: the issue's length; shorter runs are exploration
@@ -257,6 +285,15 @@ def render(runs: Path, out: Path, plot: Path = FRONTIER_PLOT) -> None:
             "growing once the batch is full: no declared size buys more than a full-batch vehicle's weight "
             "(docs/algorithms.md §4.2). Without DP it caps each size at the median (`_cap`, the same weights)."
         ), "",
+        (
+            "**The step schedule and the batch.** `cos` settings decay the cloud's step over the planned rounds "
+            "(η_r = η·½(1 + cos(π(r − 1)/R)), docs/algorithms.md §4.1): with a constant step the DP noise keeps the "
+            "global model wandering (complete non-IID at ε = 8: between 0.85 and 0.88 from round 30 on); the decay ends "
+            "it near the middle of that wander. `b256` raises B to 256 under the same q_max = 0.1: q stays 0.1 for every "
+            "vehicle with n ≤ 2,560, so the planned (q, steps) and σ are unchanged, and vehicles with n > 640 average "
+            "their clipped gradients over larger batches (less noise a step, the same ε). A best setting is chosen among "
+            f"those run on at least {MIN_SEEDS} seeds (fewer where none has that many)."
+        ), "",
     ]  # fmt: skip
     for partition in sorted({k[0] for k in clean}):
         part = {k: v for k, v in clean.items() if k[0] == partition}
@@ -265,6 +302,7 @@ def render(runs: Path, out: Path, plot: Path = FRONTIER_PLOT) -> None:
         targets = sorted({v[0]["target"] for v in part.values() if v[0]["target"] is not None})
         for target in targets:
             at = [(k[1], v) for k, v in part.items() if v[0]["target"] == target]
+            at = [kv for kv in at if len(kv[1]) >= MIN_SEEDS] or at  # a lucky seed or two does not make a best setting
             best = max(at, key=lambda kv: statistics.fmean(r["final"] for r in kv[1]))
             default = [kv for kv in at if _default_rule(kv[1])]
             shown = [best] + ([max(default, key=lambda kv: statistics.fmean(r["final"] for r in kv[1]))]
@@ -335,11 +373,13 @@ def _plot_frontier(groups: dict[tuple, list[dict[str, Any]]], plot: Path) -> Non
         curves = {"best setting at the target (min–max)": lambda rs: True,
                   f"best with the default edge rule ({DEFAULT_EDGE})": _default_rule}
         drawn: list[dict[float, list[dict[str, Any]]]] = []
+        seeded = {rs[0]["target"] for rs in part.values() if len(rs) >= MIN_SEEDS}  # targets with a 3-seed setting
         for label, admits in curves.items():
             best: dict[float, list[dict[str, Any]]] = {}
             for rs in part.values():
                 t = rs[0]["target"]
-                if rs[0]["dp"] and t is not None and admits(rs) and (t not in best or _mean(rs) > _mean(best[t])):
+                enough = len(rs) >= MIN_SEEDS or t not in seeded
+                if rs[0]["dp"] and t is not None and enough and admits(rs) and (t not in best or _mean(rs) > _mean(best[t])):
                     best[t] = rs
             if not best or best in drawn:
                 continue
