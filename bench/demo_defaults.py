@@ -58,6 +58,12 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "private": (PRIVATE_TRAINING, {**PRIVATE_AGGREGATION, "edge": {"name": "noise_weighted"}}, "scatter_linear"),
     "private_cos": (PRIVATE_TRAINING, {**PRIVATE_AGGREGATION, "edge": {"name": "noise_weighted"},
                                        "server": {**PRIVATE_AGGREGATION["server"], "schedule": "cosine"}}, "scatter_linear"),
+    # one DP-SGD step a round (σ derived for a third of the steps), B = 256, as the 80-round frontier's best
+    "private_s1": ({**PRIVATE_TRAINING, "max_steps": 1, "batch_size": 256},
+                   {**PRIVATE_AGGREGATION, "edge": {"name": "noise_weighted"}}, "scatter_linear"),
+    "private_s1_cos": ({**PRIVATE_TRAINING, "max_steps": 1, "batch_size": 256},
+                       {**PRIVATE_AGGREGATION, "edge": {"name": "noise_weighted"},
+                        "server": {**PRIVATE_AGGREGATION["server"], "schedule": "cosine"}}, "scatter_linear"),
 }
 
 

@@ -54,7 +54,7 @@ def publish(
     test_set: Path = typer.Option(..., "--test-set", exists=True, dir_okay=False, help="test set file from `bmfl task encode-test-set` (sent byte for byte)"),
     initial_model: Optional[Path] = typer.Option(None, "--initial-model", exists=True, dir_okay=False, help="w⁰ as a safetensors blob (default: the model's seeded initialisation)"),
     reward_wei: Optional[int] = typer.Option(None, "--reward-wei", min=1, help="escrow ρ_total in wei (default: the spec's reward_wei)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="start from a named preset the file's fields override: private (measured at ε = 8; state training.plan_samples) or paper"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="start from a named preset the file's fields override: private (measured at ε = 8 over 8 rounds; state training.plan_samples), private_long (ε = 8 over tens of rounds) or paper"),
     key_file: Optional[Path] = KeyFile, cloud_url: str = CloudUrl, rpc_url: str = RpcUrl, deployment: Optional[Path] = Deployment,
 ) -> None:  # fmt: skip
     """Validate the task (here and with the cloud's dry run), then escrow the reward on chain,

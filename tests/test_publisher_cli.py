@@ -96,6 +96,26 @@ def test_a_preset_fills_the_fields_a_spec_file_leaves_out(tmp_path: Path) -> Non
         load_spec(spec, None, "fast")
 
 
+def test_private_long_is_the_frontiers_measured_point(tmp_path: Path) -> None:
+    """``private_long`` trains and aggregates as the frontier's best setting at ε = 8
+    (bench/frontier.py, docs/frontier.md), and derives σ for the file's rounds."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not installed
+    from bench import frontier
+
+    measured = frontier.config(frontier.PRIVATE_LONG, 8.0, 80, False)
+    spec = tmp_path / "task.toml"
+    spec.write_text("rounds = 80\n[training]\nplan_samples = 100\n")
+    draft = load_spec(spec, None, "private_long")
+    assert draft.model == measured.model
+    assert (draft.aggregation.filters, draft.aggregation.edge, draft.aggregation.server) == (
+        measured.aggregation.filters, measured.aggregation.edge, measured.aggregation.server)
+    fields = {"epochs", "max_steps", "batch_size", "lr", "momentum", "max_sampling_rate", "clip", "delta", "dp", "target_epsilon"}
+    assert draft.training.model_dump(include=fields) == measured.training.model_dump(include=fields)
+    assert draft.aggregation.server.schedule == "cosine" and draft.training.max_steps == 1
+    t = draft.training
+    assert (1 - RTOL) * t.target_epsilon <= t.epsilon(80, [100]) <= t.target_epsilon
+
+
 def test_keys_come_from_a_file_or_the_environment_never_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = dev_key(PUBLISHER)
     (tmp_path / "k").write_text(key.removeprefix("0x") + "\n")

@@ -64,6 +64,7 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
     class_floor = {"name": "class_floor", "options": {}}
     dp_reliability = {"name": "dp_self_reliability", "options": {}}
     signal_median = {"name": "signal_median", "options": {}}
+    default = AggregationSpec()
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -85,6 +86,8 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "Envelope+SM+DPSR+NW": {"edge": {"name": "noise_weighted"}, "filters": [envelope, signal_median, dp_reliability]},
         "Envelope+SMflag+DPSR+NW": {"edge": {"name": "noise_weighted"},
                                     "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability]},
+        # a new task's edges as bmfl.task.AggregationSpec gives them (self-reliability at its default tolerance)
+        "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters]},
     }
 
 
