@@ -114,7 +114,8 @@ def _mean_sd(values: list[float], digits: int) -> str:
 def _server(server: dict[str, Any]) -> str:
     if server["name"] == "paper":
         return "paper"
-    return f"{server['name']} η={server['lr']:g}" + (f" β₁={server['beta1']:g}" if server["name"] == "fedavgm" else "")
+    schedule = f", {server['schedule']}" if server.get("schedule", "constant") != "constant" else ""
+    return f"{server['name']} η={server['lr']:g}" + (f" β₁={server['beta1']:g}" if server["name"] == "fedavgm" else "") + schedule
 
 
 def mean(rs: list[dict[str, Any]], key: str) -> float:
@@ -156,7 +157,8 @@ def render(runs: Path, out: Path, stored: Path = RECORDS) -> None:
             f"{ROUNDS} rounds, 10 % sign-flip attackers; at the edges self-reliability then reweighting for the CNN "
             "settings (run before the DP envelope became the default), and the DP envelope, then `dp_self_reliability` "
             "(self-reliability with the DP noise taken out of its distance), then reweighting for the `scatter_` "
-            "settings; FedAvg at the cloud "
+            "settings, and the `private` preset's edges (the DP envelope, the signal median flagging only, "
+            "`dp_self_reliability`, then `noise_weighted`) for the `private` settings; FedAvg at the cloud "
             "then the server optimiser listed; C = 1, δ = 1e-5. σ is derived from the target ε for the run's rounds and "
             "the vehicles' sizes (docs/algorithms.md §1.2); q_max caps each sample's chance to be in a batch "
             "(§1.4); `today` is the demo's former TrainingSpec(epochs=2) at σ = 1. "
