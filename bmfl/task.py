@@ -172,11 +172,11 @@ signal median (flagging only) and self-reliability with the DP noise taken out o
 distance at the edges, then inverse-noise averaging (the default rule); σ derived
 from the target for the task's rounds and ``plan_samples``. ``private_long``: the best
 point of the 80-round frontier at ε = 8 (docs/frontier.md; 0.92 on complete non-IID
-and on Dirichlet(0.9) MNIST-10k, where ``private``'s training ends at 0.88): one DP-SGD
-step a round of B = 256 at q ≤ 0.1 (σ derived for a third of the steps), FedAvgM
-(β₁ = 0.5) whose step decays over the rounds (cosine); in the demo's 8 rounds it ends
-lower than ``private`` (0.88 against 0.91, docs/demo_defaults.md), so it is meant for
-tasks of tens of rounds. ``paper``: the BMFL paper's training and edge pipeline (the
+and on Dirichlet(0.9) MNIST-10k, where the best earlier settings ended at 0.875 and
+0.844): one DP-SGD step a round of B = 256 at q ≤ 0.1 (σ derived for a third of the
+steps), FedAvgM (β₁ = 0.5) whose step decays over the rounds (cosine). Over the demo's 8
+rounds one step a round ends lower than ``private``'s three (0.81–0.88 against 0.91,
+docs/demo_defaults.md), so it is meant for tasks of tens of rounds. ``paper``: the BMFL paper's training and edge pipeline (the
 self-reliability filter without the DP envelope)."""
 
 

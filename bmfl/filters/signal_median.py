@@ -60,8 +60,8 @@ from typing import Any, Mapping
 import torch
 
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
-from bmfl.filters.gram import gram_matrix
 from bmfl.filters.dp_floor import noise_config, variance_range
+from bmfl.filters.gram import gram_matrix
 from bmfl.task import TrainingSpec
 
 
