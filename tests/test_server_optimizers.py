@@ -21,20 +21,20 @@ A1 = torch.tensor([1.5, -2.0])  # Δ¹ = (0.5, 0)
 
 def test_paper_is_plain_averaging_and_keeps_no_state() -> None:
     opt = ServerOptimizer()
-    assert opt.step(W0, A1) is A1 and opt.state() == {}
+    assert opt.step(W0, A1, 1) is A1 and opt.state() == {}
 
 
 def test_fedavgm_accumulates_the_pseudo_gradient() -> None:
     opt = ServerOptimizer("fedavgm", lr=1.0, beta1=0.5)
-    w1 = opt.step(W0, A1)  # m = (0.5, 0) → w¹ = (1.5, −2)
+    w1 = opt.step(W0, A1, 1)  # m = (0.5, 0) → w¹ = (1.5, −2)
     assert torch.equal(w1, torch.tensor([1.5, -2.0]))
-    w2 = opt.step(w1, w1 + torch.tensor([0.5, 1.0]))  # m = 0.5·(0.5, 0) + (0.5, 1) = (0.75, 1)
+    w2 = opt.step(w1, w1 + torch.tensor([0.5, 1.0]), 2)  # m = 0.5·(0.5, 0) + (0.5, 1) = (0.75, 1)
     assert torch.allclose(w2, torch.tensor([2.25, -1.0]))
 
 
 def test_fedadam_first_round_by_hand() -> None:
     opt = ServerOptimizer("fedadam", lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3)
-    w1 = opt.step(W0, A1)
+    w1 = opt.step(W0, A1, 1)
     m = 0.1 * 0.5  # (1 − β₁)Δ
     v = 0.99 * 1e-6 + 0.01 * 0.25  # β₂τ² + (1 − β₂)Δ²
     expected = 1.0 + 0.1 * m / (math.sqrt(v) + 1e-3)
@@ -45,25 +45,25 @@ def test_fedadam_first_round_by_hand() -> None:
 
 def test_fedyogi_second_moment_moves_by_the_sign() -> None:
     opt = ServerOptimizer("fedyogi", lr=1.0, beta1=0.0, beta2=0.9, tau=0.1)
-    opt.step(torch.zeros(1), torch.tensor([1.0]))  # v⁰ = τ² = 0.01 < Δ² = 1: v = 0.01 + 0.1·1
+    opt.step(torch.zeros(1), torch.tensor([1.0]), 1)  # v⁰ = τ² = 0.01 < Δ² = 1: v = 0.01 + 0.1·1
     assert opt.v.item() == pytest.approx(0.11)
-    w = opt.step(torch.zeros(1), torch.tensor([0.1]))  # v = 0.11 − 0.1·0.01·sign(0.11 − 0.01) = 0.109
+    w = opt.step(torch.zeros(1), torch.tensor([0.1]), 2)  # v = 0.11 − 0.1·0.01·sign(0.11 − 0.01) = 0.109
     assert opt.v.item() == pytest.approx(0.109)
     assert w.item() == pytest.approx(0.1 / (math.sqrt(0.109) + 0.1), rel=1e-6)
     adam = ServerOptimizer("fedadam", lr=1.0, beta1=0.0, beta2=0.9, tau=0.1)
-    adam.step(torch.zeros(1), torch.tensor([1.0]))
-    adam.step(torch.zeros(1), torch.tensor([0.1]))
+    adam.step(torch.zeros(1), torch.tensor([1.0]), 1)
+    adam.step(torch.zeros(1), torch.tensor([0.1]), 2)
     assert adam.v.item() == pytest.approx(0.9 * 0.109 + 0.1 * 0.01)  # Adam decays v, Yogi barely does
 
 
 def test_state_round_trips_through_safetensors_and_continues_identically() -> None:
     a = ServerOptimizer("fedadam", lr=0.5)
     b = ServerOptimizer("fedadam", lr=0.5)
-    w = a.step(W0, A1)
-    b.step(W0, A1)
+    w = a.step(W0, A1, 1)
+    b.step(W0, A1, 1)
     resumed = ServerOptimizer("fedadam", lr=0.5).load(safetensors.torch.load(safetensors.torch.save(a.state())))
     nxt = w + torch.tensor([0.1, -0.3])
-    assert torch.equal(resumed.step(w, nxt), b.step(w, nxt))
+    assert torch.equal(resumed.step(w, nxt, 2), b.step(w, nxt, 2))
 
 
 def test_the_round_core_applies_it_to_the_clouds_aggregate() -> None:

@@ -56,7 +56,7 @@ class ServerOptimizer:
             return self.lr
         return self.lr * 0.5 * (1 + math.cos(math.pi * (min(round_index, self.rounds) - 1) / self.rounds))
 
-    def step(self, reference: torch.Tensor, aggregate: torch.Tensor, round_index: int = 1) -> torch.Tensor:
+    def step(self, reference: torch.Tensor, aggregate: torch.Tensor, round_index: int) -> torch.Tensor:
         """w^r from w^{r−1} (``reference``) and the cloud rule's ``aggregate`` a^r in
         round ``round_index`` (which sets η_r under a schedule)."""
         if self.name == "paper":
