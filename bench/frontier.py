@@ -79,15 +79,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "scatter_q10_avgm5_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5, **SCATTER,
                                         "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
                                                     *SCATTER["filters"]], "edge": PRECISION},
-    # the same with the cloud's step decayed over the task (cosine), and B = 256 (q = 0.1 for every n ≤ 2,560: the
-    # planned q_max, so σ is unchanged, while vehicles with n > 640 average their noise over larger batches)
-    "scatter_q10_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1}, "server": AVGM5_COS, **SCATTER,
-                                           "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
-                                                       *SCATTER["filters"]], "edge": PRECISION},
-    "scatter_q10_b256_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256}, "server": AVGM5_COS,
-                                                **SCATTER, "edge": PRECISION,
-                                                "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
-                                                            *SCATTER["filters"]]},
     # the default pipeline on the Dirichlet frontier's best training (scatter_q25_avgm9)
     "scatter_q25_avgm9_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.25}, "server": AVGM9, **SCATTER,
                                         "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}},
@@ -104,32 +95,31 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 SMFLAG_NW = {"filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}}, *SCATTER["filters"]],
              "edge": PRECISION}
+
+
+def _default_edges(server: dict[str, Any], **training: Any) -> dict[str, Any]:
+    """A ``scatter_`` setting behind the default edges (``_env_smflag_nw``): η = 0.6 and q_max = 0.1 unless given."""
+    return {"training": {"lr": 0.6, "max_sampling_rate": 0.1, **training}, "server": server, **SCATTER, **SMFLAG_NW}
+
+
 # variations of scatter_q10_b256_avgm5cos_env_smflag_nw: batch, steps, local η, q_max, server momentum
 SETTINGS |= {
-    "scatter_q10_b1024_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 1024},
-                                                 "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q10_b256s5_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 5},
-                                                  "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q10_b256s2_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 2},
-                                                  "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q10_b256s1_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 1},
-                                                  "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q10_b256s1_avgm5_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 1},
-                                               "server": AVGM5, **SCATTER, **SMFLAG_NW},
-    "scatter_q10_s1_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "max_steps": 1},
-                                              "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q10_b256s1_lr1_avgm5cos_env_smflag_nw": {"training": {"lr": 1.0, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 1},
-                                                      "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q10_b256s2_lr1_avgm5cos_env_smflag_nw": {"training": {"lr": 1.0, "max_sampling_rate": 0.1, "batch_size": 256, "max_steps": 2},
-                                                      "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q10_b256_lr04_avgm5cos_env_smflag_nw": {"training": {"lr": 0.4, "max_sampling_rate": 0.1, "batch_size": 256},
-                                                     "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q15_b256_avgm5cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.15, "batch_size": 256},
-                                                "server": AVGM5_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q25_b256s1_avgm9cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.25, "batch_size": 256, "max_steps": 1},
-                                                  "server": AVGM9_COS, **SCATTER, **SMFLAG_NW},
-    "scatter_q10_b256_avgm9cos_env_smflag_nw": {"training": {"lr": 0.6, "max_sampling_rate": 0.1, "batch_size": 256},
-                                                "server": AVGM9_COS, **SCATTER, **SMFLAG_NW},
+    "scatter_q10_b1024_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, batch_size=1024),
+    "scatter_q10_b256s5_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, batch_size=256, max_steps=5),
+    "scatter_q10_b256s2_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, batch_size=256, max_steps=2),
+    "scatter_q10_b256s1_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, batch_size=256, max_steps=1),
+    "scatter_q10_b256s1_avgm5_env_smflag_nw": _default_edges(AVGM5, batch_size=256, max_steps=1),
+    "scatter_q10_s1_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, max_steps=1),
+    "scatter_q10_b256s1_lr1_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, lr=1.0, batch_size=256, max_steps=1),
+    "scatter_q10_b256s2_lr1_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, lr=1.0, batch_size=256, max_steps=2),
+    "scatter_q10_b256_lr04_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, lr=0.4, batch_size=256),
+    "scatter_q15_b256_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, max_sampling_rate=0.15, batch_size=256),
+    "scatter_q25_b256s1_avgm9cos_env_smflag_nw": _default_edges(AVGM9_COS, max_sampling_rate=0.25, batch_size=256, max_steps=1),
+    "scatter_q10_b256_avgm9cos_env_smflag_nw": _default_edges(AVGM9_COS, batch_size=256),
+    # the cosine step alone, then with B = 256 (q = 0.1 for every n ≤ 2,560: the planned q_max, so σ is unchanged,
+    # while vehicles with n > 640 average their noise over larger batches)
+    "scatter_q10_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS),
+    "scatter_q10_b256_avgm5cos_env_smflag_nw": _default_edges(AVGM5_COS, batch_size=256),
 }  # fmt: skip
 # Without DP (the ceiling): training over BMFL_TRAINING with dp = false and η = NO_DP_LR unless stated.
 SETTINGS |= {

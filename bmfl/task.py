@@ -177,7 +177,8 @@ and on Dirichlet(0.9) MNIST-10k, where the best earlier settings ended at 0.875 
 steps), FedAvgM (β₁ = 0.5) whose step decays over the rounds (cosine). Over the demo's 8
 rounds one step a round ends lower than ``private``'s three (0.81–0.88 against 0.91,
 docs/demo_defaults.md), so it is meant for tasks of tens of rounds; on Fashion-MNIST's
-60,000 images it ends below the 3-step training (0.808 against 0.823, docs/paper_scale.md). ``paper``: the BMFL paper's training and edge pipeline (the
+60,000 images it ends below the 3-step training (0.808 against 0.823,
+docs/paper_scale.md). ``paper``: the BMFL paper's training and edge pipeline (the
 self-reliability filter without the DP envelope)."""
 
 

@@ -77,8 +77,8 @@ def noise_estimate(updates: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     own coordinates. A signal concentrated on few coordinates barely moves it; one spread
     over all of them is partly counted as noise, which only hides signal energy (the
     estimate is kept within what the declared count allows)."""
-    deltas = updates.to(torch.float64) - reference.to(torch.float64)
-    return deltas.square().median(dim=1).values / MEDIAN_CHI2
+    ref = reference.to(torch.float64)  # one upload in float64 at a time: memory O(d), not O(Kd)
+    return torch.stack([(row.to(torch.float64) - ref).square_().median() for row in updates]) / MEDIAN_CHI2
 
 
 def geometric_median_weights(h: torch.Tensor, floor: float, iterations: int = 200, tol: float = 1e-10) -> torch.Tensor:
@@ -131,8 +131,11 @@ class SignalMedian(UpdateFilter):
         exact = bool((low == high).all())
         v = low if exact else torch.minimum(torch.maximum(noise_estimate(updates, reference), low), high)
         h.diagonal().sub_(d * v)
-        estimate_error = 0.0 if exact else MEDIAN_SE * math.sqrt(d) * v
-        return h, self.z * (math.sqrt(2 * d) * v + estimate_error)
+        return h, self._allowance(d, v, estimated=not exact)
+
+    def _allowance(self, d: int, v: torch.Tensor, estimated: bool) -> torch.Tensor:
+        """a_m = z·(√(2d) + [2.33·√d where v_m was read from the upload])·v_m."""
+        return self.z * (math.sqrt(2 * d) + (MEDIAN_SE * math.sqrt(d) if estimated else 0.0)) * v
 
     def _verdicts(self, h: torch.Tensor, allowance: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(keep, α, ‖s_m − z‖², threshold) from the corrected Gram matrix."""
@@ -143,11 +146,11 @@ class SignalMedian(UpdateFilter):
 
     def keeps(self, updates: torch.Tensor, reference: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
         """(K,) which uploads the filter keeps when each one's noise variance v_m is given
-        (an attacker's model of it, ``median_aware``)."""
+        (an attacker's model of it, ``median_aware``), with exact sizes' allowance."""
         d = updates.shape[1]
         h = gram_matrix(updates, reference)
         h.diagonal().sub_(d * variance)
-        return self._verdicts(h, self.z * math.sqrt(2 * d) * variance)[0]
+        return self._verdicts(h, self._allowance(d, variance, estimated=False))[0]
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
         if sizes is None:
