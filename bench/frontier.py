@@ -137,6 +137,9 @@ SETTINGS |= {
     "nodp_scatter_avgm9_fedavg": {"training": {"lr": 0.01}, "server": AVGM9, "model": "scatter_linear", "filters": [],
                                   "edge": {"name": "fedavg"}},
 }  # fmt: skip
+# the `private` preset as it stands (the demo's training, the default edges with the preset's own filter options)
+SETTINGS["private"] = {"training": {"lr": 0.6, "max_sampling_rate": 0.25}, "server": AVGM9, "model": "scatter_linear",
+                       "filters": [*SMFLAG_NW["filters"][:2], {"name": "dp_self_reliability"}], "edge": PRECISION}
 PRIVATE_LONG = "scatter_q10_b256s1_avgm5cos_env_smflag_nw"
 """The setting the ``private_long`` preset (bmfl/task.py) takes its fields from: the best at ε = 8 over 80 rounds."""
 DEFAULT_EDGE = "noise_weighted"  # bmfl.task.AggregationSpec's edge rule

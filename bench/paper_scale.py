@@ -44,11 +44,13 @@ METHODS = {  # label: bench/frontier.py setting
     "BMFL, no DP": "nodp_scatter_avgm9",
     "FedAvg, no DP": "nodp_scatter_avgm9_fedavg",
     "private_long": PRIVATE_LONG,  # the default edges on the private_long preset's training
+    "private": "private",  # the private preset (the demo's and new tasks' training) with its edges
 }
 ATTACKS, FRACTIONS = ("sign_flip", "same_value"), (0.2, 0.4, 0.6)
-SEEDS = {"BMFL": (0, 1, 2), "FedAvg": (0, 1, 2), "BMFL, no DP": (0, 1, 2), "FedAvg, no DP": (0, 1, 2), "private_long": (0, 1, 2)}
-ATTACKED_SEEDS = {"BMFL": (0, 1, 2), "FedAvg": (0,), "private_long": (0, 1, 2)}  # FedAvg's collapse is the baseline: one seed
-ATTACKED_CELLS = {"private_long": (("sign_flip", 0.6), ("same_value", 0.6))}
+SEEDS = {"BMFL": (0, 1, 2), "FedAvg": (0, 1, 2), "BMFL, no DP": (0, 1, 2), "FedAvg, no DP": (0, 1, 2), "private_long": (0, 1, 2),
+         "private": (0, 1, 2)}
+ATTACKED_SEEDS = {"BMFL": (0, 1, 2), "FedAvg": (0,), "private_long": (0, 1, 2), "private": (0, 1, 2)}  # FedAvg's collapse is the baseline: one seed
+ATTACKED_CELLS = {m: (("sign_flip", 0.6), ("same_value", 0.6)) for m in ("private_long", "private")}
 """Methods run on Fig. 6's hardest cells alone (60 % attackers)."""
 
 
@@ -135,7 +137,9 @@ def render(runs: Path, out: Path = OUT, plot: Path = PLOT) -> None:
             "then reweighting); **FedAvg** is the same training with plain averaging at the edges; **private_long** is "
             "a new task's default edges (the DP envelope, the signal median, `dp_self_reliability`, `noise_weighted`) "
             "on the `private_long` preset's training (one DP-SGD step of B = 256 a round at q ≤ 0.1, FedAvgM β₁ = 0.5 "
-            "with a cosine step; Fig. 6 at 60 % attackers only). Without DP: η = "
+            "with a cosine step; Fig. 6 at 60 % attackers only); **private** is the `private` preset, the demo's task, "
+            "edges included (3 steps at q ≤ 0.25, FedAvgM β₁ = 0.9, `dp_self_reliability` at its "
+            "default tolerance; Fig. 6 at 60 % only). Without DP: η = "
             "0.01, FedAvgM β₁ = 0.9. Settings: `bench/frontier.py` "
             + ", ".join(f"`{s}` ({m})" for m, s in METHODS.items()) + ". Cells: mean over the seeds, then (min–max)."
         ), "",
@@ -209,11 +213,13 @@ def _plot(cells: dict[tuple, list[dict[str, Any]]], plot: Path) -> None:
     import matplotlib.pyplot as plt  # bmfl.plots chose the Agg backend
 
     fig, axes = plt.subplots(len(DATASETS), 1 + len(ATTACKS), figsize=(15, 4.2 * len(DATASETS)), squeeze=False)
+    color = {method: f"C{i}" for i, method in enumerate(METHODS)}  # one colour per method in every panel
     for row, data in zip(axes, DATASETS):
         for method in METHODS:
             rs = cells.get((method, data, None, 0.0))
             if rs:
-                band(row[0], list(range(1, ROUNDS + 1)), [r["accuracy"] for r in rs], f"{method} ({len(rs)} seeds)")
+                band(row[0], list(range(1, ROUNDS + 1)), [r["accuracy"] for r in rs], f"{method} ({len(rs)} seeds)",
+                     color=color[method])
         round_axis(row[0])
         accuracy_axis(row[0])
         row[0].set_title(f"Fig. 5 · {SHORT[data]} · ε = 8 or no DP", fontsize=9)
@@ -230,7 +236,7 @@ def _plot(cells: dict[tuple, list[dict[str, Any]]], plot: Path) -> None:
                         lo.append(ys[-1] - min(values))
                         hi.append(max(values) - ys[-1])
                 if xs:
-                    ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=method)
+                    ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=method, color=color[method])
             ax.set_xticks([0, 20, 40, 60])
             ax.set_xlabel("attackers (% of vehicles)")
             accuracy_axis(ax, f"test accuracy, mean of the last {LAST} rounds")

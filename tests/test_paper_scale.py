@@ -26,7 +26,7 @@ def _write(runs: Path, job: tuple, accuracy: list[float], attackers: int = 0, fl
 
 def test_the_grid_runs_each_setting_once_on_both_datasets():
     names = [ps._config(*job).name for job in ps.jobs()]
-    assert len(names) == len(set(names)) == 2 * (5 * 3 + 2 * 3 * 3 + 2 * 3 * 1 + 2 * 3)  # private_long: 60 % only
+    assert len(names) == len(set(names)) == 2 * (6 * 3 + 2 * 3 * 3 + 2 * 3 * 1 + 2 * 2 * 3)  # private_long, private: 60 % only
     assert sum("fashion_mnist" in n for n in names) == len(names) // 2
     assert {ps._config(*j).data.name for j in ps.jobs()} == {"fashion_mnist", "mnist"}
 
