@@ -2,7 +2,7 @@
 memory are its own (no allocator caches or warmed state left by another contender).
 
 The parent samples the resident memory of the child's process tree (Ray's processes
-included) every 20 ms; the child reports the seconds of the measured call and its own
+included) every 20 ms (``bench.common.TreePeak``: cheap for the tree it watches); the child reports the seconds of the measured call and its own
 resident memory just before it. ``python -m bench.isolate SPEC`` is the child's side.
 """
 
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import tree_rss_bytes
+from bench.common import TreePeak, tree_rss_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,14 +39,14 @@ def run_isolated(target: str, **kwargs: object) -> Isolated:
         out = Path(tmp) / "out.json"
         spec = json.dumps({"target": target, "kwargs": kwargs, "out": str(out)})
         proc = subprocess.Popen([sys.executable, "-m", "bench.isolate", spec], cwd=ROOT)
-        peak = 0
+        tree = TreePeak(proc.pid)
         while proc.poll() is None:
-            peak = max(peak, tree_rss_bytes(proc.pid))
+            tree.sample()
             time.sleep(0.02)
         if proc.returncode != 0:
             raise RuntimeError(f"{target} failed in its process (exit {proc.returncode})")
         report = json.loads(out.read_text())
-    return Isolated(report["seconds"], peak, report["before_bytes"], report["result"])
+    return Isolated(report["seconds"], tree.peak, report["before_bytes"], report["result"])
 
 
 def _child(spec: dict) -> None:

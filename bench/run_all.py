@@ -43,11 +43,21 @@ READING = """## Reading the numbers
   whose 512-bit vectors the compiled reweighting pass uses: there K = 10, d = 11 M took
   1.5–2.3 s and K = 100, d = 1.2 M 24–26 s (both targets met), here 4.5 s and 58 s (not
   met). The other targets do not depend on the vector width: dp_step is met here
-  (1.02×), intake is 0.32× the sink and Ray 1.43× with 2 workers over 1. fleet_round sits
-  on its targets: three idle runs gave 1.54×, 1.45× and 1.51× its floor and 2.43×, 2.64×
-  and 2.47× Flower (the first with 3 repeats, the others with 5; the floor alone varies
-  from 6.9 to 10.6 s between runs), so it now takes the median of 5 and its table below
-  is the third run.
+  (1.02×), intake is 0.32× the sink. fleet_round takes the median of 5 (its floor alone
+  varies from 6.9 to 10.6 s between idle runs); against its floor it gave 1.54×, 1.45×,
+  1.51× and, in the run below, 1.37×.
+- **The memory sampler took half a core from Ray's processes (fixed 2026-12-05).**
+  `bench.isolate` samples the contender's process tree every 20 ms for its peak memory.
+  It listed the tree on every sample, reading every thread's `children` file: about
+  11 ms of CPU for a Ray driver's tree, so about half of one of the two cores went to the
+  sampler whenever a contender ran on Ray (Flower's simulation, the Ray backend), and
+  almost nothing when it ran in one process (ours, the plain loop, the floor). It now
+  lists the tree every 0.5 s and reads only each member's `statm` in between
+  (`bench.common.TreePeak`: 7 % of a core for the same tree, the same peak). On this
+  machine, before → after: the Ray backend's 2 workers over 1 went from 1.37–1.48× to
+  1.69× (median of 5; 2.01× in a run of 3), and Flower's warm round from 28.1 s to
+  22.0 s, so ours against Flower from 2.43–2.64× to 1.61×: the earlier Flower ratios were
+  flattered by the sampler and are withdrawn.
 - **Stacking vehicles on CPU.** `bmfl.training.fleet` stacks vehicles with `vmap`; for
   the BMFL CNN at B = 64 a stacked step is slower on CPU than separate ones (dp_step,
   "all vehicles stacked"): `vmap` turns each convolution into a grouped one, which
@@ -61,11 +71,12 @@ READING = """## Reading the numbers
   the same per-vehicle work with per-sample gradients plus its own overhead, so on a
   2-core CPU ours gains through ghost clipping (next item) and the batched test-set
   evaluation of the self-reliability filter and the consensus (one pass per batch over
-  all candidates, cache-sized batches, w^{r-1} scored once for all edges). The ≥ 5×
+  all candidates, cache-sized batches, w^{r-1} scored once for all edges). The ≥ 2.5×
   target over Flower is out of reach here: the same vehicles' training without DP, and
-  nothing else, already takes more than a fifth of Flower's round (fleet_round,
-  "non-private training alone"). On an accelerator the stacked step is where the gain
-  is; run `make bench` there to add that column.
+  nothing else, is only 2.21× faster than Flower's round in the run below (fleet_round,
+  "non-private training alone"), so no round that trains them can be 2.5× faster. On an
+  accelerator the stacked step is where the gain is; run `make bench` there to add that
+  column.
 - **A DP step near a non-private one** (issue 24; dp_step measured 1.65× a non-private
   step before it). `train_fleet` no longer forms per-sample gradients for models built
   from `Linear` and `Conv1d`/`Conv2d` layers (`bmfl/training/ghost.py`, ghost clipping

@@ -3,7 +3,9 @@ checks the targets against the measured rows, memory sampling sees allocations. 
 timing is asserted."""
 
 import copy
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not installed
 
 from bench.aggregate import measure, memory, reference_reweight, synthetic  # noqa: E402
-from bench.common import Row  # noqa: E402
+from bench.common import Row, TreePeak  # noqa: E402
 from bench.isolate import run_isolated  # noqa: E402
 from bench.run_all import Section, acceptance, render  # noqa: E402
 from bench.workload import plain_dp_sgd  # noqa: E402
@@ -128,6 +130,19 @@ def test_an_isolated_run_reports_its_own_memory_and_result():
     assert large.result == {"sum": 2.0 * 200 * 2**20 // 4}
     assert large.peak_bytes - small.peak_bytes > 150 * 2**20
     assert large.before_bytes > 0 and large.seconds > 0
+
+
+def test_the_tree_peak_counts_a_grandchild_born_after_the_first_sample():
+    """The members are listed again every ``rescan_s``, so a process that a contender
+    starts later (a Ray worker) is counted; between rescans only sizes are read."""
+    grandchild = "import time; x = b'1' * (200 * 2**20); time.sleep(1.5)"
+    child = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time; time.sleep(0.3); "
+                              f"subprocess.run([sys.executable, '-c', {grandchild!r}])"])  # fmt: skip
+    tree = TreePeak(child.pid, rescan_s=0.1)
+    while child.poll() is None:
+        tree.sample()
+        time.sleep(0.02)
+    assert tree.peak > 200 * 2**20
 
 
 def test_every_benchmark_runs_with_its_defaults():
