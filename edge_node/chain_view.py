@@ -19,11 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hexbytes import HexBytes
-from web3.exceptions import Web3RPCError
-from web3.types import RPCEndpoint
-
 from chain.tasks import TaskInfo
 from service_kit.chain_access import ChainAccess
+from service_kit.json_rpc import JsonRpcError, KeptAliveRpc
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,7 @@ class ChainView:
         self._active: dict[int, bool] = {}
         self._epochs = [0, 0]  # bumped when the tasks' / the vehicles' values are dropped
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="chain-head")
+        self._rpc = KeptAliveRpc(chain.w3.provider.endpoint_uri)  # type: ignore[attr-defined]  # one head read at a time
 
     def head_soon(self) -> Future[Head]:
         """:meth:`head` in a background thread (the caller does other work meanwhile)."""
@@ -55,6 +54,7 @@ class ChainView:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._rpc.close()
 
     def head(self) -> Head:
         """The latest block, read after this call began."""
@@ -84,10 +84,9 @@ class ChainView:
 
     def _advance(self) -> Head:
         """Read the head; forget what the logs since the synced head may have changed."""
-        reply = self._chain.w3.provider.make_request(RPCEndpoint("eth_getBlockByNumber"), ["latest", False])
-        if not isinstance(reply.get("result"), dict):
-            raise Web3RPCError(f"eth_getBlockByNumber answered {str(reply)[:200]}")
-        block = reply["result"]  # raw JSON-RPC: web3's formatters cost more than the call here
+        block = self._rpc.call("eth_getBlockByNumber", ["latest", False])  # raw: web3 costs more than the call
+        if not isinstance(block, dict):
+            raise JsonRpcError(f"eth_getBlockByNumber answered {str(block)[:200]}")
         head = Head(int(block["number"], 16), HexBytes(block["hash"]), HexBytes(block["parentHash"]), int(block["timestamp"], 16))
         synced = self._synced
         if synced is not None and head.hash == synced.hash:

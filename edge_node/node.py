@@ -11,7 +11,6 @@ from typing import TypeVar
 
 import torch
 from prometheus_client import Counter
-from eth_utils import is_address, to_checksum_address
 
 from bmfl.blobs.codec import BlobMeta, decode_state, model_spec
 from bmfl.blobs.errors import BlobCodecError, BlobError, InvalidCIDError, RemoteError
@@ -21,6 +20,7 @@ from bmfl.device import default_device
 from bmfl.rounds import task_scorer
 from bmfl.models import create_model
 from bmfl.protocol.schemas import EdgeTask
+from bmfl.protocol.signing import checksum_address, valid_address
 from bmfl.protocol.testset import decode_test_set
 from service_kit.chain_access import ChainAccess
 from service_kit.observability import Metrics
@@ -140,16 +140,16 @@ class EdgeNode:
 
     def known_index(self, vehicle: str) -> int | None:
         """The registry index of ``vehicle`` if this edge has looked it up before (no chain read)."""
-        return self._indices.get(to_checksum_address(vehicle)) if is_address(vehicle) else None
+        return self._indices.get(checksum_address(vehicle)) if valid_address(vehicle) else None
 
     def vehicle_index(self, vehicle: str, *, fresh: bool = True) -> int:
         """The registry index of a vehicle registered now; 403 ``unregistered`` otherwise.
         An address keeps its index for good (``BMFLRegistry.registerVehicle`` reuses it on
         re-registration), so it is looked up once; whether it is active is read from
         :attr:`view` after a fresh head read (``fresh=False``: the caller just read one)."""
-        if not is_address(vehicle):
+        if not valid_address(vehicle):
             raise ProblemError(403, "unregistered", f"{vehicle!r} is not an address")
-        address = to_checksum_address(vehicle)
+        address = checksum_address(vehicle)
         index = self._indices.get(address)
         if index is None:
             try:

@@ -12,12 +12,11 @@ from typing import BinaryIO, Generic, TypeVar
 
 import torch
 
-from eth_utils import to_checksum_address
 
 from bmfl.blobs.codec import Digest, blob_digest
 from bmfl.params import flatten
 from bmfl.protocol.schemas import TaskSpec, UploadReceipt
-from bmfl.protocol.signing import SignatureError, receipt_message, sign, update_message, verify
+from bmfl.protocol.signing import SignatureError, checksum_address, receipt_message, sign, update_message, verify
 from service_kit.problems import ProblemError
 from chain.tasks import Phase, Status
 from edge_node.chain_view import Head
@@ -77,7 +76,7 @@ def _check_signature(node: EdgeNode, task_id: int, round_: int, upload: Upload, 
         raise ProblemError(401, "unsigned", detail)
     message = update_message(node.chain_id, task_id, round_, node.address, digest.raw)
     try:
-        verify(message, upload.signature, to_checksum_address(upload.vehicle))
+        verify(message, upload.signature, checksum_address(upload.vehicle))
     except SignatureError as exc:
         raise ProblemError(401, "bad_signature", str(exc)) from None
 
@@ -145,7 +144,7 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
     blob = data.result()
     digest = digest or blob_digest(blob)
     vehicle = node.vehicle_index(upload.vehicle, fresh=False)
-    address = to_checksum_address(upload.vehicle)
+    address = checksum_address(upload.vehicle)
     if vehicle not in trainers:
         detail = f"vehicle {vehicle} is not a trainer of round {round_}"  # pragma: no mutate
         raise ProblemError(403, "not_selected", detail)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from bmfl.blobs.errors import RemoteError
+from service_kit.json_rpc import NodeUnreachable
 from service_kit.observability import Metrics
 
 HTTP_REASONS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "unavailable"}
@@ -57,11 +58,13 @@ def install_problem_handlers(app: FastAPI, metrics: Metrics | None = None) -> No
         reason = HTTP_REASONS.get(exc.status_code, f"http_{exc.status_code}")
         return _body(exc.status_code, reason, str(exc.detail), exc.headers)
 
-    @app.exception_handler(requests.RequestException)
-    async def _chain_down(_: Request, exc: requests.RequestException) -> JSONResponse:
+    async def _chain_down(_: Request, exc: Exception) -> JSONResponse:
         if metrics is not None:
             metrics.chain_errors.labels("unreachable").inc()
         return _body(503, "chain_unavailable", f"the chain node did not answer: {type(exc).__name__}")
+
+    app.add_exception_handler(requests.RequestException, _chain_down)  # web3's provider
+    app.add_exception_handler(NodeUnreachable, _chain_down)  # service_kit.json_rpc (the edge's head reads)
 
     @app.exception_handler(RemoteError)
     async def _store_down(_: Request, exc: RemoteError) -> JSONResponse:

@@ -61,3 +61,26 @@ def test_profile_hash_is_a_salted_commitment_to_size_and_labels(vehicle: Vehicle
     canonical = json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()
     assert len(vehicle.salt) == 32 and vehicle.profile_hash() == hashlib.sha256(vehicle.salt + canonical).digest()
     assert vehicle.profile_hash() != hashlib.sha256(canonical).digest()  # not the unsalted hash
+
+
+def test_remembered_addresses_answer_as_eth_utils_does() -> None:
+    """The memoised checksum and validity answer exactly what eth_utils answers, refuse
+    what it refuses every time, and never keep a text longer than an address."""
+    from eth_utils import is_address, to_checksum_address
+
+    from bmfl.protocol import signing
+
+    address = Account.create().address
+    bad_case = address[:2] + "".join(c.swapcase() if c.isalpha() else c for c in address[2:])
+    for text in (address, address.lower(), address.upper().replace("0X", "0x"), bad_case, "0x1234", "vehicle", "0x" + "g" * 40):
+        for _ in range(2):  # the second answer comes from the memo
+            assert signing.valid_address(text) == is_address(text)
+            if is_address(text.lower()):
+                assert signing.checksum_address(text) == to_checksum_address(text)
+            else:
+                with pytest.raises(ValueError):
+                    signing.checksum_address(text)
+    signing._valid.cache_clear()
+    assert not signing.valid_address(address + "0" * 100)
+    assert signing._valid.cache_info().currsize == 0  # a long text is refused without being kept
+    assert signing.valid_address(address) and signing._valid.cache_info().currsize == 1

@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
+from functools import lru_cache
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import is_address, to_checksum_address
 
 SIGNATURE_HEADER = "X-BMFL-Signature"
 TIME_HEADER = "X-BMFL-Time"
@@ -31,11 +32,37 @@ class SignatureError(ValueError):
     """A signature is malformed, stale or not from the expected account."""
 
 
+ADDRESS_CHARS = 42
+"""``0x`` and 40 hex digits: the longest address text the memos below keep."""
+
+
+@lru_cache(maxsize=4096)
+def _checksum(address: str) -> str:
+    return to_checksum_address(address)
+
+
+@lru_cache(maxsize=4096)
+def _valid(address: str) -> bool:
+    return is_address(address)
+
+
+def checksum_address(address: str) -> str:
+    """``eth_utils.to_checksum_address`` (a Keccak in Python each time), remembered for
+    the most recent addresses: an edge checksums the same vehicles' addresses several
+    times per upload. Longer texts are never kept (the memo stays small)."""
+    return _checksum(address) if len(address) <= ADDRESS_CHARS else to_checksum_address(address)
+
+
+def valid_address(address: str) -> bool:
+    """``eth_utils.is_address`` (a mixed-case address must carry a correct checksum), remembered as above."""
+    return len(address) <= ADDRESS_CHARS and _valid(address)
+
+
 def update_message(chain_id: int, task_id: int, round_: int, edge: str, digest: bytes) -> str:
     """What a vehicle signs to upload the update with ``digest`` to ``edge``."""
     return (
         f"BMFL update v1\nchain {chain_id}\ntask {task_id}\nround {round_}\n"
-        f"edge {to_checksum_address(edge)}\ndigest 0x{digest.hex()}"
+        f"edge {checksum_address(edge)}\ndigest 0x{digest.hex()}"
     )
 
 
@@ -43,15 +70,15 @@ def receipt_message(chain_id: int, task_id: int, round_: int, vehicle: str, dige
     """What an edge signs when it accepts ``vehicle``'s update with ``digest``."""
     return (
         f"BMFL receipt v1\nchain {chain_id}\ntask {task_id}\nround {round_}\n"
-        f"vehicle {to_checksum_address(vehicle)}\ndigest 0x{digest.hex()}"
+        f"vehicle {checksum_address(vehicle)}\ndigest 0x{digest.hex()}"
     )
 
 
 def associate_message(chain_id: int, vehicle: str, edge: str, x: float, y: float, timestamp_ms: int) -> str:
     """What a vehicle signs to associate with ``edge`` at position (x, y)."""
     return (
-        f"BMFL associate v1\nchain {chain_id}\nvehicle {to_checksum_address(vehicle)}\n"
-        f"edge {to_checksum_address(edge)}\nposition {x:.3f},{y:.3f}\ntime {timestamp_ms}"
+        f"BMFL associate v1\nchain {chain_id}\nvehicle {checksum_address(vehicle)}\n"
+        f"edge {checksum_address(edge)}\nposition {x:.3f},{y:.3f}\ntime {timestamp_ms}"
     )
 
 
@@ -74,7 +101,7 @@ def recover(message: str, signature: str) -> str:
         raw = bytes.fromhex(signature.removeprefix("0x"))
         if len(raw) != 65:
             raise ValueError(f"a signature has 65 bytes, got {len(raw)}")
-        return to_checksum_address(Account.recover_message(encode_defunct(text=message), signature=raw))
+        return checksum_address(Account.recover_message(encode_defunct(text=message), signature=raw))
     except Exception as exc:  # eth_keys raises several types for bad signatures
         raise SignatureError(f"unreadable signature: {exc}") from None
 
@@ -82,8 +109,8 @@ def recover(message: str, signature: str) -> str:
 def verify(message: str, signature: str, expected: str) -> None:
     """Raise :class:`SignatureError` unless ``expected`` signed ``message``."""
     signer = recover(message, signature)
-    if signer != to_checksum_address(expected):
-        raise SignatureError(f"signed by {signer}, expected {to_checksum_address(expected)}")
+    if signer != checksum_address(expected):
+        raise SignatureError(f"signed by {signer}, expected {checksum_address(expected)}")
 
 
 def now_ms() -> int:
