@@ -2,8 +2,9 @@
 memory are its own (no allocator caches or warmed state left by another contender).
 
 The parent samples the resident memory of the child's process tree (Ray's processes
-included) every 20 ms (``bench.common.TreePeak``: cheap for the tree it watches); the child reports the seconds of the measured call and its own
-resident memory just before it. ``python -m bench.isolate SPEC`` is the child's side.
+included) every 20 ms (``bench.common.TreePeak``, which costs the tree little CPU); the
+child reports the seconds of the measured call and its own resident memory just before
+it. ``python -m bench.isolate SPEC`` is the child's side.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ METHODS = {  # label: bench/frontier.py setting
     "BMFL, no DP": "nodp_scatter_avgm9",
     "FedAvg, no DP": "nodp_scatter_avgm9_fedavg",
     "private_long": PRIVATE_LONG,  # the default edges on the private_long preset's training
-    "private": "private",  # the private preset (the demo's and new tasks' training) with its edges
+    "private": "private",  # the private preset (the demo's task) with its edges
 }
 ATTACKS, FRACTIONS = ("sign_flip", "same_value"), (0.2, 0.4, 0.6)
 SEEDS = {"BMFL": (0, 1, 2), "FedAvg": (0, 1, 2), "BMFL, no DP": (0, 1, 2), "FedAvg, no DP": (0, 1, 2), "private_long": (0, 1, 2),

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hexbytes import HexBytes
+
 from chain.tasks import TaskInfo
 from service_kit.chain_access import ChainAccess
 from service_kit.json_rpc import JsonRpcError, KeptAliveRpc

@@ -12,7 +12,6 @@ from typing import BinaryIO, Generic, TypeVar
 
 import torch
 
-
 from bmfl.blobs.codec import Digest, blob_digest
 from bmfl.params import flatten
 from bmfl.protocol.schemas import TaskSpec, UploadReceipt

@@ -30,7 +30,7 @@ def test_reads_the_head_web3_reads_over_one_connection(chain: Chain) -> None:
 
 
 class _Node(BaseHTTPRequestHandler):
-    """Answers every POST with ``self.server.reply`` (status, body); counts requests."""
+    """Answers every POST with ``self.server.reply`` (status, body); keeps each request's Authorization header."""
 
     protocol_version = "HTTP/1.1"
 
