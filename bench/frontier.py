@@ -33,6 +33,7 @@ from bmfl.plots import accuracy_axis, band, legend_outside, round_axis
 from bmfl.reproduce.grid import BMFL_METHODS, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, NO_DP_LR
 from bmfl.simulation import SimulationConfig, run_simulation
 from bmfl.simulation.output import write_outputs
+from bmfl.task import PRESETS, AggregationSpec
 
 RUNS = Path("runs/frontier")
 OUT = Path("docs/frontier.md")
@@ -137,9 +138,10 @@ SETTINGS |= {
     "nodp_scatter_avgm9_fedavg": {"training": {"lr": 0.01}, "server": AVGM9, "model": "scatter_linear", "filters": [],
                                   "edge": {"name": "fedavg"}},
 }  # fmt: skip
-# the `private` preset as it stands (the demo's training, the default edges with the preset's own filter options)
-SETTINGS["private"] = {"training": {"lr": 0.6, "max_sampling_rate": 0.25}, "server": AVGM9, "model": "scatter_linear",
-                       "filters": [*SMFLAG_NW["filters"][:2], {"name": "dp_self_reliability"}], "edge": PRECISION}
+# the `private` preset as a task gets it (the demo's training and edges), read from the preset itself
+SETTINGS["private"] = {"training": PRESETS["private"]["training"], "model": PRESETS["private"]["model"],
+                       "server": PRESETS["private"]["aggregation"]["server"],
+                       "filters": PRESETS["private"]["aggregation"]["filters"], "edge": AggregationSpec().edge.model_dump()}
 PRIVATE_LONG = "scatter_q10_b256s1_avgm5cos_env_smflag_nw"
 """The setting the ``private_long`` preset (bmfl/task.py) takes its fields from: the best at ε = 8 over 80 rounds."""
 DEFAULT_EDGE = "noise_weighted"  # bmfl.task.AggregationSpec's edge rule

@@ -204,7 +204,7 @@ request), the blob's fsyncs, and the checks themselves.
 Since (2026-12-05; `py-spy --gil` and `perf` on the edge during the run): the head read
 went through web3's provider, that is `requests`, which looks up proxies and `.netrc`
 and builds a session request on every call (17 % of the edge's GIL-held samples); it
-now goes over one kept-alive `http.client` connection (`service_kit.json_rpc`, 9 %),
+now goes over one kept-alive `http.client` connection (`chain.json_rpc`, 9 %),
 and an upload's address is checksummed once instead of seven times (a Keccak in Python
 each). Interleaved on an idle machine, 200 uploads, 4 client threads, 3 runs each: the
 edge's CPU per accepted upload 11.9 → 9.3 ms (user + system), 88 → 111 uploads/s.

@@ -3,16 +3,16 @@ answers, stop it cleanly, and keep its state across restarts via a state file.""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from chain.json_rpc import KeptAliveRpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,14 +49,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def rpc(url: str, method: str, params: list[object] | None = None, timeout: float = 2.0) -> object:
-    """One JSON-RPC call; raises on transport or RPC errors."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
-    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        reply = json.loads(resp.read())
-    if "error" in reply:
-        raise RuntimeError(f"{method}: {reply['error']}")
-    return reply["result"]
+    """One JSON-RPC call on its own connection; raises :class:`~chain.json_rpc.NodeUnreachable`
+    (an ``OSError``) on transport errors, :class:`~chain.json_rpc.JsonRpcError` on RPC errors."""
+    client = KeptAliveRpc(url, timeout)
+    try:
+        return client.call(method, params or [])
+    finally:
+        client.close()
 
 
 class AnvilNode:

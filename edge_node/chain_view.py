@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from hexbytes import HexBytes
 
+from chain.json_rpc import JsonRpcError, KeptAliveRpc
 from chain.tasks import TaskInfo
 from service_kit.chain_access import ChainAccess
-from service_kit.json_rpc import JsonRpcError, KeptAliveRpc
 
 
 @dataclass(frozen=True)

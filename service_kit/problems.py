@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from bmfl.blobs.errors import RemoteError
-from service_kit.json_rpc import NodeUnreachable
+from chain.json_rpc import NodeUnreachable
 from service_kit.observability import Metrics
 
 HTTP_REASONS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 503: "unavailable"}
@@ -64,7 +64,7 @@ def install_problem_handlers(app: FastAPI, metrics: Metrics | None = None) -> No
         return _body(503, "chain_unavailable", f"the chain node did not answer: {type(exc).__name__}")
 
     app.add_exception_handler(requests.RequestException, _chain_down)  # web3's provider
-    app.add_exception_handler(NodeUnreachable, _chain_down)  # service_kit.json_rpc (the edge's head reads)
+    app.add_exception_handler(NodeUnreachable, _chain_down)  # chain.json_rpc (the edge's head reads)
 
     @app.exception_handler(RemoteError)
     async def _store_down(_: Request, exc: RemoteError) -> JSONResponse:

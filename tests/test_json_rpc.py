@@ -1,4 +1,4 @@
-"""``service_kit.json_rpc.KeptAliveRpc`` against a real Anvil and real HTTP servers: it
+"""``chain.json_rpc.KeptAliveRpc`` against a real Anvil and real HTTP servers: it
 answers what web3 answers, keeps one connection, survives the node closing it, and
 refuses what is not a JSON-RPC answer instead of handing it on."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from chain.anvil import free_port
 from chain_fixtures import Chain, chain, chain_module  # noqa: F401
-from service_kit.json_rpc import JsonRpcError, KeptAliveRpc, NodeUnreachable
+from chain.json_rpc import JsonRpcError, KeptAliveRpc, NodeUnreachable
 
 
 def test_reads_the_head_web3_reads_over_one_connection(chain: Chain) -> None:

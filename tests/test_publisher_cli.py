@@ -96,22 +96,29 @@ def test_a_preset_fills_the_fields_a_spec_file_leaves_out(tmp_path: Path) -> Non
         load_spec(spec, None, "fast")
 
 
-def test_private_long_is_the_frontiers_measured_point(tmp_path: Path) -> None:
-    """``private_long`` trains and aggregates as the frontier's best setting at ε = 8
-    (bench/frontier.py, docs/frontier.md), and derives σ for the file's rounds."""
+@pytest.mark.parametrize("preset, setting, schedule, steps", [
+    ("private_long", "PRIVATE_LONG", "cosine", 1),  # the frontier's best at ε = 8 over 80 rounds
+    ("private", "private", "constant", 3),  # the demo's preset, as docs/paper_scale.md runs it
+])
+def test_a_preset_is_the_frontier_setting_its_figures_come_from(
+    tmp_path: Path, preset: str, setting: str, schedule: str, steps: int
+) -> None:
+    """A preset trains and aggregates as the ``bench/frontier.py`` setting its measured
+    figures come from (docs/frontier.md, docs/paper_scale.md), and derives σ for the
+    file's rounds."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not installed
     from bench import frontier
 
-    measured = frontier.config(frontier.PRIVATE_LONG, 8.0, 80, False)
+    measured = frontier.config(getattr(frontier, setting, setting), 8.0, 80, False)
     spec = tmp_path / "task.toml"
     spec.write_text("rounds = 80\n[training]\nplan_samples = 100\n")
-    draft = load_spec(spec, None, "private_long")
+    draft = load_spec(spec, None, preset)
     assert draft.model == measured.model
     assert (draft.aggregation.filters, draft.aggregation.edge, draft.aggregation.server) == (
         measured.aggregation.filters, measured.aggregation.edge, measured.aggregation.server)
     fields = {"epochs", "max_steps", "batch_size", "lr", "momentum", "max_sampling_rate", "clip", "delta", "dp", "target_epsilon"}
     assert draft.training.model_dump(include=fields) == measured.training.model_dump(include=fields)
-    assert draft.aggregation.server.schedule == "cosine" and draft.training.max_steps == 1
+    assert draft.aggregation.server.schedule == schedule and draft.training.max_steps == steps
     t = draft.training
     assert (1 - RTOL) * t.target_epsilon <= t.epsilon(80, [100]) <= t.target_epsilon
 

@@ -1,10 +1,12 @@
-"""One JSON-RPC call over a kept-alive HTTP connection, for reads on a service's hot path.
+"""JSON-RPC calls over one kept-alive HTTP connection: the chain node's wire format in one
+place (``chain.anvil.rpc`` makes one-off calls with it, the edge reads every head with it).
 
 web3's provider goes through ``requests``, which looks up proxies and ``.netrc`` and
 builds a session request for every call: interpreter time that an edge pays once per
-upload for the chain's head (17 % of its GIL-held samples during intake; 9 % this way). This client keeps one
-``http.client`` connection and reconnects once when the node closed it (every method
-it is used for is a read, so sending it again is harmless). One caller at a time.
+upload for the chain's head (17 % of its GIL-held samples during intake; 9 % this way).
+This client keeps one ``http.client`` connection and reconnects once when the node
+closed it (every method it is used for on a kept connection is a read, so sending it
+again is harmless). One caller at a time.
 """
 
 from __future__ import annotations
