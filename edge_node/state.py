@@ -311,10 +311,11 @@ class EdgeState:
         db.execute("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", tuple(row.__dict__.values()))
         return None
 
-    def has_update(self, task_id: int, round_: int, vehicle: int, base: int) -> bool:
-        """Whether ``vehicle`` has an update in ``round_`` or one trained from ``base``."""
-        sql = "SELECT 1 FROM updates WHERE task_id = ? AND vehicle = ? AND (round = ? OR base = ?)"
-        return bool(self._rows(sql, task_id, vehicle, round_, base))
+    def update_of(self, task_id: int, round_: int, vehicle: int, base: int) -> UpdateRow | None:
+        """``vehicle``'s update in ``round_`` or the one it trained from ``base``, if any."""
+        sql = "SELECT * FROM updates WHERE task_id = ? AND vehicle = ? AND (round = ? OR base = ?)"
+        rows = self._rows(sql, task_id, vehicle, round_, base)
+        return UpdateRow(*rows[0]) if rows else None
 
     def updates(self, task_id: int, round_: int) -> list[UpdateRow]:
         rows = self._rows("SELECT * FROM updates WHERE task_id = ? AND round = ? ORDER BY vehicle", task_id, round_)

@@ -148,9 +148,8 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
         detail = f"vehicle {vehicle} is not a trainer of round {round_}"  # pragma: no mutate
         raise ProblemError(403, "not_selected", detail)
     (signed or _Deferred(lambda: _check_signature(node, task_id, round_, upload, digest))).result()
-    if node.state.has_update(task_id, row.round, vehicle, round_):
-        detail = f"vehicle {vehicle} already uploaded in round {row.round} or from round {round_}"  # pragma: no mutate
-        raise ProblemError(409, "duplicate", detail)
+    if (stored := node.state.update_of(task_id, row.round, vehicle, round_)) is not None:
+        return _sent_again(node, stored, round_, digest)
     state = (decoded or _Deferred(lambda: _decode(node, task_id, round_, spec.model, blob))).result()
     if upload.cid is None:
         cid = node.store.put(blob, pin=True)
@@ -159,9 +158,29 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
         node.store.pin(cid)
     update = UpdateRow(task_id, row.round, vehicle, address, digest.hex0x, cid, upload.epsilon, upload.signature, round_)  # type: ignore[arg-type]
     refused = node.state.add_update(update)
-    if refused is not None:  # the round closed, or a twin upload won, while this one was checked
+    if refused == "duplicate" and (stored := node.state.update_of(task_id, row.round, vehicle, round_)) is not None:
+        return _sent_again(node, stored, round_, digest)  # a twin of this upload was committed meanwhile
+    if refused is not None:  # the round closed while this one was checked
         detail = f"vehicle {vehicle}, round {row.round}: {refused}"  # pragma: no mutate
         raise ProblemError(409, refused, detail)
     node.prescore(task_id, lambda: flatten(state))  # α for the filter at close
-    receipt = sign(node.chain.account, receipt_message(node.chain_id, task_id, row.round, address, digest.raw))
-    return UploadReceipt(task_id=task_id, round=row.round, vehicle=vehicle, digest=digest.hex0x, cid=cid, signature=receipt)
+    return _receipt(node, update)
+
+
+def _receipt(node: EdgeNode, update: UpdateRow) -> UploadReceipt:
+    """The edge's signed promise to record ``update`` (``receipt_message``)."""
+    message = receipt_message(node.chain_id, update.task_id, update.round, update.address, bytes.fromhex(update.digest[2:]))
+    return UploadReceipt(
+        task_id=update.task_id, round=update.round, vehicle=update.vehicle, digest=update.digest, cid=update.cid,
+        signature=sign(node.chain.account, message),
+    )  # fmt: skip
+
+
+def _sent_again(node: EdgeNode, stored: UpdateRow, base: int, digest: Digest) -> UploadReceipt:
+    """The receipt of ``stored`` when this upload is the same update sent again (same base
+    and blob, signed by the vehicle: a re-send after a lost reply), else 409 ``duplicate``:
+    a vehicle uploads once per round and once per base, and cannot replace its update."""
+    if stored.base != base or stored.digest != digest.hex0x:
+        detail = f"vehicle {stored.vehicle} already uploaded in round {stored.round} or from round {base}"  # pragma: no mutate
+        raise ProblemError(409, "duplicate", detail)
+    return _receipt(node, stored)

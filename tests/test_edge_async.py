@@ -63,8 +63,10 @@ def test_stale_report_is_weighted_and_one_beyond_tau_max_refused(stack: EdgeStac
     stack.open_round(1, task_id, 2, w1, cid1)
     stale = stack.upload(0, slow, task_id, 1, slow_blob)
     assert stale.status_code == 202 and stale.json()["round"] == 2, stale.text
-    again = stack.upload(0, slow, task_id, 1, slow_blob)
-    assert (again.status_code, again.json()["reason"]) == (409, "duplicate")
+    again = stack.upload(0, slow, task_id, 1, slow_blob)  # sent again: the same receipt, nothing new
+    assert (again.status_code, again.json()) == (202, stale.json())
+    other = stack.upload(0, slow, task_id, 1, update_blob(w0, spec, 1, slow, seed=5))
+    assert (other.status_code, other.json()["reason"]) == (409, "duplicate")
     fresh_blob = update_blob(w1, spec, 2, fast, seed=4)
     assert stack.upload(0, fast, task_id, 2, fresh_blob).status_code == 202
     w2, cid2 = close_version(stack, task_id, 2)

@@ -127,7 +127,10 @@ def test_restart_mid_round_keeps_accepted_updates(stack: EdgeStack) -> None:
     stack.restart(0)
     progress = httpx.get(f"{stack.url(0)}/tasks/{task_id}/rounds/1").json()
     assert (progress["phase"], progress["received"]) == ("open", [first.index])
-    assert stack.upload(0, first, task_id, 1, update_blob(initial, spec, 1, first), 1.5).json()["reason"] == "duplicate"
+    again = stack.upload(0, first, task_id, 1, update_blob(initial, spec, 1, first), 1.5)  # its receipt survives too
+    assert (again.status_code, again.json()["round"]) == (202, 1)
+    other = stack.upload(0, first, task_id, 1, update_blob(initial, spec, 1, first, seed=1), 1.5)
+    assert other.json()["reason"] == "duplicate"
     assert stack.upload(0, second, task_id, 1, update_blob(initial, spec, 1, second, seed=1), 1.5).status_code == 202
 
     close = RoundClose.model_validate(stack.cloud("POST", 0, f"/tasks/{task_id}/rounds/1/close").json())

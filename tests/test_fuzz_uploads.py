@@ -2,7 +2,8 @@
 to a real edge with its round open: the edge's answer is exactly what a local strict
 decode predicts (202 for a blob that decodes for this task and round, else 413/422 with
 the codec's reason), never a 5xx, and a refusal changes no state. Once one mutation is
-accepted, every later one is a 409 duplicate: the vehicle is counted once."""
+accepted, every later other one is a 409 duplicate (the same one again gets its receipt):
+the vehicle is counted once."""
 
 from __future__ import annotations
 
@@ -30,15 +31,15 @@ class Upload:
     task_id: int
     vehicle: Vehicle
     honest: bytes
-    accepted: bool = False
+    accepted: bytes | None = None
     outcomes: Counter = field(default_factory=Counter)
 
     def expected(self, blob: bytes) -> tuple[int, str]:
         """What the edge must answer, from a local strict decode."""
         if len(blob) > LIMIT:
             return 413, "too_large"
-        if self.accepted:
-            return 409, "duplicate"
+        if self.accepted is not None:
+            return (202, "") if blob == self.accepted else (409, "duplicate")
         try:
             _, meta = decode_state(blob, "bmfl_cnn", max_bytes=LIMIT)
         except BlobCodecError as exc:
@@ -81,8 +82,8 @@ def test_signed_mutations_get_the_decoders_answer(upload: Upload, data: st.DataO
     upload.outcomes[got] += 1
     assert got == expected, reply.text[:300]
     if reply.status_code == 202:
-        upload.accepted = True
+        upload.accepted = blob
     else:
         assert upload.state() == before
     progress = httpx.get(f"{stack.url(0)}/tasks/{upload.task_id}/rounds/1").json()
-    assert progress["received"] == ([upload.vehicle.index] if upload.accepted else [])
+    assert progress["received"] == ([upload.vehicle.index] if upload.accepted is not None else [])

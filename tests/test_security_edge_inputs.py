@@ -239,14 +239,17 @@ def test_signed_internal_calls(cat: Catalogue) -> None:
     assert cat.chain.w3.eth.get_transaction_count(stack.address(0)) == nonce  # no transaction sent
 
 
-def test_raced_duplicate_is_accepted_once(cat: Catalogue) -> None:
+def test_a_raced_resend_is_stored_once_and_every_copy_gets_its_receipt(cat: Catalogue) -> None:
     blob = update_blob(cat.stack.data.initial_model, cat.spec, 1, cat.b, seed=3)
     form = cat.form(blob, cat.b)
     with ThreadPoolExecutor(8) as pool:
-        codes = sorted(r.status_code for r in pool.map(lambda _: cat.post(form), range(8)))
-    assert codes == [202] + [409] * 7
+        replies = list(pool.map(lambda _: cat.post(form), range(8)))
+    assert [r.status_code for r in replies] == [202] * 8
+    assert all(r.json() == replies[0].json() for r in replies)  # one update, one promise
     progress = httpx.get(f"{cat.stack.url(0)}/tasks/{cat.task_id}/rounds/1").json()
     assert progress["received"] == [cat.b.index]
+    other = cat.post(cat.form(update_blob(cat.stack.data.initial_model, cat.spec, 1, cat.b, seed=4), cat.b))
+    assert (other.status_code, other.json()["reason"]) == (409, "duplicate")  # an update is never replaced
 
 
 def test_finished_cancelled_and_expired_rounds(cat: Catalogue) -> None:

@@ -1,9 +1,16 @@
 """The :class:`Fleet` against REAL edges (uvicorn) and a real Anvil, the test playing the
 cloud: seeded keys, funding, registration, nearest-edge association from the ``GET
 /edges`` directory, and one round in which every selected vehicle (one an attacker, one
-handed over to another edge after selection) trains through the core and is accepted."""
+handed over to another edge after selection) trains through the core and is accepted;
+then a round in which the network loses an edge's first receipt after the edge stored
+the update, and the vehicle gets it by sending the update again."""
 
 from __future__ import annotations
+
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
 
 import httpx
 from rich.console import Console
@@ -12,7 +19,8 @@ from bmfl.protocol.schemas import TrainingSpec
 from bmfl.privacy import SecureGenerator
 from bmfl.rounds.seeds import choose_attackers
 from chain.anvil import dev_key
-from service_fixtures import OPERATOR, EdgeStack, create_task
+from bmfl.protocol.schemas import EdgeInfo
+from service_fixtures import OPERATOR, EdgeStack, create_task, directory_app, serve
 from service_fixtures import edge_stack as stack  # noqa: F401
 from service_fixtures import service_chain  # noqa: F401
 from vehicle_client import Fleet, FleetSettings, UploadEvent
@@ -65,3 +73,87 @@ def test_fleet_setup_handover_and_round(stack: EdgeStack) -> None:
     assert sorted(received) == sorted(selected)
     assert not fleet.serve(spec.task_id)  # one turn per vehicle and round
     fleet.close()
+
+
+class LosesFirstReceipt:
+    """A TCP proxy on a free 127.0.0.1 port in front of ``url`` that forwards every byte
+    but the first 202 reply: it reads that reply from the edge and closes the vehicle's
+    connection without sending it (the edge stored the update; the vehicle never heard)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.upstream = (parts.hostname, parts.port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lost = False
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(self.upstream)  # type: ignore[arg-type]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                if replies and data.startswith(b"HTTP/1.1 202"):
+                    with self._lock:
+                        lose = not self.lost
+                        self.lost |= lose
+                    if lose:
+                        break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):  # shutdown, not just close: it wakes the other pump's recv
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_lost_receipt_is_fetched_by_sending_the_update_again(stack: EdgeStack) -> None:
+    chain, category = stack.chain, 16
+    proxies = [LosesFirstReceipt(stack.url(e)) for e in (0, 1)]
+    edges = httpx.get(f"{stack.directory.url}/edges").json()
+    directory = serve(directory_app([EdgeInfo(**(e | {"url": p.url})) for e, p in zip(edges, proxies)]))
+    settings = FleetSettings(
+        cloud_url=directory.url, rpc_url=chain.rpc_url, deployment=chain.deployment_file, funder_key=dev_key(OPERATOR),
+        vehicles=4, seed=6, partition="iid", categories=category, torch_threads=1, poll_interval_s=0.1,
+    )  # fmt: skip
+    fleet = Fleet(settings, train_data=stack.data.train.subset(list(range(256, 512))), console=Console(quiet=True))
+    try:
+        fleet.setup()
+        spec = create_task(chain, stack.data, category=category, rounds=1,
+                           training=TrainingSpec(epochs=1, batch_size=16, lr=0.1, noise_multiplier=1.0))  # fmt: skip
+        stack.serve_task(spec)
+        stack.start_round(spec.task_id, stack.data.initial_model, stack.data.initial_cid)
+        selected = [i for e in (0, 1) for i in stack.open_round(e, spec.task_id, 1, stack.data.initial_model, stack.data.initial_cid)]
+        used = {fleet.edge_of(v).index for v in fleet.vehicles}
+
+        uploads: list[UploadEvent] = []
+        assert fleet.serve(spec.task_id, on_upload=uploads.append)
+        deadline = time.monotonic() + 60  # a guard against hanging: the re-sends run on timers
+        while len(uploads) < len(selected) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p.lost for p in proxies] == [e in used for e in (0, 1)]  # each edge in use lost a receipt
+        assert sorted(u.vehicle for u in uploads) == sorted(selected) and fleet.report.uploads == len(selected)
+        assert not fleet.report.failures
+        received = [i for e in (0, 1) for i in httpx.get(f"{stack.url(e)}/tasks/{spec.task_id}/rounds/1").json()["received"]]
+        assert sorted(received) == sorted(selected)  # each stored once
+    finally:
+        fleet.close()
+        directory.stop()
+        for proxy in proxies:
+            proxy.close()

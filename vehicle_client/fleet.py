@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import httpx
@@ -61,6 +61,13 @@ ACTIVE_STATUSES = ("ready", "running")
 MODEL_CACHE = 4
 RESUBMIT_FOR_S = 600.0
 """How long an asynchronous task's upload is offered again while no version is open."""
+RESENDS = 4
+"""How many times an upload that got no answer (the edge unreachable, or the connection
+dropped under the request) is sent again, after 1, 2, 4 and 8 poll intervals; the edge
+answers the same update sent again with its receipt (docs/protocol.md)."""
+KEEPALIVE_S = 2.0
+"""How long an idle connection is kept: less than the edges' (uvicorn's 5 s), so the
+fleet does not send on a connection the edge is closing."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class _Upload:
     update: TrainedUpdate
     on_upload: Callable[[UploadEvent], None] | None
     since: float = field(default_factory=time.monotonic)
+    resent: int = 0
 
 
 @dataclass
@@ -103,7 +111,7 @@ class Fleet:
     def __init__(self, settings: FleetSettings, *, train_data: TensorData | None = None, console: Console | None = None) -> None:
         self.settings = settings
         self.console = console or Console()
-        self.http = httpx.Client(timeout=60.0)
+        self.http = httpx.Client(timeout=60.0, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S))
         self.vehicles: list[Vehicle] = []
         self.edges: list[EdgeInfo] = []
         self.report = FleetReport()
@@ -435,6 +443,9 @@ class Fleet:
             reason = self._refused_between_versions(job) if exc.reason == "round_not_open" else exc.reason
             if reason == "offer_again":
                 self._upload_after(self.settings.poll_interval_s, job)
+                return True
+            if reason == "unreachable" and job.resent < RESENDS:
+                self._upload_after(self.settings.poll_interval_s * 2**job.resent, replace(job, resent=job.resent + 1))
                 return True
             self._fail(vehicle, reason, f"upload to edge {edge.index}: {exc}")
             return False
