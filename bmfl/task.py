@@ -75,7 +75,8 @@ class TrainingSpec(_Strict):
     plan_samples: int | None = Field(
         None, ge=1,
         description="with target_epsilon: the local dataset size σ is planned for (the smallest a vehicle trains on; a "
-        "vehicle with less spends more, and its own ε budget stops it); the simulator plans for its vehicles' sizes",
+        "vehicle with less spends more, and its own ε budget stops it); None: σ is planned for every size, which needs "
+        "max_steps; the simulator plans for its vehicles' sizes",
     )  # fmt: skip
 
     @model_validator(mode="after")
@@ -102,6 +103,18 @@ class TrainingSpec(_Strict):
 
         local = self.local()
         return {(p.sampling_rate, rounds * p.steps) for p in (round_plan(local, n) for n in sizes)}
+
+    def every_size(self) -> list[int]:
+        """Local dataset sizes whose plans bound every size's (``max_steps`` set): n = 1
+        and the first n of each ⌈n/B⌉ = k up to k = ⌈max_steps/E⌉. Within one k the
+        steps are the same and q = min(1, B/n, q_max) is largest at the first n, where
+        q_max binds the plan is that of n = 1, and beyond k the steps stay at ``max_steps``
+        while q falls; ε grows in both q and the steps."""
+        if self.max_steps is None:
+            raise ValueError("target_epsilon_needs_plan_samples: without max_steps the steps grow with the dataset; state "
+                             "the local dataset size σ is planned for (plan_samples), or max_steps")  # fmt: skip
+        last = -(-self.max_steps // self.epochs)
+        return [1] + [(k - 1) * self.batch_size + 1 for k in range(2, last + 1)]
 
     def epsilon(self, rounds: int, sizes: Iterable[int]) -> float:
         """The largest ε at δ that training with this spec spends over ``rounds`` rounds
@@ -317,14 +330,16 @@ class TaskDraft(_Strict):
     @model_validator(mode="after")
     def _sigma_from_target_epsilon(self) -> "TaskDraft":
         """σ derived from ``training.target_epsilon`` for ``rounds`` rounds on
-        ``plan_samples`` samples (``TrainingSpec.calibrated``), so every party reads one σ."""
+        ``plan_samples`` samples, or on every size when none is stated
+        (``TrainingSpec.calibrated``, ``TrainingSpec.every_size``), so every party reads one σ."""
         training = self.training
         if training.target_epsilon is None:
             return self
         if training.plan_samples is None:
             if self.sizes_known_at_run:
                 return self
-            raise ValueError("target_epsilon_needs_plan_samples: state the local dataset size σ is planned for")
+            self.training = training.calibrated(self.rounds, training.every_size())
+            return self
         self.training = training.calibrated(self.rounds, [training.plan_samples])
         return self
 

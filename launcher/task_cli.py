@@ -54,7 +54,7 @@ def publish(
     test_set: Path = typer.Option(..., "--test-set", exists=True, dir_okay=False, help="test set file from `bmfl task encode-test-set` (sent byte for byte)"),
     initial_model: Optional[Path] = typer.Option(None, "--initial-model", exists=True, dir_okay=False, help="w⁰ as a safetensors blob (default: the model's seeded initialisation)"),
     reward_wei: Optional[int] = typer.Option(None, "--reward-wei", min=1, help="escrow ρ_total in wei (default: the spec's reward_wei)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="start from a named preset the file's fields override: private (measured at ε = 8 over 8 rounds; state training.plan_samples), private_long (ε = 8 over tens of rounds) or paper"),
+    preset: str = typer.Option("private", "--preset", help="the named preset the file's fields override, key by key: private (the default: the best point measured at ε = 8 over 8 rounds, σ planned for every dataset size), private_long (ε = 8 over tens of rounds), paper, or none (TaskDraft's own defaults)"),
     key_file: Optional[Path] = KeyFile, cloud_url: str = CloudUrl, rpc_url: str = RpcUrl, deployment: Optional[Path] = Deployment,
 ) -> None:  # fmt: skip
     """Validate the task (here and with the cloud's dry run), then escrow the reward on chain,
@@ -67,9 +67,10 @@ def publish(
     from launcher.publisher import PublishFailed, Publisher
 
     try:
-        draft = load_spec(spec, reward_wei, preset)
+        draft = load_spec(spec, reward_wei, None if preset == "none" else preset)
     except (ValidationError, ValueError, tomllib.TOMLDecodeError) as exc:
-        raise fail(f"invalid_spec: {spec}: {exc}\nnothing was escrowed") from None
+        over = f" over preset {preset} (--preset none: TaskDraft's own defaults)" if preset != "none" else ""
+        raise fail(f"invalid_spec: {spec}{over}: {exc}\nnothing was escrowed") from None
     chain = connect_account(key_file, rpc_url, deployment)
     model_blob = initial_model.read_bytes() if initial_model is not None else None
     try:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from bmfl.privacy.calibrate import RTOL, calibrate_sigma, epsilon_of
 from bmfl.simulation.config import SimulationConfig
 from bmfl.task import TaskDraft, TrainingSpec
+from bmfl.training.local import round_plan
 
 DELTA = 1e-5
 PAPER = (64 / 1200, 4_688)  # the paper's q and steps (docs/algorithms.md §1.1)
@@ -56,6 +57,25 @@ def test_a_task_derives_sigma_for_its_rounds_and_plan() -> None:
     again = TaskDraft.model_validate(draft.model_dump())  # the escrowed spec reads back unchanged
     assert again.training.noise_multiplier == draft.training.noise_multiplier
     assert draft.training.local().noise_multiplier == draft.training.noise_multiplier
+
+
+@pytest.mark.parametrize(
+    "training",
+    [
+        {"epochs": 1, "max_steps": 3, "max_sampling_rate": 0.25},  # the private preset's: one plan for every size
+        {"epochs": 2, "max_steps": 7, "batch_size": 16},  # q = 1 for the smallest, more steps at lower q after
+        {"epochs": 3, "max_steps": 10, "batch_size": 32, "max_sampling_rate": 0.3},
+    ],
+)
+def test_without_plan_samples_sigma_is_planned_for_every_size(training: dict) -> None:
+    spec = TrainingSpec(target_epsilon=8.0, **training)
+    local, bound = spec.local(), spec.plans(1, spec.every_size())
+    for n in range(1, 3001):  # every size's plan is matched or exceeded in q and steps by one planned for
+        plan = round_plan(local, n)
+        assert any(q >= plan.sampling_rate and s >= plan.steps for q, s in bound), n
+    draft = TaskDraft(rounds=8, training=spec)
+    assert draft.training.noise_multiplier == pytest.approx(calibrate_sigma(8.0, DELTA, spec.plans(8, spec.every_size())), rel=1e-12)
+    assert (1 - RTOL) * 8.0 <= draft.training.epsilon(8, spec.every_size()) <= 8.0  # so no size spends more
 
 
 @pytest.mark.parametrize(

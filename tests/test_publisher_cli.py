@@ -148,6 +148,8 @@ def test_keys_come_from_a_file_or_the_environment_never_argv(tmp_path: Path, mon
         ({"rounds": 2, "aggregation": {"filters": [{"name": "self_reliabilty"}]}}, "invalid_spec"),
         ({"rounds": 2, "reward_wei": 10, "block_reward_wei": 10}, "invalid_spec"),  # escrow < rounds × block reward
         ({"rounds": 1, "reward_wei": 2**97, "block_reward_wei": 2**96}, "invalid_spec"),  # over createTask's uint96
+        # σ stated over the default preset's target ε = 8 (σ = 1 would spend more): say which, not escrow
+        ({"rounds": 2, "training": {"noise_multiplier": 1.0}}, "sigma_disagrees_with_target_epsilon"),
     ],
 )
 def test_a_typo_costs_no_escrow(service_chain: ServiceChain, cloud: ServerThread, tmp_path: Path, spec: dict, reason: str) -> None:  # noqa: F811

@@ -14,12 +14,14 @@ import re
 import subprocess
 import sys
 import threading
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from bmfl.task import TaskDraft, with_preset
 from chain.anvil import dev_key
 from launcher.cli import app
 from launcher.stack import FIRST_EDGE, LocalStack
@@ -101,6 +103,11 @@ def test_the_quick_start_publishes_and_watches_the_task_to_its_end(published) ->
     assert "is owed 0.000000 ETH" in run.stdout or "nothing to claim" in run.stdout  # the publisher is owed nothing
     view = json.loads((work / "task.json").read_text())
     assert view["status"] == "finished" and view["rounds_finished"] == 2
+    # published without --preset: the file over the private preset, σ planned for every size (no plan_samples)
+    expected = TaskDraft.model_validate(with_preset("private", tomllib.loads((work / "task.toml").read_text())))
+    assert {k: view["spec"][k] for k in ("model", "training", "aggregation")} == json.loads(
+        expected.model_dump_json(include={"model", "training", "aggregation"}))
+    assert view["spec"]["training"]["plan_samples"] is None and view["spec"]["training"]["target_epsilon"] == 8.0
     assert [r["selected"] for r in view["rounds"]] == [VEHICLES, VEHICLES] == [r["received"] for r in view["rounds"]]
     assert all(r["started_at"] < r["finished_at"] for r in view["rounds"])
     times = view["times"]
