@@ -55,7 +55,7 @@ class EdgeMetrics:
 
     def __init__(self) -> None:
         self.metrics = Metrics("edge_node")
-        self.uploads = self.metrics.counter("edge_uploads_total", "update uploads by outcome: accepted, or the refusal's reason", ("outcome",))
+        self.uploads = self.metrics.counter("edge_uploads_total", "update uploads by outcome: accepted, resent (the same update again), or the refusal's reason", ("outcome",))
         self.rounds = self.metrics.counter("edge_round_steps_total", "round steps completed", ("step",))
         self.associations = self.metrics.counter("edge_associations_total", "associations by outcome", ("outcome",))
         self.round = self.metrics.gauge("edge_task_round", "latest round this edge opened, per task", ("task",))

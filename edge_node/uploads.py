@@ -122,10 +122,11 @@ def _intake_round(node: EdgeNode, spec: TaskSpec, base: int) -> RoundRow:
     return row
 
 
-def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> UploadReceipt:
+def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> tuple[UploadReceipt, str]:
     """Check and persist one update trained from round ``round_`` (its base version, which
-    the vehicle signs); raises :class:`ProblemError` with the first failed check, in the
-    order of docs/protocol.md. It enters :func:`_intake_round`. The chain's head is read
+    the vehicle signs): its receipt and ``"accepted"``, or ``"resent"`` for the same update
+    sent again (stored before: nothing is written); raises :class:`ProblemError` with the
+    first failed check, in the order of docs/protocol.md. It enters :func:`_intake_round`. The chain's head is read
     while the update itself is read, and, for a vehicle this edge already knows as a
     trainer of the round, while its signature and blob are checked: those answers wait
     for their turn."""
@@ -149,7 +150,7 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
         raise ProblemError(403, "not_selected", detail)
     (signed or _Deferred(lambda: _check_signature(node, task_id, round_, upload, digest))).result()
     if (stored := node.state.update_of(task_id, row.round, vehicle, round_)) is not None:
-        return _sent_again(node, stored, round_, digest)
+        return _sent_again(node, stored, round_, digest), "resent"
     state = (decoded or _Deferred(lambda: _decode(node, task_id, round_, spec.model, blob))).result()
     if upload.cid is None:
         cid = node.store.put(blob, pin=True)
@@ -159,12 +160,12 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
     update = UpdateRow(task_id, row.round, vehicle, address, digest.hex0x, cid, upload.epsilon, upload.signature, round_)  # type: ignore[arg-type]
     refused = node.state.add_update(update)
     if refused == "duplicate" and (stored := node.state.update_of(task_id, row.round, vehicle, round_)) is not None:
-        return _sent_again(node, stored, round_, digest)  # a twin of this upload was committed meanwhile
+        return _sent_again(node, stored, round_, digest), "resent"  # a twin of this upload was committed meanwhile
     if refused is not None:  # the round closed while this one was checked
         detail = f"vehicle {vehicle}, round {row.round}: {refused}"  # pragma: no mutate
         raise ProblemError(409, refused, detail)
     node.prescore(task_id, lambda: flatten(state))  # α for the filter at close
-    return _receipt(node, update)
+    return _receipt(node, update), "accepted"
 
 
 def _receipt(node: EdgeNode, update: UpdateRow) -> UploadReceipt:

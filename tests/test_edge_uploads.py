@@ -170,6 +170,7 @@ def test_accepts_by_blob_and_by_cid_once(setup: Setup) -> None:
     again = setup.post(setup.form(setup.honest))  # the same update sent again, as after a lost reply
     assert (again.status_code, again.json()) == (202, body)
     assert setup.snapshot() == before
+    assert 'bmfl_edge_uploads_total{outcome="resent"} 1.0' in httpx.get(setup.stack.url(0) + "/metrics").text
     other = update_blob(setup.stack.data.initial_model, setup.spec, 1, setup.selected, seed=1)  # another update
     twice = setup.post(setup.form(other))
     assert (twice.status_code, twice.json()["reason"]) == (409, "duplicate")

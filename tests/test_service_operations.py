@@ -94,9 +94,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         }
         forms = [update_form(v.account, chain.chain_id, task_id, 1, edge, blobs[v.address]) for v in vehicles]
         accepted = [httpx.post(url, data=d, files=f) for d, f in forms[:2]]
-        refused["duplicate"] = httpx.post(url, data=data, files=files)  # before the last upload lets the cloud close
+        resent = httpx.post(url, data=data, files=files)  # the same update again: its receipt, counted apart
+        other = update_form(first.account, chain.chain_id, task_id, 1, edge, update_blob(global_blob, spec, 1, first, seed=99))
+        refused["duplicate"] = httpx.post(url, data=other[0], files=other[1])  # before the last upload lets the cloud close
         accepted.append(httpx.post(url, data=forms[2][0], files=forms[2][1]))
         assert [r.status_code for r in accepted] == [202] * 3, [r.text for r in accepted]
+        assert (resent.status_code, resent.json()) == (202, accepted[0].json())
         for reason, reply in refused.items():
             assert reply.status_code >= 400 and reply.json()["reason"] == reason, (reason, reply.text)
         poll("task finished", lambda: httpx.get(f"{stack.cloud.url}/tasks/{task_id}").json()["status"] == "finished")
@@ -117,7 +120,7 @@ def samples(url: str) -> dict[tuple[str, tuple], float]:
 def test_the_edge_counts_uploads_by_outcome_and_times_the_close(run: Run) -> None:
     m = samples(run.stack.edge_services[0].url)
     uploads = {dict(labels)["outcome"]: v for (name, labels), v in m.items() if name == "bmfl_edge_uploads_total"}
-    assert uploads == {"accepted": run.selected, **run.refused}
+    assert uploads == {"accepted": run.selected, "resent": 1, **run.refused}
     assert m[("bmfl_edge_task_round", (("task", str(run.task_id)),))] == 1
     assert m[("bmfl_edge_round_close_seconds_count", ())] == 1 and m[("bmfl_edge_round_close_seconds_sum", ())] > 0
     assert m[("bmfl_blob_errors_total", (("kind", "unavailable"),))] == 1
@@ -150,5 +153,5 @@ def test_logs_are_json_with_task_and_round_events_and_access_lines(run: Run) -> 
     assert any("round 1 started" in e for e in events) and any("round 1 finalized" in e for e in events)
     assert any("opened" in line["message"] for line in edge if line.get("round") == 1 and line.get("task") == run.task_id)
     access = [line for line in edge if line["logger"] == "bmfl.access" and line["path"].endswith("/rounds/1/updates")]
-    assert sorted(line["status"] for line in access) == sorted([202] * run.selected + [401, 401, 409, 422])
+    assert sorted(line["status"] for line in access) == sorted([202] * (run.selected + 1) + [401, 401, 409, 422])  # + the re-send
     assert all(line["task"] == run.task_id and line["round"] == 1 and line["method"] == "POST" for line in access)

@@ -86,11 +86,11 @@ def vehicles_router(node: EdgeNode) -> APIRouter:
         """A selected vehicle's signed update; checked in the order of docs/protocol.md."""
         upload = Upload(vehicle, signature, epsilon, blob.file if blob else None, cid)
         try:
-            receipt = accept_update(node, task_id, round_, upload)
+            receipt, outcome = accept_update(node, task_id, round_, upload)
         except ProblemError as exc:
             node.metrics.uploads.labels(exc.reason).inc()
             raise
-        node.metrics.uploads.labels("accepted").inc()
+        node.metrics.uploads.labels(outcome).inc()
         return receipt
 
     return router
