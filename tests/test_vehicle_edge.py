@@ -57,8 +57,11 @@ def test_vehicle_round_with_handover(stack: EdgeStack) -> None:
     progress = httpx.get(f"{stack.url(1)}/tasks/{spec.task_id}/rounds/1").json()
     assert progress["received"] == [index]
 
+    again = vehicle.upload(stack.url(1), stack.address(1), spec.task_id, 1, update.blob, update.epsilon)
+    assert again == receipt  # the same update sent again (a lost reply): the same receipt
+    other = vehicle.train(assignment, state)
     with pytest.raises(ServiceError) as refused:
-        vehicle.upload(stack.url(1), stack.address(1), spec.task_id, 1, update.blob, update.epsilon)
+        vehicle.upload(stack.url(1), stack.address(1), spec.task_id, 1, other.blob, other.epsilon)
     assert (refused.value.status, refused.value.reason) == (409, "duplicate")
     with pytest.raises(BlobIntegrityError, match="announced"):
         vehicle.fetch_global(stack.url(1), assignment.global_cid, "0x" + "00" * 32, assignment.model)
