@@ -70,3 +70,14 @@ def test_a_profile_sets_every_runs_training_and_the_envelope_attackers_knowledge
     aware = [c["attack"]["options"]["training"] for c in private.values() if c.get("attack", {}).get("name") == "envelope_aware"]
     assert aware and all(t == rm.PROFILES["private"].training for t in aware)  # what the vehicles train with
     assert TrainingSpec.model_validate(aware[0]).local().max_sampling_rate == 0.25
+
+
+def test_the_pipeline_aware_attacker_is_told_each_runs_edge_pipeline():
+    pipelines = ("Envelope+SMflag+DPSR+NW", "Envelope+SMflag+DPSR+MM")
+    scale = dataclasses.replace(rm.QUICK, attacks=("pipeline-aware",), pipelines=pipelines, profile="private")
+    told = {r.key.split("/")[3]: r.config["attack"]["options"] for r in rm.matrix(scale) if "attack" in r.config}
+    assert told.keys() == set(pipelines)
+    for pipeline, options in told.items():
+        assert options["aggregation"] == rm.pipelines(scale.edge_test_samples)[pipeline]
+        assert options["training"] == rm.PROFILES["private"].training
+    assert told["Envelope+SMflag+DPSR+MM"]["aggregation"]["edge"] == {"name": "mixed_median"}

@@ -1,7 +1,8 @@
 """Aggregation rules behind one interface and one registry (see ``base``): FedAvg,
 Krum, Multi-Krum, trimmed mean, coordinate-wise median, repeated-median residual
 reweighting, FLAME (clustering, clipping, noise), FLTrust (trust scores against a root
-update), centered clipping, inverse-noise averaging, DP-FedAvg (user-level DP), BAFDP's L1 sign aggregation (RSA) and FBFL's random-pick
+update), centered clipping, inverse-noise averaging, nearest-neighbour mixing then the signals'
+geometric median, DP-FedAvg (user-level DP), BAFDP's L1 sign aggregation (RSA) and FBFL's random-pick
 baseline, plus
 filter wrappers.
 
@@ -25,6 +26,7 @@ from bmfl.aggregation.fltrust import FLTrust, trust_scores
 from bmfl.aggregation.filtered import FilteredAggregator, compose
 from bmfl.aggregation.krum import Krum, MultiKrum, krum_scores
 from bmfl.aggregation.median import CoordinateMedian
+from bmfl.aggregation.mixed_median import MixedMedian
 from bmfl.aggregation.noise_weighted import NoiseWeighted
 from bmfl.aggregation.random_pick import RandomPick
 from bmfl.aggregation.reweight import ResidualReweighting, confidences, repeated_median_line
@@ -52,6 +54,7 @@ __all__ = [
     "MultiKrum",
     "krum_scores",
     "CoordinateMedian",
+    "MixedMedian",
     "RandomPick",
     "ResidualReweighting",
     "confidences",

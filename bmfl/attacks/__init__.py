@@ -16,6 +16,7 @@ from bmfl.attacks.gaussian import GaussianNoise
 from bmfl.attacks.ipm import InnerProductManipulation
 from bmfl.attacks.label_flip import LabelFlip
 from bmfl.attacks.median_aware import MedianAware
+from bmfl.attacks.pipeline_aware import PipelineAware
 from bmfl.attacks.reliability_aware import ReliabilityAware
 from bmfl.attacks.same_value import SameValue
 from bmfl.attacks.scaled_backdoor import ScaledBackdoor
@@ -38,6 +39,7 @@ __all__ = [
     "InnerProductManipulation",
     "MinMax",
     "MinSum",
+    "PipelineAware",
     "ReliabilityAware",
     "ScaledBackdoor",
     "available_attacks",

@@ -86,6 +86,8 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
         "Envelope+SM+DPSR+NW": {"edge": {"name": "noise_weighted"}, "filters": [envelope, signal_median, dp_reliability]},
         "Envelope+SMflag+DPSR+NW": {"edge": {"name": "noise_weighted"},
                                     "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability]},
+        "Envelope+SMflag+DPSR+MM": {"edge": {"name": "mixed_median"},
+                                    "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability]},
         # a new task's edges as bmfl.task.AggregationSpec gives them (self-reliability at its default tolerance)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters]},
     }
@@ -104,6 +106,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "CC-aware": ("cc_aware", {}),
     "envelope-aware": ("envelope_aware", {"training": dict(BMFL_TRAINING)}),
     "median-aware": ("median_aware", {"training": dict(BMFL_TRAINING)}),
+    "pipeline-aware": ("pipeline_aware", {"training": dict(BMFL_TRAINING), "aggregation": {}}),
     "sign flip": ("sign_flip", {}),
     "pixel backdoor": ("backdoor", {**BACKDOOR}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
@@ -201,6 +204,8 @@ def matrix(scale: Scale) -> list[Run]:
                 runs.append(Run(key(partition, CLEAN, 0.0, pipeline, seed), _config(scale, seed, partition, pipeline, None)))
                 for label in scale.attacks:
                     name, options = attack_options(scale, label)
+                    if "aggregation" in options:  # an attack that knows the edges' pipeline is told this run's
+                        options["aggregation"] = pipelines(scale.edge_test_samples)[pipeline]
                     for fraction in scale.fractions:
                         attack = {"name": name, "fraction": fraction, "options": dict(options)}
                         runs.append(Run(key(partition, label, fraction, pipeline, seed),
@@ -319,7 +324,8 @@ def write_report(
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
     for label in scale.attacks:
         name, options = attack_options(scale, label)
-        lines.append(f"- **{label}**: `{name}` {json.dumps(options, ensure_ascii=False)}")
+        knows = ", and each run's edge pipeline" if options.pop("aggregation", None) is not None else ""
+        lines.append(f"- **{label}**: `{name}` {json.dumps(options, ensure_ascii=False)}{knows}")
     lines.append("")
     for partition in scale.partitions:
         lines += [f"## {partition}", ""]
