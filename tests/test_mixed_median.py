@@ -4,32 +4,20 @@ and pipeline_aware, the attacker that runs the edge's own pipeline to pick its p
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from bmfl.aggregation import get_aggregator
 from bmfl.attacks import EdgeView, get_attack
-from bmfl.filters.dp_floor import noise_variance
-from bmfl.task import TrainingSpec
+from test_signal_median import D, N, TRAINING
+from test_signal_median import _fleet as fleet
 
-TRAINING = TrainingSpec(epochs=1, max_steps=1, batch_size=64, max_sampling_rate=0.1, lr=0.5, noise_multiplier=1.0,
-                        clip=1.0, momentum=0.0)  # fmt: skip
-D, N = 20_000, 1000
-V = noise_variance(TRAINING.local(), N)
 FLAG = {"name": "signal_median", "options": {"clip": False}}
 
 
-def _fleet(seed: int, attackers: int, push: float, honest: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Honest signals 0.5·u plus a spread of 0.4, attackers push·u, each with fresh N(0, v) noise."""
-    g = torch.Generator().manual_seed(seed)
-    u = torch.zeros(D)
-    u[:100] = 0.1  # a unit direction
-    signals = [0.5 * u + 0.4 * torch.randn(D, generator=g) / math.sqrt(D) for _ in range(honest)]
-    signals += [push * u for _ in range(attackers)]
-    noise = math.sqrt(V) * torch.randn(len(signals), D, generator=g)
-    return torch.stack(signals) + noise, u
+def _fleet(seed: int, attackers: int, push: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """test_signal_median's fleet with more honest disagreement (spread 0.4)."""
+    return fleet(seed, attackers, push, spread=0.4)
 
 
 def _rule(name: str):

@@ -21,12 +21,12 @@ D, N = 20_000, 1000
 V = noise_variance(TRAINING.local(), N)
 
 
-def _fleet(seed: int, attackers: int, push: float, honest: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Honest signals 0.5·u plus a spread of 0.2, attackers push·u, each with fresh N(0, v) noise."""
+def _fleet(seed: int, attackers: int, push: float, honest: int = 8, spread: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Honest signals 0.5·u plus a ``spread``, attackers push·u, each with fresh N(0, v) noise."""
     g = torch.Generator().manual_seed(seed)
     u = torch.zeros(D)
     u[:100] = 0.1  # a unit direction
-    signals = [0.5 * u + 0.2 * torch.randn(D, generator=g) / math.sqrt(D) for _ in range(honest)]
+    signals = [0.5 * u + spread * torch.randn(D, generator=g) / math.sqrt(D) for _ in range(honest)]
     signals += [push * u for _ in range(attackers)]
     noise = math.sqrt(V) * torch.randn(len(signals), D, generator=g)
     return torch.stack(signals) + noise, u

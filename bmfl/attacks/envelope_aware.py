@@ -66,6 +66,16 @@ class EnvelopePush:
         """The mean of the edge's attackers' own trained updates (no honest noise in it)."""
         return (view.own.to(torch.float64) - view.reference.to(torch.float64)).mean(dim=0)
 
+    def against_descent(self, view: EdgeView) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What an omniscient search starts from, in float64: the unit direction u against
+        the attackers' clean descent, w^{r-1}, one fresh noise draw per attacker and the
+        honest uploads of the edge (none when the attack does not see them)."""
+        direction = -self.mean_update(view)
+        ref = view.reference.to(torch.float64)
+        noise = torch.randn(view.own.shape, generator=view.generator, dtype=torch.float64) * self.variance**0.5
+        honest = view.honest.to(torch.float64) if view.honest is not None else torch.empty(0, ref.numel(), dtype=torch.float64)
+        return direction / direction.norm().clamp_min(1e-12), ref, noise, honest
+
     def send(self, view: EdgeView, direction: torch.Tensor) -> torch.Tensor:
         """The attackers' uploads, one fresh noise draw each."""
         unit = direction / direction.norm().clamp_min(1e-12)

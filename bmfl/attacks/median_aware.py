@@ -50,11 +50,7 @@ class MedianAware(Attack):
         return replace(config, dp=False)
 
     def collude(self, view: EdgeView) -> torch.Tensor:
-        direction = -EnvelopePush.mean_update(view)
-        unit = direction / direction.norm().clamp_min(1e-12)
-        ref = view.reference.to(torch.float64)
-        noise = torch.randn(view.own.shape, generator=view.generator, dtype=torch.float64) * self._push.variance**0.5
-        honest = view.honest.to(torch.float64) if view.honest is not None else torch.empty(0, ref.numel(), dtype=torch.float64)
+        unit, ref, noise, honest = self._push.against_descent(view)
 
         def uploads(step: float) -> torch.Tensor:
             return ref + step * unit + noise
