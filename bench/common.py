@@ -102,14 +102,23 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (0 once it has ended)."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 class TreePeak:
     """The peak resident memory of a process tree, sampled at little cost to the tree:
     listing the members (every thread's children) takes about 10 ms of CPU for a Ray
     driver's tree, so it is redone every ``rescan_s``; between rescans each sample reads
     only the known members' ``/proc/PID/statm``. (Listing on every 20 ms sample took half
     a core from whatever ran in the tree.)"""
-
-    PAGE = os.sysconf("SC_PAGE_SIZE")
 
     def __init__(self, root: int, rescan_s: float = 0.5) -> None:
         self.root, self.rescan_s = root, rescan_s
@@ -120,44 +129,26 @@ class TreePeak:
     def sample(self) -> int:
         if time.monotonic() - self.scanned >= self.rescan_s:
             self.pids, self.scanned = tree_pids(self.root), time.monotonic()
-        total = 0
-        for pid in self.pids:
-            try:
-                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self.PAGE
-            except (OSError, IndexError, ValueError):
-                pass
+        total = sum(rss_bytes(pid) for pid in self.pids)
         self.peak = max(self.peak, total)
         return total
 
 
 def tree_rss_bytes(root: int | None = None) -> int:
     """Resident memory of process ``root`` (default: this one) and all its descendants."""
-    total, stack = 0, [root or os.getpid()]
-    while stack:
-        pid = stack.pop()
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            continue
-        stack += _children(pid)
-    return total
+    return sum(rss_bytes(pid) for pid in tree_pids(root or os.getpid()))
 
 
 def tree_cpu_seconds(root: int | None = None) -> float:
     """CPU seconds (user + system) used so far by process ``root`` (default: this one)
     and its living descendants."""
-    total, stack, tick = 0.0, [root or os.getpid()], os.sysconf("SC_CLK_TCK")
-    while stack:
-        pid = stack.pop()
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for pid in tree_pids(root or os.getpid()):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
-        stack += _children(pid)
     return total
 
 

@@ -126,10 +126,10 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
     """Check and persist one update trained from round ``round_`` (its base version, which
     the vehicle signs): its receipt and ``"accepted"``, or ``"resent"`` for the same update
     sent again (stored before: nothing is written); raises :class:`ProblemError` with the
-    first failed check, in the order of docs/protocol.md. It enters :func:`_intake_round`. The chain's head is read
-    while the update itself is read, and, for a vehicle this edge already knows as a
-    trainer of the round, while its signature and blob are checked: those answers wait
-    for their turn."""
+    first failed check, in the order of docs/protocol.md. It enters :func:`_intake_round`.
+    The chain's head is read while the update itself is read, and, for a vehicle this edge
+    already knows as a trainer of the round, while its signature and blob are checked:
+    those answers wait for their turn."""
     spec = node.task(task_id).spec
     row = _intake_round(node, spec, round_)
     trainers = row.selected if row.round == round_ else node.state.round(task_id, round_).selected  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from bmfl.aggregation.base import Aggregator
 from bmfl.attacks.base import Attack, EdgeView, register_attack
 from bmfl.attacks.envelope_aware import EnvelopePush
 from bmfl.training.local import LocalTrainingConfig
@@ -44,12 +45,12 @@ class PipelineAware(Attack):
         self.steps = steps
         self.z = z
         self._push = EnvelopePush(self.training, num_samples, 1.0, z)
-        self._rule = None
+        self._rule: Aggregator | None = None
 
     def training_config(self, config: LocalTrainingConfig) -> LocalTrainingConfig:
         return replace(config, dp=False)
 
-    def rule(self):  # -> Aggregator
+    def rule(self) -> Aggregator:
         """The edge's pipeline without the filters that need its test set."""
         if self._rule is None:
             from bmfl.rounds.edge import build_rule  # the round core builds it for the edges too
