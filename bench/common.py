@@ -162,10 +162,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def vector_width() -> str:
+    """The widest SIMD extension the CPU reports (the compiled reweighting pass's speed
+    depends on it): AVX-512, AVX2 or neither."""
+    try:
+        flags = next(
+            (line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), []
+        )
+    except OSError:
+        flags = []
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "neither AVX2 nor AVX-512"
+
+
 def machine() -> dict[str, str]:
-    """The machine a run measured: CPU model, cores, torch and its threads, versions."""
+    """The machine a run measured: CPU model, its vector extensions, cores, torch and its
+    threads, versions."""
     return {
         "CPU": cpu_model(),
+        "vector extensions": vector_width(),
         "cores": str(os.cpu_count()),
         "torch": torch.__version__,
         "torch threads": str(torch.get_num_threads()),

@@ -22,6 +22,7 @@ from bmfl.filters import batched_accuracy_evaluator, get_filter
 from bmfl.filters.dp_floor import noise_variance
 from bmfl.models import create_model
 from bmfl.params import flatten
+from bmfl.rounds.edge import PublisherTestLoss
 from bmfl.task import TrainingSpec
 
 K = 10
@@ -31,7 +32,7 @@ TRAINING = TrainingSpec(epochs=1, max_steps=3, batch_size=64, lr=0.3, momentum=0
 BASE = "self_reliability+reweight"
 
 
-def pipelines(evaluate) -> dict:
+def pipelines(evaluate, test_loss) -> dict:
     return {
         BASE: compose(get_aggregator("reweight"), get_filter("self_reliability", evaluate=evaluate)),
         "dp_envelope+self_reliability+reweight (the default before noise_weighted)": compose(
@@ -40,6 +41,10 @@ def pipelines(evaluate) -> dict:
         "dp_envelope+signal_median+self_reliability+noise_weighted (default)": compose(
             get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
             get_filter("signal_median", training=TRAINING, clip=False), get_filter("self_reliability", evaluate=evaluate)),
+        "dp_envelope+signal_median+self_reliability+leave_out+noise_weighted": compose(
+            get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
+            get_filter("signal_median", training=TRAINING, clip=False), get_filter("self_reliability", evaluate=evaluate),
+            get_filter("leave_out", test_loss=test_loss, training=TRAINING)),
         "accuracy_test+norm_clip+reweight": compose(
             get_aggregator("reweight"), get_filter("accuracy_test", evaluate=evaluate, test_size=TEST_IMAGES),
             get_filter("norm_clip")),
@@ -61,7 +66,8 @@ def main() -> None:
     reference = flatten(model.state_dict())
     updates = reference + noise_variance(TRAINING.local(), SAMPLES) ** 0.5 * torch.randn(K, reference.numel())
     sizes = torch.full((K,), float(SAMPLES), dtype=torch.float64)
-    rules = pipelines(batched_accuracy_evaluator(model, test.subset(torch.arange(TEST_IMAGES)), memo=0))
+    edge_test = test.subset(torch.arange(TEST_IMAGES))
+    rules = pipelines(batched_accuracy_evaluator(model, edge_test, memo=0), PublisherTestLoss(model, edge_test))
     times = interleave({name: (lambda r=rule: r(updates, sizes, reference, round_index=2)) for name, rule in rules.items()},
                        args.repeats)
     base = median(times[BASE])

@@ -45,7 +45,7 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
     text = path.read_text()
     for pipeline in rm.QUICK.pipelines:
         assert pipeline in text
-    assert "| ALIE z=1.5 | 20% |" in text and "![accuracy per round](robustness.png)" in text
+    assert "| ALIE z=1.5 | 20% |" in text and "| white-box | 20% |" in text and "![accuracy per round](robustness.png)" in text
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     cached = (tmp_path / "robustness.cache.jsonl").read_text().splitlines()
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume

@@ -23,6 +23,7 @@ from bmfl.attacks.scaled_backdoor import ScaledBackdoor
 from bmfl.attacks.sign_flip import SignFlip
 from bmfl.attacks.trust_aware import TrustAware
 from bmfl.attacks.tuning_scaling import TuningAndScaling
+from bmfl.attacks.white_box import WhiteBox
 
 __all__ = [
     "Attack",
@@ -35,6 +36,7 @@ __all__ = [
     "EnvelopeAware",
     "EnvelopeBackdoor",
     "MedianAware",
+    "WhiteBox",
     "z_max",
     "InnerProductManipulation",
     "MinMax",

@@ -13,7 +13,9 @@ change any of its four steps, each a no-op by default:
    every vehicle of the edge trained (ALIE, IPM, min-max, defence-aware attacks). It
    sees what the attack's ``knowledge`` allows (:class:`EdgeView`): ``"own"`` only
    the attackers' own uploads (partial knowledge), ``"omniscient"`` also the honest
-   uploads of the edge. ``bmfl.attacks.collusion.shape_edge_uploads`` runs it, in the
+   uploads of the edge, ``"white_box"`` also the edge's exact pipeline as an oracle
+   (what the edge would aggregate from any uploads they might send, its test set
+   included). ``bmfl.attacks.collusion.shape_edge_uploads`` runs it, in the
    simulator and wherever a fleet holds its attackers' uploads before sending them.
 
 ``bmfl.attacks.behaviour.local_upload`` runs the four steps around
@@ -31,6 +33,7 @@ by name (simulator, fleet runner, benchmarks). Nothing in the core changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -39,9 +42,10 @@ from bmfl.training.local import LocalTrainingConfig
 from bmfl.registry import ParamsRepr, Registry
 
 
-KNOWLEDGE = ("own", "omniscient")
+KNOWLEDGE = ("own", "omniscient", "white_box")
 """What colluding attackers see at their edge: their own uploads only (partial
-knowledge, Fang et al. 2020's "partial knowledge") or also every honest upload."""
+knowledge, Fang et al. 2020's "partial knowledge"), also every honest upload, or also
+the edge's pipeline itself as an oracle (the worst case: nothing of the edge secret)."""
 
 
 @dataclass
@@ -64,7 +68,9 @@ class EdgeView:
     ``own`` (A, d) their trained uploads in ``vehicles`` order; ``honest`` (H, d) the
     honest uploads of the edge when the attack is omniscient, else None; ``total`` the
     number of uploads the edge will aggregate (n, known to every attacker, e.g. from
-    the trainer list the edge commits on chain)."""
+    the trainer list the edge commits on chain); ``edge_aggregate`` (white-box attacks
+    only) maps the (A, d) uploads the attackers might send to the aggregate the edge
+    would then record (w^{r-1} where it would record none)."""
 
     edge: int
     vehicles: list[int]
@@ -75,6 +81,7 @@ class EdgeView:
     round_index: int = 1
     previous_reference: torch.Tensor | None = None
     honest: torch.Tensor | None = None
+    edge_aggregate: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def known(self) -> torch.Tensor:
         """The benign-looking uploads the attackers can estimate statistics from: the

@@ -4,13 +4,14 @@ The simulator (and a vehicle fleet that holds its attackers' uploads before send
 them) trains every selected vehicle first, honest and attacker alike, then calls
 :func:`shape_edge_uploads` once per edge: the edge's attackers' trained uploads go to
 :meth:`bmfl.attacks.base.Attack.collude` together, with the honest uploads of the edge
-when the attack's ``knowledge`` is ``"omniscient"``. The random source is keyed by
+when the attack's ``knowledge`` is ``"omniscient"`` or ``"white_box"``, and for
+``"white_box"`` an oracle of the edge's pipeline (``edge_aggregate``). The random source is keyed by
 (seed, round, edge), so a rerun or an auditor draws the same.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
@@ -35,16 +36,23 @@ def shape_edge_uploads(
     round_index: int,
     seed: int,
     previous_reference: torch.Tensor | None = None,
+    edge_aggregate: Callable[[Mapping[int, torch.Tensor]], torch.Tensor] | None = None,
 ) -> dict[int, torch.Tensor]:
     """``uploads`` (vehicle → trained w̃_m, every upload of ``edge`` this round) with
     the attackers' replaced by what ``attack.collude`` sends; unchanged when the attack
-    does not collude or the edge has no attacker."""
+    does not collude or the edge has no attacker. ``edge_aggregate`` maps a round's
+    uploads of the edge to what the edge records from them; a white-box attack needs it."""
     if attack.knowledge not in KNOWLEDGE:
         raise ValueError(f"attack knowledge must be one of {KNOWLEDGE}, got {attack.knowledge!r}")
     mine = [v for v in sorted(uploads) if v in attackers]
     if not attack.colludes or not mine:
         return dict(uploads)
     honest = [v for v in sorted(uploads) if v not in attackers]
+    oracle = None
+    if attack.knowledge == "white_box":
+        if edge_aggregate is None:
+            raise ValueError(f"attack {attack.name!r} is white-box: it needs the edge's pipeline, which this caller cannot give")
+        oracle = lambda sent: edge_aggregate({**uploads, **dict(zip(mine, sent))})  # noqa: E731
     view = EdgeView(
         edge=edge,
         vehicles=mine,
@@ -54,7 +62,8 @@ def shape_edge_uploads(
         total=len(uploads),
         round_index=round_index,
         previous_reference=previous_reference,
-        honest=torch.stack([uploads[v] for v in honest]) if attack.knowledge == "omniscient" and honest else None,
+        honest=torch.stack([uploads[v] for v in honest]) if attack.knowledge != "own" and honest else None,
+        edge_aggregate=oracle,
     )
     sent = attack.collude(view)
     if sent.shape != view.own.shape:

@@ -22,7 +22,9 @@ reversed mean update just inside centered clipping's radius around its centre;
 ``envelope_aware`` sends its own fresh DP-sized noise minus the largest clipped signal the
 ``dp_envelope`` filter admits, along the attackers' DP-free descent direction;
 ``envelope_backdoor`` sends the same noise plus that largest signal along the attackers'
-backdoored update. DP is on for every vehicle except the backdoor attackers.
+backdoored update; ``white_box`` queries the edge's exact pipeline, its test set
+included, for the longest push against the descent direction that it lets through. DP
+is on for every vehicle except the backdoor attackers.
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ def pipelines(test_size: int) -> dict[str, dict[str, Any]]:
                                     "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability]},
         "Envelope+SMflag+DPSR+MM": {"edge": {"name": "mixed_median"},
                                     "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability]},
+        "Envelope+SMflag+DPSR+LO+NW": {"edge": {"name": "noise_weighted"},
+                                       "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability,
+                                                   {"name": "leave_out", "options": {}}]},
         # a new task's edges as bmfl.task.AggregationSpec gives them (self-reliability at its default tolerance)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters]},
     }
@@ -107,6 +112,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "envelope-aware": ("envelope_aware", {"training": dict(BMFL_TRAINING)}),
     "median-aware": ("median_aware", {"training": dict(BMFL_TRAINING)}),
     "pipeline-aware": ("pipeline_aware", {"training": dict(BMFL_TRAINING), "aggregation": {}}),
+    "white-box": ("white_box", {"training": dict(BMFL_TRAINING)}),
     "sign flip": ("sign_flip", {}),
     "pixel backdoor": ("backdoor", {**BACKDOOR}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
@@ -159,8 +165,8 @@ class Scale:
 
 PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
 FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "FLTrust", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
-QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5",),
-              ("FedAvg", "AccTest+Clip+Reweight"), ("Dirichlet(0.9)",))
+QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5", "white-box"),
+              ("FedAvg", "AccTest+Clip+Reweight", "Envelope+SMflag+DPSR+LO+NW"), ("Dirichlet(0.9)",))
 FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), FULL_PIPELINES,
              tuple(PARTITIONS))
 SCALES = {"quick": QUICK, "full": FULL}

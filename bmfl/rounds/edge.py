@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from bmfl.aggregation import Aggregator, Verdict, compose
 from bmfl.aggregation.base import AGGREGATORS
@@ -27,7 +28,9 @@ from bmfl.data.base import TensorData
 from bmfl.filters import Evaluator
 from bmfl.filters.base import FILTERS
 from bmfl.filters.class_floor import ClassDescent
-from bmfl.params import all_finite, flatten, load_vector
+from bmfl.filters.leave_out import TestLoss
+from bmfl.models.features import featurized
+from bmfl.params import all_finite, flatten, load_vector, unflatten
 from bmfl.registry import Registry
 from bmfl.task import AggregationSpec, RuleSpec, TrainingSpec
 from bmfl.training.local import LocalTrainingConfig, train_local
@@ -56,7 +59,7 @@ def _build(registry: Registry, spec: RuleSpec, supplies: Mapping[str, Any]) -> A
 def build_rule(rule: RuleSpec, filters: Sequence[RuleSpec], supplies: Mapping[str, Any]) -> Aggregator:
     """``rule`` behind ``filters`` (applied in order). Each filter and the rule receive
     the arguments they declare in ``needs`` from ``supplies`` (``evaluate``,
-    ``root_update``, ``training``, ``count_noise``, ``class_descent``); one whose needs the task cannot supply is refused with the reason."""
+    ``root_update``, ``training``, ``count_noise``, ``class_descent``, ``test_loss``); one whose needs the task cannot supply is refused with the reason."""
     built = [_build(FILTERS, f, supplies) for f in filters]
     return compose(_build(AGGREGATORS, rule, supplies), *built)
 
@@ -64,6 +67,7 @@ def build_rule(rule: RuleSpec, filters: Sequence[RuleSpec], supplies: Mapping[st
 def edge_rule(
     spec: AggregationSpec, evaluate: Evaluator | None, root_update: RootUpdate | None = None,
     training: TrainingSpec | None = None, count_noise: float | None = None, class_descent: ClassDescent | None = None,
+    test_loss: TestLoss | None = None,
 ) -> Aggregator:  # fmt: skip
     """The edge's filters and rule; ``evaluate`` is the test-set accuracy evaluator
     (None for a task that is not classification), ``root_update`` FLTrust's root update
@@ -72,9 +76,11 @@ def edge_rule(
     honest update carries, ``count_noise`` the std of the noise on the data sizes the
     uploads declare (``bmfl.privacy.COUNT_NOISE`` for registered counts, 0 for exact
     sizes) and ``class_descent`` the test set's per-class descent directions
-    (:func:`class_descent`, classification only); None where the caller has none."""
+    (:func:`class_descent`, classification only) and ``test_loss`` its per-example
+    losses and their gradient (:class:`PublisherTestLoss`, classification only); None
+    where the caller has none."""
     supplied = {"evaluate": evaluate, "root_update": root_update, "training": training, "count_noise": count_noise,
-                "class_descent": class_descent}
+                "class_descent": class_descent, "test_loss": test_loss}
     return build_rule(spec.edge, spec.filters, {k: v for k, v in supplied.items() if v is not None})
 
 
@@ -84,12 +90,13 @@ def task_edge_rule(
 ) -> Aggregator:  # fmt: skip
     """:func:`edge_rule` with everything the round derives from the task's model
     architecture and the publisher's test set: the scorer (classification only), FLTrust's
-    root update and the per-class descent directions. The simulator, the edge service and
+    root update, the per-class descent directions and the per-example losses. The simulator, the edge service and
     the audit's re-execution all build their rule here."""
     classification = test_set.is_classification
     return edge_rule(
         spec, scorer if classification else None, root_updater(model, test_set, training.local()), training,
         count_noise, class_descent(model, test_set) if classification else None,
+        PublisherTestLoss(model, test_set) if classification else None,
     )  # fmt: skip
 
 
@@ -150,6 +157,57 @@ def class_descent(model: nn.Module, test_set: TensorData) -> ClassDescent:
         return torch.stack(rows) if rows else torch.zeros(0, reference.numel(), dtype=torch.float64)
 
     return directions
+
+
+class PublisherTestLoss:
+    """``leave_out``'s view of the publisher's test set (:class:`~bmfl.filters.leave_out.TestLoss`):
+    cross-entropy per example and the gradient of its mean, for flat model vectors in
+    ``flatten``'s order. Deterministic, so every edge and an auditor get the same
+    numbers; the fixed front end (``featurized``) runs once, when a filter first asks."""
+
+    def __init__(self, model: nn.Module, test_set: TensorData, batch_size: int = 256) -> None:
+        self._model = model
+        self._test_set = test_set
+        self.batch_size = batch_size
+        self._made: tuple[nn.Module, TensorData] | None = None
+
+    def _prepared(self) -> tuple[nn.Module, TensorData]:
+        if self._made is None:
+            template = copy.deepcopy(self._model).eval()
+            self._made = template, featurized(template, self._test_set)
+        return self._made
+
+    @torch.no_grad()
+    def per_example(self, vectors: torch.Tensor) -> torch.Tensor:
+        template, data = self._prepared()
+        device = next(template.parameters()).device
+        states = [unflatten(v.to(device), template.state_dict()) for v in vectors]
+        out = torch.empty(len(states), len(data), dtype=torch.float64)
+        for start in range(0, len(data), self.batch_size):
+            xb = data.x[start : start + self.batch_size].to(device)
+            yb = data.y[start : start + self.batch_size].to(device)
+            for i, state in enumerate(states):
+                logits = functional_call(template, state, (xb,))
+                out[i, start : start + len(yb)] = F.cross_entropy(logits, yb, reduction="none").cpu()
+        return out
+
+    def gradient(self, vector: torch.Tensor) -> torch.Tensor:
+        template, data = self._prepared()
+        device = next(template.parameters()).device
+        state = unflatten(vector.to(device), template.state_dict())
+        names = [k for k, _ in template.named_parameters()]
+        for k in names:
+            state[k] = state[k].detach().requires_grad_()
+            grads = [torch.zeros_like(state[k]) for k in names]
+        for start in range(0, len(data), self.batch_size):
+            xb = data.x[start : start + self.batch_size].to(device)
+            yb = data.y[start : start + self.batch_size].to(device)
+            loss = F.cross_entropy(functional_call(template, state, (xb,)), yb, reduction="sum")
+            for g, part in zip(grads, torch.autograd.grad(loss, [state[k] for k in names])):
+                g += part
+        by_name = dict(zip(names, grads))
+        flat = [by_name[k].reshape(-1) if k in by_name else torch.zeros(t.numel(), device=device) for k, t in state.items()]
+        return (torch.cat(flat) / max(1, len(data))).to("cpu", torch.float64)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ from bmfl.rounds import (
 )
 from bmfl.blobs.store import BlobStore
 from bmfl.privacy.engine import COUNT_NOISE
+from bmfl.rounds.edge import EdgeOutcome
 from bmfl.rounds.traffic import Transfer, summarise
 from bmfl.simulation.accounting import BlobMeter, share_compute
 from bmfl.simulation.assignment import assign_vehicles, associations, members
@@ -188,6 +189,11 @@ def _traffic_fields(traffic) -> dict:
     fields = {f"bytes_{d}_{p}": traffic.total(p, d) for p in ("vehicles", "edges", "cloud") for d in ("up", "down")}
     return {**fields, "compute_s_vehicles": sum(seconds), "compute_s_vehicle_max": max(seconds, default=0.0),
             "traffic": traffic.as_dict()}
+
+
+def _recorded(outcome: EdgeOutcome, reference: torch.Tensor) -> torch.Tensor:
+    """What an edge records from a round: its preliminary model, or w^{r-1} where none."""
+    return reference if outcome.preliminary is None else outcome.preliminary
 
 
 def initial_model(config: SimulationConfig) -> torch.nn.Module:
@@ -341,7 +347,11 @@ def run_simulation(
                     edge, chosen = waiting.popleft()  # its uploads leave memory once it has aggregated them
                     ups = {v: trained.pop(v) for v in chosen if v not in excluded}
                     if attack is not None and attack.colludes:
-                        ups = shape_edge_uploads(attack, ups, attackers, edge, global_vec, r, config.seed, previous_vec)
+                        gone = {v: excluded[v] for v in chosen if v in excluded}
+                        ups = shape_edge_uploads(
+                            attack, ups, attackers, edge, global_vec, r, config.seed, previous_vec,
+                            lambda trial: _recorded(aggregate_edge(edge_agg, trial, sizes, global_vec, r, gone), global_vec),
+                        )  # fmt: skip
                     upload_blobs[edge] = meter.uploads(r, ups)
                     if chosen:
                         outcomes[edge] = aggregate_edge(

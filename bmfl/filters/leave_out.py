@@ -1,0 +1,161 @@
+"""Leave-out testing: drop an upload when the edge's aggregate is measurably better on
+the publisher's test set without it, by more than the upload's DP noise can explain
+(issue 17; docs/algorithms.md §8.6).
+
+The filters before this one bound what an upload may look like (its noise, its norm,
+its signal's distance from the others'); an attacker inside those bounds still moves
+the aggregate against the descent direction, by up to a few honest signals' size
+(``median_aware``, ``pipeline_aware``). What it cannot hide is the effect of that move on
+the test loss. With A(S) the inverse-noise average of a set S of uploads (weights p_m ∝
+1/v_m, ``noise_weighted``, the default rule) and ℓ_i(w) the loss of the publisher's
+test example i, the filter computes for every kept upload m the paired differences
+
+    δ_i(m) = ℓ_i(A(S)) − ℓ_i(A(S ∖ {m})),   i = 1 … N,
+
+positive where leaving m out lowers the loss, and drops m when
+
+    mean(δ(m)) − z·sd(δ(m))/√N  >  z·p_m·√v_m·‖∇L(A(S))‖,
+
+L the mean test loss. The left side is the improvement less z standard errors of the
+test set's sampling (paired: the candidates differ by one upload, so their losses move
+together and the differences' spread is far smaller than the losses'). The right side
+is z standard deviations of what m's own DP noise moves L by, to first order: p_m·n_m
+with n_m ~ N(0, v_m I) changes L by ∇L·p_m·n_m ~ N(0, p_m² v_m ‖∇L‖²). Without that
+margin the test would drop honest uploads for their noise, whose harm is real but
+tiny and consistent across examples, so a t statistic alone finds it significant.
+After a pass that drops uploads the rest are tested again; a pass that drops nothing,
+or one upload left, ends it (all uploads failing: the one whose leave-out helps least
+stays). z = 3.
+
+What it can get wrong: an honest upload is dropped only when its signal, not its noise,
+measurably raises the test loss of the edge's aggregate; an attacker is kept when its
+harm is within the test's resolution plus its noise allowance. Nothing assumes an honest
+majority: each upload is judged by the publisher's data. The test set is used only to
+accept or refuse uploads, never to fit the model. Without DP (v = 0) the margin is 0
+and honest uploads would be dropped for any measurable harm, so the filter keeps every
+upload (as ``signal_median`` and ``dp_envelope`` do).
+
+``info`` holds, per pass, the uploads tested, their improvements, standard errors,
+margins and the uploads dropped. Cost: per pass one aggregate and one test-set
+evaluation per kept upload (K + 1 models) and one gradient; a clean round is one pass.
+Needs a classification test set (``test_loss``, supplied by the round core) and the
+task's training settings (the weights and v_m, as ``noise_weighted`` derives them).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Protocol
+
+import torch
+
+from bmfl.aggregation.noise_weighted import NoiseWeighted
+from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
+from bmfl.filters.signal_median import SignalMedian
+from bmfl.task import TrainingSpec
+
+
+class TestLoss(Protocol):
+    """The publisher's test set as the filter reads it (``bmfl.rounds.edge.PublisherTestLoss``)."""
+
+    def per_example(self, vectors: torch.Tensor) -> torch.Tensor:
+        """(n, N) each test example's loss under each of the n flat model vectors."""
+
+    def gradient(self, vector: torch.Tensor) -> torch.Tensor:
+        """(d,) the gradient of the mean test loss at the flat model vector."""
+
+
+def improvements(losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, standard error) over the N examples of ``losses[0] − losses[j]``, for
+    j = 1 … n − 1: how much the loss falls from model 0 to model j, and how precisely
+    the test set measures it (the differences are paired by example)."""
+    diff = losses[0:1].to(torch.float64) - losses[1:].to(torch.float64)
+    n = diff.shape[1]
+    se = diff.std(dim=1) / math.sqrt(n) if n > 1 else torch.full((diff.shape[0],), math.inf, dtype=torch.float64)
+    return diff.mean(dim=1), se
+
+
+def look_alikes(h: torch.Tensor, floor: torch.Tensor, similarity: float) -> list[tuple[int, ...]]:
+    """The groups the filter leaves out together: each upload alone, and each upload with
+    every other whose signal points the same way, cos(s_i, s_j) ≥ ``similarity``, from
+    the noise-corrected Gram matrix ``h`` (each energy taken at least ``floor``, the
+    correction's error, so that a signal lost in the noise resembles nothing). Distinct
+    groups, singletons first."""
+    energy = torch.maximum(h.diagonal(), floor).sqrt()
+    cosine = h / (energy[:, None] * energy[None, :])
+    groups = [(m,) for m in range(h.shape[0])]
+    for m in range(h.shape[0]):
+        group = tuple(j for j in range(h.shape[0]) if j == m or float(cosine[m, j]) >= similarity)
+        if len(group) > 1 and group not in groups:
+            groups.append(group)
+    return groups
+
+
+@register_filter("leave_out")
+class LeaveOut(UpdateFilter):
+    """``test_loss`` the publisher's test set (per-example losses and the mean loss's
+    gradient), ``training`` and ``count_noise`` the averaging weights' and noise
+    variances' inputs (``noise_weighted``), ``z`` the standard errors and noise standard
+    deviations a group's harm must exceed to be dropped, ``similarity`` the cosine
+    between signals above which uploads are also left out together."""
+
+    needs = frozenset({"test_loss", "training", "count_noise"})
+
+    def __init__(
+        self, test_loss: TestLoss, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, z: float = 3.0,
+        similarity: float = 0.5,
+    ) -> None:  # fmt: skip
+        if z <= 0 or not -1 < similarity <= 1:
+            raise ValueError("need z > 0 and similarity in (-1, 1]")
+        self.test_loss = test_loss
+        self.z = z
+        self.similarity = similarity
+        self._average = NoiseWeighted(training, count_noise)
+        self._signals = SignalMedian(training, count_noise, z=z)
+
+    def _contributions(self, updates, sizes, reference, members: set[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor], torch.Tensor]:
+        """(A(S), each member's contribution p_m·(w̃_m − w^{r-1}) to it, its weights p):
+        the inverse-noise average of ``members`` (w^{r-1} when there are none)."""
+        rows = sorted(members)
+        if not rows:
+            return reference, {}, torch.zeros(0, dtype=torch.float64)
+        result = self._average.aggregate(updates[rows], sizes[rows], reference)
+        weights = result.weights.to(torch.float64)
+        parts = {m: float(w) * (updates[m] - reference) for m, w in zip(rows, weights)}
+        return result.aggregate.to(reference.dtype), parts, weights
+
+    def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
+        if sizes is None:
+            raise ValueError("leave_out needs the uploads' data sizes")
+        k = updates.shape[0]
+        precision = self._average.precisions(sizes)
+        if precision is None or k == 0:  # without DP noise there is no margin to judge harm against
+            return FilterResult(torch.ones(k, dtype=torch.bool), {"passes": [], "readmitted": []})
+        h, allowance = self._signals.corrected_gram(updates, sizes, reference)
+        groups = look_alikes(h, allowance, self.similarity)
+        kept, passes = set(range(k)), []
+        while kept:
+            base, parts, weights = self._contributions(updates, sizes, reference, kept)
+            candidates = [c for c in dict.fromkeys(tuple(m for m in g if m in kept) for g in groups) if c]
+            models = torch.stack([base] + [base - sum(parts[m] for m in c) for c in candidates])
+            gain, se = improvements(self.test_loss.per_example(models))
+            p = dict(zip(sorted(kept), weights.tolist()))
+            noise = torch.tensor([math.sqrt(sum(p[m] ** 2 / float(precision[m]) for m in c)) for c in candidates])
+            margin = self.z * noise * float(self.test_loss.gradient(base).norm())
+            excess = gain - self.z * se - margin
+            best = int(excess.argmax())
+            dropped = candidates[best] if float(excess[best]) > 0 else ()
+            passes.append({"kept": sorted(kept), "groups": candidates, "gain": gain, "se": se, "margin": margin, "dropped": dropped})
+            if not dropped:
+                break
+            kept -= set(dropped)
+        readmitted = []
+        for m in sorted(set(range(k)) - kept):  # one left out with others it resembled comes back if it helps
+            base, parts, _ = self._contributions(updates, sizes, reference, kept | {m})
+            losses = self.test_loss.per_example(torch.stack([base, base - parts[m]])).mean(dim=1)
+            if float(losses[0]) < float(losses[1]):
+                kept.add(m)
+                readmitted.append(m)
+        keep = torch.zeros(k, dtype=torch.bool)
+        keep[sorted(kept)] = True
+        return FilterResult(keep, {"passes": passes, "readmitted": readmitted, "groups": groups})

@@ -1,0 +1,190 @@
+"""Known answers for leave-out testing (``leave_out``): its paired improvements, the
+filter on a logistic model whose test loss is known to fall along one direction, the
+round core's view of the publisher's test set, and ``white_box``, the attacker that
+queries the edge's exact pipeline (issue 17)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bmfl.aggregation import compose, get_aggregator
+from bmfl.attacks import EdgeView, get_attack, shape_edge_uploads
+from bmfl.data import TensorData
+from bmfl.filters import get_filter
+from bmfl.filters.dp_floor import noise_variance
+from bmfl.filters.leave_out import improvements
+from bmfl.models import create_model
+from bmfl.params import flatten, load_vector
+from bmfl.reproduce.grid import BMFL_TRAINING
+from bmfl.rounds.edge import PublisherTestLoss
+from bmfl.task import TrainingSpec
+
+N = 400
+CONFIG = TrainingSpec.model_validate(dict(BMFL_TRAINING)).local()
+
+
+def test_improvements_known_answers():
+    losses = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 1.0], [1.0, 2.0, 3.0, 4.0]])
+    # differences (1, 2, 3, 3): mean 2.25, sd √(11/12), se sd/√4; (0, 0, 0, 0): 0 and 0
+    gain, se = improvements(losses)
+    assert gain.tolist() == pytest.approx([2.25, 0.0]) and se.tolist() == pytest.approx([math.sqrt(11 / 12) / 2, 0.0])
+
+
+def _task(seed: int = 0):
+    """A 2-feature, 2-class logistic model, its test set, w^{r-1} and the descent direction."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(600, 2, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    test = TensorData(x, y, 2)
+    torch.manual_seed(seed)
+    model = create_model("mlp", in_features=2, hidden=(), num_classes=2)
+    ref = flatten(model.state_dict())
+    local = load_vector(model, ref)
+    loss = F.cross_entropy(local(x), y)
+    grad = torch.cat([p.reshape(-1) for p in torch.autograd.grad(loss, list(local.parameters()))])
+    return model, test, ref, -grad / grad.norm()
+
+
+def _filter(model, test):
+    return get_filter("leave_out", test_loss=PublisherTestLoss(model, test), training=dict(BMFL_TRAINING))
+
+
+SIZES = torch.full((6,), float(N))
+NOISE = math.sqrt(noise_variance(CONFIG, N))  # the DP noise's standard deviation per coordinate
+
+
+def test_the_filter_drops_uploads_that_raise_the_test_loss_and_keeps_the_rest():
+    model, test, ref, descent = _task()
+    g = torch.Generator().manual_seed(1)
+    honest = ref + 0.5 * descent + NOISE * torch.randn(4, ref.numel(), generator=g)
+    attackers = ref - 1.5 * descent + NOISE * torch.randn(2, ref.numel(), generator=g)
+    uploads = torch.cat([honest[:2], attackers[:1], honest[2:], attackers[1:]])  # attackers at 2 and 5
+    res = _filter(model, test)(uploads, SIZES, ref)
+    assert res.keep.tolist() == [True, True, False, True, True, False]
+    first, last = res.info["passes"][0], res.info["passes"][-1]
+    assert (2, 5) in res.info["groups"]  # their signals point the same way: left out together too
+    assert first["kept"] == list(range(6)) and first["dropped"] == (2, 5)
+    assert last["kept"] == [0, 1, 3, 4] and last["dropped"] == ()  # tested again, then it stops
+    # with the attackers a majority it still drops them: nothing assumes an honest majority
+    res = _filter(model, test)(torch.cat([honest[:2], attackers, attackers + 0.01]), SIZES, ref)
+    assert res.keep.tolist() == [True, True, False, False, False, False]
+    # uploads that help less than the others are not harm: each is judged against sending nothing
+    weak = ref + torch.tensor([0.05, 0.2, 0.5, 0.5, 1.0, 2.0])[:, None] * descent
+    assert _filter(model, test)(weak, SIZES, ref).keep.all()
+
+
+def test_honest_noise_is_not_harm_but_a_test_without_the_noise_margin_would_call_it_so():
+    model, test, ref, descent = _task()
+    g = torch.Generator().manual_seed(2)
+    significant = 0
+    for _ in range(20):  # vehicles whose signal is negligible beside their DP noise
+        honest = ref + NOISE * torch.randn(6, ref.numel(), generator=g)
+        res = _filter(model, test)(honest, SIZES, ref)
+        assert res.keep.all()
+        (only,) = res.info["passes"]
+        significant += int(((only["gain"] - 3 * only["se"]) > 0).sum())
+    assert significant >= 10  # leaving out an honest upload's noise measurably helps, often
+
+
+def test_uploads_all_harmful_are_all_dropped_and_a_look_alike_that_helps_comes_back():
+    model, test, ref, descent = _task()
+    bad = torch.stack([ref - 1.0 * descent, ref - 3.0 * descent])
+    res = _filter(model, test)(bad, SIZES[:2], ref)
+    assert not res.keep.any()  # the edge then records w^{r-1}, as when every upload is flagged
+    g = torch.Generator().manual_seed(3)
+    side = torch.randn(ref.numel(), generator=g)
+    side = side - (side @ descent) * descent
+    side = side / side.norm()
+    honest = ref + 0.5 * descent + NOISE * torch.randn(4, ref.numel(), generator=g)
+    resembling = ref + 0.2 * descent + 2.0 * side  # points the attackers' way (cos > 0.5) but helps
+    attackers = ref - 1.5 * descent + 2.0 * side + NOISE * torch.randn(2, ref.numel(), generator=g)
+    res = _filter(model, test)(torch.cat([honest, resembling[None], attackers]), torch.full((7,), float(N)), ref)
+    assert (4, 5, 6) in res.info["groups"] and res.info["passes"][0]["dropped"] == (4, 5, 6)
+    assert res.info["readmitted"] == [4] and res.keep.tolist() == [True] * 5 + [False] * 2
+
+
+def test_without_dp_every_upload_is_kept():
+    model, test, ref, descent = _task()
+    no_dp = get_filter("leave_out", test_loss=PublisherTestLoss(model, test), training={**BMFL_TRAINING, "dp": False})
+    res = no_dp(torch.stack([ref - 1.0 * descent, ref - 3.0 * descent]), SIZES[:2], ref)
+    assert res.keep.all() and res.info["passes"] == []
+
+
+def test_the_publishers_test_loss_is_cross_entropy_per_example_and_its_gradient():
+    model, test, ref, descent = _task()
+    vectors = torch.stack([ref, ref + descent])
+    view = PublisherTestLoss(model, test, batch_size=64)
+    losses = view.per_example(vectors)
+    assert losses.shape == (2, len(test)) and losses.dtype == torch.float64
+    for row, v in zip(losses, vectors):
+        expected = F.cross_entropy(load_vector(model, v)(test.x), test.y, reduction="none")
+        assert torch.allclose(row, expected.to(torch.float64), atol=1e-6)
+    assert float(losses[1].mean()) < float(losses[0].mean())  # the descent direction lowers the loss
+    gradient = view.gradient(ref)
+    assert gradient.dtype == torch.float64 and torch.allclose(-gradient / gradient.norm(), descent.to(torch.float64), atol=1e-6)
+
+
+def test_a_task_without_a_classification_test_set_cannot_run_it():
+    from bmfl.rounds.edge import edge_rule
+    from bmfl.task import AggregationSpec
+
+    spec = AggregationSpec.model_validate({"edge": {"name": "noise_weighted"}, "filters": [{"name": "leave_out"}]})
+    with pytest.raises(ValueError, match="needs test_loss"):
+        edge_rule(spec, None, training=TrainingSpec.model_validate(dict(BMFL_TRAINING)), count_noise=0.0)
+
+
+def _white_box_view(oracle, seed: int = 0):
+    """Two attackers of ten at an edge of test_signal_median's fleet, with ``oracle`` as the edge."""
+    from test_signal_median import D, TRAINING, _fleet
+
+    honest, u = _fleet(seed, 0, 0.0)
+    view = EdgeView(edge=0, vehicles=[8, 9], own=torch.stack([0.5 * u, 0.5 * u]), reference=torch.zeros(D),
+                    generator=torch.Generator().manual_seed(5), total=10, honest=honest,
+                    edge_aggregate=lambda sent: oracle(torch.cat([honest, sent])))  # fmt: skip
+    attack = get_attack("white_box", training=TRAINING.model_dump(), num_samples=1000)
+    return attack, view, u
+
+
+def test_the_white_box_attacker_pushes_as_far_as_the_edge_lets_it():
+    """Its uploads are w^{r-1} − t·u + n (n its own noise draw): against a plain mean t is
+    the envelope's whole S; against the signal median's flags, the longest push the
+    filter keeps, to 1 %: farther and it is flagged."""
+    from test_signal_median import D, TRAINING
+
+    sizes = torch.full((10,), 1000.0)
+    mean = get_aggregator("noise_weighted", training=TRAINING)
+    flags = compose(mean, get_filter("signal_median", training=TRAINING, clip=False))
+    pushes = {}
+    for name, edge in (("mean", lambda up: mean.aggregate(up, sizes, torch.zeros(D)).aggregate),
+                       ("flags", lambda up: flags(up, sizes, torch.zeros(D)).aggregate)):  # fmt: skip
+        attack, view, u = _white_box_view(edge)
+        noise = torch.randn((2, D), generator=torch.Generator().manual_seed(5), dtype=torch.float64) * attack._push.variance**0.5
+        sent = attack.collude(view).double()
+        push = float(-((sent - noise) @ u.double()).mean())
+        assert torch.allclose(sent, noise - push * u.double(), atol=1e-5)
+        pushes[name] = push
+        if name == "flags":
+            assert flags(torch.cat([view.honest, sent.float()]), sizes, torch.zeros(D)).info["keep"].all()
+            farther = (noise - 1.01 * push * u.double()).float()
+            assert not flags(torch.cat([view.honest, farther]), sizes, torch.zeros(D)).info["keep"][8:].all()
+    assert pushes["mean"] == pytest.approx(attack._push.step, rel=1e-6)
+    assert 0 < pushes["flags"] < 0.5 * pushes["mean"]
+
+
+def test_a_white_box_attack_needs_the_edges_pipeline():
+    uploads = {0: torch.zeros(3), 1: torch.ones(3)}
+    attack = get_attack("white_box", training=dict(BMFL_TRAINING))
+    with pytest.raises(ValueError, match="white-box"):
+        shape_edge_uploads(attack, uploads, {1}, 0, torch.zeros(3), 1, 0)
+    seen = {}
+
+    def edge(trial):
+        seen["trial"] = dict(trial)
+        return torch.zeros(3)
+
+    shape_edge_uploads(attack, uploads, {1}, 0, torch.zeros(3), 1, 0, edge_aggregate=edge)
+    assert torch.equal(seen["trial"][0], uploads[0])  # the oracle gets the honest uploads as they are
