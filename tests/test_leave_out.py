@@ -87,7 +87,7 @@ def test_honest_noise_is_not_harm_but_a_test_without_the_noise_margin_would_call
         assert res.keep.all()
         (only,) = res.info["passes"]
         significant += int(((only["gain"] - 3 * only["se"]) > 0).sum())
-    assert significant >= 10  # leaving out an honest upload's noise measurably helps, often
+    assert significant >= 40  # leaving out an honest upload's noise measurably helps, often (58 of 129)
 
 
 def test_uploads_all_harmful_are_all_dropped_and_a_look_alike_that_helps_comes_back():
