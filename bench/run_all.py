@@ -37,15 +37,22 @@ TARGETS = (
 )
 READING = """## Reading the numbers
 
-- **Which machine.** The tables below are from one idle run (load average below 2, no
-  other work) on the machine in the table above, an AMD EPYC without AVX-512. Earlier
-  runs, and the idle kernel timings quoted below, were on an Intel Xeon with AVX-512,
-  whose 512-bit vectors the compiled reweighting pass uses: there K = 10, d = 11 M took
-  1.5–2.3 s and K = 100, d = 1.2 M 24–26 s (both targets met), here 4.5 s and 58 s (not
-  met). The other targets do not depend on the vector width: dp_step is met here
-  (1.02×), intake is 0.32× the sink. fleet_round takes the median of 5 (its floor alone
-  varies from 6.9 to 10.6 s between idle runs); against its floor it gave 1.54×, 1.45×,
-  1.51× and, in the run below, 1.37×.
+- **Which machine.** The tables below are from idle runs (load average below 2, no
+  other work), each dated. The aggregate table is from 2026-12-05 22:24 UTC on an AMD
+  EPYC with AVX-512 (the machine in the table above): K = 10, d = 11 M in 1.72 s and
+  K = 100, d = 1.2 M in 11.1 s (both targets met; 1.65–1.92 s and 10.3–10.8 s in
+  separate runs of the rule alone, and 1.85 s and 10.8 s in an earlier run of the
+  table). The other tables are from an AMD EPYC without AVX-512 (AVX2 only), where the
+  pass took 4.5 s and 58 s (neither target met). The vector width does not explain that: compiled for AVX2 on the AVX-512 machine
+  (`NUMBA_CPU_NAME=haswell`, a fresh cache) the pass took 2.07 s and 10.5 s, as fast as
+  its AVX-512 build, so the other machine is 2.4–5.4× slower for reasons of its own
+  (clock, caches or neighbours; not established). Earlier runs, and the idle kernel
+  timings quoted below, were on an Intel Xeon with AVX-512: 1.5–2.3 s and 24–26 s. The
+  other targets do not depend on the vector width: dp_step is met (1.02×), intake is
+  0.32–0.38× the sink (0.30–0.53× on the AVX-512 EPYC, three runs of `bench.intake`).
+  fleet_round takes the median of 5 (its floor alone varies from 6.9 to 10.6 s between
+  idle runs); against its floor it gave 1.54×, 1.45×, 1.51× and, in
+  the run below, 1.37×.
 - **The memory sampler took half a core from Ray's processes (fixed 2026-12-05).**
   `bench.isolate` samples the contender's process tree every 20 ms for its peak memory.
   It listed the tree on every sample, reading every thread's `children` file: about
