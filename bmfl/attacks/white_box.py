@@ -6,7 +6,7 @@ secret from the colluders, not even the publisher's test set, so they need no mo
 any filter. As ``median_aware`` they train without DP, take the negated mean of their
 clean updates as the direction u and draw their fresh noise n_a ~ N(0, v I) once; then,
 for steps t along u (a geometric grid from S, the DP envelope's largest clipped signal,
-down to S·2^(1−``steps``), and 0), they ask the edge what it would record from the
+down to S·2^(2−``steps``), and 0), they ask the edge what it would record from the
 honest uploads and their w^{r-1} + t·u/‖u‖ + n_a (``EdgeView.edge_aggregate``), take the
 step whose recorded model lies farthest along u, and refine it by ``refinements``
 bisections towards the next larger step (while the pipeline keeps them, a longer push
