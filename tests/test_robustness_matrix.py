@@ -4,6 +4,7 @@ quick matrix end to end on tiny data (the CI version)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -81,3 +82,11 @@ def test_the_pipeline_aware_attacker_is_told_each_runs_edge_pipeline():
         assert options["aggregation"] == rm.pipelines(scale.edge_test_samples)[pipeline]
         assert options["training"] == rm.PROFILES["private"].training
     assert told["Envelope+SMflag+DPSR+MM"]["aggregation"]["edge"] == {"name": "mixed_median"}
+
+
+def test_the_edges_can_hold_the_whole_test_set(tmp_path):
+    path = rm.main(["--quick", "--out", str(tmp_path), "--name", "full", "--test-samples", "full", "--attacks", "ALIE z=1.5",
+                    "--pipelines", "FedAvg"])  # fmt: skip
+    assert "edge test set the whole test set" in path.read_text()
+    (record,) = [json.loads(line) for line in (tmp_path / "full.cache.jsonl").read_text().splitlines()][:1]
+    assert json.loads(record["fingerprint"])["data"]["edge_test_samples"] is None
