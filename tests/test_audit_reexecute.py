@@ -29,7 +29,7 @@ from bmfl.protocol.signing import receipt_message, sign
 from bmfl.protocol.testset import encode_test_set
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.protocol.schemas import UploadReceipt
-from bmfl.task import AggregationSpec, AsyncSpec, TaskDraft, TaskSpec, TrainingSpec
+from bmfl.task import AggregationSpec, AsyncSpec, RuleSpec, TaskDraft, TaskSpec, TrainingSpec
 from chain.deploy import Deployment
 from chain.tasks import TasksClient
 from chain.anvil import dev_key, free_port
@@ -194,6 +194,21 @@ def test_a_server_optimiser_re_executes_from_the_chain_alone(stack: Stack) -> No
     code, raw = stack.audit(task_id, cid, "--json")
     globals_ = [c for c in json.loads(raw)["comparisons"] if c["section"] == "global" and "global model" in c["subject"]]
     assert code == 0 and len(globals_) == 3 and all(c["ok"] for c in globals_), raw
+
+
+def test_leave_out_testing_at_the_edges_re_executes_from_the_chain_alone(stack: Stack) -> None:
+    """A task that adds leave_out to the default filters: the edge services build it from
+    the publisher's test set as the simulator does, and an auditor re-running every edge's
+    filters from the chain gets the same verdicts, aggregates and global models."""
+    spec = AggregationSpec()
+    filters = [*spec.filters, RuleSpec(name="leave_out")]
+    draft = DRAFT.model_copy(update={"aggregation": spec.model_copy(update={"filters": filters})})
+    task_id, test_set = stack.run_task(draft)
+    code, raw = stack.audit(task_id, LocalBlobStore(stack.blobs).put(test_set), "--json")
+    comparisons = json.loads(raw)["comparisons"]
+    verdicts = [c for c in comparisons if c["section"] == "verdict"]
+    globals_ = [c for c in comparisons if c["section"] == "global" and "global model" in c["subject"]]
+    assert code == 0 and verdicts and len(globals_) == 2 and all(c["ok"] for c in comparisons), raw
 
 
 def test_a_lying_edge_is_named_for_each_lie(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

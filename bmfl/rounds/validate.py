@@ -34,6 +34,11 @@ class Problem:
     detail: str
 
 
+_ANY_TEST_LOSS = object()
+"""Stands in for ``leave_out``'s view of the test set while a spec is checked: only whether
+the task can supply one matters (it can when its test set is for classification)."""
+
+
 class TaskInvalid(ValueError):
     """:func:`check_task` found problems; ``problems`` lists every one."""
 
@@ -76,7 +81,8 @@ def validate_task(
     try:
         evaluate = (lambda state: 0.0) if classification else None  # only whether one exists matters here
         edge_rule(draft.aggregation, evaluate, root_update=lambda reference: reference, training=draft.training,
-                  count_noise=COUNT_NOISE, class_descent=(lambda reference: reference[None]) if classification else None)
+                  count_noise=COUNT_NOISE, class_descent=(lambda reference: reference[None]) if classification else None,
+                  test_loss=_ANY_TEST_LOSS if classification else None)
         cloud_rule(draft.aggregation)
     except (KeyError, TypeError, ValueError) as exc:
         problems.append(Problem("invalid_spec", f"aggregation: {exc}"))
