@@ -107,6 +107,30 @@ def test_uploads_all_harmful_are_all_dropped_and_a_look_alike_that_helps_comes_b
     assert res.info["readmitted"] == [4] and res.keep.tolist() == [True] * 5 + [False] * 2
 
 
+def test_judged_at_a_fraction_of_the_aggregates_step():
+    """With ``step`` s the candidates are evaluated at w^{r-1} + s·(candidate − w^{r-1}):
+    the verdicts of the main scenario hold at s = 0.2."""
+    model, test, ref, descent = _task()
+    g = torch.Generator().manual_seed(1)
+    honest = ref + 0.5 * descent + NOISE * torch.randn(4, ref.numel(), generator=g)
+    attackers = ref - 1.5 * descent + NOISE * torch.randn(2, ref.numel(), generator=g)
+    uploads = torch.cat([honest[:2], attackers[:1], honest[2:], attackers[1:]])
+    seen = []
+
+    class Recording(PublisherTestLoss):
+        def per_example(self, vectors):
+            seen.append(vectors.clone())
+            return super().per_example(vectors)
+
+    leave_out = get_filter("leave_out", test_loss=Recording(model, test), training=dict(BMFL_TRAINING), step=0.2)
+    res = leave_out(uploads, SIZES, ref)
+    assert res.keep.tolist() == [True, True, False, True, True, False]
+    mean = get_aggregator("noise_weighted", training=dict(BMFL_TRAINING)).aggregate(uploads, SIZES, ref).aggregate
+    assert torch.allclose(seen[0][0], ref + 0.2 * (mean - ref), atol=1e-6)
+    with pytest.raises(ValueError, match="step"):
+        get_filter("leave_out", test_loss=Recording(model, test), training=dict(BMFL_TRAINING), step=0.0)
+
+
 def test_without_dp_every_upload_is_kept():
     model, test, ref, descent = _task()
     no_dp = get_filter("leave_out", test_loss=PublisherTestLoss(model, test), training={**BMFL_TRAINING, "dp": False})

@@ -35,6 +35,12 @@ accept or refuse uploads, never to fit the model. Without DP (v = 0) the margin 
 and honest uploads would be dropped for any measurable harm, so the filter keeps every
 upload (as ``signal_median`` and ``dp_envelope`` do).
 
+With ``step`` s < 1 every candidate is judged at w^{r-1} + s·(candidate − w^{r-1}), a
+fraction of the edge's step (the noise margin scales with it): for a task whose vehicles'
+data are so skewed that one edge's full step overshoots on the classes it lacks (docs
+§8.6: with s = 0.2 on complete non-IID data 0.6 % of honest uploads were flagged instead
+of 7.5 %, and on Dirichlet data the adaptive attacks kept more of their harm).
+
 ``info`` holds, per pass, the uploads tested, their improvements, standard errors,
 margins and the uploads dropped. Cost: per pass one aggregate and one test-set
 evaluation per kept upload (K + 1 models) and one gradient; a clean round is one pass.
@@ -97,16 +103,18 @@ class LeaveOut(UpdateFilter):
     gradient), ``training`` and ``count_noise`` the averaging weights' and noise
     variances' inputs (``noise_weighted``), ``z`` the standard errors and noise standard
     deviations a group's harm must exceed to be dropped, ``similarity`` the cosine
-    between signals above which uploads are also left out together."""
+    between signals above which uploads are also left out together, ``step`` the
+    fraction of the aggregate's step at which contributions are judged."""
 
     needs = frozenset({"test_loss", "training", "count_noise"})
 
     def __init__(
         self, test_loss: TestLoss, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, z: float = 3.0,
-        similarity: float = 0.5,
+        similarity: float = 0.5, step: float = 1.0,
     ) -> None:  # fmt: skip
-        if z <= 0 or not -1 < similarity <= 1:
-            raise ValueError("need z > 0 and similarity in (-1, 1]")
+        if z <= 0 or not -1 < similarity <= 1 or not 0 < step <= 1:
+            raise ValueError("need z > 0, similarity in (-1, 1] and step in (0, 1]")
+        self.step = step
         self.test_loss = test_loss
         self.z = z
         self.similarity = similarity
@@ -138,10 +146,11 @@ class LeaveOut(UpdateFilter):
             base, parts, weights = self._contributions(updates, sizes, reference, kept)
             candidates = [c for c in dict.fromkeys(tuple(m for m in g if m in kept) for g in groups) if c]
             models = torch.stack([base] + [base - sum(parts[m] for m in c) for c in candidates])
+            models = reference + self.step * (models - reference)
             gain, se = improvements(self.test_loss.per_example(models))
             p = dict(zip(sorted(kept), weights.tolist()))
             noise = torch.tensor([math.sqrt(sum(p[m] ** 2 / float(precision[m]) for m in c)) for c in candidates])
-            margin = self.z * noise * float(self.test_loss.gradient(base).norm())
+            margin = self.z * self.step * noise * float(self.test_loss.gradient(models[0]).norm())
             excess = gain - self.z * se - margin
             best = int(excess.argmax())
             dropped = candidates[best] if float(excess[best]) > 0 else ()
@@ -152,7 +161,8 @@ class LeaveOut(UpdateFilter):
         readmitted = []
         for m in sorted(set(range(k)) - kept):  # one left out with others it resembled comes back if it helps
             base, parts, _ = self._contributions(updates, sizes, reference, kept | {m})
-            losses = self.test_loss.per_example(torch.stack([base, base - parts[m]])).mean(dim=1)
+            pair = torch.stack([base, base - parts[m]])
+            losses = self.test_loss.per_example(reference + self.step * (pair - reference)).mean(dim=1)
             if float(losses[0]) < float(losses[1]):
                 kept.add(m)
                 readmitted.append(m)

@@ -93,6 +93,9 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
         "Envelope+SMflag+DPSR+LO+NW": {"edge": {"name": "noise_weighted"},
                                        "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability,
                                                    {"name": "leave_out", "options": {}}]},
+        "Envelope+SMflag+DPSR+LO(0.2)+NW": {"edge": {"name": "noise_weighted"},
+                                            "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability,
+                                                        {"name": "leave_out", "options": {"step": 0.2}}]},
         # a new task's edges as bmfl.task.AggregationSpec gives them (self-reliability at its default tolerance)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters]},
     }
