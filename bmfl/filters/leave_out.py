@@ -132,6 +132,11 @@ class LeaveOut(UpdateFilter):
         parts = {m: float(w) * (updates[m] - reference) for m, w in zip(rows, weights)}
         return result.aggregate.to(reference.dtype), parts, weights
 
+    def _judged(self, models: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Where candidate models are evaluated: w^{r-1} + s·(model − w^{r-1}); the models
+        themselves at s = 1."""
+        return models if self.step == 1 else reference + self.step * (models - reference)
+
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
         if sizes is None:
             raise ValueError("leave_out needs the uploads' data sizes")
@@ -145,8 +150,7 @@ class LeaveOut(UpdateFilter):
         while kept:
             base, parts, weights = self._contributions(updates, sizes, reference, kept)
             candidates = [c for c in dict.fromkeys(tuple(m for m in g if m in kept) for g in groups) if c]
-            models = torch.stack([base] + [base - sum(parts[m] for m in c) for c in candidates])
-            models = reference + self.step * (models - reference)
+            models = self._judged(torch.stack([base] + [base - sum(parts[m] for m in c) for c in candidates]), reference)
             gain, se = improvements(self.test_loss.per_example(models))
             p = dict(zip(sorted(kept), weights.tolist()))
             noise = torch.tensor([math.sqrt(sum(p[m] ** 2 / float(precision[m]) for m in c)) for c in candidates])
@@ -161,8 +165,7 @@ class LeaveOut(UpdateFilter):
         readmitted = []
         for m in sorted(set(range(k)) - kept):  # one left out with others it resembled comes back if it helps
             base, parts, _ = self._contributions(updates, sizes, reference, kept | {m})
-            pair = torch.stack([base, base - parts[m]])
-            losses = self.test_loss.per_example(reference + self.step * (pair - reference)).mean(dim=1)
+            losses = self.test_loss.per_example(self._judged(torch.stack([base, base - parts[m]]), reference)).mean(dim=1)
             if float(losses[0]) < float(losses[1]):
                 kept.add(m)
                 readmitted.append(m)
