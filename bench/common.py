@@ -152,25 +152,25 @@ def tree_cpu_seconds(root: int | None = None) -> float:
     return total
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The value of ``field`` in the first processor's entry of /proc/cpuinfo, if any."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def vector_width() -> str:
     """The widest SIMD extension the CPU reports (the compiled reweighting pass's speed
     depends on it): AVX-512, AVX2 or neither."""
-    try:
-        flags = next(
-            (line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), []
-        )
-    except OSError:
-        flags = []
+    flags = (_cpuinfo("flags") or "").split()
     return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "neither AVX2 nor AVX-512"
 
 

@@ -42,8 +42,11 @@ data are so skewed that one edge's full step overshoots on the classes it lacks 
 of 7.5 %, and on Dirichlet data the adaptive attacks kept more of their harm).
 
 ``info`` holds, per pass, the uploads tested, their improvements, standard errors,
-margins and the uploads dropped. Cost: per pass one aggregate and one test-set
-evaluation per kept upload (K + 1 models) and one gradient; a clean round is one pass.
+margins and the uploads dropped. Cost: per pass one test-set evaluation per candidate
+group (at most 2K + 1 models) and one gradient; a clean round is one pass, and each
+further pass drops at least one upload, so a round costs at most K passes (O(K²)
+evaluations, reached only when uploads are dropped one at a time), plus two
+evaluations per dropped upload for re-admission.
 Needs a classification test set (``test_loss``, supplied by the round core) and the
 task's training settings (the weights and v_m, as ``noise_weighted`` derives them).
 """

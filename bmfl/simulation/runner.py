@@ -346,17 +346,15 @@ def run_simulation(
                 while waiting and all(v in trained for v in waiting[0][1] if v not in excluded):
                     edge, chosen = waiting.popleft()  # its uploads leave memory once it has aggregated them
                     ups = {v: trained.pop(v) for v in chosen if v not in excluded}
+                    gone = {v: excluded[v] for v in chosen if v in excluded}
                     if attack is not None and attack.colludes:
-                        gone = {v: excluded[v] for v in chosen if v in excluded}
                         ups = shape_edge_uploads(
                             attack, ups, attackers, edge, global_vec, r, config.seed, previous_vec,
                             lambda trial: _recorded(aggregate_edge(edge_agg, trial, sizes, global_vec, r, gone), global_vec),
                         )  # fmt: skip
                     upload_blobs[edge] = meter.uploads(r, ups)
                     if chosen:
-                        outcomes[edge] = aggregate_edge(
-                            edge_agg, ups, sizes, global_vec, r, {v: excluded[v] for v in chosen if v in excluded}
-                        )  # fmt: skip
+                        outcomes[edge] = aggregate_edge(edge_agg, ups, sizes, global_vec, r, gone)
             participation = {}
             for edge, outcome in outcomes.items():
                 for v, verdict in outcome.verdicts.items():
