@@ -45,6 +45,10 @@ def pipelines(evaluate, test_loss) -> dict:
             get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
             get_filter("signal_median", training=TRAINING, clip=False), get_filter("self_reliability", evaluate=evaluate),
             get_filter("leave_out", test_loss=test_loss, training=TRAINING)),
+        "dp_envelope+signal_median+leave_out+noise_weighted": compose(
+            get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
+            get_filter("signal_median", training=TRAINING, clip=False),
+            get_filter("leave_out", test_loss=test_loss, training=TRAINING)),
         "accuracy_test+norm_clip+reweight": compose(
             get_aggregator("reweight"), get_filter("accuracy_test", evaluate=evaluate, test_size=TEST_IMAGES),
             get_filter("norm_clip")),

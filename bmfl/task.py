@@ -172,6 +172,14 @@ PRESETS: dict[str, dict[str, Any]] = {
             "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5, "schedule": "cosine"},
         },
     },
+    "private_leave_out": {
+        "model": "scatter_linear",
+        "training": {"epochs": 1, "max_steps": 3, "lr": 0.6, "momentum": 0.5, "max_sampling_rate": 0.25, "target_epsilon": 8.0},
+        "aggregation": {
+            "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}}, {"name": "leave_out"}],
+            "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9},
+        },
+    },
     "paper": {
         "training": PAPER_TRAINING.model_dump(exclude_unset=True),
         "aggregation": {"edge": {"name": "reweight"}, "filters": [{"name": "self_reliability"}]},
@@ -191,7 +199,13 @@ steps), FedAvgM (β₁ = 0.5) whose step decays over the rounds (cosine). Over t
 rounds one step a round ends lower than ``private``'s three (0.81–0.88 against 0.91,
 docs/demo_defaults.md), so it is meant for tasks of tens of rounds; on Fashion-MNIST's
 60,000 images it ends below the 3-step training (0.808 against 0.823,
-docs/paper_scale.md). ``paper``: the BMFL paper's training and edge pipeline (the
+docs/paper_scale.md). ``private_leave_out``: ``private``'s training with leave-out testing
+on the publisher's test set in place of self-reliability (``leave_out``, docs/algorithms.md
+§8.6): for tasks that expect colluding attackers who know the defence (against the
+median-aware attack at 20 / 40 % it keeps 0.99 / 0.97 of the clean accuracy where
+``private`` keeps 0.20 / 0.07; the white-box one 0.95 / 0.66), at the price of flagging honest
+vehicles whose data cover one corner of the classes (about 8 % of uploads when every
+vehicle holds two classes). ``paper``: the BMFL paper's training and edge pipeline (the
 self-reliability filter without the DP envelope)."""
 
 

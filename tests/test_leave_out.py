@@ -118,9 +118,9 @@ def test_judged_at_a_fraction_of_the_aggregates_step():
     seen = []
 
     class Recording(PublisherTestLoss):
-        def per_example(self, vectors):
+        def losses_and_gradient(self, vectors):  # each pass's candidates
             seen.append(vectors.clone())
-            return super().per_example(vectors)
+            return super().losses_and_gradient(vectors)
 
     leave_out = get_filter("leave_out", test_loss=Recording(model, test), training=dict(BMFL_TRAINING), step=0.2)
     res = leave_out(uploads, SIZES, ref)
@@ -148,8 +148,12 @@ def test_the_publishers_test_loss_is_cross_entropy_per_example_and_its_gradient(
         expected = F.cross_entropy(load_vector(model, v)(test.x), test.y, reduction="none")
         assert torch.allclose(row, expected.to(torch.float64), atol=1e-6)
     assert float(losses[1].mean()) < float(losses[0].mean())  # the descent direction lowers the loss
-    gradient = view.gradient(ref)
+    same, gradient = view.losses_and_gradient(vectors)  # the first model's own pass gives its gradient
+    assert torch.equal(same, losses)
     assert gradient.dtype == torch.float64 and torch.allclose(-gradient / gradient.norm(), descent.to(torch.float64), atol=1e-6)
+    at_descent = view.losses_and_gradient(vectors.flip(0))[1]
+    expected = torch.autograd.grad(F.cross_entropy(load_vector(model, ref + descent)(test.x), test.y), list(model.parameters()))
+    assert torch.allclose(at_descent, torch.cat([g.reshape(-1) for g in expected]).to(torch.float64), atol=1e-6)
 
 
 def test_a_task_without_a_classification_test_set_cannot_run_it():

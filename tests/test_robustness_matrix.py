@@ -47,6 +47,7 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
     for pipeline in rm.QUICK.pipelines:
         assert pipeline in text
     assert "| ALIE z=1.5 | 20% |" in text and "| white-box | 20% |" in text and "![accuracy per round](robustness.png)" in text
+    assert "**Envelope+SMflag+LO+NW** (the `private_leave_out` preset's filters and rule)" in text
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     cached = (tmp_path / "robustness.cache.jsonl").read_text().splitlines()
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
@@ -90,3 +91,13 @@ def test_the_edges_can_hold_the_whole_test_set(tmp_path):
     assert "edge test set the whole test set" in path.read_text()
     (record,) = [json.loads(line) for line in (tmp_path / "full.cache.jsonl").read_text().splitlines()][:1]
     assert json.loads(record["fingerprint"])["data"]["edge_test_samples"] is None
+
+
+def test_the_leave_out_preset_is_the_measured_pipeline():
+    """``private_leave_out``'s edges run exactly the matrix's ``Envelope+SMflag+LO+NW``
+    (docs/robustness_leave_out*.md)."""
+    from bmfl.task import PRESETS, AggregationSpec
+
+    preset = AggregationSpec.model_validate(PRESETS["private_leave_out"]["aggregation"])
+    measured = AggregationSpec.model_validate(rm.pipelines(300)["Envelope+SMflag+LO+NW"])
+    assert measured.filters == preset.filters and measured.edge == preset.edge

@@ -24,7 +24,7 @@ from bmfl.data import TensorData
 from bmfl.models import create_model
 from bmfl.protocol.testset import encode_test_set
 from bmfl.rounds.validate import TaskInvalid, validate_task
-from bmfl.task import AggregationSpec, RuleSpec, TaskDraft
+from bmfl.task import AggregationSpec, RuleSpec, TaskDraft, with_preset
 from chain.anvil import dev_key
 from chain.tasks import Status
 from launcher.cli import app as cli
@@ -64,6 +64,16 @@ def test_the_core_check_names_every_problem() -> None:
     assert reasons(validate_task(good, b"\0" * 64)) == ["invalid_test_set"]
     broke = good.model_copy(update={"reward_wei": 10, "block_reward_wei": 10})  # past the model validator
     assert reasons(validate_task(broke, CLASSES)) == ["escrow_too_small"]
+
+
+def test_the_leave_out_preset_needs_a_classification_test_set() -> None:
+    """``private_leave_out`` tests contributions on the publisher's test set: a task with
+    classes validates, one without cannot supply the per-example losses."""
+    draft = TaskDraft.model_validate(with_preset("private_leave_out", {"training": {"plan_samples": 100}}))
+    assert [f.name for f in draft.aggregation.filters] == ["dp_envelope", "signal_median", "leave_out"]
+    assert validate_task(draft, CLASSES) == []
+    refused = validate_task(draft, REGRESSION)
+    assert reasons(refused) == ["invalid_spec"] and "test_loss" in refused[0].detail
 
 
 def test_the_publishers_client_refuses_typos_before_any_transaction(service_chain: ServiceChain) -> None:

@@ -43,7 +43,7 @@ of 7.5 %, and on Dirichlet data the adaptive attacks kept more of their harm).
 
 ``info`` holds, per pass, the uploads tested, their improvements, standard errors,
 margins and the uploads dropped. Cost: per pass one test-set evaluation per candidate
-group (at most 2K + 1 models) and one gradient; a clean round is one pass, and each
+group (at most 2K + 1 models), the first with its gradient; a clean round is one pass, and each
 further pass drops at least one upload, so a round costs at most K passes (O(K²)
 evaluations, reached only when uploads are dropped one at a time), plus two
 evaluations per dropped upload for re-admission.
@@ -70,8 +70,8 @@ class TestLoss(Protocol):
     def per_example(self, vectors: torch.Tensor) -> torch.Tensor:
         """(n, N) each test example's loss under each of the n flat model vectors."""
 
-    def gradient(self, vector: torch.Tensor) -> torch.Tensor:
-        """(d,) the gradient of the mean test loss at the flat model vector."""
+    def losses_and_gradient(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``per_example(vectors)`` and (d,) the gradient of the mean test loss at ``vectors[0]``."""
 
 
 def improvements(losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,10 +154,11 @@ class LeaveOut(UpdateFilter):
             base, parts, weights = self._contributions(updates, sizes, reference, kept)
             candidates = [c for c in dict.fromkeys(tuple(m for m in g if m in kept) for g in groups) if c]
             models = self._judged(torch.stack([base] + [base - sum(parts[m] for m in c) for c in candidates]), reference)
-            gain, se = improvements(self.test_loss.per_example(models))
+            losses, gradient = self.test_loss.losses_and_gradient(models)
+            gain, se = improvements(losses)
             p = dict(zip(sorted(kept), weights.tolist()))
             noise = torch.tensor([math.sqrt(sum(p[m] ** 2 / float(precision[m]) for m in c)) for c in candidates])
-            margin = self.z * self.step * noise * float(self.test_loss.gradient(models[0]).norm())
+            margin = self.z * self.step * noise * float(gradient.norm())
             excess = gain - self.z * se - margin
             best = int(excess.argmax())
             dropped = candidates[best] if float(excess[best]) > 0 else ()

@@ -96,6 +96,9 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
         "Envelope+SMflag+DPSR+LO(0.2)+NW": {"edge": {"name": "noise_weighted"},
                                             "filters": [envelope, {"name": "signal_median", "options": {"clip": False}}, dp_reliability,
                                                         {"name": "leave_out", "options": {"step": 0.2}}]},
+        "Envelope+SMflag+LO+NW": {"edge": {"name": "noise_weighted"},
+                    "filters": [envelope, {"name": "signal_median", "options": {"clip": False}},
+                                {"name": "leave_out", "options": {}}]},
         # a new task's edges as bmfl.task.AggregationSpec gives them (self-reliability at its default tolerance)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters]},
     }
@@ -169,7 +172,7 @@ class Scale:
 PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
 FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "FLTrust", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
 QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5", "white-box"),
-              ("FedAvg", "AccTest+Clip+Reweight", "Envelope+SMflag+DPSR+LO+NW"), ("Dirichlet(0.9)",))
+              ("FedAvg", "AccTest+Clip+Reweight", "Envelope+SMflag+LO+NW"), ("Dirichlet(0.9)",))
 FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), FULL_PIPELINES,
              tuple(PARTITIONS))
 SCALES = {"quick": QUICK, "full": FULL}
@@ -322,12 +325,14 @@ def write_report(
     ]
     default = AggregationSpec().model_dump()
     default_steps = _steps(default["filters"] + [default["edge"]])
-    private = _steps(PRESETS["private"]["aggregation"]["filters"] + [default["edge"]])
+    presets = {preset: _steps(fields["aggregation"].get("filters", []) + [fields["aggregation"].get("edge", default["edge"])])
+               for preset, fields in PRESETS.items() if preset != "paper"}
     for name in scale.pipelines:
         spec = pipelines(scale.edge_test_samples)[name]
         steps = _steps(spec["filters"] + [spec["edge"]])
+        preset = next((preset for preset, rules in presets.items() if rules == steps), None)
         label = (" (the filters and rule of the default pipeline)" if steps == default_steps
-                 else " (the `private` preset's filters and rule)" if steps == private
+                 else f" (the `{preset}` preset's filters and rule)" if preset
                  else " (the paper's pipeline)" if name == "BMFL" else "")
         lines.append(f"- **{name}**{label}: " + " → ".join(steps))
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]

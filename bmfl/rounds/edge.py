@@ -179,37 +179,38 @@ class PublisherTestLoss:
             self._made = template, featurized(template, self._test_set)
         return self._made
 
-    @torch.no_grad()
     def per_example(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self._losses(vectors, gradient=False)[0]
+
+    def losses_and_gradient(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._losses(vectors, gradient=True)
+
+    def _losses(self, vectors: torch.Tensor, gradient: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each example's loss under each vector and, with ``gradient``, the mean loss's
+        gradient at ``vectors[0]``, taken from that model's own forward pass."""
         template, data = self._prepared()
         device = next(template.parameters()).device
         states = [unflatten(v.to(device), template.state_dict()) for v in vectors]
+        names = [k for k, _ in template.named_parameters()] if gradient else []
+        for k in names:
+            states[0][k] = states[0][k].detach().requires_grad_()
+        grads = [torch.zeros_like(states[0][k]) for k in names]
         out = torch.empty(len(states), len(data), dtype=torch.float64)
         for start in range(0, len(data), self.batch_size):
             xb = data.x[start : start + self.batch_size].to(device)
             yb = data.y[start : start + self.batch_size].to(device)
             for i, state in enumerate(states):
-                logits = functional_call(template, state, (xb,))
-                out[i, start : start + len(yb)] = F.cross_entropy(logits, yb, reduction="none").cpu()
-        return out
-
-    def gradient(self, vector: torch.Tensor) -> torch.Tensor:
-        template, data = self._prepared()
-        device = next(template.parameters()).device
-        state = unflatten(vector.to(device), template.state_dict())
-        names = [k for k, _ in template.named_parameters()]
-        for k in names:
-            state[k] = state[k].detach().requires_grad_()
-            grads = [torch.zeros_like(state[k]) for k in names]
-        for start in range(0, len(data), self.batch_size):
-            xb = data.x[start : start + self.batch_size].to(device)
-            yb = data.y[start : start + self.batch_size].to(device)
-            loss = F.cross_entropy(functional_call(template, state, (xb,)), yb, reduction="sum")
-            for g, part in zip(grads, torch.autograd.grad(loss, [state[k] for k in names])):
-                g += part
+                with torch.set_grad_enabled(gradient and i == 0):
+                    losses = F.cross_entropy(functional_call(template, state, (xb,)), yb, reduction="none")
+                if losses.requires_grad:
+                    for g, part in zip(grads, torch.autograd.grad(losses.sum(), [state[k] for k in names])):
+                        g += part
+                out[i, start : start + len(yb)] = losses.detach().cpu()
+        if not gradient:
+            return out, None
         by_name = dict(zip(names, grads))
-        flat = [by_name[k].reshape(-1) if k in by_name else torch.zeros(t.numel(), device=device) for k, t in state.items()]
-        return (torch.cat(flat) / max(1, len(data))).to("cpu", torch.float64)
+        flat = [by_name[k].reshape(-1) if k in by_name else torch.zeros(t.numel(), device=device) for k, t in states[0].items()]
+        return out, (torch.cat(flat) / max(1, len(data))).to("cpu", torch.float64)
 
 
 @dataclass(frozen=True)
