@@ -172,14 +172,6 @@ PRESETS: dict[str, dict[str, Any]] = {
             "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.5, "schedule": "cosine"},
         },
     },
-    "private_leave_out": {
-        "model": "scatter_linear",
-        "training": {"epochs": 1, "max_steps": 3, "lr": 0.6, "momentum": 0.5, "max_sampling_rate": 0.25, "target_epsilon": 8.0},
-        "aggregation": {
-            "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}}, {"name": "leave_out"}],
-            "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9},
-        },
-    },
     "paper": {
         "training": PAPER_TRAINING.model_dump(exclude_unset=True),
         "aggregation": {"edge": {"name": "reweight"}, "filters": [{"name": "self_reliability"}]},
@@ -221,6 +213,11 @@ def with_preset(name: str, fields: dict[str, Any]) -> dict[str, Any]:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: one of {sorted(PRESETS)}")
     return merge(PRESETS[name], fields)
+
+
+PRESETS["private_leave_out"] = with_preset("private", {"aggregation": {"filters": [
+    {"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False}}, {"name": "leave_out"},
+]}})  # fmt: skip
 
 
 class RuleSpec(_Strict):

@@ -29,7 +29,7 @@ from bmfl.protocol.signing import receipt_message, sign
 from bmfl.protocol.testset import encode_test_set
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.protocol.schemas import UploadReceipt
-from bmfl.task import AggregationSpec, AsyncSpec, RuleSpec, TaskDraft, TaskSpec, TrainingSpec
+from bmfl.task import PRESETS, AggregationSpec, AsyncSpec, TaskDraft, TaskSpec, TrainingSpec
 from chain.deploy import Deployment
 from chain.tasks import TasksClient
 from chain.anvil import dev_key, free_port
@@ -197,12 +197,13 @@ def test_a_server_optimiser_re_executes_from_the_chain_alone(stack: Stack) -> No
 
 
 def test_leave_out_testing_at_the_edges_re_executes_from_the_chain_alone(stack: Stack) -> None:
-    """A task that adds leave_out to the default filters: the edge services build it from
-    the publisher's test set as the simulator does, and an auditor re-running every edge's
+    """A task on the ``private_leave_out`` preset's aggregation (leave-out testing in place
+    of self-reliability, FedAvgM at the cloud): the edge services build it from the
+    publisher's test set as the simulator does, and an auditor re-running every edge's
     filters from the chain gets the same verdicts, aggregates and global models."""
-    spec = AggregationSpec()
-    filters = [*spec.filters, RuleSpec(name="leave_out")]
-    draft = DRAFT.model_copy(update={"aggregation": spec.model_copy(update={"filters": filters})})
+    aggregation = AggregationSpec.model_validate(PRESETS["private_leave_out"]["aggregation"])
+    assert aggregation.filters[-1].name == "leave_out"
+    draft = DRAFT.model_copy(update={"aggregation": aggregation})
     task_id, test_set = stack.run_task(draft)
     code, raw = stack.audit(task_id, LocalBlobStore(stack.blobs).put(test_set), "--json")
     comparisons = json.loads(raw)["comparisons"]
