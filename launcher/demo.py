@@ -2,7 +2,8 @@
 
 Anvil + contracts, 5 edge servers and the cloud as real uvicorn processes, a fleet of
 50 vehicles (10 % attackers) in this process, a task published from the publisher's
-account with the ``private`` preset at a stated ε (σ derived from it); live progress,
+account with the ``private`` preset (or another that states a target ε, ``--preset``)
+at a stated ε (σ derived from it); live progress,
 then the payouts and the audit read from the chain, a report (Markdown + PNG) in the run
 folder, and the ε spent beside what the paper's training would have spent. The first
 line printed once the stack is up is the dashboard's URL (``/ui`` on the cloud). Ctrl-C
@@ -87,6 +88,9 @@ def demo(
     attack_fraction: float = typer.Option(0.1, help="fraction of vehicles that attack"),
     epochs: Optional[int] = typer.Option(None, help="E, local epochs (default: the private preset's)"),
     epsilon: float = typer.Option(DEMO_EPSILON, help="ε at δ = 1e-5 each vehicle may spend on training: σ is derived from it"),
+    preset: str = typer.Option("private", help="the task's preset (bmfl.task.PRESETS) among those that state a target ε: "
+                               "private, private_long, or private_leave_out (the edges test each upload's contribution "
+                               "on the publisher's test set; docs/algorithms.md §8.6)"),
     mobility: float = typer.Option(0.0, help="km each vehicle moves per round (handovers)"),
     seed: int = typer.Option(0, help="seeds keys, data, attackers and training"),
     output: Optional[Path] = typer.Option(None, help="run folder (default runs/demo-<time>)"),
@@ -96,7 +100,7 @@ def demo(
     from bmfl.blobs.gateway_client import GatewayClient
     from bmfl.data import load_dataset
     from bmfl.protocol.schemas import TaskDraft
-    from bmfl.task import with_preset
+    from bmfl.task import PRESETS, with_preset
     from service_kit.chain_access import connect
     from launcher.report import payout_rows, write_report
     from launcher.stack import OPERATOR, PUBLISHER, LocalStack
@@ -109,6 +113,9 @@ def demo(
     from vehicle_client.settings import FleetSettings
     from web3 import Web3
 
+    if "target_epsilon" not in PRESETS.get(preset, {}).get("training", {}):
+        targeted = sorted(name for name, fields in PRESETS.items() if "target_epsilon" in fields.get("training", {}))
+        raise typer.BadParameter(f"{preset!r} is not a preset that states a target ε: one of {targeted}", param_hint="--preset")
     console = Console()
     run_dir = output or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     console.rule(f"[bold]BMFL demo[/]: {vehicles} vehicles, {edges} edges, {rounds} rounds, run folder {run_dir}")
@@ -135,7 +142,7 @@ def demo(
         # void a record its vehicle did not sign before settlement opens
         sizes = [len(v.data) for v in fleet.vehicles]
         training = {"target_epsilon": epsilon, "plan_samples": min(sizes)} | ({"epochs": epochs} if epochs else {})
-        draft = TaskDraft.model_validate(with_preset("private", {
+        draft = TaskDraft.model_validate(with_preset(preset, {
             "rounds": rounds, "reward_wei": 10**18, "block_reward_wei": 10**16, "training": training, "seed": seed,
             "challenge_period_s": 5,
         }))  # fmt: skip

@@ -178,10 +178,11 @@ def test_the_robustness_plot_bands_over_seeds(tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.mark.slow
-def test_bmfl_demos_report_fills_every_column_and_flagged_vehicles_are_in_the_payouts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preset", ["private", "private_leave_out"])
+def test_bmfl_demos_report_fills_every_column_and_flagged_vehicles_are_in_the_payouts(tmp_path: Path, preset: str) -> None:
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "launcher.cli", "demo", "--vehicles", "9", "--edges", "3", "--rounds", "2", "--epochs", "1",
-               "--attack-fraction", "0.25", "--attack", "same_value", "--output", str(tmp_path / "demo")]  # fmt: skip
+               "--attack-fraction", "0.25", "--attack", "same_value", "--preset", preset, "--output", str(tmp_path / "demo")]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     after_rule = [line for line in done.stdout.splitlines() if line.strip() and "BMFL demo" not in line and "─" not in line]
@@ -197,3 +198,14 @@ def test_bmfl_demos_report_fills_every_column_and_flagged_vehicles_are_in_the_pa
     assert flagged and flagged <= set(payees)  # the same names in both tables
     assert all(int(payees[a][3]) == 0 for a in flagged if "θ = 0.0000" in payees[a][2])
     assert sum(int(p[3]) for p in payees.values()) > 0
+    assert ("leave_out" in text) == (preset == "private_leave_out")  # the setting names the edges' filters
+
+
+def test_the_demo_refuses_a_preset_without_a_target_epsilon_before_starting_anything(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+
+    done = CliRunner().invoke(app, ["demo", "--preset", "paper", "--output", str(tmp_path / "demo")])
+    assert done.exit_code == 2 and "target ε" in done.output and "private_leave_out" in done.output
+    assert not (tmp_path / "demo").exists()
