@@ -216,3 +216,30 @@ def test_a_white_box_attack_needs_the_edges_pipeline():
 
     shape_edge_uploads(attack, uploads, {1}, 0, torch.zeros(3), 1, 0, edge_aggregate=edge)
     assert torch.equal(seen["trial"][0], uploads[0])  # the oracle gets the honest uploads as they are
+
+
+def test_candidates_are_evaluated_a_chunk_at_a_time():
+    """Forty uploads give dozens of candidate groups; the filter never asks for more than
+    CHUNK models at once, and still drops the two harmful uploads and keeps the rest."""
+    from bmfl.filters.leave_out import CHUNK
+
+    model, test, ref, descent = _task()
+    g = torch.Generator().manual_seed(2)
+    honest = ref + 0.5 * descent + NOISE * torch.randn(38, ref.numel(), generator=g)
+    attackers = ref - 3.0 * descent + NOISE * torch.randn(2, ref.numel(), generator=g)
+    asked = []
+
+    class Counting(PublisherTestLoss):
+        def per_example(self, vectors):
+            asked.append(len(vectors))
+            return super().per_example(vectors)
+
+        def losses_and_gradient(self, vectors):
+            asked.append(len(vectors))
+            return super().losses_and_gradient(vectors)
+
+    res = get_filter("leave_out", test_loss=Counting(model, test), training=dict(BMFL_TRAINING))(
+        torch.cat([honest, attackers]), torch.full((40,), float(N)), ref)
+    assert res.keep.tolist() == [True] * 38 + [False] * 2
+    assert len(res.info["passes"][0]["groups"]) > CHUNK and max(asked) <= CHUNK
+

@@ -46,7 +46,8 @@ margins and the uploads dropped. Cost: per pass one test-set evaluation per cand
 group (at most 2K + 1 models), the first with its gradient; a clean round is one pass, and each
 further pass drops at least one upload, so a round costs at most K passes (O(K²)
 evaluations, reached only when uploads are dropped one at a time), plus two
-evaluations per dropped upload for re-admission.
+evaluations per dropped upload for re-admission. The candidates are built 16 at a time,
+so beyond the uploads themselves memory holds 16 model vectors whatever K is.
 Needs a classification test set (``test_loss``, supplied by the round core) and the
 task's training settings (the weights and v_m, as ``noise_weighted`` derives them).
 """
@@ -62,6 +63,10 @@ from bmfl.aggregation.noise_weighted import NoiseWeighted
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
 from bmfl.filters.signal_median import SignalMedian
 from bmfl.task import TrainingSpec
+
+
+CHUNK = 16
+"""Candidate models built and evaluated at a time (memory: CHUNK model vectors)."""
 
 
 class TestLoss(Protocol):
@@ -140,6 +145,19 @@ class LeaveOut(UpdateFilter):
         themselves at s = 1."""
         return models if self.step == 1 else reference + self.step * (models - reference)
 
+    def _candidate_losses(
+        self, base: torch.Tensor, parts: dict[int, torch.Tensor], candidates: list[tuple[int, ...]], reference: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Per-example losses of A(S) (row 0, with its gradient) and of A(S) minus each
+        candidate group's contributions, built :data:`CHUNK` models at a time, so memory
+        stays at CHUNK model vectors however many uploads the edge holds."""
+        first, gradient = self.test_loss.losses_and_gradient(self._judged(base[None], reference))
+        rows = [first]
+        for start in range(0, len(candidates), CHUNK):
+            chunk = torch.stack([base - sum(parts[m] for m in c) for c in candidates[start : start + CHUNK]])
+            rows.append(self.test_loss.per_example(self._judged(chunk, reference)))
+        return torch.cat(rows), gradient
+
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
         if sizes is None:
             raise ValueError("leave_out needs the uploads' data sizes")
@@ -153,8 +171,7 @@ class LeaveOut(UpdateFilter):
         while kept:
             base, parts, weights = self._contributions(updates, sizes, reference, kept)
             candidates = [c for c in dict.fromkeys(tuple(m for m in g if m in kept) for g in groups) if c]
-            models = self._judged(torch.stack([base] + [base - sum(parts[m] for m in c) for c in candidates]), reference)
-            losses, gradient = self.test_loss.losses_and_gradient(models)
+            losses, gradient = self._candidate_losses(base, parts, candidates, reference)
             gain, se = improvements(losses)
             p = dict(zip(sorted(kept), weights.tolist()))
             noise = torch.tensor([math.sqrt(sum(p[m] ** 2 / float(precision[m]) for m in c)) for c in candidates])

@@ -326,7 +326,7 @@ def write_report(
     default = AggregationSpec().model_dump()
     default_steps = _steps(default["filters"] + [default["edge"]])
     presets = {preset: _steps(fields["aggregation"].get("filters", []) + [fields["aggregation"].get("edge", default["edge"])])
-               for preset, fields in PRESETS.items() if preset != "paper"}
+               for preset, fields in PRESETS.items()}
     for name in scale.pipelines:
         spec = pipelines(scale.edge_test_samples)[name]
         steps = _steps(spec["filters"] + [spec["edge"]])
