@@ -47,7 +47,7 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
     for pipeline in rm.QUICK.pipelines:
         assert pipeline in text
     assert "| ALIE z=1.5 | 20% |" in text and "| white-box | 20% |" in text and "![accuracy per round](robustness.png)" in text
-    assert "**Envelope+SMflag+LO+NW** (the `private_leave_out` preset's filters and rule)" in text
+    assert "**Envelope+SMmaj+LO+NW** (the `private_leave_out` preset's filters and rule)" in text
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     cached = (tmp_path / "robustness.cache.jsonl").read_text().splitlines()
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
@@ -93,11 +93,23 @@ def test_the_edges_can_hold_the_whole_test_set(tmp_path):
     assert json.loads(record["fingerprint"])["data"]["edge_test_samples"] is None
 
 
-def test_the_leave_out_preset_is_the_measured_pipeline():
-    """``private_leave_out``'s edges run exactly the matrix's ``Envelope+SMflag+LO+NW``
-    (docs/robustness_leave_out*.md)."""
+@pytest.mark.parametrize(("preset", "label"), [("private_leave_out", "Envelope+SMmaj+LO+NW"),
+                                               ("private", "Envelope+SMmaj+DPSR+NW")])
+def test_the_presets_are_the_measured_pipelines(preset, label):
+    """The presets' edges run exactly the matrix's pipelines of docs/robustness_leave_out*.md."""
     from bmfl.task import PRESETS, AggregationSpec
 
-    preset = AggregationSpec.model_validate(PRESETS["private_leave_out"]["aggregation"])
-    measured = AggregationSpec.model_validate(rm.pipelines(300)["Envelope+SMflag+LO+NW"])
-    assert measured.filters == preset.filters and measured.edge == preset.edge
+    spec = AggregationSpec.model_validate(PRESETS[preset]["aggregation"])
+    measured = AggregationSpec.model_validate(rm.pipelines(300)[label])
+    assert measured.filters == spec.filters and measured.edge == spec.edge
+
+
+def test_the_median_aware_attacker_models_each_runs_centre():
+    """Against a signal median measured from the majority mean the attacker searches with
+    that centre; against the geometric median its options (and the cached runs'
+    fingerprints) are as before."""
+    pipelines = ("Envelope+SMflag+DPSR+NW", "Envelope+SMmaj+DPSR+NW")
+    scale = dataclasses.replace(rm.QUICK, attacks=("median-aware",), pipelines=pipelines, profile="private")
+    told = {r.key.split("/")[3]: r.config["attack"]["options"] for r in rm.matrix(scale) if "attack" in r.config}
+    assert "centre" not in told["Envelope+SMflag+DPSR+NW"]
+    assert told["Envelope+SMmaj+DPSR+NW"]["centre"] == "majority_mean"

@@ -11,7 +11,7 @@ import torch
 from bmfl.attacks import EdgeView, get_attack
 from bmfl.filters import get_filter
 from bmfl.filters.dp_floor import noise_variance
-from bmfl.filters.signal_median import MEDIAN_SE, distances_to, geometric_median_weights, noise_estimate
+from bmfl.filters.signal_median import MEDIAN_SE, distances_to, geometric_median_weights, majority_mean, noise_estimate
 from bmfl.task import TrainingSpec
 
 # B = 64 for n ≥ 640: v = (η σ C / B)² with one step; S ≈ η C κ
@@ -107,3 +107,51 @@ def test_with_noisy_counts_the_noise_is_read_from_each_upload() -> None:
     declared = torch.tensor([n + 20.0 * k for k in (-2, -1, 0, 1, 2, -2, 0, 2, 1, -1)])
     result = get_filter("signal_median", training=TRAINING, count_noise=20.0)(updates, declared, torch.zeros(D))
     assert result.keep.tolist() == [True] * 8 + [False] * 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_colluders_at_an_edge_of_five_pass_the_geometric_median_but_not_the_majority_mean(seed: int) -> None:
+    """Three honest vehicles with diverse signals and two colluders sending the same push
+    (the envelope backdoor's case in the matrix, docs/algorithms.md §8.4): the geometric
+    median sits between the two groups, the honest distances and with them the threshold
+    grow, and the colluders are kept; measured from the mean of the majority nearest it
+    they are flagged and no honest upload is."""
+    updates, _ = _fleet(seed, 2, -3.0, honest=3, spread=1.0)
+    sizes, reference = torch.full((5,), float(N)), torch.zeros(D)
+    assert get_filter("signal_median", training=TRAINING, clip=False)(updates, sizes, reference).keep.all()
+    result = get_filter("signal_median", training=TRAINING, clip=False, centre="majority_mean")(updates, sizes, reference)
+    assert result.keep.tolist() == [True, True, True, False, False]
+    assert result.info["alpha"].tolist() == pytest.approx([1 / 3] * 3 + [0.0] * 2)
+
+
+@pytest.mark.parametrize("seed", [7, 9])
+def test_an_upload_whose_signal_is_mostly_noise_does_not_define_the_centre(seed: int) -> None:
+    """Five honest vehicles, one with a tenth of the others' data and so 41 times their
+    noise variance: its corrected energy is a guess (−0.15 or 0.05 against 0.33), and
+    ranked by distance alone it seems to sit at the centre, joins the majority and two
+    honest uploads are flagged on these seeds. Ranked by distance plus its correction
+    error it stays out of the majority and every upload is kept."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.zeros(D)
+    u[:100] = 0.1
+    signals = torch.stack([0.5 * u + 0.3 * torch.randn(D, generator=g) / math.sqrt(D) for _ in range(5)])
+    variance = torch.tensor([V] * 4 + [noise_variance(TRAINING.local(), 100)])
+    updates = signals + variance.sqrt()[:, None] * torch.randn(5, D, generator=g)
+    sizes = torch.tensor([float(N)] * 4 + [100.0])
+    result = get_filter("signal_median", training=TRAINING, clip=False, centre="majority_mean")(updates, sizes, torch.zeros(D))
+    assert bool(result.keep.all())
+    assert float(result.info["alpha"][4]) == 0.0
+
+
+def test_majority_mean_stops_when_the_majority_is_stable() -> None:
+    """Points 0, 1, 2 and 10, 11 on a line: the majority is {0, 1, 2}, its mean 1."""
+    x = torch.tensor([[0.0], [1.0], [2.0], [10.0], [11.0]], dtype=torch.float64)
+    h = x @ x.T
+    alpha, dist = majority_mean(h, distances_to(h, torch.full((5,), 0.2, dtype=torch.float64)), torch.zeros(5, dtype=torch.float64))
+    assert alpha.tolist() == pytest.approx([1 / 3] * 3 + [0.0] * 2)
+    assert dist.tolist() == pytest.approx([1.0, 0.0, 1.0, 81.0, 100.0])
+
+
+def test_an_unknown_centre_is_refused() -> None:
+    with pytest.raises(ValueError, match="centre"):
+        get_filter("signal_median", training=TRAINING, centre="mean")

@@ -7,10 +7,10 @@ own data without DP and take the negated mean of their clean updates as the dire
 attackers search for the largest step t ≤ S (the envelope's largest clipped signal) at
 which ``signal_median``, given the honest uploads and their own w^{r-1} + t·u/‖u‖ + n_a,
 keeps every one of theirs (bisection on t), and send ``margin``·t. They know the filter's
-rule and thresholds (``factor``, ``z``) and read each honest upload's noise variance from
-its coordinates (``noise_estimate``, as the filter does for noisy counts; their own is
-v for ``num_samples``); what the search cannot know exactly is the edge's reading of the
-sizes, which the margin covers.
+rule, centre and thresholds (``centre``, ``factor``, ``z``) and read each honest upload's
+noise variance from its coordinates (``noise_estimate``, as the filter does for noisy
+counts; their own is v for ``num_samples``); what the search cannot know exactly is the
+edge's reading of the sizes, which the margin covers.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class MedianAware(Attack):
 
     def __init__(
         self, training: dict[str, Any], num_samples: int = 10_000, factor: float = 3.0, margin: float = 0.95,
-        z: float = 4.0, bisections: int = 20,
+        z: float = 4.0, bisections: int = 20, centre: str = "geometric_median",
     ) -> None:  # fmt: skip
         if not 0 < margin <= 1 or bisections < 1:
             raise ValueError("need 0 < margin <= 1 and bisections >= 1")
@@ -44,7 +44,7 @@ class MedianAware(Attack):
         self.z = z
         self.bisections = bisections
         self._push = EnvelopePush(self.training, num_samples, 1.0, z)
-        self._filter = SignalMedian(self.training, 0.0, factor, z)
+        self._filter = SignalMedian(self.training, 0.0, factor, z, centre=centre)
 
     def training_config(self, config: LocalTrainingConfig) -> LocalTrainingConfig:
         return replace(config, dp=False)

@@ -18,7 +18,13 @@ H_mm − 2(Hα)_m + αᵀHα), and flags upload m when
 
     ‖s_m − z‖² > c²·median_i ‖s_i − z‖² + a_m,
 
-c = ``factor`` (3), a_m = z·√(2d)·v_m the error of the noise correction (z = 4). Where
+c = ``factor`` (3), a_m = z·√(2d)·v_m the error of the noise correction (z = 4). With
+``centre="majority_mean"`` z is then moved to the mean of the majority of signals
+nearest it (:func:`majority_mean`): the geometric median of five uploads, two of them
+colluders sending the same push, lies between the honest signals and theirs, which
+inflates the honest distances and with them the threshold (docs/algorithms.md §8.4).
+The filter's own default stays the geometric median, so the recorded matrices
+reproduce; every preset and a new task's default name the majority mean. Where
 sizes are noisy DP counts (the services), v_m is only known to lie in [v_low, v_high]
 over the sizes the count allows; there it is read from the upload's own coordinates,
 v̂_m = median_i Δ_mi² / median(χ²₁), clamped to that range, and a_m gains the estimate's
@@ -65,6 +71,9 @@ from bmfl.filters.gram import gram_matrix
 from bmfl.task import TrainingSpec
 
 
+CENTRES = ("geometric_median", "majority_mean")
+"""Where the filter measures distances from: the signals' geometric median, or the mean
+of the majority nearest it (:func:`majority_mean`)."""
 MEDIAN_CHI2 = 0.454936423119572
 """The median of χ²₁: median(x²) = 0.4549·v for x ~ N(0, v)."""
 MEDIAN_SE = 2.3328
@@ -96,6 +105,32 @@ def geometric_median_weights(h: torch.Tensor, floor: float, iterations: int = 20
     return alpha
 
 
+def majority_mean(
+    h: torch.Tensor, dist: torch.Tensor, allowance: torch.Tensor, iterations: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(α, distances) of the mean of the ⌊K/2⌋ + 1 signals nearest the centre that
+    ``dist`` measures from, chosen again from the new distances until that majority no
+    longer changes (concentration steps, as in the minimum covariance determinant; at
+    most ``iterations``). Signals are ranked by distance plus their correction error
+    ``allowance``, so an upload whose signal estimate is mostly noise (a small vehicle's:
+    its corrected energy may read −7 or +19) does not define the centre by seeming to
+    sit on it."""
+    k = h.shape[0]
+
+    def nearest(d: torch.Tensor) -> list[int]:
+        return sorted((d + allowance).argsort()[: k // 2 + 1].tolist())
+
+    members = nearest(dist)
+    for _ in range(iterations):
+        alpha = torch.zeros(k, dtype=torch.float64)
+        alpha[members] = 1.0 / len(members)
+        dist = distances_to(h, alpha)
+        if nearest(dist) == members:
+            break
+        members = nearest(dist)
+    return alpha, dist
+
+
 def distances_to(h: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """(K,) ‖s_m − Σ_i α_i s_i‖² from the Gram matrix ``h`` (clamped at 0: a noise-corrected
     H need not be positive semi-definite)."""
@@ -109,10 +144,13 @@ class SignalMedian(UpdateFilter):
 
     def __init__(
         self, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, factor: float = 3.0, z: float = 4.0,
-        clip: bool = True,
+        clip: bool = True, centre: str = "geometric_median",
     ) -> None:  # fmt: skip
         if factor <= 1 or z <= 0 or count_noise < 0:
             raise ValueError("need factor > 1, z > 0 and count_noise >= 0")
+        if centre not in CENTRES:
+            raise ValueError(f"centre must be one of {CENTRES}")
+        self.centre = centre
         self.factor = factor
         self.clip = clip
         self.z = z
@@ -141,6 +179,8 @@ class SignalMedian(UpdateFilter):
         """(keep, α, ‖s_m − z‖², threshold) from the corrected Gram matrix."""
         alpha = geometric_median_weights(h, math.sqrt(float(allowance.mean())) or 1e-12)
         dist = distances_to(h, alpha)
+        if self.centre == "majority_mean":
+            alpha, dist = majority_mean(h, dist, allowance)
         threshold = self.factor**2 * float(dist.median()) + allowance
         return dist <= threshold, alpha, dist, threshold
 

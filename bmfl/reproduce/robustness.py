@@ -66,6 +66,7 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
     class_floor = {"name": "class_floor", "options": {}}
     dp_reliability = {"name": "dp_self_reliability", "options": {}}
     signal_median = {"name": "signal_median", "options": {}}
+    majority_median = {"name": "signal_median", "options": {"clip": False, "centre": "majority_mean"}}
     default = AggregationSpec()
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
@@ -99,6 +100,10 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
         "Envelope+SMflag+LO+NW": {"edge": {"name": "noise_weighted"},
                     "filters": [envelope, {"name": "signal_median", "options": {"clip": False}},
                                 {"name": "leave_out", "options": {}}]},
+        "Envelope+SMmaj+DPSR+NW": {"edge": {"name": "noise_weighted"},
+                                   "filters": [envelope, majority_median, dp_reliability]},
+        "Envelope+SMmaj+LO+NW": {"edge": {"name": "noise_weighted"},
+                                 "filters": [envelope, majority_median, {"name": "leave_out", "options": {}}]},
         # a new task's edges as bmfl.task.AggregationSpec gives them (self-reliability at its default tolerance)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters]},
     }
@@ -172,7 +177,7 @@ class Scale:
 PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
 FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "FLTrust", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
 QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5", "white-box"),
-              ("FedAvg", "AccTest+Clip+Reweight", "Envelope+SMflag+LO+NW"), ("Dirichlet(0.9)",))
+              ("FedAvg", "AccTest+Clip+Reweight", "Envelope+SMmaj+LO+NW"), ("Dirichlet(0.9)",))
 FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), FULL_PIPELINES,
              tuple(PARTITIONS))
 SCALES = {"quick": QUICK, "full": FULL}
@@ -206,6 +211,16 @@ def key(partition: str, attack: str, fraction: float, pipeline: str, seed: int) 
     return f"{partition}/{attack}/{fraction}/{pipeline}/{seed}"
 
 
+def _median_centre(pipeline: dict[str, Any]) -> dict[str, Any]:
+    """``{"centre": …}`` where ``pipeline`` runs ``signal_median`` with a centre other than
+    the geometric median (empty otherwise, so earlier runs keep their fingerprints)."""
+    for f in pipeline["filters"]:
+        centre = f["options"].get("centre", "geometric_median") if f["name"] == "signal_median" else "geometric_median"
+        if centre != "geometric_median":
+            return {"centre": centre}
+    return {}
+
+
 def matrix(scale: Scale) -> list[Run]:
     """Every run: the clean run of each (partition, pipeline, seed), then the attacked ones.
     The backdoor runs on Dirichlet(0.9) only where that partition is in the scale (Fig. 7)."""
@@ -218,6 +233,8 @@ def matrix(scale: Scale) -> list[Run]:
                     name, options = attack_options(scale, label)
                     if "aggregation" in options:  # an attack that knows the edges' pipeline is told this run's
                         options["aggregation"] = pipelines(scale.edge_test_samples)[pipeline]
+                    if name == "median_aware":  # it models the run's signal median, centre included
+                        options |= _median_centre(pipelines(scale.edge_test_samples)[pipeline])
                     for fraction in scale.fractions:
                         attack = {"name": name, "fraction": fraction, "options": dict(options)}
                         runs.append(Run(key(partition, label, fraction, pipeline, seed),
@@ -339,6 +356,8 @@ def write_report(
     for label in scale.attacks:
         name, options = attack_options(scale, label)
         knows = ", and each run's edge pipeline" if options.pop("aggregation", None) is not None else ""
+        if name == "median_aware" and any(_median_centre(pipelines(scale.edge_test_samples)[p]) for p in scale.pipelines):
+            knows = ", and the centre of each run's signal median"
         lines.append(f"- **{label}**: `{name}` {json.dumps(options, ensure_ascii=False)}{knows}")
     lines.append("")
     for partition in scale.partitions:
