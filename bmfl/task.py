@@ -184,15 +184,15 @@ images, a linear model on fixed scattering features (``scatter_linear``), 3 DP-S
 of B = 64 a round at q ≤ 0.25, FedAvgM (β₁ = 0.9) at the cloud, the DP envelope, the
 signal median (flagging only, distances from the majority mean) and self-reliability
 with the DP noise taken out of its distance at the edges, then inverse-noise averaging
-(the default rule); σ derived
-from the target for the task's rounds and ``plan_samples``. ``private_long``: the best
+(the default rule); σ derived from the target for the task's rounds and
+``plan_samples``. ``private_long``: the best
 point of the 80-round frontier at ε = 8 (docs/frontier.md; 0.92 on complete non-IID
 and on Dirichlet(0.9) MNIST-10k, where the best earlier settings ended at 0.875 and
 0.844): one DP-SGD step a round of B = 256 at q ≤ 0.1 (σ derived for a third of the
 steps), FedAvgM (β₁ = 0.5) whose step decays over the rounds (cosine), and the signal
 median measured from the geometric median, as those figures were (not yet re-measured
-with the majority mean, docs/algorithms.md §8.4). Over the demo's 8
-rounds one step a round ends lower than ``private``'s three (0.81–0.88 against 0.91,
+with the majority mean, docs/algorithms.md §8.4). Over the demo's 8 rounds one step a
+round ends lower than ``private``'s three (0.81–0.88 against 0.91,
 docs/demo_defaults.md), so it is meant for tasks of tens of rounds; on Fashion-MNIST's
 60,000 images it ends below the 3-step training (0.808 against 0.823,
 docs/paper_scale.md). ``private_leave_out``: ``private``'s training with leave-out testing
