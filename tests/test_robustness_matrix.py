@@ -51,6 +51,7 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     cached = (tmp_path / "robustness.cache.jsonl").read_text().splitlines()
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
+    assert all(set(row) == set(rm.ROW_FIELDS) for line in cached for row in json.loads(line)["rows"])
     again = rm.main(["--quick", "--out", str(tmp_path), "--name", "robustness", "--resume"])  # all reused: no simulation
     assert again.read_text().split("\n", 3)[3] == text.split("\n", 3)[3]
 

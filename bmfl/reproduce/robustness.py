@@ -242,6 +242,17 @@ def matrix(scale: Scale) -> list[Run]:
     return runs
 
 
+ROW_FIELDS = ("round", "accuracy", "attack_success_rate", "trainers", "attackers_selected", "attackers_flagged",
+              "honest_flagged", "attacker_weight")
+"""What a cached run keeps of each round: what the report and the plot read."""
+
+
+def slim(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with each round cut to :data:`ROW_FIELDS` (a matrix's cache holds
+    hundreds of runs; traffic and timing per round are not reported)."""
+    return record | {"rows": [{k: r[k] for k in ROW_FIELDS} for r in record["rows"]]}
+
+
 def summarise(record: dict[str, Any], settle: int) -> dict[str, float | None]:
     """The run's settled accuracy, ASR, honest-flagged rate and attacker weight share."""
     rows = record["rows"]
@@ -440,7 +451,7 @@ def main(argv: list[str] | None = None) -> Path:
             for rec in {r["fingerprint"]: r for r in done.values()}.values():
                 if rec["fingerprint"] not in reuse:
                     reuse[rec["fingerprint"]] = rec
-                    fh.write(json.dumps(rec) + "\n")
+                    fh.write(json.dumps(slim(rec)) + "\n")
     used = {fingerprint(run.config) for run in runs}
     cpu_s = sum(r["cpu_s"] for fp, r in reuse.items() if fp in used)
     console.print(f"{cpu_s / 60:.1f} CPU-minutes of simulation, {(time.perf_counter() - start) / 60:.1f} min wall")
