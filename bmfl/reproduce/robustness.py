@@ -215,9 +215,8 @@ def _median_centre(pipeline: dict[str, Any]) -> dict[str, Any]:
     """``{"centre": …}`` where ``pipeline`` runs ``signal_median`` with a centre other than
     the geometric median (empty otherwise, so earlier runs keep their fingerprints)."""
     for f in pipeline["filters"]:
-        centre = f["options"].get("centre", "geometric_median") if f["name"] == "signal_median" else "geometric_median"
-        if centre != "geometric_median":
-            return {"centre": centre}
+        if f["name"] == "signal_median" and f["options"].get("centre", "geometric_median") != "geometric_median":
+            return {"centre": f["options"]["centre"]}
     return {}
 
 
