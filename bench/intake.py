@@ -1,13 +1,15 @@
 """Verified uploads per second into one edge on loopback: N registered, selected
-vehicles post their signed updates (the 21,840-parameter CNN as safetensors, ~88 kB)
-to a real edge (``LocalStack``, one edge, Anvil) from ``--concurrency`` client threads;
-the edge runs every check of ``docs/protocol.md`` (round open on chain and at the edge,
-deadline, registration, selection, EIP-191 signature, duplicate, strict decoding) and
-stores each blob. Baseline: the same multipart requests into ``bench.intake_sink``, an
-endpoint that checks nothing and writes the blob to disk, run before and after ours.
-Forms are signed before the clock starts; only the requests are timed.
+vehicles upload their signed updates (the 21,840-parameter CNN as safetensors, ~88 kB)
+to a real edge (``LocalStack``, one edge, Anvil) from ``--concurrency`` client threads,
+half of them as multipart forms (``POST …/updates``), half as binary bodies with the
+signature in a header (``PUT …/updates/{vehicle}``); the edge runs every check of
+``docs/protocol.md`` (round open on chain and at the edge, deadline, registration,
+selection, EIP-191 signature, duplicate, strict decoding) and stores each blob.
+Baseline: the same requests into ``bench.intake_sink``, endpoints that check nothing
+and write the blob to disk, run before and after ours. Uploads are signed before the
+clock starts; only the requests are timed.
 
-    python -m bench.intake [--vehicles 60 --concurrency 4]
+    python -m bench.intake [--vehicles 600 --concurrency 4]
 """
 
 from __future__ import annotations
@@ -36,18 +38,21 @@ from launcher.publisher import Publisher
 from vehicle_client.fleet import Fleet
 from vehicle_client.settings import FleetSettings
 
-Request = tuple[str, dict[str, str], bytes]  # url path, form, blob
+Request = tuple[str, dict[str, str], bytes]  # url path, form (multipart) or headers (binary), blob
 
 
-def _post_all(base_url: str, requests: list[Request], concurrency: int) -> float:
-    """Seconds to post every request (all must be accepted, HTTP 202)."""
+def _post_all(base_url: str, requests: list[Request], concurrency: int, binary: bool) -> float:
+    """Seconds to send every request (all must be accepted, HTTP 202)."""
     local = threading.local()
 
     def post(req: Request) -> None:
         if not hasattr(local, "client"):
             local.client = httpx.Client(timeout=60)
-        path, form, blob = req
-        reply = local.client.post(base_url + path, data=form, files={"blob": ("update.safetensors", blob)})
+        path, fields, blob = req
+        if binary:
+            reply = local.client.put(base_url + path, content=blob, headers=fields)
+        else:
+            reply = local.client.post(base_url + path, data=fields, files={"blob": ("update.safetensors", blob)})
         if reply.status_code != 202:
             raise RuntimeError(f"upload refused: HTTP {reply.status_code} {reply.text[:200]}")
 
@@ -75,11 +80,13 @@ def _sink(tmp: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the intake sink did not start")
 
 
-def _selected_uploads(fleet: Fleet, task_id: int) -> list[Request]:
-    """Wait until every vehicle is selected in an open round; its signed upload."""
+def _selected_uploads(fleet: Fleet, task_id: int) -> tuple[list[Request], list[Request]]:
+    """Wait until every vehicle is selected in an open round; the first half's signed
+    multipart uploads and the second half's binary ones."""
     model = create_model("bmfl_cnn")
-    requests = []
-    for vehicle in fleet.vehicles:
+    forms, bodies = [], []
+    half = len(fleet.vehicles) // 2
+    for i, vehicle in enumerate(fleet.vehicles):
         edge = fleet.edge_of(vehicle)
         for _ in range(600):
             a = vehicle.poll(edge.url, task_id)
@@ -89,54 +96,67 @@ def _selected_uploads(fleet: Fleet, task_id: int) -> list[Request]:
         else:
             raise RuntimeError(f"vehicle {vehicle.index} was never selected")
         blob = encode_state(model.state_dict(), BlobMeta(str(task_id), a.round, vehicle.address, "bmfl_cnn"))
-        form = vehicle.upload_form(edge.address, task_id, a.round, blob, 1.0)
-        requests.append((f"/tasks/{task_id}/rounds/{a.round}/updates", form, blob))
-    return requests
+        path = f"/tasks/{task_id}/rounds/{a.round}/updates"
+        if i < half:
+            forms.append((path, vehicle.upload_form(edge.address, task_id, a.round, blob, 1.0), blob))
+        else:
+            headers = vehicle.upload_headers(edge.address, task_id, a.round, blob, 1.0)
+            bodies.append((f"{path}/{vehicle.address}", headers, blob))
+    return forms, bodies
 
 
-def run(vehicles: int = 60, concurrency: int = 4) -> list[Row]:
+def _row(route: str, requests: list[Request], ours: float, baseline: list[float], concurrency: int) -> Row:
+    load = os.getloadavg()[0]
+    note = (f"{len(requests)} uploads of {len(requests[0][2]) / 1e3:.0f} kB, {concurrency} client threads; "
+            f"sink: median of 2; load {load:.1f} after")  # fmt: skip
+    return Row("intake", f"verified uploads into one edge, {route}", len(requests) / ours,
+               f"unverified sink, {route} (same requests)", len(requests) / median(baseline), "uploads/s", "throughput",
+               note=note)  # fmt: skip
+
+
+def run(vehicles: int = 600, concurrency: int = 4) -> list[Row]:
     if find_anvil() is None:
         console.print("[yellow]intake skipped[/]: no Anvil binary (npm ci)")
         return [Row("intake", "verified uploads into one edge", float("nan"), "unverified sink", None, "uploads/s",
                     "throughput", note="skipped: no Anvil")]  # fmt: skip
     train, test = load_dataset("mnist")
+    rows = []
     with progress() as bar, tempfile.TemporaryDirectory(prefix="bmfl-intake-") as tmp:
-        task = bar.add_task(f"intake: {vehicles} uploads, sink / edge / sink", total=4)
+        task = bar.add_task(f"intake: {vehicles} uploads, sink / edge / sink, multipart then binary", total=7)
         with LocalStack(Path(tmp) / "stack", edges=1) as stack:
             fleet = Fleet(
                 FleetSettings(
                     cloud_url=stack.cloud.url, rpc_url=stack.rpc_url, deployment=stack.deployment_file,
-                    funder_key=dev_key(OPERATOR), vehicles=vehicles, seed=1,
+                    funder_key=dev_key(OPERATOR), vehicles=vehicles, seed=1, partition="iid",
                 ),
                 train_data=train, console=console,
             )  # fmt: skip
             fleet.setup()
             publisher = Publisher(connect(stack.rpc_url, stack.deployment_file, dev_key(PUBLISHER)), stack.cloud.url)
             task_id = publisher.publish(TaskDraft(rounds=1, reward_wei=10**18, block_reward_wei=0), test)["task_id"]
-            requests = _selected_uploads(fleet, task_id)
+            uploads = _selected_uploads(fleet, task_id)
             bar.advance(task)
             sink, sink_url = _sink(Path(tmp))
+            edge_url = fleet.edge_of(fleet.vehicles[0]).url
             try:
-                baseline = [_post_all(sink_url, requests, concurrency)]
-                bar.advance(task)
-                ours = _post_all(fleet.edge_of(fleet.vehicles[0]).url, requests, concurrency)
-                bar.advance(task)
-                baseline.append(_post_all(sink_url, requests, concurrency))
-                bar.advance(task)
+                for route, requests, binary in zip(("multipart", "binary"), uploads, (False, True)):
+                    baseline = [_post_all(sink_url, requests, concurrency, binary)]
+                    bar.advance(task)
+                    ours = _post_all(edge_url, requests, concurrency, binary)
+                    bar.advance(task)
+                    baseline.append(_post_all(sink_url, requests, concurrency, binary))
+                    bar.advance(task)
+                    rows.append(_row(route, requests, ours, baseline, concurrency))
             finally:
                 sink.terminate()
                 sink.wait(10)
                 fleet.close()
-    size = len(requests[0][2])
-    load = os.getloadavg()[0]
-    note = f"{vehicles} uploads of {size / 1e3:.0f} kB, {concurrency} client threads; sink: median of 2; load {load:.1f} after"
-    return [Row("intake", "verified uploads into one edge", vehicles / ours, "unverified sink (same requests)",
-                vehicles / median(baseline), "uploads/s", "throughput", note=note)]  # fmt: skip
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vehicles", type=int, default=60)
+    parser.add_argument("--vehicles", type=int, default=600, help="uploads in all, half on each route")
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     print_rows("update intake on loopback", run(args.vehicles, args.concurrency))

@@ -38,16 +38,20 @@ def pipelines(evaluate, test_loss) -> dict:
         "dp_envelope+self_reliability+reweight (the default before noise_weighted)": compose(
             get_aggregator("reweight"), get_filter("dp_envelope", training=TRAINING),
             get_filter("self_reliability", evaluate=evaluate)),
-        "dp_envelope+signal_median+self_reliability+noise_weighted (default)": compose(
+        "dp_envelope+signal_median(majority mean)+self_reliability+noise_weighted (default)": compose(
+            get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
+            get_filter("signal_median", training=TRAINING, clip=False, centre="majority_mean"),
+            get_filter("self_reliability", evaluate=evaluate)),
+        "dp_envelope+signal_median(geometric median)+self_reliability+noise_weighted (the default before)": compose(
             get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
             get_filter("signal_median", training=TRAINING, clip=False), get_filter("self_reliability", evaluate=evaluate)),
-        "dp_envelope+signal_median+self_reliability+leave_out+noise_weighted": compose(
+        "dp_envelope+signal_median(majority mean)+self_reliability+leave_out+noise_weighted": compose(
             get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
-            get_filter("signal_median", training=TRAINING, clip=False), get_filter("self_reliability", evaluate=evaluate),
-            get_filter("leave_out", test_loss=test_loss, training=TRAINING)),
-        "dp_envelope+signal_median+leave_out+noise_weighted": compose(
+            get_filter("signal_median", training=TRAINING, clip=False, centre="majority_mean"),
+            get_filter("self_reliability", evaluate=evaluate), get_filter("leave_out", test_loss=test_loss, training=TRAINING)),
+        "dp_envelope+signal_median(majority mean)+leave_out+noise_weighted (private_leave_out)": compose(
             get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
-            get_filter("signal_median", training=TRAINING, clip=False),
+            get_filter("signal_median", training=TRAINING, clip=False, centre="majority_mean"),
             get_filter("leave_out", test_loss=test_loss, training=TRAINING)),
         "accuracy_test+norm_clip+reweight": compose(
             get_aggregator("reweight"), get_filter("accuracy_test", evaluate=evaluate, test_size=TEST_IMAGES),

@@ -292,14 +292,15 @@ def acceptance(rows: list[Row]) -> list[str]:
             f"- dp_step: ours {fmt(opacus.ours, 'ms')} vs Opacus {fmt(opacus.baseline, 'ms')} per vehicle-step "
             f"(target ours ≤ Opacus: {'met' if met else 'not met'})."
         )
-    intake = _find(rows, "intake", "verified uploads into one edge")
-    if intake is None:
-        lines.append("- intake: not measured (see its table).")
-    else:
+    for route in ("multipart", "binary"):
+        intake = _find(rows, "intake", f"verified uploads into one edge, {route}")
+        if intake is None:
+            lines.append(f"- intake ({route}): not measured (see its table).")
+            continue
         ratio_met, rate_met = intake.ratio >= 0.8, intake.ours >= 250  # type: ignore[operator]
         lines.append(
-            f"- intake: {fmt(intake.ours, 'uploads/s')} verified vs {fmt(intake.baseline, 'uploads/s')} into the "
-            f"unverified sink: **{intake.ratio:.2f}×** (target ≥ 0.8×: {'met' if ratio_met else 'not met'}; "
+            f"- intake ({route}): {fmt(intake.ours, 'uploads/s')} verified vs {fmt(intake.baseline, 'uploads/s')} into "
+            f"the unverified sink: **{intake.ratio:.2f}×** (target ≥ 0.8×: {'met' if ratio_met else 'not met'}; "
             f"≥ 250 uploads/s: {'met' if rate_met else 'not met'}; see its load average)."
         )
     return lines + _ray_lines(rows)

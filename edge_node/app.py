@@ -68,6 +68,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             ("POST", "/tasks/{task_id}/rounds/{round}/updates"): {"blob": settings.max_update_bytes},
             ("PUT", "/tasks/{task_id}"): {"test_set": settings.max_test_set_bytes},
         },
+        {("PUT", "/tasks/{task_id}/rounds/{round}/updates/{vehicle}"): settings.max_update_bytes},
     )
     install_access_log(app)  # outermost: sees every request, refused ones too
     return app

@@ -133,6 +133,10 @@ class EdgeNode:
         needs its accuracy (:mod:`edge_node.scoring`)."""
         self._prescorer.submit(lambda: self.scorer(task_id), vector)
 
+    def update_arrived(self) -> None:
+        """An update is being taken in (scoring ahead gives way)."""
+        self._prescorer.arrived()
+
     def close(self) -> None:
         """Stop scoring ahead (before the state closes: scoring reads test sets)."""
         self._prescorer.close()

@@ -2,7 +2,9 @@
 
 The edge scores every accepted update (and the round's global model) in a background
 thread while the other vehicles still train, so the self-reliability filter at
-``close`` mostly reads its α back. A memoized accuracy is the one the wrapped evaluator
+``close`` mostly reads its α back. Scoring ahead gives way to intake: while updates keep
+arriving it waits for a quiet moment (at most :data:`MAX_WAIT_S` a model), so a burst of
+uploads is not slowed by test-set passes that can as well run after it. A memoized accuracy is the one the wrapped evaluator
 (``bmfl.filters.batched_accuracy_evaluator``) gives for the same vector, so the round's
 result does not depend on what was scored ahead.
 """
@@ -13,6 +15,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -24,6 +27,10 @@ from bmfl.filters import Evaluator
 log = logging.getLogger("bmfl.edge")
 MEMO = 4096
 NICE = 10
+QUIET_S = 0.05
+"""Scoring ahead starts once no update has arrived for this long…"""
+MAX_WAIT_S = 1.0
+"""…or once it has waited this long for that (a steady stream of uploads)."""
 
 
 class Scorer:
@@ -55,21 +62,36 @@ def _lower_priority() -> None:
 
 
 class Prescorer:
-    """Scores models in one low-priority background thread; a failure is logged (the
-    step that needs the accuracy computes it again)."""
+    """Scores models in one low-priority background thread, each once the intake has been
+    quiet for ``quiet_s`` (or after ``max_wait_s``); a failure is logged (the step that
+    needs the accuracy computes it again)."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet_s: float = QUIET_S, max_wait_s: float = MAX_WAIT_S) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="prescore", initializer=_lower_priority)
+        self._quiet_s, self._max_wait_s = quiet_s, max_wait_s
+        self._last_arrival = float("-inf")
+        self._closing = threading.Event()
+
+    def arrived(self) -> None:
+        """An update just came in: scoring ahead waits until the intake is quiet."""
+        self._last_arrival = time.monotonic()
 
     def submit(self, scorer: Callable[[], Scorer], vector: Callable[[], torch.Tensor]) -> None:
         self._pool.submit(self._score, scorer, vector)
 
-    @staticmethod
-    def _score(scorer: Callable[[], Scorer], vector: Callable[[], torch.Tensor]) -> None:
+    def _await_quiet(self) -> None:
+        give_up = time.monotonic() + self._max_wait_s
+        while (now := time.monotonic()) < give_up and (wait := self._last_arrival + self._quiet_s - now) > 0:
+            if self._closing.wait(min(wait, give_up - now)):
+                return
+
+    def _score(self, scorer: Callable[[], Scorer], vector: Callable[[], torch.Tensor]) -> None:
+        self._await_quiet()
         try:
             scorer()(vector()[None, :])
         except Exception:
             log.exception("scoring a model ahead failed")
 
     def close(self) -> None:
+        self._closing.set()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -130,6 +130,7 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
     The chain's head is read while the update itself is read, and, for a vehicle this edge
     already knows as a trainer of the round, while its signature and blob are checked:
     those answers wait for their turn."""
+    node.update_arrived()
     spec = node.task(task_id).spec
     row = _intake_round(node, spec, round_)
     trainers = row.selected if row.round == round_ else node.state.round(task_id, round_).selected  # type: ignore[union-attr]

@@ -243,20 +243,28 @@ async def _refuse(send: Send, exc: Refused) -> None:
 
 
 def install_body_limits(
-    app: FastAPI, json_bytes: int, part_bytes: Mapping[tuple[str, str], Mapping[str, int]] | None = None
+    app: FastAPI,
+    json_bytes: int,
+    part_bytes: Mapping[tuple[str, str], Mapping[str, int]] | None = None,
+    raw_bytes: Mapping[tuple[str, str], int] | None = None,
 ) -> None:
     """Cap every route of ``app``: JSON and bodiless routes at ``json_bytes``; form routes
     take their declared ``Form``/``File`` parts, each at most ``json_bytes`` unless
     ``part_bytes[(method, path template)][name]`` says otherwise (model blobs, test sets).
-    Signed routes are the routes whose class has ``bmfl_signed = True``. Call it after
-    including the routers."""
+    A route that reads its body as raw bytes (no form) takes ``raw_bytes[(method, path
+    template)]`` bytes instead of ``json_bytes``. Signed routes are the routes whose class
+    has ``bmfl_signed = True``. Call it after including the routers."""
     overrides = {(m.upper(), p): dict(v) for (m, p), v in (part_bytes or {}).items()}
-    routes = [(matcher, route_policy(route, path, methods, json_bytes, overrides), path, methods)
+    raw = {(m.upper(), p): n for (m, p), n in (raw_bytes or {}).items()}
+    routes = [(matcher, route_policy(route, path, methods, json_bytes, overrides, raw), path, methods)
               for matcher, route, path, methods in _flat_routes(app.router.routes)]  # fmt: skip
     for (method, path), sizes in overrides.items():  # a misnamed route or part fails here, not in production
         named = [p.parts or {} for _, p, rpath, methods in routes if rpath == path and method in methods]
         if not named or set(sizes) - set(named[0]):
             raise ValueError(f"body limits name parts {sorted(sizes)} of {method} {path}, which takes no such form parts")
+    for method, path in raw:
+        if not any(rpath == path and method in methods and p.parts is None for _, p, rpath, methods in routes):
+            raise ValueError(f"a raw body limit names {method} {path}, which is no route without form parts")
     default = RoutePolicy(json_bytes)
 
     def policy(scope: Scope) -> RoutePolicy:
@@ -269,14 +277,21 @@ def install_body_limits(
 
 
 def route_policy(
-    route: Any, path: str, methods: set[str], json_bytes: int, overrides: Mapping[tuple[str, str], Mapping[str, int]]
+    route: Any,
+    path: str,
+    methods: set[str],
+    json_bytes: int,
+    overrides: Mapping[tuple[str, str], Mapping[str, int]],
+    raw: Mapping[tuple[str, str], int] | None = None,
 ) -> RoutePolicy:
-    """A route's policy: signed if its class says so; its form parts from its parameters."""
+    """A route's policy: signed if its class says so; its form parts from its parameters;
+    a route without them takes ``json_bytes``, or its entry in ``raw``."""
     signed = bool(getattr(route, "bmfl_signed", False))
     dependant = getattr(route, "dependant", None)
     fields = [f for f in (dependant.body_params if dependant else []) if isinstance(f.field_info, params.Form)]
     if not fields:
-        return RoutePolicy(json_bytes, signed)
+        caps = [n for (method, rpath), n in (raw or {}).items() if rpath == path and method in methods]
+        return RoutePolicy(caps[0] if caps else json_bytes, signed)
     parts = {f.alias: json_bytes for f in fields}
     for method in methods:
         parts |= overrides.get((method, path), {})

@@ -57,11 +57,13 @@ def test_ratios_and_acceptance_come_from_the_measured_rows():
         Row("fleet_round", "round wall time vs Flower", 2.0, "Flower", 12.0, "s"),
         Row("round_overhead", "one round: full stack vs in-process", 13.0, "in-process", 10.0, "s", "overhead"),
         Row("dp_step", "DP-SGD step vs Opacus", 9.0, "Opacus", 8.0, "ms"),
-        Row("intake", "verified uploads into one edge", 240.0, "sink", 280.0, "uploads/s", "throughput"),
+        Row("intake", "verified uploads into one edge, binary", 240.0, "sink", 280.0, "uploads/s", "throughput"),
     ]
     assert rows[0].ratio == 6.0 and rows[1].ratio == 1.3
     text = "\n".join(acceptance(rows))
+    assert "- intake (binary): 240.0 uploads/s verified vs 280.0 uploads/s" in text
     assert "**0.86×** (target ≥ 0.8×: met; ≥ 250 uploads/s: not met" in text
+    assert "- intake (multipart): not measured" in text
     assert "**6.00×** faster (target ≥ 2.5×: met)" in text
     assert "**1.30×** in wall time (target ≤ 1.15×: not met)." in text
     assert "target ours ≤ Opacus: not met" in text

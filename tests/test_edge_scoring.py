@@ -4,6 +4,7 @@ evaluates each distinct vector once, and a model scored in the background is rea
 from __future__ import annotations
 
 import threading
+import time
 
 import torch
 
@@ -64,3 +65,44 @@ def test_prescorer_logs_a_failure_and_goes_on(caplog) -> None:
     prescorer.submit(lambda: Scorer(CountingEvaluator()), broken)
     prescorer.close()
     assert "scoring a model ahead failed" in caplog.text
+
+
+def test_prescorer_waits_while_updates_arrive() -> None:
+    evaluate = CountingEvaluator()
+    scorer = Scorer(evaluate)
+    prescorer = Prescorer(quiet_s=0.2, max_wait_s=30.0)
+    prescorer.arrived()
+    prescorer.submit(lambda: scorer, lambda: torch.tensor([0.5, 1.0]))
+    for _ in range(4):  # arrivals every 0.1 s keep it waiting
+        threading.Event().wait(0.1)
+        assert evaluate.scored == []
+        prescorer.arrived()
+    for _ in range(100):  # quiet: it scores
+        if evaluate.scored:
+            break
+        threading.Event().wait(0.05)
+    assert evaluate.scored == [0.5]
+    prescorer.close()
+
+
+def test_prescorer_scores_after_its_longest_wait() -> None:
+    evaluate = CountingEvaluator()
+    prescorer = Prescorer(quiet_s=60.0, max_wait_s=0.2)
+    prescorer.arrived()
+    prescorer.submit(lambda: Scorer(evaluate), lambda: torch.tensor([0.25, 1.0]))
+    for _ in range(100):
+        if evaluate.scored:
+            break
+        threading.Event().wait(0.05)
+    assert evaluate.scored == [0.25]
+    prescorer.close()
+
+
+def test_closing_does_not_wait_for_quiet() -> None:
+    prescorer = Prescorer(quiet_s=60.0, max_wait_s=60.0)
+    prescorer.arrived()
+    prescorer.submit(lambda: Scorer(CountingEvaluator()), lambda: torch.tensor([0.25, 1.0]))
+    threading.Event().wait(0.05)  # the queued scoring is waiting for quiet
+    started = time.monotonic()
+    prescorer.close()
+    assert time.monotonic() - started < 10

@@ -33,7 +33,10 @@ from bmfl.params import State, flatten, unflatten
 from bmfl.privacy import DEFAULT_BUDGET, BudgetExceeded, PrivacyEngine, PrivacyRefused, RoundPlan, SecureGenerator, require_secure
 from bmfl.privacy.input_dp import privatise
 from bmfl.protocol.schemas import Assignment, AssociateRequest, Association, TrainingSpec, UploadReceipt
-from bmfl.protocol.signing import SignatureError, associate_message, now_ms, receipt_message, sign, update_message, verify
+from bmfl.protocol.signing import (
+    EPSILON_HEADER, UPDATE_SIGNATURE_HEADER, SignatureError, associate_message, now_ms, receipt_message, sign, update_message,
+    verify,
+)  # fmt: skip
 from bmfl.task import InputDPSpec
 from service_kit.chain_access import ChainAccess
 from bmfl.training.fleet import fleet_uploads, plan_upload
@@ -183,27 +186,36 @@ class Vehicle:
         state, _ = decode_state(blob, model)
         return state
 
+    def update_signature(self, edge_address: str, task_id: int, round_: int, blob: bytes) -> str:
+        """EIP-191 signature over ``update_message(chain, task, round, edge, sha256(blob))``."""
+        return sign(self.account, update_message(self.chain_id, task_id, round_, edge_address, blob_digest(blob).raw))
+
     def upload_form(self, edge_address: str, task_id: int, round_: int, blob: bytes, epsilon: float | None) -> dict[str, str]:
-        """The form fields of an upload: vehicle, EIP-191 signature over
-        ``update_message(chain, task, round, edge, sha256(blob))`` and optional ε."""
-        message = update_message(self.chain_id, task_id, round_, edge_address, blob_digest(blob).raw)
-        form = {"vehicle": self.address, "signature": sign(self.account, message)}
+        """The form fields of a multipart upload: vehicle, the update's signature and optional ε."""
+        form = {"vehicle": self.address, "signature": self.update_signature(edge_address, task_id, round_, blob)}
         if epsilon is not None:
             form["epsilon"] = repr(epsilon)
         return form
 
+    def upload_headers(self, edge_address: str, task_id: int, round_: int, blob: bytes, epsilon: float | None) -> dict[str, str]:
+        """The headers of a binary upload: content type, the update's signature and optional ε."""
+        headers = {"content-type": "application/octet-stream"}
+        headers[UPDATE_SIGNATURE_HEADER] = self.update_signature(edge_address, task_id, round_, blob)
+        if epsilon is not None:
+            headers[EPSILON_HEADER] = repr(epsilon)
+        return headers
+
     def upload(
         self, edge_url: str, edge_address: str, task_id: int, round_: int, blob: bytes, epsilon: float | None = None
     ) -> UploadReceipt:
-        """``POST /tasks/{id}/rounds/{r}/updates`` (multipart: the form and file ``blob``); the
-        receipt must be the edge's signed promise to record this very update (kept: with it
-        the vehicle can prove an omission), else :class:`SignatureError`. In an asynchronous
-        task ``round_`` is the version trained from and the receipt may name a later round,
-        the one the edge records it in."""
-        url = f"{edge_url}/tasks/{task_id}/rounds/{round_}/updates"
-        files = {"blob": ("update.safetensors", blob, "application/octet-stream")}
-        form = self.upload_form(edge_address, task_id, round_, blob, epsilon)
-        receipt = UploadReceipt.model_validate(send(self.http, "POST", url, 202, data=form, files=files).json())
+        """``PUT /tasks/{id}/rounds/{r}/updates/{vehicle}`` (the blob as the body, signature
+        and ε in headers); the receipt must be the edge's signed promise to record this
+        very update (kept: with it the vehicle can prove an omission), else
+        :class:`SignatureError`. In an asynchronous task ``round_`` is the version trained
+        from and the receipt may name a later round, the one the edge records it in."""
+        url = f"{edge_url}/tasks/{task_id}/rounds/{round_}/updates/{self.address}"
+        headers = self.upload_headers(edge_address, task_id, round_, blob, epsilon)
+        receipt = UploadReceipt.model_validate(send(self.http, "PUT", url, 202, content=blob, headers=headers).json())
         digest = blob_digest(blob)
         if receipt.digest != digest.hex0x or receipt.round < round_:
             raise SignatureError(f"the edge acknowledged {receipt.digest} in round {receipt.round}, not this update")

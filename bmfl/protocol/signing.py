@@ -18,13 +18,16 @@ import time
 from collections.abc import Mapping
 from functools import lru_cache
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
+import coincurve
 from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
 from eth_utils import is_address, to_checksum_address
 
 SIGNATURE_HEADER = "X-BMFL-Signature"
 TIME_HEADER = "X-BMFL-Time"
+UPDATE_SIGNATURE_HEADER = "X-BMFL-Update-Signature"
+"""A vehicle's signature of ``update_message`` on the edge's binary upload route."""
+EPSILON_HEADER = "X-BMFL-Epsilon"
 MAX_CLOCK_SKEW_S = 300
 
 
@@ -90,20 +93,33 @@ def request_message(chain_id: int, method: str, path: str, body: bytes, timestam
     )
 
 
+def _eip191_hash(message: str) -> bytes:
+    """Keccak-256 of ``message`` with the EIP-191 ``personal_sign`` prefix (version 0x45)."""
+    data = message.encode()
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+
+
 def sign(account: LocalAccount, message: str) -> str:
-    """EIP-191 ``personal_sign`` of ``message``, as 0x-hex."""
-    return "0x" + account.sign_message(encode_defunct(text=message)).signature.hex().removeprefix("0x")
+    """EIP-191 ``personal_sign`` of ``message``, as 0x-hex (r ‖ s ‖ v, v = 27 or 28; RFC 6979
+    nonces and low s from libsecp256k1, the same bytes as ``eth_account``'s, a fifth of the time)."""
+    signature = coincurve.PrivateKey(bytes(account.key)).sign_recoverable(_eip191_hash(message), hasher=None)
+    return "0x" + signature[:64].hex() + f"{signature[64] + 27:02x}"
 
 
 def recover(message: str, signature: str) -> str:
-    """The checksummed address that signed ``message``; :class:`SignatureError` if unreadable."""
+    """The checksummed address that signed ``message`` (v = 27/28 or 0/1, as ``eth_account``
+    takes it); :class:`SignatureError` if unreadable."""
     try:
         raw = bytes.fromhex(signature.removeprefix("0x"))
         if len(raw) != 65:
             raise ValueError(f"a signature has 65 bytes, got {len(raw)}")
-        return checksum_address(Account.recover_message(encode_defunct(text=message), signature=raw))
-    except Exception as exc:  # eth_keys raises several types for bad signatures
+        v = raw[64] - 27 if raw[64] >= 27 else raw[64]
+        if v not in (0, 1):
+            raise ValueError(f"v must be 0, 1, 27 or 28, got {raw[64]}")
+        public = coincurve.PublicKey.from_signature_and_message(raw[:64] + bytes([v]), _eip191_hash(message), hasher=None)
+    except Exception as exc:  # coincurve raises several types for bad signatures
         raise SignatureError(f"unreadable signature: {exc}") from None
+    return checksum_address("0x" + keccak(public.format(compressed=False)[1:])[-20:].hex())
 
 
 def verify(message: str, signature: str, expected: str) -> None:
