@@ -1,5 +1,6 @@
 """A vehicle's signed association and upload recover to its address with the protocol's
-messages; changing any signed field makes verification fail."""
+messages; changing any signed field makes verification fail; signing and recovery give
+eth_account's answers."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import json
 
 import pytest
 from eth_account import Account
+from eth_account.messages import encode_defunct
 
-from bmfl.protocol.signing import SignatureError, associate_message, recover, update_message, verify
+from bmfl.protocol.signing import SignatureError, associate_message, recover, sign, update_message, verify
 from chain.anvil import dev_key
 from vehicle_client.vehicle import Vehicle
 from vehicle_fixtures import CHAIN_ID, EDGE, image_data
@@ -84,3 +86,35 @@ def test_remembered_addresses_answer_as_eth_utils_does() -> None:
     assert not signing.valid_address(address + "0" * 100)
     assert signing._valid.cache_info().currsize == 0  # a long text is refused without being kept
     assert signing.valid_address(address) and signing._valid.cache_info().currsize == 1
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def test_signing_and_recovery_agree_with_eth_account_byte_for_byte() -> None:
+    """``sign`` and ``recover`` run on libsecp256k1 directly; eth_account is the reference:
+    the same signature bytes, and the same signer (or the same refusal) for v = 0/1, the
+    high-s twin, v = 29, r = 0, s = n and a flipped bit."""
+    for i in range(40):
+        account = Account.from_key(hashlib.sha256(b"key %d" % i).digest())
+        message = f"BMFL test {i}\n" + "é" * (i % 5)
+        reference = bytes(account.sign_message(encode_defunct(text=message)).signature)
+        signature = sign(account, message)
+        assert bytes.fromhex(signature[2:]) == reference
+        r, s, v = reference[:32], int.from_bytes(reference[32:64], "big"), reference[64]
+        variants = [
+            reference, reference[:64] + bytes([v - 27]), r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v]),
+            reference[:64] + bytes([29]), bytes(32) + reference[32:], r + SECP256K1_N.to_bytes(32, "big") + bytes([v]),
+            reference[:7] + bytes([reference[7] ^ 4]) + reference[8:],
+        ]  # fmt: skip
+        for variant in variants:
+            try:
+                expected = Account.recover_message(encode_defunct(text=message), signature=variant)
+            except Exception:
+                expected = None
+            try:
+                got = recover(message, "0x" + variant.hex())
+            except SignatureError:
+                got = None
+            assert got == expected, (i, variant.hex())
+        assert recover(message, signature) == account.address
