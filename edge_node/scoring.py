@@ -4,7 +4,9 @@ The edge scores every accepted update (and the round's global model) in a backgr
 thread while the other vehicles still train, so the self-reliability filter at
 ``close`` mostly reads its α back. Scoring ahead gives way to intake: while updates keep
 arriving it waits for a quiet moment (at most :data:`MAX_WAIT_S` a model), so a burst of
-uploads is not slowed by test-set passes that can as well run after it. A memoized accuracy is the one the wrapped evaluator
+uploads is not slowed by test-set passes that can as well run after it (requests that
+are then refused delay it too, by at most that much a model; ``close`` scores whatever
+is left). A memoized accuracy is the one the wrapped evaluator
 (``bmfl.filters.batched_accuracy_evaluator``) gives for the same vector, so the round's
 result does not depend on what was scored ahead.
 """
