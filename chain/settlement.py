@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from chain.base import Receipt
+from chain.base import ContractRevert, Receipt
 from chain.records import record_proofs, record_theta, record_vehicle
-from chain.tasks import PayeeClaim, RecordedRound, RoundLog, TasksClient
+from chain.tasks import PayeeClaim, RecordedRound, RoundLog, Status, TasksClient
 
 PAGE_SIZE = 100
 """Payees per ``settle`` transaction: about 60k gas each for a few rounds, far below
@@ -57,6 +57,21 @@ def settle_task(tasks: TasksClient, task_id: int, from_block: int = 0, page_size
         for start in range(0, len(claims), page_size):
             receipts.append(tasks.settle(task_id, log.edge, log.entries, claims[start : start + page_size]))
     return receipts
+
+
+def settle_when_open(tasks: TasksClient, task_id: int, from_block: int = 0, page_size: int = PAGE_SIZE) -> list[Receipt] | None:
+    """:func:`settle_task`, or ``None`` while the chain's own clock has not passed the
+    task's ``settleAfter`` (the contract answers ``SettlementClosed`` to a finished,
+    unswept task only then). A caller timing the challenge period by its own clock may be
+    early: Anvil, for one, counts from the whole second it started in, so its clock can
+    trail the host's by up to a second."""
+    try:
+        return settle_task(tasks, task_id, from_block, page_size)
+    except ContractRevert as exc:
+        info = tasks.task(task_id)
+        if exc.name == "SettlementClosed" and info.status == Status.FINISHED and not info.swept:
+            return None
+        raise
 
 
 def _settled(tasks: TasksClient, task_id: int, edge: int, claim: PayeeClaim, credited: set[tuple[int, int]]) -> bool:

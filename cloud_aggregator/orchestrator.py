@@ -11,7 +11,7 @@ so a restarted cloud picks a task up wherever it stopped:
 - Scoring → ``scores`` at every recorded edge, second aggregation (Eq. 3), evaluation by
   the edges, ``finalizeRound`` (at once when every recorded edge scored, else at the deadline);
 - Finished → once the challenge period is over, settle every payee (pages of
-  ``chain.settlement.settle_task``), a service to the payees that anyone could do.
+  ``chain.settlement.settle_when_open``), a service to the payees that anyone could do.
 
 Asynchronous mode (BAFDP, seed ``000``): :meth:`TaskRunner._collect` is where it would
 go — instead of waiting for every selected vehicle, close the edges after S reports,
@@ -52,7 +52,7 @@ from cloud_aggregator.edges import EdgeCallError, EdgeClient
 from cloud_aggregator.state import CloudState
 from cloud_aggregator.telemetry import CloudTelemetry
 from chain.base import ContractRevert
-from chain.settlement import settle_task
+from chain.settlement import settle_when_open
 from chain.tasks import Phase, Status, TaskInfo
 from cloud_aggregator.status import SETTLED
 
@@ -209,7 +209,9 @@ class TaskRunner(threading.Thread):
         if wait_s > 0:
             return not self.stop.wait(wait_s)
         with self.ctx.chain.lock:
-            settle_task(self.ctx.chain.tasks, self.task_id, self.ctx.chain.deployment.block_number)
+            settled = settle_when_open(self.ctx.chain.tasks, self.task_id, self.ctx.chain.deployment.block_number)
+        if settled is None:  # the chain's clock has not passed settleAfter yet
+            return not self.stop.wait(1.0)
         self.ctx.state.set_status(self.task_id, "finished", SETTLED)
         log.info("task %s: every payee settled", self.task_id, extra=task_fields(self.task_id))
         return False

@@ -10,6 +10,7 @@ from web3 import Web3
 from chain.artifacts import load_artifact
 from chain.base import ContractClient, calldata
 from chain.records import RoundLog, log_hash, pack_records, records_root
+from chain.settlement import settle_when_open
 from chain.tasks import Phase, Status
 from chain_fixtures import Chain, chain, chain_module, digest, reverts  # noqa: F401
 
@@ -341,3 +342,25 @@ def test_reentrant_claim_is_blocked(chain: Chain) -> None:
     assert nested[:4] == chain.w3.keccak(text="ReentrancyGuardReentrantCall()")[:4]
     assert chain.w3.eth.get_balance(attacker.address) == 10**18
     assert chain.w3.eth.get_balance(chain.deployment.tasks) == 0
+
+
+def test_settling_before_the_chain_clock_passes_settle_after_waits_instead_of_failing(chain: Chain) -> None:
+    """The cloud times the challenge period by its own clock; a chain clock that trails it
+    (Anvil's, by up to a second) answers a settle sent in the block at ``settleAfter``
+    with ``SettlementClosed``: ``settle_when_open`` reports "not yet" (``None``), and
+    settles once a later block is mined; the same refusal to a task not finished is raised."""
+    task_id = new_task(chain, challenge_period=100)
+    chain.run_round(task_id, AT, THETAS, SCORES_1)
+    chain.run_round(task_id, AT, THETAS, SCORES_2)
+    tasks = chain.tasks(chain.outsider)
+    with reverts("SettlementClosed"):  # not finished: a refusal that waiting does not cure is raised
+        settle_when_open(tasks, task_id)
+    tasks.finish_task(task_id)
+    settle_after = tasks.task(task_id).settle_after
+    chain.w3.provider.make_request("evm_setNextBlockTimestamp", [settle_after])  # type: ignore[arg-type]
+    assert settle_when_open(tasks, task_id) is None
+    assert tasks.task(task_id).payouts_paid == 0
+    chain.mine_at(settle_after + 1)
+    receipts = settle_when_open(tasks, task_id)
+    assert receipts and tasks.task(task_id).payouts_paid > 0
+    assert settle_when_open(tasks, task_id) == []  # every payee settled: nothing left to send
