@@ -104,6 +104,8 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
                                    "filters": [envelope, majority_median, dp_reliability]},
         "Envelope+SMmaj+LO+NW": {"edge": {"name": "noise_weighted"},
                                  "filters": [envelope, majority_median, {"name": "leave_out", "options": {}}]},
+        "Envelope+SMmaj+LO(0.2)+NW": {"edge": {"name": "noise_weighted"},
+                                      "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2}}]},
         # a new task's edges as bmfl.task.AggregationSpec gives them (self-reliability at its default tolerance)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters]},
     }
