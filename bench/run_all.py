@@ -48,8 +48,9 @@ READING = """## Reading the numbers
   its AVX-512 build, so the other machine is 2.4–5.4× slower for reasons of its own
   (clock, caches or neighbours; not established). Earlier runs, and the idle kernel
   timings quoted below, were on an Intel Xeon with AVX-512: 1.5–2.3 s and 24–26 s. The
-  other targets do not depend on the vector width: dp_step is met (1.02×), intake is
-  0.32–0.38× the sink (0.30–0.53× on the AVX-512 EPYC, three runs of `bench.intake`).
+  other targets do not depend on the vector width: dp_step is met (1.02×), intake was
+  0.32–0.38× the sink (0.30–0.53× on the AVX-512 EPYC, three runs of `bench.intake`;
+  since 2026-12-06 both upload routes are measured: "Intake profile" below).
   fleet_round takes the median of 5 (its floor alone varies from 6.9 to 10.6 s between
   idle runs); against its floor it gave 1.54×, 1.45×, 1.51× and, in
   the run below, 1.37×.
