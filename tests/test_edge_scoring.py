@@ -67,21 +67,25 @@ def test_prescorer_logs_a_failure_and_goes_on(caplog) -> None:
     assert "scoring a model ahead failed" in caplog.text
 
 
+def scored_within(evaluate: CountingEvaluator, seconds: float) -> list[float]:
+    """What ``evaluate`` has scored once it scored something, or after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not evaluate.scored and time.monotonic() < deadline:
+        threading.Event().wait(0.02)
+    return evaluate.scored
+
+
 def test_prescorer_waits_while_updates_arrive() -> None:
     evaluate = CountingEvaluator()
     scorer = Scorer(evaluate)
-    prescorer = Prescorer(quiet_s=0.2, max_wait_s=30.0)
+    prescorer = Prescorer(quiet_s=2.0, max_wait_s=60.0)
     prescorer.arrived()
     prescorer.submit(lambda: scorer, lambda: torch.tensor([0.5, 1.0]))
     for _ in range(4):  # arrivals every 0.1 s keep it waiting
         threading.Event().wait(0.1)
         assert evaluate.scored == []
         prescorer.arrived()
-    for _ in range(100):  # quiet: it scores
-        if evaluate.scored:
-            break
-        threading.Event().wait(0.05)
-    assert evaluate.scored == [0.5]
+    assert scored_within(evaluate, 30) == [0.5]  # quiet: it scores
     prescorer.close()
 
 
@@ -90,11 +94,7 @@ def test_prescorer_scores_after_its_longest_wait() -> None:
     prescorer = Prescorer(quiet_s=60.0, max_wait_s=0.2)
     prescorer.arrived()
     prescorer.submit(lambda: Scorer(evaluate), lambda: torch.tensor([0.25, 1.0]))
-    for _ in range(100):
-        if evaluate.scored:
-            break
-        threading.Event().wait(0.05)
-    assert evaluate.scored == [0.25]
+    assert scored_within(evaluate, 30) == [0.25]
     prescorer.close()
 
 
