@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import Row, console, median, print_rows, progress
+from bench.common import Row, console, median, print_rows, progress, tree_cpu_seconds
 from bmfl.blobs.codec import BlobMeta, encode_state
 from bmfl.data import load_dataset
 from bmfl.models import create_model
@@ -64,20 +64,15 @@ def _post_all(base_url: str, requests: list[Request], concurrency: int, binary: 
     return time.perf_counter() - start
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _wait_idle(pid: int, timeout_s: float = 600.0) -> None:
     """Until the process ``pid`` uses under 5 % of a core over half a second (Linux)."""
     if not Path(f"/proc/{pid}/stat").exists():
         return
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        before = _cpu_seconds(pid)
+        before = tree_cpu_seconds(pid)
         time.sleep(0.5)
-        if _cpu_seconds(pid) - before < 0.025:
+        if tree_cpu_seconds(pid) - before < 0.025:
             return
 
 
