@@ -159,7 +159,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "training": {"epochs": 1, "max_steps": 3, "lr": 0.6, "momentum": 0.5, "max_sampling_rate": 0.25, "target_epsilon": 8.0},
         "aggregation": {
             "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False, "centre": "majority_mean"}},
-                        {"name": "dp_self_reliability"}],
+                        {"name": "leave_out", "options": {"step": 0.2}}],
             "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9},
         },
     },
@@ -181,11 +181,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Named starting points for a task's fields. ``private``: the best point measured in
 the demo's setting at ε = 8, δ = 1e-5 (docs/demo_defaults.md): for 28 × 28 one-channel
 images, a linear model on fixed scattering features (``scatter_linear``), 3 DP-SGD steps
-of B = 64 a round at q ≤ 0.25, FedAvgM (β₁ = 0.9) at the cloud, the DP envelope, the
-signal median (flagging only, distances from the majority mean) and self-reliability
-with the DP noise taken out of its distance at the edges, then inverse-noise averaging
-(the default rule); σ derived from the target for the task's rounds and
-``plan_samples``. ``private_long``: the best
+of B = 64 a round at q ≤ 0.25, FedAvgM (β₁ = 0.9) at the cloud, and at the edges the
+default pipeline (``AggregationSpec``: the DP envelope, the signal median, leave-out
+testing judged at a fifth of the step, inverse-noise averaging); σ derived from the
+target for the task's rounds and ``plan_samples``. ``private_long``: the best
 point of the 80-round frontier at ε = 8 (docs/frontier.md; 0.92 on complete non-IID
 and on Dirichlet(0.9) MNIST-10k, where the best earlier settings ended at 0.875 and
 0.844): one DP-SGD step a round of B = 256 at q ≤ 0.1 (σ derived for a third of the
@@ -195,13 +194,13 @@ with the majority mean, docs/algorithms.md §8.4). Over the demo's 8 rounds one 
 round ends lower than ``private``'s three (0.81–0.88 against 0.91,
 docs/demo_defaults.md), so it is meant for tasks of tens of rounds; on Fashion-MNIST's
 60,000 images it ends below the 3-step training (0.808 against 0.823,
-docs/paper_scale.md). ``private_leave_out``: ``private``'s training with leave-out testing
-on the publisher's test set in place of self-reliability (``leave_out``, docs/algorithms.md
-§8.6): for tasks that expect colluding attackers who know the defence (against the
-median-aware attack at 20 / 40 % it keeps 0.99 / 0.95 of the clean accuracy where
-``private`` keeps 0.50 / 0.17; the white-box one 0.95 / 0.67), at the price of flagging honest
-vehicles whose data cover one corner of the classes (about 8 % of uploads when every
-vehicle holds two classes). ``paper``: the BMFL paper's training and edge pipeline (the
+docs/paper_scale.md). ``private_leave_out``: ``private`` with leave-out testing judged
+at the edge's full step (docs/algorithms.md §8.6): for tasks whose vehicles hold a mix
+of classes and that expect colluding attackers who know the defence (on Dirichlet(0.9)
+data it keeps 0.99 / 0.95 of the clean accuracy against the median-aware attack at
+20 / 40 %, where ``private`` keeps 0.83 / 0.62; the white-box one 0.95 / 0.67 against
+0.64 / 0.53), at the price of flagging honest vehicles whose data cover one corner of
+the classes (about 8 % of uploads when every vehicle holds two classes). ``paper``: the BMFL paper's training and edge pipeline (the
 self-reliability filter without the DP envelope)."""
 
 
@@ -254,11 +253,11 @@ class ServerSpec(_Strict):
 
 class AggregationSpec(_Strict):
     """Filters then rule at each edge (BMFL §IV-C), then the cloud's rule over the
-    edges' preliminary models (FedAvg by data, Eq. 3). The default puts the DP envelope
-    and the signal median (distances from the majority mean) in front of BMFL's
-    self-reliability filter and averages what they keep by the precision of each
-    upload's DP noise (chosen from the robustness matrices, docs/robustness_private.md
-    and docs/robustness_leave_out.md, and the frontier, docs/frontier.md)."""
+    edges' preliminary models (FedAvg by data, Eq. 3). The default runs the DP envelope,
+    the signal median (distances from the majority mean), then leave-out testing on the
+    publisher's test set judged at a fifth of the step, and averages what they keep by
+    the precision of each upload's DP noise (chosen from the robustness matrices,
+    docs/robustness_leave_out.md and docs/robustness_leave_out_complete.md, §8.3)."""
 
     edge: RuleSpec = Field(
         default_factory=lambda: RuleSpec(name="noise_weighted"),
@@ -268,9 +267,10 @@ class AggregationSpec(_Strict):
     filters: list[RuleSpec] = Field(
         default_factory=lambda: [RuleSpec(name="dp_envelope"),
                                  RuleSpec(name="signal_median", options={"clip": False, "centre": "majority_mean"}),
-                                 RuleSpec(name="self_reliability")],
+                                 RuleSpec(name="leave_out", options={"step": 0.2})],
         description="update filters every edge runs, in order, before its rule (default: the DP envelope, the signal "
-        "median, then BMFL's self-reliability filter; the paper's pipeline is the self-reliability filter alone)",
+        "median, then leave-out testing on the publisher's test set at a fifth of the step; the paper's pipeline is "
+        "the self-reliability filter alone)",
     )
     cloud: RuleSpec = Field(default_factory=lambda: RuleSpec(name="fedavg"), description="cloud (second) rule")
     server: ServerSpec = Field(default_factory=ServerSpec, description="the cloud's server optimiser over its rule's aggregate")

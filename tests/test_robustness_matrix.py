@@ -48,6 +48,7 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
         assert pipeline in text
     assert "| ALIE z=1.5 | 20% |" in text and "| white-box | 20% |" in text and "![accuracy per round](robustness.png)" in text
     assert "**Envelope+SMmaj+LO+NW** (the `private_leave_out` preset's filters and rule)" in text
+    assert "**Default** (the filters and rule of the default pipeline)" in text
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     cached = (tmp_path / "robustness.cache.jsonl").read_text().splitlines()
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
@@ -95,12 +96,14 @@ def test_the_edges_can_hold_the_whole_test_set(tmp_path):
 
 
 @pytest.mark.parametrize(("preset", "label"), [("private_leave_out", "Envelope+SMmaj+LO+NW"),
-                                               ("private", "Envelope+SMmaj+DPSR+NW")])
+                                               ("private", "Envelope+SMmaj+LO(0.2)+NW"),
+                                               (None, "Envelope+SMmaj+LO(0.2)+NW")])
 def test_the_presets_are_the_measured_pipelines(preset, label):
-    """The presets' edges run exactly the matrix's pipelines of docs/robustness_leave_out*.md."""
+    """The presets' edges, and a new task's default ones (``None``), run exactly the
+    matrix's pipelines of docs/robustness_leave_out*.md."""
     from bmfl.task import PRESETS, AggregationSpec
 
-    spec = AggregationSpec.model_validate(PRESETS[preset]["aggregation"])
+    spec = AggregationSpec() if preset is None else AggregationSpec.model_validate(PRESETS[preset]["aggregation"])
     measured = AggregationSpec.model_validate(rm.pipelines(300)[label])
     assert measured.filters == spec.filters and measured.edge == spec.edge
 

@@ -108,8 +108,10 @@ class _Rejects(UpdateFilter):
 
 
 def test_filters_get_what_they_declare_and_are_refused_without_it() -> None:
+    with pytest.raises(ValueError, match="'leave_out' needs test_loss"):
+        edge_rule(AggregationSpec(), None, training=TrainingSpec(), count_noise=0.0)  # the default's leave-out testing
     with pytest.raises(ValueError, match="needs evaluate"):
-        edge_rule(AggregationSpec(), None, training=TrainingSpec(), count_noise=0.0)  # the self-reliability filter
+        edge_rule(AggregationSpec(edge=REWEIGHT, filters=[RuleSpec(name="self_reliability")]), None)
     with pytest.raises(ValueError, match="needs count_noise, training"):
         edge_rule(AggregationSpec(), lambda v: v)  # the default DP envelope needs the task's training
     with pytest.raises(ValueError, match="supplied by the round"):

@@ -56,9 +56,9 @@ def test_the_core_check_names_every_problem() -> None:
     assert reasons(validate_task(TaskDraft(model="bmfl_cnnn"), CLASSES, None)) == ["unknown_model"]
     assert reasons(validate_task(TaskDraft(aggregation=typo_filter()), CLASSES)) == ["invalid_spec"]
     assert reasons(validate_task(TaskDraft(model="bmfl_cnnn", aggregation=typo_filter()), CLASSES)) == ["unknown_model", "invalid_spec"]
-    # the default filter needs an accuracy evaluator: a test set without classes cannot supply one
-    needs_evaluator = validate_task(good, REGRESSION)
-    assert reasons(needs_evaluator) == ["invalid_spec"] and "evaluate" in needs_evaluator[0].detail
+    # the default's leave-out testing needs per-example losses: a test set without classes cannot supply them
+    needs_losses = validate_task(good, REGRESSION)
+    assert reasons(needs_losses) == ["invalid_spec"] and "test_loss" in needs_losses[0].detail
     assert validate_task(TaskDraft(aggregation=AggregationSpec(filters=[])), REGRESSION) == []
     assert reasons(validate_task(good, CLASSES, initial("mlp"))) == ["initial_model_model"]
     assert reasons(validate_task(good, b"\0" * 64)) == ["invalid_test_set"]

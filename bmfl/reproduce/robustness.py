@@ -179,7 +179,7 @@ class Scale:
 PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
 FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "FLTrust", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
 QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5", "white-box"),
-              ("FedAvg", "AccTest+Clip+Reweight", "Envelope+SMmaj+LO+NW"), ("Dirichlet(0.9)",))
+              ("FedAvg", "AccTest+Clip+Reweight", "Envelope+SMmaj+LO+NW", "Default"), ("Dirichlet(0.9)",))
 FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), FULL_PIPELINES,
              tuple(PARTITIONS))
 SCALES = {"quick": QUICK, "full": FULL}
