@@ -53,7 +53,8 @@ def _training(draft) -> str:
     steps = f"{t.max_steps} steps" if t.max_steps else f"E = {t.epochs}"
     cloud = "" if server.name == "paper" else f", {server.name} at the cloud (η = {server.lr:g}, β₁ = {server.beta1:g})"
     cap = f" (q ≤ {t.max_sampling_rate:g})" if t.max_sampling_rate < 1 else ""
-    filters = " + ".join(f.name for f in draft.aggregation.filters)
+    filters = " + ".join(f.name + (f"({', '.join(f'{k}={v}' for k, v in sorted(f.options.items()))})" if f.options else "")
+                         for f in draft.aggregation.filters)
     return (
         f"{draft.model}, {steps}, B = {t.batch_size}{cap}, η = {t.lr:g}, β = {t.momentum:g}, DP-SGD σ = "
         f"{t.noise_multiplier:.3f} (from target ε = {t.target_epsilon:g} at δ = {t.delta:g}), C = {t.clip:g}{cloud}; "
@@ -89,8 +90,8 @@ def demo(
     epochs: Optional[int] = typer.Option(None, help="E, local epochs (default: the private preset's)"),
     epsilon: float = typer.Option(DEMO_EPSILON, help="ε at δ = 1e-5 each vehicle may spend on training: σ is derived from it"),
     preset: str = typer.Option("private", help="the task's preset (bmfl.task.PRESETS) among those that state a target ε: "
-                               "private, private_long, or private_leave_out (the edges test each upload's contribution "
-                               "on the publisher's test set; docs/algorithms.md §8.6)"),
+                               "private, private_long, or private_leave_out (the edges judge each upload's contribution "
+                               "at their full step, not a fifth of it; docs/algorithms.md §8.6)"),
     mobility: float = typer.Option(0.0, help="km each vehicle moves per round (handovers)"),
     seed: int = typer.Option(0, help="seeds keys, data, attackers and training"),
     output: Optional[Path] = typer.Option(None, help="run folder (default runs/demo-<time>)"),

@@ -54,7 +54,7 @@ def publish(
     test_set: Path = typer.Option(..., "--test-set", exists=True, dir_okay=False, help="test set file from `bmfl task encode-test-set` (sent byte for byte)"),
     initial_model: Optional[Path] = typer.Option(None, "--initial-model", exists=True, dir_okay=False, help="w⁰ as a safetensors blob (default: the model's seeded initialisation)"),
     reward_wei: Optional[int] = typer.Option(None, "--reward-wei", min=1, help="escrow ρ_total in wei (default: the spec's reward_wei)"),
-    preset: str = typer.Option("private", "--preset", help="the named preset the file's fields override, key by key: private (the default: the best point measured at ε = 8 over 8 rounds, σ planned for every dataset size), private_long (ε = 8 over tens of rounds), private_leave_out (private's training, the edges testing each upload's contribution on the test set: for tasks that expect attackers who know the defence), paper, or none (TaskDraft's own defaults)"),
+    preset: str = typer.Option("private", "--preset", help="the named preset the file's fields override, key by key: private (the default: the best point measured at ε = 8 over 8 rounds, σ planned for every dataset size), private_long (ε = 8 over tens of rounds), private_leave_out (private with each upload's contribution judged at the edge's full step: stronger against attackers who know the defence where vehicles hold a mix of classes, more honest vehicles flagged where they hold one or two), paper, or none (TaskDraft's own defaults)"),
     key_file: Optional[Path] = KeyFile, cloud_url: str = CloudUrl, rpc_url: str = RpcUrl, deployment: Optional[Path] = Deployment,
 ) -> None:  # fmt: skip
     """Validate the task (here and with the cloud's dry run), then escrow the reward on chain,

@@ -131,10 +131,25 @@ def test_judged_at_a_fraction_of_the_aggregates_step():
         get_filter("leave_out", test_loss=Recording(model, test), training=dict(BMFL_TRAINING), step=0.0)
 
 
-def test_without_dp_every_upload_is_kept():
+def test_without_dp_self_reliability_judges_and_without_an_evaluator_every_upload_is_kept():
+    """A task without DP gives the test no noise margin: BMFL's self-reliability test
+    judges its uploads (the sign-flipped one is dropped with Λ = −∞, the descent step
+    kept), exactly as ``self_reliability`` alone would; with no evaluator every upload is
+    kept."""
+    from bmfl.filters import accuracy_evaluator
+
     model, test, ref, descent = _task()
-    no_dp = get_filter("leave_out", test_loss=PublisherTestLoss(model, test), training={**BMFL_TRAINING, "dp": False})
-    res = no_dp(torch.stack([ref - 1.0 * descent, ref - 3.0 * descent]), SIZES[:2], ref)
+    uploads = torch.stack([ref + 1.0 * descent, -3.0 * ref])
+    no_dp = {**BMFL_TRAINING, "dp": False}
+    evaluate = accuracy_evaluator(model, test)
+    judged = get_filter("leave_out", test_loss=PublisherTestLoss(model, test), training=no_dp, evaluate=evaluate)(
+        uploads, SIZES[:2], ref, round_index=2)
+    alone = get_filter("self_reliability", evaluate=evaluate)(uploads, SIZES[:2], ref, round_index=2)
+    assert judged.keep.tolist() == alone.keep.tolist() == [True, False]
+    assert torch.equal(judged.reliability, alone.reliability) and judged.threshold == alone.threshold
+    assert judged.reliability[1] == -math.inf and "without_dp" in judged.info
+    blind = get_filter("leave_out", test_loss=PublisherTestLoss(model, test), training=no_dp)
+    res = blind(uploads, SIZES[:2], ref)
     assert res.keep.all() and res.info["passes"] == []
 
 
@@ -156,12 +171,39 @@ def test_the_publishers_test_loss_is_cross_entropy_per_example_and_its_gradient(
     assert torch.allclose(at_descent, torch.cat([g.reshape(-1) for g in expected]).to(torch.float64), atol=1e-6)
 
 
+def test_parameters_the_evaluation_skips_get_a_zero_gradient():
+    """A multi-task model scores with its main head only (eval mode): the auxiliary
+    heads' coordinates of the test loss's gradient are 0, the others those of the main
+    head's cross-entropy, so the default pipeline runs on multi-task tasks too."""
+    from bmfl.models.multitask import MultiTaskCNN1D
+
+    torch.manual_seed(0)
+    model = MultiTaskCNN1D(in_channels=3, length=8, num_classes=4, aux_heads=(1, 3))
+    test = TensorData(torch.randn(50, 3, 8), torch.arange(50) % 4, 4)
+    ref = flatten(model.state_dict())
+    _, gradient = PublisherTestLoss(model, test).losses_and_gradient(ref[None])
+    local = load_vector(model, ref).eval()
+    named = dict(local.named_parameters())
+    used = {k for k, g in zip(named, torch.autograd.grad(F.cross_entropy(local(test.x), test.y), list(named.values()),
+                                                            allow_unused=True)) if g is not None}  # fmt: skip
+    assert used and used != set(named)  # the auxiliary heads take no part in the main head's loss
+    offset, expected = 0, torch.autograd.grad(F.cross_entropy(local(test.x), test.y), [named[k] for k in sorted(used)])
+    want = dict(zip(sorted(used), expected))
+    for name, tensor in local.state_dict().items():
+        part = gradient[offset : offset + tensor.numel()]
+        offset += tensor.numel()
+        if name in want:
+            assert torch.allclose(part, want[name].reshape(-1).to(torch.float64), atol=1e-6)
+        else:
+            assert not part.any()
+
+
 def test_a_task_without_a_classification_test_set_cannot_run_it():
     from bmfl.rounds.edge import edge_rule
     from bmfl.task import AggregationSpec
 
     spec = AggregationSpec.model_validate({"edge": {"name": "noise_weighted"}, "filters": [{"name": "leave_out"}]})
-    with pytest.raises(ValueError, match="needs test_loss"):
+    with pytest.raises(ValueError, match="needs evaluate, test_loss"):
         edge_rule(spec, None, training=TrainingSpec.model_validate(dict(BMFL_TRAINING)), count_noise=0.0)
 
 

@@ -108,7 +108,7 @@ class _Rejects(UpdateFilter):
 
 
 def test_filters_get_what_they_declare_and_are_refused_without_it() -> None:
-    with pytest.raises(ValueError, match="'leave_out' needs test_loss"):
+    with pytest.raises(ValueError, match="'leave_out' needs evaluate, test_loss"):
         edge_rule(AggregationSpec(), None, training=TrainingSpec(), count_noise=0.0)  # the default's leave-out testing
     with pytest.raises(ValueError, match="needs evaluate"):
         edge_rule(AggregationSpec(edge=REWEIGHT, filters=[RuleSpec(name="self_reliability")]), None)

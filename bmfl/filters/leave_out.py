@@ -32,8 +32,11 @@ measurably raises the test loss of the edge's aggregate; an attacker is kept whe
 harm is within the test's resolution plus its noise allowance. Nothing assumes an honest
 majority: each upload is judged by the publisher's data. The test set is used only to
 accept or refuse uploads, never to fit the model. Without DP (v = 0) the margin is 0
-and honest uploads would be dropped for any measurable harm, so the filter keeps every
-upload (as ``signal_median`` and ``dp_envelope`` do).
+and honest uploads would be dropped for any measurable harm, and ``signal_median`` and
+``dp_envelope`` in front keep every upload too; so for a task that trains without DP the
+filter hands the judgement to BMFL's self-reliability test on the same test set
+(``self_reliability`` at its defaults, Eq. 11–13, which needs no noise model), and keeps
+every upload only where the round supplies no accuracy evaluator.
 
 With ``step`` s < 1 every candidate is judged at w^{r-1} + s·(candidate − w^{r-1}), a
 fraction of the edge's step (the noise margin scales with it): for a task whose vehicles'
@@ -61,6 +64,7 @@ import torch
 
 from bmfl.aggregation.noise_weighted import NoiseWeighted
 from bmfl.filters.base import FilterResult, UpdateFilter, register_filter
+from bmfl.filters.self_reliability import Evaluator, SelfReliabilityFilter
 from bmfl.filters.signal_median import SignalMedian
 from bmfl.task import TrainingSpec
 
@@ -112,13 +116,14 @@ class LeaveOut(UpdateFilter):
     variances' inputs (``noise_weighted``), ``z`` the standard errors and noise standard
     deviations a group's harm must exceed to be dropped, ``similarity`` the cosine
     between signals above which uploads are also left out together, ``step`` the
-    fraction of the aggregate's step at which contributions are judged."""
+    fraction of the aggregate's step at which contributions are judged, ``evaluate`` the
+    test-set accuracy evaluator of the self-reliability test that judges a task without DP."""
 
-    needs = frozenset({"test_loss", "training", "count_noise"})
+    needs = frozenset({"test_loss", "training", "count_noise", "evaluate"})
 
     def __init__(
         self, test_loss: TestLoss, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, z: float = 3.0,
-        similarity: float = 0.5, step: float = 1.0,
+        similarity: float = 0.5, step: float = 1.0, evaluate: Evaluator | None = None,
     ) -> None:  # fmt: skip
         if z <= 0 or not -1 < similarity <= 1 or not 0 < step <= 1:
             raise ValueError("need z > 0, similarity in (-1, 1] and step in (0, 1]")
@@ -128,6 +133,7 @@ class LeaveOut(UpdateFilter):
         self.similarity = similarity
         self._average = NoiseWeighted(training, count_noise)
         self._signals = SignalMedian(training, count_noise, z=z)
+        self._without_dp = SelfReliabilityFilter(evaluate) if evaluate is not None else None
 
     def _contributions(self, updates, sizes, reference, members: set[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor], torch.Tensor]:
         """(A(S), each member's contribution p_m·(w̃_m − w^{r-1}) to it, its weights p):
@@ -163,7 +169,10 @@ class LeaveOut(UpdateFilter):
             raise ValueError("leave_out needs the uploads' data sizes")
         k = updates.shape[0]
         precision = self._average.precisions(sizes)
-        if precision is None or k == 0:  # without DP noise there is no margin to judge harm against
+        if precision is None and self._without_dp is not None and k > 0:  # no DP noise to judge harm against
+            judged = self._without_dp(updates, sizes, reference, round_index=round_index)
+            return FilterResult(judged.keep, {"without_dp": judged.info}, judged.reliability, judged.threshold)
+        if precision is None or k == 0:
             return FilterResult(torch.ones(k, dtype=torch.bool), {"passes": [], "readmitted": []})
         h, allowance = self._signals.corrected_gram(updates, sizes, reference)
         groups = look_alikes(h, allowance, self.similarity)

@@ -202,9 +202,10 @@ class PublisherTestLoss:
             for i, state in enumerate(states):
                 with torch.set_grad_enabled(gradient and i == 0):
                     losses = F.cross_entropy(functional_call(template, state, (xb,)), yb, reduction="none")
-                if losses.requires_grad:
-                    for g, part in zip(grads, torch.autograd.grad(losses.sum(), [state[k] for k in names])):
-                        g += part
+                if losses.requires_grad:  # parameters the eval-mode forward skips (a multi-task model's auxiliary heads): 0
+                    for g, part in zip(grads, torch.autograd.grad(losses.sum(), [state[k] for k in names], allow_unused=True)):
+                        if part is not None:
+                            g += part
                 out[i, start : start + len(yb)] = losses.detach().cpu()
         if not gradient:
             return out, None
