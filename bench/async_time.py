@@ -1,7 +1,7 @@
 """Asynchronous vs synchronous rounds on the simulated wall clock (issue 20): MNIST-5k,
 20 vehicles on one aggregator, 30 % of them 5× slower (``stragglers.kind =
-"slow_fraction"``), the platform's default rules (self-reliability filter, residual
-reweighting) and DP-SGD. Per seed: the sync run's final accuracy A is the target; the
+"slow_fraction"``), the platform's default edge pipeline (``AggregationSpec()``) and
+DP-SGD. Per seed: the sync run's final accuracy A is the target; the
 async run (FedBuff weighting, S = ``--buffer``, τ_max = ``--tau-max``) stops once it
 reaches A. Printed: simulated seconds to A for both and the ratio async / sync.
 

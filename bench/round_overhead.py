@@ -3,8 +3,8 @@
 Stack: ``launcher.stack.LocalStack`` (Anvil and the contracts, E edge servers and
 the cloud as uvicorn processes on loopback, a shared local blob store) and the vehicle
 fleet over HTTP (``vehicle_client.Fleet``), a one-round task published from the
-publisher's key (``TaskDraft`` defaults: E = 2 local epochs, DP-SGD, self-reliability
-filter + residual reweighting, FedAvg at the cloud, the full MNIST test set). Its time
+publisher's key (``TaskDraft`` defaults: E = 2 local epochs, DP-SGD, the default edge
+pipeline (``AggregationSpec``), FedAvg at the cloud, the full MNIST test set). Its time
 is the cloud's own record of the round, from opening it at the edges to
 ``finalizeRound``; the time from publishing to the finished task is shown too.
 
@@ -46,7 +46,7 @@ from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
 from bmfl.privacy import PrivacyEngine
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
-from bmfl.rounds import cloud_rule, edge_rule, vehicle_seed
+from bmfl.rounds import cloud_rule, task_edge_rule, vehicle_seed
 from service_kit.chain_access import connect
 from launcher.stack import OPERATOR, PUBLISHER, LocalStack
 from bmfl.training import evaluate
@@ -125,7 +125,7 @@ def in_process_round(fleet: Fleet, groups: dict[int, list[int]], test, draft: Ta
     prelims, sizes, evaluators = {}, {}, {}
     for edge, members in sorted(groups.items()):  # each edge has its own evaluator (and memo), as in the stack
         evaluators[edge] = batched_accuracy_evaluator(create_model(draft.model), test)
-        rule = edge_rule(spec.aggregation, evaluators[edge], training=spec.training, count_noise=0.0)
+        rule = task_edge_rule(spec.aggregation, create_model(draft.model), test, evaluators[edge], spec.training, 0.0)
         samples = torch.tensor([float(len(by_index[v][1].data)) for v in members], dtype=torch.float64)
         result = rule(torch.stack([uploads[v] for v in members]), samples, w0, round_index=1)
         prelims[edge], sizes[edge] = result.aggregate, float(samples[result.weights > 0].sum())
