@@ -10,8 +10,8 @@ holds every vehicle exactly once with the digest of what it sent.
 The close aggregates with FedAvg and no filter by default; ``--aggregation default``
 closes with the task default (``AggregationSpec()``; the task trains without DP, so its
 leave-out testing runs the self-reliability test; issue 24 measured it with the
-self-reliability filter and the repeated-median rule, whose buffers no longer grow with K²). The peak printed last (and in the JSON)
-includes the close when it runs.
+self-reliability filter and the repeated-median rule, whose buffers no longer grow with
+K²). The peak printed last (and in the JSON) includes the close when it runs.
 
 Usage: ``python bench/edge_load.py [--updates 500] [--workers 16] [--no-close]
 [--aggregation fedavg|default]`` (documented figures: docs/security.md).

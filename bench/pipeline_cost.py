@@ -2,9 +2,9 @@
 (d = 21,840) with the test-set evaluator on a 300-image MNIST-5k test set (the
 filters' accuracy scoring is part of the cost), timed interleaved in one run against
 BMFL's pipeline (self-reliability filter → repeated-median reweighting, the default
-before the DP envelope was put in front of it), beside the default as it is now (leave-out
-testing judged at a fifth of the step, docs/algorithms.md §8.3) and the one before it. Issue 17 asks that the new default
-cost at most 1.5× that. The uploads carry exactly the DP noise of ``TRAINING`` on
+before the DP envelope was put in front of it), beside the default as it is now
+(leave-out testing judged at a fifth of the step, docs/algorithms.md §8.3) and the one
+before it. Issue 17 asks that the new default cost at most 1.5× that. The uploads carry exactly the DP noise of ``TRAINING`` on
 ``SAMPLES`` examples, so the envelope keeps them all and every pipeline aggregates ten.
 
     python -m bench.pipeline_cost [--repeats 7]

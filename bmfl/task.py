@@ -200,8 +200,9 @@ of classes and that expect colluding attackers who know the defence (on Dirichle
 data it keeps 0.99 / 0.95 of the clean accuracy against the median-aware attack at
 20 / 40 %, where ``private`` keeps 0.83 / 0.62; the white-box one 0.95 / 0.67 against
 0.64 / 0.53), at the price of flagging honest vehicles whose data cover one corner of
-the classes (about 8 % of uploads when every vehicle holds two classes). ``paper``: the BMFL paper's training and edge pipeline (the
-self-reliability filter without the DP envelope)."""
+the classes (about 8 % of uploads when every vehicle holds two classes). ``paper``: the
+BMFL paper's training and edge pipeline (the self-reliability filter without the DP
+envelope)."""
 
 
 def with_preset(name: str, fields: dict[str, Any]) -> dict[str, Any]:
