@@ -37,6 +37,7 @@ def test_cells_relative_to_the_same_pipelines_clean_run_per_seed():
     cells = rm.cells(scale, records)
     assert cells[(part, "ALIE z=1.5", 0.2, "FedAvg")]["relative"] == pytest.approx([0.5, 1.0])
     assert rm._spread([0.5, 1.0], ".2f") == "0.75 ± 0.35"
+    assert rm._spread([0.5, 1.0], ".2f", worst=True) == "0.75 ± 0.35 (≤ 1.00)" and rm._spread([0.5], ".2f", worst=True) == "0.50 ± 0.00"
     assert len(rm.matrix(scale)) == 4
 
 
