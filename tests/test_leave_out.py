@@ -107,6 +107,38 @@ def test_uploads_all_harmful_are_all_dropped_and_a_look_alike_that_helps_comes_b
     assert res.info["readmitted"] == [4] and res.keep.tolist() == [True] * 5 + [False] * 2
 
 
+def test_harmful_groups_are_taken_most_harmful_first_without_sharing_an_upload():
+    from bmfl.filters.leave_out import harmful_groups
+
+    groups = [(0,), (1,), (2,), (3,), (1, 2), (2, 3)]
+    assert harmful_groups(groups, torch.tensor([-1.0, 0.5, 0.2, 0.0, 0.9, 0.3])) == (1, 2)  # (2, 3) shares 2
+    assert harmful_groups(groups, torch.tensor([0.1, -0.5, -0.2, 0.0, -0.9, 0.3])) == (0, 2, 3)
+    assert harmful_groups(groups, torch.zeros(6)) == ()
+
+
+def test_the_passes_are_bounded_and_the_last_drops_every_harmful_group(monkeypatch):
+    """Two attackers in dissimilar directions (not look-alikes) are dropped in a pass
+    each; with the passes capped at one, that pass drops both: the same verdicts, so
+    attackers cannot stretch the close by making each of them need a pass of its own."""
+    import bmfl.filters.leave_out as leave_out
+
+    model, test, ref, descent = _task()
+    g = torch.Generator().manual_seed(3)
+    side = torch.randn(ref.numel(), generator=g)
+    side = side - (side @ descent) * descent
+    side = side / side.norm()
+    honest = ref + 0.5 * descent + NOISE * torch.randn(4, ref.numel(), generator=g)
+    pushing = ref - 1.5 * descent + NOISE * torch.randn(ref.numel(), generator=g)
+    sideways = ref - 0.6 * descent + 2.0 * side + NOISE * torch.randn(ref.numel(), generator=g)
+    uploads, sizes = torch.cat([honest, pushing[None], sideways[None]]), torch.full((6,), float(N))
+    res = _filter(model, test)(uploads, sizes, ref)
+    assert [p["dropped"] for p in res.info["passes"]] == [(4,), (5,), ()] and (4, 5) not in res.info["groups"]
+    monkeypatch.setattr(leave_out, "MAX_PASSES", 1)
+    capped = _filter(model, test)(uploads, sizes, ref)
+    assert [p["dropped"] for p in capped.info["passes"]] == [(4, 5)]
+    assert capped.keep.tolist() == res.keep.tolist() == [True] * 4 + [False] * 2
+
+
 def test_judged_at_a_fraction_of_the_aggregates_step():
     """With ``step`` s the candidates are evaluated at w^{r-1} + s·(candidate − w^{r-1}):
     the verdicts of the main scenario hold at s = 0.2."""

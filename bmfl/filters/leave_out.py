@@ -25,7 +25,9 @@ margin the test would drop honest uploads for their noise, whose harm is real bu
 tiny and consistent across examples, so a t statistic alone finds it significant.
 After a pass that drops uploads the rest are tested again; a pass that drops nothing,
 or one upload left, ends it (all uploads failing: the one whose leave-out helps least
-stays). z = 3.
+stays). z = 3. The :data:`MAX_PASSES`-th pass is the last: it drops every group whose
+harm exceeds its margins, most harmful first, skipping those that share an upload with
+one already dropped (fewer than 16 uploads never reach it: each earlier pass drops one).
 
 What it can get wrong: an honest upload is dropped only when its signal, not its noise,
 measurably raises the test loss of the edge's aggregate; an attacker is kept when its
@@ -47,9 +49,10 @@ of 7.5 %, and on Dirichlet data the adaptive attacks kept more of their harm).
 ``info`` holds, per pass, the uploads tested, their improvements, standard errors,
 margins and the uploads dropped. Cost: per pass one test-set evaluation per candidate
 group (at most 2K + 1 models), the first with its gradient; a clean round is one pass, and each
-further pass drops at least one upload, so a round costs at most K passes (O(K²)
-evaluations, reached only when uploads are dropped one at a time), plus two
-evaluations per dropped upload for re-admission. The candidates are built 16 at a time,
+further pass drops at least one upload, so a round costs at most min(K, MAX_PASSES)
+passes (O(K) evaluations: attackers that would each be dropped in a pass of their own
+cannot stretch the close beyond 16 passes), plus two evaluations per dropped upload for
+re-admission. The candidates are built 16 at a time,
 so beyond the uploads themselves memory holds 16 model vectors whatever K is.
 Needs a classification test set (``test_loss``, supplied by the round core) and the
 task's training settings (the weights and v_m, as ``noise_weighted`` derives them).
@@ -71,6 +74,22 @@ from bmfl.task import TrainingSpec
 
 CHUNK = 16
 """Candidate models built and evaluated at a time (memory: CHUNK model vectors)."""
+
+MAX_PASSES = 16
+"""Passes of drop-and-test-again; the last drops every harmful group at once (time: at
+most this many passes of 2K + 1 evaluations)."""
+
+
+def harmful_groups(candidates: list[tuple[int, ...]], excess: torch.Tensor) -> tuple[int, ...]:
+    """The uploads of every candidate group with positive ``excess``, most harmful first,
+    skipping a group that shares an upload with one already taken."""
+    taken: set[int] = set()
+    for i in sorted(range(len(candidates)), key=lambda i: -float(excess[i])):
+        if float(excess[i]) <= 0:
+            break
+        if not taken & set(candidates[i]):
+            taken |= set(candidates[i])
+    return tuple(sorted(taken))
 
 
 class TestLoss(Protocol):
@@ -186,12 +205,13 @@ class LeaveOut(UpdateFilter):
             noise = torch.tensor([math.sqrt(sum(p[m] ** 2 / float(precision[m]) for m in c)) for c in candidates])
             margin = self.z * self.step * noise * float(gradient.norm())
             excess = gain - self.z * se - margin
+            last = len(passes) + 1 == MAX_PASSES
             best = int(excess.argmax())
-            dropped = candidates[best] if float(excess[best]) > 0 else ()
+            dropped = harmful_groups(candidates, excess) if last else candidates[best] if float(excess[best]) > 0 else ()
             passes.append({"kept": sorted(kept), "groups": candidates, "gain": gain, "se": se, "margin": margin, "dropped": dropped})
-            if not dropped:
-                break
             kept -= set(dropped)
+            if not dropped or last:
+                break
         readmitted = []
         for m in sorted(set(range(k)) - kept):  # one left out with others it resembled comes back if it helps
             base, parts, _ = self._contributions(updates, sizes, reference, kept | {m})
