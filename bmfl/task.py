@@ -231,6 +231,10 @@ class RuleSpec(_Strict):
     name: str = Field(description="registry name (bmfl.aggregation / bmfl.filters)")
     options: dict[str, Any] = Field(default_factory=dict, description="constructor options")
 
+    def label(self) -> str:
+        """``name``, or ``name(option=value, …)`` with the options sorted."""
+        return self.name + (f"({', '.join(f'{k}={v}' for k, v in sorted(self.options.items()))})" if self.options else "")
+
 
 class ServerSpec(_Strict):
     """The cloud's server-side optimiser over the pseudo-gradient w^{r−1} − a^r

@@ -1,8 +1,9 @@
 """Test-set accuracies of a task's models, memoized by content and computed ahead.
 
-The edge scores every accepted update (and the round's global model) in a background
-thread while the other vehicles still train, so the self-reliability filter at
-``close`` mostly reads its α back. Scoring ahead gives way to intake: while updates keep
+The edge scores every accepted update whose accuracy the close will read
+(``bmfl.rounds.scores_uploads``: the self-reliability filter, not leave-out testing
+under DP), the round's global model and the preliminary models in a background thread
+while the other vehicles still train, so ``close`` mostly reads its α back. Scoring ahead gives way to intake: while updates keep
 arriving it waits for a quiet moment (at most :data:`MAX_WAIT_S` a model), so a burst of
 uploads is not slowed by test-set passes that can as well run after it (requests that
 are then refused delay it too, by at most that much a model; ``close`` scores whatever

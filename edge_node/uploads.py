@@ -14,6 +14,7 @@ import torch
 
 from bmfl.blobs.codec import Digest, blob_digest
 from bmfl.params import flatten
+from bmfl.rounds import scores_uploads
 from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, checksum_address, receipt_message, sign, update_message, verify
 from service_kit.problems import ProblemError
@@ -165,7 +166,8 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
     if refused is not None:  # the round closed while this one was checked
         detail = f"vehicle {vehicle}, round {row.round}: {refused}"  # pragma: no mutate
         raise ProblemError(409, refused, detail)
-    node.prescore(task_id, lambda: flatten(state))  # α for the filter at close
+    if scores_uploads(spec.aggregation, spec.training):  # α for the filter at close
+        node.prescore(task_id, lambda: flatten(state))
     return _receipt(node, update), "accepted"
 
 

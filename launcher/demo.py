@@ -53,8 +53,7 @@ def _training(draft) -> str:
     steps = f"{t.max_steps} steps" if t.max_steps else f"E = {t.epochs}"
     cloud = "" if server.name == "paper" else f", {server.name} at the cloud (η = {server.lr:g}, β₁ = {server.beta1:g})"
     cap = f" (q ≤ {t.max_sampling_rate:g})" if t.max_sampling_rate < 1 else ""
-    filters = " + ".join(f.name + (f"({', '.join(f'{k}={v}' for k, v in sorted(f.options.items()))})" if f.options else "")
-                         for f in draft.aggregation.filters)
+    filters = " + ".join(f.label() for f in draft.aggregation.filters)
     return (
         f"{draft.model}, {steps}, B = {t.batch_size}{cap}, η = {t.lr:g}, β = {t.momentum:g}, DP-SGD σ = "
         f"{t.noise_multiplier:.3f} (from target ε = {t.target_epsilon:g} at δ = {t.delta:g}), C = {t.clip:g}{cloud}; "

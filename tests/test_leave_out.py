@@ -114,6 +114,7 @@ def test_harmful_groups_are_taken_most_harmful_first_without_sharing_an_upload()
     assert harmful_groups(groups, torch.tensor([-1.0, 0.5, 0.2, 0.0, 0.9, 0.3])) == (1, 2)  # (2, 3) shares 2
     assert harmful_groups(groups, torch.tensor([0.1, -0.5, -0.2, 0.0, -0.9, 0.3])) == (0, 2, 3)
     assert harmful_groups(groups, torch.zeros(6)) == ()
+    assert harmful_groups(groups, torch.tensor([0.1, -0.5, -0.2, 0.3, -0.9, 0.3]), most=1) == (3,)  # a tie: the earlier
 
 
 def test_the_passes_are_bounded_and_the_last_drops_every_harmful_group(monkeypatch):
@@ -228,6 +229,19 @@ def test_parameters_the_evaluation_skips_get_a_zero_gradient():
             assert torch.allclose(part, want[name].reshape(-1).to(torch.float64), atol=1e-6)
         else:
             assert not part.any()
+
+
+def test_the_edge_scores_uploads_ahead_only_where_the_close_reads_their_accuracy():
+    """The default (leave-out testing) judges a DP task by its test loss, so scoring each
+    upload's accuracy as it arrives would be wasted; without DP it runs the
+    self-reliability test, and so does the paper's pipeline: there it pays."""
+    from bmfl.rounds import scores_uploads
+    from bmfl.task import AggregationSpec, RuleSpec
+
+    dp, no_dp = TrainingSpec(), TrainingSpec(dp=False)
+    assert not scores_uploads(AggregationSpec(), dp) and scores_uploads(AggregationSpec(), no_dp)
+    paper = AggregationSpec(edge=RuleSpec(name="reweight"), filters=[RuleSpec(name="self_reliability")])
+    assert scores_uploads(paper, dp) and not scores_uploads(AggregationSpec(edge=RuleSpec(name="fedavg"), filters=[]), dp)
 
 
 def test_a_task_without_a_classification_test_set_cannot_run_it():

@@ -80,15 +80,18 @@ MAX_PASSES = 16
 most this many passes of 2K + 1 evaluations)."""
 
 
-def harmful_groups(candidates: list[tuple[int, ...]], excess: torch.Tensor) -> tuple[int, ...]:
-    """The uploads of every candidate group with positive ``excess``, most harmful first,
-    skipping a group that shares an upload with one already taken."""
+def harmful_groups(candidates: list[tuple[int, ...]], excess: torch.Tensor, most: int | None = None) -> tuple[int, ...]:
+    """The uploads of the candidate groups with positive ``excess``, most harmful first
+    (ties: the earlier group), skipping a group that shares an upload with one already
+    taken; at most ``most`` groups (None: every one)."""
     taken: set[int] = set()
+    count = 0
     for i in sorted(range(len(candidates)), key=lambda i: -float(excess[i])):
-        if float(excess[i]) <= 0:
+        if float(excess[i]) <= 0 or count == most:
             break
         if not taken & set(candidates[i]):
             taken |= set(candidates[i])
+            count += 1
     return tuple(sorted(taken))
 
 
@@ -154,6 +157,11 @@ class LeaveOut(UpdateFilter):
         self._signals = SignalMedian(training, count_noise, z=z)
         self._without_dp = SelfReliabilityFilter(evaluate) if evaluate is not None else None
 
+    @staticmethod
+    def reads_accuracy(training: TrainingSpec) -> bool:
+        """Only a task without DP has its uploads scored (by the self-reliability test)."""
+        return not training.dp
+
     def _contributions(self, updates, sizes, reference, members: set[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor], torch.Tensor]:
         """(A(S), each member's contribution p_m·(w̃_m − w^{r-1}) to it, its weights p):
         the inverse-noise average of ``members`` (w^{r-1} when there are none)."""
@@ -206,8 +214,7 @@ class LeaveOut(UpdateFilter):
             margin = self.z * self.step * noise * float(gradient.norm())
             excess = gain - self.z * se - margin
             last = len(passes) + 1 == MAX_PASSES
-            best = int(excess.argmax())
-            dropped = harmful_groups(candidates, excess) if last else candidates[best] if float(excess[best]) > 0 else ()
+            dropped = harmful_groups(candidates, excess, None if last else 1)
             passes.append({"kept": sorted(kept), "groups": candidates, "gain": gain, "se": se, "margin": margin, "dropped": dropped})
             kept -= set(dropped)
             if not dropped or last:

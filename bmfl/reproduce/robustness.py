@@ -48,7 +48,7 @@ from rich.console import Console  # noqa: E402
 
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
 from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
-from bmfl.task import PRESETS, AggregationSpec  # noqa: E402
+from bmfl.task import PRESETS, AggregationSpec, RuleSpec  # noqa: E402
 
 CLEAN = "clean"
 BACKDOOR_ATTACK = "scaled_backdoor"
@@ -333,8 +333,7 @@ def plot(scale: Scale, records: dict[str, dict[str, Any]], path: Path) -> None:
 
 def _steps(rules: list[dict[str, Any]]) -> list[str]:
     """Filters and rule as ``name`` or ``name(option=value, …)``."""
-    return [r["name"] + (f"({', '.join(f'{k}={v}' for k, v in sorted(opts.items()))})" if (opts := r.get("options")) else "")
-            for r in rules]
+    return [RuleSpec.model_validate(r).label() for r in rules]
 
 
 def write_report(

@@ -84,6 +84,19 @@ def edge_rule(
     return build_rule(spec.edge, spec.filters, {k: v for k, v in supplied.items() if v is not None})
 
 
+def scores_uploads(spec: AggregationSpec, training: TrainingSpec) -> bool:
+    """Whether the edge's filters or rule read the uploads' test-set accuracy at the close
+    (they need ``evaluate``; a filter may say when, as ``reads_accuracy(training)``), so
+    that scoring each upload as it arrives saves the close that work. Leave-out testing
+    reads it only for a task without DP."""
+    for registry, rule in [*((FILTERS, f) for f in spec.filters), (AGGREGATORS, spec.edge)]:
+        factory = registry.factory(rule.name)
+        reads = getattr(factory, "reads_accuracy", None)
+        if reads(training) if reads is not None else "evaluate" in getattr(factory, "needs", frozenset()):
+            return True
+    return False
+
+
 def task_edge_rule(
     spec: AggregationSpec, model: nn.Module, test_set: TensorData, scorer: Evaluator, training: TrainingSpec,
     count_noise: float,
