@@ -26,7 +26,8 @@ def test_summarise_known_answers():
 
 
 def test_cells_relative_to_the_same_pipelines_clean_run_per_seed():
-    scale = dataclasses.replace(rm.QUICK, seeds=(0, 1), pipelines=("FedAvg",), attacks=("ALIE z=1.5",), settle=1)
+    scale = dataclasses.replace(rm.QUICK, seeds=(0, 1), pipelines=("FedAvg",), attacks=("ALIE z=1.5",), settle=1,
+                                partitions=rm.QUICK.partitions[:1])
     part = scale.partitions[0]
     records = {
         rm.key(part, rm.CLEAN, 0.0, "FedAvg", 0): {"rows": [row(1, 0.8)]},
@@ -62,7 +63,7 @@ def test_a_profile_sets_every_runs_training_and_the_envelope_attackers_knowledge
     from bmfl.simulation import SimulationConfig
     from bmfl.task import TrainingSpec
 
-    scale = dataclasses.replace(rm.QUICK, attacks=("envelope-aware", "sign flip"), pipelines=("Envelope+DPSR+BMFL",))
+    scale = dataclasses.replace(rm.QUICK, attacks=("envelope-aware", "sign flip"), pipelines=("Envelope+DPSR+BMFL",), profile="cnn")
     cnn = {r.key: r.config for r in rm.matrix(scale)}
     private = {r.key: r.config for r in rm.matrix(dataclasses.replace(scale, profile="private"))}
     assert cnn.keys() == private.keys()
@@ -98,10 +99,11 @@ def test_the_edges_can_hold_the_whole_test_set(tmp_path):
 
 @pytest.mark.parametrize(("preset", "label"), [("private_leave_out", "Envelope+SMmaj+LO+NW"),
                                                ("private", "Envelope+SMmaj+LO(0.2)+NW"),
-                                               (None, "Envelope+SMmaj+LO(0.2)+NW")])
+                                               (None, "Envelope+SMmaj+LO(0.2)+NW"),
+                                               ("paper", "BMFL(τ=25)")])
 def test_the_presets_are_the_measured_pipelines(preset, label):
     """The presets' edges, and a new task's default ones (``None``), run exactly the
-    matrix's pipelines of docs/robustness_leave_out*.md."""
+    matrix's pipelines of docs/robustness.md."""
     from bmfl.task import PRESETS, AggregationSpec
 
     spec = AggregationSpec() if preset is None else AggregationSpec.model_validate(PRESETS[preset]["aggregation"])
@@ -118,3 +120,15 @@ def test_the_median_aware_attacker_models_each_runs_centre():
     told = {r.key.split("/")[3]: r.config["attack"]["options"] for r in rm.matrix(scale) if "attack" in r.config}
     assert "centre" not in told["Envelope+SMflag+DPSR+NW"]
     assert told["Envelope+SMmaj+DPSR+NW"]["centre"] == "majority_mean"
+
+
+def test_the_ideal_filter_row_drops_exactly_the_attackers(tmp_path):
+    """The reference row: every pipeline runs with the edges dropping exactly the
+    attackers' uploads, and the report says it is no attack."""
+    scale = dataclasses.replace(rm.QUICK, attacks=(rm.IDEAL, "sign flip"), pipelines=("FedAvg",), partitions=("Dirichlet(0.9)",))
+    attacks = {r.key.split("/")[1]: r.config["attack"] for r in rm.matrix(scale) if "attack" in r.config}
+    assert attacks[rm.IDEAL] == {"name": "sign_flip", "fraction": 0.2, "options": {}, "ideal_filter": True}
+    assert "ideal_filter" not in attacks["sign flip"]
+    records = {run.key: {"rows": [row(1, 0.5)]} for run in rm.matrix(scale)}
+    text = rm.write_report(scale, records, tmp_path, 0.0, "cmd", "ideal").read_text()
+    assert f"- **{rm.IDEAL}**: no attack; the edges drop exactly the attackers' uploads" in text

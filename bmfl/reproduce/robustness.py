@@ -13,6 +13,9 @@ reports, as mean ± standard deviation over the seeds:
 - **honest flagged**: honest uploads given weight 0, over all honest uploads of the run;
 - **attacker weight**: the attackers' share of w^r, averaged over rounds.
 
+The row ``ideal filter`` is a reference, not an attack: each pipeline with the edges
+dropping exactly the attackers' uploads, the accuracy its honest vehicles alone reach.
+
 Every attack colludes at its edge and is omniscient (sees the honest uploads of its
 edge); ``reliability_aware`` knows the self-reliability filter's tolerance as the BMFL
 pipeline configures it; ``clip_aware`` sends the reversed mean update at the median
@@ -51,6 +54,10 @@ from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
 from bmfl.task import PRESETS, AggregationSpec, RuleSpec  # noqa: E402
 
 CLEAN = "clean"
+IDEAL = "ideal filter"
+"""A reference row, not an attack: the edges drop exactly the attackers' uploads, so each
+pipeline's cell is what the honest vehicles' data alone reach (attackers hold classes
+nobody else has on complete non-IID data)."""
 BACKDOOR_ATTACK = "scaled_backdoor"
 
 
@@ -71,6 +78,8 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
+        # the paper's pipeline as the `paper` preset runs it: self-reliability at the filter's own tolerance
+        "BMFL(τ=25)": {"edge": {"name": "reweight"}, "filters": [{"name": "self_reliability", "options": {}}]},
         "FLAME": {"edge": {"name": "flame"}, "filters": []},
         "FLTrust": {"edge": {"name": "fltrust"}, "filters": []},
         "DnC": {"edge": {"name": "fedavg"}, "filters": [{"name": "dnc", "options": {}}]},
@@ -130,6 +139,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "pixel backdoor": ("backdoor", {**BACKDOOR}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
     "envelope backdoor": ("envelope_backdoor", {**BACKDOOR, "training": dict(BMFL_TRAINING)}),
+    IDEAL: ("sign_flip", {}),
 }
 
 
@@ -179,7 +189,8 @@ class Scale:
 PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
 FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "FLTrust", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
 QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5", "white-box"),
-              ("FedAvg", "AccTest+Clip+Reweight", "Envelope+SMmaj+LO+NW", "Default"), ("Dirichlet(0.9)",))
+              ("FedAvg", "BMFL", "Envelope+SMmaj+LO+NW", "Default"), ("Dirichlet(0.9)", "complete non-IID"), "private")
+"""The CI version of ``docs/robustness.md``: its training, pipelines and partitions, two rounds of one seed."""
 FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), FULL_PIPELINES,
              tuple(PARTITIONS))
 SCALES = {"quick": QUICK, "full": FULL}
@@ -237,7 +248,8 @@ def matrix(scale: Scale) -> list[Run]:
                     if name == "median_aware":  # it models the run's signal median, centre included
                         options |= _median_centre(pipelines(scale.edge_test_samples)[pipeline])
                     for fraction in scale.fractions:
-                        attack = {"name": name, "fraction": fraction, "options": dict(options)}
+                        attack = {"name": name, "fraction": fraction, "options": dict(options)} | (
+                            {"ideal_filter": True} if label == IDEAL else {})
                         runs.append(Run(key(partition, label, fraction, pipeline, seed),
                                         _config(scale, seed, partition, pipeline, attack)))
     return runs
@@ -366,6 +378,10 @@ def write_report(
         lines.append(f"- **{name}**{label}: " + " → ".join(steps))
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
     for label in scale.attacks:
+        if label == IDEAL:
+            lines.append(f"- **{label}**: no attack; the edges drop exactly the attackers' uploads, a reference that knows "
+                         "who they are: what the honest vehicles' data alone reach under each pipeline")
+            continue
         name, options = attack_options(scale, label)
         knows = ", and each run's edge pipeline" if options.pop("aggregation", None) is not None else ""
         if name == "median_aware" and any(_median_centre(pipelines(scale.edge_test_samples)[p]) for p in scale.pipelines):
