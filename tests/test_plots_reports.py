@@ -161,17 +161,19 @@ def test_reproduce_refuses_an_unknown_section_and_out_with_publish(tmp_path: Pat
 
 def test_the_robustness_plot_bands_over_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scale = dataclasses.replace(rm.QUICK, seeds=(0, 1), pipelines=("FedAvg", "BMFL"), attacks=("ALIE z=1.5",))
-    part, frac = scale.partitions[0], scale.fractions[0]
+    frac = scale.fractions[0]
     records = {
         rm.key(part, label, f, pipeline, seed): {"rows": [{"round": r, "accuracy": 0.1 * r + 0.1 * seed} for r in (1, 2, 3)]}
-        for label, f in ((rm.CLEAN, 0.0), ("ALIE z=1.5", frac)) for pipeline in scale.pipelines for seed in scale.seeds
+        for part in scale.partitions for label, f in ((rm.CLEAN, 0.0), ("ALIE z=1.5", frac))
+        for pipeline in scale.pipelines for seed in scale.seeds
     }  # fmt: skip
     drawn: list[Figure] = []
     monkeypatch.setattr(rm.plt, "close", drawn.append)
     rm.plot(scale, records, tmp_path / "m.png")
     (fig,) = drawn
     panels = [ax for ax in fig.axes if ax.axison]
-    assert len(panels) == 2 and all(len(ax.collections) == 2 for ax in panels)  # a min–max band per pipeline
+    assert len(panels) == 2 * len(scale.partitions) and all(len(ax.collections) == 2 for ax in panels)  # a band per pipeline
+    assert {ax.get_title() for ax in panels} >= {f"ALIE z=1.5, {p}, 20% attackers" for p in scale.partitions}
     for ax in panels:
         check_axes(ax)
     assert "seeds 0, 1" in fig._suptitle.get_text() and "DP" in fig._suptitle.get_text()

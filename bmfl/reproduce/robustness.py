@@ -318,27 +318,28 @@ def _table(lines: list[str], header: list[str], rows: list[list[str]]) -> None:
 
 
 def plot(scale: Scale, records: dict[str, dict[str, Any]], path: Path) -> None:
-    """Test accuracy per round at the first fraction, one panel per attack (first
-    partition), a line per pipeline: the mean over seeds with a min–max band."""
-    partition, fraction = scale.partitions[0], scale.fractions[0]
-    labels = (CLEAN, *scale.attacks)
-    cols = min(3, len(labels))
-    nrows = -(-len(labels) // cols)
+    """Test accuracy per round at the first fraction, one panel per attack and partition
+    (side by side), a line per pipeline: the mean over seeds with a min–max band."""
+    fraction, several = scale.fractions[0], len(scale.partitions) > 1
+    panels = [(label, partition) for label in (CLEAN, *scale.attacks) for partition in scale.partitions]
+    cols = min(2 * len(scale.partitions) if several else 3, len(panels))
+    nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False, sharey=True)
-    for ax, label in zip(axes.flat, labels):
+    for ax, (label, partition) in zip(axes.flat, panels):
         frac = 0.0 if label == CLEAN else fraction
         for pipeline in scale.pipelines:
             curves = [[r["accuracy"] for r in records[key(partition, label, frac, pipeline, s)]["rows"]] for s in scale.seeds]
             band(ax, list(range(1, min(map(len, curves)) + 1)), curves, pipeline, lw=1.4)
-        ax.set_title(label if label == CLEAN else f"{label}, {fraction:.0%} attackers", fontsize=10)
+        where = f", {partition}" if several else ""
+        ax.set_title(f"{label}{where}" if label == CLEAN else f"{label}{where}, {fraction:.0%} attackers", fontsize=10)
         round_axis(ax)
         accuracy_axis(ax)
-    for ax in list(axes.flat)[len(labels):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     legend_outside(axes.flat[cols - 1], fontsize=7)
-    fig.suptitle(f"{scale.mnist}, {partition}, {scale.vehicles} vehicles / {scale.edges} edges, DP on, "
+    fig.suptitle(f"{scale.mnist}, {' and '.join(scale.partitions)}, {scale.vehicles} vehicles / {scale.edges} edges, DP on, "
                  f"seeds {', '.join(map(str, scale.seeds))} (mean, min–max band)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title above the first row
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
