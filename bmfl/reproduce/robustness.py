@@ -189,7 +189,7 @@ class Scale:
 PARTITIONS = {"complete non-IID": COMPLETE_NON_IID, "Dirichlet(0.9)": DIRICHLET}
 FULL_PIPELINES = ("FedAvg", "BMFL", "FLAME", "FLTrust", "DnC", "DPFloor+BMFL", "DPFloor+Clip+Reweight")
 QUICK = Scale("quick", "mnist_5k", 10, 2, 2, 1, 300, (0.2,), (0,), ("ALIE z=1.5", "white-box"),
-              ("FedAvg", "BMFL", "Envelope+SMmaj+LO+NW", "Default"), ("Dirichlet(0.9)", "complete non-IID"), "private")
+              ("FedAvg", "BMFL(τ=25)", "Envelope+SMmaj+LO+NW", "Default"), ("Dirichlet(0.9)", "complete non-IID"), "private")
 """The CI version of ``docs/robustness.md``: its training, pipelines and partitions, two rounds of one seed."""
 FULL = Scale("full", "mnist", 50, 5, 80, 10, 300, (0.2, 0.4, 0.6), (0, 1, 2), tuple(ATTACKS), FULL_PIPELINES,
              tuple(PARTITIONS))
