@@ -115,7 +115,7 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
                                  "filters": [envelope, majority_median, {"name": "leave_out", "options": {}}]},
         "Envelope+SMmaj+LO(0.2)+NW": {"edge": {"name": "noise_weighted"},
                                       "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2}}]},
-        # a new task's edges as bmfl.task.AggregationSpec gives them (self-reliability at its default tolerance)
+        # a new task's edges as bmfl.task.AggregationSpec gives them (the default pipeline, with every option spelled out)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters]},
     }
 
