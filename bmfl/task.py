@@ -153,6 +153,12 @@ class TrainingSpec(_Strict):
 PAPER_TRAINING = TrainingSpec(epochs=5, batch_size=64, lr=0.01, momentum=0.9, noise_multiplier=2.0)
 """BMFL §V-B: E = 5, B = 64, η = 0.01, β = 0.9, C = 1, σ = 2, δ = 1e-5."""
 
+DEFAULT_RATCHET = 0.05
+"""The ratchet's tolerance in a new task's default aggregation and the ``private`` preset:
+a global model may score at most 5 points below the best one so far (chosen from
+docs/robustness.md, docs/algorithms.md §8.8)."""
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "private": {
         "model": "scatter_linear",
@@ -161,6 +167,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False, "centre": "majority_mean"}},
                         {"name": "leave_out", "options": {"step": 0.2}}],
             "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9},
+            "ratchet": DEFAULT_RATCHET,
         },
     },
     "private_long": {
@@ -181,9 +188,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Named starting points for a task's fields. ``private``: the best point measured in
 the demo's setting at ε = 8, δ = 1e-5 (docs/demo_defaults.md): for 28 × 28 one-channel
 images, a linear model on fixed scattering features (``scatter_linear``), 3 DP-SGD steps
-of B = 64 a round at q ≤ 0.25, FedAvgM (β₁ = 0.9) at the cloud, and at the edges the
-default pipeline (``AggregationSpec``: the DP envelope, the signal median, leave-out
-testing judged at a fifth of the step, inverse-noise averaging); σ derived from the
+of B = 64 a round at q ≤ 0.25, FedAvgM (β₁ = 0.9) behind the rollback guard at the
+cloud (``ratchet``, :data:`DEFAULT_RATCHET`), and at the edges the default pipeline
+(``AggregationSpec``: the DP envelope, the signal median, leave-out testing judged at a
+fifth of the step, inverse-noise averaging); σ derived from the
 target for the task's rounds and ``plan_samples``. ``private_long``: the best
 point of the 80-round frontier at ε = 8 (docs/frontier.md; 0.92 on complete non-IID
 and on Dirichlet(0.9) MNIST-10k, where the best earlier settings ended at 0.875 and
@@ -222,7 +230,7 @@ def with_preset(name: str, fields: dict[str, Any]) -> dict[str, Any]:
 PRESETS["private_leave_out"] = with_preset("private", {"aggregation": {"filters": [
     {"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False, "centre": "majority_mean"}},
     {"name": "leave_out"},
-]}})  # fmt: skip
+], "ratchet": None}})  # fmt: skip
 
 
 class RuleSpec(_Strict):
@@ -262,7 +270,10 @@ class AggregationSpec(_Strict):
     the signal median (distances from the majority mean), then leave-out testing on the
     publisher's test set judged at a fifth of the step, and averages what they keep by
     the precision of each upload's DP noise (chosen from the robustness matrices,
-    docs/robustness_leave_out.md and docs/robustness_leave_out_complete.md, §8.3)."""
+    docs/robustness_leave_out.md and docs/robustness_leave_out_complete.md, §8.3). The
+    cloud's rollback guard (``ratchet``, §8.8) is off in a spec built from fields, so a
+    recorded configuration keeps its meaning; a new task's default aggregation
+    (``TaskDraft.aggregation``) and the ``private`` preset run it at :data:`DEFAULT_RATCHET`."""
 
     edge: RuleSpec = Field(
         default_factory=lambda: RuleSpec(name="noise_weighted"),
@@ -277,13 +288,21 @@ class AggregationSpec(_Strict):
         "median, then leave-out testing on the publisher's test set at a fifth of the step; the paper's pipeline is "
         "the self-reliability filter alone)",
     )
+    ratchet: float | None = Field(
+        None, ge=0, le=1,
+        description="the cloud's rollback guard (docs/algorithms.md §8.8): a round's global model stands only if its "
+        "accuracy on the test set is at most this much below the best global model's so far, else the round's global "
+        "model is that best one; synchronous rounds (asynchronous ones ignore it); None: off (a task that leaves its "
+        "aggregation unset, and the private preset, run it at DEFAULT_RATCHET = 0.05)",
+    )  # fmt: skip
     cloud: RuleSpec = Field(default_factory=lambda: RuleSpec(name="fedavg"), description="cloud (second) rule")
     server: ServerSpec = Field(default_factory=ServerSpec, description="the cloud's server optimiser over its rule's aggregate")
 
     def describe(self) -> str:
-        """``filter+…+edge rule / cloud rule[+server optimiser]``, for logs and plot titles."""
+        """``filter+…+edge rule / cloud rule[+server optimiser][+ratchet(tolerance)]``, for logs and plot titles."""
         server = "" if self.server.name == "paper" else f"+{self.server.name}"
         server += "" if self.server.schedule == "constant" else f"({self.server.schedule})"
+        server += "" if self.ratchet is None else f"+ratchet({self.ratchet:g})"
         return "+".join([f.name for f in self.filters] + [self.edge.name]) + f" / {self.cloud.name}{server}"
 
 
@@ -336,7 +355,7 @@ class TaskDraft(_Strict):
         description="seconds after the finish during which anyone can void a record its vehicle did not sign",
     )  # fmt: skip
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
+    aggregation: AggregationSpec = Field(default_factory=lambda: AggregationSpec(ratchet=DEFAULT_RATCHET))
     asynchrony: AsyncSpec = Field(default_factory=AsyncSpec, description="sync (default) or async rounds")
     seed: int = Field(0, ge=0, lt=2**63, description="seeds trainer selection (bmfl.rounds.seeds)")
 

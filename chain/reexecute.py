@@ -32,7 +32,8 @@ from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, recover
 from bmfl.protocol.testset import decode_test_set
 from bmfl.rounds import (
-    EdgeOutcome, aggregate_cloud, close_edge, cloud_rule, cross_scores, server_optimizer, task_edge_rule, task_scorer,
+    EdgeOutcome, Ratchet, aggregate_cloud, close_edge, cloud_rule, cross_scores, guard_cloud, server_optimizer,
+    task_edge_rule, task_scorer,
 )  # fmt: skip
 from bmfl.training import evaluate
 from chain.audit import Auditor, Comparison, TaskLogs
@@ -294,10 +295,13 @@ class Reexecution:
         """Each finalized global model: ``aggregate_cloud`` over the recorded preliminaries
         (weighted by their recorded samples), then the task's server optimiser, whose
         state is rebuilt round by round from the recorded w^{r−1} and the re-executed
-        aggregates; and its test-set accuracy."""
+        aggregates, and the task's ratchet, which judges each re-executed w^r by its
+        re-evaluated accuracy; and its test-set accuracy."""
         out = []
         server = server_optimizer(self.spec.aggregation, self.spec.rounds)  # its state: a pure function of the rounds before
-        stateful = self.spec.aggregation.server.name != "paper"
+        tolerance = self.spec.aggregation.ratchet if self.spec.asynchrony.mode == "sync" else None
+        ratchet = None if tolerance is None else Ratchet(tolerance)  # the cloud's rollback guard (bmfl.rounds.ratchet)
+        stateful = self.spec.aggregation.server.name != "paper" or ratchet is not None
         for ev in sorted(logs.finalized, key=lambda e: e.round):
             r = ev.round
             recorded = [x for x in logs.recorded if x.round == r and x.preliminary_cid]
@@ -307,7 +311,8 @@ class Reexecution:
             if reference is None or any(m is None for m in models.values()):
                 self.notes.append(f"round {r} global model: not re-executed (a model blob is unavailable)")
                 if stateful:
-                    self.notes.append(f"rounds after {r}: not re-executed (the {server.name} state needs round {r})")
+                    state = "ratchet" if ratchet is not None else f"{server.name} state"
+                    self.notes.append(f"rounds after {r}: not re-executed (the {state} needs round {r})")
                     break
                 continue
             samples = {x.edge: x.samples for x in recorded}
@@ -316,14 +321,21 @@ class Reexecution:
                 same = ev.globalDigest.lower() == reference_digest
                 out.append(Comparison(section="global", subject=f"round {r} global model is w^(r-1) (no edge carried data)",
                                       recomputed=1, on_chain=int(same)))  # fmt: skip
-                mine = reference
+                accuracy = self._accuracy(reference)
             else:
+                accuracy = self._accuracy(outcome.model)
+                if ratchet is not None:  # it judges w^r on the test set and may put the best model so far instead
+                    outcome = guard_cloud(outcome, accuracy, ratchet, r, server)
+                    if outcome.rolled_back_to is not None:
+                        accuracy = self._accuracy(outcome.model)
                 out.append(self._model(f"round {r} global model", outcome.model, ev.globalCid))
-                mine = outcome.model
-            accuracy = evaluate(load_vector(self.model, mine), self.test).accuracy or 0.0
             out.append(Comparison(section="global", subject=f"round {r} accuracy", recomputed=to_fixed(accuracy),
                                   on_chain=ev.accuracy, tolerance=TOLERANCE))  # fmt: skip
         return out
+
+    def _accuracy(self, model: torch.Tensor) -> float:
+        """The test-set accuracy of a flat model (0 for a regression task, as the cloud records)."""
+        return evaluate(load_vector(self.model, model), self.test).accuracy or 0.0
 
     # ------------------------------------------------------------ invariants and receipts
 

@@ -42,7 +42,8 @@ from bmfl.models import create_model
 from bmfl.params import flatten, unflatten
 from bmfl import rounds
 from bmfl.aggregation.server import ServerOptimizer
-from bmfl.rounds import aggregate_cloud, buffer_ready, cloud_rule, server_optimizer
+from bmfl.rounds import aggregate_cloud, buffer_ready, cloud_rule, guard_cloud, server_optimizer
+from bmfl.rounds.ratchet import Ratchet
 from bmfl.rounds.traffic import Blob, round_transfers, summarise
 from bmfl.protocol.schemas import EvaluateRequest, RoundClose, RoundOpen, ScoreRequest, TaskSpec
 from service_kit.chain_access import ChainAccess
@@ -256,8 +257,6 @@ class TaskRunner(threading.Thread):
         reference = flatten(decode_state(previous, self.spec.model)[0])
         server = self._server(r - 1)
         outcome = aggregate_cloud(cloud_rule(self.spec.aggregation), preliminaries, samples, reference, r, server)
-        if server.name != "paper":
-            self.ctx.state.put_server_state(self.task_id, r, tensors_to_bytes(server.state()))
         if outcome is None:
             blob, new_cid = previous, cid
         else:
@@ -268,6 +267,14 @@ class TaskRunner(threading.Thread):
         if not evaluations:
             raise RoundFailed(f"no edge could evaluate the global model of round {r}")
         accuracy = statistics.median(e.accuracy or 0.0 for e in evaluations)
+        if outcome is not None and (ratchet := self._ratchet(r)) is not None:
+            ratchet, cids = ratchet
+            if (back := guard_cloud(outcome, accuracy, ratchet, r, server).rolled_back_to) is not None:
+                new_cid, accuracy = cids[back], ratchet.best.accuracy / SCALE  # type: ignore[union-attr]
+                blob = self.ctx.store.get(new_cid)
+                log.info("task %s: round %s's global model refused by the ratchet", self.task_id, r, extra=task_fields(self.task_id, r))
+        if server.name != "paper":
+            self.ctx.state.put_server_state(self.task_id, r, tensors_to_bytes(server.state()))
         self._at_deadline(
             "ScoresMissing",
             lambda: self.ctx.chain.tasks.finalize_round(self.task_id, blob_digest(blob).raw, new_cid, to_fixed(accuracy)),
@@ -301,6 +308,22 @@ class TaskRunner(threading.Thread):
             except EdgeCallError as exc:
                 log.warning("task %s: %s", self.task_id, exc)
         return answers
+
+    def _ratchet(self, round_: int) -> tuple[Ratchet, dict[int, str]] | None:
+        """The task's rollback guard (``bmfl.rounds.ratchet``; None without one, or in an
+        asynchronous task) after rounds 1 … ``round_`` − 1 as ``RoundFinalized`` recorded
+        them (global model and accuracy), with their CIDs by round."""
+        if self.spec.aggregation.ratchet is None or self.spec.asynchrony.mode == "async":
+            return None
+        chain = self.ctx.chain
+        events = [ev for ev in chain.tasks.events("RoundFinalized", chain.deployment.block_number, taskId=self.task_id)
+                  if ev.round < round_]  # type: ignore[attr-defined]  # fmt: skip
+        cids = {ev.round: ev.globalCid for ev in events}  # type: ignore[attr-defined]
+        ratchet = Ratchet.replay(
+            self.spec.aggregation.ratchet, [(ev.round, ev.accuracy) for ev in events],  # type: ignore[attr-defined]
+            lambda r: flatten(decode_state(self.ctx.store.get(cids[r]), self.spec.model)[0]),
+        )  # fmt: skip
+        return ratchet, cids
 
     def _server(self, round_: int) -> ServerOptimizer:
         """The task's server optimiser with its state after ``round_`` (fresh at 0)."""

@@ -52,6 +52,8 @@ def _training(draft) -> str:
     t, server = draft.training, draft.aggregation.server
     steps = f"{t.max_steps} steps" if t.max_steps else f"E = {t.epochs}"
     cloud = "" if server.name == "paper" else f", {server.name} at the cloud (η = {server.lr:g}, β₁ = {server.beta1:g})"
+    ratchet = draft.aggregation.ratchet
+    cloud += "" if ratchet is None else f", the cloud's ratchet (a global model ≥ the best so far − {ratchet:g})"
     cap = f" (q ≤ {t.max_sampling_rate:g})" if t.max_sampling_rate < 1 else ""
     filters = " + ".join(f.label() for f in draft.aggregation.filters)
     return (

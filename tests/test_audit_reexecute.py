@@ -23,6 +23,7 @@ from web3 import Web3
 from rich.console import Console
 from typer.testing import CliRunner
 
+from bmfl.blobs.codec import blob_digest, decode_state, encode_state
 from bmfl.blobs.local import LocalBlobStore
 from bmfl.data import load_dataset
 from bmfl.protocol.signing import receipt_message, sign
@@ -210,6 +211,45 @@ def test_leave_out_testing_at_the_edges_re_executes_from_the_chain_alone(stack: 
     verdicts = [c for c in comparisons if c["section"] == "verdict"]
     globals_ = [c for c in comparisons if c["section"] == "global" and "global model" in c["subject"]]
     assert code == 0 and verdicts and len(globals_) == 2 and all(c["ok"] for c in comparisons), raw
+
+
+def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every edge records a poisoned preliminary model in round 2 (w¹'s output layer
+    negated: its predictions become the least likely digit). With the cloud's rollback
+    guard (tolerance 0) the round's global model falls below w¹ on the test set, so the
+    cloud records w¹ again; the re-execution names each edge's
+    poisoned preliminary model and re-derives the refusal from the chain alone: the global
+    models and accuracies it recomputes are the recorded ones."""
+    aggregate = RoundEngine._aggregate
+    poisoned: list[int] = []
+
+    def poisoning(self, spec, round_, global_cid, updates):  # type: ignore[no-untyped-def]
+        prelim = aggregate(self, spec, round_, global_cid, updates)
+        if round_ != 2 or not prelim.cid:
+            return prelim
+        state, meta = decode_state(self.node.store.get(global_cid), spec.model)
+        state["fc2.weight"], state["fc2.bias"] = -state["fc2.weight"], -state["fc2.bias"]
+        blob = encode_state(state, meta)
+        poisoned.append(self.node.index)
+        return dataclasses.replace(prelim, cid=self.node.store.put(blob, pin=True), digest=blob_digest(blob).raw)
+
+    monkeypatch.setattr(RoundEngine, "_aggregate", poisoning)
+    draft = DRAFT.model_copy(update={"aggregation": AggregationSpec(ratchet=0.0)})
+    task_id, test_set = stack.run_task(draft)
+    deployment = Deployment.model_validate_json(stack.deployment.read_text())
+    tasks = TasksClient(Web3(Web3.HTTPProvider(stack.rpc_url)), deployment.tasks)
+    finalized = {ev.round: ev for ev in tasks.events("RoundFinalized", deployment.block_number, taskId=task_id)}
+    assert sorted(poisoned) == list(range(EDGES))
+    assert finalized[2].globalCid == finalized[1].globalCid and finalized[2].accuracy == finalized[1].accuracy
+    cid = LocalBlobStore(stack.blobs).put(test_set)
+    code, out = stack.audit(task_id, cid, "--reexecute")
+    mismatches = [line.removeprefix("MISMATCH ") for line in out.splitlines() if line.startswith("MISMATCH")]
+    assert code == 1 and len(mismatches) == EDGES, out
+    assert all(line.startswith("preliminary round 2 edge ") for line in mismatches), mismatches
+    code, raw = stack.audit(task_id, cid, "--json")
+    globals_ = [c for c in json.loads(raw)["comparisons"] if c["section"] == "global" and c["subject"].startswith("round 2 ")]
+    assert [c["subject"].split(" (")[0] for c in globals_] == ["round 2 global model largest coordinate difference", "round 2 accuracy"]
+    assert all(c["ok"] for c in globals_), globals_
 
 
 def test_a_lying_edge_is_named_for_each_lie(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

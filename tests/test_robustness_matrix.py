@@ -98,17 +98,17 @@ def test_the_edges_can_hold_the_whole_test_set(tmp_path):
 
 
 @pytest.mark.parametrize(("preset", "label"), [("private_leave_out", "Envelope+SMmaj+LO+NW"),
-                                               ("private", "Envelope+SMmaj+LO(0.2)+NW"),
-                                               (None, "Envelope+SMmaj+LO(0.2)+NW"),
+                                               ("private", "Envelope+SMmaj+LO(0.2)+NW+R(0.05)"),
+                                               (None, "Envelope+SMmaj+LO(0.2)+NW+R(0.05)"),
                                                ("paper", "BMFL(τ=25)")])
 def test_the_presets_are_the_measured_pipelines(preset, label):
     """The presets' edges, and a new task's default ones (``None``), run exactly the
     matrix's pipelines of docs/robustness.md."""
-    from bmfl.task import PRESETS, AggregationSpec
+    from bmfl.task import PRESETS, AggregationSpec, TaskDraft
 
-    spec = AggregationSpec() if preset is None else AggregationSpec.model_validate(PRESETS[preset]["aggregation"])
+    spec = TaskDraft().aggregation if preset is None else AggregationSpec.model_validate(PRESETS[preset]["aggregation"])
     measured = AggregationSpec.model_validate(rm.pipelines(300)[label])
-    assert measured.filters == spec.filters and measured.edge == spec.edge
+    assert (measured.filters, measured.edge, measured.ratchet) == (spec.filters, spec.edge, spec.ratchet)
 
 
 def test_the_median_aware_attacker_models_each_runs_centre():

@@ -78,6 +78,11 @@ class ServerOptimizer:
             move = self.rate(round_index) * self.m / (self.v.sqrt() + self.tau)
         return (reference.to(torch.float64) + move).to(aggregate.dtype)
 
+    def restart(self) -> None:
+        """m ← 0 (v kept): a refused round's step leaves no momentum (``bmfl.rounds.ratchet``)."""
+        if self.m is not None:
+            self.m = torch.zeros_like(self.m)
+
     def state(self) -> dict[str, torch.Tensor]:
         """m and v (empty before the first step), for safetensors."""
         return {} if self.m is None else {"m": self.m, "v": self.v}

@@ -51,7 +51,7 @@ from rich.console import Console  # noqa: E402
 
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
 from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
-from bmfl.task import PRESETS, AggregationSpec, RuleSpec  # noqa: E402
+from bmfl.task import PRESETS, AggregationSpec, RuleSpec, TaskDraft  # noqa: E402
 
 CLEAN = "clean"
 IDEAL = "ideal filter"
@@ -74,7 +74,7 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
     dp_reliability = {"name": "dp_self_reliability", "options": {}}
     signal_median = {"name": "signal_median", "options": {}}
     majority_median = {"name": "signal_median", "options": {"clip": False, "centre": "majority_mean"}}
-    default = AggregationSpec()
+    default = TaskDraft().aggregation  # a new task's
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -115,8 +115,12 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
                                  "filters": [envelope, majority_median, {"name": "leave_out", "options": {}}]},
         "Envelope+SMmaj+LO(0.2)+NW": {"edge": {"name": "noise_weighted"},
                                       "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2}}]},
+        # the same edges behind the cloud's rollback guard (docs/algorithms.md §8.8)
+        "Envelope+SMmaj+LO(0.2)+NW+R(0.05)": {"edge": {"name": "noise_weighted"}, "ratchet": 0.05,
+                                              "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2}}]},
         # a new task's edges as bmfl.task.AggregationSpec gives them (the default pipeline, with every option spelled out)
-        "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters]},
+        "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters],
+                    **({} if default.ratchet is None else {"ratchet": default.ratchet})},
     }
 
 

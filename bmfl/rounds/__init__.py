@@ -6,7 +6,7 @@ functions and add only HTTP, blob storage and chain calls around them.
 Steps, in round order: :func:`select_trainers` (each edge), local training (vehicles:
 ``bmfl.training.fleet``), :func:`aggregate_edge` with :func:`edge_rule` (each edge),
 :func:`cross_scores` and :func:`medians_and_leader` (every edge, then the chain),
-:func:`aggregate_cloud` with :func:`cloud_rule` (the cloud), :func:`stop_reached` (the
+:func:`aggregate_cloud` with :func:`cloud_rule` and :func:`guard_cloud` (the cloud), :func:`stop_reached` (the
 cloud and the chain). Asynchronous mode: :func:`apply_buffer` over a buffer of
 :class:`Report` with :func:`stale_verdict`, :func:`polynomial` and :func:`buffer_ready`. Seeds: :func:`initial_model`, :func:`vehicle_seed`,
 :func:`choose_attackers`.
@@ -30,6 +30,7 @@ _EXPORTS = {
     "NOT_APPLICABLE": "bmfl.rounds.edge", "EdgeOutcome": "bmfl.rounds.edge", "aggregate_edge": "bmfl.rounds.edge",
     "build_rule": "bmfl.rounds.edge", "edge_rule": "bmfl.rounds.edge", "root_updater": "bmfl.rounds.edge", "class_descent": "bmfl.rounds.edge",
     "task_edge_rule": "bmfl.rounds.edge", "scores_uploads": "bmfl.rounds.edge",
+    "Ratchet": "bmfl.rounds.ratchet", "guard_cloud": "bmfl.rounds.ratchet",
     "choose_attackers": "bmfl.rounds.seeds", "initial_model": "bmfl.rounds.seeds",
     "initial_model_blob": "bmfl.rounds.seeds", "select_trainers": "bmfl.rounds.seeds", "vehicle_seed": "bmfl.rounds.seeds",
     "rounds_run": "bmfl.rounds.stop", "stop_reached": "bmfl.rounds.stop", "target_fixed": "bmfl.rounds.stop",

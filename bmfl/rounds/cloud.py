@@ -34,11 +34,13 @@ def server_optimizer(spec: AggregationSpec, rounds: int) -> ServerOptimizer:
 @dataclass(frozen=True)
 class CloudOutcome:
     """w^r, the rule's aggregate a^r (= w^r without a server optimiser) and each
-    aggregated edge's share of it."""
+    aggregated edge's share of it; ``rolled_back_to``: where the task's ratchet refused
+    the round's model, the round r' whose w^{r'} it is instead (``bmfl.rounds.ratchet``)."""
 
     model: torch.Tensor
     weights: dict[int, float]
     aggregate: torch.Tensor
+    rolled_back_to: int | None = None
 
 
 def aggregate_cloud(

@@ -22,7 +22,7 @@ from bmfl.simulation.runner import RoundMetrics, SimulationResult  # noqa: E402
 FLAT_FIELDS = [
     "round", "accuracy", "loss", "mae", "attack_success_rate", "leader", "trainers",
     "attackers_selected", "attackers_flagged", "attackers_missed", "honest_flagged", "attacker_weight",
-    "handovers", "epsilon_max", "epsilon_mean", "upstream_bytes_cloud", "upstream_bytes_flat",
+    "handovers", "rolled_back_to", "epsilon_max", "epsilon_mean", "upstream_bytes_cloud", "upstream_bytes_flat",
     "bytes_up_vehicles", "bytes_down_vehicles", "bytes_up_edges", "bytes_down_edges", "bytes_up_cloud",
     "bytes_down_cloud", "compute_s_vehicles", "compute_s_vehicle_max", "wall_time_s", "sim_time_s", "stale_refused",
     "staleness_mean",

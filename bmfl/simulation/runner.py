@@ -63,6 +63,7 @@ from bmfl.rounds import (
     cloud_rule,
     server_optimizer,
     cross_scores,
+    guard_cloud,
     medians_and_leader,
     select_trainers,
     stop_reached,
@@ -73,6 +74,7 @@ from bmfl.rounds import (
 from bmfl.blobs.store import BlobStore
 from bmfl.privacy.engine import COUNT_NOISE
 from bmfl.rounds.edge import EdgeOutcome
+from bmfl.rounds.ratchet import Ratchet
 from bmfl.rounds.traffic import Transfer, summarise
 from bmfl.simulation.accounting import BlobMeter, share_compute
 from bmfl.simulation.assignment import assign_vehicles, associations, members
@@ -108,6 +110,7 @@ class RoundMetrics:
     attacker_weight: float = 0.0  # share of w^r that comes from attackers' uploads
     handovers: int = 0  # vehicles whose edge changed since the previous round
     edges_silent: int = 0  # edges with trainers but no preliminary model (nothing kept, or rule not applicable)
+    rolled_back_to: int | None = None  # the ratchet refused the round's model: w^r is this round's global model
     user_epsilon: float | None = None  # dp_fedavg edges: user-level ε so far (bmfl.privacy.user_level)
     uploads: list[dict] = field(default_factory=list)  # per upload: vehicle, edge, attacker, θ, flagged, reason, Λ, T_Λ
     # encoded-blob bytes sent (up) and received (down), bmfl.simulation.accounting
@@ -302,6 +305,8 @@ def run_simulation(
     previous_vec = None
     cloud_agg = cloud_rule(config.aggregation)
     server = server_optimizer(config.aggregation, config.rounds)
+    guarded = config.aggregation.ratchet is not None and test.is_classification
+    ratchet = Ratchet(config.aggregation.ratchet) if guarded else None  # type: ignore[arg-type]
     sim_time = 0.0
     if ray_address is None:
         trainer = InProcess(fleet)
@@ -380,6 +385,8 @@ def run_simulation(
             cloud = aggregate_cloud(
                 cloud_agg, preliminaries, {e: outcomes[e].samples for e in preliminaries}, global_vec, r, server
             )
+            if cloud is not None and ratchet is not None:  # the edges' test set judges w^r, as the services' edges do
+                cloud = guard_cloud(cloud, float(scorer(cloud.model[None])[0]), ratchet, r, server)
             if cloud is not None:
                 previous_vec, global_vec = global_vec, cloud.model
                 for e, p in cloud.weights.items():
@@ -414,6 +421,7 @@ def run_simulation(
                 attacker_weight=attacker_weight,
                 handovers=handovers,
                 edges_silent=silent,
+                rolled_back_to=None if cloud is None else cloud.rolled_back_to,
                 user_epsilon=max((o.user_level_epsilon for o in outcomes.values() if o.user_level_epsilon is not None),
                                  default=None),  # fmt: skip
                 uploads=[
