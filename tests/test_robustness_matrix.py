@@ -49,8 +49,8 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
     for pipeline in rm.QUICK.pipelines:
         assert pipeline in text
     assert "| ALIE z=1.5 | 20% |" in text and "| white-box | 20% |" in text and "![accuracy per round](robustness.png)" in text
-    assert "**Envelope+SMmaj+LO+NW** (the `private_leave_out` preset's filters and rule)" in text
-    assert "**Default** (the filters and rule of the default pipeline)" in text
+    assert "**Envelope+SMmaj+LO+NW** (the `private_leave_out` preset's pipeline)" in text
+    assert "**Default** (the default pipeline)" in text and "noise_weighted; the cloud's ratchet, tolerance 0.05" in text
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     cached = (tmp_path / "robustness.cache.jsonl").read_text().splitlines()
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume

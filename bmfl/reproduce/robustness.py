@@ -367,20 +367,24 @@ def write_report(
         f"{scale.edges} edges, {scale.rounds} rounds, metrics over the last {scale.settle} round(s), "
         f"edge test set {f'{scale.edge_test_samples} images' if scale.edge_test_samples else 'the whole test set'}, seeds {', '.join(map(str, scale.seeds))}; "
         f"training profile `{scale.profile}`: {PROFILES[scale.profile].description}. Cells: mean ± sd over the seeds.", "",
-        "Pipelines (edge filters → rule; the cloud averages by data):", "",
+        "Pipelines (edge filters → rule; the cloud averages by data, behind its rollback guard where a tolerance is "
+        "given, docs/algorithms.md §8.8):", "",
     ]
-    default = AggregationSpec().model_dump()
-    default_steps = _steps(default["filters"] + [default["edge"]])
-    presets = {preset: _steps(fields["aggregation"].get("filters", []) + [fields["aggregation"].get("edge", default["edge"])])
-               for preset, fields in PRESETS.items()}
+    default = TaskDraft().aggregation.model_dump()
+    ours = (_steps(default["filters"] + [default["edge"]]), default["ratchet"])
+    presets = {preset: (_steps(fields["aggregation"].get("filters", []) + [fields["aggregation"].get("edge", default["edge"])]),
+                        fields["aggregation"].get("ratchet"))
+               for preset, fields in PRESETS.items()}  # fmt: skip
     for name in scale.pipelines:
         spec = pipelines(scale.edge_test_samples)[name]
-        steps = _steps(spec["filters"] + [spec["edge"]])
-        preset = next((preset for preset, rules in presets.items() if rules == steps), None)
-        label = (" (the filters and rule of the default pipeline)" if steps == default_steps
-                 else f" (the `{preset}` preset's filters and rule)" if preset
-                 else " (the paper's pipeline)" if name == "BMFL" else "")
-        lines.append(f"- **{name}**{label}: " + " → ".join(steps))
+        measured = (_steps(spec["filters"] + [spec["edge"]]), spec.get("ratchet"))
+        preset = next((preset for preset, rules in presets.items() if rules == measured), None)
+        label = (" (the default pipeline)" if measured == ours
+                 else " (the default's edges without the cloud's guard)" if measured[0] == ours[0]
+                 else f" (the `{preset}` preset's pipeline)" if preset
+                 else " (the paper's pipeline)" if name == "BMFL" else "")  # fmt: skip
+        guard = "" if measured[1] is None else f"; the cloud's ratchet, tolerance {measured[1]:g}"
+        lines.append(f"- **{name}**{label}: " + " → ".join(measured[0]) + guard)
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
     for label in scale.attacks:
         if label == IDEAL:
