@@ -118,7 +118,7 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
         # the same edges behind the cloud's rollback guard (docs/algorithms.md §8.8)
         "Envelope+SMmaj+LO(0.2)+NW+R(0.05)": {"edge": {"name": "noise_weighted"}, "ratchet": 0.05,
                                               "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2}}]},
-        # a new task's edges as bmfl.task.AggregationSpec gives them (the default pipeline, with every option spelled out)
+        # a new task's aggregation as bmfl.task.TaskDraft gives it (the default pipeline, every option spelled out)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters],
                     **({} if default.ratchet is None else {"ratchet": default.ratchet})},
     }

@@ -12,10 +12,11 @@ vehicles hold a few classes (an edge-level guard measured so lost a third of the
 accuracy on complete non-IID data, §8.8). It cannot stop a stall: attackers who cancel
 the honest vehicles' progress keep the model where it is.
 
-Accuracies are compared in the chain's fixed point (``bmfl.incentives.to_fixed``), the
+Accuracies are compared in the chain's fixed point (``bmfl.incentives.to_fixed``), and the
 best is a pure function of the recorded global models and their accuracies (the chain's
-``RoundFinalized`` events), so the cloud after a restart and the re-execution audit
-rebuild it round by round (:meth:`Ratchet.observe`).
+``RoundFinalized`` events): the cloud rebuilds it from them each round
+(:meth:`Ratchet.replay`), and the re-execution audit replays :func:`guard_cloud` round by
+round with accuracies it computes itself.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class Best:
 
 class Ratchet:
     """One task's guard: it observes each round's global model in round order
-    (:func:`guard_cloud` does, after judging it; a cloud after a restart and an auditor
-    replay the recorded ones with :meth:`observe`)."""
+    (:func:`guard_cloud` does, after judging it), or is rebuilt from the recorded rounds
+    (:meth:`replay`)."""
 
     def __init__(self, tolerance: float) -> None:
         if not 0 <= tolerance <= 1:
@@ -66,7 +67,7 @@ class Ratchet:
         ``RoundFinalized`` gives them): observing them in round order would keep the last
         round of the highest accuracy, so only that round's model is loaded (``load``)."""
         ratchet = cls(tolerance)
-        if recorded := sorted(recorded):
+        if recorded := list(recorded):
             best = max(recorded, key=lambda pair: (pair[1], pair[0]))
             ratchet._take(best[0], load(best[0]), best[1])
         return ratchet
