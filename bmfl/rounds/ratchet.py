@@ -8,9 +8,10 @@ stay just inside every bound still drag the model down round after round (the se
 check, docs/robustness_settle.md). The guard bounds the sum: no global model scores more
 than ``tolerance`` below the best one so far. It judges the global model, not an edge's
 preliminary one, whose accuracy on the whole test set is low wherever the edge's
-vehicles hold a few classes (an edge-level guard measured so lost a third of the clean
-accuracy on complete non-IID data, §8.8). It cannot stop a stall: attackers who cancel
-the honest vehicles' progress keep the model where it is.
+vehicles hold a few classes (an edge-level version, screened on complete non-IID data,
+lowered the clean accuracy and held runs under attack far below the unguarded edges,
+§8.8). It cannot stop a stall: attackers who cancel the honest vehicles' progress keep
+the model where it is.
 
 Accuracies are compared in the chain's fixed point (``bmfl.incentives.to_fixed``), and the
 best is a pure function of the recorded global models and their accuracies (the chain's
