@@ -267,6 +267,7 @@ class TaskRunner(threading.Thread):
         if not evaluations:
             raise RoundFailed(f"no edge could evaluate the global model of round {r}")
         accuracy = statistics.median(e.accuracy or 0.0 for e in evaluations)
+        back = None  # the round whose global model stands instead of this round's (the ratchet refused it)
         if outcome is not None and (ratchet := self._ratchet(r)) is not None:
             ratchet, cids = ratchet
             if (back := guard_cloud(outcome, accuracy, ratchet, r, server).rolled_back_to) is not None:
@@ -282,6 +283,7 @@ class TaskRunner(threading.Thread):
         elected = self.ctx.chain.tasks.events("LeaderElected", self.ctx.chain.deployment.block_number, taskId=self.task_id, round=r)
         leader = elected[0] if elected else None
         record = self._record(r, new_cid, blob, accuracy, evaluations, leader, closes, started)
+        record["rolled_back_to"] = back  # with it, "loss" is the refused model's (the edges evaluated that one)
         record["traffic"] = round_traffic((len(previous), cid), closes, sizes, ((len(blob), new_cid), list(recorded)))
         self.ctx.state.put_round(self.task_id, r, record)
         self.ctx.telemetry.round_seconds.observe(time.perf_counter() - started)

@@ -241,6 +241,8 @@ def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack,
     finalized = {ev.round: ev for ev in tasks.events("RoundFinalized", deployment.block_number, taskId=task_id)}
     assert sorted(poisoned) == list(range(EDGES))
     assert finalized[2].globalCid == finalized[1].globalCid and finalized[2].accuracy == finalized[1].accuracy
+    rounds = [httpx.get(f"{stack.cloud_url}/tasks/{task_id}/rounds/{r}").json() for r in (1, 2)]
+    assert [r["rolled_back_to"] for r in rounds] == [None, 1] and rounds[1]["global_cid"] == finalized[1].globalCid
     cid = LocalBlobStore(stack.blobs).put(test_set)
     code, out = stack.audit(task_id, cid, "--reexecute")
     mismatches = [line.removeprefix("MISMATCH ") for line in out.splitlines() if line.startswith("MISMATCH")]
