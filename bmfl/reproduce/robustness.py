@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> Path:
             for rec in {r["fingerprint"]: r for r in done.values()}.values():
                 if rec["fingerprint"] not in reuse:
                     reuse[rec["fingerprint"]] = rec
-                    fh.write(json.dumps(slim(rec)) + "\n")
+                    fh.write(json.dumps(slim(rec), separators=(",", ":")) + "\n")  # compact: hundreds of runs
     used = {fingerprint(run.config) for run in runs}
     cpu_s = sum(r["cpu_s"] for fp, r in reuse.items() if fp in used)
     console.print(f"{cpu_s / 60:.1f} CPU-minutes of simulation, {(time.perf_counter() - start) / 60:.1f} min wall")
