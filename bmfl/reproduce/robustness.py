@@ -51,7 +51,7 @@ from rich.console import Console  # noqa: E402
 
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
 from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
-from bmfl.task import PRESETS, AggregationSpec, RuleSpec, TaskDraft  # noqa: E402
+from bmfl.task import PRESETS, RuleSpec, TaskDraft  # noqa: E402
 
 CLEAN = "clean"
 IDEAL = "ideal filter"
@@ -75,6 +75,8 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
     signal_median = {"name": "signal_median", "options": {}}
     majority_median = {"name": "signal_median", "options": {"clip": False, "centre": "majority_mean"}}
     default = TaskDraft().aggregation  # a new task's
+    leave_out_fifth = {"edge": {"name": "noise_weighted"},
+                       "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2}}]}
     return {
         "FedAvg": {"edge": {"name": "fedavg"}, "filters": []},
         "BMFL": {"edge": {"name": "reweight"}, "filters": [SELF_RELIABILITY]},
@@ -113,11 +115,8 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
                                    "filters": [envelope, majority_median, dp_reliability]},
         "Envelope+SMmaj+LO+NW": {"edge": {"name": "noise_weighted"},
                                  "filters": [envelope, majority_median, {"name": "leave_out", "options": {}}]},
-        "Envelope+SMmaj+LO(0.2)+NW": {"edge": {"name": "noise_weighted"},
-                                      "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2}}]},
-        # the same edges behind the cloud's rollback guard (docs/algorithms.md §8.8)
-        "Envelope+SMmaj+LO(0.2)+NW+R(0.05)": {"edge": {"name": "noise_weighted"}, "ratchet": 0.05,
-                                              "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2}}]},
+        "Envelope+SMmaj+LO(0.2)+NW": leave_out_fifth,
+        "Envelope+SMmaj+LO(0.2)+NW+R(0.05)": leave_out_fifth | {"ratchet": 0.05},  # behind the cloud's guard (§8.8)
         # a new task's aggregation as bmfl.task.TaskDraft gives it (the default pipeline, every option spelled out)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters],
                     **({} if default.ratchet is None else {"ratchet": default.ratchet})},
