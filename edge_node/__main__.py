@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from service_kit.logs import configure_logging, uvicorn_logging
+from service_kit.serve import serve
 from edge_node.app import create_app
 from edge_node.settings import EdgeSettings
 
@@ -13,7 +12,7 @@ def main() -> None:
     settings = EdgeSettings()  # type: ignore[call-arg]  (read from the environment)
     if settings.log_format == "json":
         configure_logging("edge", "json")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **uvicorn_logging(settings.log_format))
+    serve(create_app(settings), settings.host, settings.port, **uvicorn_logging(settings.log_format))
 
 
 if __name__ == "__main__":

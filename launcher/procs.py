@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,13 +18,31 @@ from pathlib import Path
 PROC = Path("/proc")
 
 
-def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``command`` in a new session, stdin closed, stdout and stderr appended to ``log_path``."""
+def spawn(command: list[str], env: dict[str, str], log_path: Path, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a new session, stdin closed, stdout and stderr appended to
+    ``log_path``; ``pass_fds`` stay open in the child."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            pass_fds=pass_fds,
+        )  # fmt: skip
+
+
+def listening_socket(host: str, port: int = 0) -> socket.socket:
+    """A TCP socket listening on ``host:port`` (0: a port the kernel picks). Bound here and
+    handed to a service process, the port cannot be taken by anyone else between the
+    moment it is chosen and the moment the service starts accepting (the service's
+    requests queue meanwhile)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -30,6 +32,7 @@ from launcher.deployer import provision
 from launcher.health import PROBES, NotReady
 from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER, Topology, settings_env
 from chain.anvil import DEFAULT_MNEMONIC, find_anvil, free_port
+from service_kit.serve import LISTEN_FD
 
 __all__ = ["CLOUD", "FIRST_EDGE", "OPERATOR", "PUBLISHER", "LocalStack", "ServiceProcess", "anvil_args"]
 
@@ -72,7 +75,9 @@ class StackState(BaseModel):
 @dataclass
 class ServiceProcess:
     """One service as a process group, logging to ``log_path``; ``probe`` names its
-    readiness check in :data:`launcher.health.PROBES`, called with ``url``."""
+    readiness check in :data:`launcher.health.PROBES`, called with ``url``. A service
+    given a ``listener`` (a BMFL service, :func:`service_kit.serve.serve`) inherits it
+    as its socket; on a restart it gets a new one bound to its URL's port."""
 
     name: str
     command: list[str]
@@ -85,6 +90,11 @@ class ServiceProcess:
     pid: int | None = None
     started: int | None = None
     proc: subprocess.Popen[bytes] | None = None
+    listener: socket.socket | None = field(default=None, repr=False)
+    inherits_socket: bool = False
+
+    def __post_init__(self) -> None:
+        self.inherits_socket = self.inherits_socket or self.listener is not None
 
     @property
     def running(self) -> bool:
@@ -92,7 +102,15 @@ class ServiceProcess:
 
     def start(self) -> None:
         env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"} | self.env
-        self.proc = procs.spawn(self.command, env, self.log_path)
+        listener, self.listener = self.listener, None
+        if listener is None and self.inherits_socket:
+            url = urlsplit(self.url)
+            listener = procs.listening_socket(url.hostname or "127.0.0.1", url.port or 80)
+        if listener is None:
+            self.proc = procs.spawn(self.command, env, self.log_path)
+        else:
+            with listener:
+                self.proc = procs.spawn(self.command, env | {LISTEN_FD: str(listener.fileno())}, self.log_path, (listener.fileno(),))
         self.pid, self.started = self.proc.pid, procs.start_time(self.proc.pid)
 
     def health(self) -> dict[str, Any]:
@@ -165,6 +183,7 @@ class LocalStack:
     log_format: str = "text"
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     deployment_file: Path | None = None
+    listeners: dict[str, socket.socket] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.blob_store = self.blob_store or str(self.run_dir / "blobs")
@@ -182,8 +201,17 @@ class LocalStack:
         return [self.services[f"edge-{i}"] for i in range(self.edges)]
 
     def topology(self) -> Topology:
+        """The ports: the edges' and the cloud's sockets are bound here and held in
+        ``listeners`` until their services inherit them (no other process can take one
+        meanwhile); Anvil binds its own port, picked free a moment before it starts."""
+
         def port(role: str, offset: int = 0) -> int:
-            return PORTS[role] + offset if self.fixed_ports else free_port(self.host)
+            wanted = PORTS[role] + offset if self.fixed_ports else 0
+            if role == "chain":
+                return wanted or free_port(self.host)
+            name = "cloud" if role == "cloud" else f"edge-{offset}"
+            self.listeners[name] = procs.listening_socket(self.host, wanted)
+            return int(self.listeners[name].getsockname()[1])
 
         return Topology(
             host=self.host, chain_port=port("chain"), cloud_port=port("cloud"),
@@ -193,7 +221,9 @@ class LocalStack:
         )  # fmt: skip
 
     def _service(self, name: str, command: list[str], env: dict[str, str], url: str, **kw: Any) -> ServiceProcess:
-        service = ServiceProcess(name, command, env, url, self.run_dir / "logs" / f"{name}.log", **kw)
+        service = ServiceProcess(
+            name, command, env, url, self.run_dir / "logs" / f"{name}.log", listener=self.listeners.pop(name, None), **kw
+        )  # fmt: skip
         self.services[name] = service
         service.start()
         self.save_state()
@@ -253,6 +283,9 @@ class LocalStack:
     def stop(self, timeout: float = 15.0) -> dict[str, bool]:
         """Stop every service, the last started first; name → stopped without SIGKILL."""
         stopped = {name: service.stop(timeout) for name, service in reversed(list(self.services.items()))}
+        for listener in self.listeners.values():  # a start that failed before every service began
+            listener.close()
+        self.listeners.clear()
         if self.state_file is not None:
             self.state_file.unlink(missing_ok=True)
         return stopped

@@ -1,15 +1,33 @@
-"""Run an ASGI app as a real uvicorn server on loopback, in a thread of this process
-(tests, embedded use) — the same server the services run under in production."""
+"""Run an ASGI app as a real uvicorn server: :func:`serve` in a service's own process
+(on the socket its launcher bound, when it passed one), :class:`ServerThread` on
+loopback in a thread of this process (tests, embedded use)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 
 from chain.anvil import free_port
+
+LISTEN_FD = "BMFL_LISTEN_FD"
+"""Set by a launcher that bound the service's listening socket itself and passed it on."""
+
+
+def serve(app: object, host: str, port: int, **kw: Any) -> None:
+    """Run ``app`` under uvicorn until stopped: on the socket inherited through
+    ``BMFL_LISTEN_FD`` when the launcher passed one, else bound to ``host:port``."""
+    fd = os.environ.get(LISTEN_FD)
+    if fd is None:
+        uvicorn.run(app, host=host, port=port, **kw)  # type: ignore[arg-type]
+        return
+    inherited = socket.socket(fileno=int(fd))  # family and type read from the descriptor
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, **kw)).run(sockets=[inherited])  # type: ignore[arg-type]
 
 
 class ServerThread:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from chain.deploy import Deployment
 from chain.registry import RegistryClient
 from tooling import requires_anvil
 from launcher.publisher import Publisher
+from launcher.stack import LocalStack, ServiceProcess
 
 pytestmark = [pytest.mark.slow, requires_anvil]
 
@@ -167,3 +169,32 @@ def test_edge_positions_do_not_depend_on_the_number_of_edges() -> None:
     every = edge_positions(12)
     assert all(edge_positions(n) == every[:n] for n in range(1, 12))
     assert len({(round(x, 6), round(y, 6)) for x, y in every}) == 12
+
+
+def test_a_stacks_service_ports_stay_taken_from_the_moment_they_are_chosen(tmp_path: Path) -> None:
+    """The race CI once lost: a port picked free, then bound by another process before the
+    cloud bound it, so the cloud's readiness probe and the fleet reached someone else's
+    service. The launcher now holds each service's socket from the moment it is chosen."""
+    stack = LocalStack(tmp_path, edges=2)
+    topo = stack.topology()
+    ports = [topo.cloud_port, *topo.edge_ports]
+    try:
+        assert len(set(ports)) == 3
+        for port in ports:
+            with socket.socket() as other, pytest.raises(OSError):
+                other.bind(("127.0.0.1", port))
+    finally:
+        stack.stop()
+    for port in ports:  # released by stop() when no service took them
+        with socket.socket() as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", port))
+
+
+def test_a_service_whose_port_someone_else_holds_refuses_to_start(tmp_path: Path) -> None:
+    with procs.listening_socket("127.0.0.1") as squatter:
+        url = f"http://127.0.0.1:{squatter.getsockname()[1]}"
+        service = ServiceProcess("edge-0", [sys.executable, "-c", "pass"], {}, url, tmp_path / "edge.log", inherits_socket=True)
+        with pytest.raises(OSError):
+            service.start()
+        assert service.pid is None
