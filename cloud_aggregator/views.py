@@ -49,6 +49,11 @@ class RoundSummary(BaseModel):
     epsilon_max: float | None = Field(
         None, description="the largest cumulative ε a trainer of this round reported (None: none reported)"
     )
+    rolled_back_to: int | None = Field(
+        None,
+        description="the task's rollback guard refused this round's global model (its accuracy fell more than the "
+        "tolerance below the best so far) and recorded that round's model again; None: the round's own model stands",
+    )
 
 
 class CurrentRound(BaseModel):
@@ -110,7 +115,7 @@ def round_summary(r: dict[str, Any]) -> RoundSummary:
         round=r["round"], accuracy=r["accuracy"], loss=r.get("loss"), leader_edge=r["leader"], consensus_scores=r["medians"],
         selected=r.get("selected"), received=r.get("received"), flagged=len(r["flagged"]), started_at=r.get("started_at"),
         finished_at=r.get("finished_at"), wall_time_s=r["wall_time_s"], bytes_moved=moved, bytes_trainers=trainers,
-        epsilon_max=max(spent) if spent else None,
+        epsilon_max=max(spent) if spent else None, rolled_back_to=r.get("rolled_back_to"),
     )  # fmt: skip
 
 

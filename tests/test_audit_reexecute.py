@@ -30,6 +30,7 @@ from bmfl.protocol.signing import receipt_message, sign
 from bmfl.protocol.testset import encode_test_set
 from bmfl.blobs.gateway_client import GatewayClient
 from bmfl.protocol.schemas import UploadReceipt
+from browser import CHROMEDRIVER, CHROMIUM, Browser
 from bmfl.task import PRESETS, AggregationSpec, AsyncSpec, TaskDraft, TaskSpec, TrainingSpec
 from chain.deploy import Deployment
 from chain.tasks import TasksClient
@@ -52,7 +53,7 @@ from launcher.publisher import Publisher
 from service_fixtures import CLOUD, OPERATOR, PUBLISHER, start_service_chain, update_blob
 from service_kit.chain_access import connect
 from service_kit.serve import ServerThread
-from tooling import require_anvil
+from tooling import require_anvil, require_tool
 from vehicle_client.fleet import Fleet
 from vehicle_client.http import ServiceError
 from vehicle_client.settings import FleetSettings
@@ -243,6 +244,13 @@ def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack,
     assert finalized[2].globalCid == finalized[1].globalCid and finalized[2].accuracy == finalized[1].accuracy
     rounds = [httpx.get(f"{stack.cloud_url}/tasks/{task_id}/rounds/{r}").json() for r in (1, 2)]
     assert [r["rolled_back_to"] for r in rounds] == [None, 1] and rounds[1]["global_cid"] == finalized[1].globalCid
+    summaries = httpx.get(f"{stack.cloud_url}/tasks/{task_id}").json()["rounds"]
+    assert [r["rolled_back_to"] for r in summaries] == [None, 1]
+    require_tool("chromium", bool(CHROMIUM and CHROMEDRIVER), "apt-get install chromium chromium-driver (make setup)")
+    with Browser() as browser:  # the task page says which round was refused and whose model stands
+        browser.open(f"{stack.cloud_url}/ui/tasks/{task_id}")
+        browser.wait_for('#rounds tr[data-round="2"] [data-refused="1"]')
+        assert browser.count("#rounds [data-refused]") == 1
     cid = LocalBlobStore(stack.blobs).put(test_set)
     code, out = stack.audit(task_id, cid, "--reexecute")
     mismatches = [line.removeprefix("MISMATCH ") for line in out.splitlines() if line.startswith("MISMATCH")]

@@ -92,9 +92,9 @@ async function taskPage(taskId) {
     <td class="num">${fix(r.loss)}</td><td>${r.leader_edge === null ? "no quorum" : `edge ${r.leader_edge}`}</td>
     <td class="mono">${r.consensus_scores.map((s, e) => `e${e}: ${fix(s, 3)}`).join(", ") || "—"}</td>
     <td class="num">${r.selected ?? "—"}</td><td class="num">${r.received ?? "—"}</td><td class="num">${r.flagged}</td>
-    <td>${cidLink(records[i].global_cid)}</td>
+    <td>${cidLink(records[i].global_cid)}${r.rolled_back_to === null ? "" : `<br><span class="bad" data-refused="${r.rolled_back_to}">refused: round ${r.rolled_back_to}'s model kept</span>`}</td>
     <td>${Object.entries(records[i].edges || {}).map(([e, c]) => `e${esc(e)}: ${cidLink(c.preliminary_cid)}`).join("<br>") || "—"}</td></tr>`);
-  const rounds = section("rounds-h", "Rounds", table("Leader, consensus scores (median accuracy other edges gave each edge's model) and vehicles per round; CIDs open the blob from this cloud's gateway.",
+  const rounds = section("rounds-h", "Rounds", table("Leader, consensus scores (median accuracy other edges gave each edge's model) and vehicles per round; CIDs open the blob from this cloud's gateway. A round whose global model fell too far below the best so far is marked refused: the best model was recorded again.",
     ["round", "accuracy", "loss", "leader", "consensus scores", "selected", "received", "flagged", "global model", "edge models"], roundRows, 'id="rounds"'));
   const trainerRows = records.flatMap((rec) => rec.trainers.map((t) => `<tr><td class="num">${rec.round}</td>
     <td class="mono">${esc(short(t.address))}</td><td class="${t.malicious ? "bad" : "ok"}">${t.malicious ? "flagged: Λ under threshold, θ = 0, no payout" : "accepted"}</td>
