@@ -69,7 +69,7 @@ def up(
     try:
         with console.status(f"starting the chain, {edges} edges, the cloud and {vehicles} vehicles (logs in {run_dir / 'logs'})"):
             stack.start()
-    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+    except (RuntimeError, OSError) as exc:  # TimeoutError and FileNotFoundError are OSErrors
         stack.stop()
         typer.echo(f"bmfl up failed, everything it started is stopped: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -195,6 +195,6 @@ def test_a_service_whose_port_someone_else_holds_refuses_to_start(tmp_path: Path
     with procs.listening_socket("127.0.0.1") as squatter:
         url = f"http://127.0.0.1:{squatter.getsockname()[1]}"
         service = ServiceProcess("edge-0", [sys.executable, "-c", "pass"], {}, url, tmp_path / "edge.log", inherits_socket=True)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{squatter.getsockname()[1]}"):
             service.start()
         assert service.pid is None
