@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -28,21 +27,6 @@ def spawn(command: list[str], env: dict[str, str], log_path: Path, pass_fds: tup
             pass_fds=pass_fds,
         )  # fmt: skip
 
-
-def listening_socket(host: str, port: int = 0) -> socket.socket:
-    """A TCP socket listening on ``host:port`` (0: a port the kernel picks). Bound here and
-    handed to a service process, the port cannot be taken by anyone else between the
-    moment it is chosen and the moment the service starts accepting (the service's
-    requests queue meanwhile)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sock
 
 
 def _stat(pid: int) -> list[str] | None:

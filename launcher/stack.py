@@ -32,7 +32,7 @@ from launcher.deployer import provision
 from launcher.health import PROBES, NotReady
 from launcher.topology import CLOUD, FIRST_EDGE, OPERATOR, PUBLISHER, Topology, settings_env
 from chain.anvil import DEFAULT_MNEMONIC, find_anvil, free_port
-from service_kit.serve import LISTEN_FD
+from service_kit.serve import LISTEN_FD, listening_socket
 
 __all__ = ["CLOUD", "FIRST_EDGE", "OPERATOR", "PUBLISHER", "LocalStack", "ServiceProcess", "anvil_args"]
 
@@ -105,7 +105,7 @@ class ServiceProcess:
         listener, self.listener = self.listener, None
         if listener is None and self.inherits_socket:
             url = urlsplit(self.url)
-            listener = procs.listening_socket(url.hostname or "127.0.0.1", url.port or 80)
+            listener = listening_socket(url.hostname or "127.0.0.1", url.port or 80)
         if listener is None:
             self.proc = procs.spawn(self.command, env, self.log_path)
         else:
@@ -210,7 +210,7 @@ class LocalStack:
             if role == "chain":
                 return wanted or free_port(self.host)
             name = "cloud" if role == "cloud" else f"edge-{offset}"
-            self.listeners[name] = procs.listening_socket(self.host, wanted)
+            self.listeners[name] = listening_socket(self.host, wanted)
             return int(self.listeners[name].getsockname()[1])
 
         return Topology(

@@ -13,10 +13,24 @@ from typing import Any
 
 import uvicorn
 
-from chain.anvil import free_port
-
 LISTEN_FD = "BMFL_LISTEN_FD"
 """Set by a launcher that bound the service's listening socket itself and passed it on."""
+
+
+def listening_socket(host: str, port: int = 0) -> socket.socket:
+    """A TCP socket listening on ``host:port`` (0: a port the kernel picks). Bound here and
+    handed to a server (a thread, or a service process), its port cannot be taken by
+    anyone else between the moment it is chosen and the moment the server starts
+    accepting (requests queue in the socket meanwhile)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
 
 
 def serve(app: object, host: str, port: int, **kw: Any) -> None:
@@ -35,10 +49,13 @@ class ServerThread:
 
     def __init__(self, app: object, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        self.socket = listening_socket(host, port or 0)  # held from now on: nobody else can take the port
+        self.port = int(self.socket.getsockname()[1])
         config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn:{self.port}", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, name=f"uvicorn:{self.port}", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -55,7 +72,9 @@ class ServerThread:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        self.socket.close()
 
     def __enter__(self) -> "ServerThread":
         return self.start()

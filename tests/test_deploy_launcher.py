@@ -32,6 +32,7 @@ from chain.registry import RegistryClient
 from tooling import requires_anvil
 from launcher.publisher import Publisher
 from launcher.stack import LocalStack, ServiceProcess
+from service_kit.serve import listening_socket
 
 pytestmark = [pytest.mark.slow, requires_anvil]
 
@@ -192,7 +193,7 @@ def test_a_stacks_service_ports_stay_taken_from_the_moment_they_are_chosen(tmp_p
 
 
 def test_a_service_whose_port_someone_else_holds_refuses_to_start(tmp_path: Path) -> None:
-    with procs.listening_socket("127.0.0.1") as squatter:
+    with listening_socket("127.0.0.1") as squatter:
         url = f"http://127.0.0.1:{squatter.getsockname()[1]}"
         service = ServiceProcess("edge-0", [sys.executable, "-c", "pass"], {}, url, tmp_path / "edge.log", inherits_socket=True)
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{squatter.getsockname()[1]}"):
