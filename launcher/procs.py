@@ -28,7 +28,6 @@ def spawn(command: list[str], env: dict[str, str], log_path: Path, pass_fds: tup
         )  # fmt: skip
 
 
-
 def _stat(pid: int) -> list[str] | None:
     """Fields of ``/proc/<pid>/stat`` after the command name (state, ppid, pgrp, …)."""
     try:

@@ -41,6 +41,8 @@ def serve(app: object, host: str, port: int, **kw: Any) -> None:
         uvicorn.run(app, host=host, port=port, **kw)  # type: ignore[arg-type]
         return
     inherited = socket.socket(fileno=int(fd))  # family and type read from the descriptor
+    if inherited.getsockname()[1] != port:  # a launcher and its settings that disagree
+        raise ValueError(f"{LISTEN_FD}={fd} listens on port {inherited.getsockname()[1]}, the settings say {port}")
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, **kw)).run(sockets=[inherited])  # type: ignore[arg-type]
 
 

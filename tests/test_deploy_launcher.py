@@ -32,7 +32,7 @@ from chain.registry import RegistryClient
 from tooling import requires_anvil
 from launcher.publisher import Publisher
 from launcher.stack import LocalStack, ServiceProcess
-from service_kit.serve import listening_socket
+from service_kit.serve import LISTEN_FD, listening_socket, serve
 
 pytestmark = [pytest.mark.slow, requires_anvil]
 
@@ -199,3 +199,11 @@ def test_a_service_whose_port_someone_else_holds_refuses_to_start(tmp_path: Path
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{squatter.getsockname()[1]}"):
             service.start()
         assert service.pid is None
+
+
+def test_a_service_refuses_an_inherited_socket_on_another_port_than_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    with listening_socket("127.0.0.1") as inherited:
+        monkeypatch.setenv(LISTEN_FD, str(os.dup(inherited.fileno())))  # serve() owns (and closes) what it inherits
+        port = inherited.getsockname()[1]
+        with pytest.raises(ValueError, match=f"listens on port {port}, the settings say {port + 1}"):
+            serve(object(), "127.0.0.1", port + 1)
