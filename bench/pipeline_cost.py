@@ -39,10 +39,10 @@ def pipelines(evaluate, test_loss) -> dict:
         "dp_envelope+self_reliability+reweight (the default before noise_weighted)": compose(
             get_aggregator("reweight"), get_filter("dp_envelope", training=TRAINING),
             get_filter("self_reliability", evaluate=evaluate)),
-        "dp_envelope+signal_median(majority mean)+leave_out(step 0.2)+noise_weighted (default)": compose(
+        "dp_envelope+signal_median(majority mean)+leave_out(step 0.2, escalation 2.5)+noise_weighted (default)": compose(
             get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
             get_filter("signal_median", training=TRAINING, clip=False, centre="majority_mean"),
-            get_filter("leave_out", test_loss=test_loss, training=TRAINING, step=0.2)),
+            get_filter("leave_out", test_loss=test_loss, training=TRAINING, step=0.2, escalation=2.5)),
         "dp_envelope+signal_median(majority mean)+self_reliability+noise_weighted (the default before)": compose(
             get_aggregator("noise_weighted", training=TRAINING), get_filter("dp_envelope", training=TRAINING),
             get_filter("signal_median", training=TRAINING, clip=False, centre="majority_mean"),

@@ -125,7 +125,8 @@ def in_process_round(fleet: Fleet, groups: dict[int, list[int]], test, draft: Ta
     prelims, sizes, evaluators = {}, {}, {}
     for edge, members in sorted(groups.items()):  # each edge has its own evaluator (and memo), as in the stack
         evaluators[edge] = batched_accuracy_evaluator(create_model(draft.model), test)
-        rule = task_edge_rule(spec.aggregation, create_model(draft.model), test, evaluators[edge], spec.training, 0.0)
+        rule = task_edge_rule(spec.aggregation, create_model(draft.model), test, evaluators[edge], spec.training, 0.0,
+                              refusals=lambda r: 0)  # round 1: none before it
         samples = torch.tensor([float(len(by_index[v][1].data)) for v in members], dtype=torch.float64)
         result = rule(torch.stack([uploads[v] for v in members]), samples, w0, round_index=1)
         prelims[edge], sizes[edge] = result.aggregate, float(samples[result.weights > 0].sum())

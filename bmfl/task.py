@@ -165,7 +165,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "training": {"epochs": 1, "max_steps": 3, "lr": 0.6, "momentum": 0.5, "max_sampling_rate": 0.25, "target_epsilon": 8.0},
         "aggregation": {
             "filters": [{"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False, "centre": "majority_mean"}},
-                        {"name": "leave_out", "options": {"step": 0.2}}],
+                        {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5}}],
             "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9},
             "ratchet": DEFAULT_RATCHET,
         },
@@ -268,7 +268,8 @@ class AggregationSpec(_Strict):
     """Filters then rule at each edge (BMFL §IV-C), then the cloud's rule over the
     edges' preliminary models (FedAvg by data, Eq. 3). The default runs the DP envelope,
     the signal median (distances from the majority mean), then leave-out testing on the
-    publisher's test set judged at a fifth of the step, and averages what they keep by
+    publisher's test set judged at a fifth of the step (half the step after a round the
+    cloud's guard refused, the full step after two in a row, §8.9), and averages what they keep by
     the precision of each upload's DP noise (chosen from the robustness matrices,
     docs/robustness_leave_out.md and docs/robustness_leave_out_complete.md, §8.3). The
     cloud's rollback guard (``ratchet``, §8.8) is off in a spec built from fields, so a
@@ -283,10 +284,10 @@ class AggregationSpec(_Strict):
     filters: list[RuleSpec] = Field(
         default_factory=lambda: [RuleSpec(name="dp_envelope"),
                                  RuleSpec(name="signal_median", options={"clip": False, "centre": "majority_mean"}),
-                                 RuleSpec(name="leave_out", options={"step": 0.2})],
+                                 RuleSpec(name="leave_out", options={"step": 0.2, "escalation": 2.5})],
         description="update filters every edge runs, in order, before its rule (default: the DP envelope, the signal "
-        "median, then leave-out testing on the publisher's test set at a fifth of the step; the paper's pipeline is "
-        "the self-reliability filter alone)",
+        "median, then leave-out testing on the publisher's test set at a fifth of the step, growing 2.5-fold after each "
+        "round in a row the cloud's guard refused; the paper's pipeline is the self-reliability filter alone)",
     )
     ratchet: float | None = Field(
         None, ge=0, le=1,

@@ -32,14 +32,14 @@ from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, recover
 from bmfl.protocol.testset import decode_test_set
 from bmfl.rounds import (
-    EdgeOutcome, Ratchet, aggregate_cloud, close_edge, cloud_rule, cross_scores, guard_cloud, server_optimizer,
-    task_edge_rule, task_scorer,
+    EdgeOutcome, Ratchet, aggregate_cloud, close_edge, cloud_rule, cross_scores, guard_cloud, refused_in_a_row,
+    server_optimizer, task_edge_rule, task_scorer,
 )  # fmt: skip
 from bmfl.training import evaluate
 from chain.audit import Auditor, Comparison, TaskLogs
 from chain.base import ContractRevert
 from chain.records import fixed_reliability
-from chain.tasks import RecordedRound, TaskParams, task_params
+from chain.tasks import RecordedRound, TaskParams, round_starts, task_params
 
 TOLERANCE = 10
 """Fixed-point units (10⁻⁶) by which a re-executed θ, Λ, score or accuracy may differ."""
@@ -212,7 +212,9 @@ class Reexecution:
             self.notes.append(f"{where}: not re-executed (a base version's global model is unavailable)")
             return out
         sizes = {v: self.auditor.registry.vehicle(v).samples for v in uploads}
-        rule = task_edge_rule(self.spec.aggregation, self.model, self.test, self.scorer, self.spec.training, COUNT_NOISE)
+        refused = refused_in_a_row(round_starts(logs.started, recorded.round))
+        rule = task_edge_rule(self.spec.aggregation, self.model, self.test, self.scorer, self.spec.training, COUNT_NOISE,
+                              refusals=lambda r: refused)  # fmt: skip
         outcome, thetas = close_edge(rule, uploads, sizes, reference, recorded.round, self.spec.asynchrony, bases)
         for v, rec in records.items():
             verdict = outcome.verdicts[v]

@@ -3,6 +3,7 @@ settlement and claims."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -166,6 +167,18 @@ TIMED_GAS = 4_000_000
 without the node's estimate (``ContractClient.send``)."""
 SETTLE_GAS = 16_000_000
 """Gas limit of a ``settle`` page: under Anvil's 2^24 per-transaction cap."""
+
+
+def round_starts(started: Iterable[ChainEvent], up_to: int) -> list[str]:
+    """The digests of the models rounds 1 … ``up_to`` began from, in round order, from a
+    task's ``RoundStarted`` events in block order (a round started again counts by its
+    last start): the input of ``bmfl.rounds.refused_in_a_row``, which every edge and an
+    auditor read the same way."""
+    digests: dict[int, str] = {}
+    for ev in started:
+        if ev.round <= up_to:  # type: ignore[attr-defined]
+            digests[ev.round] = ev.globalDigest.lower()  # type: ignore[attr-defined]
+    return [digests[r] for r in sorted(digests)]
 
 
 class TasksClient(ContractClient):

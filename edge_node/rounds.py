@@ -33,7 +33,7 @@ from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
 from bmfl.privacy.engine import COUNT_NOISE
-from bmfl.rounds import close_edge, cross_scores, select_trainers, task_edge_rule
+from bmfl.rounds import close_edge, cross_scores, refused_in_a_row, select_trainers, task_edge_rule
 from bmfl.protocol.schemas import (
     EdgeTask,
     EvaluateRequest,
@@ -51,7 +51,7 @@ from service_kit.logs import task_fields
 from service_kit.problems import ProblemError
 from bmfl.training import evaluate
 from chain.records import TrainerRecord, fixed_reliability
-from chain.tasks import Phase, TaskInfo
+from chain.tasks import Phase, TaskInfo, round_starts
 from edge_node.node import EdgeNode
 from edge_node.state import RoundRow, UpdateRow
 
@@ -212,9 +212,11 @@ class RoundEngine:
         uploads = {u.vehicle: flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates}
         sizes = {u.vehicle: self.node.chain.registry.vehicle(u.vehicle).samples for u in updates}
         test_set = self.node.test_set(spec.task_id)
+        started = self.node.chain.tasks.events("RoundStarted", self.node.chain.deployment.block_number, taskId=spec.task_id)
+        refused = refused_in_a_row(round_starts(started, round_))
         rule = task_edge_rule(
             spec.aggregation, create_model(spec.model, default_device()), test_set, self.node.scorer(spec.task_id),
-            spec.training, COUNT_NOISE,
+            spec.training, COUNT_NOISE, refusals=lambda r: refused,
         )  # fmt: skip
         by_vehicle = {u.vehicle: u for u in updates}
         bases = self._bases(spec, updates) if spec.asynchrony.mode == "async" else {}

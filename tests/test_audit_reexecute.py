@@ -37,13 +37,14 @@ from chain.tasks import TasksClient
 from chain.anvil import dev_key, free_port
 from cloud_aggregator.app import create_app as cloud_app
 from bmfl.incentives import to_fixed
-from bmfl.rounds import aggregate_cloud, staleness_weight
+from bmfl.rounds import aggregate_cloud, refused_in_a_row, staleness_weight
 from bmfl.simulation.config import StragglerConfig
 from bmfl.simulation.stragglers import slowdowns
 from cloud_aggregator import orchestrator
 from cloud_aggregator.orchestrator import SETTLED
 from cloud_aggregator.settings import CloudSettings, EdgeEndpoint
 from edge_node.app import create_app as edge_app
+from edge_node import rounds as edge_rounds
 from edge_node.rounds import RoundEngine
 from edge_node.settings import EdgeSettings
 from chain.reexecute import TOLERANCE
@@ -220,9 +221,17 @@ def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack,
     guard (tolerance 0) the round's global model falls below w¹ on the test set, so the
     cloud records w¹ again; the re-execution names each edge's
     poisoned preliminary model and re-derives the refusal from the chain alone: the global
-    models and accuracies it recomputes are the recorded ones."""
+    models and accuracies it recomputes are the recorded ones. In round 3 every edge's
+    leave-out testing reads from the chain that the round before was refused (and judges
+    at the escalated step, docs/algorithms.md §8.9); the audit reads the same and its
+    re-executed verdicts of round 3 agree."""
     aggregate = RoundEngine._aggregate
     poisoned: list[int] = []
+    refusals: dict[int, set[int]] = {}  # round closed → refused rounds in a row before it, as each edge read them
+
+    def counting(starts):  # type: ignore[no-untyped-def]
+        refusals.setdefault(len(starts), set()).add(refused := refused_in_a_row(starts))
+        return refused
 
     def poisoning(self, spec, round_, global_cid, updates):  # type: ignore[no-untyped-def]
         prelim = aggregate(self, spec, round_, global_cid, updates)
@@ -235,22 +244,24 @@ def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack,
         return dataclasses.replace(prelim, cid=self.node.store.put(blob, pin=True), digest=blob_digest(blob).raw)
 
     monkeypatch.setattr(RoundEngine, "_aggregate", poisoning)
-    draft = DRAFT.model_copy(update={"aggregation": AggregationSpec(ratchet=0.0)})
+    monkeypatch.setattr(edge_rounds, "refused_in_a_row", counting)
+    draft = DRAFT.model_copy(update={"rounds": 3, "aggregation": AggregationSpec(ratchet=0.0)})
     task_id, test_set = stack.run_task(draft)
     deployment = Deployment.model_validate_json(stack.deployment.read_text())
     tasks = TasksClient(Web3(Web3.HTTPProvider(stack.rpc_url)), deployment.tasks)
     finalized = {ev.round: ev for ev in tasks.events("RoundFinalized", deployment.block_number, taskId=task_id)}
     assert sorted(poisoned) == list(range(EDGES))
     assert finalized[2].globalCid == finalized[1].globalCid and finalized[2].accuracy == finalized[1].accuracy
-    rounds = [httpx.get(f"{stack.cloud_url}/tasks/{task_id}/rounds/{r}").json() for r in (1, 2)]
-    assert [r["rolled_back_to"] for r in rounds] == [None, 1] and rounds[1]["global_cid"] == finalized[1].globalCid
+    assert refusals == {1: {0}, 2: {0}, 3: {1}}  # every edge read round 2's refusal from the chain in round 3
+    rounds = [httpx.get(f"{stack.cloud_url}/tasks/{task_id}/rounds/{r}").json() for r in (1, 2, 3)]
+    assert [r["rolled_back_to"] for r in rounds[:2]] == [None, 1] and rounds[1]["global_cid"] == finalized[1].globalCid
     summaries = httpx.get(f"{stack.cloud_url}/tasks/{task_id}").json()["rounds"]
-    assert [r["rolled_back_to"] for r in summaries] == [None, 1]
+    assert [r["rolled_back_to"] for r in summaries] == [r["rolled_back_to"] for r in rounds]
     require_tool("chromium", bool(CHROMIUM and CHROMEDRIVER), "apt-get install chromium chromium-driver (make setup)")
     with Browser() as browser:  # the task page says which round was refused and whose model stands
         browser.open(f"{stack.cloud_url}/ui/tasks/{task_id}")
         browser.wait_for('#rounds tr[data-round="2"] [data-refused="1"]')
-        assert browser.count("#rounds [data-refused]") == 1
+        assert browser.count("#rounds [data-refused]") == sum(r["rolled_back_to"] is not None for r in rounds)
     cid = LocalBlobStore(stack.blobs).put(test_set)
     code, out = stack.audit(task_id, cid, "--reexecute")
     mismatches = [line.removeprefix("MISMATCH ") for line in out.splitlines() if line.startswith("MISMATCH")]

@@ -164,6 +164,35 @@ def test_judged_at_a_fraction_of_the_aggregates_step():
         get_filter("leave_out", test_loss=Recording(model, test), training=dict(BMFL_TRAINING), step=0.0)
 
 
+def test_after_refused_rounds_the_step_judged_grows_by_the_escalation():
+    """With ``escalation`` g the fraction judged is min(1, s·g^k), k the rounds in a row
+    before this one that the cloud's guard refused (``refusals``): s, then 0.5, then the
+    full step, in rounds 1, 2 and 3 of a task whose rounds 1 and 2 were refused; without
+    escalation always s."""
+    model, test, ref, descent = _task()
+    g = torch.Generator().manual_seed(1)
+    uploads = ref + 0.5 * descent + NOISE * torch.randn(6, ref.numel(), generator=g)
+    seen = []
+
+    class Recording(PublisherTestLoss):
+        def losses_and_gradient(self, vectors):
+            seen.append(vectors[0].clone())
+            return super().losses_and_gradient(vectors)
+
+    refused = {1: 0, 2: 1, 3: 2}.__getitem__
+    mean = get_aggregator("noise_weighted", training=dict(BMFL_TRAINING)).aggregate(uploads, SIZES, ref).aggregate
+    for escalation, steps in ((2.5, (0.2, 0.5, 1.0)), (1.0, (0.2, 0.2, 0.2))):
+        leave_out = get_filter("leave_out", test_loss=Recording(model, test), training=dict(BMFL_TRAINING), step=0.2,
+                               escalation=escalation, refusals=refused)  # fmt: skip
+        for r, step in enumerate(steps, start=1):
+            seen.clear()
+            res = leave_out(uploads, SIZES, ref, round_index=r)
+            assert res.info["step"] == pytest.approx(step) and leave_out.step_in(r) == pytest.approx(step)
+            assert torch.allclose(seen[0], ref + step * (mean - ref), atol=1e-6)
+    with pytest.raises(ValueError, match="escalation"):
+        get_filter("leave_out", test_loss=Recording(model, test), training=dict(BMFL_TRAINING), escalation=0.5)
+
+
 def test_without_dp_self_reliability_judges_and_without_an_evaluator_every_upload_is_kept():
     """A task without DP gives the test no noise margin: BMFL's self-reliability test
     judges its uploads (the sign-flipped one is dropped with Λ = −∞, the descent step

@@ -201,7 +201,7 @@ def test_bmfl_demos_report_fills_every_column_and_flagged_vehicles_are_in_the_pa
     assert all(int(payees[a][3]) == 0 for a in flagged if "θ = 0.0000" in payees[a][2])
     assert sum(int(p[3]) for p in payees.values()) > 0
     # the setting names the edges' filters with their options: leave-out at a fifth of the step, or the full one
-    assert "leave_out" in text and ("leave_out(step=0.2)" in text) == (preset == "private")
+    assert "leave_out" in text and ("leave_out(escalation=2.5, step=0.2)" in text) == (preset == "private")
 
 
 def test_the_demo_refuses_a_preset_without_a_target_epsilon_before_starting_anything(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from bmfl.aggregation.server import ServerOptimizer
 from bmfl.rounds import CloudOutcome, guard_cloud
 from bmfl.rounds.consensus import task_scorer
-from bmfl.rounds.ratchet import Ratchet
+from bmfl.rounds.ratchet import Ratchet, refused_in_a_row
 from bmfl.reproduce import robustness
 from bmfl.simulation import SimulationConfig, run_simulation
 from bmfl.simulation.runner import edge_test_set, initial_model
@@ -42,6 +42,28 @@ def test_a_model_stands_within_the_tolerance_of_the_best_so_far():
     with pytest.raises(ValueError):
         AggregationSpec(ratchet=1.5)
     assert AggregationSpec(ratchet=0.05).describe().endswith(" / fedavg+ratchet(0.05)")
+
+
+def test_refused_rounds_in_a_row_are_counted_from_the_models_the_rounds_began_from():
+    """A round that begins from a model an earlier round began from follows a refused
+    round (or one without data); the count is of such rounds in a row, ending now."""
+    assert [refused_in_a_row(s) for s in ([], ["a"], ["a", "b", "c"], ["a", "b", "b"], ["a", "b", "c", "b", "b"])] == [0, 0, 0, 1, 2]
+    assert refused_in_a_row(["a", "b", "b", "c"]) == 0  # a fresh model ends the run
+    assert refused_in_a_row(["a", "a"]) == 1  # round 1 carried no data: w⁰ again
+    assert refused_in_a_row(["a", "b", "c", "b", "c"]) == 2  # refused twice, back to different best models
+
+
+def test_the_chain_gives_each_rounds_last_start_in_round_order():
+    """``chain.tasks.round_starts``: from RoundStarted events in block order, the digest
+    of each round's last start, rounds 1 … ``up_to``: what the edges and the audit count
+    refused rounds from."""
+    from types import SimpleNamespace
+
+    from chain.tasks import round_starts
+
+    events = [SimpleNamespace(round=r, globalDigest=d) for r, d in [(1, "0xAA"), (2, "0xbb"), (2, "0xcc"), (3, "0xaa"), (4, "0xdd")]]
+    assert round_starts(events, 3) == ["0xaa", "0xcc", "0xaa"] and refused_in_a_row(round_starts(events, 3)) == 1
+    assert round_starts(events, 4)[-1] == "0xdd" and refused_in_a_row(round_starts(events, 4)) == 0
 
 
 def test_a_restarted_cloud_replays_the_recorded_rounds_and_loads_only_the_best_model():
@@ -80,7 +102,9 @@ def test_colluding_attackers_who_know_the_edges_no_longer_drag_the_model_down():
     reaches 0.72 in round 3 and falls back (0.59 over the last 4 rounds); with a tolerance
     of 0.05 it stays at 0.72: the
     cloud refuses each round that drops below the best so far, and no recorded global
-    model scores more than 0.05 under an earlier one on the edges' test set."""
+    model scores more than 0.05 under an earlier one on the edges' test set. With the
+    default's escalation after refused rounds the edges drop the attackers that the
+    fifth of the step hid, and the model climbs past the stall (0.80 over the last 4)."""
     scale = robustness.Scale("t", "mnist_5k", 10, 2, 12, 4, 300, (0.4,), (0,), ("median-aware",),
                              ("Envelope+SMmaj+LO(0.2)+NW",), ("Dirichlet(0.9)",), "private")  # fmt: skip
     run = next(r for r in robustness.matrix(scale) if "median-aware" in r.key)
@@ -94,6 +118,13 @@ def test_colluding_attackers_who_know_the_edges_no_longer_drag_the_model_down():
           [m.rolled_back_to for m in guarded.rounds])  # fmt: skip
     assert all(m.rolled_back_to is None for m in plain.rounds) and sum(m.rolled_back_to is not None for m in guarded.rounds) >= 3
     assert last[0.05] > last[None] + 0.05
+    # the default's escalation (§8.9): after a refused round the edges judge at half the
+    # step, after two at the full one, and the stall at 0.72 is broken
+    filters = [*run.config["aggregation"]["filters"][:-1], {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5}}]
+    escalated = run_simulation(SimulationConfig.model_validate(
+        {**run.config, "aggregation": {**run.config["aggregation"], "filters": filters, "ratchet": 0.05}}), Console(quiet=True))
+    print([round(m.accuracy, 3) for m in escalated.rounds], [m.rolled_back_to for m in escalated.rounds])
+    assert sum(m.accuracy for m in escalated.rounds[-4:]) / 4 > last[0.05] + 0.05
     config = SimulationConfig.model_validate(run.config)
     test = load_dataset(config.data.name, **config.data.options)[1]
     scorer = task_scorer(initial_model(config), edge_test_set(test, config))

@@ -98,8 +98,8 @@ def test_the_edges_can_hold_the_whole_test_set(tmp_path):
 
 
 @pytest.mark.parametrize(("preset", "label"), [("private_leave_out", "Envelope+SMmaj+LO+NW"),
-                                               ("private", "Envelope+SMmaj+LO(0.2)+NW+R(0.05)"),
-                                               (None, "Envelope+SMmaj+LO(0.2)+NW+R(0.05)"),
+                                               ("private", "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)"),
+                                               (None, "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)"),
                                                ("paper", "BMFL(τ=25)")])
 def test_the_presets_are_the_measured_pipelines(preset, label):
     """The presets' edges, and a new task's default ones (``None``), run exactly the

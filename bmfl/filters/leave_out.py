@@ -45,6 +45,11 @@ fraction of the edge's step (the noise margin scales with it): for a task whose 
 data are so skewed that one edge's full step overshoots on the classes it lacks (docs
 §8.6: with s = 0.2 on complete non-IID data 0.6 % of honest uploads were flagged instead
 of 7.5 %, and on Dirichlet data the adaptive attacks kept more of their harm).
+``escalation`` g ≥ 1 raises that fraction after rounds the cloud's guard refused (§8.9):
+a round that begins k rounds in a row from a restored model (``refusals``, supplied by
+the round core from the chain's record of the rounds) is judged at min(1, s·g^k). A
+refusal says the edges let through a harm the global model's test accuracy shows; the
+next round judges closer to the full step, where that harm is visible to this test.
 
 ``info`` holds, per pass, the uploads tested, their improvements, standard errors,
 margins and the uploads dropped. Cost: per pass one test-set evaluation per candidate
@@ -61,7 +66,7 @@ task's training settings (the weights and v_m, as ``noise_weighted`` derives the
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
 
@@ -138,18 +143,23 @@ class LeaveOut(UpdateFilter):
     variances' inputs (``noise_weighted``), ``z`` the standard errors and noise standard
     deviations a group's harm must exceed to be dropped, ``similarity`` the cosine
     between signals above which uploads are also left out together, ``step`` the
-    fraction of the aggregate's step at which contributions are judged, ``evaluate`` the
-    test-set accuracy evaluator of the self-reliability test that judges a task without DP."""
+    fraction of the aggregate's step at which contributions are judged, ``escalation`` the
+    factor it grows by per refused round before this one (``refusals``: round → how many
+    rounds in a row before it the cloud's guard refused), ``evaluate`` the test-set
+    accuracy evaluator of the self-reliability test that judges a task without DP."""
 
-    needs = frozenset({"test_loss", "training", "count_noise", "evaluate"})
+    needs = frozenset({"test_loss", "training", "count_noise", "evaluate", "refusals"})
 
     def __init__(
         self, test_loss: TestLoss, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, z: float = 3.0,
-        similarity: float = 0.5, step: float = 1.0, evaluate: Evaluator | None = None,
+        similarity: float = 0.5, step: float = 1.0, escalation: float = 1.0, evaluate: Evaluator | None = None,
+        refusals: Callable[[int], int] | None = None,
     ) -> None:  # fmt: skip
-        if z <= 0 or not -1 < similarity <= 1 or not 0 < step <= 1:
-            raise ValueError("need z > 0, similarity in (-1, 1] and step in (0, 1]")
+        if z <= 0 or not -1 < similarity <= 1 or not 0 < step <= 1 or not escalation >= 1:
+            raise ValueError("need z > 0, similarity in (-1, 1], step in (0, 1] and escalation >= 1")
         self.step = step
+        self.escalation = escalation
+        self.refusals = refusals
         self.test_loss = test_loss
         self.z = z
         self.similarity = similarity
@@ -173,22 +183,30 @@ class LeaveOut(UpdateFilter):
         parts = {m: float(w) * (updates[m] - reference) for m, w in zip(rows, weights)}
         return result.aggregate.to(reference.dtype), parts, weights
 
-    def _judged(self, models: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    def step_in(self, round_index: int) -> float:
+        """The fraction of the step judged in round ``round_index``: min(1, s·g^k), k the
+        refused rounds in a row before it."""
+        refused = 0 if self.refusals is None or self.escalation == 1 else self.refusals(round_index)
+        return min(1.0, self.step * self.escalation**refused)
+
+    @staticmethod
+    def _judged(models: torch.Tensor, reference: torch.Tensor, step: float) -> torch.Tensor:
         """Where candidate models are evaluated: w^{r-1} + s·(model − w^{r-1}); the models
         themselves at s = 1."""
-        return models if self.step == 1 else reference + self.step * (models - reference)
+        return models if step == 1 else reference + step * (models - reference)
 
     def _candidate_losses(
         self, base: torch.Tensor, parts: dict[int, torch.Tensor], candidates: list[tuple[int, ...]], reference: torch.Tensor,
+        step: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Per-example losses of A(S) (row 0, with its gradient) and of A(S) minus each
         candidate group's contributions, built :data:`CHUNK` models at a time, so memory
         stays at CHUNK model vectors however many uploads the edge holds."""
-        first, gradient = self.test_loss.losses_and_gradient(self._judged(base[None], reference))
+        first, gradient = self.test_loss.losses_and_gradient(self._judged(base[None], reference, step))
         rows = [first]
         for start in range(0, len(candidates), CHUNK):
             chunk = torch.stack([base - sum(parts[m] for m in c) for c in candidates[start : start + CHUNK]])
-            rows.append(self.test_loss.per_example(self._judged(chunk, reference)))
+            rows.append(self.test_loss.per_example(self._judged(chunk, reference, step)))
         return torch.cat(rows), gradient
 
     def __call__(self, updates, sizes, reference, *, round_index: int = 1) -> FilterResult:
@@ -203,15 +221,16 @@ class LeaveOut(UpdateFilter):
             return FilterResult(torch.ones(k, dtype=torch.bool), {"passes": [], "readmitted": []})
         h, allowance = self._signals.corrected_gram(updates, sizes, reference)
         groups = look_alikes(h, allowance, self.similarity)
+        step = self.step_in(round_index)
         kept, passes = set(range(k)), []
         while kept:
             base, parts, weights = self._contributions(updates, sizes, reference, kept)
             candidates = [c for c in dict.fromkeys(tuple(m for m in g if m in kept) for g in groups) if c]
-            losses, gradient = self._candidate_losses(base, parts, candidates, reference)
+            losses, gradient = self._candidate_losses(base, parts, candidates, reference, step)
             gain, se = improvements(losses)
             p = dict(zip(sorted(kept), weights.tolist()))
             noise = torch.tensor([math.sqrt(sum(p[m] ** 2 / float(precision[m]) for m in c)) for c in candidates])
-            margin = self.z * self.step * noise * float(gradient.norm())
+            margin = self.z * step * noise * float(gradient.norm())
             excess = gain - self.z * se - margin
             last = len(passes) + 1 == MAX_PASSES
             dropped = harmful_groups(candidates, excess, None if last else 1)
@@ -222,10 +241,10 @@ class LeaveOut(UpdateFilter):
         readmitted = []
         for m in sorted(set(range(k)) - kept):  # one left out with others it resembled comes back if it helps
             base, parts, _ = self._contributions(updates, sizes, reference, kept | {m})
-            losses = self.test_loss.per_example(self._judged(torch.stack([base, base - parts[m]]), reference)).mean(dim=1)
+            losses = self.test_loss.per_example(self._judged(torch.stack([base, base - parts[m]]), reference, step)).mean(dim=1)
             if float(losses[0]) < float(losses[1]):
                 kept.add(m)
                 readmitted.append(m)
         keep = torch.zeros(k, dtype=torch.bool)
         keep[sorted(kept)] = True
-        return FilterResult(keep, {"passes": passes, "readmitted": readmitted, "groups": groups})
+        return FilterResult(keep, {"passes": passes, "readmitted": readmitted, "groups": groups, "step": step})

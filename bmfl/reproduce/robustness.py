@@ -117,10 +117,21 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
                                  "filters": [envelope, majority_median, {"name": "leave_out", "options": {}}]},
         "Envelope+SMmaj+LO(0.2)+NW": leave_out_fifth,
         "Envelope+SMmaj+LO(0.2)+NW+R(0.05)": leave_out_fifth | {"ratchet": 0.05},  # behind the cloud's guard (§8.8)
+        # judged closer to the full step after refused rounds (§8.9)
+        "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)": {
+            "edge": {"name": "noise_weighted"}, "ratchet": 0.05,
+            "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5}}]},
         # a new task's aggregation as bmfl.task.TaskDraft gives it (the default pipeline, every option spelled out)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters],
                     **({} if default.ratchet is None else {"ratchet": default.ratchet})},
     }
+
+
+FORMER = {
+    "Envelope+SMmaj+LO(0.2)+NW": "the default's edges before §8.8, without the cloud's guard",
+    "Envelope+SMmaj+LO(0.2)+NW+R(0.05)": "the default before §8.9: the same edges behind the guard, never escalated",
+}
+"""Pipelines that were the default once, as the matrix pages name them."""
 
 
 ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -381,7 +392,8 @@ def write_report(
         label = (" (the default pipeline)" if measured == ours
                  else " (the default's edges without the cloud's guard)" if measured[0] == ours[0]
                  else f" (the `{preset}` preset's pipeline)" if preset
-                 else " (the paper's pipeline)" if name == "BMFL" else "")  # fmt: skip
+                 else " (the paper's pipeline)" if name == "BMFL"
+                 else f" ({FORMER[name]})" if name in FORMER else "")  # fmt: skip
         guard = "" if measured[1] is None else f"; the cloud's ratchet, tolerance {measured[1]:g}"
         lines.append(f"- **{name}**{label}: " + " → ".join(measured[0]) + guard)
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]

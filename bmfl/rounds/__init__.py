@@ -31,6 +31,7 @@ _EXPORTS = {
     "build_rule": "bmfl.rounds.edge", "edge_rule": "bmfl.rounds.edge", "root_updater": "bmfl.rounds.edge", "class_descent": "bmfl.rounds.edge",
     "task_edge_rule": "bmfl.rounds.edge", "scores_uploads": "bmfl.rounds.edge",
     "Ratchet": "bmfl.rounds.ratchet", "guard_cloud": "bmfl.rounds.ratchet",
+    "refused_in_a_row": "bmfl.rounds.ratchet",
     "choose_attackers": "bmfl.rounds.seeds", "initial_model": "bmfl.rounds.seeds",
     "initial_model_blob": "bmfl.rounds.seeds", "select_trainers": "bmfl.rounds.seeds", "vehicle_seed": "bmfl.rounds.seeds",
     "rounds_run": "bmfl.rounds.stop", "stop_reached": "bmfl.rounds.stop", "target_fixed": "bmfl.rounds.stop",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,7 @@ def build_rule(rule: RuleSpec, filters: Sequence[RuleSpec], supplies: Mapping[st
 def edge_rule(
     spec: AggregationSpec, evaluate: Evaluator | None, root_update: RootUpdate | None = None,
     training: TrainingSpec | None = None, count_noise: float | None = None, class_descent: ClassDescent | None = None,
-    test_loss: TestLoss | None = None,
+    test_loss: TestLoss | None = None, refusals: Callable[[int], int] = lambda round_index: 0,
 ) -> Aggregator:  # fmt: skip
     """The edge's filters and rule; ``evaluate`` is the test-set accuracy evaluator
     (None for a task that is not classification), ``root_update`` FLTrust's root update
@@ -78,9 +78,11 @@ def edge_rule(
     sizes) and ``class_descent`` the test set's per-class descent directions
     (:func:`class_descent`, classification only) and ``test_loss`` its per-example
     losses and their gradient (:class:`PublisherTestLoss`, classification only); None
-    where the caller has none."""
+    where the caller has none. ``refusals``: round → how many rounds in a row before it
+    the cloud's guard refused (``bmfl.rounds.ratchet.refused_in_a_row``; a caller without
+    the task's history judges as if none was)."""
     supplied = {"evaluate": evaluate, "root_update": root_update, "training": training, "count_noise": count_noise,
-                "class_descent": class_descent, "test_loss": test_loss}
+                "class_descent": class_descent, "test_loss": test_loss, "refusals": refusals}
     return build_rule(spec.edge, spec.filters, {k: v for k, v in supplied.items() if v is not None})
 
 
@@ -99,17 +101,18 @@ def scores_uploads(spec: AggregationSpec, training: TrainingSpec) -> bool:
 
 def task_edge_rule(
     spec: AggregationSpec, model: nn.Module, test_set: TensorData, scorer: Evaluator, training: TrainingSpec,
-    count_noise: float,
+    count_noise: float, *, refusals: Callable[[int], int],
 ) -> Aggregator:  # fmt: skip
     """:func:`edge_rule` with everything the round derives from the task's model
     architecture and the publisher's test set: the scorer (classification only), FLTrust's
-    root update, the per-class descent directions and the per-example losses. The simulator, the edge service and
-    the audit's re-execution all build their rule here."""
+    root update, the per-class descent directions and the per-example losses; and from
+    the task's record, ``refusals``. The simulator, the edge service and the audit's
+    re-execution all build their rule here."""
     classification = test_set.is_classification
     return edge_rule(
         spec, scorer if classification else None, root_updater(model, test_set, training.local()), training,
         count_noise, class_descent(model, test_set) if classification else None,
-        PublisherTestLoss(model, test_set) if classification else None,
+        PublisherTestLoss(model, test_set) if classification else None, refusals,
     )  # fmt: skip
 
 

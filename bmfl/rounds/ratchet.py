@@ -22,7 +22,7 @@ round with accuracies it computes itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -76,6 +76,21 @@ class Ratchet:
     def holds(self, accuracy: float) -> bool:
         """Whether a global model of this accuracy stands (always, before any was observed)."""
         return self.best is None or to_fixed(accuracy) >= self.best.accuracy - self.tolerance
+
+
+def refused_in_a_row(starts: Sequence[Hashable]) -> int:
+    """How many of the last rounds in a row began from a model an earlier round had
+    begun from: ``starts`` names (digests) the models rounds 1 … r began from, in round
+    order. A round begins from an earlier round's model when the guard refused the round
+    before it (or that round carried no data and kept its model); a fresh global model
+    has never begun a round. The edges read it from the chain's ``RoundStarted`` events,
+    so every edge and an auditor count the same (``leave_out``'s ``escalation``)."""
+    run = 0
+    for r in range(len(starts) - 1, 0, -1):
+        if starts[r] not in starts[:r]:
+            break
+        run += 1
+    return run
 
 
 def guard_cloud(

@@ -37,6 +37,7 @@ behind it; both count in ``edges_silent``. If no edge has data, w^r = w^{r-1}. W
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections import defaultdict, deque
@@ -74,7 +75,7 @@ from bmfl.rounds import (
 from bmfl.blobs.store import BlobStore
 from bmfl.privacy.engine import COUNT_NOISE
 from bmfl.rounds.edge import EdgeOutcome
-from bmfl.rounds.ratchet import Ratchet
+from bmfl.rounds.ratchet import Ratchet, refused_in_a_row
 from bmfl.rounds.traffic import Transfer, summarise
 from bmfl.simulation.accounting import BlobMeter, share_compute
 from bmfl.simulation.assignment import assign_vehicles, associations, members
@@ -233,6 +234,7 @@ class Setup:
     excluded: dict[int, str]
     fleet: Fleet
     clock: ComputeClock
+    starts: list[bytes] = field(default_factory=list)  # digests of the models rounds 1, 2, … began from
 
     @property
     def private(self) -> bool:
@@ -257,8 +259,10 @@ def prepare(config: SimulationConfig) -> Setup:
     edge_test = edge_test_set(test, config).to(device)
     local_cfg = config.training.local()
     scorer = task_scorer(model, edge_test)
+    starts: list[bytes] = []  # the runner adds each round's, as the chain's RoundStarted events record it
     edge_agg = task_edge_rule(
-        config.aggregation, model, edge_test, scorer, config.training, 0.0 if config.sample_counts is None else COUNT_NOISE
+        config.aggregation, model, edge_test, scorer, config.training, 0.0 if config.sample_counts is None else COUNT_NOISE,
+        refusals=lambda r: refused_in_a_row(starts[:r]),
     )
     attack = build_attack(config.attack)
     attackers = choose_attackers(config.vehicles, config.attack.fraction, config.seed) if attack else frozenset()
@@ -271,7 +275,7 @@ def prepare(config: SimulationConfig) -> Setup:
         fleet.release_inputs(inputs.sigma, inputs.clip, inputs.targets)
     clock = ComputeClock(config.stragglers, config.vehicles, config.seed)
     return Setup(config, test, dict(enumerate(counts)), model, scorer, local_cfg, edge_agg, attack, attackers, excluded,
-                 fleet, clock)  # fmt: skip
+                 fleet, clock, starts)  # fmt: skip
 
 
 def run_simulation(
@@ -327,6 +331,7 @@ def run_simulation(
         vehicles_task = progress.add_task("  local training", total=None)
         for r in range(1, config.rounds + 1):
             start = time.perf_counter()
+            setup.starts.append(hashlib.sha256(global_vec.numpy().tobytes()).digest())
             edge_of = next(assoc)
             handovers = 0 if prev_edge_of is None else int((edge_of != prev_edge_of).sum())
             prev_edge_of = edge_of.copy()
