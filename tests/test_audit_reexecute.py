@@ -47,6 +47,7 @@ from edge_node.app import create_app as edge_app
 from edge_node import rounds as edge_rounds
 from edge_node.rounds import RoundEngine
 from edge_node.settings import EdgeSettings
+from chain import reexecute
 from chain.reexecute import TOLERANCE
 from launcher.cli import app
 from launcher import publisher as publisher_module
@@ -223,15 +224,29 @@ def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack,
     poisoned preliminary model and re-derives the refusal from the chain alone: the global
     models and accuracies it recomputes are the recorded ones. In round 3 every edge's
     leave-out testing reads from the chain that the round before was refused (and judges
-    at the escalated step, docs/algorithms.md §8.9); the audit reads the same and its
-    re-executed verdicts of round 3 agree."""
+    at the escalated step, docs/algorithms.md §8.9); the audit's re-execution gives its
+    edge rules the same count (on this small stack round 3's verdicts are the same at
+    either step, so the count itself is compared)."""
     aggregate = RoundEngine._aggregate
     poisoned: list[int] = []
-    refusals: dict[int, set[int]] = {}  # round closed → refused rounds in a row before it, as each edge read them
+    judged: dict[str, set[tuple[int, int]]] = {"edges": set(), "audit": set()}  # (round, refusals its rule was given)
 
-    def counting(starts):  # type: ignore[no-untyped-def]
-        refusals.setdefault(len(starts), set()).add(refused := refused_in_a_row(starts))
-        return refused
+    def watch(module, reader: str) -> None:  # type: ignore[no-untyped-def]
+        """Record, for each edge rule ``module`` builds, the round it reads the chain up to
+        and the refused rounds in a row its leave-out testing is given."""
+        read: list[int] = []
+        build = module.task_edge_rule
+
+        def count(starts):  # type: ignore[no-untyped-def]
+            read.append(len(starts))
+            return refused_in_a_row(starts)
+
+        def rule(*args, refusals, **kwargs):  # type: ignore[no-untyped-def]
+            judged[reader].add((read[-1], refusals(read[-1])))
+            return build(*args, refusals=refusals, **kwargs)
+
+        monkeypatch.setattr(module, "refused_in_a_row", count)
+        monkeypatch.setattr(module, "task_edge_rule", rule)
 
     def poisoning(self, spec, round_, global_cid, updates):  # type: ignore[no-untyped-def]
         prelim = aggregate(self, spec, round_, global_cid, updates)
@@ -244,7 +259,8 @@ def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack,
         return dataclasses.replace(prelim, cid=self.node.store.put(blob, pin=True), digest=blob_digest(blob).raw)
 
     monkeypatch.setattr(RoundEngine, "_aggregate", poisoning)
-    monkeypatch.setattr(edge_rounds, "refused_in_a_row", counting)
+    watch(edge_rounds, "edges")
+    watch(reexecute, "audit")
     draft = DRAFT.model_copy(update={"rounds": 3, "aggregation": AggregationSpec(ratchet=0.0)})
     task_id, test_set = stack.run_task(draft)
     deployment = Deployment.model_validate_json(stack.deployment.read_text())
@@ -252,7 +268,7 @@ def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack,
     finalized = {ev.round: ev for ev in tasks.events("RoundFinalized", deployment.block_number, taskId=task_id)}
     assert sorted(poisoned) == list(range(EDGES))
     assert finalized[2].globalCid == finalized[1].globalCid and finalized[2].accuracy == finalized[1].accuracy
-    assert refusals == {1: {0}, 2: {0}, 3: {1}}  # every edge read round 2's refusal from the chain in round 3
+    assert judged["edges"] == {(1, 0), (2, 0), (3, 1)}  # every edge read round 2's refusal from the chain in round 3
     rounds = [httpx.get(f"{stack.cloud_url}/tasks/{task_id}/rounds/{r}").json() for r in (1, 2, 3)]
     assert [r["rolled_back_to"] for r in rounds[:2]] == [None, 1] and rounds[1]["global_cid"] == finalized[1].globalCid
     summaries = httpx.get(f"{stack.cloud_url}/tasks/{task_id}").json()["rounds"]
@@ -267,6 +283,7 @@ def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack,
     mismatches = [line.removeprefix("MISMATCH ") for line in out.splitlines() if line.startswith("MISMATCH")]
     assert code == 1 and len(mismatches) == EDGES, out
     assert all(line.startswith("preliminary round 2 edge ") for line in mismatches), mismatches
+    assert judged["audit"] == judged["edges"]  # the re-execution judged each round as the edges did
     code, raw = stack.audit(task_id, cid, "--json")
     globals_ = [c for c in json.loads(raw)["comparisons"] if c["section"] == "global" and c["subject"].startswith("round 2 ")]
     assert [c["subject"].split(" (")[0] for c in globals_] == ["round 2 global model largest coordinate difference", "round 2 accuracy"]
