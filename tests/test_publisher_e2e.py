@@ -80,7 +80,10 @@ def _poll(url: str, seen: list[dict], done: threading.Event) -> None:
     running round is seen however late ``bmfl task watch`` starts on a loaded machine)."""
     with httpx.Client(timeout=10) as http:
         while not done.wait(0.5):
-            response = http.get(url)
+            try:
+                response = http.get(url)
+            except httpx.TransportError:  # a slow answer on a loaded machine: the next poll asks again
+                continue
             if response.status_code == 200 and (not seen or response.json() != seen[-1]):
                 seen.append(response.json())
 
