@@ -42,6 +42,16 @@ def test_cells_relative_to_the_same_pipelines_clean_run_per_seed():
     assert len(rm.matrix(scale)) == 4
 
 
+def test_the_cache_keeps_the_reported_fields_a_column_each_and_reads_back_both_forms():
+    rows = [{**dict.fromkeys(rm.ROW_FIELDS, 0.5), "round": r, "seconds": 9.0} for r in (1, 2)]
+    record = {"fingerprint": "f", "rows": rows}
+    stored = rm.slim(record)
+    assert stored["rows"]["round"] == [1, 2] and "seconds" not in stored["rows"]
+    kept = [{k: row[k] for k in rm.ROW_FIELDS} for row in rows]
+    assert rm.unslim(json.loads(json.dumps(stored)))["rows"] == kept
+    assert rm.unslim({"fingerprint": "f", "rows": kept})["rows"] == kept  # a cache written row by row
+
+
 def test_quick_matrix_writes_the_report_and_plot(tmp_path):
     path = rm.main(["--quick", "--out", str(tmp_path), "--name", "robustness"])
     assert path == tmp_path / "robustness.md"
@@ -54,7 +64,8 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     cached = (tmp_path / "robustness.cache.jsonl").read_text().splitlines()
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
-    assert all(set(row) == set(rm.ROW_FIELDS) for line in cached for row in json.loads(line)["rows"])
+    assert all(isinstance(json.loads(line)["rows"], dict) for line in cached)  # a column per field
+    assert all(set(row) == set(rm.ROW_FIELDS) for line in cached for row in rm.unslim(json.loads(line))["rows"])
     again = rm.main(["--quick", "--out", str(tmp_path), "--name", "robustness", "--resume"])  # all reused: no simulation
     assert again.read_text().split("\n", 3)[3] == text.split("\n", 3)[3]
 

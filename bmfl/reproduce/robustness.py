@@ -275,9 +275,19 @@ ROW_FIELDS = ("round", "accuracy", "attack_success_rate", "trainers", "attackers
 
 
 def slim(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with each round cut to :data:`ROW_FIELDS` (a matrix's cache holds
-    hundreds of runs; traffic and timing per round are not reported)."""
-    return record | {"rows": [{k: r[k] for k in ROW_FIELDS} for r in record["rows"]]}
+    """``record`` as the cache keeps it: each round cut to :data:`ROW_FIELDS` and the rounds
+    stored a column per field (a matrix's cache holds hundreds of runs; traffic and timing
+    per round are not reported, and field names repeated per round were most of its size)."""
+    return record | {"rows": {k: [r[k] for r in record["rows"]] for k in ROW_FIELDS}}
+
+
+def unslim(record: dict[str, Any]) -> dict[str, Any]:
+    """A cached ``record`` with its rounds as rows again (caches written before the columns
+    came in are already so)."""
+    columns = record["rows"]
+    if isinstance(columns, list):
+        return record
+    return record | {"rows": [dict(zip(columns, values)) for values in zip(*columns.values())]}
 
 
 def summarise(record: dict[str, Any], settle: int) -> dict[str, float | None]:
@@ -475,7 +485,7 @@ def main(argv: list[str] | None = None) -> Path:
     console.print(f"robustness matrix, scale {scale.name}: {len(runs)} runs")
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / f"{args.name}.cache.jsonl"
-    saved = [json.loads(line) for line in cache.read_text().splitlines()] if args.resume and cache.exists() else []
+    saved = [unslim(json.loads(line)) for line in cache.read_text().splitlines()] if args.resume and cache.exists() else []
     reuse = {r["fingerprint"]: r for r in saved}
     if not args.resume:
         cache.write_text("")
