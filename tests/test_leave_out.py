@@ -193,6 +193,26 @@ def test_after_refused_rounds_the_step_judged_grows_by_the_escalation():
         get_filter("leave_out", test_loss=Recording(model, test), training=dict(BMFL_TRAINING), escalation=0.5)
 
 
+def test_the_round_core_counts_no_refusals_for_a_task_without_the_guard():
+    """``task_edge_rule`` hands leave-out testing the refusal count only where the cloud's
+    guard runs: without it no round is refused, whatever the record shows."""
+    from bmfl.aggregation.filtered import FilteredAggregator
+    from bmfl.rounds import task_edge_rule, task_scorer
+    from bmfl.task import AggregationSpec
+
+    model, test, _, _ = _task()
+    training = TrainingSpec.model_validate(dict(BMFL_TRAINING))
+    for ratchet, step in ((0.05, 0.5), (None, 0.2)):
+        rule = task_edge_rule(AggregationSpec(ratchet=ratchet), model, test, task_scorer(model, test), training, 0.0,
+                              refusals=lambda r: 1)  # fmt: skip
+        filters = []
+        while isinstance(rule, FilteredAggregator):
+            filters.append(rule.filter)
+            rule = rule.inner
+        (leave_out,) = [f for f in filters if f.name == "leave_out"]
+        assert leave_out.step_in(2) == pytest.approx(step)
+
+
 def test_without_dp_self_reliability_judges_and_without_an_evaluator_every_upload_is_kept():
     """A task without DP gives the test no noise margin: BMFL's self-reliability test
     judges its uploads (the sign-flipped one is dropped with Λ = −∞, the descent step

@@ -106,13 +106,15 @@ def task_edge_rule(
     """:func:`edge_rule` with everything the round derives from the task's model
     architecture and the publisher's test set: the scorer (classification only), FLTrust's
     root update, the per-class descent directions and the per-example losses; and from
-    the task's record, ``refusals``. The simulator, the edge service and the audit's
+    the task's record, ``refusals`` (none counted for a task without the cloud's guard,
+    whose rounds are never refused). The simulator, the edge service and the audit's
     re-execution all build their rule here."""
     classification = test_set.is_classification
     return edge_rule(
         spec, scorer if classification else None, root_updater(model, test_set, training.local()), training,
         count_noise, class_descent(model, test_set) if classification else None,
-        PublisherTestLoss(model, test_set) if classification else None, refusals,
+        PublisherTestLoss(model, test_set) if classification else None,
+        refusals if spec.ratchet is not None else lambda round_index: 0,
     )  # fmt: skip
 
 
