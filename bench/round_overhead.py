@@ -9,14 +9,18 @@ is the cloud's own record of the round, from opening it at the edges to
 ``finalizeRound``; the time from publishing to the finished task is shown too.
 
 In-process: the same computation without services, in this process: every vehicle
-trains from w⁰ with its own seed through ``fleet_uploads`` (the fleet's engine, as the
-simulator runs it), every edge filters and aggregates its vehicles' uploads, every edge scores
-every preliminary model (proof of testing accuracy), the cloud aggregates and every
-edge evaluates w¹. Both must end with the same w¹ (max |difference| shown). Every
-vehicle's RDP curve is computed first, untimed (``bench.workload.warm_privacy_cache``:
-a process computes it once per sampling rate), so neither pays it. The stack
-is run first and then the in-process round, each ``--repeats`` times alternately (a
-fresh stack each time). Needs the Anvil binary (``npm ci``).
+trains from w⁰ through ``fleet_uploads`` (the fleet's engine, as the simulator runs it),
+every edge filters and aggregates its vehicles' uploads, every edge scores every
+preliminary model (proof of testing accuracy), the cloud aggregates and every edge
+evaluates w¹. The vehicles draw their batches and DP noise from a secure source that no
+seed determines, so in-process training (seeded, the same work) cannot give their
+uploads; the in-process edges therefore aggregate the uploads the stack's edges received
+(named by the manifests their ``recordRound`` carries, fetched through the cloud's
+gateway), which makes the same rounds of filtering do the same work, and both must end
+with the same w¹ (max |difference| shown). Every vehicle's RDP curve is computed first,
+untimed (``bench.workload.warm_privacy_cache``: a process computes it once per sampling
+rate), so neither pays it. The stack is run first and then the in-process round, each
+``--repeats`` times alternately (a fresh stack each time). Needs the Anvil binary (``npm ci``).
 
     python -m bench.round_overhead [--vehicles 50 --edges 5 --repeats 1]
 """
@@ -24,6 +28,7 @@ fresh stack each time). Needs the Anvil binary (``npm ci``).
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import threading
 import time
@@ -44,15 +49,22 @@ from bmfl.filters import batched_accuracy_evaluator
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
-from bmfl.privacy import PrivacyEngine
+from bmfl.privacy import COUNT_NOISE, PrivacyEngine
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
-from bmfl.rounds import cloud_rule, task_edge_rule, vehicle_seed
-from service_kit.chain_access import connect
-from launcher.stack import OPERATOR, PUBLISHER, LocalStack
+from bmfl.rounds import (
+    aggregate_cloud,
+    aggregate_edge,
+    cloud_rule,
+    server_optimizer,
+    task_edge_rule,
+    vehicle_seed,
+)
 from bmfl.training import evaluate
 from bmfl.training.fleet import fleet_uploads
 from chain.anvil import dev_key, find_anvil
 from launcher.publisher import Publisher
+from launcher.stack import OPERATOR, PUBLISHER, LocalStack
+from service_kit.chain_access import ChainAccess, connect
 from vehicle_client.fleet import Fleet
 from vehicle_client.settings import FleetSettings
 
@@ -99,16 +111,31 @@ def stack_round(
         seconds = float(record["wall_time_s"])
         gateway = GatewayClient(stack.cloud.url)
         w1 = flatten(decode_state(gateway.fetch(record["global_cid"]), draft.model)[0])
+        received = received_uploads(publisher.chain, gateway, task_id, draft)
         gateway.close()
         groups: dict[int, list[int]] = defaultdict(list)
         for v in fleet.vehicles:
             groups[fleet.edge_of(v).index].append(v.index)
         fleet.close()
-    return seconds, whole, cpu, w1, dict(groups), fleet
+    return seconds, whole, cpu, w1, dict(groups), received, fleet
 
 
-def in_process_round(fleet: Fleet, groups: dict[int, list[int]], test, draft: TaskDraft) -> torch.Tensor:
-    """The stack's round computed in this process; returns w¹."""
+def received_uploads(chain: ChainAccess, gateway: GatewayClient, task_id: int, draft: TaskDraft) -> dict[int, torch.Tensor]:
+    """Vehicle index → the update its edge aggregated in round 1, as the edges' manifests
+    (``recordRound``) name them, fetched and checked by CID."""
+    out = {}
+    for recorded in chain.tasks.recorded_rounds(task_id, chain.deployment.block_number, round=1):
+        for u in json.loads(gateway.fetch(recorded.manifest_cid))["updates"]:
+            out[int(u["vehicle"])] = flatten(decode_state(gateway.fetch(u["cid"]), draft.model)[0])
+    return out
+
+
+def in_process_round(
+    fleet: Fleet, groups: dict[int, list[int]], received: dict[int, torch.Tensor], test, draft: TaskDraft
+) -> torch.Tensor:
+    """The stack's round computed in this process, its edges aggregating ``received``
+    (in-process training is the same work, but not the vehicles' secure random draws);
+    returns w¹."""
     spec = TaskSpec(task_id=1, **draft.model_dump())
     torch.manual_seed(draft.seed)
     w0 = flatten(create_model(draft.model).state_dict())
@@ -116,24 +143,23 @@ def in_process_round(fleet: Fleet, groups: dict[int, list[int]], test, draft: Ta
     by_index = {v.index: (i, v) for i, v in enumerate(fleet.vehicles)}
     config = spec.training.local()
     order = [index for members in groups.values() for index in members]
-    trained = fleet_uploads(
+    fleet_uploads(
         model, [by_index[v][1].data for v in order], config,
         [AttackContext(w0, torch.Generator().manual_seed(vehicle_seed(SEED, by_index[v][0])), None, 1) for v in order],
         None, [PrivacyEngine(draft.training.delta) for _ in order],
     )  # fmt: skip
-    uploads = dict(zip(order, trained))
-    prelims, sizes, evaluators = {}, {}, {}
+    prelims, samples, evaluators = {}, {}, {}
     for edge, members in sorted(groups.items()):  # each edge has its own evaluator (and memo), as in the stack
         evaluators[edge] = batched_accuracy_evaluator(create_model(draft.model), test)
-        rule = task_edge_rule(spec.aggregation, create_model(draft.model), test, evaluators[edge], spec.training, 0.0,
-                              refusals=lambda r: 0)  # round 1: none before it
-        samples = torch.tensor([float(len(by_index[v][1].data)) for v in members], dtype=torch.float64)
-        result = rule(torch.stack([uploads[v] for v in members]), samples, w0, round_index=1)
-        prelims[edge], sizes[edge] = result.aggregate, float(samples[result.weights > 0].sum())
+        rule = task_edge_rule(spec.aggregation, create_model(draft.model), test, evaluators[edge], spec.training,
+                              COUNT_NOISE, refusals=lambda r: 0)  # round 1: none before it
+        sizes = {v: by_index[v][1].registered_samples for v in members}
+        outcome = aggregate_edge(rule, {v: received[v] for v in members}, sizes, w0, 1)
+        prelims[edge], samples[edge] = outcome.preliminary, outcome.samples
     for edge in prelims:  # every edge scores every preliminary model
         consensus_accuracies(prelims, evaluators[edge])
-    order = sorted(prelims)
-    w1 = cloud_rule(spec.aggregation)(torch.stack([prelims[e] for e in order]), torch.tensor([sizes[e] for e in order]), w0).aggregate
+    server = server_optimizer(spec.aggregation, spec.rounds)
+    w1 = aggregate_cloud(cloud_rule(spec.aggregation), prelims, samples, w0, 1, server).model
     for _ in prelims:  # every edge evaluates w¹
         evaluate(load_vector(create_model(draft.model), w1), test)
     return w1
@@ -149,13 +175,13 @@ def run(vehicles: int = 50, edges: int = 5, repeats: int = 1) -> list[Row]:
     with progress() as bar, tempfile.TemporaryDirectory(prefix="bmfl-bench-") as tmp:
         task = bar.add_task(f"round_overhead: stack / in-process, {vehicles} vehicles", total=2 * repeats)
         for r in range(repeats):
-            seconds, whole, cpu, w1, groups, fleet = stack_round(vehicles, edges, Path(tmp) / f"stack-{r}")
+            seconds, whole, cpu, w1, groups, received, fleet = stack_round(vehicles, edges, Path(tmp) / f"stack-{r}")
             stack_s.append(seconds)
             whole_s.append(whole)
             stack_cpu.append(cpu)
             bar.advance(task)
             start, cpu = time.perf_counter(), time.process_time()
-            local = in_process_round(fleet, groups, test, draft)
+            local = in_process_round(fleet, groups, received, test, draft)
             local_s.append(time.perf_counter() - start)
             local_cpu.append(time.process_time() - cpu)
             diffs.append(float((local - w1).abs().max()))
