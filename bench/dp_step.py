@@ -1,6 +1,6 @@
 """One DP-SGD step per vehicle (BMFL Algorithm 1: C = 1, σ = 2, B = 64 Poisson, η = 0.01,
 β = 0.9, the 21,840-parameter CNN on MNIST): ours (``bmfl.training.fleet``, default
-stacking, and all vehicles stacked), the sequential ``train_local`` (which also records
+stacking, all vehicles stacked, and with the secret randomness a vehicle draws from), the sequential ``train_local`` (which also records
 each batch's loss), Opacus (``PrivacyEngine``, Poisson sampling, flat clipping) and a
 non-private momentum-SGD step on the same batches, interleaved in one run; then ours
 stacked by default vs one vehicle per step, for vehicles of only 8 images.
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bench.common import Row, interleave, median, print_rows, progress
 from bmfl.data import TensorData, load_dataset
 from bmfl.models import create_model
-from bmfl.privacy import PrivacyEngine
+from bmfl.privacy import PrivacyEngine, SecureGenerator
 from bmfl.training import LocalTrainingConfig, round_plan, train_local
 from bmfl.training.fleet import train_fleet
 
@@ -110,6 +110,9 @@ def run(vehicles: int = 12, samples: int = 640, repeats: int = 3) -> list[Row]:
         "tiny, default": lambda: train_fleet(model, tiny, CONFIG, tiny_gens(), record_losses=False),
         "tiny, one by one": lambda: train_fleet(model, tiny, CONFIG, tiny_gens(), record_losses=False, samples_per_step=1),
         "ours": lambda: train_fleet(model, datasets, CONFIG, gens(), accs(), record_losses=False),
+        "ours, secret noise": lambda: train_fleet(
+            model, datasets, CONFIG, [SecureGenerator() for _ in range(vehicles)], accs(), record_losses=False
+        ),
         "ours, all stacked": lambda: train_fleet(
             model, datasets, CONFIG, gens(), accs(), record_losses=False, samples_per_step=vehicles * CONFIG.batch_size
         ),
@@ -132,6 +135,10 @@ def run(vehicles: int = 12, samples: int = 640, repeats: int = 3) -> list[Row]:
         Row("dp_step", "DP-SGD step vs Opacus", ours, "Opacus", per_step["Opacus"], "ms", note=note),
         Row("dp_step", "DP-SGD step vs train_local", ours, "train_local (torch.func, sequential)", per_step["train_local"], "ms", note=note),
         Row("dp_step", "DP-SGD step vs a non-private step", ours, "non-private SGD", per_step["non-private"], "ms", "overhead", note=note),
+        Row("dp_step", "DP-SGD step with the vehicles' secret randomness vs a non-private step", per_step["ours, secret noise"],
+            "non-private SGD", per_step["non-private"], "ms", "overhead",
+            note=f"{note}; batches and noise from SecureGenerator (AES-256-CTR under an os.urandom key), as a vehicle "
+                 "trains; the rows above draw from seeded generators, as Opacus does by default"),
         Row("dp_step", f"all {vehicles} vehicles stacked vs default stacking", per_step["ours, all stacked"],
             "ours (default)", ours, "ms", note=note),
         Row("dp_step", f"{TINY} vehicles of 8 images: default stacking vs one by one", per_step["tiny, default"],

@@ -56,7 +56,7 @@ from bmfl.models.features import featurized
 from bmfl.params import flatten, unflatten
 from bmfl.privacy.accountant import PrivacyAccountant
 from bmfl.privacy.engine import PrivacyEngine, RoundPlan
-from bmfl.privacy.noise import gaussian
+from bmfl.privacy.noise import gaussians
 from bmfl.training.ghost import clipped_sum, supports
 from bmfl.training.local import (
     LocalTrainingConfig, LocalTrainingResult, _batches, begin_step, expected_batch, loss_function, refuse_unsound,
@@ -335,7 +335,7 @@ def _train_chunk(
         if not live:
             break
         begin_step(loss_sum, vehicles[live[0]].steps)  # live vehicles step together
-        noise = [[gaussian(s, std, vehicles[i].generator) for s in shapes.values()] for i in live] if noisy else []
+        noise = [gaussians(list(shapes.values()), std, vehicles[i].generator) for i in live] if noisy else []
         index, mask = _padded(live, batches, offsets)
         rows = torch.tensor(live, device=device)
         everyone = len(live) == len(vehicles)

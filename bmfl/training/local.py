@@ -38,7 +38,7 @@ from torch.func import functional_call, grad, vmap
 from bmfl.data.base import TensorData
 from bmfl.models.features import featurized
 from bmfl.privacy.engine import PrivacyRefused, RoundPlan
-from bmfl.privacy.noise import RandomSource, gaussian, poisson_mask
+from bmfl.privacy.noise import RandomSource, gaussians, poisson_mask
 from bmfl.task import PAPER_TRAINING
 
 Tensors = dict[str, torch.Tensor]
@@ -219,9 +219,8 @@ def train_local(
         else:
             summed = batch_grad(params, x[idx], y[idx])
         if config.dp and config.noise_multiplier > 0:
-            std = config.noise_multiplier * config.clip
-            for k, g in summed.items():
-                summed[k] = g + gaussian(g.shape, std, generator).to(device)
+            noise = gaussians([g.shape for g in summed.values()], config.noise_multiplier * config.clip, generator)
+            summed = {k: g + z.to(device) for (k, g), z in zip(summed.items(), noise)}
         for k, p in params.items():
             velocity[k] = summed[k] / divisor + config.momentum * velocity[k]
             params[k] = p - config.lr * velocity[k]
