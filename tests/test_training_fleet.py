@@ -6,6 +6,8 @@ as inside a larger fleet."""
 
 import copy
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.privacy import BudgetExceeded, PrivacyAccountant, PrivacyEngine
 from bmfl.training import LocalTrainingConfig, round_plan, train_local
-from bmfl.training.fleet import can_vectorise, fleet_uploads, plan_upload, train_fleet
+from bmfl.training.fleet import _remembered, can_ghost_clip, can_vectorise, fleet_uploads, plan_upload, train_fleet
 
 SIZES = [40, 5, 70, 23]
 TOL = 1e-5
@@ -125,6 +127,36 @@ def test_models_that_cannot_be_stacked_are_trained_one_by_one(datasets):
     got = train_fleet(model, datasets, config, _gens())
     for e, g in zip(expected, got):
         assert all(torch.equal(e.state[k], g.state[k]) for k in e.state)
+
+
+def test_probes_answer_once_per_architecture_and_input_shape(datasets):
+    """A probe runs once per model architecture, input shape and options (vehicles train
+    every round), and a model or input that differs in any of them is probed afresh."""
+    calls = []
+
+    @_remembered
+    def probe(model, data, *rest):
+        calls.append((type(model).__name__, tuple(data.x.shape[1:]), rest))
+        return isinstance(model, _WithBatchNorm)
+
+    cnn, other_weights = create_model("bmfl_cnn"), create_model("bmfl_cnn")
+    assert not torch.equal(flatten(cnn.state_dict()), flatten(other_weights.state_dict()))
+    assert not probe(cnn, datasets[0]) and not probe(other_weights, datasets[1]) and not probe(cnn, datasets[0], 1.0)
+    assert len(calls) == 2  # the same architecture, other weights and data: remembered; other options: probed
+    assert probe(_WithBatchNorm(), datasets[0]) and not probe(create_model("mlp"), datasets[0])
+    flat = TensorData(datasets[0].x.flatten(1), datasets[0].y)
+    assert not probe(create_model("mlp"), flat) and len(calls) == 5
+    assert can_ghost_clip(cnn, datasets[0], LocalTrainingConfig()) and not can_vectorise(_WithBatchNorm(), datasets[0])
+
+
+def test_load_transforms_imports_what_the_first_round_would():
+    """A fleet calls it at set-up, so its first round does not import ``torch._dynamo``."""
+    code = (
+        "import sys; from bmfl.training.fleet import load_transforms; before = 'torch._dynamo' in sys.modules; "
+        "load_transforms(); print(before, 'torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]
 
 
 def test_recurrent_models_fall_back():

@@ -46,7 +46,7 @@ from bmfl.protocol.schemas import Assignment, EdgeInfo
 from bmfl.rounds.seeds import choose_attackers
 from bmfl.simulation.stragglers import ComputeClock, job_work
 from service_kit.chain_access import ChainAccess
-from bmfl.training.fleet import fleet_uploads
+from bmfl.training.fleet import fleet_uploads, load_transforms
 from chain.deploy import Deployment
 from chain.registry import RegistryClient
 from chain.tasks import Phase, Status, TasksClient
@@ -141,6 +141,7 @@ class Fleet:
         s = self.settings
         if s.torch_threads:
             torch.set_num_threads(s.torch_threads)
+        load_transforms()  # not in the first round's time
         accounts = fleet_accounts(s.seed, s.vehicles)
         self._connect(accounts)
         self.edges = self.edge_directory()

@@ -43,6 +43,7 @@ training); a single vehicle, the vehicle client and the simulator all go through
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from collections import OrderedDict
 from typing import Callable, Iterator, Sequence
@@ -72,6 +73,43 @@ SAMPLES_PER_STEP = {"cpu": 64, "accelerator": 4096}
 gradients of d floats)."""
 
 
+def load_transforms() -> None:
+    """Import what ``torch.func``'s transforms import on their first call (``torch._dynamo``,
+    about 1.6 s here), so that a long-lived trainer pays it when it starts rather than
+    in the first round it trains."""
+    grad(lambda t: t.sum())(torch.zeros(1))
+
+
+PROBES = 64
+"""Probe answers remembered (:func:`_remembered`), least recently used dropped first."""
+_answers: OrderedDict[tuple, bool] = OrderedDict()
+
+
+def _remembered(probe: Callable[..., bool]) -> Callable[..., bool]:
+    """``probe(model, data, *rest)`` answered once per architecture: the model's layers
+    (its ``repr``), parameter and buffer shapes, dtypes and device, the examples' shape
+    and dtype and ``rest``. The probes test what layers a model has and what
+    ``torch.func`` can follow, not the parameters' values, and cost 0.1 s of CPU per
+    call, which a vehicle training a small dataset each round would pay again."""
+
+    @functools.wraps(probe)
+    def remembered(model: nn.Module, data: TensorData, *rest) -> bool:
+        key = (
+            probe.__name__, type(model), repr(model), type(data), tuple(data.x.shape[1:]), data.x.dtype,
+            tuple(data.y.shape[1:]), data.y.dtype, rest,
+            tuple((k, tuple(t.shape), t.dtype, t.device) for k, t in itertools.chain(model.named_parameters(), model.named_buffers())),
+        )  # fmt: skip
+        if key not in _answers:
+            _answers[key] = probe(model, data, *rest)
+            while len(_answers) > PROBES:
+                _answers.popitem(last=False)
+        _answers.move_to_end(key)
+        return _answers[key]
+
+    return remembered
+
+
+@_remembered
 def can_vectorise(model: nn.Module, data: TensorData) -> bool:
     """Whether :func:`train_fleet` can stack ``model`` over vehicles: no buffers (state
     training would have to carry per vehicle), no recurrent or batch-norm layers, and a
@@ -128,6 +166,7 @@ def _clipper(model: nn.Module, loss_sum: Callable, sign: float, ghost: bool) -> 
     return clipped
 
 
+@_remembered
 def can_ghost_clip(model: nn.Module, data: TensorData, config: LocalTrainingConfig) -> bool:
     """Whether ghost clipping (``bmfl.training.ghost``) serves ``model``: every parameter
     in a supported layer, and on a probe of up to 4 samples of ``data`` (one vehicle
