@@ -190,6 +190,30 @@ READING = """## Reading the numbers
   w¹). The stack thus uses the second core while the vehicles train, which is why it can
   beat the single-threaded in-process round in wall time; the CPU-time row shows what
   the services still cost on top (HTTP, signatures, chain calls, polling).
+- **Round overhead, third pass** (2026-12-07, this AVX2 machine, one run each, torch's
+  default 2 threads). The comparison itself was off: the in-process round trained its
+  own uploads from seeded generators, which cannot be the vehicles' (their randomness is
+  secret), and weighted the edges by its own formula, so its w¹ differed from the
+  stack's by 3e-2. It now trains the same vehicles (the same work) but aggregates the
+  uploads the stack's edges received, named by their on-chain manifests, through the
+  round core's `aggregate_edge` and `aggregate_cloud`: the same w¹ to the bit, and the
+  same filtering passes. With the current default pipeline that gave 24.6–24.9 s against
+  14.4–15.3 s (1.62–1.71×). A profile of the stack's processes (py-spy, every process,
+  the round only) then showed the fleet paying, inside the round, 1.6 s of imports that
+  `torch.func` makes on its first call (`torch._dynamo`) and 0.1 s of CPU per training
+  call for the stacking and ghost-clipping probes; a fleet now loads the imports at
+  set-up and the probes answer once per architecture and input shape: 19.6 s against
+  14.1 s (1.38×), CPU 35.4 s against 28.0 s (1.26×). Per process, CPU seconds of the
+  round: the fleet 13.0–13.9 (its training alone about 9), the five edges 23 together
+  (the in-process filtering, cross-scoring and evaluation about 19), the cloud 2.6–3.8
+  (most of it serving the full task view, with its ledger, to the fleet's and this
+  bench's status polls), Anvil 0.3. An edge also rehearses its close once all its
+  trainers are in (docs/architecture.md, step 4): on these 2 shared cores that changes
+  nothing in wall time (19.0–19.5 s; the CPU is the bound, and the work is the same),
+  but the close of an edge whose trainers finished early takes what is left: edge 3's
+  five trainers were in after 60 % of the training, and its close fell from 5.2 s to
+  0.36 s (`bmfl_edge_round_close_seconds`; the five closes together 34.3 → 20.2 s).
+  With its own CPU, an edge's close after the last upload is then mostly reading back.
 """
 INTAKE_PROFILE = """## Intake profile
 

@@ -18,6 +18,7 @@ from bmfl.blobs.store import BlobStore
 from bmfl.data.base import TensorData
 from bmfl.device import default_device
 from bmfl.rounds import task_scorer
+from bmfl.rounds.edge import PublisherTestLoss
 from bmfl.models import create_model
 from bmfl.protocol.schemas import EdgeTask
 from bmfl.protocol.signing import checksum_address, valid_address
@@ -27,7 +28,7 @@ from service_kit.observability import Metrics
 from service_kit.problems import ProblemError
 from chain.base import ContractRevert
 from edge_node.chain_view import ChainView
-from edge_node.scoring import Prescorer, Scorer
+from edge_node.scoring import Prescorer, Rehearser, RememberedTestLoss, Scorer
 from edge_node.settings import EdgeSettings
 from edge_node.state import EdgeState
 
@@ -77,7 +78,11 @@ class EdgeNode:
     _indices: dict[str, int] = field(default_factory=dict, init=False)  # address → registry index
     _tasks: dict[int, EdgeTask] = field(default_factory=dict, init=False)  # as stored: a served task never changes
     _scorers: dict[int, Scorer] = field(default_factory=dict, init=False)
+    _test_losses: dict[int, RememberedTestLoss] = field(default_factory=dict, init=False)
+    rehearsal: Callable[[int, int], None] = field(default_factory=lambda: lambda task_id, round_: None, init=False)
+    """Called with (task, round) after each accepted update (``RoundEngine.rehearse``)."""
     _prescorer: Prescorer = field(default_factory=Prescorer, init=False)
+    _rehearser: Rehearser = field(default_factory=Rehearser, init=False)
     view: ChainView = field(init=False)  # the chain as the upload checks read it
 
     def __post_init__(self) -> None:
@@ -128,6 +133,22 @@ class EdgeNode:
                 scorer = self._scorers.setdefault(task_id, scorer)
         return scorer
 
+    def test_loss(self, task_id: int) -> RememberedTestLoss:
+        """The task's per-example test losses for leave-out testing, remembered by content
+        (``bmfl.rounds.edge.PublisherTestLoss`` behind :class:`RememberedTestLoss`)."""
+        with self._test_lock:
+            losses = self._test_losses.get(task_id)
+        if losses is None:
+            model = create_model(self.task(task_id).spec.model, default_device())
+            losses = RememberedTestLoss(PublisherTestLoss(model, self.test_set(task_id)))
+            with self._test_lock:
+                losses = self._test_losses.setdefault(task_id, losses)
+        return losses
+
+    def rehearse(self, close: Callable[[], object]) -> None:
+        """Run a close's computation in the background for what it remembers (:mod:`edge_node.scoring`)."""
+        self._rehearser.submit(close)
+
     def prescore(self, task_id: int, vector: Callable[[], torch.Tensor]) -> None:
         """Score the model ``vector()`` gives in the background, ahead of the step that
         needs its accuracy (:mod:`edge_node.scoring`)."""
@@ -138,7 +159,8 @@ class EdgeNode:
         self._prescorer.arrived()
 
     def close(self) -> None:
-        """Stop scoring ahead (before the state closes: scoring reads test sets)."""
+        """Stop rehearsing and scoring ahead (before the state closes: they read test sets)."""
+        self._rehearser.close()
         self._prescorer.close()
         self.view.close()
 

@@ -33,7 +33,7 @@ from bmfl.incentives import SCALE, to_fixed
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
 from bmfl.privacy.engine import COUNT_NOISE
-from bmfl.rounds import close_edge, cross_scores, refused_in_a_row, select_trainers, task_edge_rule
+from bmfl.rounds import EdgeOutcome, close_edge, cross_scores, refused_in_a_row, rule_needs, select_trainers, task_edge_rule
 from bmfl.protocol.schemas import (
     EdgeTask,
     EvaluateRequest,
@@ -58,6 +58,9 @@ from edge_node.state import RoundRow, UpdateRow
 log = logging.getLogger("bmfl.edge")
 PROGRESS_PHASE = {"open": "open", "closing": "closed", "closed": "closed", "expired": "closed", "scored": "scored"}
 NO_DIGEST = b"\x00" * 32
+REMEMBERED = frozenset({"evaluate", "test_loss", "training", "count_noise", "refusals"})
+"""What an edge rule may take from the round for :meth:`RoundEngine.rehearse` to pay: the
+test-set work behind these is remembered by content, the rest is cheap."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class RoundEngine:
     def __init__(self, node: EdgeNode) -> None:
         self.node = node
         self._lock = threading.Lock()
+        node.rehearsal = self.rehearse
 
     # ------------------------------------------------------------ open / progress
 
@@ -203,10 +207,26 @@ class RoundEngine:
         ev = mined[-1]
         return Preliminary(ev.preliminary_cid, ev.preliminary_digest, ev.samples, ev.decoded(), ev.manifest_cid)
 
-    def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary:
-        """The round core's edge step (``bmfl.rounds.aggregate_edge``) over ``updates``; the
-        preliminary model (none when the rule cannot run: every update is then recorded
-        flagged, none is left out) and the round's manifest go to the blob store."""
+    def rehearse(self, task_id: int, round_: int) -> None:
+        """Once every trainer of an open synchronous round has uploaded here, run the
+        close's rule on their updates in the background (``edge_node.scoring``), when the
+        rule's test-set work is all remembered (accuracies and per-example losses: not
+        FLTrust's root update or the per-class directions); the close then reads it back."""
+        spec = self.node.task(task_id).spec
+        if spec.asynchrony.mode == "async" or not rule_needs(spec.aggregation) <= REMEMBERED:
+            return
+        row = self.node.state.round(task_id, round_)
+        if row is None or row.phase != "open":
+            return
+        updates = self.node.state.updates(task_id, round_)
+        if {u.vehicle for u in updates} >= set(row.selected):
+            self.node.rehearse(lambda: self._outcome(spec, round_, row.global_cid, updates))
+
+    def _outcome(
+        self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]
+    ) -> tuple[EdgeOutcome, dict[int, float], dict, dict[int, int]]:
+        """The round core's edge step (``bmfl.rounds.close_edge``) over ``updates``: its
+        outcome, θ per vehicle, the state w^{r-1} and the declared sizes."""
         reference_state, _ = self.node.decode(self.node.fetch(global_cid), spec.model)
         reference = flatten(reference_state)
         uploads = {u.vehicle: flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates}
@@ -218,11 +238,18 @@ class RoundEngine:
             refused = refused_in_a_row(round_starts(started, round_))
         rule = task_edge_rule(
             spec.aggregation, create_model(spec.model, default_device()), test_set, self.node.scorer(spec.task_id),
-            spec.training, COUNT_NOISE, refusals=lambda r: refused,
+            spec.training, COUNT_NOISE, refusals=lambda r: refused, test_loss=self.node.test_loss(spec.task_id),
         )  # fmt: skip
-        by_vehicle = {u.vehicle: u for u in updates}
         bases = self._bases(spec, updates) if spec.asynchrony.mode == "async" else {}
         outcome, thetas = close_edge(rule, uploads, sizes, reference, round_, spec.asynchrony, bases)
+        return outcome, thetas, reference_state, sizes
+
+    def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary:
+        """:meth:`_outcome`; the preliminary model (none when the rule cannot run: every
+        update is then recorded flagged, none is left out) and the round's manifest go to
+        the blob store."""
+        outcome, thetas, reference_state, sizes = self._outcome(spec, round_, global_cid, updates)
+        by_vehicle = {u.vehicle: u for u in updates}
         records = [
             TrainerRecord(
                 vehicle=v, update_digest=bytes.fromhex(by_vehicle[v].digest.removeprefix("0x")),

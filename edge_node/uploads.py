@@ -168,6 +168,7 @@ def accept_update(node: EdgeNode, task_id: int, round_: int, upload: Upload) -> 
         raise ProblemError(409, refused, detail)
     if scores_uploads(spec.aggregation, spec.training):  # α for the filter at close
         node.prescore(task_id, lambda: flatten(state))
+    node.rehearsal(task_id, row.round)  # the close's work, once every trainer is in
     return _receipt(node, update), "accepted"
 
 

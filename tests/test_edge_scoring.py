@@ -106,3 +106,60 @@ def test_closing_does_not_wait_for_quiet() -> None:
     started = time.monotonic()
     prescorer.close()
     assert time.monotonic() - started < 10
+
+
+class CountingLoss:
+    """Wraps the publisher's test loss and records how many models it evaluates."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.rows, self.gradients = inner, 0, 0
+
+    def per_example(self, vectors: torch.Tensor) -> torch.Tensor:
+        self.rows += len(vectors)
+        return self.inner.per_example(vectors)
+
+    def losses_and_gradient(self, vectors: torch.Tensor):
+        self.gradients += 1
+        self.rows += len(vectors)
+        return self.inner.losses_and_gradient(vectors)
+
+
+def test_a_rehearsed_close_reads_every_test_loss_back() -> None:
+    """The default edge rule run twice on the same uploads (a rehearsal, then the close):
+    the second run evaluates no model and gives the same aggregate and verdicts, bit for
+    bit, as a rule without memory; rows and gradients are remembered apart."""
+    from bmfl.data import load_dataset
+    from bmfl.models import create_model
+    from bmfl.params import flatten
+    from bmfl.privacy import COUNT_NOISE
+    from bmfl.rounds import aggregate_edge, task_edge_rule
+    from bmfl.rounds.edge import PublisherTestLoss
+    from bmfl.task import AggregationSpec, TrainingSpec
+    from edge_node.scoring import RememberedTestLoss
+
+    _, test = load_dataset("mnist_5k")
+    test = test.subset(torch.arange(300))
+    torch.manual_seed(0)
+    model = create_model("bmfl_cnn")
+    w0 = flatten(model.state_dict())
+    g = torch.Generator().manual_seed(1)
+    uploads = {v: w0 + 0.05 * torch.randn(w0.shape, generator=g) for v in range(6)}
+    uploads[5] = w0 - 0.5 * (uploads[0] - w0)  # pushes against the others
+    sizes = {v: 100 for v in uploads}
+    spec, training = AggregationSpec(), TrainingSpec()
+
+    def close(test_loss):
+        rule = task_edge_rule(spec, create_model("bmfl_cnn"), test, Scorer(CountingEvaluator()), training, COUNT_NOISE,
+                              refusals=lambda r: 0, test_loss=test_loss)
+        return aggregate_edge(rule, uploads, sizes, w0, 1)
+
+    plain = close(None)
+    counting = CountingLoss(PublisherTestLoss(create_model("bmfl_cnn"), test))
+    remembered = RememberedTestLoss(counting)
+    rehearsed = close(remembered)
+    evaluated = (counting.rows, counting.gradients)
+    assert evaluated[0] > 0 and evaluated[1] > 0
+    closed = close(remembered)
+    assert (counting.rows, counting.gradients) == evaluated
+    for outcome in (rehearsed, closed):
+        assert torch.equal(outcome.preliminary, plain.preliminary) and outcome.verdicts == plain.verdicts

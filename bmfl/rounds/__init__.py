@@ -29,7 +29,7 @@ _EXPORTS = {
     "task_scorer": "bmfl.rounds.consensus",
     "NOT_APPLICABLE": "bmfl.rounds.edge", "EdgeOutcome": "bmfl.rounds.edge", "aggregate_edge": "bmfl.rounds.edge",
     "build_rule": "bmfl.rounds.edge", "edge_rule": "bmfl.rounds.edge", "root_updater": "bmfl.rounds.edge", "class_descent": "bmfl.rounds.edge",
-    "task_edge_rule": "bmfl.rounds.edge", "scores_uploads": "bmfl.rounds.edge",
+    "task_edge_rule": "bmfl.rounds.edge", "scores_uploads": "bmfl.rounds.edge", "rule_needs": "bmfl.rounds.edge",
     "Ratchet": "bmfl.rounds.ratchet", "guard_cloud": "bmfl.rounds.ratchet",
     "refused_in_a_row": "bmfl.rounds.ratchet",
     "choose_attackers": "bmfl.rounds.seeds", "initial_model": "bmfl.rounds.seeds",

@@ -101,21 +101,28 @@ def scores_uploads(spec: AggregationSpec, training: TrainingSpec) -> bool:
 
 def task_edge_rule(
     spec: AggregationSpec, model: nn.Module, test_set: TensorData, scorer: Evaluator, training: TrainingSpec,
-    count_noise: float, *, refusals: Callable[[int], int],
+    count_noise: float, *, refusals: Callable[[int], int], test_loss: TestLoss | None = None,
 ) -> Aggregator:  # fmt: skip
     """:func:`edge_rule` with everything the round derives from the task's model
     architecture and the publisher's test set: the scorer (classification only), FLTrust's
-    root update, the per-class descent directions and the per-example losses; and from
-    the task's record, ``refusals`` (none counted for a task without the cloud's guard,
-    whose rounds are never refused). The simulator, the edge service and the audit's
-    re-execution all build their rule here."""
+    root update, the per-class descent directions and the per-example losses
+    (:class:`PublisherTestLoss`, or ``test_loss``, a view of it that remembers results);
+    and from the task's record, ``refusals`` (none counted for a task without the cloud's
+    guard, whose rounds are never refused). The simulator, the edge service and the
+    audit's re-execution all build their rule here."""
     classification = test_set.is_classification
     return edge_rule(
         spec, scorer if classification else None, root_updater(model, test_set, training.local()), training,
         count_noise, class_descent(model, test_set) if classification else None,
-        PublisherTestLoss(model, test_set) if classification else None,
+        (test_loss or PublisherTestLoss(model, test_set)) if classification else None,
         refusals if spec.ratchet is not None else lambda round_index: 0,
     )  # fmt: skip
+
+
+def rule_needs(spec: AggregationSpec) -> frozenset[str]:
+    """What the edge's filters and rule take from the round (their ``needs``, :func:`build_rule`)."""
+    rules = [(FILTERS, f) for f in spec.filters] + [(AGGREGATORS, spec.edge)]
+    return frozenset().union(*(getattr(registry.factory(r.name), "needs", frozenset()) for registry, r in rules))
 
 
 ROOT_SIZE = 100
