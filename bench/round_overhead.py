@@ -186,7 +186,8 @@ def run(vehicles: int = 50, edges: int = 5, repeats: int = 1) -> list[Row]:
             local_cpu.append(time.process_time() - cpu)
             diffs.append(float((local - w1).abs().max()))
             bar.advance(task)
-    note = (f"{vehicles} vehicles, {edges} edges, E = {draft.training.epochs}, median of {repeats}; publish → "
+    note = (f"{vehicles} vehicles, {edges} edges, E = {draft.training.epochs}, median of {repeats}, "
+            f"{torch.get_num_threads()} torch thread(s) per process; publish → "
             f"finished {median(whole_s):.1f} s; max |w¹ stack − in-process| {max(diffs):.1e}; the stack's edges score "
             "uploads while vehicles still train, so it can use a second core (next row)")  # fmt: skip
     return [
