@@ -88,7 +88,7 @@ class RememberedTestLoss:
         keys = [("rows", _key(v)) for v in vectors]
         with self._lock:
             new = [i for i, key in enumerate(keys) if key not in self._known]
-            computed = dict(zip(new, self._inner.per_example(vectors[new]))) if new else {}
+            computed = {i: row.clone() for i, row in zip(new, self._inner.per_example(vectors[new]))} if new else {}
             rows = [computed[i] if i in computed else self._known[key][0] for i, key in enumerate(keys)]
             for i in new:
                 self._remember(keys[i], (computed[i],))
@@ -105,7 +105,7 @@ class RememberedTestLoss:
                 first, gradient = self._known[key]
             else:
                 losses, gradient = self._inner.losses_and_gradient(vectors[:1])
-                first = losses[0]
+                first = losses[0].clone()  # not a view holding the batch's matrix
                 self._remember(key, (first, gradient))
         rest = self.per_example(vectors[1:]) if len(vectors) > 1 else first.new_empty(0, len(first))
         return torch.cat([first[None], rest]), gradient

@@ -163,3 +163,35 @@ def test_a_rehearsed_close_reads_every_test_loss_back() -> None:
     assert (counting.rows, counting.gradients) == evaluated
     for outcome in (rehearsed, closed):
         assert torch.equal(outcome.preliminary, plain.preliminary) and outcome.verdicts == plain.verdicts
+
+
+class SumLoss:
+    """Per-example losses = the vector's sum plus the example index; the gradient = the vector."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def per_example(self, vectors: torch.Tensor) -> torch.Tensor:
+        self.rows += len(vectors)
+        return vectors.sum(dim=1, keepdim=True).double() + torch.arange(4, dtype=torch.float64)
+
+    def losses_and_gradient(self, vectors: torch.Tensor):
+        return self.per_example(vectors), vectors[0].double()
+
+
+def test_remembered_losses_stay_within_their_budget() -> None:
+    from edge_node.scoring import RememberedTestLoss
+
+    inner = SumLoss()
+    losses = RememberedTestLoss(inner, budget=2 * 4 * 8)  # two rows of 4 float64
+    a, b, c = (torch.full((3,), x) for x in (1.0, 2.0, 3.0))
+    assert losses.per_example(torch.stack([a, b])).tolist() == [[3, 4, 5, 6], [6, 7, 8, 9]]
+    losses.per_example(torch.stack([b, c]))  # a, the least recently used, makes room for c
+    assert inner.rows == 3
+    losses.per_example(torch.stack([b, c]))
+    assert inner.rows == 3
+    losses.per_example(a[None])
+    assert inner.rows == 4
+    first, gradient = losses.losses_and_gradient(torch.stack([c, a]))
+    assert first.tolist() == [[9, 10, 11, 12], [3, 4, 5, 6]] and gradient.tolist() == [3.0, 3.0, 3.0]
+    assert losses._held <= 2 * 4 * 8 and all(t._base is None for value in losses._known.values() for t in value)

@@ -7,8 +7,9 @@ sees the clipped gradients, so ε is ∞ against it whatever the accountant repo
 - :class:`SecureGenerator`: every batch draw and every noise draw reads its own
   AES-256-CTR keystream under a key fresh from the operating system's CSPRNG
   (``os.urandom``) and never kept; no seed, key or public value determines them.
-  Gaussians come from Box–Muller on 53-bit uniforms, each the sum of four draws halved (as Opacus's secure mode, against floating-point attacks on the
-  low-order bits of a single draw). It is also a ``torch.Generator`` seeded from
+  Gaussians come from Box–Muller on 53-bit uniforms, each the sum of four draws
+  halved (as Opacus's secure mode, against floating-point attacks on the low-order
+  bits of a single draw). It is also a ``torch.Generator`` seeded from
   ``os.urandom``, so code that only needs *a* generator (attack behaviours) works with
   it unchanged.
 - a plain, seeded ``torch.Generator``: reproducible and **insecure** (Mersenne
@@ -81,8 +82,8 @@ def _secure_normal(count: int) -> np.ndarray:
     """``count`` standard normals (float64): Box–Muller on 53-bit uniforms, four draws
     summed and halved, :data:`CHUNK` at a time from one secret stream. The radius
     √(−2 ln u₁) is taken in double precision; cos and sin of the angle 2πu₂ in single
-    precision (4× faster here; their error is a few units in the last place of a
-    float32, the precision in which the vehicle adds the noise)."""
+    precision (several times faster here; their error is a few units in the last place
+    of a float32, the precision in which the vehicle adds the noise)."""
     read, out = _stream(), np.empty(count)
     for start in range(0, count, CHUNK):
         m = min(CHUNK, count - start)
