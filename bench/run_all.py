@@ -106,9 +106,9 @@ READING = """## Reading the numbers
   and noise from seeded generators (as Opacus does unless its secure mode is on); a
   vehicle draws them from `SecureGenerator`, which read every byte from `os.urandom`
   and ran Box–Muller four times per coordinate in double precision: 5.7 ms per draw of
-  the CNN's 21,840 coordinates, so a vehicle's DP step was 1.42× a non-private one
-  (30.6 ms against 21.5 ms, interleaved, one thread, 12 vehicles × 640 images; the seeded
-  step 21.5 ms) when the table said 1.02×. Each draw now reads AES-256-CTR under a key
+  the CNN's 21,840 coordinates, so a vehicle's DP step took 1.42× the seeded one the
+  table measured (30.6 ms against 21.5 ms, interleaved, one thread, 12 vehicles × 640
+  images). Each draw now reads AES-256-CTR under a key
   fresh from `os.urandom` (OpenSSL on AES-NI: 0.14 ms for the 700 kB a draw needs,
   against 3.0 ms from the kernel), takes cos and sin of the angle in single precision
   (float64 `np.cos` on [0, 2π) was 1.1 ms of it), works in passes of 8,192 normals (larger

@@ -33,6 +33,8 @@ from edge_node.settings import EdgeSettings
 from edge_node.state import EdgeState
 
 T = TypeVar("T")
+LOSS_MEMOS = 4
+"""Tasks whose test losses an edge remembers at once (``MEMO_BYTES`` each)."""
 
 
 @contextmanager
@@ -78,7 +80,7 @@ class EdgeNode:
     _indices: dict[str, int] = field(default_factory=dict, init=False)  # address → registry index
     _tasks: dict[int, EdgeTask] = field(default_factory=dict, init=False)  # as stored: a served task never changes
     _scorers: dict[int, Scorer] = field(default_factory=dict, init=False)
-    _test_losses: dict[int, RememberedTestLoss] = field(default_factory=dict, init=False)
+    _test_losses: OrderedDict[int, RememberedTestLoss] = field(default_factory=OrderedDict, init=False)
     rehearsal: Callable[[int, int], None] = field(default_factory=lambda: lambda task_id, round_: None, init=False)
     """Called with (task, round) after each accepted update (``RoundEngine.rehearse``)."""
     _prescorer: Prescorer = field(default_factory=Prescorer, init=False)
@@ -138,11 +140,15 @@ class EdgeNode:
         (``bmfl.rounds.edge.PublisherTestLoss`` behind :class:`RememberedTestLoss`)."""
         with self._test_lock:
             losses = self._test_losses.get(task_id)
+            if losses is not None:
+                self._test_losses.move_to_end(task_id)
         if losses is None:
             model = create_model(self.task(task_id).spec.model, default_device())
             losses = RememberedTestLoss(PublisherTestLoss(model, self.test_set(task_id)))
             with self._test_lock:
                 losses = self._test_losses.setdefault(task_id, losses)
+                while len(self._test_losses) > LOSS_MEMOS:  # the least recently used task's goes
+                    self._test_losses.popitem(last=False)
         return losses
 
     def rehearse(self, close: Callable[[], object]) -> None:
