@@ -13,8 +13,8 @@ trains from w⁰ through ``fleet_uploads`` (the fleet's engine, as the simulator
 every edge filters and aggregates its vehicles' uploads, every edge scores every
 preliminary model (proof of testing accuracy), the cloud aggregates and every edge
 evaluates w¹. The vehicles draw their batches and DP noise from a secure source that no
-seed determines, so in-process training (seeded, the same work) cannot give their
-uploads; the in-process edges therefore aggregate the uploads the stack's edges received
+seed determines, so in-process training (the same work, from the same kind of source)
+cannot give their uploads; the in-process edges therefore aggregate the uploads the stack's edges received
 (named by the manifests their ``recordRound`` carries, fetched through the cloud's
 gateway), which makes the same rounds of filtering do the same work, and both must end
 with the same w¹ (max |difference| shown). Every vehicle's RDP curve is computed first,
@@ -49,7 +49,7 @@ from bmfl.filters import batched_accuracy_evaluator
 from bmfl.models import create_model
 from bmfl.params import flatten, load_vector
 from bmfl.partition import make_partition
-from bmfl.privacy import COUNT_NOISE, PrivacyEngine
+from bmfl.privacy import COUNT_NOISE, PrivacyEngine, SecureGenerator
 from bmfl.protocol.schemas import TaskDraft, TaskSpec
 from bmfl.rounds import (
     aggregate_cloud,
@@ -57,7 +57,6 @@ from bmfl.rounds import (
     cloud_rule,
     server_optimizer,
     task_edge_rule,
-    vehicle_seed,
 )
 from bmfl.training import evaluate
 from bmfl.training.fleet import fleet_uploads
@@ -134,18 +133,18 @@ def in_process_round(
     fleet: Fleet, groups: dict[int, list[int]], received: dict[int, torch.Tensor], test, draft: TaskDraft
 ) -> torch.Tensor:
     """The stack's round computed in this process, its edges aggregating ``received``
-    (in-process training is the same work, but not the vehicles' secure random draws);
-    returns w¹."""
+    (in-process training is the same work, with secret randomness as the vehicles draw
+    it, but not their draws); returns w¹."""
     spec = TaskSpec(task_id=1, **draft.model_dump())
     torch.manual_seed(draft.seed)
     w0 = flatten(create_model(draft.model).state_dict())
     model = create_model(draft.model)
-    by_index = {v.index: (i, v) for i, v in enumerate(fleet.vehicles)}
+    by_index = {v.index: v for v in fleet.vehicles}
     config = spec.training.local()
     order = [index for members in groups.values() for index in members]
     fleet_uploads(
-        model, [by_index[v][1].data for v in order], config,
-        [AttackContext(w0, torch.Generator().manual_seed(vehicle_seed(SEED, by_index[v][0])), None, 1) for v in order],
+        model, [by_index[v].data for v in order], config,
+        [AttackContext(w0, SecureGenerator(), None, 1) for _ in order],
         None, [PrivacyEngine(draft.training.delta) for _ in order],
     )  # fmt: skip
     prelims, samples, evaluators = {}, {}, {}
@@ -153,7 +152,7 @@ def in_process_round(
         evaluators[edge] = batched_accuracy_evaluator(create_model(draft.model), test)
         rule = task_edge_rule(spec.aggregation, create_model(draft.model), test, evaluators[edge], spec.training,
                               COUNT_NOISE, refusals=lambda r: 0)  # round 1: none before it
-        sizes = {v: by_index[v][1].registered_samples for v in members}
+        sizes = {v: by_index[v].registered_samples for v in members}
         outcome = aggregate_edge(rule, {v: received[v] for v in members}, sizes, w0, 1)
         prelims[edge], samples[edge] = outcome.preliminary, outcome.samples
     for edge in prelims:  # every edge scores every preliminary model

@@ -216,7 +216,9 @@ READING = """## Reading the numbers
   With its own CPU, an edge's close after the last upload is then mostly reading back.
   The table below is `make bench`'s setting, one torch thread per process: the services
   spread over both cores and the in-process round runs on one, so the stack is faster in
-  wall time (0.81× and 0.85× in two runs, the target met) while costing 1.45–1.54× the CPU. With torch's default two
+  wall time (0.81× and 0.85× in two runs, the target met) while costing 1.45–1.54× the CPU;
+  since the in-process round also trains with secret randomness, as the vehicles do (its
+  uploads are not used), 0.79× and 1.40× (the table). With torch's default two
   threads for every process the same round gave 1.38× in wall time and 1.26× in CPU
   (above); read the target against that figure too: it is not met there.
 """
