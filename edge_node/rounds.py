@@ -220,7 +220,12 @@ class RoundEngine:
             return
         updates = self.node.state.updates(task_id, round_)
         if {u.vehicle for u in updates} >= set(row.selected):
-            self.node.rehearse(lambda: self._outcome(spec, round_, row.global_cid, updates))
+            self.node.rehearse(lambda: self._still_open(task_id, round_) and self._outcome(spec, round_, row.global_cid, updates))
+
+    def _still_open(self, task_id: int, round_: int) -> bool:
+        """A rehearsal queued behind others is dropped once its round has closed."""
+        row = self.node.state.round(task_id, round_)
+        return row is not None and row.phase == "open"
 
     def _outcome(
         self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]

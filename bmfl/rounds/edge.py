@@ -91,8 +91,7 @@ def scores_uploads(spec: AggregationSpec, training: TrainingSpec) -> bool:
     (they need ``evaluate``; a filter may say when, as ``reads_accuracy(training)``), so
     that scoring each upload as it arrives saves the close that work. Leave-out testing
     reads it only for a task without DP."""
-    for registry, rule in [*((FILTERS, f) for f in spec.filters), (AGGREGATORS, spec.edge)]:
-        factory = registry.factory(rule.name)
+    for factory in _factories(spec):
         reads = getattr(factory, "reads_accuracy", None)
         if reads(training) if reads is not None else "evaluate" in getattr(factory, "needs", frozenset()):
             return True
@@ -119,10 +118,14 @@ def task_edge_rule(
     )  # fmt: skip
 
 
+def _factories(spec: AggregationSpec) -> list[Any]:
+    """The registry factories of the edge's filters, in order, then of its rule."""
+    return [FILTERS.factory(f.name) for f in spec.filters] + [AGGREGATORS.factory(spec.edge.name)]
+
+
 def rule_needs(spec: AggregationSpec) -> frozenset[str]:
     """What the edge's filters and rule take from the round (their ``needs``, :func:`build_rule`)."""
-    rules = [(FILTERS, f) for f in spec.filters] + [(AGGREGATORS, spec.edge)]
-    return frozenset().union(*(getattr(registry.factory(r.name), "needs", frozenset()) for registry, r in rules))
+    return frozenset().union(*(getattr(factory, "needs", frozenset()) for factory in _factories(spec)))
 
 
 ROOT_SIZE = 100
