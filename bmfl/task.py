@@ -168,6 +168,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                         {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5}}],
             "server": {"name": "fedavgm", "lr": 1.0, "beta1": 0.9},
             "ratchet": DEFAULT_RATCHET,
+            "standing": {},
         },
     },
     "private_long": {
@@ -230,7 +231,7 @@ def with_preset(name: str, fields: dict[str, Any]) -> dict[str, Any]:
 PRESETS["private_leave_out"] = with_preset("private", {"aggregation": {"filters": [
     {"name": "dp_envelope"}, {"name": "signal_median", "options": {"clip": False, "centre": "majority_mean"}},
     {"name": "leave_out"},
-], "ratchet": None}})  # fmt: skip
+], "ratchet": None, "standing": None}})  # fmt: skip
 
 
 class RuleSpec(_Strict):
@@ -264,6 +265,24 @@ class ServerSpec(_Strict):
         return self
 
 
+class StandingSpec(_Strict):
+    """Leave-out testing's evidence carried across rounds (``bmfl.rounds.standing``,
+    docs/algorithms.md §8.10): each vehicle's one-sided cumulative sum of its clipped
+    leave-out scores at an edge, S = max(0, S + clip(x, −relief, cap) − drift); a vehicle
+    whose S exceeds ``limit`` is barred at that edge for the rest of the task."""
+
+    drift: float = Field(0.5, gt=0, le=10, description="k, the score a round may add without the standing growing")
+    relief: float = Field(1.0, ge=0, le=100, description="the most one round's score may take off the standing")
+    cap: float = Field(3.0, gt=0, le=100, description="the most one round's score may add to the standing (before the drift)")
+    limit: float = Field(5.0, gt=0, le=1000, description="h, the standing above which the vehicle is barred at the edge")
+
+    @model_validator(mode="after")
+    def _cap_above_drift(self) -> "StandingSpec":
+        if self.cap <= self.drift:
+            raise ValueError("standing_cap_below_drift: a round could never raise a standing")
+        return self
+
+
 class AggregationSpec(_Strict):
     """Filters then rule at each edge (BMFL §IV-C), then the cloud's rule over the
     edges' preliminary models (FedAvg by data, Eq. 3). The default runs the DP envelope,
@@ -272,9 +291,11 @@ class AggregationSpec(_Strict):
     cloud's guard refused, the full step after two in a row, §8.9), and averages what they keep by
     the precision of each upload's DP noise (chosen from the robustness matrices,
     docs/robustness_leave_out.md and docs/robustness_leave_out_complete.md, §8.3). The
-    cloud's rollback guard (``ratchet``, §8.8) is off in a spec built from fields, so a
-    recorded configuration keeps its meaning; a new task's default aggregation
-    (``TaskDraft.aggregation``) and the ``private`` preset run it at :data:`DEFAULT_RATCHET`."""
+    cloud's rollback guard (``ratchet``, §8.8) and the vehicles' standings at their edges
+    (``standing``, §8.10) are off in a spec built from fields, so a recorded configuration
+    keeps its meaning; a new task's default aggregation (``TaskDraft.aggregation``) and the
+    ``private`` preset run the guard at :data:`DEFAULT_RATCHET` and the standings at
+    :class:`StandingSpec`'s defaults."""
 
     edge: RuleSpec = Field(
         default_factory=lambda: RuleSpec(name="noise_weighted"),
@@ -296,15 +317,29 @@ class AggregationSpec(_Strict):
         "model is that best one; synchronous rounds (asynchronous ones ignore it); None: off (a task that leaves its "
         "aggregation unset, and the private preset, run it at DEFAULT_RATCHET = 0.05)",
     )  # fmt: skip
+    standing: StandingSpec | None = Field(
+        None,
+        description="each edge bars, for the rest of the task, a vehicle whose leave-out scores add up to more than "
+        "single rounds' harm can explain (docs/algorithms.md §8.10; needs the leave_out filter; synchronous rounds "
+        "with DP training, which the scores are measured in: other tasks ignore it, as asynchronous ones the ratchet); "
+        "None: off",
+    )  # fmt: skip
     cloud: RuleSpec = Field(default_factory=lambda: RuleSpec(name="fedavg"), description="cloud (second) rule")
     server: ServerSpec = Field(default_factory=ServerSpec, description="the cloud's server optimiser over its rule's aggregate")
 
+    @model_validator(mode="after")
+    def _standing_needs_leave_out(self) -> "AggregationSpec":
+        if self.standing is not None and not any(f.name == "leave_out" for f in self.filters):
+            raise ValueError("standing_without_leave_out: a standing adds up the leave_out filter's scores; add that filter")
+        return self
+
     def describe(self) -> str:
-        """``filter+…+edge rule / cloud rule[+server optimiser][+ratchet(tolerance)]``, for logs and plot titles."""
+        """``filter+…+edge rule[+standing] / cloud rule[+server optimiser][+ratchet(tolerance)]``, for logs and plot titles."""
         server = "" if self.server.name == "paper" else f"+{self.server.name}"
         server += "" if self.server.schedule == "constant" else f"({self.server.schedule})"
         server += "" if self.ratchet is None else f"+ratchet({self.ratchet:g})"
-        return "+".join([f.name for f in self.filters] + [self.edge.name]) + f" / {self.cloud.name}{server}"
+        edge = [f.name for f in self.filters] + [self.edge.name] + (["standing"] if self.standing is not None else [])
+        return "+".join(edge) + f" / {self.cloud.name}{server}"
 
 
 class AsyncSpec(_Strict):
@@ -356,7 +391,11 @@ class TaskDraft(_Strict):
         description="seconds after the finish during which anyone can void a record its vehicle did not sign",
     )  # fmt: skip
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    aggregation: AggregationSpec = Field(default_factory=lambda: AggregationSpec(ratchet=DEFAULT_RATCHET))
+    aggregation: AggregationSpec = Field(
+        default_factory=lambda: AggregationSpec(ratchet=DEFAULT_RATCHET, standing=StandingSpec()),
+        description="filters and rules at the edges and the cloud (default: the pipeline below, behind the cloud's "
+        "rollback guard and with each vehicle's standing at its edge)",
+    )  # fmt: skip
     asynchrony: AsyncSpec = Field(default_factory=AsyncSpec, description="sync (default) or async rounds")
     seed: int = Field(0, ge=0, lt=2**63, description="seeds trainer selection (bmfl.rounds.seeds)")
 

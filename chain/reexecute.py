@@ -31,6 +31,7 @@ from bmfl.privacy.engine import COUNT_NOISE
 from bmfl.protocol.schemas import TaskSpec, UploadReceipt
 from bmfl.protocol.signing import SignatureError, receipt_message, recover
 from bmfl.protocol.testset import decode_test_set
+from bmfl.rounds.standing import task_standings
 from bmfl.rounds import (
     EdgeOutcome, Ratchet, aggregate_cloud, close_edge, cloud_rule, cross_scores, guard_cloud, refused_in_a_row,
     server_optimizer, task_edge_rule, task_scorer,
@@ -39,7 +40,7 @@ from bmfl.training import evaluate
 from chain.audit import Auditor, Comparison, TaskLogs
 from chain.base import ContractRevert
 from chain.records import fixed_reliability
-from chain.tasks import RecordedRound, TaskParams, round_starts, task_params
+from chain.tasks import RecordedRound, TaskParams, round_starts, standings_before, task_params
 
 TOLERANCE = 10
 """Fixed-point units (10⁻⁶) by which a re-executed θ, Λ, score or accuracy may differ."""
@@ -215,7 +216,8 @@ class Reexecution:
         refused = refused_in_a_row(round_starts(logs.started, recorded.round))
         rule = task_edge_rule(self.spec.aggregation, self.model, self.test, self.scorer, self.spec.training, COUNT_NOISE,
                               refusals=lambda r: refused)  # fmt: skip
-        outcome, thetas = close_edge(rule, uploads, sizes, reference, recorded.round, self.spec.asynchrony, bases)
+        standing = task_standings(self.spec, standings_before(logs.recorded, recorded.edge, recorded.round))
+        outcome, thetas = close_edge(rule, uploads, sizes, reference, recorded.round, self.spec.asynchrony, bases, standing)
         for v, rec in records.items():
             verdict = outcome.verdicts[v]
             subject = f"{where} vehicle {v}"

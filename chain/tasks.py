@@ -181,6 +181,20 @@ def round_starts(started: Iterable[ChainEvent], up_to: int) -> list[str]:
     return [digests[r] for r in sorted(digests)]
 
 
+def standings_before(recorded: Iterable[RecordedRound], edge: int, round_: int) -> dict[int, float]:
+    """Vehicle → its standing at ``edge`` after its latest record there before round
+    ``round_`` (the record's Λ is −S, ``bmfl.rounds.standing``), from the task's
+    ``recordRound`` calls in chain order: what the edge closing round ``round_`` and an
+    auditor re-executing that close both start from."""
+    latest: dict[int, tuple[int, float]] = {}
+    for rec in recorded:
+        if rec.edge == edge and rec.round < round_:
+            for record in rec.decoded():
+                if rec.round >= latest.get(record.vehicle, (0, 0.0))[0]:
+                    latest[record.vehicle] = (rec.round, -record.reliability / SCALE)
+    return {v: standing for v, (_, standing) in sorted(latest.items())}
+
+
 class TasksClient(ContractClient):
     """``BMFLTasks``; each method sends from the client's ``sender`` (see :meth:`as_sender`)."""
 

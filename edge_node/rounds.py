@@ -34,6 +34,7 @@ from bmfl.models import create_model
 from bmfl.params import flatten, load_vector, unflatten
 from bmfl.privacy.engine import COUNT_NOISE
 from bmfl.rounds import EdgeOutcome, close_edge, cross_scores, refused_in_a_row, rule_needs, select_trainers, task_edge_rule
+from bmfl.rounds.standing import Standings, task_standings
 from bmfl.protocol.schemas import (
     EdgeTask,
     EvaluateRequest,
@@ -51,7 +52,7 @@ from service_kit.logs import task_fields
 from service_kit.problems import ProblemError
 from bmfl.training import evaluate
 from chain.records import TrainerRecord, fixed_reliability
-from chain.tasks import Phase, TaskInfo, round_starts
+from chain.tasks import Phase, TaskInfo, round_starts, standings_before
 from edge_node.node import EdgeNode
 from edge_node.state import RoundRow, UpdateRow
 
@@ -246,8 +247,17 @@ class RoundEngine:
             spec.training, COUNT_NOISE, refusals=lambda r: refused, test_loss=self.node.test_loss(spec.task_id),
         )  # fmt: skip
         bases = self._bases(spec, updates) if spec.asynchrony.mode == "async" else {}
-        outcome, thetas = close_edge(rule, uploads, sizes, reference, round_, spec.asynchrony, bases)
+        outcome, thetas = close_edge(rule, uploads, sizes, reference, round_, spec.asynchrony, bases, self._standings(spec, round_))
         return outcome, thetas, reference_state, sizes
+
+    def _standings(self, spec: TaskSpec, round_: int) -> Standings | None:
+        """The vehicles' standings here before ``round_``, from this edge's earlier records
+        on chain (their Λ; ``bmfl.rounds.standing``), where the task keeps them."""
+        if task_standings(spec, {}) is None:
+            return None
+        chain = self.node.chain
+        recorded = chain.tasks.recorded_rounds(spec.task_id, chain.deployment.block_number, edge=self.node.index)
+        return task_standings(spec, standings_before(recorded, self.node.index, round_))
 
     def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary:
         """:meth:`_outcome`; the preliminary model (none when the rule cannot run: every

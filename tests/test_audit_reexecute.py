@@ -36,7 +36,7 @@ from chain.deploy import Deployment
 from chain.tasks import TasksClient
 from chain.anvil import dev_key, free_port
 from cloud_aggregator.app import create_app as cloud_app
-from bmfl.incentives import to_fixed
+from bmfl.incentives import SCALE, to_fixed
 from bmfl.rounds import aggregate_cloud, refused_in_a_row, staleness_weight
 from bmfl.simulation.config import StragglerConfig
 from bmfl.simulation.stragglers import slowdowns
@@ -214,6 +214,44 @@ def test_leave_out_testing_at_the_edges_re_executes_from_the_chain_alone(stack: 
     verdicts = [c for c in comparisons if c["section"] == "verdict"]
     globals_ = [c for c in comparisons if c["section"] == "global" and "global model" in c["subject"]]
     assert code == 0 and verdicts and len(globals_) == 2 and all(c["ok"] for c in comparisons), raw
+
+
+def test_standings_live_on_chain_and_an_inflated_one_is_named_for_its_round(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    """The default aggregation keeps each vehicle's standing at its edge as the records' Λ
+    (docs/algorithms.md §8.10). One edge records an honest vehicle's standing in round 1
+    as 6, over the limit of 5: in round 2 that edge (reading the chain, not its memory)
+    bars the vehicle before its filters run, θ = 0. The audit re-derives every standing
+    from the chain and names exactly the inflated Λ; round 2, which only followed the
+    chain, re-executes clean, and so does every other record."""
+    assert DRAFT.aggregation.standing is not None
+    liar, inflated = 1, -6 * SCALE
+    aggregate = RoundEngine._aggregate
+    victim: dict[str, int] = {}
+
+    def inflating(self, spec, round_, global_cid, updates):  # type: ignore[no-untyped-def]
+        prelim = aggregate(self, spec, round_, global_cid, updates)
+        if self.node.index != liar or round_ != 1:
+            return prelim
+        records = list(prelim.records)
+        victim["vehicle"] = records[0].vehicle
+        records[0] = records[0].model_copy(update={"reliability": inflated})
+        return dataclasses.replace(prelim, records=records)
+
+    monkeypatch.setattr(RoundEngine, "_aggregate", inflating)
+    task_id, test_set = stack.run_task()
+    w3 = Web3(Web3.HTTPProvider(stack.rpc_url))
+    deployment = Deployment.model_validate_json(stack.deployment.read_text())
+    recorded = TasksClient(w3, deployment.tasks).recorded_rounds(task_id, deployment.block_number, edge=liar)
+    (barred,) = [rec for r in recorded if r.round == 2 for rec in r.decoded() if rec.vehicle == victim["vehicle"]]
+    assert barred.malicious and barred.theta == 0 and barred.reliability == inflated  # barred; its standing carried
+    honest = [rec for r in recorded for rec in r.decoded() if rec.vehicle != victim["vehicle"]]
+    assert honest and all(rec.reliability <= 0 for rec in honest)  # Λ = −S ≤ 0
+    code, raw = stack.audit(task_id, LocalBlobStore(stack.blobs).put(test_set), "--json")
+    wrong = [c for c in json.loads(raw)["comparisons"] if not c["ok"]]
+    assert code == 1 and [(c["subject"], c["on_chain"]) for c in wrong] == [
+        (f"round 1 edge {liar} vehicle {victim['vehicle']} Λ", inflated)], wrong
 
 
 def test_the_ratchet_refuses_a_poisoned_round_and_the_audit_agrees(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,12 +57,28 @@ SIZES = torch.full((6,), float(N))
 NOISE = math.sqrt(noise_variance(CONFIG, N))  # the DP noise's standard deviation per coordinate
 
 
-def test_the_filter_drops_uploads_that_raise_the_test_loss_and_keeps_the_rest():
+def _two_attackers(push: float = 1.5):
+    """The logistic task with four honest uploads half a unit down the descent and two
+    attackers ``push`` up it, at rows 2 and 5, each with its DP noise."""
     model, test, ref, descent = _task()
     g = torch.Generator().manual_seed(1)
     honest = ref + 0.5 * descent + NOISE * torch.randn(4, ref.numel(), generator=g)
-    attackers = ref - 1.5 * descent + NOISE * torch.randn(2, ref.numel(), generator=g)
-    uploads = torch.cat([honest[:2], attackers[:1], honest[2:], attackers[1:]])  # attackers at 2 and 5
+    attackers = ref - push * descent + NOISE * torch.randn(2, ref.numel(), generator=g)
+    return model, test, ref, descent, honest, attackers, torch.cat([honest[:2], attackers[:1], honest[2:], attackers[1:]])
+
+
+def _side_and_honest(ref: torch.Tensor, descent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    """A unit direction orthogonal to the descent, four honest uploads and the generator
+    they were drawn from (seed 3), for uploads that point sideways."""
+    g = torch.Generator().manual_seed(3)
+    side = torch.randn(ref.numel(), generator=g)
+    side = side - (side @ descent) * descent
+    honest = ref + 0.5 * descent + NOISE * torch.randn(4, ref.numel(), generator=g)
+    return side / side.norm(), honest, g
+
+
+def test_the_filter_drops_uploads_that_raise_the_test_loss_and_keeps_the_rest():
+    model, test, ref, descent, honest, attackers, uploads = _two_attackers()
     res = _filter(model, test)(uploads, SIZES, ref)
     assert res.keep.tolist() == [True, True, False, True, True, False]
     first, last = res.info["passes"][0], res.info["passes"][-1]
@@ -95,11 +111,7 @@ def test_uploads_all_harmful_are_all_dropped_and_a_look_alike_that_helps_comes_b
     bad = torch.stack([ref - 1.0 * descent, ref - 3.0 * descent])
     res = _filter(model, test)(bad, SIZES[:2], ref)
     assert not res.keep.any()  # the edge then records w^{r-1}, as when every upload is flagged
-    g = torch.Generator().manual_seed(3)
-    side = torch.randn(ref.numel(), generator=g)
-    side = side - (side @ descent) * descent
-    side = side / side.norm()
-    honest = ref + 0.5 * descent + NOISE * torch.randn(4, ref.numel(), generator=g)
+    side, honest, g = _side_and_honest(ref, descent)
     resembling = ref + 0.2 * descent + 2.0 * side  # points the attackers' way (cos > 0.5) but helps
     attackers = ref - 1.5 * descent + 2.0 * side + NOISE * torch.randn(2, ref.numel(), generator=g)
     res = _filter(model, test)(torch.cat([honest, resembling[None], attackers]), torch.full((7,), float(N)), ref)
@@ -124,11 +136,7 @@ def test_the_passes_are_bounded_and_the_last_drops_every_harmful_group(monkeypat
     import bmfl.filters.leave_out as leave_out
 
     model, test, ref, descent = _task()
-    g = torch.Generator().manual_seed(3)
-    side = torch.randn(ref.numel(), generator=g)
-    side = side - (side @ descent) * descent
-    side = side / side.norm()
-    honest = ref + 0.5 * descent + NOISE * torch.randn(4, ref.numel(), generator=g)
+    side, honest, g = _side_and_honest(ref, descent)
     pushing = ref - 1.5 * descent + NOISE * torch.randn(ref.numel(), generator=g)
     sideways = ref - 0.6 * descent + 2.0 * side + NOISE * torch.randn(ref.numel(), generator=g)
     uploads, sizes = torch.cat([honest, pushing[None], sideways[None]]), torch.full((6,), float(N))

@@ -109,8 +109,8 @@ def test_the_edges_can_hold_the_whole_test_set(tmp_path):
 
 
 @pytest.mark.parametrize(("preset", "label"), [("private_leave_out", "Envelope+SMmaj+LO+NW"),
-                                               ("private", "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)"),
-                                               (None, "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)"),
+                                               ("private", "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)+St"),
+                                               (None, "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)+St"),
                                                ("paper", "BMFL(τ=25)")])
 def test_the_presets_are_the_measured_pipelines(preset, label):
     """The presets' edges, and a new task's default ones (``None``), run exactly the
@@ -119,7 +119,8 @@ def test_the_presets_are_the_measured_pipelines(preset, label):
 
     spec = TaskDraft().aggregation if preset is None else AggregationSpec.model_validate(PRESETS[preset]["aggregation"])
     measured = AggregationSpec.model_validate(rm.pipelines(300)[label])
-    assert (measured.filters, measured.edge, measured.ratchet) == (spec.filters, spec.edge, spec.ratchet)
+    assert (measured.filters, measured.edge, measured.ratchet, measured.standing) == (
+        spec.filters, spec.edge, spec.ratchet, spec.standing)  # fmt: skip
 
 
 def test_the_median_aware_attacker_models_each_runs_centre():

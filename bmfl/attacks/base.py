@@ -70,7 +70,9 @@ class EdgeView:
     number of uploads the edge will aggregate (n, known to every attacker, e.g. from
     the trainer list the edge commits on chain); ``edge_aggregate`` (white-box attacks
     only) maps the (A, d) uploads the attackers might send to the aggregate the edge
-    would then record (w^{r-1} where it would record none)."""
+    would then record (w^{r-1} where it would record none); ``edge_bars`` (white-box, at
+    an edge that keeps standings) whether the edge would then bar any of them from its
+    later rounds (``bmfl.rounds.standing``)."""
 
     edge: int
     vehicles: list[int]
@@ -82,6 +84,7 @@ class EdgeView:
     previous_reference: torch.Tensor | None = None
     honest: torch.Tensor | None = None
     edge_aggregate: Callable[[torch.Tensor], torch.Tensor] | None = None
+    edge_bars: Callable[[torch.Tensor], bool] | None = None
 
     def known(self) -> torch.Tensor:
         """The benign-looking uploads the attackers can estimate statistics from: the

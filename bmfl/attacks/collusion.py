@@ -37,22 +37,35 @@ def shape_edge_uploads(
     seed: int,
     previous_reference: torch.Tensor | None = None,
     edge_aggregate: Callable[[Mapping[int, torch.Tensor]], torch.Tensor] | None = None,
+    edge_bars: Callable[[Mapping[int, torch.Tensor]], frozenset[int]] | None = None,
 ) -> dict[int, torch.Tensor]:
     """``uploads`` (vehicle → trained w̃_m, every upload of ``edge`` this round) with
     the attackers' replaced by what ``attack.collude`` sends; unchanged when the attack
     does not collude or the edge has no attacker. ``edge_aggregate`` maps a round's
-    uploads of the edge to what the edge records from them; a white-box attack needs it."""
+    uploads of the edge to what the edge records from them; a white-box attack needs it.
+    ``edge_bars`` maps them to the vehicles the edge would bar from its later rounds (an
+    edge that keeps standings, ``bmfl.rounds.standing``); both receive the same mapping
+    for one push, so a caller may answer both from one close."""
     if attack.knowledge not in KNOWLEDGE:
         raise ValueError(f"attack knowledge must be one of {KNOWLEDGE}, got {attack.knowledge!r}")
     mine = [v for v in sorted(uploads) if v in attackers]
     if not attack.colludes or not mine:
         return dict(uploads)
     honest = [v for v in sorted(uploads) if v not in attackers]
-    oracle = None
+    oracle = bars = None
     if attack.knowledge == "white_box":
         if edge_aggregate is None:
             raise ValueError(f"attack {attack.name!r} is white-box: it needs the edge's pipeline, which this caller cannot give")
-        oracle = lambda sent: edge_aggregate({**uploads, **dict(zip(mine, sent))})  # noqa: E731
+        last: dict[str, object] = {}
+
+        def trial(sent: torch.Tensor) -> Mapping[int, torch.Tensor]:
+            if last.get("sent") is not sent:
+                last.update(sent=sent, trial={**uploads, **dict(zip(mine, sent))})
+            return last["trial"]  # type: ignore[return-value]
+
+        oracle = lambda sent: edge_aggregate(trial(sent))  # noqa: E731
+        if edge_bars is not None:
+            bars = lambda sent: bool(edge_bars(trial(sent)) & set(mine))  # noqa: E731
     view = EdgeView(
         edge=edge,
         vehicles=mine,
@@ -64,6 +77,7 @@ def shape_edge_uploads(
         previous_reference=previous_reference,
         honest=torch.stack([uploads[v] for v in honest]) if attack.knowledge != "own" and honest else None,
         edge_aggregate=oracle,
+        edge_bars=bars,
     )
     sent = attack.collude(view)
     if sent.shape != view.own.shape:

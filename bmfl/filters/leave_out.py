@@ -52,7 +52,9 @@ refusal says the edges let through a harm the global model's test accuracy shows
 next round judges closer to the full step, where that harm is visible to this test.
 
 ``info`` holds, per pass, the uploads tested, their improvements, standard errors,
-margins and the uploads dropped. Cost: per pass one test-set evaluation per candidate
+margins and the uploads dropped. ``reliability`` (recorded as Λ) is −x, each upload's
+score in the first pass (:meth:`LeaveOut._scores`): (improvement − z standard errors) /
+the noise's standard deviation, the evidence ``bmfl.rounds.standing`` adds up over rounds. Cost: per pass one test-set evaluation per candidate
 group (at most 2K + 1 models), the first with its gradient; a clean round is one pass, and each
 further pass drops at least one upload, so a round costs at most min(K, MAX_PASSES)
 passes (O(K) evaluations: attackers that would each be dropped in a pass of their own
@@ -238,6 +240,7 @@ class LeaveOut(UpdateFilter):
             kept -= set(dropped)
             if not dropped or last:
                 break
+        scores = self._scores(passes[0], k) if passes else None
         readmitted = []
         for m in sorted(set(range(k)) - kept):  # one left out with others it resembled comes back if it helps
             base, parts, _ = self._contributions(updates, sizes, reference, kept | {m})
@@ -247,4 +250,26 @@ class LeaveOut(UpdateFilter):
                 readmitted.append(m)
         keep = torch.zeros(k, dtype=torch.bool)
         keep[sorted(kept)] = True
-        return FilterResult(keep, {"passes": passes, "readmitted": readmitted, "groups": groups, "step": step})
+        info = {"passes": passes, "readmitted": readmitted, "groups": groups, "step": step}
+        return FilterResult(keep, info, None if scores is None else -scores, -self.z)
+
+    def _scores(self, first: dict[str, Any], k: int) -> torch.Tensor:
+        """Each upload's score in the first pass, where every upload is in the set: a
+        group's improvement less z standard errors, in standard deviations of what its
+        noise moves the loss by (``bmfl.rounds.standing``; a group drops in a pass when its
+        score exceeds z). An upload that helps or does nothing alone (score ≤ 0) is scored
+        alone, so no other upload's harm can raise its score; one that harms alone is scored
+        with the largest of its groups whose every member harms alone: colluders who send
+        the same push are judged together, and so are two honest uploads that carry the
+        same classes, whose leaving-out alone measures their over-representation at this
+        edge rather than harm (leaving both out loses their classes, which scores low)."""
+        groups = first["groups"]
+        deviation = first["margin"].to(torch.float64) / self.z
+        excess = first["gain"].to(torch.float64) - self.z * first["se"].to(torch.float64)
+        score = torch.where(deviation > 0, excess / deviation.clamp_min(1e-300), excess.sign() * math.inf).nan_to_num(nan=0.0, posinf=math.inf, neginf=-math.inf)
+        alone = {g[0]: float(score[i]) for i, g in enumerate(groups) if len(g) == 1}
+        x = torch.zeros(k, dtype=torch.float64)
+        for m in range(k):
+            eligible = [i for i, g in enumerate(groups) if m in g and (len(g) == 1 or all(alone[j] > 0 for j in g))]
+            x[m] = float(score[max(eligible, key=lambda i: len(groups[i]))]) if alone[m] > 0 else alone[m]
+        return x

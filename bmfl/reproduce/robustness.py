@@ -121,15 +121,21 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
         "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)": {
             "edge": {"name": "noise_weighted"}, "ratchet": 0.05,
             "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5}}]},
+        # the same behind each vehicle's standing at its edge (§8.10)
+        "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)+St": {
+            "edge": {"name": "noise_weighted"}, "ratchet": 0.05, "standing": {},
+            "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5}}]},
         # a new task's aggregation as bmfl.task.TaskDraft gives it (the default pipeline, every option spelled out)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters],
-                    **({} if default.ratchet is None else {"ratchet": default.ratchet})},
+                    **({} if default.ratchet is None else {"ratchet": default.ratchet}),
+                    **({} if default.standing is None else {"standing": default.standing.model_dump()})},
     }
 
 
 FORMER = {
     "Envelope+SMmaj+LO(0.2)+NW": "the default's edges before §8.8, without the cloud's guard",
     "Envelope+SMmaj+LO(0.2)+NW+R(0.05)": "the default before §8.9: the same edges behind the guard, never escalated",
+    "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)": "the default before §8.10: the same, without the vehicles' standings",
 }
 """Pipelines that were the default once, as the matrix pages name them."""
 
@@ -391,20 +397,21 @@ def write_report(
         "given, docs/algorithms.md §8.8):", "",
     ]
     default = TaskDraft().aggregation.model_dump()
-    ours = (_steps(default["filters"] + [default["edge"]]), default["ratchet"])
+    ours = (_steps(default["filters"] + [default["edge"]]), default["ratchet"], default["standing"] is not None)
     presets = {preset: (_steps(fields["aggregation"].get("filters", []) + [fields["aggregation"].get("edge", default["edge"])]),
-                        fields["aggregation"].get("ratchet"))
+                        fields["aggregation"].get("ratchet"), fields["aggregation"].get("standing") is not None)
                for preset, fields in PRESETS.items()}  # fmt: skip
     for name in scale.pipelines:
         spec = pipelines(scale.edge_test_samples)[name]
-        measured = (_steps(spec["filters"] + [spec["edge"]]), spec.get("ratchet"))
+        measured = (_steps(spec["filters"] + [spec["edge"]]), spec.get("ratchet"), spec.get("standing") is not None)
         preset = next((preset for preset, rules in presets.items() if rules == measured), None)
         label = (" (the default pipeline)" if measured == ours
+                 else f" ({FORMER[name]})" if name in FORMER
                  else " (the default's edges without the cloud's guard)" if measured[0] == ours[0]
                  else f" (the `{preset}` preset's pipeline)" if preset
-                 else " (the paper's pipeline)" if name == "BMFL"
-                 else f" ({FORMER[name]})" if name in FORMER else "")  # fmt: skip
+                 else " (the paper's pipeline)" if name == "BMFL" else "")  # fmt: skip
         guard = "" if measured[1] is None else f"; the cloud's ratchet, tolerance {measured[1]:g}"
+        guard += "; each vehicle's standing at its edge (§8.10)" if measured[2] else ""
         lines.append(f"- **{name}**{label}: " + " → ".join(measured[0]) + guard)
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
     for label in scale.attacks:

@@ -17,6 +17,7 @@ import torch
 
 from bmfl.aggregation import Aggregator, Verdict
 from bmfl.rounds.edge import EdgeOutcome, aggregate_edge
+from bmfl.rounds.standing import Standings
 from bmfl.task import AsyncSpec
 
 STALE = "stale"
@@ -123,15 +124,16 @@ def apply_buffer(
 
 def close_edge(
     rule: Aggregator, uploads: Mapping[int, torch.Tensor], sizes: Mapping[int, int], reference: torch.Tensor, round_: int,
-    spec: AsyncSpec, bases: Mapping[int, tuple[int, torch.Tensor]],
+    spec: AsyncSpec, bases: Mapping[int, tuple[int, torch.Tensor]], standing: Standings | None = None,
 ) -> tuple[EdgeOutcome, dict[int, float]]:  # fmt: skip
     """An edge's close of round ``round_`` from w^{round−1} = ``reference``, as the edge
-    and the re-execution audit run it: synchronous, :func:`aggregate_edge`; asynchronous,
+    and the re-execution audit run it: synchronous, :func:`aggregate_edge` (with the
+    vehicles' ``standing`` at the edge where the task keeps one); asynchronous,
     :func:`apply_buffer` (version round − 1) over reports trained from ``bases`` (vehicle →
     (base round, that round's global model)). Returns the outcome and each vehicle's
     contribution, θ·s(τ) (θ in a synchronous task)."""
     if spec.mode == "sync":
-        outcome = aggregate_edge(rule, uploads, sizes, reference, round_)
+        outcome = aggregate_edge(rule, uploads, sizes, reference, round_, standing=standing)
         return outcome, {v: x.theta for v, x in outcome.verdicts.items()}
     reports = {v: Report(up, bases[v][1], bases[v][0] - 1) for v, up in uploads.items()}
     buffer = apply_buffer(rule, reports, sizes, reference, round_ - 1, spec)

@@ -32,6 +32,7 @@ from bmfl.filters.leave_out import TestLoss
 from bmfl.models.features import featurized
 from bmfl.params import all_finite, flatten, load_vector, unflatten
 from bmfl.registry import Registry
+from bmfl.rounds.standing import Standings
 from bmfl.task import AggregationSpec, RuleSpec, TrainingSpec
 from bmfl.training.local import LocalTrainingConfig, train_local
 
@@ -274,14 +275,30 @@ def aggregate_edge(
     round_index: int,
     excluded: Mapping[int, str] | None = None,
     scales: Mapping[int, float] | None = None,
+    standing: Standings | None = None,
 ) -> EdgeOutcome:
     """Filter and aggregate ``uploads`` (vehicle → flat w̃_m) against w^{r-1}
     (``reference``) in vehicle order, so the result does not depend on arrival order.
     ``sizes``: vehicle → n_m; ``excluded``: vehicles dropped before the rule, with the
     reason (they need no upload). Non-finite uploads are flagged ``non_finite``.
     ``scales``: vehicle → the weight of its delta to w^{r-1} in the rule, applied after
-    the filters (asynchronous staleness; absent: 1)."""
+    the filters (asynchronous staleness; absent: 1). ``standing``: the vehicles' standings
+    before the round (``bmfl.rounds.standing``); those over its limit are flagged
+    ``standing`` before the rule, and every verdict's Λ becomes the standing after it."""
     verdicts = {v: Verdict(0.0, True, reason) for v, reason in (excluded or {}).items()}
+    if standing is not None:
+        verdicts |= standing.barred(v for v in sorted(uploads) if v not in verdicts)
+    outcome = _judged(rule, uploads, sizes, reference, round_index, verdicts, scales)
+    if standing is None:
+        return outcome
+    return replace(outcome, verdicts=standing.after(outcome.verdicts))
+
+
+def _judged(
+    rule: Aggregator, uploads: Mapping[int, torch.Tensor], sizes: Mapping[int, int], reference: torch.Tensor,
+    round_index: int, verdicts: dict[int, Verdict], scales: Mapping[int, float] | None,
+) -> EdgeOutcome:  # fmt: skip
+    """:func:`aggregate_edge` over the uploads not already in ``verdicts``."""
     for v in sorted(uploads):
         if v not in verdicts and not all_finite(uploads[v]):
             verdicts[v] = Verdict(0.0, True, "non_finite")

@@ -42,7 +42,7 @@ import itertools
 import time
 from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -76,6 +76,7 @@ from bmfl.blobs.store import BlobStore
 from bmfl.privacy.engine import COUNT_NOISE
 from bmfl.rounds.edge import EdgeOutcome
 from bmfl.rounds.ratchet import Ratchet, refused_in_a_row
+from bmfl.rounds.standing import task_standings
 from bmfl.rounds.traffic import Transfer, summarise
 from bmfl.simulation.accounting import BlobMeter, share_compute
 from bmfl.simulation.assignment import assign_vehicles, associations, members
@@ -200,6 +201,19 @@ def _recorded(outcome: EdgeOutcome, reference: torch.Tensor) -> torch.Tensor:
     return reference if outcome.preliminary is None else outcome.preliminary
 
 
+def _closing(close: Callable[[Mapping[int, torch.Tensor]], EdgeOutcome]) -> Callable[[Mapping[int, torch.Tensor]], EdgeOutcome]:
+    """``close`` remembering its last answer: a white-box attack asks both what the edge
+    records and whom it bars about the same push (the same mapping)."""
+    last: dict[str, Any] = {}
+
+    def closed(trial: Mapping[int, torch.Tensor]) -> EdgeOutcome:
+        if last.get("trial") is not trial:
+            last.update(trial=trial, outcome=close(trial))
+        return last["outcome"]
+
+    return closed
+
+
 def initial_model(config: SimulationConfig) -> torch.nn.Module:
     """w⁰ of the run (``bmfl.rounds.initial_model``: a publisher with the same seed
     publishes the same initial model)."""
@@ -321,6 +335,7 @@ def run_simulation(
     result = SimulationResult(config, attackers=sorted(attackers))
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
     edge_scores: dict[int, int] = defaultdict(int)  # S_ℓ: consensus scores summed over quorum rounds
+    standing_at: dict[int, dict[int, float]] = defaultdict(dict)  # edge → vehicle → standing (bmfl.rounds.standing)
     leaders: list[int] = []
     meter = BlobMeter(config.model, model.state_dict(), SIMULATED_TASK_ID, blob_store)
     assoc = associations(config)
@@ -357,14 +372,19 @@ def run_simulation(
                     edge, chosen = waiting.popleft()  # its uploads leave memory once it has aggregated them
                     ups = {v: trained.pop(v) for v in chosen if v not in excluded}
                     gone = {v: excluded[v] for v in chosen if v in excluded}
+                    standings = task_standings(config, standing_at[edge])
                     if attack is not None and attack.colludes:
+                        close = _closing(lambda trial: aggregate_edge(edge_agg, trial, sizes, global_vec, r, gone, standing=standings))
                         ups = shape_edge_uploads(
                             attack, ups, attackers, edge, global_vec, r, config.seed, previous_vec,
-                            lambda trial: _recorded(aggregate_edge(edge_agg, trial, sizes, global_vec, r, gone), global_vec),
+                            lambda trial: _recorded(close(trial), global_vec),
+                            None if standings is None else lambda trial: standings.barred_after(close(trial).verdicts),
                         )  # fmt: skip
                     upload_blobs[edge] = meter.uploads(r, ups)
                     if chosen:
-                        outcomes[edge] = aggregate_edge(edge_agg, ups, sizes, global_vec, r, gone)
+                        outcomes[edge] = aggregate_edge(edge_agg, ups, sizes, global_vec, r, gone, standing=standings)
+                        if standings is not None:  # Λ is the standing after the round, as the chain records it
+                            standing_at[edge] |= {v: -x.reliability for v, x in outcomes[edge].verdicts.items() if x.reliability is not None}
             participation = {}
             for edge, outcome in outcomes.items():
                 for v, verdict in outcome.verdicts.items():
