@@ -111,7 +111,7 @@ def test_publication_refusals_change_nothing(cloud: Cloud) -> None:
     started = create_task(cloud.chain, data, category=2)
     cloud.chain.access(dev_key(CLOUD)).tasks.start_round(started.task_id, b"\1" * 32, "bafy-started")
     other_rows = make_test_set(torch.zeros(5, 1, 28, 28), torch.zeros(5, dtype=torch.int64))
-    no_filters = spec_with(spec, aggregation={"filters": [], "edge": {"name": "fedavg", "options": {}}})
+    no_filters = spec_with(spec, aggregation={"filters": [], "edge": {"name": "fedavg", "options": {}}, "standing": None})
     cases: list[tuple[str, Any, int, str]] = [
         ("unsigned", lambda: cloud.send("POST", "/tasks", None, files={"spec": (None, spec.model_dump_json())}), 401, "unsigned"),
         ("signature of 64 bytes", lambda: cloud.publish(replace={"X-BMFL-Signature": "0x" + "ab" * 64}), 401, "bad_signature"),

@@ -4,8 +4,9 @@ round (issue 17; docs/algorithms.md §8.10).
 One round's leave-out test (``bmfl.filters.leave_out``) lets through any harm below its
 resolution, and attackers who know the defence send exactly that, round after round.
 Each round the test scores every upload it judges, x = (improvement from leaving the
-upload's group out − z standard errors) / the standard deviation of what the group's DP
-noise moves the test loss by: about N(≤ 0, 1) for an honest upload, which helps or does
+upload out, with the look-alikes that harm alone too when it harms alone, − z standard
+errors) / the standard deviation of what their DP noise moves the test loss by
+(``LeaveOut._scores``): about N(≤ 0, 1) for an honest upload, which helps or does
 nothing, and up to z for the attacker who stays just inside the round's test. The edge
 keeps a one-sided cumulative sum (CUSUM; Page 1954) of the clipped scores,
 
@@ -14,7 +15,8 @@ keeps a one-sided cumulative sum (CUSUM; Page 1954) of the clipped scores,
 and bars a vehicle whose S exceeds ``limit`` from every later round of the task at that
 edge (its uploads are flagged ``standing`` before the filters run). An attacker kept
 under the limit for the task must hold x to about ``drift`` on average instead of z: its
-push is then bounded by the test's sampling error plus half a noise deviation, not three.
+harm is then bounded by z standard errors of the test set plus half a noise deviation a
+round, instead of z of each.
 The clip keeps one round from deciding: an honest upload measured far above z once (a
 round in which its classes are over-represented at the edge) adds at most ``cap``, and a
 push measured as helpful once cannot pay back more than ``relief`` of earlier harm.
