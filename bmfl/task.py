@@ -320,7 +320,7 @@ class AggregationSpec(_Strict):
     standing: StandingSpec | None = Field(
         None,
         description="each edge bars, for the rest of the task, a vehicle whose leave-out scores add up to more than "
-        "single rounds' harm can explain (docs/algorithms.md §8.10; needs the leave_out filter; synchronous rounds "
+        "single rounds' harm can explain (docs/algorithms.md §8.10; needs the leave_out filter, last; synchronous rounds "
         "with DP training, which the scores are measured in: other tasks ignore it, as asynchronous ones the ratchet); "
         "None: off",
     )  # fmt: skip
@@ -329,8 +329,10 @@ class AggregationSpec(_Strict):
 
     @model_validator(mode="after")
     def _standing_needs_leave_out(self) -> "AggregationSpec":
-        if self.standing is not None and not any(f.name == "leave_out" for f in self.filters):
-            raise ValueError("standing_without_leave_out: a standing adds up the leave_out filter's scores; add that filter")
+        if self.standing is not None and (not self.filters or self.filters[-1].name != "leave_out"):
+            raise ValueError(
+                "standing_without_leave_out: a standing adds up the scores of the leave_out filter, which must run last"
+            )
         return self
 
     def describe(self) -> str:

@@ -149,8 +149,9 @@ def test_a_task_keeps_standings_only_behind_leave_out_with_dp_and_synchronous_ro
     assert task_standings(TaskDraft(aggregation=spec), {4: 1.0}) == Standings(StandingRule(0.5, 1.0, 3.0, 5.0), {4: 1.0})
     for fields in ({"training": {"dp": False}}, {"asynchrony": {"mode": "async"}}):  # no scores in DP noise units
         assert task_standings(TaskDraft(aggregation=spec, **fields), {4: 9.0}) is None
-    with pytest.raises(ValidationError, match="standing_without_leave_out"):
-        AggregationSpec(standing=StandingSpec(), filters=[{"name": "dp_envelope"}])
+    for filters in ([{"name": "dp_envelope"}], [{"name": "leave_out"}, {"name": "accuracy_test"}], []):
+        with pytest.raises(ValidationError, match="standing_without_leave_out"):  # its scores are leave-out's alone
+            AggregationSpec(standing=StandingSpec(), filters=filters)
     with pytest.raises(ValidationError, match="standing_cap_below_drift"):
         StandingSpec(drift=1.0, cap=1.0)
 
