@@ -216,7 +216,7 @@ class Reexecution:
         refused = refused_in_a_row(round_starts(logs.started, recorded.round))
         rule = task_edge_rule(self.spec.aggregation, self.model, self.test, self.scorer, self.spec.training, COUNT_NOISE,
                               refusals=lambda r: refused)  # fmt: skip
-        standing = task_standings(self.spec, standings_before(logs.recorded, recorded.edge, recorded.round))
+        standing = task_standings(self.spec, standings_before(logs.recorded, recorded.round))
         outcome, thetas = close_edge(rule, uploads, sizes, reference, recorded.round, self.spec.asynchrony, bases, standing)
         for v, rec in records.items():
             verdict = outcome.verdicts[v]

@@ -181,17 +181,19 @@ def round_starts(started: Iterable[ChainEvent], up_to: int) -> list[str]:
     return [digests[r] for r in sorted(digests)]
 
 
-def standings_before(recorded: Iterable[RecordedRound], edge: int, round_: int) -> dict[int, float]:
-    """Vehicle → its standing at ``edge`` after its latest record there before round
-    ``round_`` (the record's Λ is −S, ``bmfl.rounds.standing``), from the task's
-    ``recordRound`` calls in chain order: what the edge closing round ``round_`` and an
-    auditor re-executing that close both start from."""
+def standings_before(recorded: Iterable[RecordedRound], round_: int) -> dict[int, float]:
+    """Vehicle → its standing in the task after its latest record before round ``round_``,
+    at whichever edge recorded it (the record's Λ is −S, ``bmfl.rounds.standing``); of two
+    records of one vehicle in that round, the higher standing (order-free). What every edge
+    closing round ``round_`` and an auditor re-executing that close start from: a vehicle
+    that hands over to another edge takes its standing with it."""
     latest: dict[int, tuple[int, float]] = {}
     for rec in recorded:
-        if rec.edge == edge and rec.round < round_:
+        if rec.round < round_:
             for record in rec.decoded():
-                if rec.round >= latest.get(record.vehicle, (0, 0.0))[0]:
-                    latest[record.vehicle] = (rec.round, -record.reliability / SCALE)
+                standing = -record.reliability / SCALE
+                if (rec.round, standing) > latest.get(record.vehicle, (0, 0.0)):
+                    latest[record.vehicle] = (rec.round, standing)
     return {v: standing for v, (_, standing) in sorted(latest.items())}
 
 

@@ -251,13 +251,13 @@ class RoundEngine:
         return outcome, thetas, reference_state, sizes
 
     def _standings(self, spec: TaskSpec, round_: int) -> Standings | None:
-        """The vehicles' standings here before ``round_``, from this edge's earlier records
-        on chain (their Λ; ``bmfl.rounds.standing``), where the task keeps them."""
+        """The vehicles' standings in the task before ``round_``, from every edge's earlier
+        records on chain (their Λ; ``bmfl.rounds.standing``), where the task keeps them."""
         if task_standings(spec, {}) is None:
             return None
         chain = self.node.chain
-        recorded = chain.tasks.recorded_rounds(spec.task_id, chain.deployment.block_number, edge=self.node.index)
-        return task_standings(spec, standings_before(recorded, self.node.index, round_))
+        recorded = chain.tasks.recorded_rounds(spec.task_id, chain.deployment.block_number)
+        return task_standings(spec, standings_before(recorded, round_))
 
     def _aggregate(self, spec: TaskSpec, round_: int, global_cid: str, updates: list[UpdateRow]) -> Preliminary:
         """:meth:`_outcome`; the preliminary model (none when the rule cannot run: every

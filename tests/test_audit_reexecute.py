@@ -216,18 +216,19 @@ def test_leave_out_testing_at_the_edges_re_executes_from_the_chain_alone(stack: 
     assert code == 0 and verdicts and len(globals_) == 2 and all(c["ok"] for c in comparisons), raw
 
 
-def test_standings_live_on_chain_and_an_inflated_one_is_named_for_its_round(
+def test_standings_live_on_chain_follow_a_handover_and_an_inflated_one_is_named_for_its_round(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
-    """The default aggregation keeps each vehicle's standing at its edge as the records' Λ
+    """The default aggregation keeps each vehicle's standing in the task as the records' Λ
     (docs/algorithms.md §8.10). One edge records an honest vehicle's standing in round 1
-    as 6, over the limit of 5: in round 2 that edge (reading the chain, not its memory)
-    bars the vehicle before its filters run, θ = 0. The audit re-derives every standing
-    from the chain and names exactly the inflated Λ; round 2, which only followed the
-    chain, re-executes clean, and so does every other record."""
+    as 6, over the limit of 5. Before round 2 the vehicle hands over to another edge (a
+    barred attacker would, to start afresh): that edge, reading the chain, bars it before
+    its filters run, θ = 0, its standing carried. The audit re-derives every standing from
+    the chain and names exactly the inflated Λ; round 2, which only followed the chain,
+    re-executes clean, and so does every other record."""
     assert DRAFT.aggregation.standing is not None
     liar, inflated = 1, -6 * SCALE
-    aggregate = RoundEngine._aggregate
+    aggregate, assignment = RoundEngine._aggregate, Fleet._assignment
     victim: dict[str, int] = {}
 
     def inflating(self, spec, round_, global_cid, updates):  # type: ignore[no-untyped-def]
@@ -239,13 +240,29 @@ def test_standings_live_on_chain_and_an_inflated_one_is_named_for_its_round(
         records[0] = records[0].model_copy(update={"reliability": inflated})
         return dataclasses.replace(prelim, records=records)
 
+    def handing_over(self, vehicle, task_id):  # type: ignore[no-untyped-def]
+        """The victim drives to the next edge once the liar has recorded its round 1 (before
+        its turn in round 2, whether or not round 2 is open yet)."""
+        if vehicle.index == victim.get("vehicle") and "edge" not in victim:
+            new = next(e for e in self.edges if e.index == liar + 1)
+            self._associate(vehicle, new, self.edge_of(vehicle))
+            victim["edge"] = new.index
+        return assignment(self, vehicle, task_id)
+
     monkeypatch.setattr(RoundEngine, "_aggregate", inflating)
-    task_id, test_set = stack.run_task()
+    monkeypatch.setattr(Fleet, "_assignment", handing_over)
+    try:
+        task_id, test_set = stack.run_task()
+    finally:  # the module's later tests find the fleet where it was
+        moved = next((v for v in stack.fleet.vehicles if v.index == victim.get("vehicle")), None)
+        if moved is not None and "edge" in victim:
+            stack.fleet._associate(moved, next(e for e in stack.fleet.edges if e.index == liar), stack.fleet.edge_of(moved))
     w3 = Web3(Web3.HTTPProvider(stack.rpc_url))
     deployment = Deployment.model_validate_json(stack.deployment.read_text())
-    recorded = TasksClient(w3, deployment.tasks).recorded_rounds(task_id, deployment.block_number, edge=liar)
-    (barred,) = [rec for r in recorded if r.round == 2 for rec in r.decoded() if rec.vehicle == victim["vehicle"]]
-    assert barred.malicious and barred.theta == 0 and barred.reliability == inflated  # barred; its standing carried
+    recorded = TasksClient(w3, deployment.tasks).recorded_rounds(task_id, deployment.block_number)
+    (barred,) = [(r.edge, rec) for r in recorded if r.round == 2 for rec in r.decoded() if rec.vehicle == victim["vehicle"]]
+    assert barred[0] == victim["edge"] == liar + 1  # recorded where it went
+    assert barred[1].malicious and barred[1].theta == 0 and barred[1].reliability == inflated  # barred; its standing carried
     honest = [rec for r in recorded for rec in r.decoded() if rec.vehicle != victim["vehicle"]]
     assert honest and all(rec.reliability <= 0 for rec in honest)  # Λ = −S ≤ 0
     code, raw = stack.audit(task_id, LocalBlobStore(stack.blobs).put(test_set), "--json")

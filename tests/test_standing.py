@@ -1,22 +1,25 @@
-"""Each vehicle's standing at an edge (``bmfl.rounds.standing``, docs/algorithms.md §8.10):
+"""Each vehicle's standing in a task (``bmfl.rounds.standing``, docs/algorithms.md §8.10):
 the clipped one-sided sum of its leave-out scores, known answers for the rule, the scores
 ``leave_out`` gives, the round core barring a vehicle over several rounds, the chain's
-record as the standing's only store, the task's validation and the white-box attacker
-that keeps itself under the limit."""
+record as the standing's only store, a standing that follows its vehicle from edge to
+edge, the task's validation and the white-box attacker that keeps itself under the limit."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from pydantic import ValidationError
+from rich.console import Console
 
 from bmfl.aggregation import Verdict, compose, get_aggregator
 from bmfl.filters import get_filter
 from bmfl.incentives import to_fixed
+from bmfl.reproduce import robustness
 from bmfl.reproduce.grid import BMFL_TRAINING
 from bmfl.rounds import aggregate_edge
 from bmfl.rounds.edge import PublisherTestLoss
 from bmfl.rounds.standing import BARRED, StandingRule, Standings, task_standings
+from bmfl.simulation import SimulationConfig, run_simulation
 from bmfl.task import AggregationSpec, StandingSpec, TaskDraft
 from chain.records import RECORD_BYTES, TrainerRecord, pack_records
 from chain.tasks import RecordedRound, RoundLog, standings_before
@@ -135,11 +138,44 @@ def _recorded(edge: int, round_: int, standings: dict[int, float]) -> RecordedRo
 
 def test_the_chain_holds_the_standings_each_edge_and_auditor_start_from():
     recorded = [_recorded(0, 1, {1: 2.5, 2: 0.0}), _recorded(1, 1, {3: 9.0}), _recorded(0, 2, {1: 5.0}),
-                _recorded(0, 3, {2: 1.5})]  # fmt: skip
-    assert standings_before(recorded, 0, 1) == {}
-    assert standings_before(recorded, 0, 3) == {1: 5.0, 2: 0.0}  # each vehicle's latest record at this edge
-    assert standings_before(recorded, 0, 9) == {1: 5.0, 2: 1.5}
-    assert standings_before(recorded, 1, 2) == {3: 9.0}  # another edge's records are its own
+                _recorded(1, 3, {2: 1.5, 3: 4.0}), _recorded(0, 4, {2: 0.5}), _recorded(1, 4, {2: 2.0})]  # fmt: skip
+    assert standings_before(recorded, 1) == {}
+    assert standings_before(recorded, 2) == {1: 2.5, 2: 0.0, 3: 9.0}
+    assert standings_before(recorded, 3) == {1: 5.0, 2: 0.0, 3: 9.0}  # each vehicle's latest record
+    # vehicles 2 and 3 handed over to edge 1: their records there carry on, lower or higher
+    assert standings_before(recorded, 4) == {1: 5.0, 2: 1.5, 3: 4.0}
+    # two records of vehicle 2 in round 4 (two edges): the higher, whatever the chain's order
+    assert standings_before(recorded, 5) == standings_before(recorded[::-1], 5) == {1: 5.0, 2: 2.0, 3: 4.0}
+
+
+def test_a_barred_vehicle_stays_barred_at_every_edge_it_drives_to():
+    """Median-aware attackers (40 %, Dirichlet(0.9), the default's training and pipeline) on
+    a 1 km ring road at 100–300 m/s, so that vehicles change edge most rounds: each round's
+    test drops them (x over its cap, 3), so their standing passes 5 in round 3. From then on
+    every upload of theirs is flagged ``standing`` at whichever edge it reaches, with the
+    standing it left its last edge with; every honest vehicle's standing also carries over
+    its handovers (the simulator's copy of what the edges read back from the chain)."""
+    scale = robustness.Scale("t", "mnist_5k", 10, 2, 5, 2, 300, (0.4,), (0,), ("median-aware",),
+                             ("Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)+St",), ("Dirichlet(0.9)",), "private")  # fmt: skip
+    run = next(r for r in robustness.matrix(scale) if "median-aware" in r.key)
+    road = {"kind": "mobility", "road_length_m": 1000.0, "speed_mps": (100.0, 300.0), "round_seconds": 30.0}
+    result = run_simulation(SimulationConfig.model_validate({**run.config, "assignment": road}), Console(quiet=True))
+    rule = StandingRule()
+    seen: dict[int, tuple[int, float]] = {}  # vehicle → (its edge, its standing) after its last upload
+    moved_barred = 0
+    for metrics in result.rounds:
+        for up in metrics.uploads:
+            v, standing = up["vehicle"], -up["reliability"]
+            edge, before = seen.get(v, (up["edge"], 0.0))
+            if before > rule.limit:
+                assert up["flagged"] and up["reason"] == BARRED and standing == before, (metrics.round, up)
+                moved_barred += edge != up["edge"]
+            elif up["reason"] is None or up["reason"] == "filter:leave_out":
+                assert standing <= before + rule.cap - rule.drift + 1e-6 and standing >= max(0.0, before - rule.relief - rule.drift) - 1e-6
+            seen[v] = (up["edge"], standing)
+    barred = {v for v, (_, standing) in seen.items() if standing > rule.limit}
+    assert barred == set(result.attackers) and moved_barred > 0
+    assert sum(m.handovers for m in result.rounds) > 10
 
 
 def test_a_task_keeps_standings_only_behind_leave_out_with_dp_and_synchronous_rounds():

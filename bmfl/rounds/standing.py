@@ -1,5 +1,5 @@
-"""A vehicle's standing at an edge: leave-out testing's evidence carried from round to
-round (issue 17; docs/algorithms.md §8.10).
+"""A vehicle's standing in a task: leave-out testing's evidence carried from round to
+round and from edge to edge (issue 17; docs/algorithms.md §8.10).
 
 One round's leave-out test (``bmfl.filters.leave_out``) lets through any harm below its
 resolution, and attackers who know the defence send exactly that, round after round.
@@ -7,24 +7,24 @@ Each round the test scores every upload it judges, x = (improvement from leaving
 upload out, with the look-alikes that harm alone too when it harms alone, − z standard
 errors) / the standard deviation of what their DP noise moves the test loss by
 (``LeaveOut._scores``): about N(≤ 0, 1) for an honest upload, which helps or does
-nothing, and up to z for the attacker who stays just inside the round's test. The edge
-keeps a one-sided cumulative sum (CUSUM; Page 1954) of the clipped scores,
+nothing, and up to z for the attacker who stays just inside the round's test. The task
+keeps a one-sided cumulative sum (CUSUM; Page 1954) of the clipped scores per vehicle,
 
     S_r = max(0, S_{r−1} + clip(x_r, −``relief``, ``cap``) − ``drift``),
 
-and bars a vehicle whose S exceeds ``limit`` from every later round of the task at that
-edge (its uploads are flagged ``standing`` before the filters run). An attacker kept
-under the limit for the task must hold x to about ``drift`` on average instead of z: its
-harm is then bounded by z standard errors of the test set plus half a noise deviation a
-round, instead of z of each.
-The clip keeps one round from deciding: an honest upload measured far above z once (a
+and bars a vehicle whose S exceeds ``limit`` from every later round of the task, at every
+edge (its uploads are flagged ``standing`` before the filters run): a vehicle chooses its
+edge (it signs its own association), so a standing kept per edge would be shed by handing
+over to another. An attacker kept under the limit for the task must hold x to about
+``drift`` on average instead of z: its harm is then bounded by z standard errors of the
+test set plus half a noise deviation a round, instead of z of each. The clip keeps one round from deciding: an honest upload measured far above z once (a
 round in which its classes are over-represented at the edge) adds at most ``cap``, and a
 push measured as helpful once cannot pay back more than ``relief`` of earlier harm.
 
 S is recorded on chain as the record's Λ (as −S, so that higher is better, with −``limit``
-its threshold). So every edge resumes from the chain after a restart, and an auditor
-recomputes each S from the previous record and a re-executed score: the record of round r
-is checked against the record of the round before (``chain.tasks.standings_before``).
+its threshold). So every edge starts a round from the vehicle's latest record, at whatever
+edge, and resumes from the chain after a restart; an auditor recomputes each S from the
+vehicle's record before it and a re-executed score (``chain.tasks.standings_before``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class StandingRule:
 @dataclass(frozen=True)
 class Standings:
     """What an edge knows before closing a round: the rule and each vehicle's standing
-    after its last record at this edge (absent: 0)."""
+    after its latest record in the task, at any edge (absent: 0)."""
 
     rule: StandingRule
     before: Mapping[int, float] = field(default_factory=dict)
@@ -100,8 +100,8 @@ class Standings:
 
 
 def task_standings(task: TaskDraft, before: Mapping[int, float]) -> Standings | None:
-    """The task's :class:`Standings` at one edge given each vehicle's standing ``before``
-    the round; None where the task keeps none: without ``aggregation.standing``, and in
+    """The task's :class:`Standings` given each vehicle's standing ``before`` the round;
+    None where the task keeps none: without ``aggregation.standing``, and in
     asynchronous rounds or without DP, where leave-out testing gives no scores in units
     of DP noise."""
     spec = task.aggregation.standing

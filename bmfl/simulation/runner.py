@@ -335,7 +335,7 @@ def run_simulation(
     result = SimulationResult(config, attackers=sorted(attackers))
     contributions: dict[int, dict[int, int]] = defaultdict(dict)
     edge_scores: dict[int, int] = defaultdict(int)  # S_ℓ: consensus scores summed over quorum rounds
-    standing_at: dict[int, dict[int, float]] = defaultdict(dict)  # edge → vehicle → standing (bmfl.rounds.standing)
+    standing_of: dict[int, float] = {}  # vehicle → its standing in the task, wherever it goes (bmfl.rounds.standing)
     leaders: list[int] = []
     meter = BlobMeter(config.model, model.state_dict(), SIMULATED_TASK_ID, blob_store)
     assoc = associations(config)
@@ -372,7 +372,7 @@ def run_simulation(
                     edge, chosen = waiting.popleft()  # its uploads leave memory once it has aggregated them
                     ups = {v: trained.pop(v) for v in chosen if v not in excluded}
                     gone = {v: excluded[v] for v in chosen if v in excluded}
-                    standings = task_standings(config, standing_at[edge])
+                    standings = task_standings(config, standing_of)
                     if attack is not None and attack.colludes:
                         close = _closing(lambda trial: aggregate_edge(edge_agg, trial, sizes, global_vec, r, gone, standing=standings))
                         ups = shape_edge_uploads(
@@ -384,7 +384,7 @@ def run_simulation(
                     if chosen:
                         outcomes[edge] = aggregate_edge(edge_agg, ups, sizes, global_vec, r, gone, standing=standings)
                         if standings is not None:  # Λ is the standing after the round, as the chain records it
-                            standing_at[edge] |= {v: -x.reliability for v, x in outcomes[edge].verdicts.items() if x.reliability is not None}
+                            standing_of |= {v: -x.reliability for v, x in outcomes[edge].verdicts.items() if x.reliability is not None}
             participation = {}
             for edge, outcome in outcomes.items():
                 for v, verdict in outcome.verdicts.items():
