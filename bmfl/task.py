@@ -396,7 +396,7 @@ class TaskDraft(_Strict):
     aggregation: AggregationSpec = Field(
         default_factory=lambda: AggregationSpec(ratchet=DEFAULT_RATCHET, standing=StandingSpec()),
         description="filters and rules at the edges and the cloud (default: the pipeline below, behind the cloud's "
-        "rollback guard and with each vehicle's standing at its edge)",
+        "rollback guard and with each vehicle's standing in the task)",
     )  # fmt: skip
     asynchrony: AsyncSpec = Field(default_factory=AsyncSpec, description="sync (default) or async rounds")
     seed: int = Field(0, ge=0, lt=2**63, description="seeds trainer selection (bmfl.rounds.seeds)")

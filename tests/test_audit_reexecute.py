@@ -223,7 +223,7 @@ def test_standings_live_on_chain_follow_a_handover_and_an_inflated_one_is_named_
     (docs/algorithms.md §8.10). One edge records an honest vehicle's standing in round 1
     as 6, over the limit of 5. Before round 2 the vehicle hands over to another edge (a
     barred attacker would, to start afresh): that edge, reading the chain, bars it before
-    its filters run, θ = 0, its standing carried. The audit re-derives every standing from
+    its filters run, θ = 0, and records its standing less the drift (5.5). The audit re-derives every standing from
     the chain and names exactly the inflated Λ; round 2, which only followed the chain,
     re-executes clean, and so does every other record."""
     assert DRAFT.aggregation.standing is not None
@@ -262,7 +262,8 @@ def test_standings_live_on_chain_follow_a_handover_and_an_inflated_one_is_named_
     recorded = TasksClient(w3, deployment.tasks).recorded_rounds(task_id, deployment.block_number)
     (barred,) = [(r.edge, rec) for r in recorded if r.round == 2 for rec in r.decoded() if rec.vehicle == victim["vehicle"]]
     assert barred[0] == victim["edge"] == liar + 1  # recorded where it went
-    assert barred[1].malicious and barred[1].theta == 0 and barred[1].reliability == inflated  # barred; its standing carried
+    assert barred[1].malicious and barred[1].theta == 0  # barred, its standing carried, less the drift for the round served
+    assert barred[1].reliability == inflated + SCALE // 2
     honest = [rec for r in recorded for rec in r.decoded() if rec.vehicle != victim["vehicle"]]
     assert honest and all(rec.reliability <= 0 for rec in honest)  # Λ = −S ≤ 0
     code, raw = stack.audit(task_id, LocalBlobStore(stack.blobs).put(test_set), "--json")

@@ -37,19 +37,20 @@ def test_the_standing_adds_clipped_scores_less_the_drift_and_never_goes_below_ze
         StandingRule(drift=0.5, cap=0.5)
 
 
-def test_standings_bar_over_the_limit_and_advance_only_uploads_the_test_scored():
-    standings = Standings(StandingRule(limit=5.0), {1: 5.5, 2: 1.0, 3: 4.0})
+def test_standings_bar_over_the_limit_and_advance_uploads_the_test_scored_and_barred_ones():
+    standings = Standings(StandingRule(limit=5.0), {1: 5.5, 2: 1.0, 3: 4.0, 5: 5.2})
     assert standings.barred([1, 2, 3, 4]) == {1: Verdict(0.0, True, BARRED, -5.5, -5.0)}
     after = standings.after({
-        1: Verdict(0.0, True, BARRED, -5.5, -5.0),
+        1: Verdict(0.0, True, BARRED, -5.5, -5.0),  # serves its bar: a score of 0, less the drift
+        5: Verdict(0.0, True, BARRED, -5.2, -5.0),
         2: Verdict(0.4, False, None, -2.7, -3.0),  # kept, scored x = 2.7 by leave-out
         3: Verdict(0.0, True, "filter:leave_out", -9.0, -3.0),  # dropped by it: x = 9, clipped at 3
         4: Verdict(0.0, True, "filter:dp_envelope"),  # never reached the test
     })  # fmt: skip
-    assert {v: -x.reliability for v, x in after.items()} == {1: 5.5, 2: 3.2, 3: 6.5, 4: 0.0}
+    assert {v: -x.reliability for v, x in after.items()} == {1: 5.0, 5: 4.7, 2: 3.2, 3: 6.5, 4: 0.0}
     assert after[2].theta == 0.4 and not after[2].flagged and after[3].reason == "filter:leave_out"
     assert all(x.threshold == -5.0 for x in after.values())
-    assert standings.barred_after(after) == {1, 3}
+    assert standings.barred_after(after) == {3}  # 1 and 5 are back at the limit: their next upload is judged
 
 
 def _score(first: dict, group: tuple[int, ...]) -> float:
@@ -107,8 +108,9 @@ def test_uploads_each_round_lets_through_are_barred_once_their_scores_add_up():
     """The attackers score x = 1.76 and 2.94 (< z = 3: every round's test keeps them); each
     round adds x − 0.5 to their standing, which passes 5 after round 4 (1.26 a round; once
     the other is barred its score moves a little) and after round 3 (2.44 a round): they are
-    flagged ``standing`` from rounds 5 and 4, before the filters run. Honest uploads score
-    about −52 and their standing stays 0."""
+    flagged ``standing`` from rounds 5 and 4, before the filters run, and each barred round
+    takes the drift off their standing. Honest uploads score about −52 and their standing
+    stays 0."""
     plain = _rounds(None, 1)[0]
     x = {v: -plain[v].reliability for v in (2, 5)}
     assert x[2] == pytest.approx(1.759, abs=1e-3) and x[5] == pytest.approx(2.939, abs=1e-3)
@@ -117,7 +119,8 @@ def test_uploads_each_round_lets_through_are_barred_once_their_scores_add_up():
     for v, last in ((2, 4), (5, 3)):
         standing = [-rounds[r][v].reliability for r in range(5)]
         assert standing[:3] == pytest.approx([(r + 1) * (x[v] - 0.5) for r in range(3)], abs=1e-5)
-        assert standing[last - 1] > 5 and standing[last:] == [standing[last - 1]] * (5 - last)  # barred: no more evidence
+        # barred: no more evidence, and the standing falls by the drift per round served
+        assert standing[last - 1] > 5 and standing[last:] == pytest.approx([standing[last - 1] - 0.5 * (r + 1) for r in range(5 - last)])
         assert rounds[last][v].reason == BARRED and rounds[last][v].theta == 0.0
     assert all(-verdicts[v].reliability == 0.0 for verdicts in rounds for v in (0, 1, 3, 4))
     assert sum(verdict.theta for verdict in rounds[4].values()) == pytest.approx(1.0)
@@ -153,7 +156,7 @@ def test_a_barred_vehicle_stays_barred_at_every_edge_it_drives_to():
     a 1 km ring road at 100–300 m/s, so that vehicles change edge most rounds: each round's
     test drops them (x over its cap, 3), so their standing passes 5 in round 3. From then on
     every upload of theirs is flagged ``standing`` at whichever edge it reaches, with the
-    standing it left its last edge with; every honest vehicle's standing also carries over
+    standing it left its last edge with, less the drift; every honest vehicle's standing also carries over
     its handovers (the simulator's copy of what the edges read back from the chain)."""
     scale = robustness.Scale("t", "mnist_5k", 10, 2, 5, 2, 300, (0.4,), (0,), ("median-aware",),
                              ("Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)+St",), ("Dirichlet(0.9)",), "private")  # fmt: skip
@@ -168,7 +171,7 @@ def test_a_barred_vehicle_stays_barred_at_every_edge_it_drives_to():
             v, standing = up["vehicle"], -up["reliability"]
             edge, before = seen.get(v, (up["edge"], 0.0))
             if before > rule.limit:
-                assert up["flagged"] and up["reason"] == BARRED and standing == before, (metrics.round, up)
+                assert up["flagged"] and up["reason"] == BARRED and standing == before - rule.drift, (metrics.round, up)
                 moved_barred += edge != up["edge"]
             elif up["reason"] is None or up["reason"] == "filter:leave_out":
                 assert standing <= before + rule.cap - rule.drift + 1e-6 and standing >= max(0.0, before - rule.relief - rule.drift) - 1e-6

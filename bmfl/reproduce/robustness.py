@@ -121,7 +121,7 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
         "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)": {
             "edge": {"name": "noise_weighted"}, "ratchet": 0.05,
             "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5}}]},
-        # the same behind each vehicle's standing at its edge (§8.10)
+        # the same behind each vehicle's standing in the task (§8.10)
         "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)+St": {
             "edge": {"name": "noise_weighted"}, "ratchet": 0.05, "standing": {},
             "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5}}]},
@@ -411,7 +411,7 @@ def write_report(
                  else f" (the `{preset}` preset's pipeline)" if preset
                  else " (the paper's pipeline)" if name == "BMFL" else "")  # fmt: skip
         guard = "" if measured[1] is None else f"; the cloud's ratchet, tolerance {measured[1]:g}"
-        guard += "; each vehicle's standing at its edge (§8.10)" if measured[2] else ""
+        guard += "; each vehicle's standing in the task (§8.10)" if measured[2] else ""
         lines.append(f"- **{name}**{label}: " + " → ".join(measured[0]) + guard)
     lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
     for label in scale.attacks:

@@ -12,14 +12,20 @@ keeps a one-sided cumulative sum (CUSUM; Page 1954) of the clipped scores per ve
 
     S_r = max(0, S_{r−1} + clip(x_r, −``relief``, ``cap``) − ``drift``),
 
-and bars a vehicle whose S exceeds ``limit`` from every later round of the task, at every
-edge (its uploads are flagged ``standing`` before the filters run): a vehicle chooses its
-edge (it signs its own association), so a standing kept per edge would be shed by handing
-over to another. An attacker kept under the limit for the task must hold x to about
-``drift`` on average instead of z: its harm is then bounded by z standard errors of the
-test set plus half a noise deviation a round, instead of z of each. The clip keeps one round from deciding: an honest upload measured far above z once (a
-round in which its classes are over-represented at the edge) adds at most ``cap``, and a
-push measured as helpful once cannot pay back more than ``relief`` of earlier harm.
+and bars a vehicle whose S exceeds ``limit`` at every edge (its uploads are flagged
+``standing`` before the filters run): a vehicle chooses its edge (it signs its own
+association), so a standing kept per edge would be shed by handing over to another.
+An attacker kept under the limit must hold x to about ``drift`` on average instead of z:
+its harm is then bounded by z standard errors of the test set plus half a noise deviation
+a round, instead of z of each. The clip keeps one round from deciding: an honest upload
+measured far above z once (a round in which its classes are over-represented at the
+edge) adds at most ``cap``, and a push measured as helpful once cannot pay back more than
+``relief`` of earlier harm. A barred upload counts as a score of 0, so S falls by the
+drift for each round the vehicle serves barred, and it returns once S is back at the
+limit: an honest vehicle that a run of unlucky rounds pushed over it is out for a few
+rounds, not for the rest of a long task, and the bound stays (whatever a vehicle does,
+the clipped scores of its accepted uploads sum to at most drift × its rounds + limit +
+cap).
 
 S is recorded on chain as the record's Λ (as −S, so that higher is better, with −``limit``
 its threshold). So every edge starts a round from the vehicle's latest record, at whatever
@@ -81,12 +87,17 @@ class Standings:
 
     def after(self, verdicts: Mapping[int, Verdict]) -> dict[int, Verdict]:
         """``verdicts`` with Λ = −S after this round: advanced by the leave-out score of
-        each upload the test judged (Λ = −x, the filter's convention), unchanged for the
-        others (flagged before the test, or barred)."""
+        each upload the test judged (Λ = −x, the filter's convention), by a score of 0 for
+        a barred upload (its standing falls by the drift: it serves its bar), unchanged for
+        the others (flagged before the test)."""
         out = {}
         for v, verdict in verdicts.items():
-            judged = verdict.reliability is not None and (not verdict.flagged or verdict.reason == SCORED_BY)
-            standing = self.rule.advance(self.of(v), -verdict.reliability) if judged else self.of(v)  # type: ignore[operator]
+            score = None
+            if verdict.reason == BARRED:
+                score = 0.0
+            elif verdict.reliability is not None and (not verdict.flagged or verdict.reason == SCORED_BY):
+                score = -verdict.reliability
+            standing = self.of(v) if score is None else self.rule.advance(self.of(v), score)
             out[v] = self._verdict(v, verdict.theta, verdict.flagged, verdict.reason, standing)
         return out
 
