@@ -268,13 +268,14 @@ class ServerSpec(_Strict):
 class StandingSpec(_Strict):
     """Leave-out testing's evidence carried across rounds (``bmfl.rounds.standing``,
     docs/algorithms.md §8.10): each vehicle's one-sided cumulative sum of its clipped
-    leave-out scores at an edge, S = max(0, S + clip(x, −relief, cap) − drift); a vehicle
-    whose S exceeds ``limit`` is barred at that edge for the rest of the task."""
+    leave-out scores over the task, at any edge, S = max(0, S + clip(x, −relief, cap) −
+    drift); a vehicle whose S exceeds ``limit`` is barred at every edge, and each round it
+    serves barred counts as a score of 0."""
 
     drift: float = Field(0.5, gt=0, le=10, description="k, the score a round may add without the standing growing")
     relief: float = Field(1.0, ge=0, le=100, description="the most one round's score may take off the standing")
     cap: float = Field(3.0, gt=0, le=100, description="the most one round's score may add to the standing (before the drift)")
-    limit: float = Field(5.0, gt=0, le=1000, description="h, the standing above which the vehicle is barred at the edge")
+    limit: float = Field(5.0, gt=0, le=1000, description="h, the standing above which the vehicle is barred")
 
     @model_validator(mode="after")
     def _cap_above_drift(self) -> "StandingSpec":
@@ -319,8 +320,9 @@ class AggregationSpec(_Strict):
     )  # fmt: skip
     standing: StandingSpec | None = Field(
         None,
-        description="each edge bars, for the rest of the task, a vehicle whose leave-out scores add up to more than "
-        "single rounds' harm can explain (docs/algorithms.md §8.10; needs the leave_out filter, last; synchronous rounds "
+        description="the edges bar a vehicle whose leave-out scores over the task add up to more than single "
+        "rounds' harm can explain, until its standing has fallen back by the drift a barred round "
+        "(docs/algorithms.md §8.10; needs the leave_out filter, last; synchronous rounds "
         "with DP training, which the scores are measured in: other tasks ignore it, as asynchronous ones the ratchet); "
         "None: off",
     )  # fmt: skip

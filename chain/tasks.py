@@ -3,6 +3,8 @@ settlement and claims."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from enum import IntEnum
 
@@ -181,6 +183,11 @@ def round_starts(started: Iterable[ChainEvent], up_to: int) -> list[str]:
     return [digests[r] for r in sorted(digests)]
 
 
+CALLDATA_KEPT = 16 * 2**20
+"""Bytes of ``recordRound`` records a :class:`TasksClient` keeps (117 a record: about
+140,000 records)."""
+
+
 def standings_before(recorded: Iterable[RecordedRound], round_: int) -> dict[int, float]:
     """Vehicle → its standing in the task after its latest record before round ``round_``,
     at whichever edge recorded it (the record's Λ is −S, ``bmfl.rounds.standing``); of two
@@ -318,9 +325,7 @@ class TasksClient(ContractClient):
         order, with its records read back from the transaction's calldata."""
         out = []
         for ev in self.events("RoundRecorded", from_block, taskId=task_id, **filters):
-            tx = self.w3.eth.get_transaction(ev.tx_hash)  # type: ignore[arg-type]
-            _, args = self.contract.decode_function_input(tx["input"])
-            packed = bytes(args["records"])
+            packed = self._packed_records(ev.tx_hash)
             out.append(
                 RecordedRound(
                     edge=ev.edge, round=ev.round, preliminary_digest=_raw(ev.preliminaryDigest),  # type: ignore[attr-defined]
@@ -331,6 +336,25 @@ class TasksClient(ContractClient):
                 )  # fmt: skip
             )
         return out
+
+    def _packed_records(self, tx_hash: str) -> bytes:
+        """The records argument of one mined ``recordRound`` transaction, read from the node
+        once per client (calldata never changes): an edge reads every earlier record of its
+        task at each close, so without this each close costs one read per recorded round.
+        The most recently used, up to :data:`CALLDATA_KEPT` bytes, are kept."""
+        kept: OrderedDict[str, bytes] = self.__dict__.setdefault("_calldata", OrderedDict())
+        with self.__dict__.setdefault("_calldata_lock", threading.Lock()):
+            if tx_hash in kept:
+                kept.move_to_end(tx_hash)
+                return kept[tx_hash]
+        tx = self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        _, args = self.contract.decode_function_input(tx["input"])
+        packed = bytes(args["records"])
+        with self._calldata_lock:
+            kept[tx_hash] = packed
+            while sum(map(len, kept.values())) > CALLDATA_KEPT:
+                kept.popitem(last=False)
+        return packed
 
 
 def _raw(hex0x: str) -> bytes:

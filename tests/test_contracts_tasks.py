@@ -5,6 +5,7 @@ wei, double claim, reentrancy on claim, cancel/refund of a stalled task."""
 
 from __future__ import annotations
 
+import pytest
 from web3 import Web3
 
 from chain.artifacts import load_artifact
@@ -204,6 +205,24 @@ def test_record_round_builds_the_tree_and_the_log(chain: Chain) -> None:
     (recorded,) = tasks.recorded_rounds(task_id, edge=0)
     assert recorded.entry == entry and recorded.records == raw and recorded.decoded() == sorted(recs, key=lambda x: x.vehicle)
     assert recorded.preliminary_cid == "bafy-p0" and recorded.samples == 77
+
+
+def test_recorded_rounds_read_each_transactions_calldata_once(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every close reads the task's earlier records (the vehicles' standings): a client asks
+    the node for each ``recordRound`` transaction once, and answers the same afterwards."""
+    task_id = new_task(chain)
+    chain.start(task_id)
+    for e in range(2):
+        chain.record_edge(task_id, e, [e, e + 5], {e: 3, e + 5: 4})
+    tasks = chain.tasks()
+    reads: list[str] = []
+    fetch = tasks.w3.eth.get_transaction
+    monkeypatch.setattr(tasks.w3.eth, "get_transaction", lambda tx: reads.append(tx) or fetch(tx))
+    first = tasks.recorded_rounds(task_id)
+    assert len(first) == 2 and len(reads) == 2
+    assert tasks.recorded_rounds(task_id) == first and tasks.recorded_rounds(task_id, edge=1) == first[1:]
+    assert len(reads) == 2  # no read more for the same transactions
+    assert [r.vehicle for x in first for r in x.decoded()] == [0, 5, 1, 6]
 
 
 def test_log_hash_chains_the_rounds(chain: Chain) -> None:
