@@ -213,11 +213,13 @@ def test_the_white_box_attacker_stays_under_the_limit_when_the_edge_keeps_standi
     attack, view, u = _white_box_view(lambda up: mean.aggregate(up, sizes, torch.zeros(D)).aggregate)
     bound = 0.5 * attack._push.step
 
-    def bars(sent: torch.Tensor) -> bool:
+    def bars(sent: torch.Tensor, serving: int = 0) -> int:
         noise = torch.randn((2, D), generator=torch.Generator().manual_seed(5), dtype=torch.float64) * attack._push.variance**0.5
         pushes.append(float(-((sent.double() - noise) @ u.double()).mean()))
-        return pushes[-1] > bound
+        return serving + 2 * (pushes[-1] > bound)
 
     kept = push(attack, view, u, bars)
     assert full == pytest.approx(attack._push.step, rel=1e-6) and 0.99 * bound < kept <= bound
     assert max(pushes) > bound  # it tried farther and was told it would be barred
+    # one colluder serves a bar whatever they send: the other still pushes to the bound
+    assert 0.99 * bound < push(attack, view, u, lambda sent: bars(sent, serving=1)) <= bound

@@ -71,7 +71,7 @@ class EdgeView:
     the trainer list the edge commits on chain); ``edge_aggregate`` (white-box attacks
     only) maps the (A, d) uploads the attackers might send to the aggregate the edge
     would then record (w^{r-1} where it would record none); ``edge_bars`` (white-box, at
-    an edge that keeps standings) whether the edge would then bar any of them from its
+    an edge that keeps standings) how many of them the edge would then bar from its
     later rounds (``bmfl.rounds.standing``)."""
 
     edge: int
@@ -84,7 +84,7 @@ class EdgeView:
     previous_reference: torch.Tensor | None = None
     honest: torch.Tensor | None = None
     edge_aggregate: Callable[[torch.Tensor], torch.Tensor] | None = None
-    edge_bars: Callable[[torch.Tensor], bool] | None = None
+    edge_bars: Callable[[torch.Tensor], int] | None = None
 
     def known(self) -> torch.Tensor:
         """The benign-looking uploads the attackers can estimate statistics from: the

@@ -65,7 +65,7 @@ def shape_edge_uploads(
 
         oracle = lambda sent: edge_aggregate(trial(sent))  # noqa: E731
         if edge_bars is not None:
-            bars = lambda sent: bool(edge_bars(trial(sent)) & set(mine))  # noqa: E731
+            bars = lambda sent: len(edge_bars(trial(sent)) & set(mine))  # noqa: E731
     view = EdgeView(
         edge=edge,
         vehicles=mine,

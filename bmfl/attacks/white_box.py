@@ -11,14 +11,15 @@ honest uploads and their w^{r-1} + t·u/‖u‖ + n_a (``EdgeView.edge_aggregate
 step whose recorded model lies farthest along u, and refine it by ``refinements``
 bisections towards the next larger step (while the pipeline keeps them, a longer push
 moves the aggregate farther; once it drops them, the push counts for nothing). At an
-edge that keeps standings (``bmfl.rounds.standing``) a push after which the edge would
-bar any of them from its later rounds ranks below every other: the attacker stays in the
-task, pushing as far as its standing allows each round, rather than being shut out.
+edge that keeps standings (``bmfl.rounds.standing``) pushes rank first by how few of the
+colluders the edge would then bar from its later rounds, then by how far they move the
+aggregate: the attacker stays in the task, pushing as far as its standing allows each
+round, rather than being shut out; a colluder serving a bar whatever they send does not
+hold the others back.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -57,11 +58,10 @@ class WhiteBox(Attack):
         def sent(step: float) -> torch.Tensor:
             return (ref + step * unit + noise).to(view.own.dtype)
 
-        def harm(step: float) -> float:
+        def harm(step: float) -> tuple[int, float]:
             pushed = sent(step)
-            if view.edge_bars is not None and view.edge_bars(pushed):
-                return -math.inf  # barred from every later round: worse than any push the edge keeps them for
-            return float((view.edge_aggregate(pushed).to(torch.float64) - ref) @ unit)
+            barred = 0 if view.edge_bars is None else view.edge_bars(pushed)  # fewer bars first: a stay outweighs any push
+            return -barred, float((view.edge_aggregate(pushed).to(torch.float64) - ref) @ unit)
 
         grid = [0.0] + [self._push.step * 2.0 ** -k for k in range(self.steps - 2, -1, -1)]
         harms = [harm(t) for t in grid]
