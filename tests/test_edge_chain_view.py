@@ -30,6 +30,7 @@ def test_registration_follows_the_chain_at_each_head(chain: Chain) -> None:
     snapshot = rpc(chain, "evm_snapshot")
     first = view.head()
     assert view.is_active_vehicle(0) and view.is_active_vehicle(1)
+    assert (view.vehicle(0).samples, view.vehicle(1).samples) == (100, 101)
     transfer = chain.w3.eth.send_transaction({"from": chain.operator, "to": chain.outsider, "value": 1})
     chain.w3.eth.wait_for_transaction_receipt(transfer)  # a block with no contract log
     assert view.head().number == first.number + 1
@@ -37,16 +38,18 @@ def test_registration_follows_the_chain_at_each_head(chain: Chain) -> None:
     chain.registry(chain.vehicles[0]).deregister_vehicle()  # the next block, with the registry's log
     assert view.head().number == first.number + 2
     assert not view.is_active_vehicle(0) and view.is_active_vehicle(1)
-    chain.registry(chain.vehicles[0]).register_vehicle(1, 0, 100, b"\x01" * 32)
+    assert not view.vehicle(0).active and view.vehicle(1).active
+    chain.registry(chain.vehicles[0]).register_vehicle(1, 0, 250, b"\x01" * 32)  # back with another size
     rpc(chain, "evm_mine")
     rpc(chain, "evm_mine")  # a gap of three blocks since the last head read: everything re-read
     assert view.head().number == first.number + 5
-    assert view.is_active_vehicle(0)
+    assert view.is_active_vehicle(0) and view.vehicle(0).samples == 250 and view.vehicle(0).active
     chain.registry(chain.vehicles[1]).deregister_vehicle()
-    assert view.head() and not view.is_active_vehicle(1)
+    assert view.head() and not view.is_active_vehicle(1) and not view.vehicle(1).active
     rpc(chain, "evm_revert", snapshot)  # the chain goes back to before all of it
     assert view.head().number == first.number
     assert view.is_active_vehicle(0) and view.is_active_vehicle(1)
+    assert (view.vehicle(0).samples, view.vehicle(1).active) == (100, True)
 
 
 def test_round_state_and_chain_time_follow_the_chain(chain: Chain) -> None:

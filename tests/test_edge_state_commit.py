@@ -53,6 +53,8 @@ def test_concurrent_inserts_each_get_their_answer(tmp_path: Path) -> None:
         stored = {u.vehicle: u.digest for u in state.updates(1, 1)}
         accepted = {a.vehicle: a.digest for a, answer in zip(attempts, answers) if answer is None}
         assert stored == accepted and len(stored) == 20  # the row kept is the one acknowledged
+        assert state.uploaders(1, 1) == list(range(20)) and state.update_count(1, 1) == 20
+        assert state.uploaders(1, 2) == [] and state.update_count(1, 2) == 0
         assert state.add_update(row(0, round_=2)) == "round_not_open"  # never opened
         state.begin_close(1, 1)
         assert state.add_update(row(25)) == "round_not_open"

@@ -129,6 +129,23 @@ def test_harmful_groups_are_taken_most_harmful_first_without_sharing_an_upload()
     assert harmful_groups(groups, torch.tensor([0.1, -0.5, -0.2, 0.3, -0.9, 0.3]), most=1) == (3,)  # a tie: the earlier
 
 
+def test_look_alikes_groups_each_upload_with_the_signals_pointing_its_way():
+    from bmfl.filters.leave_out import look_alikes
+
+    # signals of energy 4, 4, 1, 4 and ~0 (below the floor 1): cosines 0.5 (0-1), 0.75 (1-2), -1 (0-3)
+    h = torch.tensor([
+        [4.0, 2.0, 0.5, -4.0, 0.0],
+        [2.0, 4.0, 1.5, 0.0, 0.0],
+        [0.5, 1.5, 1.0, 0.0, 0.0],
+        [-4.0, 0.0, 0.0, 4.0, 0.9],
+        [0.0, 0.0, 0.0, 0.9, 1e-9],
+    ], dtype=torch.float64)  # fmt: skip
+    floor = torch.ones(5, dtype=torch.float64)
+    assert look_alikes(h, floor, 0.5) == [(0,), (1,), (2,), (3,), (4,), (0, 1), (0, 1, 2), (1, 2)]
+    assert look_alikes(h, floor, 0.6) == [(0,), (1,), (2,), (3,), (4,), (1, 2)]  # 0-1 at 0.5 no longer; 3-4: 0.9/2 = 0.45
+    assert look_alikes(h, floor, 0.4) == [(0,), (1,), (2,), (3,), (4,), (0, 1), (0, 1, 2), (1, 2), (3, 4)]
+
+
 def test_the_passes_are_bounded_and_the_last_drops_every_harmful_group(monkeypatch):
     """Two attackers in dissimilar directions (not look-alikes) are dropped in a pass
     each; with the passes capped at one, that pass drops both: the same verdicts, so

@@ -129,12 +129,15 @@ def look_alikes(h: torch.Tensor, floor: torch.Tensor, similarity: float) -> list
     correction's error, so that a signal lost in the noise resembles nothing). Distinct
     groups, singletons first."""
     energy = torch.maximum(h.diagonal(), floor).sqrt()
-    cosine = h / (energy[:, None] * energy[None, :])
+    close = h.to(torch.float64) / (energy[:, None] * energy[None, :]).to(torch.float64) >= similarity
+    close.fill_diagonal_(True)
     groups = [(m,) for m in range(h.shape[0])]
-    for m in range(h.shape[0]):
-        group = tuple(j for j in range(h.shape[0]) if j == m or float(cosine[m, j]) >= similarity)
-        if len(group) > 1 and group not in groups:
+    seen = set(groups)
+    for row in close:
+        group = tuple(row.nonzero().flatten().tolist())
+        if len(group) > 1 and group not in seen:
             groups.append(group)
+            seen.add(group)
     return groups
 
 
