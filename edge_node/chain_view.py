@@ -45,7 +45,6 @@ class ChainView:
         self._last: tuple[Head | None, BaseException | None] = (None, None)
         self._synced: Head | None = None  # the remembered values hold at this head
         self._tasks: dict[int, TaskInfo] = {}
-        self._active: dict[int, bool] = {}
         self._vehicles: dict[int, VehicleInfo] = {}
         self._epochs = [0, 0]  # bumped when the tasks' / the vehicles' values are dropped
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="chain-head")
@@ -100,10 +99,9 @@ class ChainView:
             emitters = {log["address"] for log in logs}
             drop = [self._chain.tasks.address in emitters, self._chain.registry.address in emitters]
         with self._cond:
-            for i, memos in enumerate(((self._tasks,), (self._active, self._vehicles))):
+            for i, memo in enumerate((self._tasks, self._vehicles)):
                 if drop[i]:
-                    for memo in memos:
-                        memo.clear()
+                    memo.clear()
                     self._epochs[i] += 1
             self._synced = head
         return head
@@ -125,10 +123,12 @@ class ChainView:
         return self._remembered(0, self._tasks, task_id, self._chain.tasks.task)  # type: ignore[return-value]
 
     def is_active_vehicle(self, index: int) -> bool:
-        """Whether vehicle ``index`` is registered, at the last head read or later."""
-        return self._remembered(1, self._active, index, self._chain.registry.is_active_vehicle)  # type: ignore[return-value]
+        """Whether vehicle ``index`` is registered, at the last head read or later (the
+        registry sets and clears its ``active`` flag with the bit ``isActiveVehicle`` reads)."""
+        return self.vehicle(index).active
 
     def vehicle(self, index: int) -> VehicleInfo:
-        """Vehicle ``index``'s registration, at the last head read or later (a close reads
-        every trainer's declared size: one call each, until the registry logs a change)."""
+        """Vehicle ``index``'s registration, at the last head read or later: read once
+        (opening a round reads every candidate's, the close every trainer's size, each
+        upload its sender's) until a block carries a log of the registry."""
         return self._remembered(1, self._vehicles, index, self._chain.registry.vehicle)  # type: ignore[return-value]

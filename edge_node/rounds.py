@@ -140,8 +140,9 @@ class RoundEngine:
     def _candidates(self, spec: TaskSpec) -> list[int]:
         """Associated vehicles, registered now, whose categories match the task's."""
         out = []
+        self.node.view.head()  # registrations as of now, remembered for the uploads that follow
         for assoc in self.node.state.associated(self.node.address):
-            vehicle = self.node.chain.registry.vehicle(assoc.vehicle_index)
+            vehicle = self.node.view.vehicle(assoc.vehicle_index)
             if vehicle.active and vehicle.categories & spec.category:
                 out.append(assoc.vehicle_index)
         return out

