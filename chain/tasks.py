@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from enum import IntEnum
 
 from pydantic import BaseModel, ConfigDict, Field
+from web3 import Web3
 
 from bmfl.incentives import SCALE
 from bmfl.protocol.schemas import TaskDraft
@@ -209,6 +210,12 @@ class TasksClient(ContractClient):
 
     artifact = "BMFLTasks"
 
+    def __init__(self, w3: Web3, address: str, sender: str | None = None) -> None:
+        super().__init__(w3, address, sender)
+        self._calldata: OrderedDict[str, bytes] = OrderedDict()  # tx hash → records, most recently used last
+        self._calldata_bytes = 0
+        self._calldata_lock = threading.Lock()
+
     # publisher
     def create_task(self, params: TaskParams, escrow_wei: int) -> tuple[int, Receipt]:
         """Create a task escrowing ``escrow_wei``; returns its id."""
@@ -342,18 +349,19 @@ class TasksClient(ContractClient):
         once per client (calldata never changes): an edge reads every earlier record of its
         task at each close, so without this each close costs one read per recorded round.
         The most recently used, up to :data:`CALLDATA_KEPT` bytes, are kept."""
-        kept: OrderedDict[str, bytes] = self.__dict__.setdefault("_calldata", OrderedDict())
-        with self.__dict__.setdefault("_calldata_lock", threading.Lock()):
-            if tx_hash in kept:
-                kept.move_to_end(tx_hash)
-                return kept[tx_hash]
+        with self._calldata_lock:
+            if tx_hash in self._calldata:
+                self._calldata.move_to_end(tx_hash)
+                return self._calldata[tx_hash]
         tx = self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
         _, args = self.contract.decode_function_input(tx["input"])
         packed = bytes(args["records"])
         with self._calldata_lock:
-            kept[tx_hash] = packed
-            while sum(map(len, kept.values())) > CALLDATA_KEPT:
-                kept.popitem(last=False)
+            if tx_hash not in self._calldata:  # another thread may have read it meanwhile
+                self._calldata[tx_hash] = packed
+                self._calldata_bytes += len(packed)
+            while self._calldata_bytes > CALLDATA_KEPT:
+                self._calldata_bytes -= len(self._calldata.popitem(last=False)[1])
         return packed
 
 

@@ -12,7 +12,7 @@ from chain.artifacts import load_artifact
 from chain.base import ContractClient, calldata
 from chain.records import RoundLog, log_hash, pack_records, records_root
 from chain.settlement import settle_when_open
-from chain.tasks import Phase, Status
+from chain.tasks import Phase, Status, TasksClient
 from chain_fixtures import Chain, chain, chain_module, digest, reverts  # noqa: F401
 
 NO_LEADER = 255
@@ -223,6 +223,11 @@ def test_recorded_rounds_read_each_transactions_calldata_once(chain: Chain, monk
     assert tasks.recorded_rounds(task_id) == first and tasks.recorded_rounds(task_id, edge=1) == first[1:]
     assert len(reads) == 2  # no read more for the same transactions
     assert [r.vehicle for x in first for r in x.decoded()] == [0, 5, 1, 6]
+    monkeypatch.setattr("chain.tasks.CALLDATA_KEPT", 300)  # room for one transaction's two records (234 bytes)
+    bounded = TasksClient(tasks.w3, tasks.address)  # a fresh client, nothing kept yet
+    monkeypatch.setattr(bounded.w3.eth, "get_transaction", lambda tx: reads.append(tx) or fetch(tx))
+    assert bounded.recorded_rounds(task_id) == first and bounded.recorded_rounds(task_id) == first
+    assert len(reads) == 2 + 4 and list(bounded._calldata) == [reads[-1]] and bounded._calldata_bytes == 234
 
 
 def test_log_hash_chains_the_rounds(chain: Chain) -> None:
