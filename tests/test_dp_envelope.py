@@ -12,7 +12,7 @@ import torch
 from bmfl.aggregation import compose, get_aggregator
 from bmfl.attacks import get_attack
 from bmfl.attacks.alie import mean_minus_z_std
-from bmfl.attacks.base import EdgeView
+from bmfl.attacks.base import AttackContext, EdgeView
 from bmfl.filters import get_filter
 from bmfl.filters import gram
 from bmfl.filters.dp_envelope import SHAPE_QUANTILES, maximum_independent_set, shape_excess, signal_bound
@@ -215,6 +215,21 @@ def test_envelope_aware_attack_passes_the_envelope_by_construction():
     assert not torch.equal(sent[0], sent[1])
     res = envelope()(torch.cat([ups[:5], sent]), torch.full((8,), float(N)), ref)
     assert res.keep.all()
+
+
+def test_free_rider_sends_fresh_dp_sized_noise_that_the_envelope_cannot_tell_from_an_honest_upload():
+    """The disguised free rider trains nothing and sends w^{r-1} + N(0, v I), v the noise
+    an honest DP-SGD upload of the task carries: every coordinate's mean square is v, two
+    riders draw different noise, and the envelope keeps them beside honest uploads."""
+    ref, ups, v = honest_uploads(5, seed=8)
+    attack = get_attack("free_rider", training=dict(BMFL_TRAINING))
+    assert not attack.trains and attack.variance == pytest.approx(noise_variance(CONFIG, N))
+    sent = torch.stack([attack.poison_update(ups[0], AttackContext(ref, torch.Generator().manual_seed(s))) for s in (1, 2, 3)])
+    assert not torch.equal(sent[0], sent[1])
+    for row in sent - ref:
+        assert float(row.pow(2).mean()) == pytest.approx(v, rel=0.05)
+        assert abs(float(row.mean())) < 5 * math.sqrt(v / D)
+    assert envelope()(torch.cat([ups, sent]), torch.full((8,), float(N)), ref).keep.all()
 
 
 def test_centered_clip_known_answers():

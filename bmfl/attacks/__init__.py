@@ -12,6 +12,7 @@ from bmfl.attacks.behaviour import local_upload
 from bmfl.attacks.data_noise import DataNoise
 from bmfl.attacks.envelope_aware import EnvelopeAware
 from bmfl.attacks.envelope_backdoor import EnvelopeBackdoor
+from bmfl.attacks.free_rider import FreeRider
 from bmfl.attacks.gaussian import GaussianNoise
 from bmfl.attacks.ipm import InnerProductManipulation
 from bmfl.attacks.label_flip import LabelFlip
@@ -35,6 +36,7 @@ __all__ = [
     "ClipAware",
     "EnvelopeAware",
     "EnvelopeBackdoor",
+    "FreeRider",
     "MedianAware",
     "WhiteBox",
     "z_max",

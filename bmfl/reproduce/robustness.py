@@ -16,7 +16,7 @@ reports, as mean ± standard deviation over the seeds:
 The row ``ideal filter`` is a reference, not an attack: each pipeline with the edges
 dropping exactly the attackers' uploads, the accuracy its honest vehicles alone reach.
 
-Every attack colludes at its edge and is omniscient (sees the honest uploads of its
+Every attack but the free rider colludes at its edge and is omniscient (sees the honest uploads of its
 edge); ``reliability_aware`` knows the self-reliability filter's tolerance as the BMFL
 pipeline configures it; ``clip_aware`` sends the reversed mean update at the median
 honest norm, which norm clipping leaves whole; ``trust_aware`` sends an update 45° off the
@@ -26,8 +26,9 @@ reversed mean update just inside centered clipping's radius around its centre;
 ``dp_envelope`` filter admits, along the attackers' DP-free descent direction;
 ``envelope_backdoor`` sends the same noise plus that largest signal along the attackers'
 backdoored update; ``white_box`` queries the edge's exact pipeline, its test set
-included, for the longest push against the descent direction that it lets through. DP
-is on for every vehicle except the backdoor attackers.
+included, for the longest push against the descent direction that it lets through;
+``free_rider`` trains nothing and sends w^{r-1} plus fresh noise at the DP variance, on
+its own (no collusion). DP is on for every vehicle except the backdoor attackers.
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "pixel backdoor": ("backdoor", {**BACKDOOR}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
     "envelope backdoor": ("envelope_backdoor", {**BACKDOOR, "training": dict(BMFL_TRAINING)}),
+    "free rider": ("free_rider", {"training": dict(BMFL_TRAINING)}),
     IDEAL: ("sign_flip", {}),
 }
 
@@ -413,7 +415,7 @@ def write_report(
         guard = "" if measured[1] is None else f"; the cloud's ratchet, tolerance {measured[1]:g}"
         guard += "; each vehicle's standing in the task (§8.10)" if measured[2] else ""
         lines.append(f"- **{name}**{label}: " + " → ".join(measured[0]) + guard)
-    lines += ["", "Attacks (all collude per edge and see the honest uploads of their edge):", ""]
+    lines += ["", "Attacks (all but the free rider collude per edge and see the honest uploads of their edge):", ""]
     for label in scale.attacks:
         if label == IDEAL:
             lines.append(f"- **{label}**: no attack; the edges drop exactly the attackers' uploads, a reference that knows "
