@@ -7,9 +7,9 @@ v as ``dp_envelope`` computes it from the task's public training settings (``tra
 for ``num_samples`` samples (any n ≥ B·T gives the same v). Under DP an honest upload's
 signal is small beside its noise, so this upload looks like an honest one whose signal
 the noise hides. It costs the attacker no computation and harms the model only by the
-weight it takes from honest uploads; where pay follows the weight θ (§6), it is paid as
-an honest vehicle for contributing nothing. It needs no collusion and no knowledge
-beyond the task's settings.
+weight it takes from honest uploads; where pay follows the weight θ (docs/algorithms.md
+§6), it is paid as an honest vehicle for contributing nothing. It needs no collusion and
+no knowledge beyond the task's settings.
 """
 
 from __future__ import annotations

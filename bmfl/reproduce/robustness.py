@@ -16,9 +16,9 @@ reports, as mean ± standard deviation over the seeds:
 The row ``ideal filter`` is a reference, not an attack: each pipeline with the edges
 dropping exactly the attackers' uploads, the accuracy its honest vehicles alone reach.
 
-Every attack but the free rider colludes at its edge and is omniscient (sees the honest uploads of its
-edge); ``reliability_aware`` knows the self-reliability filter's tolerance as the BMFL
-pipeline configures it; ``clip_aware`` sends the reversed mean update at the median
+Every attack but the free rider colludes at its edge and is omniscient (sees the honest
+uploads of its edge); ``reliability_aware`` knows the self-reliability filter's tolerance
+as the BMFL pipeline configures it; ``clip_aware`` sends the reversed mean update at the median
 honest norm, which norm clipping leaves whole; ``trust_aware`` sends an update 45° off the
 benign mean, which FLTrust trusts more than a DP-noised honest one; ``cc_aware`` sends the
 reversed mean update just inside centered clipping's radius around its centre;
