@@ -49,17 +49,32 @@ class EnvelopeAware(Attack):
         return self._push.send(view, -self._push.mean_update(view))
 
 
-class EnvelopePush:
+class HonestNoise:
+    """The DP noise an honest upload of the task carries, N(0, v I), v as ``dp_envelope``
+    computes it for ``num_samples`` from the task's public training settings (any
+    n ≥ B·T gives the same v)."""
+
+    def __init__(self, training: dict[str, Any], num_samples: int) -> None:
+        if num_samples < 1:
+            raise ValueError("need num_samples >= 1")
+        self.config = TrainingSpec.model_validate(training).local()
+        self.variance = noise_variance(self.config, num_samples)
+
+    def draw(self, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+        """Fresh noise of that variance, in float64."""
+        return torch.randn(shape, generator=generator, dtype=torch.float64) * self.variance**0.5
+
+
+class EnvelopePush(HonestNoise):
     """What an attacker inside the envelope sends: w^{r-1} + ``scale``·S·u/‖u‖ + n along
     a direction u, with n ~ N(0, v I) drawn fresh per attacker, v and S as ``dp_envelope``
     computes them for ``num_samples`` from the task's public training settings."""
 
     def __init__(self, training: dict[str, Any], num_samples: int, scale: float, z: float) -> None:
-        if scale <= 0 or num_samples < 1:
-            raise ValueError("need scale > 0 and num_samples >= 1")
-        config = TrainingSpec.model_validate(training).local()
-        self.variance = noise_variance(config, num_samples)
-        self.step = scale * signal_bound(config, num_samples, z)
+        if scale <= 0:
+            raise ValueError("need scale > 0")
+        super().__init__(training, num_samples)
+        self.step = scale * signal_bound(self.config, num_samples, z)
 
     @staticmethod
     def mean_update(view: EdgeView) -> torch.Tensor:
@@ -72,12 +87,12 @@ class EnvelopePush:
         honest uploads of the edge (none when the attack does not see them)."""
         direction = -self.mean_update(view)
         ref = view.reference.to(torch.float64)
-        noise = torch.randn(view.own.shape, generator=view.generator, dtype=torch.float64) * self.variance**0.5
+        noise = self.draw(view.own.shape, view.generator)
         honest = view.honest.to(torch.float64) if view.honest is not None else torch.empty(0, ref.numel(), dtype=torch.float64)
         return direction / direction.norm().clamp_min(1e-12), ref, noise, honest
 
     def send(self, view: EdgeView, direction: torch.Tensor) -> torch.Tensor:
         """The attackers' uploads, one fresh noise draw each."""
         unit = direction / direction.norm().clamp_min(1e-12)
-        noise = torch.randn(view.own.shape, generator=view.generator, dtype=torch.float64) * self.variance**0.5
+        noise = self.draw(view.own.shape, view.generator)
         return (view.reference.to(torch.float64) + self.step * unit + noise).to(view.own.dtype)

@@ -4,7 +4,7 @@ w^{r-1} plus fresh Gaussian noise at the variance an honest DP-SGD upload carrie
     w̃ = w^{r-1} + n,   n ~ N(0, v I),
 
 v as ``dp_envelope`` computes it from the task's public training settings (``training``)
-for ``num_samples`` samples (any n ≥ B·T gives the same v). Under DP an honest upload's
+for ``num_samples`` samples (``HonestNoise``, as the envelope attackers draw theirs). Under DP an honest upload's
 signal is small beside its noise, so this upload looks like an honest one whose signal
 the noise hides. It costs the attacker no computation and harms the model only by the
 weight it takes from honest uploads; where pay follows the weight θ (docs/algorithms.md
@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from bmfl.attacks.base import Attack, AttackContext, register_attack
-from bmfl.filters.dp_floor import noise_variance
-from bmfl.task import TrainingSpec
+from bmfl.attacks.envelope_aware import HonestNoise
 
 
 @register_attack("free_rider")
@@ -28,11 +27,15 @@ class FreeRider(Attack):
     trains = False
 
     def __init__(self, training: dict[str, Any], num_samples: int = 10_000) -> None:
-        if num_samples < 1:
-            raise ValueError("need num_samples >= 1")
         self.training = dict(training)
-        self.variance = noise_variance(TrainingSpec.model_validate(self.training).local(), num_samples)
+        self.num_samples = num_samples
+        self._noise = HonestNoise(self.training, num_samples)
+
+    @property
+    def variance(self) -> float:
+        """v, the per-coordinate variance of the noise it sends."""
+        return self._noise.variance
 
     def poison_update(self, upload: torch.Tensor, context: AttackContext) -> torch.Tensor:
-        noise = torch.randn(upload.shape, generator=context.generator, dtype=torch.float64) * self.variance**0.5
+        noise = self._noise.draw(upload.shape, context.generator)
         return (context.reference.to(torch.float64) + noise).to(upload.dtype)

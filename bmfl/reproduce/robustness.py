@@ -16,9 +16,9 @@ reports, as mean ± standard deviation over the seeds:
 The row ``ideal filter`` is a reference, not an attack: each pipeline with the edges
 dropping exactly the attackers' uploads, the accuracy its honest vehicles alone reach.
 
-Every attack but the free rider colludes at its edge and is omniscient (sees the honest
-uploads of its edge); ``reliability_aware`` knows the self-reliability filter's tolerance
-as the BMFL pipeline configures it; ``clip_aware`` sends the reversed mean update at the median
+The report says of each attack whether it colludes at its edge and what it sees there,
+from its class (``colludes``, ``knowledge``); ``reliability_aware`` knows the
+self-reliability filter's tolerance as the BMFL pipeline configures it; ``clip_aware`` sends the reversed mean update at the median
 honest norm, which norm clipping leaves whole; ``trust_aware`` sends an update 45° off the
 benign mean, which FLTrust trusts more than a DP-noised honest one; ``cc_aware`` sends the
 reversed mean update just inside centered clipping's radius around its centre;
@@ -50,6 +50,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bmfl.plots import accuracy_axis, band, legend_outside, round_axis  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from bmfl.attacks.base import ATTACKS as ATTACK_REGISTRY  # noqa: E402
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
 from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
 from bmfl.task import PRESETS, RuleSpec, TaskDraft  # noqa: E402
@@ -231,6 +232,17 @@ def _config(scale: Scale, seed: int, partition: str, pipeline: str, attack: dict
     if attack is not None:
         cfg["attack"] = attack
     return cfg
+
+
+SEES = {"own": "its colluders' uploads only", "omniscient": "also the edge's honest uploads",
+        "white_box": "also the edge's pipeline, test set included"}
+"""What colluders see at their edge, by the attack's ``knowledge`` (``bmfl.attacks.base.KNOWLEDGE``)."""
+
+
+def collusion(name: str) -> str:
+    """Whether attack ``name`` colludes at its edge and what it sees there, from its class."""
+    attack = ATTACK_REGISTRY.factory(name)
+    return f"colludes at its edge, sees {SEES[attack.knowledge]}" if attack.colludes else "alone"
 
 
 def attack_options(scale: Scale, label: str) -> tuple[str, dict[str, Any]]:
@@ -415,7 +427,7 @@ def write_report(
         guard = "" if measured[1] is None else f"; the cloud's ratchet, tolerance {measured[1]:g}"
         guard += "; each vehicle's standing in the task (§8.10)" if measured[2] else ""
         lines.append(f"- **{name}**{label}: " + " → ".join(measured[0]) + guard)
-    lines += ["", "Attacks (all but the free rider collude per edge and see the honest uploads of their edge):", ""]
+    lines += ["", "Attacks:", ""]
     for label in scale.attacks:
         if label == IDEAL:
             lines.append(f"- **{label}**: no attack; the edges drop exactly the attackers' uploads, a reference that knows "
@@ -425,7 +437,7 @@ def write_report(
         knows = ", and each run's edge pipeline" if options.pop("aggregation", None) is not None else ""
         if name == "median_aware" and any(_median_centre(pipelines(scale.edge_test_samples)[p]) for p in scale.pipelines):
             knows = ", and the centre of each run's signal median"
-        lines.append(f"- **{label}**: `{name}` {json.dumps(options, ensure_ascii=False)}{knows}")
+        lines.append(f"- **{label}** ({collusion(name)}): `{name}` {json.dumps(options, ensure_ascii=False)}{knows}")
     lines.append("")
     for partition in scale.partitions:
         lines += [f"## {partition}", ""]
