@@ -85,6 +85,35 @@ def test_attack_success_rate():
     assert attack_success_rate(_Constant(0), test) == 0.0
 
 
+class _Table(nn.Module):
+    """Predicts a fixed class per input: the input's first value."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(10))
+
+    def forward(self, x):
+        return self.bias + 10 * nn.functional.one_hot(x.flatten(1)[:, 0].long(), 10).float()
+
+
+def test_each_attack_reports_its_own_success_or_none():
+    """A targeted flip's success is the share of its source-class test images classified
+    as their targets; an untargeted flip, and an attack whose only goal is a lower
+    accuracy, report none; the backdoor reports its triggered images' rate."""
+    y = torch.tensor([7, 7, 7, 7, 3, 3, 0, 1])
+    predicted = torch.tensor([1, 1, 7, 2, 5, 3, 1, 1])  # two of four 7s → 1; one of two 3s → 5
+    test = TensorData(predicted.float()[:, None], y, num_classes=10)
+    assert get_attack("label_flip", mapping={7: 1}).success_rate(_Table(), test) == 0.5
+    assert get_attack("label_flip", mapping={7: 1, 3: 5}).success_rate(_Table(), test) == 3 / 6
+    assert get_attack("label_flip", mapping={"7": 1}).success_rate(_Table(), test) == 0.5  # keys as JSON gives them
+    assert get_attack("label_flip", mapping={4: 1}).success_rate(_Table(), test) is None  # no source image
+    assert get_attack("label_flip").success_rate(_Table(), test) is None
+    assert get_attack("sign_flip").success_rate(_Table(), test) is None
+    images = TensorData(torch.zeros(5, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4]), num_classes=10)
+    assert get_attack("backdoor", target=2).success_rate(_Constant(2), images) == 1.0
+    assert get_attack("backdoor", target=3).success_rate(_Constant(2), images) == 0.0
+
+
 def test_tuning_and_scaling_norms():
     prev = torch.tensor([1.0, -2.0, 0.0])  # ‖w^{r-1} − w^{r-2}‖ = 0.5
     upload = REF + torch.tensor([3.0, 4.0, 0.0])  # ‖Δ‖ = 5

@@ -86,10 +86,13 @@ def test_krum_zero_weights_count_as_flags():
     assert result.final.honest_flagged == 6  # Krum keeps one of the four uploads at each edge
 
 
-def test_backdoor_success_rate_is_reported_only_for_the_backdoor():
+def test_success_rate_is_reported_for_the_attacks_with_a_goal_of_their_own():
     backdoored = _run(rounds=1, attack={"name": "backdoor", "fraction": 0.25, "options": {"epochs": 1}})
     assert 0.0 <= backdoored.final.attack_success_rate <= 1.0
+    targeted = _run(rounds=1, attack={"name": "label_flip", "fraction": 0.25, "options": {"mapping": {7: 1}}})
+    assert 0.0 <= targeted.final.attack_success_rate <= 1.0
     assert _run(rounds=1, attack={"name": "sign_flip", "fraction": 0.25}).final.attack_success_rate is None
+    assert _run(rounds=1, attack={"name": "label_flip", "fraction": 0.25}).final.attack_success_rate is None
 
 
 def test_an_edge_whose_rule_cannot_apply_submits_nothing_and_the_run_goes_on():

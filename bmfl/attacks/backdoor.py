@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from bmfl.attacks.base import Attack, register_attack
+from bmfl.attacks.base import Attack, predicted_labels, register_attack
 from bmfl.data.base import TensorData
 from bmfl.training.local import LocalTrainingConfig
 
@@ -41,22 +41,13 @@ def add_trigger(x: torch.Tensor, value: float) -> torch.Tensor:
     return out
 
 
-@torch.no_grad()
 def attack_success_rate(model: nn.Module, test: TensorData, target: int = 2, value: float | None = None) -> float:
     """Fraction of triggered non-target test images classified as ``target``."""
     rows = torch.nonzero(test.y != target).flatten()
     if len(rows) == 0:
         raise ValueError("the test set has no image outside the target class")
     value = float(test.x.max()) if value is None else value
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    hits = 0
-    for chunk in rows.split(2048):
-        pred = model(add_trigger(test.x[chunk], value).to(device)).argmax(1)
-        hits += int((pred == target).sum())
-    model.train(was_training)
-    return hits / len(rows)
+    return int((predicted_labels(model, add_trigger(test.x[rows], value)) == target).sum()) / len(rows)
 
 
 @register_attack("backdoor")
@@ -85,3 +76,6 @@ class PixelBackdoor(Attack):
     def training_config(self, config: LocalTrainingConfig) -> LocalTrainingConfig:
         dp = config.dp if self.dp is None else self.dp
         return dataclasses.replace(config, lr=self.lr, epochs=self.epochs, max_steps=None, dp=dp)
+
+    def success_rate(self, model: nn.Module, test: TensorData) -> float:
+        return attack_success_rate(model, test, self.target)

@@ -18,6 +18,10 @@ change any of its four steps, each a no-op by default:
    included). ``bmfl.attacks.collusion.shape_edge_uploads`` runs it, in the
    simulator and wherever a fleet holds its attackers' uploads before sending them.
 
+An attack with a goal beyond a lower accuracy says how far it got:
+:meth:`Attack.success_rate` on the test set (a backdoor, a targeted label flip), which the
+simulator records each round.
+
 ``bmfl.attacks.behaviour.local_upload`` runs the four steps around
 ``bmfl.training.train_local``; model-poisoning attacks that need no training are
 applied to an honest upload directly with ``poison_update``. An attack whose upload
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch import nn
 
 from bmfl.data.base import TensorData
 from bmfl.training.local import LocalTrainingConfig
@@ -120,6 +125,22 @@ class Attack(ParamsRepr):
         """The (A, d) uploads the edge's attackers send, from what they see."""
         return view.own
 
+    def success_rate(self, model: nn.Module, test: TensorData) -> float | None:
+        """How much of its own goal the attack reaches on the test set, in [0, 1] (a
+        backdoor's triggered images, a targeted flip's source images, classified as its
+        target); None for an attack whose only goal is a lower accuracy."""
+        return None
+
+
+@torch.no_grad()
+def predicted_labels(model: nn.Module, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """The classes ``model`` predicts for inputs ``x``, in eval mode (its mode restored)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    labels = [model(part.to(device)).argmax(1).cpu() for part in x.split(chunk)]
+    model.train(was_training)
+    return torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
 
 
 ATTACKS: Registry[Attack] = Registry("attack")

@@ -9,7 +9,9 @@ reports, as mean ± standard deviation over the seeds:
 
 - **rel. acc.**: the mean test accuracy of the last ``settle`` rounds over the same
   pipeline's clean run with the same seed (the issue's "share of its clean accuracy");
-- **ASR**: backdoor success on triggered non-target test images (last ``settle`` rounds);
+- **ASR**: the attack's success at its own goal (``Attack.success_rate``, last ``settle``
+  rounds): a backdoor's triggered non-target test images, a targeted flip's source-class
+  test images, classified as its target;
 - **honest flagged**: honest uploads given weight 0, over all honest uploads of the run;
 - **attacker weight**: the attackers' share of w^r, averaged over rounds.
 
@@ -28,7 +30,9 @@ reversed mean update just inside centered clipping's radius around its centre;
 backdoored update; ``white_box`` queries the edge's exact pipeline, its test set
 included, for the longest push against the descent direction that it lets through;
 ``free_rider`` trains nothing and sends w^{r-1} plus fresh noise at the DP variance, on
-its own (no collusion). DP is on for every vehicle except the backdoor attackers.
+its own (no collusion); ``label_flip`` trains honestly, with DP, on flipped labels (every
+label y ↦ 9 − y, or only 7 ↦ 1: a targeted flip). DP is on for every vehicle except the
+backdoor attackers.
 """
 
 from __future__ import annotations
@@ -158,6 +162,8 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "pipeline-aware": ("pipeline_aware", {"training": dict(BMFL_TRAINING), "aggregation": {}}),
     "white-box": ("white_box", {"training": dict(BMFL_TRAINING)}),
     "sign flip": ("sign_flip", {}),
+    "label flip": ("label_flip", {}),
+    "targeted flip 7→1": ("label_flip", {"mapping": {7: 1}}),
     "pixel backdoor": ("backdoor", {**BACKDOOR}),
     "scaled backdoor": (BACKDOOR_ATTACK, {**BACKDOOR}),
     "envelope backdoor": ("envelope_backdoor", {**BACKDOOR, "training": dict(BMFL_TRAINING)}),
@@ -447,7 +453,7 @@ def write_report(
         for title, metric, fmt in (("Accuracy relative to the clean run", "relative", ".2f"),
                                    ("Honest uploads wrongly flagged (the worst seed in brackets)", "honest_flagged", ".3f"),
                                    ("Attackers' weight share of w^r", "attacker_weight", ".2f"),
-                                   ("Backdoor success rate", "asr", ".3f")):
+                                   ("Attack success rate (backdoors: triggered images; targeted flips: source-class images; classified as the target)", "asr", ".3f")):
             rows, worst = [], metric == "honest_flagged"  # the issue's bound holds on every seed
             for label in scale.attacks:
                 for fraction in scale.fractions:

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from rich.progress import Progress
 
-from bmfl.attacks import PixelBackdoor, attack_success_rate, shape_edge_uploads
+from bmfl.attacks import shape_edge_uploads
 from bmfl.incentives import to_fixed
 from bmfl.params import flatten, load_vector
 from bmfl.rounds import stop_reached, target_fixed
@@ -143,7 +143,7 @@ def _metrics(version: int, ev, outcome: BufferOutcome, edge_of, s: Setup, now: f
         upstream_bytes_cloud=0,
         upstream_bytes_flat=0,
         wall_time_s=wall,
-        attack_success_rate=attack_success_rate(s.model, s.test, attack.target) if isinstance(attack, PixelBackdoor) else None,
+        attack_success_rate=None if attack is None else attack.success_rate(s.model, s.test),
         attackers_selected=n_att,
         attackers_flagged=att_flagged,
         attackers_missed=n_att - att_flagged,

@@ -50,7 +50,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bmfl.aggregation import Aggregator, Verdict
-from bmfl.attacks import PixelBackdoor, attack_success_rate, shape_edge_uploads
+from bmfl.attacks import shape_edge_uploads
 from bmfl.data import TensorData, load_dataset
 from bmfl.device import default_device
 from bmfl.incentives import SCALE, Payouts, split_payouts, to_fixed
@@ -104,7 +104,7 @@ class RoundMetrics:
     upstream_bytes_cloud: int  # blob bytes the edges send the cloud (≈ d·L floats)
     upstream_bytes_flat: int  # blob bytes the trainers upload, what a flat server would receive (≈ d·K floats)
     wall_time_s: float
-    attack_success_rate: float | None = None  # backdoor: triggered test inputs → target
+    attack_success_rate: float | None = None  # the attack's own goal on the test set (Attack.success_rate)
     attackers_selected: int = 0
     attackers_flagged: int = 0
     attackers_missed: int = 0
@@ -419,7 +419,7 @@ def run_simulation(
             else:
                 previous_vec = global_vec
             ev = evaluate(load_vector(model, global_vec), test)
-            asr = attack_success_rate(model, test, attack.target) if isinstance(attack, PixelBackdoor) else None
+            asr = None if attack is None else attack.success_rate(model, test)
             eps = [e.epsilon() for e in fleet.engines.values() if e.steps] if setup.private else []
             flags = [(v in attackers, verdict.flagged) for o in outcomes.values() for v, verdict in o.verdicts.items()]
             n_att = sum(a for a, _ in flags)
