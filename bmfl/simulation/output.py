@@ -105,7 +105,8 @@ def plot_rounds(result: SimulationResult, path: Path) -> None:
 
 
 def rounds_figure(result: SimulationResult) -> Figure:
-    """Accuracy (or test MSE) per round, with the backdoor's success when there is one."""
+    """Accuracy (or test MSE) per round, with the attack's success at its own goal when it has
+    one (``Attack.success_rate``: a backdoor, a targeted flip)."""
     config = result.config
     rounds = [r.round for r in result.rounds]
     classification = result.rounds[0].accuracy is not None
@@ -113,7 +114,7 @@ def rounds_figure(result: SimulationResult) -> Figure:
     style = styles()
     ax.plot(rounds, [r.accuracy if classification else r.loss for r in result.rounds], label="global model", **next(style))
     if result.rounds[0].attack_success_rate is not None:
-        ax.plot(rounds, [r.attack_success_rate for r in result.rounds], label="backdoor success", **next(style))
+        ax.plot(rounds, [r.attack_success_rate for r in result.rounds], label=f"{config.attack.name} success", **next(style))
     round_axis(ax)
     if classification:
         accuracy_axis(ax)
@@ -133,7 +134,7 @@ def _score(m: RoundMetrics) -> str:
 
 def round_line(m: RoundMetrics) -> str:
     eps = f"  ε max {m.epsilon_max:.2f}" if m.epsilon_max is not None else ""
-    asr = f"  backdoor {m.attack_success_rate:.3f}" if m.attack_success_rate is not None else ""
+    asr = f"  attack success {m.attack_success_rate:.3f}" if m.attack_success_rate is not None else ""
     att = f"  attackers flagged {m.attackers_flagged}/{m.attackers_selected}" if m.attackers_selected else ""
     return (f"round {m.round:3d}  {_score(m)}{asr}  leader edge {m.leader}  trainers {m.trainers}{att}"
             f"  honest flagged {m.honest_flagged}{eps}  {m.wall_time_s:.1f}s")
@@ -145,7 +146,7 @@ def summary_line(result: SimulationResult) -> str:
     rounds = result.rounds
     parts = [f"{result.config.name}: {len(rounds)} rounds, final {_score(final)}"]
     if final.attack_success_rate is not None:
-        parts.append(f"backdoor success {final.attack_success_rate:.3f}")
+        parts.append(f"{result.config.attack.name} success {final.attack_success_rate:.3f}")
     selected = sum(r.attackers_selected for r in rounds)
     if selected:
         parts.append(f"attackers flagged {sum(r.attackers_flagged for r in rounds)}/{selected}")
