@@ -52,6 +52,8 @@ def test_label_flip():
     g = torch.Generator()
     assert get_attack("label_flip").poison_data(data, g).y.tolist() == [9, 8, 7, 0]
     assert get_attack("label_flip", mapping={1: 7}).poison_data(data, g).y.tolist() == [0, 7, 2, 9]
+    with pytest.raises(ValueError, match="outside 0..9"):
+        get_attack("label_flip", mapping={1: 10}).poison_data(data, g)
 
 
 def test_backdoor_poisons_a_fraction_with_the_trigger():

@@ -47,7 +47,8 @@ def attack_success_rate(model: nn.Module, test: TensorData, target: int = 2, val
     if len(rows) == 0:
         raise ValueError("the test set has no image outside the target class")
     value = float(test.x.max()) if value is None else value
-    return int((predicted_labels(model, add_trigger(test.x[rows], value)) == target).sum()) / len(rows)
+    hits = sum(int((predicted_labels(model, add_trigger(test.x[part], value)) == target).sum()) for part in rows.split(2048))
+    return hits / len(rows)  # triggered 2,048 at a time: one chunk of copies, whatever the test set's size
 
 
 @register_attack("backdoor")

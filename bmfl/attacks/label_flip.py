@@ -23,6 +23,8 @@ class LabelFlip(Attack):
     def flip(self, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         if self.mapping is None:
             return num_classes - 1 - labels
+        if not all(0 <= c < num_classes for pair in self.mapping.items() for c in pair):
+            raise ValueError(f"label_flip mapping {self.mapping} names a class outside 0..{num_classes - 1}")
         table = torch.arange(num_classes)
         for source, target in self.mapping.items():
             table[source] = target
@@ -43,5 +45,5 @@ class LabelFlip(Attack):
         rows = torch.isin(test.y, sources).nonzero().flatten()
         if len(rows) == 0:
             return None
-        targets = torch.tensor([self.mapping[int(s)] for s in test.y[rows]])
+        targets = self.flip(test.y[rows], test.num_classes)
         return int((predicted_labels(model, test.x[rows]) == targets).sum()) / len(rows)
