@@ -189,6 +189,43 @@ def test_judged_at_a_fraction_of_the_aggregates_step():
         get_filter("leave_out", test_loss=Recording(model, test), training=dict(BMFL_TRAINING), step=0.0)
 
 
+def test_credit_weighs_each_kept_upload_by_the_evidence_that_it_helps():
+    """``credit`` [y0, y1]: a kept upload keeps min(1, max(0, (y − y0)/(y1 − y0))) of its
+    weight, y its help (the loss's rise when it alone is left out) over √(se² + sd²). Three
+    honest uploads help by y ≈ 15 and keep all of it; two free riders (w^{r-1} plus noise,
+    y ≈ 0.9 and −1.2) keep 0.64 and nothing; an upload that harms by less than the drop
+    test's allowance (y ≈ −3.2) is kept but weighs nothing. Credit changes no drop and no
+    score, and the edge's step moves by the granted shares only: Σθ < 1, the rest of the
+    weight stays with w^{r-1}."""
+    model, test, ref, descent = _task()
+    g = torch.Generator().manual_seed(4)
+    honest = ref + 0.5 * descent + NOISE * torch.randn(3, ref.numel(), generator=g)
+    riders = ref + NOISE * torch.randn(2, ref.numel(), generator=g)
+    mild = ref - 0.1 * descent + NOISE * torch.randn(1, ref.numel(), generator=g)
+    uploads = torch.cat([honest, riders, mild])
+    plain = _filter(model, test)(uploads, SIZES, ref)
+    credited = get_filter("leave_out", test_loss=PublisherTestLoss(model, test), training=dict(BMFL_TRAINING), credit=[-1, 2])
+    res = credited(uploads, SIZES, ref)
+    assert res.keep.all() and plain.keep.all() and torch.equal(res.reliability, plain.reliability)
+    first = res.info["passes"][0]
+    singles = [i for i, group in enumerate(first["groups"]) if len(group) == 1]
+    y = -first["gain"][singles] / (first["se"][singles] ** 2 + (first["margin"][singles] / 3) ** 2).sqrt()
+    assert y[:3].min() > 10 and y[5] < -1  # the honest help; the mild harm is kept, but no help
+    assert res.credit.tolist() == pytest.approx((((y + 1) / 3).clamp(0, 1)).tolist())
+    assert res.credit[:3].tolist() == [1.0, 1.0, 1.0] and 0 < res.credit[3] < 1 and res.credit[4:].tolist() == [0.0, 0.0]
+
+    rule = get_aggregator("noise_weighted", training=dict(BMFL_TRAINING))
+    edge = compose(rule, credited)(uploads, SIZES, ref)
+    p = rule.aggregate(uploads, SIZES, ref).weights.to(torch.float64)
+    thetas = torch.tensor([v.theta for v in edge.verdicts], dtype=torch.float64)
+    assert thetas.tolist() == pytest.approx((p * res.credit).tolist()) and float(thetas.sum()) < 0.9
+    assert not any(v.flagged for v in edge.verdicts)  # weighing nothing is not being found malicious
+    expected = ref.to(torch.float64) + (thetas[:, None] * (uploads - ref).to(torch.float64)).sum(0)
+    assert torch.allclose(edge.aggregate.to(torch.float64), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="credit"):
+        get_filter("leave_out", test_loss=PublisherTestLoss(model, test), training=dict(BMFL_TRAINING), credit=[2, 1])
+
+
 def test_after_refused_rounds_the_step_judged_grows_by_the_escalation():
     """With ``escalation`` g the fraction judged is min(1, s·g^k), k the rounds in a row
     before this one that the cloud's guard refused (``refusals``): s, then 0.5, then the

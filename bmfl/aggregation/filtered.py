@@ -2,7 +2,11 @@
 uploads (BMFL §IV-C: self-reliability filter, then attack-resistant aggregation).
 
 Rejected uploads get weight 0 and a flagged :class:`Verdict` naming the filter (the
-chain records them as malicious). A filter that transforms uploads (norm clipping)
+chain records them as malicious). A filter that grants kept uploads only part of their
+weight (``FilterResult.credit``, leave-out testing's credit for measured help) has each
+delta to w^{r-1} shrunk by its share before the rule and its θ multiplied by it: the
+edge's step moves by the granted share only, and the rest of the weight stays with
+w^{r-1}, unpaid. A filter that transforms uploads (norm clipping)
 passes them on in ``FilterResult.updates``; the rule aggregates those. If no upload is kept, the aggregate is the reference
 w^{r-1} unchanged and every weight is 0.
 Wrappers nest, so several filters chain: ``compose(rule, f1, f2)`` runs f1, then f2 on
@@ -35,9 +39,12 @@ class FilteredAggregator(Aggregator):
         sizes = check_inputs(updates, sizes, reference)
         updates, reference = updates.to(torch.float32), reference.to(torch.float32)
         verdict = self.filter(updates, sizes, reference, round_index=round_index)
-        passed_on = verdict.updates is None
-        if not passed_on:
+        passed_on = verdict.updates is None and verdict.credit is None
+        if verdict.updates is not None:
             updates = verdict.updates.to(torch.float32)
+        credit = None if verdict.credit is None else verdict.credit.to(torch.float64)
+        if credit is not None:  # each kept upload enters the rule with its granted share of its delta
+            updates = rescale(updates, reference, credit)
         keep = verdict.keep.to(torch.bool)
         kept = torch.nonzero(keep).flatten()
         weights = torch.zeros(updates.shape[0], dtype=torch.float64)
@@ -53,9 +60,11 @@ class FilteredAggregator(Aggregator):
             self.inner, subset, sizes[kept], reference, round_index=round_index,
             scales=None if scales is None else scales[kept],
         )  # fmt: skip
-        weights[kept] = inner.weights.to(torch.float64)
+        weights[kept] = inner.weights.to(torch.float64) * (1.0 if credit is None else credit[kept])
         info["rule"] = inner.info
         for i, v in zip(kept.tolist(), inner.verdicts):
+            if credit is not None:
+                v = replace(v, theta=v.theta * float(credit[i]))
             if v.reliability is None and scores[i] is not None:
                 v = replace(v, reliability=scores[i], threshold=verdict.threshold)
             verdicts[i] = v

@@ -22,13 +22,17 @@ class FilterResult:
     """``keep``: (K,) bool; ``reliability``: (K,) Λ when the filter scores reliability
     (BMFL Eq. 11), recorded on chain per upload, and ``threshold`` the score to reach;
     ``updates``: (K, d) the uploads as the filter passes them on when it transforms
-    them (norm clipping), None when it only selects; ``info``: diagnostics."""
+    them (norm clipping), None when it only selects; ``credit``: (K,) in [0, 1], the
+    share of its weight each kept upload is granted (``bmfl.aggregation.filtered`` shrinks
+    its delta to w^{r-1} by it before the rule and multiplies its θ by it; None: all 1);
+    ``info``: diagnostics."""
 
     keep: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
     reliability: torch.Tensor | None = None
     threshold: float | None = None
     updates: torch.Tensor | None = None
+    credit: torch.Tensor | None = None
 
 
 class UpdateFilter(ParamsRepr):

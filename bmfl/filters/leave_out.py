@@ -51,6 +51,17 @@ the round core from the chain's record of the rounds) is judged at min(1, s·g^k
 refusal says the edges let through a harm the global model's test accuracy shows; the
 next round judges closer to the full step, where that harm is visible to this test.
 
+With ``credit`` [y0, y1] the filter also grants each kept upload a share of its weight by
+the evidence that it helps (§8.11): its help score y, the loss's rise when it alone is
+left out in the first pass over √(se² + sd²) (the test set's standard error of that rise
+and the standard deviation of what its DP noise moves the loss by), gives it
+min(1, max(0, (y − y0)/(y1 − y0))) of its weight (``FilterResult.credit``; its delta is
+shrunk by that share and its θ, hence its pay, multiplied by it). The drop test bounds
+how much an upload may harm; credit asks it to show help. Uploads that train on wrong
+labels, send nothing but noise, or push just inside the drop test's allowance help by
+nothing measurable each round, and so weigh little or nothing, where without credit
+they keep their full weight.
+
 ``info`` holds, per pass, the uploads tested, their improvements, standard errors,
 margins and the uploads dropped. ``reliability`` (recorded as Λ) is −x, each upload's
 score in the first pass (:meth:`LeaveOut._scores`): (improvement − z standard errors) /
@@ -68,7 +79,7 @@ task's training settings (the weights and v_m, as ``noise_weighted`` derives the
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
@@ -81,6 +92,10 @@ from bmfl.task import TrainingSpec
 
 CHUNK = 16
 """Candidate models built and evaluated at a time (memory: CHUNK model vectors)."""
+
+CREDIT = (-1.0, 2.0)
+"""The ``credit`` measured in docs/robustness.md (§8.11): no weight at a help score of −1
+or less, all of it from 2 (a free rider, at about 0, keeps a third)."""
 
 MAX_PASSES = 16
 """Passes of drop-and-test-again; the last drops every harmful group at once (time: at
@@ -151,19 +166,24 @@ class LeaveOut(UpdateFilter):
     fraction of the aggregate's step at which contributions are judged, ``escalation`` the
     factor it grows by per refused round before this one (``refusals``: round → how many
     rounds in a row before it the cloud's guard refused), ``evaluate`` the test-set
-    accuracy evaluator of the self-reliability test that judges a task without DP."""
+    accuracy evaluator of the self-reliability test that judges a task without DP,
+    ``credit`` [y0, y1] the help scores between which a kept upload's share of its weight
+    grows from none to all (None: every kept upload keeps its whole weight)."""
 
     needs = frozenset({"test_loss", "training", "count_noise", "evaluate", "refusals"})
 
     def __init__(
         self, test_loss: TestLoss, training: TrainingSpec | Mapping[str, Any], count_noise: float = 0.0, z: float = 3.0,
         similarity: float = 0.5, step: float = 1.0, escalation: float = 1.0, evaluate: Evaluator | None = None,
-        refusals: Callable[[int], int] | None = None,
+        refusals: Callable[[int], int] | None = None, credit: Sequence[float] | None = None,
     ) -> None:  # fmt: skip
         if z <= 0 or not -1 < similarity <= 1 or not 0 < step <= 1 or not escalation >= 1:
             raise ValueError("need z > 0, similarity in (-1, 1], step in (0, 1] and escalation >= 1")
+        if credit is not None and not (len(credit) == 2 and float(credit[0]) < float(credit[1])):
+            raise ValueError("credit is [y0, y1] with y0 < y1: no weight at a help score of y0 or less, all of it from y1")
         self.step = step
         self.escalation = escalation
+        self.credit = None if credit is None else (float(credit[0]), float(credit[1]))
         self.refusals = refusals
         self.test_loss = test_loss
         self.z = z
@@ -254,7 +274,28 @@ class LeaveOut(UpdateFilter):
         keep = torch.zeros(k, dtype=torch.bool)
         keep[sorted(kept)] = True
         info = {"passes": passes, "readmitted": readmitted, "groups": groups, "step": step}
-        return FilterResult(keep, info, None if scores is None else -scores, -self.z)
+        credit = self._credit(passes[0], k) if self.credit is not None and passes else None
+        if credit is not None:
+            info["credit"] = credit
+        return FilterResult(keep, info, None if scores is None else -scores, -self.z, credit=credit)
+
+    def _credit(self, first: dict[str, Any], k: int) -> torch.Tensor:
+        """Each upload's share of its weight, by the evidence that it helps (``credit`` =
+        [y0, y1]): its help score y = (the loss's rise when it alone is left out, in the
+        first pass) / √(se² + sd²), se the test set's standard error of that rise and sd
+        the standard deviation of what its DP noise moves the loss by, and the share
+        min(1, max(0, (y − y0) / (y1 − y0))). An upload that does nothing measurable (a
+        free rider's y is about N(0, 1)) keeps a little of its weight or none; one that
+        harms keeps none; one that helps by y1 keeps all of it."""
+        credit = torch.zeros(k, dtype=torch.float64)
+        for i, group in enumerate(first["groups"]):
+            if len(group) == 1:
+                spread = math.hypot(float(first["se"][i]), float(first["margin"][i]) / self.z)
+                help_ = -float(first["gain"][i])
+                y = help_ / spread if spread > 0 else (math.inf if help_ > 0 else 0.0)
+                low, high = self.credit
+                credit[group[0]] = min(1.0, max(0.0, (y - low) / (high - low)))
+        return credit
 
     def _scores(self, first: dict[str, Any], k: int) -> torch.Tensor:
         """Each upload's score in the first pass, where every upload is in the set: a

@@ -55,6 +55,7 @@ from bmfl.plots import accuracy_axis, band, legend_outside, round_axis  # noqa: 
 from rich.console import Console  # noqa: E402
 
 from bmfl.attacks.base import ATTACKS as ATTACK_REGISTRY  # noqa: E402
+from bmfl.filters.leave_out import CREDIT  # noqa: E402
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
 from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
 from bmfl.task import PRESETS, RuleSpec, TaskDraft  # noqa: E402
@@ -131,6 +132,11 @@ def pipelines(test_size: int | None) -> dict[str, dict[str, Any]]:
         "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)+St": {
             "edge": {"name": "noise_weighted"}, "ratchet": 0.05, "standing": {},
             "filters": [envelope, majority_median, {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5}}]},
+        # the same, each kept upload weighted by the evidence that it helps (§8.11)
+        "Envelope+SMmaj+LO(0.2×2.5)+Cr+NW+R(0.05)+St": {
+            "edge": {"name": "noise_weighted"}, "ratchet": 0.05, "standing": {},
+            "filters": [envelope, majority_median,
+                        {"name": "leave_out", "options": {"step": 0.2, "escalation": 2.5, "credit": list(CREDIT)}}]},
         # a new task's aggregation as bmfl.task.TaskDraft gives it (the default pipeline, every option spelled out)
         "Default": {"edge": default.edge.model_dump(), "filters": [f.model_dump() for f in default.filters],
                     **({} if default.ratchet is None else {"ratchet": default.ratchet}),
