@@ -402,6 +402,45 @@ def test_the_white_box_attacker_pushes_as_far_as_the_edge_lets_it():
     assert 0 < pushes["flags"] < 0.5 * pushes["mean"]
 
 
+def test_the_white_box_attacker_with_help_earns_credit_and_pushes_against_the_honest_step():
+    """With ``help`` the colluders send w^{r-1} + a·g + t·p + n: g their clean descent, p
+    the push against the honest mean step orthogonal to g. An edge that weighs each
+    upload by its part along g (credit in miniature: none at 0, all from S/2) gives the
+    plain white-box attacker's push almost no weight; the attacker with help buys full
+    weight with a ≥ S/2 and then pushes the whole S along p. Against a plain mean it
+    pushes the whole S along p too."""
+    from test_signal_median import D, TRAINING
+
+    attack, view, u = _white_box_view(lambda up: up.mean(dim=0))
+    g = u.double() / u.double().norm()
+    S = attack._push.step
+
+    def credited(up):
+        shares = torch.ones(up.shape[0], dtype=torch.float64)
+        shares[-2:] = ((up[-2:].double() @ g) / (0.5 * S)).clamp(0, 1)
+        return (shares[:, None] * up.double()).sum(dim=0) / up.shape[0]
+
+    helper = get_attack("white_box", training=TRAINING.model_dump(), num_samples=1000, help=3)
+    p = helper._against_honest(view.honest.double(), torch.zeros(D, dtype=torch.float64), g)
+    assert abs(float(p @ g)) < 1e-9 and float(p @ view.honest.double().mean(dim=0)) < 0
+    moved = {}
+    for name, attacker in (("plain", attack), ("help", helper)):
+        edge = lambda sent, view=view: credited(torch.cat([view.honest, sent]))  # noqa: E731
+        trial = EdgeView(**{**view.__dict__, "generator": torch.Generator().manual_seed(5), "edge_aggregate": edge})
+        sent = attacker.collude(trial).double()
+        direction = p if name == "help" else -g  # each attacker's own objective
+        moved[name] = float((edge(sent.float()) - edge(torch.zeros(2, D))) @ direction)
+        if name == "help":
+            noise = torch.randn((2, D), generator=torch.Generator().manual_seed(5), dtype=torch.float64) * attack._push.variance**0.5
+            assert float(((sent - noise) @ g).min()) >= 0.5 * S - 1e-6  # full credit bought
+            assert float(((sent - noise) @ p).mean()) == pytest.approx(S, rel=1e-6)  # and the whole push
+    assert moved["help"] > 0.1 * S and moved["help"] > 10 * abs(moved["plain"])
+    trial = EdgeView(**{**view.__dict__, "generator": torch.Generator().manual_seed(5)})
+    plain_mean = helper.collude(trial).double()
+    noise = torch.randn((2, D), generator=torch.Generator().manual_seed(5), dtype=torch.float64) * attack._push.variance**0.5
+    assert float(((plain_mean - noise) @ p).mean()) == pytest.approx(S, rel=1e-6)  # the whole push: help costs it nothing
+
+
 def test_a_white_box_attack_needs_the_edges_pipeline():
     uploads = {0: torch.zeros(3), 1: torch.ones(3)}
     attack = get_attack("white_box", training=dict(BMFL_TRAINING))

@@ -16,6 +16,14 @@ colluders the edge would then bar from its later rounds, then by how far they mo
 aggregate: the attacker stays in the task, pushing as far as its standing allows each
 round, rather than being shut out; a colluder serving a bar whatever they send does not
 hold the others back.
+
+With ``help`` h > 0 the colluders also earn credit (leave-out testing's ``credit``, which
+weighs a kept upload by the help the test set measures, docs/algorithms.md §8.11): they
+send w^{r-1} + a·g + t·p + n_a, g their clean descent (−u), a from {0, S·2^(1−h), …, S/2,
+S}, and p the push against the honest uploads' mean step less its part along g, and
+take the pair whose recorded model lies farthest along p (the t grid for each a, then
+bisections on t for the best one): help that buys weight, and a push that the help does
+not undo. With h = 0 (the default) the search is the one above, along u alone.
 """
 
 from __future__ import annotations
@@ -37,9 +45,11 @@ class WhiteBox(Attack):
 
     def __init__(
         self, training: dict[str, Any], num_samples: int = 10_000, steps: int = 16, refinements: int = 8, z: float = 4.0,
+        help: int = 0,
     ) -> None:  # fmt: skip
-        if steps < 2 or refinements < 0:
-            raise ValueError("need steps >= 2 and refinements >= 0")
+        if steps < 2 or refinements < 0 or help < 0:
+            raise ValueError("need steps >= 2, refinements >= 0 and help >= 0")
+        self.help = help
         self.training = dict(training)
         self.num_samples = num_samples
         self.steps = steps
@@ -53,22 +63,44 @@ class WhiteBox(Attack):
     def collude(self, view: EdgeView) -> torch.Tensor:
         if view.edge_aggregate is None:
             raise ValueError("white_box needs the edge's pipeline (EdgeView.edge_aggregate)")
-        unit, ref, noise, _ = self._push.against_descent(view)
+        unit, ref, noise, honest = self._push.against_descent(view)
+        push, helps, start = unit, [0.0], ref
+        if self.help:  # help along the colluders' own descent to earn credit, push against the honest progress
+            push = self._against_honest(honest, ref, -unit)
+            helps += [self._push.step * 2.0**-k for k in range(self.help - 1, -1, -1)]
 
         def sent(step: float) -> torch.Tensor:
-            return (ref + step * unit + noise).to(view.own.dtype)
+            return (start + step * push + noise).to(view.own.dtype)
 
         def harm(step: float) -> tuple[int, float]:
             pushed = sent(step)
             barred = 0 if view.edge_bars is None else view.edge_bars(pushed)  # fewer bars first: a stay outweighs any push
-            return -barred, float((view.edge_aggregate(pushed).to(torch.float64) - ref) @ unit)
+            return -barred, float((view.edge_aggregate(pushed).to(torch.float64) - ref) @ push)
 
         grid = [0.0] + [self._push.step * 2.0 ** -k for k in range(self.steps - 2, -1, -1)]
-        harms = [harm(t) for t in grid]
-        best = max(range(len(grid)), key=harms.__getitem__)
-        low, high, top = grid[best], grid[min(best + 1, len(grid) - 1)], harms[best]
+        found = []
+        for lift in helps:
+            start = ref if lift == 0 else ref - lift * unit
+            harms = [harm(t) for t in grid]
+            best = max(range(len(grid)), key=harms.__getitem__)
+            found.append((harms[best], lift, best))
+        top, lift, best = max(found, key=lambda f: f[0])
+        start = ref if lift == 0 else ref - lift * unit
+        low, high = grid[best], grid[min(best + 1, len(grid) - 1)]
         for _ in range(self.refinements if high > low else 0):
             middle = (low + high) / 2
             h = harm(middle)
             low, high, top = (middle, high, h) if h >= top else (low, middle, top)
         return sent(low)
+
+    @staticmethod
+    def _against_honest(honest: torch.Tensor, ref: torch.Tensor, descent: torch.Tensor) -> torch.Tensor:
+        """The unit push against the honest uploads' mean step, less its part along the
+        colluders' own ``descent`` (which their help undoes); against the descent itself
+        where the edge has no honest upload or the two are parallel."""
+        if len(honest) == 0:
+            return -descent
+        against = ref - honest.mean(dim=0)
+        against = against - (against @ descent) * descent
+        norm = against.norm()
+        return against / norm if norm > 1e-9 * (ref - honest.mean(dim=0)).norm().clamp_min(1e-300) else -descent

@@ -167,6 +167,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "median-aware": ("median_aware", {"training": dict(BMFL_TRAINING)}),
     "pipeline-aware": ("pipeline_aware", {"training": dict(BMFL_TRAINING), "aggregation": {}}),
     "white-box": ("white_box", {"training": dict(BMFL_TRAINING)}),
+    "white-box+help": ("white_box", {"training": dict(BMFL_TRAINING), "help": 3}),
     "sign flip": ("sign_flip", {}),
     "label flip": ("label_flip", {}),
     "targeted flip 7→1": ("label_flip", {"mapping": {7: 1}}),
