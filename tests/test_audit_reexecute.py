@@ -200,12 +200,15 @@ def test_a_server_optimiser_re_executes_from_the_chain_alone(stack: Stack) -> No
     assert code == 0 and len(globals_) == 3 and all(c["ok"] for c in globals_), raw
 
 
-def test_leave_out_testing_at_the_edges_re_executes_from_the_chain_alone(stack: Stack) -> None:
+@pytest.mark.parametrize("preset", ["private_leave_out", "private_credit"])
+def test_leave_out_testing_at_the_edges_re_executes_from_the_chain_alone(stack: Stack, preset: str) -> None:
     """A task on the ``private_leave_out`` preset's aggregation (leave-out testing in place
-    of self-reliability, FedAvgM at the cloud): the edge services build it from the
-    publisher's test set as the simulator does, and an auditor re-running every edge's
-    filters from the chain gets the same verdicts, aggregates and global models."""
-    aggregation = AggregationSpec.model_validate(PRESETS["private_leave_out"]["aggregation"])
+    of self-reliability, FedAvgM at the cloud), and one on ``private_credit``'s (each kept
+    upload's θ, and so its pay, scaled by the help the test set measures: an edge's θ sum
+    below 1, records kept with a θ of 0): the edge services build it from the publisher's
+    test set as the simulator does, and an auditor re-running every edge's filters from the
+    chain gets the same verdicts, θ, aggregates and global models."""
+    aggregation = AggregationSpec.model_validate(PRESETS[preset]["aggregation"])
     assert aggregation.filters[-1].name == "leave_out"
     draft = DRAFT.model_copy(update={"aggregation": aggregation})
     task_id, test_set = stack.run_task(draft)
@@ -214,6 +217,13 @@ def test_leave_out_testing_at_the_edges_re_executes_from_the_chain_alone(stack: 
     verdicts = [c for c in comparisons if c["section"] == "verdict"]
     globals_ = [c for c in comparisons if c["section"] == "global" and "global model" in c["subject"]]
     assert code == 0 and verdicts and len(globals_) == 2 and all(c["ok"] for c in comparisons), raw
+    thetas: dict[str, int] = {}
+    for c in verdicts:
+        if c["subject"].endswith(" θ"):
+            edge_round = c["subject"].split(" vehicle ")[0]
+            thetas[edge_round] = thetas.get(edge_round, 0) + c["on_chain"]
+    full = [total >= SCALE - len(thetas) for total in thetas.values()]  # each record rounds θ to 10⁻⁶ once
+    assert all(full) if preset == "private_leave_out" else not all(full)  # credit: some edge-rounds weigh less than 1
 
 
 def test_standings_live_on_chain_follow_a_handover_and_an_inflated_one_is_named_for_its_round(

@@ -110,6 +110,7 @@ def test_the_edges_can_hold_the_whole_test_set(tmp_path):
 
 @pytest.mark.parametrize(("preset", "label"), [("private_leave_out", "Envelope+SMmaj+LO+NW"),
                                                ("private", "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)+St"),
+                                               ("private_credit", "Envelope+SMmaj+LO(0.2×2.5)+Cr+NW+R(0.05)+St"),
                                                (None, "Envelope+SMmaj+LO(0.2×2.5)+NW+R(0.05)+St"),
                                                ("paper", "BMFL(τ=25)")])
 def test_the_presets_are_the_measured_pipelines(preset, label):

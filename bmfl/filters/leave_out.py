@@ -93,10 +93,6 @@ from bmfl.task import TrainingSpec
 CHUNK = 16
 """Candidate models built and evaluated at a time (memory: CHUNK model vectors)."""
 
-CREDIT = (-1.0, 2.0)
-"""The ``credit`` measured in docs/robustness_credit.md (§8.11): no weight at a help score
-of −1 or less, all of it from 2 (a free rider, at about 0, keeps a third)."""
-
 MAX_PASSES = 16
 """Passes of drop-and-test-again; the last drops every harmful group at once (time: at
 most this many passes of 2K + 1 evaluations)."""

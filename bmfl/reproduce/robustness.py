@@ -55,10 +55,9 @@ from bmfl.plots import accuracy_axis, band, legend_outside, round_axis  # noqa: 
 from rich.console import Console  # noqa: E402
 
 from bmfl.attacks.base import ATTACKS as ATTACK_REGISTRY  # noqa: E402
-from bmfl.filters.leave_out import CREDIT  # noqa: E402
 from bmfl.reproduce.grid import BACKDOOR, BMFL_TRAINING, COMPLETE_NON_IID, DIRICHLET, SELF_RELIABILITY, Run  # noqa: E402
 from bmfl.reproduce.run import fingerprint, run_grid  # noqa: E402
-from bmfl.task import PRESETS, RuleSpec, TaskDraft  # noqa: E402
+from bmfl.task import CREDIT, PRESETS, RuleSpec, TaskDraft  # noqa: E402
 
 CLEAN = "clean"
 IDEAL = "ideal filter"
