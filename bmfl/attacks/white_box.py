@@ -64,34 +64,33 @@ class WhiteBox(Attack):
         if view.edge_aggregate is None:
             raise ValueError("white_box needs the edge's pipeline (EdgeView.edge_aggregate)")
         unit, ref, noise, honest = self._push.against_descent(view)
-        push, helps, start = unit, [0.0], ref
+        push, lifts = unit, [0.0]
         if self.help:  # help along the colluders' own descent to earn credit, push against the honest progress
             push = self._against_honest(honest, ref, -unit)
-            helps += [self._push.step * 2.0**-k for k in range(self.help - 1, -1, -1)]
+            lifts += [self._push.step * 2.0**-k for k in range(self.help - 1, -1, -1)]
 
-        def sent(step: float) -> torch.Tensor:
+        def sent(step: float, lift: float) -> torch.Tensor:
+            start = ref if lift == 0 else ref - lift * unit  # w^{r-1} + lift·g, g = −u the colluders' descent
             return (start + step * push + noise).to(view.own.dtype)
 
-        def harm(step: float) -> tuple[int, float]:
-            pushed = sent(step)
+        def harm(step: float, lift: float) -> tuple[int, float]:
+            pushed = sent(step, lift)
             barred = 0 if view.edge_bars is None else view.edge_bars(pushed)  # fewer bars first: a stay outweighs any push
             return -barred, float((view.edge_aggregate(pushed).to(torch.float64) - ref) @ push)
 
         grid = [0.0] + [self._push.step * 2.0 ** -k for k in range(self.steps - 2, -1, -1)]
         found = []
-        for lift in helps:
-            start = ref if lift == 0 else ref - lift * unit
-            harms = [harm(t) for t in grid]
+        for lift in lifts:
+            harms = [harm(t, lift) for t in grid]
             best = max(range(len(grid)), key=harms.__getitem__)
             found.append((harms[best], lift, best))
         top, lift, best = max(found, key=lambda f: f[0])
-        start = ref if lift == 0 else ref - lift * unit
         low, high = grid[best], grid[min(best + 1, len(grid) - 1)]
         for _ in range(self.refinements if high > low else 0):
             middle = (low + high) / 2
-            h = harm(middle)
+            h = harm(middle, lift)
             low, high, top = (middle, high, h) if h >= top else (low, middle, top)
-        return sent(low)
+        return sent(low, lift)
 
     @staticmethod
     def _against_honest(honest: torch.Tensor, ref: torch.Tensor, descent: torch.Tensor) -> torch.Tensor:
@@ -100,7 +99,6 @@ class WhiteBox(Attack):
         where the edge has no honest upload or the two are parallel."""
         if len(honest) == 0:
             return -descent
-        against = ref - honest.mean(dim=0)
-        against = against - (against @ descent) * descent
-        norm = against.norm()
-        return against / norm if norm > 1e-9 * (ref - honest.mean(dim=0)).norm().clamp_min(1e-300) else -descent
+        back = ref - honest.mean(dim=0)
+        against = back - (back @ descent) * descent
+        return against / against.norm() if against.norm() > 1e-9 * back.norm() else -descent
