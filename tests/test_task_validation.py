@@ -76,6 +76,17 @@ def test_the_leave_out_preset_needs_a_classification_test_set() -> None:
     assert reasons(refused) == ["invalid_spec"] and "test_loss" in refused[0].detail
 
 
+def test_the_credit_preset_validates_and_a_reversed_credit_is_refused_with_its_reason() -> None:
+    """``private_credit`` (leave-out testing that weighs kept uploads by measured help,
+    docs/algorithms.md §8.11) builds; a ``credit`` whose full-weight score is not above
+    its no-weight score cannot, and the cloud would answer ``invalid_spec`` naming it."""
+    fields = with_preset("private_credit", {"training": {"plan_samples": 100}})
+    assert validate_task(TaskDraft.model_validate(fields), CLASSES) == []
+    fields["aggregation"]["filters"][-1]["options"]["credit"] = [2, -1]
+    refused = validate_task(TaskDraft.model_validate(fields), CLASSES)
+    assert reasons(refused) == ["invalid_spec"] and "credit is [y0, y1] with y0 < y1" in refused[0].detail
+
+
 def test_the_publishers_client_refuses_typos_before_any_transaction(service_chain: ServiceChain) -> None:
     chain = service_chain.access(dev_key(PUBLISHER))
     publisher = Publisher(chain, "http://127.0.0.1:9")  # never reached
