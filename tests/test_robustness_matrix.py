@@ -4,6 +4,7 @@ quick matrix end to end on tiny data (the CI version)."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 
 import pytest
@@ -62,7 +63,7 @@ def test_quick_matrix_writes_the_report_and_plot(tmp_path):
     assert "**Envelope+SMmaj+LO+NW** (the `private_leave_out` preset's pipeline)" in text
     assert "**Default** (the default pipeline)" in text and "noise_weighted; the cloud's ratchet, tolerance 0.05" in text
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
-    cached = (tmp_path / "robustness.cache.jsonl").read_text().splitlines()
+    cached = gzip.open(tmp_path / "robustness.cache.jsonl.gz", "rt").read().splitlines()
     assert len(cached) == len(rm.matrix(rm.QUICK))  # every run's record, for --resume
     assert all(isinstance(json.loads(line)["rows"], dict) for line in cached)  # a column per field
     assert all(set(row) == set(rm.ROW_FIELDS) for line in cached for row in rm.unslim(json.loads(line))["rows"])
@@ -104,7 +105,7 @@ def test_the_edges_can_hold_the_whole_test_set(tmp_path):
     path = rm.main(["--quick", "--out", str(tmp_path), "--name", "full", "--test-samples", "full", "--attacks", "ALIE z=1.5",
                     "--pipelines", "FedAvg"])  # fmt: skip
     assert "edge test set the whole test set" in path.read_text()
-    (record,) = [json.loads(line) for line in (tmp_path / "full.cache.jsonl").read_text().splitlines()][:1]
+    (record,) = [json.loads(line) for line in gzip.open(tmp_path / "full.cache.jsonl.gz", "rt").read().splitlines()][:1]
     assert json.loads(record["fingerprint"])["data"]["edge_test_samples"] is None
 
 

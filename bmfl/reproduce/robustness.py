@@ -38,6 +38,7 @@ backdoor attackers.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shlex
 import statistics
@@ -483,7 +484,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the CI matrix (tiny data, one seed)")
     parser.add_argument("--out", type=Path, default=Path("docs"))
-    parser.add_argument("--name", default="robustness_matrix", help="file names in OUT: NAME.md, NAME.png, NAME.cache.jsonl")
+    parser.add_argument("--name", default="robustness_matrix", help="file names in OUT: NAME.md, NAME.png, NAME.cache.jsonl.gz")
     parser.add_argument("--jobs", "-j", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="reuse the runs cached in OUT by an earlier invocation")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
@@ -517,17 +518,17 @@ def main(argv: list[str] | None = None) -> Path:
     runs = matrix(scale)
     console.print(f"robustness matrix, scale {scale.name}: {len(runs)} runs")
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.out / f"{args.name}.cache.jsonl"
-    saved = [unslim(json.loads(line)) for line in cache.read_text().splitlines()] if args.resume and cache.exists() else []
+    cache = args.out / f"{args.name}.cache.jsonl.gz"  # gzip: one config fingerprint a line compresses tenfold
+    saved = [unslim(json.loads(line)) for line in gzip.open(cache, "rt").read().splitlines()] if args.resume and cache.exists() else []
     reuse = {r["fingerprint"]: r for r in saved}
     if not args.resume:
-        cache.write_text("")
+        gzip.open(cache, "wt").close()
     start = time.perf_counter()
     records: dict[str, dict[str, Any]] = {}
     for seed in scale.seeds:  # one seed at a time, cached as it finishes: an interrupted matrix resumes
         done, _ = run_grid([r for r in runs if r.config["seed"] == seed], console, reuse, args.jobs)
         records.update(done)
-        with cache.open("a") as fh:
+        with gzip.open(cache, "at") as fh:  # one more gzip member per seed: the file reads back as one stream
             for rec in {r["fingerprint"]: r for r in done.values()}.values():
                 if rec["fingerprint"] not in reuse:
                     reuse[rec["fingerprint"]] = rec
