@@ -528,11 +528,11 @@ def main(argv: list[str] | None = None) -> Path:
     for seed in scale.seeds:  # one seed at a time, cached as it finishes: an interrupted matrix resumes
         done, _ = run_grid([r for r in runs if r.config["seed"] == seed], console, reuse, args.jobs)
         records.update(done)
-        with gzip.open(cache, "at") as fh:  # one more gzip member per seed: the file reads back as one stream
-            for rec in {r["fingerprint"]: r for r in done.values()}.values():
-                if rec["fingerprint"] not in reuse:
-                    reuse[rec["fingerprint"]] = rec
-                    fh.write(json.dumps(slim(rec), separators=(",", ":")) + "\n")  # compact: hundreds of runs
+        new = [rec for rec in {r["fingerprint"]: r for r in done.values()}.values() if rec["fingerprint"] not in reuse]
+        reuse |= {rec["fingerprint"]: rec for rec in new}
+        if new:  # one more gzip member per seed that ran anything: the file reads back as one stream
+            with gzip.open(cache, "at") as fh:
+                fh.writelines(json.dumps(slim(rec), separators=(",", ":")) + "\n" for rec in new)  # compact: hundreds of runs
     used = {fingerprint(run.config) for run in runs}
     cpu_s = sum(r["cpu_s"] for fp, r in reuse.items() if fp in used)
     console.print(f"{cpu_s / 60:.1f} CPU-minutes of simulation, {(time.perf_counter() - start) / 60:.1f} min wall")
