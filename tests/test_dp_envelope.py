@@ -15,6 +15,7 @@ from bmfl.attacks.alie import mean_minus_z_std
 from bmfl.attacks.base import AttackContext, EdgeView
 from bmfl.filters import get_filter
 from bmfl.filters import gram
+from bmfl.attacks.frame import GRID
 from bmfl.filters.dp_envelope import SHAPE_QUANTILES, maximum_independent_set, shape_excess, signal_bound
 from bmfl.filters.dp_floor import noise_variance
 from bmfl.filters.gram import carry_gram, gram_matrix
@@ -215,6 +216,33 @@ def test_envelope_aware_attack_passes_the_envelope_by_construction():
     assert not torch.equal(sent[0], sent[1])
     res = envelope()(torch.cat([ups[:5], sent]), torch.full((8,), float(N)), ref)
     assert res.keep.all()
+
+
+@pytest.mark.parametrize("colluders", [1, 2])
+def test_framing_colluders_get_the_most_useful_honest_upload_flagged(colluders):
+    """``frame``: each colluder sends its own honest DP upload plus c·Δ_t, the smallest c of
+    the grid that gets the target flagged. Every colluder then conflicts with the target
+    and with nothing else; two colluders outnumber it and the envelope drops the target
+    (no honest upload copied anything); one colluder ties with it, and vehicle order (the
+    honest uploads first here) drops the colluder."""
+    ref, ups, _ = honest_uploads(3 + colluders, seed=5)
+    honest, own = ups[:3], ups[3:]
+    assert envelope()(ups, torch.full((3 + colluders,), float(N)), ref).keep.all()  # honest as they trained
+    attack = get_attack("frame", training=dict(BMFL_TRAINING), num_samples=N)
+    view = EdgeView(edge=0, vehicles=list(range(3, 3 + colluders)), own=own, reference=ref,
+                    generator=torch.Generator().manual_seed(0), total=3 + colluders, honest=honest)
+    sent = attack.collude(view)
+    t = attack.target(honest, ref)
+    assert t == int(torch.argmax((honest - ref) @ (honest - ref).mean(0)))
+    added = (sent - own).to(torch.float64)
+    c = float(added[0] @ (honest[t] - ref).to(torch.float64)) / float((honest[t] - ref).to(torch.float64).pow(2).sum())
+    assert min(abs(c - g) for g in GRID) < 1e-4 and torch.allclose(added, c * (honest[t] - ref).to(torch.float64).expand_as(added), atol=1e-5)
+    res = envelope()(torch.cat([honest, sent]), torch.full((3 + colluders,), float(N)), ref)
+    conflict = res.info["conflict"]
+    assert all(bool(conflict[t, 3 + j]) for j in range(colluders))
+    others = [i for i in range(3 + colluders) if i != t]
+    assert not conflict[others][:, others].any()
+    assert res.keep.tolist() == ([i != t for i in range(3)] + [True] * 2 if colluders == 2 else [True] * 3 + [False])
 
 
 def test_free_rider_sends_fresh_dp_sized_noise_that_the_envelope_cannot_tell_from_an_honest_upload():

@@ -12,6 +12,7 @@ from bmfl.attacks.behaviour import local_upload
 from bmfl.attacks.data_noise import DataNoise
 from bmfl.attacks.envelope_aware import EnvelopeAware
 from bmfl.attacks.envelope_backdoor import EnvelopeBackdoor
+from bmfl.attacks.frame import Frame
 from bmfl.attacks.free_rider import FreeRider
 from bmfl.attacks.gaussian import GaussianNoise
 from bmfl.attacks.ipm import InnerProductManipulation
@@ -36,6 +37,7 @@ __all__ = [
     "ClipAware",
     "EnvelopeAware",
     "EnvelopeBackdoor",
+    "Frame",
     "FreeRider",
     "MedianAware",
     "WhiteBox",

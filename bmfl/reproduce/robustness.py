@@ -168,6 +168,7 @@ ATTACKS: dict[str, tuple[str, dict[str, Any]]] = {
     "pipeline-aware": ("pipeline_aware", {"training": dict(BMFL_TRAINING), "aggregation": {}}),
     "white-box": ("white_box", {"training": dict(BMFL_TRAINING)}),
     "white-box+help": ("white_box", {"training": dict(BMFL_TRAINING), "help": 3}),
+    "frame": ("frame", {"training": dict(BMFL_TRAINING)}),
     "sign flip": ("sign_flip", {}),
     "label flip": ("label_flip", {}),
     "targeted flip 7→1": ("label_flip", {"mapping": {7: 1}}),
