@@ -13,9 +13,9 @@ from bmfl.aggregation import compose, get_aggregator
 from bmfl.attacks import get_attack
 from bmfl.attacks.alie import mean_minus_z_std
 from bmfl.attacks.base import AttackContext, EdgeView
+from bmfl.attacks.frame import GRID
 from bmfl.filters import get_filter
 from bmfl.filters import gram
-from bmfl.attacks.frame import GRID
 from bmfl.filters.dp_envelope import SHAPE_QUANTILES, maximum_independent_set, shape_excess, signal_bound
 from bmfl.filters.dp_floor import noise_variance
 from bmfl.filters.gram import carry_gram, gram_matrix
