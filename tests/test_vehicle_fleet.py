@@ -3,7 +3,8 @@ cloud: seeded keys, funding, registration, nearest-edge association from the ``G
 /edges`` directory, and one round in which every selected vehicle (one an attacker, one
 handed over to another edge after selection) trains through the core and is accepted;
 then a round in which the network loses an edge's first receipt after the edge stored
-the update, and the vehicle gets it by sending the update again."""
+the update, and the vehicle gets it by sending the update again; and colluding attackers,
+whose uploads the fleet shapes per edge as the simulator does."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import time
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
+import torch
 from rich.console import Console
 
+from bmfl.blobs.codec import blob_digest, decode_state
+from bmfl.params import flatten
 from bmfl.protocol.schemas import TrainingSpec
 from bmfl.privacy import SecureGenerator
 from bmfl.rounds.seeds import choose_attackers
@@ -28,6 +33,7 @@ from vehicle_client.accounts import fleet_accounts
 from vehicle_client.mobility import nearest_edge
 
 CATEGORY = 8
+COLLUDING = 9
 
 
 def test_fleet_setup_handover_and_round(stack: EdgeStack) -> None:
@@ -73,6 +79,43 @@ def test_fleet_setup_handover_and_round(stack: EdgeStack) -> None:
     assert sorted(received) == sorted(selected)
     assert not fleet.serve(spec.task_id)  # one turn per vehicle and round
     fleet.close()
+
+
+def test_a_fleets_colluding_attackers_shape_their_uploads_together(stack: EdgeStack) -> None:
+    """A colluding attack runs in the fleet as in the simulator (``shape_edge_uploads``):
+    IPM's attacker sends w^{r-1} − ε·(mean update of the honest vehicles that trained for
+    its edge), read back from the blobs the edge stored. A white-box attack, which needs
+    the edge's pipeline and test set, is refused before the fleet touches the chain."""
+    chain = stack.chain
+    common = dict(cloud_url=stack.directory.url, rpc_url=chain.rpc_url, deployment=chain.deployment_file,
+                  funder_key=dev_key(OPERATOR), vehicles=4, seed=12, partition="iid", categories=COLLUDING,
+                  attack_fraction=0.25, torch_threads=1)  # fmt: skip
+    white_box = Fleet(FleetSettings(**common, attack="white_box", attack_options={"training": {"noise_multiplier": 1.0}}),
+                      train_data=stack.data.train.subset(list(range(256))), console=Console(quiet=True))  # fmt: skip
+    with pytest.raises(ValueError, match="white-box"):
+        white_box.setup()
+    assert not white_box.vehicles
+    fleet = Fleet(FleetSettings(**common, attack="ipm", attack_options={"epsilon": 0.5}),
+                  train_data=stack.data.train.subset(list(range(256, 512))), console=Console(quiet=True))  # fmt: skip
+    fleet.setup()
+    spec = create_task(chain, stack.data, category=COLLUDING, rounds=1,
+                       training=TrainingSpec(epochs=1, batch_size=16, lr=0.1, noise_multiplier=1.0))  # fmt: skip
+    stack.serve_task(spec)
+    stack.start_round(spec.task_id, stack.data.initial_model, stack.data.initial_cid)
+    for e in (0, 1):
+        stack.open_round(e, spec.task_id, 1, stack.data.initial_model, stack.data.initial_cid)
+    uploads: list[UploadEvent] = []
+    assert fleet.serve(spec.task_id, on_upload=uploads.append)
+    fleet.close()
+    stored = {blob_digest(path.read_bytes()).hex0x: path.read_bytes() for path in stack.store.root.rglob("*") if path.is_file()}
+    reference = flatten(decode_state(stack.data.initial_model, spec.model)[0])
+    delta = {u.vehicle: flatten(decode_state(stored[u.digest], spec.model)[0]) - reference for u in uploads}
+    attacker = next(u for u in uploads if u.attack == "ipm")
+    honest = [u.vehicle for u in uploads if u.attack is None and u.edge == attacker.edge]
+    assert honest  # the seed puts honest vehicles at the attacker's edge
+    expected = -0.5 * torch.stack([delta[v] for v in honest]).mean(dim=0)
+    assert torch.allclose(delta[attacker.vehicle], expected, atol=1e-6)
+    assert not torch.allclose(delta[attacker.vehicle], delta[honest[0]], atol=1e-3)
 
 
 class LosesFirstReceipt:

@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from web3 import Web3
 from web3.middleware import ExtraDataToPOAMiddleware, SignAndSendRawMiddlewareBuilder
 
-from bmfl.attacks import AttackContext, get_attack
+from bmfl.attacks import AttackContext, get_attack, shape_edge_uploads
 from bmfl.blobs.errors import BlobError
 from bmfl.data import TensorData, load_dataset
 from bmfl.device import default_device
@@ -139,6 +139,8 @@ class Fleet:
         """Keys, data, funding, registration and association with the nearest edge
         (call before :meth:`run`)."""
         s = self.settings
+        if s.attack and get_attack(s.attack, **s.attack_options).knowledge == "white_box":
+            raise ValueError(f"attack {s.attack!r} is white-box: it queries the edge's pipeline and test set, which a fleet does not have")
         if s.torch_threads:
             torch.set_num_threads(s.torch_threads)
         load_transforms()  # not in the first round's time
@@ -382,6 +384,7 @@ class Fleet:
             create_model(spec.model, default_device()), [v.training_data(spec.training) for v, _, _ in ready], spec.training.local(), [c for _, _, c in ready],
             [v.attack for v, _, _ in ready], [v.privacy for v, _, _ in ready],
         )  # fmt: skip
+        trained = self._collude(ready, trained)
         futures = []
         for (vehicle, assignment, context), upload in zip(ready, trained):
             update = vehicle.finish(assignment, context, upload)
@@ -393,6 +396,28 @@ class Fleet:
             else:
                 futures.append(self._uploader.submit(self._upload, job))
         return futures
+
+    def _collude(self, ready: list[tuple[Vehicle, Assignment, AttackContext]], trained: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The batch's uploads with each edge's attackers' replaced by what a colluding
+        attack sends (``bmfl.attacks.shape_edge_uploads``, the simulator's function), from
+        the uploads this batch trained for that edge: an omniscient attack sees the honest
+        ones among them. Unchanged without a colluding attacker."""
+        attack = next((v.attack for v, _, _ in ready if v.attack is not None), None)
+        if attack is None or not attack.colludes:
+            return trained
+        rows: dict[int, list[int]] = {}
+        for i, (vehicle, _, _) in enumerate(ready):
+            rows.setdefault(self._edge_of[vehicle.address].index, []).append(i)
+        out = list(trained)
+        for edge, members in rows.items():
+            uploads = {ready[i][0].index: trained[i] for i in members}
+            attackers = {ready[i][0].index for i in members if ready[i][0].attack is not None}
+            context = ready[members[0]][2]
+            shaped = shape_edge_uploads(attack, uploads, attackers, edge, context.reference, context.round_index,  # type: ignore[arg-type]
+                                        self.settings.seed, context.previous_reference)  # fmt: skip
+            for i in members:
+                out[i] = shaped[ready[i][0].index]
+        return out
 
     def _compute_s(self, vehicle: Vehicle, assignment: Assignment, update: TrainedUpdate) -> float:
         """The job's modelled compute time (``bmfl.simulation.stragglers.ComputeClock``, the

@@ -27,7 +27,7 @@ class FleetSettings(BaseSettings):
     partition: Literal["iid", "complete_non_iid", "dirichlet"] = Field("dirichlet", description="how data is dealt")
     alpha: float = Field(0.9, gt=0, description="Dirichlet α of the dirichlet partition")
     categories: int = Field(1, gt=0, lt=2**32, description="data category bitmask the vehicles register with")
-    attack: str | None = Field(None, description="attack registry name of the malicious vehicles (unset: none)")
+    attack: str | None = Field(None, description="attack registry name of the malicious vehicles (unset: none); a colluding one shapes the uploads each batch trains for an edge together, a white-box one is refused")
     attack_options: dict[str, Any] = Field(default_factory=dict, description='JSON options of the attack, e.g. {"gamma": -5}')
     attack_fraction: float = Field(0.1, ge=0, le=1, description="fraction of vehicles that attack (when ATTACK is set)")
     mobility: float = Field(0.0, ge=0, description="distance each vehicle moves per round (0: static); a new nearest edge means a handover")

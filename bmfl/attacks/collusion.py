@@ -1,7 +1,7 @@
 """Colluding attackers of one edge shape their uploads together (issue 17).
 
-The simulator (and a vehicle fleet that holds its attackers' uploads before sending
-them) trains every selected vehicle first, honest and attacker alike, then calls
+The simulator (and the vehicle fleet, for the vehicles one batch trains) trains every
+selected vehicle first, honest and attacker alike, then calls
 :func:`shape_edge_uploads` once per edge: the edge's attackers' trained uploads go to
 :meth:`bmfl.attacks.base.Attack.collude` together, with the honest uploads of the edge
 when the attack's ``knowledge`` is ``"omniscient"`` or ``"white_box"``, and for
