@@ -79,12 +79,19 @@ def test_the_leave_out_preset_needs_a_classification_test_set() -> None:
 def test_the_credit_preset_validates_and_a_reversed_credit_is_refused_with_its_reason() -> None:
     """``private_credit`` (leave-out testing that weighs kept uploads by measured help,
     docs/algorithms.md §8.11) builds; a ``credit`` whose full-weight score is not above
-    its no-weight score cannot, and the cloud would answer ``invalid_spec`` naming it."""
+    its no-weight score cannot, nor one whose full-weight score is beyond the test's z or
+    not finite, and the cloud would answer ``invalid_spec`` naming it."""
     fields = with_preset("private_credit", {"training": {"plan_samples": 100}})
     assert validate_task(TaskDraft.model_validate(fields), CLASSES) == []
     fields["aggregation"]["filters"][-1]["options"]["credit"] = [2, -1]
     refused = validate_task(TaskDraft.model_validate(fields), CLASSES)
     assert reasons(refused) == ["invalid_spec"] and "credit is [y0, y1] with y0 < y1" in refused[0].detail
+    # a publisher's credit that no upload can reach would weigh every upload 0 and hand the
+    # vehicles' share back to the publisher (unclaimed shares return to it): refused too
+    for unreachable in ([1000.0, 2000.0], [float("-inf"), 2.0], [0.0, float("nan")]):
+        fields["aggregation"]["filters"][-1]["options"]["credit"] = unreachable
+        refused = validate_task(TaskDraft.model_validate(fields), CLASSES)
+        assert reasons(refused) == ["invalid_spec"] and "y1 <= z = 3.0, both finite" in refused[0].detail, unreachable
 
 
 def test_the_publishers_client_refuses_typos_before_any_transaction(service_chain: ServiceChain) -> None:

@@ -58,13 +58,13 @@ class Frame(Attack):
     def collude(self, view: EdgeView) -> torch.Tensor:
         if view.honest is None or len(view.honest) == 0:
             return view.own
-        own, honest = view.own.to(torch.float64), view.honest.to(torch.float64)
-        t = self.target(honest, view.reference)
-        copy = honest[t] - view.reference.to(torch.float64)
+        own, honest, ref = (x.to(torch.float64) for x in (view.own, view.honest, view.reference))
+        t = self.target(honest, ref)
+        copy = honest[t] - ref
         sizes = torch.full((len(honest) + len(own),), float(self.num_samples))
         for c in GRID:
             sent = own + c * copy
-            result = self._envelope(torch.cat([honest, sent]), sizes, view.reference.to(torch.float64))
+            result = self._envelope(torch.cat([honest, sent]), sizes, ref)
             conflict = result.info.get("conflict")
             if conflict is None:  # without DP nothing is flagged
                 break

@@ -164,7 +164,8 @@ class LeaveOut(UpdateFilter):
     rounds in a row before it the cloud's guard refused), ``evaluate`` the test-set
     accuracy evaluator of the self-reliability test that judges a task without DP,
     ``credit`` [y0, y1] the help scores between which a kept upload's share of its weight
-    grows from none to all (None: every kept upload keeps its whole weight)."""
+    grows from none to all (None: every kept upload keeps its whole weight; y1 at most z,
+    so that help the test finds significant earns the whole weight)."""
 
     needs = frozenset({"test_loss", "training", "count_noise", "evaluate", "refusals"})
 
@@ -175,8 +176,12 @@ class LeaveOut(UpdateFilter):
     ) -> None:  # fmt: skip
         if z <= 0 or not -1 < similarity <= 1 or not 0 < step <= 1 or not escalation >= 1:
             raise ValueError("need z > 0, similarity in (-1, 1], step in (0, 1] and escalation >= 1")
-        if credit is not None and not (len(credit) == 2 and float(credit[0]) < float(credit[1])):
-            raise ValueError("credit is [y0, y1] with y0 < y1: no weight at a help score of y0 or less, all of it from y1")
+        if credit is not None and not (len(credit) == 2 and math.isfinite(float(credit[0])) and float(credit[0]) < float(credit[1]) <= z):
+            raise ValueError(
+                f"credit is [y0, y1] with y0 < y1 <= z = {z}, both finite: no weight at a help score of y0 or less, all of it "
+                "from y1, so an upload whose help the test finds significant keeps its whole weight (a publisher cannot set "
+                "a y1 that no upload reaches and keep the vehicles' pay)"
+            )
         self.step = step
         self.escalation = escalation
         self.credit = None if credit is None else (float(credit[0]), float(credit[1]))
